@@ -1,0 +1,3 @@
+from grantd.cli import main
+
+main()

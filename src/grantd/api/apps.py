@@ -1,0 +1,170 @@
+"""A developer's apps and their API keys, in the Neucron envelope. Only the owner sees an app."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path
+from pydantic import BaseModel, Field
+from starlette.responses import Response
+
+from grantd.api.deps import context, current_user
+from grantd.api.envelope import Envelope, envelope, error_responses
+from grantd.api.wire import STRICT, rfc3339
+from grantd.core import apps
+from grantd.core.accounts import Principal
+from grantd.core.context import Context
+
+router = APIRouter(tags=["Apps"])
+
+RedirectUri = Annotated[str, Field(max_length=2000)]
+AppId = Annotated[str, Path(max_length=64)]
+KeyId = Annotated[str, Path(max_length=64)]
+User = Annotated[Principal, Depends(current_user)]
+Ctx = Annotated[Context, Depends(context)]
+
+
+class AppCreate(BaseModel):
+    model_config = STRICT
+    name: str = Field(max_length=200, examples=["My App"])
+    redirect_uris: list[RedirectUri] = Field(max_length=20, examples=[["https://yourapp.com/oauth/callback"]])
+    permissions: str = Field(
+        max_length=1024, examples=["read_profile,write_data"], description="The most the app may ask for."
+    )
+
+
+class AppUpdate(BaseModel):
+    model_config = STRICT
+    name: str | None = Field(None, max_length=200)
+    redirect_uris: list[RedirectUri] | None = Field(None, max_length=20)
+    permissions: str | None = Field(None, max_length=1024)
+
+
+class AppData(BaseModel):
+    app_id: str
+    name: str
+    redirect_uris: list[str]
+    permissions: str
+    created_at: str
+    updated_at: str
+    disabled: bool
+    disabled_at: str | None
+
+
+class CreatedAppData(AppData):
+    app_key: str = Field(description="The app's secret key. Shown only here, once.")
+
+
+class AppList(BaseModel):
+    apps: list[AppData]
+
+
+class CreatedKeyData(BaseModel):
+    key_id: str
+    key_secret: str = Field(description="Shown only here, once.")
+    created_at: str
+
+
+class KeyData(BaseModel):
+    key_id: str
+    created_at: str
+    last_used_at: str | None
+    revoked: bool
+    revoked_at: str | None
+
+
+class KeyList(BaseModel):
+    keys: list[KeyData]
+
+
+def app_data(app: apps.App) -> dict[str, object]:
+    return {
+        "app_id": app.app_id,
+        "name": app.name,
+        "redirect_uris": app.redirect_uris,
+        "permissions": app.permissions,
+        "created_at": rfc3339(app.created_at),
+        "updated_at": rfc3339(app.updated_at),
+        "disabled": app.disabled_at is not None,
+        "disabled_at": rfc3339(app.disabled_at),
+    }
+
+
+def key_data(key: apps.Key) -> dict[str, object]:
+    return {
+        "key_id": key.key_id,
+        "created_at": rfc3339(key.created_at),
+        "last_used_at": rfc3339(key.last_used_at),
+        "revoked": key.revoked_at is not None,
+        "revoked_at": rfc3339(key.revoked_at),
+    }
+
+
+def created_key_data(key: apps.CreatedKey) -> dict[str, object]:
+    return {"key_id": key.key_id, "key_secret": key.key_secret, "created_at": rfc3339(key.created_at)}
+
+
+@router.post("/apps", response_model=Envelope[CreatedAppData], responses=error_responses(400, 401), summary="Register an app")
+async def create_app(body: AppCreate, user: User, ctx: Ctx) -> Response:
+    created = await apps.create(ctx, user.user_id, body.name, body.redirect_uris, body.permissions)
+    return envelope({**app_data(created.app), "app_key": created.app_key}, no_store=True)
+
+
+@router.get("/apps", response_model=Envelope[AppList], responses=error_responses(401), summary="Your apps")
+async def list_apps(user: User, ctx: Ctx) -> Response:
+    return envelope({"apps": [app_data(app) for app in await apps.list_owned(ctx, user.user_id)]})
+
+
+@router.get("/apps/{app_id}", response_model=Envelope[AppData], responses=error_responses(401, 404), summary="One of your apps")
+async def get_app(app_id: AppId, user: User, ctx: Ctx) -> Response:
+    return envelope(app_data(await apps.get_owned(ctx, user.user_id, app_id)))
+
+
+@router.patch(
+    "/apps/{app_id}",
+    response_model=Envelope[AppData],
+    responses=error_responses(400, 401, 404),
+    summary="Change an app's name, redirect URIs or permissions",
+)
+async def update_app(app_id: AppId, body: AppUpdate, user: User, ctx: Ctx) -> Response:
+    app = await apps.update(
+        ctx, user.user_id, app_id, name=body.name, uris=body.redirect_uris, permissions=body.permissions
+    )
+    return envelope(app_data(app))
+
+
+@router.delete(
+    "/apps/{app_id}",
+    response_model=Envelope[AppData],
+    responses=error_responses(401, 404),
+    summary="Disable an app: its keys and unredeemed codes stop working at once",
+)
+async def disable_app(app_id: AppId, user: User, ctx: Ctx) -> Response:
+    return envelope(app_data(await apps.disable(ctx, user.user_id, app_id)))
+
+
+@router.post(
+    "/apps/{app_id}/keys",
+    response_model=Envelope[CreatedKeyData],
+    responses=error_responses(400, 401, 404),
+    summary="Create an API key pair (the secret is shown once)",
+)
+async def create_key(app_id: AppId, user: User, ctx: Ctx) -> Response:
+    return envelope(created_key_data(await apps.create_key(ctx, user.user_id, app_id)), no_store=True)
+
+
+@router.get(
+    "/apps/{app_id}/keys", response_model=Envelope[KeyList], responses=error_responses(401, 404), summary="The app's keys"
+)
+async def list_keys(app_id: AppId, user: User, ctx: Ctx) -> Response:
+    return envelope({"keys": [key_data(key) for key in await apps.list_keys(ctx, user.user_id, app_id)]})
+
+
+@router.delete(
+    "/apps/{app_id}/keys/{key_id}",
+    response_model=Envelope[KeyData],
+    responses=error_responses(401, 404),
+    summary="Revoke a key",
+)
+async def revoke_key(app_id: AppId, key_id: KeyId, user: User, ctx: Ctx) -> Response:
+    return envelope(key_data(await apps.revoke_key(ctx, user.user_id, app_id, key_id)))

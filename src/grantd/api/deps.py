@@ -1,0 +1,36 @@
+"""Request-scoped dependencies: the core context and the signed-in user."""
+
+from __future__ import annotations
+
+from fastapi import Request, Security
+from fastapi.security import APIKeyHeader
+
+from grantd.core import accounts
+from grantd.core.context import Context
+from grantd.core.errors import InvalidToken
+
+authorization_header = APIKeyHeader(
+    name="Authorization",
+    auto_error=False,
+    scheme_name="UserToken",
+    description="A user token from /v1/auth/login or /v1/auth/signup, as `Bearer <token>` or the bare token.",
+)
+
+
+def context(request: Request) -> Context:
+    return request.app.state.ctx
+
+
+def bearer_token(header: str | None) -> str:
+    """The token from ``Authorization: Bearer <t>`` or a bare ``Authorization: <t>``."""
+    if not header:
+        raise InvalidToken("The Authorization header with a user token is missing.")
+    scheme, _, rest = header.strip().partition(" ")
+    token = rest.strip() if scheme.lower() == "bearer" else header.strip()
+    if not token or " " in token:
+        raise InvalidToken("The Authorization header is malformed.")
+    return token
+
+
+async def current_user(request: Request, authorization: str | None = Security(authorization_header)) -> accounts.Principal:
+    return await accounts.authenticate(context(request), bearer_token(authorization))

@@ -1,0 +1,63 @@
+"""The Neucron wire shapes: the success envelope and the error body."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Generic, TypeVar
+
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.responses import Response
+
+from grantd.core.errors import GrantdError
+
+T = TypeVar("T")
+
+
+class Envelope(BaseModel, Generic[T]):
+    """Every Neucron success body: exactly these two keys."""
+
+    data: T
+    status_code: int = Field(200, examples=[200])
+
+
+class ErrorBody(BaseModel):
+    """Every Neucron error body; the HTTP status equals ``status_code``."""
+
+    error: str = Field(examples=["invalid_request"], description="An OAuth 2.0 style error code.")
+    message: str = Field(examples=["token.app_id is required."], description="A human sentence; never internals.")
+    status_code: int = Field(examples=[400])
+
+
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+def envelope(data: Any, *, no_store: bool = False) -> Response:
+    body = json.dumps({"data": data, "status_code": 200}, separators=(",", ":"), ensure_ascii=False).encode()
+    return Response(body, 200, headers=NO_STORE if no_store else None, media_type="application/json")
+
+
+def error_response(error: str, message: str, status_code: int, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": error, "message": message, "status_code": status_code}, status_code, headers=headers)
+
+
+def render_error(exc: GrantdError) -> JSONResponse:
+    headers = {"Retry-After": str(exc.retry_after)} if hasattr(exc, "retry_after") else None
+    return error_response(exc.error, exc.message, exc.status_code, headers)
+
+
+_DESCRIPTIONS = {
+    400: "Malformed request (`invalid_request`), unknown or disallowed permission (`invalid_scope`), "
+    "unregistered redirect URI (`invalid_redirect_uri`), or consent needed (`consent_required`).",
+    401: "Missing or bad bearer token (`invalid_token`), wrong app or key credentials (`invalid_client`), "
+    "or an unusable authorization code (`invalid_grant`).",
+    404: "No such resource among yours (`not_found`).",
+    409: "Already exists (`conflict`).",
+    413: "Request body too large (`invalid_request`).",
+    429: "Too many attempts (`rate_limited`); see `Retry-After`.",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries for the errors a route can return."""
+    return {s: {"model": ErrorBody, "description": _DESCRIPTIONS[s]} for s in (*statuses, 413)}

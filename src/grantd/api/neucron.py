@@ -1,0 +1,156 @@
+"""The Neucron OAuth API: authorize, grant permissions, token, and the permission catalog."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, Field, model_validator
+from starlette.responses import Response
+
+from grantd.api.deps import context, current_user
+from grantd.api.envelope import Envelope, envelope, error_responses
+from grantd.api.wire import STRICT, rfc3339
+from grantd.core import authorization, tokens
+from grantd.core.accounts import Principal
+from grantd.core.context import Context
+
+router = APIRouter(tags=["OAuth"])
+
+
+class AuthorizationParams(BaseModel):
+    model_config = STRICT
+    app_id: str = Field(min_length=1, max_length=64, examples=["2f0e6c1a-0000-4000-8000-000000000000"])
+    app_key: str = Field(min_length=1, max_length=256, description="The app's secret key.")
+    state: str = Field(min_length=1, max_length=1024, description="Opaque value returned with the code.")
+    redirect_uri: str = Field(min_length=1, max_length=2048, examples=["https://yourapp.com/oauth/callback"])
+    permissions: str = Field(min_length=1, max_length=1024, examples=["read_profile,write_data"])
+
+    def to_request(self) -> authorization.AuthorizationRequest:
+        return authorization.AuthorizationRequest(
+            self.app_id, self.app_key, self.state, self.redirect_uri, self.permissions
+        )
+
+
+class AuthorizeBody(BaseModel):
+    """``{"token": {...}}``; the ``{"permissions": {...}}`` wrapper is accepted too."""
+
+    model_config = STRICT
+    token: AuthorizationParams | None = None
+    permissions: AuthorizationParams | None = None
+
+    @model_validator(mode="after")
+    def _one_wrapper(self) -> "AuthorizeBody":
+        if self.token is None and self.permissions is None:
+            raise ValueError("token is required: the body is {\"token\": {app_id, app_key, state, redirect_uri, permissions}}")
+        return self
+
+    @property
+    def params(self) -> AuthorizationParams:
+        return self.token or self.permissions  # type: ignore[return-value]
+
+
+class GrantBody(BaseModel):
+    model_config = STRICT
+    permissions: AuthorizationParams
+
+
+class TokenParams(BaseModel):
+    model_config = STRICT
+    auth_code: str = Field(min_length=1, max_length=256)
+    key_id: str = Field(min_length=1, max_length=64)
+    key_secret: str = Field(min_length=1, max_length=256)
+
+
+class TokenBody(BaseModel):
+    model_config = STRICT
+    token: TokenParams
+
+
+class CodeData(BaseModel):
+    code: str = Field(description="Single-use authorization code.")
+    user_id: str
+    state: str
+    redirect_url: str = Field(description="redirect_uri with code and state added.")
+    expires_at: str
+
+
+class MessageData(BaseModel):
+    message: str = Field(examples=["Permissions granted successfully."])
+
+
+class TokenData(BaseModel):
+    access_token: str = Field(description="ES256 JWT (RFC 9068); verify with /.well-known/jwks.json.")
+    token_type: str = Field(examples=["Bearer"])
+    expires_in: int
+    scope: str = Field(description="Granted permissions, space-separated.")
+
+
+class Permission(BaseModel):
+    name: str
+    description: str
+
+
+class CatalogData(BaseModel):
+    permissions: list[Permission]
+
+
+@router.post(
+    "/oauth/authorize",
+    response_model=Envelope[CodeData],
+    responses=error_responses(400, 401),
+    summary="Issue an authorization code for the signed-in user",
+)
+async def authorize(
+    body: AuthorizeBody, user: Annotated[Principal, Depends(current_user)], ctx: Annotated[Context, Depends(context)]
+) -> Response:
+    issued = await authorization.authorize(ctx, user, body.params.to_request())
+    return envelope(
+        {
+            "code": issued.code,
+            "user_id": issued.user_id,
+            "state": issued.state,
+            "redirect_url": issued.redirect_url,
+            "expires_at": rfc3339(issued.expires_at),
+        },
+        no_store=True,
+    )
+
+
+@router.patch(
+    "/oauth/permissions/grant",
+    response_model=Envelope[MessageData],
+    responses=error_responses(400, 401),
+    summary="Add permissions to the signed-in user's grant for an app",
+)
+async def grant_permissions(
+    body: GrantBody, user: Annotated[Principal, Depends(current_user)], ctx: Annotated[Context, Depends(context)]
+) -> Response:
+    await authorization.grant_permissions(ctx, user, body.permissions.to_request())
+    return envelope({"message": "Permissions granted successfully."})
+
+
+@router.post(
+    "/oauth/token",
+    response_model=Envelope[TokenData],
+    responses=error_responses(400, 401),
+    summary="Exchange an authorization code for an access token",
+)
+async def token(body: TokenBody, ctx: Annotated[Context, Depends(context)]) -> Response:
+    params = body.token
+    issued = await tokens.redeem_code(ctx, params.auth_code, params.key_id, params.key_secret)
+    return envelope(
+        {
+            "access_token": issued.access_token,
+            "token_type": "Bearer",
+            "expires_in": issued.expires_in,
+            "scope": issued.scope,
+        },
+        no_store=True,
+    )
+
+
+@router.get("/oauth/permissions", response_model=Envelope[CatalogData], summary="The permission catalog")
+async def permission_catalog(ctx: Annotated[Context, Depends(context)]) -> Response:
+    items = [{"name": name, "description": text} for name, text in ctx.catalog.descriptions.items()]
+    return envelope({"permissions": items})

@@ -1,0 +1,22 @@
+"""Published metadata: the JSON Web Key Set that resource servers verify tokens with."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel
+from starlette.responses import Response
+
+router = APIRouter(tags=["Discovery"])
+
+
+class JWKS(BaseModel):
+    keys: list[dict[str, str]]
+
+
+@router.get("/.well-known/jwks.json", response_model=JWKS, summary="Public keys of the token signatures")
+async def jwks(request: Request) -> Response:
+    return Response(
+        request.app.state.ctx.signing.jwks_document,
+        media_type="application/json",
+        headers={"Cache-Control": "public, max-age=300"},
+    )

@@ -1,0 +1,163 @@
+"""The operator's command line: serve, migrate, and users, apps and keys without the API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from grantd.config import Settings
+from grantd.core.context import Context
+from grantd.core.errors import GrantdError
+
+app = typer.Typer(help="grantd: an OAuth 2.0 authorization server.", no_args_is_help=True, add_completion=False)
+users_app = typer.Typer(help="Manage user accounts.", no_args_is_help=True)
+apps_app = typer.Typer(help="Manage apps.", no_args_is_help=True)
+keys_app = typer.Typer(help="Manage an app's API keys.", no_args_is_help=True)
+app.add_typer(users_app, name="users")
+app.add_typer(apps_app, name="apps")
+app.add_typer(keys_app, name="keys")
+
+T = TypeVar("T")
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON, with the API's field names.")]
+
+
+def _run(use_case: Callable[[Context], Awaitable[T]]) -> T:
+    """Run one use case against the configured database, with signing keys loaded."""
+    from grantd.core import signing_keys
+    from grantd.store.migrate import upgrade
+
+    async def main() -> T:
+        ctx = Context.from_settings(Settings())
+        try:
+            await upgrade(ctx.db)
+            await signing_keys.ensure_active(ctx)
+            await signing_keys.load(ctx)
+            return await use_case(ctx)
+        finally:
+            await ctx.close()
+
+    try:
+        return asyncio.run(main())
+    except GrantdError as exc:
+        typer.echo(f"error: {exc.error}: {exc.message}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _emit(data: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+    else:
+        for key, value in data.items():
+            typer.echo(f"{key}: {', '.join(value) if isinstance(value, list) else value}")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to bind (GRANTD_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on (GRANTD_PORT).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Server processes (GRANTD_WORKERS).")] = None,
+    migrate: Annotated[bool, typer.Option(help="Migrate the database before serving.")] = True,
+) -> None:
+    """Serve the API (Swagger UI at /docs)."""
+    import uvicorn
+
+    settings = Settings()
+    if migrate:
+        _migrate(settings)
+    uvicorn.run(
+        "grantd.server:create_app",
+        factory=True,
+        host=host or settings.host,
+        port=port or settings.port,
+        workers=workers or settings.workers,
+        log_level=settings.log_level,
+        loop="uvloop",
+        http="httptools",
+        proxy_headers=False,
+        server_header=False,
+    )
+
+
+def _migrate(settings: Settings) -> None:
+    from grantd.core import signing_keys
+    from grantd.store.migrate import upgrade
+
+    async def main() -> None:
+        ctx = Context.from_settings(settings)
+        try:
+            await upgrade(ctx.db)
+            await signing_keys.ensure_active(ctx)
+        finally:
+            await ctx.close()
+
+    asyncio.run(main())
+
+
+@app.command()
+def migrate() -> None:
+    """Bring the database to the newest schema and create the first signing key."""
+    settings = Settings()
+    _migrate(settings)
+    typer.echo(f"database is current: {settings.masked()['database_url']}")
+
+
+@users_app.command("create")
+def users_create(
+    email: Annotated[str, typer.Option(help="The user's email address.")],
+    password: Annotated[str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True)],
+    as_json: JsonOption = False,
+) -> None:
+    """Create a user account."""
+    from grantd.core import accounts
+
+    async def use_case(ctx: Context) -> dict[str, Any]:
+        user_id = await accounts.create_user(ctx, email, password)
+        return {"user_id": user_id, "email": accounts.normalize_email(email)}
+
+    _emit(_run(use_case), as_json)
+
+
+@apps_app.command("create")
+def apps_create(
+    owner: Annotated[str, typer.Option(help="Email of the user who owns the app.")],
+    name: Annotated[str, typer.Option(help="The app's name, shown on consent.")],
+    redirect_uri: Annotated[list[str], typer.Option("--redirect-uri", help="A redirect URI; repeat for several.")],
+    permissions: Annotated[str, typer.Option(help="Comma-separated: the most the app may ask for.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Register an app for a user; prints its app_key once."""
+    from grantd.api.apps import app_data
+    from grantd.core import accounts, apps
+    from grantd.core.errors import NotFound
+
+    async def use_case(ctx: Context) -> dict[str, Any]:
+        owner_id = await accounts.user_id_by_email(ctx, owner)
+        if owner_id is None:
+            raise NotFound(f"No user with email {owner}.")
+        created = await apps.create(ctx, owner_id, name, redirect_uri, permissions)
+        return {**app_data(created.app), "app_key": created.app_key}
+
+    _emit(_run(use_case), as_json)
+
+
+@keys_app.command("create")
+def keys_create(
+    app_id: Annotated[str, typer.Option("--app", help="The app's app_id.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Create an API key pair for an app; prints its key_secret once."""
+    from grantd.api.apps import created_key_data
+    from grantd.core import apps
+
+    async def use_case(ctx: Context) -> dict[str, Any]:
+        return created_key_data(await apps.create_key(ctx, None, app_id))
+
+    _emit(_run(use_case), as_json)
+
+
+def main() -> None:
+    app()

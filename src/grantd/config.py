@@ -1,0 +1,150 @@
+"""Every setting of grantd, read from the environment (``GRANTD_*``) or a TOML file.
+
+Precedence, highest first: environment variables, the TOML file named by
+``GRANTD_CONFIG_FILE``, the defaults below. The defaults run out of the box on
+one machine: an embedded SQLite database and a generated secret under ``./var/``.
+``docs/configuration.md`` lists every setting.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_PERMISSIONS: dict[str, str] = {
+    "read_profile": "Read your profile: your user id and email address.",
+    "write_data": "Create and change data on your behalf.",
+    "manage_notifications": "Manage the notifications sent to you.",
+}
+
+PERMISSION_NAME = re.compile(r"^[a-z][a-z0-9_:.\-]{0,63}$")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GRANTD_", extra="ignore")
+
+    database_url: str = Field(
+        default="",
+        description="SQLAlchemy URL: sqlite+aiosqlite:///path or postgresql+asyncpg://user@host/db. "
+        "Empty means an SQLite file grantd.db in the data directory.",
+    )
+    data_dir: Path = Field(default=Path("var"), description="Where the embedded database and generated secret live.")
+    issuer: str = Field(default="http://127.0.0.1:8000", description="The `iss` of every token: this server's public URL.")
+    secret_key: str = Field(
+        default="",
+        description="Master secret: keys the hashes of app secrets, codes and keys, and encrypts signing keys at rest. "
+        "Empty means generate one once and keep it in <data_dir>/secret.key.",
+    )
+    access_token_audience: str = Field(default="", description="`aud` of access tokens. Empty means the issuer.")
+    access_token_ttl: int = Field(default=3600, ge=60, le=86400, description="Access token lifetime, seconds.")
+    user_token_ttl: int = Field(default=30 * 86400, ge=300, description="Signed-in user token lifetime, seconds.")
+    authorization_code_ttl: int = Field(default=300, ge=10, le=3600, description="Authorization code lifetime, seconds.")
+    permissions: dict[str, str] = Field(
+        default_factory=lambda: dict(DEFAULT_PERMISSIONS),
+        description="The permission catalog: name -> description. As JSON in GRANTD_PERMISSIONS.",
+    )
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024, description="Largest request body accepted, bytes.")
+    password_min_length: int = Field(default=8, ge=8, description="Shortest password accepted at sign-up.")
+    host: str = Field(default="127.0.0.1", description="Address `grantd serve` binds to.")
+    port: int = Field(default=8000, ge=1, le=65535, description="Port `grantd serve` listens on.")
+    workers: int = Field(default=1, ge=1, description="Server processes `grantd serve` starts.")
+    log_level: str = Field(default="info", description="debug, info, warning or error.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get("GRANTD_CONFIG_FILE")
+        if config_file:
+            if not Path(config_file).is_file():
+                raise ValueError(f"GRANTD_CONFIG_FILE={config_file} does not exist")
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+        return tuple(sources)
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer_is_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/?#\s]+(/[^?#\s]*)?$", value):
+            raise ValueError("issuer must be an http(s) URL without query or fragment")
+        return value.rstrip("/")
+
+    @field_validator("permissions")
+    @classmethod
+    def _catalog_names(cls, value: dict[str, str]) -> dict[str, str]:
+        if not value:
+            raise ValueError("the permission catalog may not be empty")
+        for name in value:
+            if not PERMISSION_NAME.match(name):
+                raise ValueError(f"permission name {name!r} must match {PERMISSION_NAME.pattern}")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        value = value.lower()
+        if value not in {"debug", "info", "warning", "error"}:
+            raise ValueError("log_level must be debug, info, warning or error")
+        return value
+
+    @cached_property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'grantd.db').resolve()}"
+
+    @cached_property
+    def audience(self) -> str:
+        return self.access_token_audience or self.issuer
+
+    @cached_property
+    def master_secret(self) -> bytes:
+        """The master secret as bytes; generated once under data_dir when not configured."""
+        if self.secret_key:
+            if len(self.secret_key) < 32:
+                raise ValueError("GRANTD_SECRET_KEY must be at least 32 characters")
+            return self.secret_key.encode()
+        return _load_or_create_secret(self.data_dir / "secret.key")
+
+    def masked(self) -> dict[str, Any]:
+        values = self.model_dump(mode="json")
+        if values.get("secret_key"):
+            values["secret_key"] = "********"
+        values["database_url"] = _mask_url_password(self.resolved_database_url)
+        return values
+
+
+def _load_or_create_secret(path: Path) -> bytes:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(48))
+    value = path.read_text().strip()
+    if len(value) < 32:  # a concurrent creator has not finished writing yet, or the file was truncated
+        raise ValueError(f"{path} holds no usable secret; delete it or set GRANTD_SECRET_KEY")
+    return value.encode()
+
+
+def _mask_url_password(url: str) -> str:
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1********@", url)

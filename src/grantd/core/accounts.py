@@ -1,0 +1,133 @@
+"""Users: sign-up, log-in, log-out, and who a bearer token belongs to."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from email_validator import EmailNotValidError, validate_email
+
+from grantd.core.context import Context
+from grantd.core.errors import Conflict, InvalidRequest, InvalidToken
+from grantd.crypto.jws import InvalidSignature
+from grantd.crypto.passwords import hash_password, verify_password
+from grantd.crypto.secrets import new_uuid
+from grantd.store import users as store
+
+USER_TOKEN_TYPE = "JWT"
+PASSWORD_MAX_LENGTH = 256
+_COMMON_PASSWORDS = frozenset(
+    {
+        "password", "password1", "password123", "12345678", "123456789", "1234567890", "qwertyui",
+        "qwerty123", "iloveyou", "11111111", "00000000", "abcd1234", "letmein1", "welcome1", "admin123",
+        "passw0rd", "p@ssw0rd", "sunshine", "football", "baseball", "princess", "trustno1",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class UserToken:
+    user_id: str
+    access_token: str
+    expires_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """A signed-in user, as proven by a live user token."""
+
+    user_id: str
+    jti: str
+
+
+def normalize_email(email: str) -> str:
+    try:
+        result = validate_email(email, check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise InvalidRequest(f"email is not a valid email address: {exc}") from None
+    return result.normalized.lower()
+
+
+def check_password_strength(password: str, email: str, min_length: int) -> None:
+    if len(password) < min_length:
+        raise InvalidRequest(f"password is too weak: use at least {min_length} characters.")
+    if len(password) > PASSWORD_MAX_LENGTH:
+        raise InvalidRequest(f"password is too long: use at most {PASSWORD_MAX_LENGTH} characters.")
+    if password.lower() in _COMMON_PASSWORDS or len(set(password)) < 4:
+        raise InvalidRequest("password is too weak: it is too common or too repetitive.")
+    if password.lower() == email.lower() or password.lower() == email.split("@")[0].lower():
+        raise InvalidRequest("password is too weak: it may not be your email address.")
+
+
+async def sign_up(ctx: Context, email: str, password: str) -> UserToken:
+    email = normalize_email(email)
+    check_password_strength(password, email, ctx.settings.password_min_length)
+    password_hash = await hash_password(password)
+    user_id = new_uuid()
+    now = ctx.now()
+    async with ctx.db.write() as tx:
+        if not await store.insert_user(tx, user_id=user_id, email=email, password_hash=password_hash, now=now):
+            raise Conflict("An account with this email already exists.")
+        return await _issue_user_token(ctx, tx, user_id, now)
+
+
+async def create_user(ctx: Context, email: str, password: str) -> str:
+    """The operator's `grantd users create`: the same rules as sign-up, no token."""
+    return (await sign_up(ctx, email, password)).user_id
+
+
+async def log_in(ctx: Context, email: str, password: str) -> UserToken:
+    invalid = InvalidToken("Wrong email or password.")
+    try:
+        email = normalize_email(email)
+    except InvalidRequest:
+        email = ""
+    async with ctx.db.read() as conn:
+        user = await store.by_email(conn, email) if email else None
+    # An unknown email costs the same argon2 verification as a wrong password.
+    if not await verify_password(user.password_hash if user else None, password[:PASSWORD_MAX_LENGTH]) or user is None:
+        raise invalid
+    async with ctx.db.write() as tx:
+        return await _issue_user_token(ctx, tx, user.id, ctx.now())
+
+
+async def _issue_user_token(ctx: Context, tx, user_id: str, now: int) -> UserToken:  # type: ignore[no-untyped-def]
+    jti = new_uuid()
+    expires_at = now + ctx.settings.user_token_ttl
+    await store.insert_session(tx, jti=jti, user_id=user_id, issued_at=now, expires_at=expires_at)
+    claims = {
+        "iss": ctx.settings.issuer,
+        "sub": user_id,
+        "user_id": user_id,
+        "jti": jti,
+        "iat": now,
+        "nbf": now,
+        "exp": expires_at,
+    }
+    return UserToken(user_id, ctx.signing.sign(claims, USER_TOKEN_TYPE), expires_at)
+
+
+async def authenticate(ctx: Context, token: str) -> Principal:
+    """The signed-in user behind a user token; InvalidToken for anything else, app tokens included."""
+    try:
+        claims = ctx.signing.verify(token, typ=USER_TOKEN_TYPE, issuer=ctx.settings.issuer)
+    except InvalidSignature:
+        raise InvalidToken("The bearer token is malformed, expired, or not a user token.") from None
+    jti, user_id = claims.get("jti"), claims.get("sub")
+    if not isinstance(jti, str) or not isinstance(user_id, str):
+        raise InvalidToken("The bearer token is not a user token.")
+    async with ctx.db.read() as conn:
+        session = await store.live_session(conn, jti, ctx.now())
+    if session is None or session.user_id != user_id:
+        raise InvalidToken("The bearer token has been revoked or has expired.")
+    return Principal(user_id=user_id, jti=jti)
+
+
+async def log_out(ctx: Context, principal: Principal) -> None:
+    async with ctx.db.write() as tx:
+        await store.revoke_session(tx, principal.jti, ctx.now())
+
+
+async def user_id_by_email(ctx: Context, email: str) -> str | None:
+    async with ctx.db.read() as conn:
+        user = await store.by_email(conn, normalize_email(email))
+    return user.id if user else None

@@ -1,0 +1,46 @@
+"""What every use case needs: settings, the database, hashing, signing, the catalog, the clock."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from grantd.config import Settings
+from grantd.core.permissions import Catalog
+from grantd.crypto.jws import KeySealer, Signer
+from grantd.crypto.secrets import SecretHasher
+from grantd.store.db import Database
+
+
+@dataclass
+class Context:
+    settings: Settings
+    db: Database
+    hasher: SecretHasher
+    sealer: KeySealer
+    catalog: Catalog
+    signer: Signer | None = field(default=None)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "Context":
+        master = settings.master_secret
+        return cls(
+            settings=settings,
+            db=Database(settings.resolved_database_url),
+            hasher=SecretHasher(master),
+            sealer=KeySealer(master),
+            catalog=Catalog(dict(settings.permissions)),
+        )
+
+    @property
+    def signing(self) -> Signer:
+        if self.signer is None:
+            raise RuntimeError("signing keys are not loaded; call grantd.core.signing_keys.load() first")
+        return self.signer
+
+    @staticmethod
+    def now() -> int:
+        return int(time.time())
+
+    async def close(self) -> None:
+        await self.db.dispose()

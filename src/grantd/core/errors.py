@@ -1,0 +1,64 @@
+"""One exception per error code. Each dialect renders them in its own shape.
+
+``status_code`` is the HTTP status of the Neucron dialect (the spec's error table);
+another dialect maps the ``error`` code to its own statuses.
+"""
+
+from __future__ import annotations
+
+
+class GrantdError(Exception):
+    error: str = "server_error"
+    status_code: int = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidRequest(GrantdError):
+    error, status_code = "invalid_request", 400
+
+
+class PayloadTooLarge(InvalidRequest):
+    status_code = 413
+
+
+class InvalidScope(GrantdError):
+    error, status_code = "invalid_scope", 400
+
+
+class InvalidRedirectUri(GrantdError):
+    error, status_code = "invalid_redirect_uri", 400
+
+
+class ConsentRequired(GrantdError):
+    error, status_code = "consent_required", 400
+
+
+class InvalidToken(GrantdError):
+    error, status_code = "invalid_token", 401
+
+
+class InvalidClient(GrantdError):
+    error, status_code = "invalid_client", 401
+
+
+class InvalidGrant(GrantdError):
+    error, status_code = "invalid_grant", 401
+
+
+class NotFound(GrantdError):
+    error, status_code = "not_found", 404
+
+
+class Conflict(GrantdError):
+    error, status_code = "conflict", 409
+
+
+class RateLimited(GrantdError):
+    error, status_code = "rate_limited", 429
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -1,0 +1,69 @@
+"""Random identifiers and secrets, their keyed hashes, and constant-time comparison.
+
+Every secret grantd hands out (app keys, key secrets, authorization codes) is 256
+bits from the OS CSPRNG. Such a secret needs no slow hash: it cannot be guessed, so
+HMAC-SHA256 under a server-side key (the "pepper", derived from the master secret)
+is what is stored. A stolen database alone then yields nothing usable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import uuid
+
+KEY_SECRET_PREFIX = "gks_"
+APP_KEY_PREFIX = "gak_"
+KEY_ID_PREFIX = "key_"
+
+
+def new_uuid() -> str:
+    return str(uuid.uuid4())
+
+
+def new_secret() -> str:
+    """256 random bits, URL-safe base64 (43 characters)."""
+    return secrets.token_urlsafe(32)
+
+
+def new_app_key() -> str:
+    return APP_KEY_PREFIX + new_secret()
+
+
+def new_key_id() -> str:
+    return KEY_ID_PREFIX + secrets.token_hex(8)
+
+
+def new_key_secret(key_id: str) -> str:
+    """A key secret names its key: ``gks_<key id hex>_<256 random bits>``.
+
+    So a client that sends only the secret (OAuth 2.0 ``client_secret``) still
+    lets the server find the one key to compare against, in one indexed lookup.
+    """
+    return f"{KEY_SECRET_PREFIX}{key_id.removeprefix(KEY_ID_PREFIX)}_{new_secret()}"
+
+
+def key_id_of_secret(key_secret: str) -> str | None:
+    """The key id carried by a key secret, or None when it is not one of ours."""
+    if not key_secret.startswith(KEY_SECRET_PREFIX):
+        return None
+    head, sep, _ = key_secret[len(KEY_SECRET_PREFIX):].partition("_")
+    if not sep or len(head) != 16:
+        return None
+    return KEY_ID_PREFIX + head
+
+
+class SecretHasher:
+    """Keyed SHA-256 (HMAC) of secrets under a pepper derived from the master secret."""
+
+    __slots__ = ("_pepper",)
+
+    def __init__(self, master_secret: bytes) -> None:
+        self._pepper = hmac.new(master_secret, b"grantd secret-hash pepper v1", hashlib.sha256).digest()
+
+    def hash(self, secret: str) -> str:
+        return hmac.new(self._pepper, secret.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
+
+    def verify(self, secret: str, expected_hash: str) -> bool:
+        return hmac.compare_digest(self.hash(secret), expected_hash)

@@ -1,0 +1,1 @@
+"""The only part of grantd that speaks SQL: tables, queries and migrations."""

@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from grantd.store.schema import access_tokens, app_keys, apps
+
+_APP_COLUMNS = (
+    apps.c.id,
+    apps.c.owner_id,
+    apps.c.name,
+    apps.c.redirect_uris,
+    apps.c.permissions,
+    apps.c.created_at,
+    apps.c.updated_at,
+    apps.c.disabled_at,
+)
+
+
+def redirect_uris_of(row: Row) -> list[str]:
+    return json.loads(row.redirect_uris)
+
+
+async def insert_app(
+    conn: AsyncConnection,
+    *,
+    app_id: str,
+    owner_id: str,
+    name: str,
+    redirect_uris: list[str],
+    permissions: str,
+    app_key_hash: str,
+    now: int,
+) -> None:
+    await conn.execute(
+        insert(apps).values(
+            id=app_id,
+            owner_id=owner_id,
+            name=name,
+            redirect_uris=json.dumps(redirect_uris),
+            permissions=permissions,
+            app_key_hash=app_key_hash,
+            created_at=now,
+            updated_at=now,
+        )
+    )
+
+
+async def owned(conn: AsyncConnection, owner_id: str) -> Sequence[Row]:
+    query = select(*_APP_COLUMNS).where(apps.c.owner_id == owner_id).order_by(apps.c.created_at, apps.c.id)
+    return (await conn.execute(query)).all()
+
+
+async def owned_one(conn: AsyncConnection, owner_id: str | None, app_id: str) -> Row | None:
+    """The app when ``owner_id`` owns it; any app when ``owner_id`` is None."""
+    query = select(*_APP_COLUMNS).where(apps.c.id == app_id)
+    if owner_id is not None:
+        query = query.where(apps.c.owner_id == owner_id)
+    return (await conn.execute(query)).first()
+
+
+async def live(conn: AsyncConnection, app_id: str) -> Row | None:
+    """A live (not disabled) app with its app_key hash, for authorization requests."""
+    query = select(apps).where(apps.c.id == app_id, apps.c.disabled_at.is_(None))
+    return (await conn.execute(query)).first()
+
+
+async def update_app(conn: AsyncConnection, app_id: str, values: dict[str, Any], now: int) -> None:
+    if "redirect_uris" in values:
+        values = {**values, "redirect_uris": json.dumps(values["redirect_uris"])}
+    await conn.execute(update(apps).where(apps.c.id == app_id).values(**values, updated_at=now))
+
+
+async def disable(conn: AsyncConnection, app_id: str, now: int) -> None:
+    await conn.execute(
+        update(apps).where(apps.c.id == app_id, apps.c.disabled_at.is_(None)).values(disabled_at=now, updated_at=now)
+    )
+
+
+async def insert_key(conn: AsyncConnection, *, key_id: str, app_id: str, secret_hash: str, now: int) -> None:
+    await conn.execute(insert(app_keys).values(id=key_id, app_id=app_id, secret_hash=secret_hash, created_at=now))
+
+
+async def keys_of(conn: AsyncConnection, app_id: str) -> Sequence[Row]:
+    last_used = (
+        select(func.max(access_tokens.c.issued_at))
+        .where(access_tokens.c.key_id == app_keys.c.id)
+        .scalar_subquery()
+        .label("last_used_at")
+    )
+    query = (
+        select(app_keys.c.id, app_keys.c.created_at, app_keys.c.revoked_at, last_used)
+        .where(app_keys.c.app_id == app_id)
+        .order_by(app_keys.c.created_at, app_keys.c.id)
+    )
+    return (await conn.execute(query)).all()
+
+
+async def revoke_key(conn: AsyncConnection, app_id: str, key_id: str, now: int) -> bool:
+    """False when the app has no such key."""
+    result = await conn.execute(
+        update(app_keys)
+        .where(app_keys.c.id == key_id, app_keys.c.app_id == app_id)
+        .values(revoked_at=func.coalesce(app_keys.c.revoked_at, now))
+    )
+    return result.rowcount == 1
+
+
+async def live_key(conn: AsyncConnection, key_id: str) -> Row | None:
+    """A key that is not revoked, of an app that is not disabled: its secret hash and app."""
+    query = (
+        select(app_keys.c.secret_hash, app_keys.c.app_id)
+        .join(apps, apps.c.id == app_keys.c.app_id)
+        .where(app_keys.c.id == key_id, app_keys.c.revoked_at.is_(None), apps.c.disabled_at.is_(None))
+    )
+    return (await conn.execute(query)).first()

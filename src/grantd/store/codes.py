@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from grantd.store.schema import authorization_codes as codes
+
+
+async def insert_code(
+    conn: AsyncConnection,
+    *,
+    code_hash: str,
+    app_id: str,
+    user_id: str,
+    redirect_uri: str,
+    permissions: str,
+    state: str,
+    now: int,
+    expires_at: int,
+) -> None:
+    await conn.execute(
+        insert(codes).values(
+            code_hash=code_hash,
+            app_id=app_id,
+            user_id=user_id,
+            redirect_uri=redirect_uri,
+            permissions=permissions,
+            state=state,
+            created_at=now,
+            expires_at=expires_at,
+        )
+    )
+
+
+async def redeem(conn: AsyncConnection, code_hash: str, app_id: str, now: int) -> Row | None:
+    """Mark the code redeemed if it is the app's, unexpired and unused: atomic, so at most one caller wins."""
+    statement = (
+        update(codes)
+        .where(
+            codes.c.code_hash == code_hash,
+            codes.c.app_id == app_id,
+            codes.c.redeemed_at.is_(None),
+            codes.c.expires_at > now,
+        )
+        .values(redeemed_at=now)
+        .returning(codes.c.user_id, codes.c.permissions, codes.c.redirect_uri)
+    )
+    return (await conn.execute(statement)).first()
+
+
+async def find(conn: AsyncConnection, code_hash: str) -> Row | None:
+    query = select(codes.c.app_id, codes.c.redeemed_at, codes.c.expires_at).where(codes.c.code_hash == code_hash)
+    return (await conn.execute(query)).first()

@@ -1,0 +1,121 @@
+"""grantd's tables. Times are integer Unix seconds (UTC); secrets are stored only as keyed hashes.
+
+Alembic migrations under ``migrations/versions`` create and change these tables;
+a change here goes with a new migration.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    ForeignKey,
+    Index,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("email", String(320), nullable=False, unique=True),
+    Column("password_hash", String(255), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+# One row per signed-in user token (its jti), so that log-out revokes it.
+user_sessions = Table(
+    "user_sessions",
+    metadata,
+    Column("jti", String(36), primary_key=True),
+    Column("user_id", String(36), ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("issued_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("revoked_at", BigInteger),
+)
+
+apps = Table(
+    "apps",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("owner_id", String(36), ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("name", String(200), nullable=False),
+    Column("redirect_uris", Text, nullable=False),  # JSON array of exact URIs
+    Column("permissions", Text, nullable=False),  # comma-separated: the most the app may ask for
+    Column("app_key_hash", String(64), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Column("disabled_at", BigInteger),
+)
+
+app_keys = Table(
+    "app_keys",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("app_id", String(36), ForeignKey("apps.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("secret_hash", String(64), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("revoked_at", BigInteger),
+)
+
+# A user's consent to an app: the permissions granted so far.
+grants = Table(
+    "grants",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("user_id", String(36), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("app_id", String(36), ForeignKey("apps.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("permissions", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    UniqueConstraint("user_id", "app_id", name="uq_grants_user_app"),
+)
+
+authorization_codes = Table(
+    "authorization_codes",
+    metadata,
+    Column("code_hash", String(64), primary_key=True),
+    Column("app_id", String(36), ForeignKey("apps.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("user_id", String(36), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("redirect_uri", Text, nullable=False),
+    Column("permissions", Text, nullable=False),
+    Column("state", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("redeemed_at", BigInteger),
+)
+
+access_tokens = Table(
+    "access_tokens",
+    metadata,
+    Column("jti", String(36), primary_key=True),
+    Column("app_id", String(36), ForeignKey("apps.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("user_id", String(36), ForeignKey("users.id", ondelete="CASCADE")),
+    Column("key_id", String(32)),
+    Column("code_hash", String(64)),
+    Column("scope", Text, nullable=False),
+    Column("issued_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("revoked_at", BigInteger),
+)
+Index("ix_access_tokens_code_hash", access_tokens.c.code_hash)
+Index("ix_access_tokens_key_id_issued_at", access_tokens.c.key_id, access_tokens.c.issued_at)
+
+signing_keys = Table(
+    "signing_keys",
+    metadata,
+    Column("kid", String(64), primary_key=True),
+    Column("algorithm", String(16), nullable=False),
+    Column("public_jwk", Text, nullable=False),
+    Column("private_key", LargeBinary, nullable=False),  # AES-GCM sealed PKCS#8
+    Column("created_at", BigInteger, nullable=False),
+    Column("activates_at", BigInteger, nullable=False),
+    Column("retired_at", BigInteger),
+)

@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import insert, select, text
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from grantd.store.schema import signing_keys
+
+_PG_SIGNING_KEY_LOCK = 0x6B657973
+
+
+async def lock(conn: AsyncConnection) -> None:
+    """Serialise key creation across processes (SQLite's BEGIN IMMEDIATE already does)."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_SIGNING_KEY_LOCK})
+
+
+async def published(conn: AsyncConnection) -> Sequence[Row]:
+    """Keys not retired, newest activation first."""
+    query = (
+        select(signing_keys)
+        .where(signing_keys.c.retired_at.is_(None))
+        .order_by(signing_keys.c.activates_at.desc(), signing_keys.c.created_at.desc(), signing_keys.c.kid)
+    )
+    return (await conn.execute(query)).all()
+
+
+async def insert_key(
+    conn: AsyncConnection, *, kid: str, algorithm: str, public_jwk: str, private_key: bytes, now: int, activates_at: int
+) -> None:
+    await conn.execute(
+        insert(signing_keys).values(
+            kid=kid,
+            algorithm=algorithm,
+            public_jwk=public_jwk,
+            private_key=private_key,
+            created_at=now,
+            activates_at=activates_at,
+        )
+    )

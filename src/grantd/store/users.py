@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.engine import Row
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from grantd.store.schema import user_sessions, users
+
+
+async def insert_user(conn: AsyncConnection, *, user_id: str, email: str, password_hash: str, now: int) -> bool:
+    """False when the email is already taken."""
+    try:
+        async with conn.begin_nested():
+            await conn.execute(
+                insert(users).values(id=user_id, email=email, password_hash=password_hash, created_at=now)
+            )
+    except IntegrityError:
+        return False
+    return True
+
+
+async def by_email(conn: AsyncConnection, email: str) -> Row | None:
+    return (await conn.execute(select(users).where(users.c.email == email))).first()
+
+
+async def by_id(conn: AsyncConnection, user_id: str) -> Row | None:
+    return (await conn.execute(select(users).where(users.c.id == user_id))).first()
+
+
+async def insert_session(conn: AsyncConnection, *, jti: str, user_id: str, issued_at: int, expires_at: int) -> None:
+    await conn.execute(
+        insert(user_sessions).values(jti=jti, user_id=user_id, issued_at=issued_at, expires_at=expires_at)
+    )
+
+
+async def live_session(conn: AsyncConnection, jti: str, now: int) -> Row | None:
+    query = select(user_sessions.c.user_id).where(
+        user_sessions.c.jti == jti, user_sessions.c.revoked_at.is_(None), user_sessions.c.expires_at > now
+    )
+    return (await conn.execute(query)).first()
+
+
+async def revoke_session(conn: AsyncConnection, jti: str, now: int) -> None:
+    await conn.execute(
+        update(user_sessions).where(user_sessions.c.jti == jti, user_sessions.c.revoked_at.is_(None)).values(revoked_at=now)
+    )
