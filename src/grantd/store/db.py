@@ -33,10 +33,12 @@ class Database:
         if self.is_sqlite:
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-            self.engine: AsyncEngine = create_async_engine(url, pool_size=pool_size, max_overflow=10)
+            self.engine: AsyncEngine = create_async_engine(url, pool_size=pool_size, max_overflow=10, hide_parameters=True)
             _configure_sqlite(self.engine)
         else:
-            self.engine = create_async_engine(url, pool_size=pool_size, max_overflow=10, pool_pre_ping=True)
+            self.engine = create_async_engine(
+                url, pool_size=pool_size, max_overflow=10, pool_pre_ping=True, hide_parameters=True
+            )
         self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
 
     @asynccontextmanager
