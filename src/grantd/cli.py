@@ -20,6 +20,8 @@ keys_app = typer.Typer(help="Manage an app's API keys.", no_args_is_help=True)
 app.add_typer(users_app, name="users")
 app.add_typer(apps_app, name="apps")
 app.add_typer(keys_app, name="keys")
+signing_keys_app = typer.Typer(help="Manage the keys that sign tokens.", no_args_is_help=True)
+app.add_typer(signing_keys_app, name="signing-keys")
 
 T = TypeVar("T")
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON, with the API's field names.")]
@@ -157,6 +159,96 @@ def keys_create(
         return created_key_data(await apps.create_key(ctx, None, app_id))
 
     _emit(_run(use_case), as_json)
+
+
+def _key_info(info: Any) -> dict[str, Any]:
+    from grantd.api.wire import rfc3339
+
+    return {
+        "kid": info.kid,
+        "created_at": rfc3339(info.created_at),
+        "activates_at": rfc3339(info.activates_at),
+        "retired_at": rfc3339(info.retired_at),
+    }
+
+
+@signing_keys_app.command("rotate")
+def signing_keys_rotate(
+    delay: Annotated[
+        int | None,
+        typer.Option(help="Seconds before the new key signs (default GRANTD_SIGNING_KEY_ACTIVATION_DELAY)."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Publish a new signing key now; it signs after the delay, when the current key retires."""
+    from grantd.core import signing_keys
+
+    async def use_case(ctx: Context) -> dict[str, Any]:
+        return _key_info(await signing_keys.rotate(ctx, delay))
+
+    _emit(_run(use_case), as_json)
+
+
+@signing_keys_app.command("list")
+def signing_keys_list(as_json: JsonOption = False) -> None:
+    """The published signing keys, newest first."""
+    from grantd.core import signing_keys
+
+    async def use_case(ctx: Context) -> dict[str, Any]:
+        return {"keys": [_key_info(info) for info in await signing_keys.list_keys(ctx)]}
+
+    result = _run(use_case)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        for key in result["keys"]:
+            _emit(key, False)
+            typer.echo("")
+
+
+def _key_info(info: Any) -> dict[str, Any]:
+    from grantd.api.wire import rfc3339
+
+    return {
+        "kid": info.kid,
+        "created_at": rfc3339(info.created_at),
+        "activates_at": rfc3339(info.activates_at),
+        "retired_at": rfc3339(info.retired_at),
+    }
+
+
+@signing_keys_app.command("rotate")
+def signing_keys_rotate(
+    delay: Annotated[
+        int | None,
+        typer.Option(help="Seconds before the new key signs (default GRANTD_SIGNING_KEY_ACTIVATION_DELAY)."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Publish a new signing key now; it signs after the delay, when the current key retires."""
+    from grantd.core import signing_keys
+
+    async def use_case(ctx: Context) -> dict[str, Any]:
+        return _key_info(await signing_keys.rotate(ctx, delay))
+
+    _emit(_run(use_case), as_json)
+
+
+@signing_keys_app.command("list")
+def signing_keys_list(as_json: JsonOption = False) -> None:
+    """The published signing keys, newest first."""
+    from grantd.core import signing_keys
+
+    async def use_case(ctx: Context) -> dict[str, Any]:
+        return {"keys": [_key_info(info) for info in await signing_keys.list_keys(ctx)]}
+
+    result = _run(use_case)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        for key in result["keys"]:
+            _emit(key, False)
+            typer.echo("")
 
 
 def main() -> None:

@@ -50,7 +50,20 @@ class Settings(BaseSettings):
     access_token_audience: str = Field(default="", description="`aud` of access tokens. Empty means the issuer.")
     access_token_ttl: int = Field(default=3600, ge=60, le=86400, description="Access token lifetime, seconds.")
     user_token_ttl: int = Field(default=30 * 86400, ge=300, description="Signed-in user token lifetime, seconds.")
+    refresh_token_ttl: int = Field(default=30 * 86400, ge=300, description="Refresh token lifetime, seconds.")
+    refresh_token_grace: int = Field(
+        default=5,
+        ge=0,
+        le=60,
+        description="Seconds after a refresh token's rotation during which presenting it again returns the same "
+        "result instead of revoking its family (tabs refreshing at once).",
+    )
     authorization_code_ttl: int = Field(default=300, ge=10, le=3600, description="Authorization code lifetime, seconds.")
+    signing_key_activation_delay: int = Field(
+        default=600,
+        ge=0,
+        description="Seconds between `grantd signing-keys rotate` publishing a new key and that key signing.",
+    )
     permissions: dict[str, str] = Field(
         default_factory=lambda: dict(DEFAULT_PERMISSIONS),
         description="The permission catalog: name -> description. As JSON in GRANTD_PERMISSIONS.",
@@ -76,7 +89,7 @@ class Settings(BaseSettings):
         if config_file:
             if not Path(config_file).is_file():
                 raise ValueError(f"GRANTD_CONFIG_FILE={config_file} does not exist")
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+            sources.append(_FileBelow(TomlConfigSettingsSource(settings_cls, toml_file=config_file), init_settings, env_settings))
         return tuple(sources)
 
     @field_validator("issuer")
@@ -129,6 +142,26 @@ class Settings(BaseSettings):
             values["secret_key"] = "********"
         values["database_url"] = _mask_url_password(self.resolved_database_url)
         return values
+
+
+class _FileBelow(PydanticBaseSettingsSource):
+    """The config file's settings, minus those set by a source above it.
+
+    pydantic-settings deep-merges dict values across sources; a setting given in the
+    environment must replace the file's whole (the permission catalog above all).
+    """
+
+    def __init__(self, file: PydanticBaseSettingsSource, *above: PydanticBaseSettingsSource) -> None:
+        super().__init__(file.settings_cls)
+        self._file = file
+        self._above = above
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._file.get_field_value(field, field_name)
+
+    def __call__(self) -> dict[str, Any]:
+        overridden = {key for source in self._above for key in source()}
+        return {key: value for key, value in self._file().items() if key not in overridden}
 
 
 def _load_or_create_secret(path: Path) -> bytes:

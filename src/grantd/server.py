@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -9,20 +10,42 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import grantd
-from grantd.api import apps, auth, neucron, wellknown
-from grantd.api.envelope import error_response, render_error
+from grantd.api import apps, auth, envelope, grants, neucron, oauth2, wellknown
 from grantd.api.validation import describe_validation_error
 from grantd.config import Settings
 from grantd.core import signing_keys
 from grantd.core.context import Context
-from grantd.core.errors import GrantdError
+from grantd.core.errors import GrantdError, InvalidRequest, NotFound, PayloadTooLarge
 
 log = logging.getLogger("grantd")
 
-_HTTP_ERRORS = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed", 413: "invalid_request"}
+
+class MethodNotAllowed(GrantdError):
+    error, status_code = "method_not_allowed", 405
+
+
+def render(path: str, exc: GrantdError) -> Response:
+    """Each dialect renders errors in its own shape: RFC 6749 §5.2 under /oauth2/, the Neucron body elsewhere."""
+    if path.startswith("/oauth2/"):
+        return oauth2.render_error(exc)
+    return envelope.render_error(exc)
+
+
+def _from_http(exc: HTTPException) -> GrantdError:
+    message = exc.detail if isinstance(exc.detail, str) else "The request failed."
+    if exc.status_code == 404:
+        return NotFound("No such route." if message == "Not Found" else message)
+    if exc.status_code == 405:
+        return MethodNotAllowed("This route does not accept that method.")
+    if exc.status_code == 413:
+        return PayloadTooLarge(message)
+    error = InvalidRequest(message)
+    error.status_code = exc.status_code if 400 <= exc.status_code < 500 else 400
+    return error
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -35,17 +58,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await signing_keys.ensure_active(ctx)
             await signing_keys.load(ctx)
             app.state.ctx = ctx
-            yield
+            refresher = asyncio.create_task(signing_keys.keep_fresh(ctx))
+            try:
+                yield
+            finally:
+                refresher.cancel()
         finally:
             await ctx.close()
 
     app = FastAPI(
         title="grantd",
         version=grantd.__version__,
-        summary="An OAuth 2.0 authorization server speaking the Neucron OAuth API.",
+        summary="An OAuth 2.0 authorization server speaking the Neucron OAuth API and standard OAuth 2.0.",
         description="Every Neucron route is served both under `/v1` and at the root. "
-        "Success bodies are `{\"data\": {...}, \"status_code\": 200}`; errors are "
-        "`{\"error\", \"message\", \"status_code\"}` with that HTTP status.",
+        "Neucron success bodies are `{\"data\": {...}, \"status_code\": 200}`; Neucron errors are "
+        "`{\"error\", \"message\", \"status_code\"}` with that HTTP status. The standard OAuth 2.0 "
+        "endpoints under `/oauth2/` take form-encoded bodies and answer RFC 6749 JSON.",
         lifespan=lifespan,
     )
 
@@ -53,30 +81,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(auth.router, prefix=prefix)
         app.include_router(neucron.router, prefix=prefix)
         app.include_router(apps.router, prefix=prefix)
+        app.include_router(grants.router, prefix=prefix)
+    app.include_router(oauth2.router)
     app.include_router(wellknown.router)
 
     @app.exception_handler(GrantdError)
-    async def _grantd_error(request: Request, exc: GrantdError):  # type: ignore[no-untyped-def]
-        return render_error(exc)
+    async def _grantd_error(request: Request, exc: GrantdError) -> Response:
+        return render(request.url.path, exc)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation_error(request: Request, exc: RequestValidationError):  # type: ignore[no-untyped-def]
+    async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
         message = describe_validation_error(exc.errors())
         content_type = request.headers.get("content-type", "")
         if content_type and "json" not in content_type:
             message += " Send it as Content-Type: application/json."
-        return error_response("invalid_request", message, 400)
+        return render(request.url.path, InvalidRequest(message))
 
     @app.exception_handler(HTTPException)
-    async def _http_error(request: Request, exc: HTTPException):  # type: ignore[no-untyped-def]
-        error = _HTTP_ERRORS.get(exc.status_code, "invalid_request" if exc.status_code < 500 else "server_error")
-        message = exc.detail if isinstance(exc.detail, str) else "Request failed."
-        return error_response(error, message, exc.status_code, getattr(exc, "headers", None))
+    async def _http_error(request: Request, exc: HTTPException) -> Response:
+        return render(request.url.path, _from_http(exc))
 
     @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception):  # type: ignore[no-untyped-def]
+    async def _unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response("server_error", "The server failed to handle the request.", 500)
+        return render(request.url.path, GrantdError("The server failed to handle the request."))
 
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     return app
@@ -96,7 +124,9 @@ class BodySizeLimit:
         for key, value in scope["headers"]:
             if key == b"content-length":
                 if not value.isdigit() or int(value) > self.max_bytes:
-                    await self._too_large(scope, receive, send)
+                    response = render(scope["path"], PayloadTooLarge(self._message))
+                    response.headers["Connection"] = "close"
+                    await response(scope, receive, send)
                     return
                 break
         received = 0
@@ -107,13 +137,11 @@ class BodySizeLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise HTTPException(413, f"Request body is larger than {self.max_bytes} bytes.")
+                    raise HTTPException(413, self._message)
             return message
 
         await self.app(scope, limited_receive, send)
 
-    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = error_response(
-            "invalid_request", f"Request body is larger than {self.max_bytes} bytes.", 413, {"Connection": "close"}
-        )
-        await response(scope, receive, send)
+    @property
+    def _message(self) -> str:
+        return f"Request body is larger than {self.max_bytes} bytes."

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path
 from pydantic import BaseModel, Field
@@ -31,6 +31,11 @@ class AppCreate(BaseModel):
     permissions: str = Field(
         max_length=1024, examples=["read_profile,write_data"], description="The most the app may ask for."
     )
+    client_type: Literal["confidential", "public"] = Field(
+        "confidential",
+        description="public: a browser or native app that cannot keep a secret; it must use PKCE and "
+        "authenticates at /oauth2/token by client_id alone.",
+    )
 
 
 class AppUpdate(BaseModel):
@@ -49,6 +54,7 @@ class AppData(BaseModel):
     updated_at: str
     disabled: bool
     disabled_at: str | None
+    client_type: str
 
 
 class CreatedAppData(AppData):
@@ -87,6 +93,7 @@ def app_data(app: apps.App) -> dict[str, object]:
         "updated_at": rfc3339(app.updated_at),
         "disabled": app.disabled_at is not None,
         "disabled_at": rfc3339(app.disabled_at),
+        "client_type": app.client_type,
     }
 
 
@@ -106,7 +113,9 @@ def created_key_data(key: apps.CreatedKey) -> dict[str, object]:
 
 @router.post("/apps", response_model=Envelope[CreatedAppData], responses=error_responses(400, 401), summary="Register an app")
 async def create_app(body: AppCreate, user: User, ctx: Ctx) -> Response:
-    created = await apps.create(ctx, user.user_id, body.name, body.redirect_uris, body.permissions)
+    created = await apps.create(
+        ctx, user.user_id, body.name, body.redirect_uris, body.permissions, body.client_type
+    )
     return envelope({**app_data(created.app), "app_key": created.app_key}, no_store=True)
 
 

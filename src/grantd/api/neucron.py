@@ -11,7 +11,7 @@ from starlette.responses import Response
 from grantd.api.deps import context, current_user
 from grantd.api.envelope import Envelope, envelope, error_responses
 from grantd.api.wire import STRICT, rfc3339
-from grantd.core import authorization, tokens
+from grantd.core import authorization, clients, tokens
 from grantd.core.accounts import Principal
 from grantd.core.context import Context
 
@@ -138,7 +138,8 @@ async def grant_permissions(
 )
 async def token(body: TokenBody, ctx: Annotated[Context, Depends(context)]) -> Response:
     params = body.token
-    issued = await tokens.redeem_code(ctx, params.auth_code, params.key_id, params.key_secret)
+    client = await clients.authenticate_key(ctx, params.key_id, params.key_secret)
+    issued = await tokens.redeem_code(ctx, client, params.auth_code)
     return envelope(
         {
             "access_token": issued.access_token,

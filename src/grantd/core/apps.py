@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from grantd.core import permissions as perms
 from grantd.core import redirect_uris
+from grantd.core.clients import CLIENT_TYPES, CONFIDENTIAL
 from grantd.core.context import Context
 from grantd.core.errors import InvalidRequest, NotFound
 from grantd.crypto.secrets import new_app_key, new_key_id, new_key_secret, new_uuid
@@ -25,6 +26,7 @@ class App:
     created_at: int
     updated_at: int
     disabled_at: int | None
+    client_type: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +67,7 @@ def _app(row) -> App:  # type: ignore[no-untyped-def]
         created_at=row.created_at,
         updated_at=row.updated_at,
         disabled_at=row.disabled_at,
+        client_type=row.client_type,
     )
 
 
@@ -89,7 +92,17 @@ def _permissions(ctx: Context, value: str) -> str:
     return perms.join(names)
 
 
-async def create(ctx: Context, owner_id: str, name: str, uris: Sequence[str], permissions: str) -> CreatedApp:
+async def create(
+    ctx: Context,
+    owner_id: str,
+    name: str,
+    uris: Sequence[str],
+    permissions: str,
+    client_type: str = CONFIDENTIAL,
+) -> CreatedApp:
+    """Register an app. A public client (a browser or native app) cannot keep a secret: PKCE is required for it."""
+    if client_type not in CLIENT_TYPES:
+        raise InvalidRequest(f"client_type must be one of: {', '.join(CLIENT_TYPES)}.")
     name, uris_, permissions_ = _name(name), _redirect_uris(uris), _permissions(ctx, permissions)
     app_id, app_key, now = new_uuid(), new_app_key(), ctx.now()
     async with ctx.db.write() as tx:
@@ -101,9 +114,10 @@ async def create(ctx: Context, owner_id: str, name: str, uris: Sequence[str], pe
             redirect_uris=uris_,
             permissions=permissions_,
             app_key_hash=ctx.hasher.hash(app_key),
+            client_type=client_type,
             now=now,
         )
-    return CreatedApp(App(app_id, name, uris_, permissions_, now, now, None), app_key)
+    return CreatedApp(App(app_id, name, uris_, permissions_, now, now, None, client_type), app_key)
 
 
 async def list_owned(ctx: Context, owner_id: str) -> list[App]:

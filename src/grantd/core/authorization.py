@@ -1,22 +1,39 @@
-"""Authorization requests: consent and authorization codes (RFC 6749 §4.1, the Neucron rules)."""
+"""Authorization requests: consent and authorization codes (RFC 6749 §4.1, RFC 7636, the Neucron rules).
+
+Two front doors share these rules. The Neucron dialect authorizes in one JSON call
+(the app proves itself with its app_key; the first request records consent). The
+standard dialect resolves the client and redirect URI first (errors there are never
+redirected), then asks the signed-in user on a consent page for what is not yet granted.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from grantd.core import permissions as perms
 from grantd.core.accounts import Principal
+from grantd.core.clients import PUBLIC
 from grantd.core.context import Context
-from grantd.core.errors import ConsentRequired, InvalidClient, InvalidRedirectUri
+from grantd.core.errors import (
+    ConsentRequired,
+    InvalidClient,
+    InvalidRedirectUri,
+    InvalidRequest,
+    UnsupportedResponseType,
+)
+from grantd.core.tokens import valid_pkce_value
 from grantd.crypto.secrets import new_secret, new_uuid
 from grantd.store import apps as app_store
 from grantd.store import codes as code_store
 from grantd.store import grants as grant_store
+from grantd.store import users as user_store
 
 
 @dataclass(frozen=True, slots=True)
 class AuthorizationRequest:
+    """The Neucron request: the app authenticates with its app_key."""
+
     app_id: str
     app_key: str
     state: str
@@ -31,6 +48,89 @@ class IssuedCode:
     state: str
     redirect_url: str
     expires_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A known, live client and one of its registered redirect URIs: safe to redirect to."""
+
+    app_id: str
+    app_name: str
+    owner_email: str
+    public: bool
+    redirect_uri: str
+    allowed: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StandardRequest:
+    """A validated OAuth 2.0 authorization request (RFC 6749 §4.1.1 with PKCE)."""
+
+    target: Target
+    permissions: tuple[str, ...]
+    state: str | None
+    code_challenge: str | None
+
+
+# ---------------------------------------------------------------- shared rules
+
+
+def missing_from_grant(granted_permissions: str | None, requested: tuple[str, ...]) -> list[str]:
+    """The requested permissions the user has not granted yet (all of them when there is no grant)."""
+    granted = set(perms.parse(granted_permissions)) if granted_permissions else set()
+    return [name for name in requested if name not in granted]
+
+
+async def _record_consent(ctx: Context, tx, user_id: str, app_id: str, added: tuple[str, ...], now: int) -> None:  # type: ignore[no-untyped-def]
+    """Add permissions to the user's grant for the app, creating it if there is none."""
+    inserted = await grant_store.insert_if_absent(
+        tx, grant_id=new_uuid(), user_id=user_id, app_id=app_id, permissions=perms.join(added), now=now
+    )
+    if not inserted:
+        grant = await grant_store.of(tx, user_id, app_id)
+        merged = perms.union(perms.parse(grant.permissions), added)
+        await grant_store.set_permissions(tx, grant.id, perms.join(merged), now)
+
+
+async def _issue_code(  # type: ignore[no-untyped-def]
+    ctx: Context,
+    tx,
+    *,
+    user_id: str,
+    app_id: str,
+    redirect_uri: str,
+    permissions: tuple[str, ...],
+    state: str | None,
+    code_challenge: str | None,
+    now: int,
+) -> tuple[str, int]:
+    code = new_secret()
+    expires_at = now + ctx.settings.authorization_code_ttl
+    await code_store.insert_code(
+        tx,
+        code_hash=ctx.hasher.hash(code),
+        app_id=app_id,
+        user_id=user_id,
+        redirect_uri=redirect_uri,
+        permissions=perms.join(permissions),
+        state=state or "",
+        code_challenge=code_challenge,
+        now=now,
+        expires_at=expires_at,
+    )
+    return code, expires_at
+
+
+def with_query(uri: str, **params: str | None) -> str:
+    """``uri`` with ``params`` added to its query, keeping the query it has."""
+    parts = urlsplit(uri)
+    added = urlencode([(k, v) for k, v in params.items() if v is not None])
+    # The registered query is kept character for character (RFC 6749 §3.1.2), not re-encoded.
+    separator = "&" if parts.query and added and not parts.query.endswith("&") else ""
+    return urlunsplit(parts._replace(query=parts.query + separator + added))
+
+
+# ---------------------------------------------------------------- the Neucron dialect
 
 
 async def _checked(ctx: Context, conn, request: AuthorizationRequest) -> tuple[str, ...]:  # type: ignore[no-untyped-def]
@@ -52,58 +152,121 @@ async def authorize(ctx: Context, user: Principal, request: AuthorizationRequest
         requested = await _checked(ctx, tx, request)
         grant = await grant_store.of(tx, user.user_id, request.app_id)
         if grant is None:
-            await grant_store.insert_if_absent(
-                tx,
-                grant_id=new_uuid(),
-                user_id=user.user_id,
-                app_id=request.app_id,
-                permissions=perms.join(requested),
-                now=now,
-            )
-            grant = await grant_store.of(tx, user.user_id, request.app_id)
-        granted = set(perms.parse(grant.permissions))
-        missing = [name for name in requested if name not in granted]
-        if missing:
-            raise ConsentRequired(
-                f"The user has not granted: {', '.join(missing)}. "
-                "Add them with PATCH /oauth/permissions/grant, then authorize again."
-            )
-        code = new_secret()
-        expires_at = now + ctx.settings.authorization_code_ttl
-        await code_store.insert_code(
+            await _record_consent(ctx, tx, user.user_id, request.app_id, requested, now)
+        else:
+            missing = missing_from_grant(grant.permissions, requested)
+            if missing:
+                raise ConsentRequired(
+                    f"The user has not granted: {', '.join(missing)}. "
+                    "Add them with PATCH /oauth/permissions/grant, then authorize again."
+                )
+        code, expires_at = await _issue_code(
+            ctx,
             tx,
-            code_hash=ctx.hasher.hash(code),
-            app_id=request.app_id,
             user_id=user.user_id,
+            app_id=request.app_id,
             redirect_uri=request.redirect_uri,
-            permissions=perms.join(requested),
+            permissions=requested,
             state=request.state,
+            code_challenge=None,
             now=now,
-            expires_at=expires_at,
         )
-    return IssuedCode(code, user.user_id, request.state, _with_query(request.redirect_uri, code=code, state=request.state), expires_at)
+    redirect_url = with_query(request.redirect_uri, code=code, state=request.state)
+    return IssuedCode(code, user.user_id, request.state, redirect_url, expires_at)
 
 
 async def grant_permissions(ctx: Context, user: Principal, request: AuthorizationRequest) -> None:
     """Add the requested permissions to the user's grant for the app, creating it if there is none."""
-    now = ctx.now()
     async with ctx.db.write() as tx:
         requested = await _checked(ctx, tx, request)
-        inserted = await grant_store.insert_if_absent(
+        await _record_consent(ctx, tx, user.user_id, request.app_id, requested, ctx.now())
+
+
+# ---------------------------------------------------------------- the standard dialect
+
+
+async def resolve_target(ctx: Context, client_id: str | None, redirect_uri: str | None) -> Target:
+    """The client and redirect URI of a request. Errors here must be shown, never redirected (RFC 6749 §4.1.2.1)."""
+    if not client_id:
+        raise InvalidClient("client_id is missing.")
+    async with ctx.db.read() as conn:
+        app = await app_store.live(conn, client_id)
+        owner = await user_store.by_id(conn, app.owner_id) if app is not None else None
+    if app is None or owner is None:
+        raise InvalidClient("Unknown client_id, or the app is disabled.")
+    registered = app_store.redirect_uris_of(app)
+    if redirect_uri is None:
+        if len(registered) != 1:
+            raise InvalidRedirectUri("redirect_uri is required: the app registered more than one.")
+        redirect_uri = registered[0]
+    elif redirect_uri not in registered:
+        raise InvalidRedirectUri("redirect_uri is not registered for this app.")
+    return Target(
+        app_id=app.id,
+        app_name=app.name,
+        owner_email=owner.email,
+        public=app.client_type == PUBLIC,
+        redirect_uri=redirect_uri,
+        allowed=perms.parse(app.permissions),
+    )
+
+
+def validate_request(
+    ctx: Context,
+    target: Target,
+    *,
+    response_type: str | None,
+    scope: str | None,
+    state: str | None,
+    code_challenge: str | None,
+    code_challenge_method: str | None,
+) -> StandardRequest:
+    """The rest of the request; errors here are redirected back to the client with ``state``."""
+    if response_type != "code":
+        raise UnsupportedResponseType("Only response_type=code is supported.")
+    if code_challenge is not None:
+        if code_challenge_method != "S256":
+            raise InvalidRequest("code_challenge_method must be S256; plain is not accepted.")
+        if not valid_pkce_value(code_challenge):
+            raise InvalidRequest("code_challenge must be 43 to 128 characters of base64url.")
+    elif code_challenge_method is not None:
+        raise InvalidRequest("code_challenge_method was sent without a code_challenge.")
+    elif target.public:
+        raise InvalidRequest("PKCE is required for this client: send code_challenge with code_challenge_method=S256.")
+    requested = target.allowed if not scope else perms.parse(scope, field="scope", separator=" ")
+    ctx.catalog.require_allowed(requested, target.allowed)
+    return StandardRequest(target, requested, state, code_challenge)
+
+
+async def missing_consent(ctx: Context, user: Principal, request: StandardRequest) -> list[str]:
+    """What the consent page must ask for: the requested permissions not granted yet."""
+    async with ctx.db.read() as conn:
+        grant = await grant_store.of(conn, user.user_id, request.target.app_id)
+    return missing_from_grant(grant.permissions if grant else None, request.permissions)
+
+
+async def approve(ctx: Context, user: Principal, request: StandardRequest) -> str:
+    """Record consent for the request and issue a code; the URL to send the user back to."""
+    now = ctx.now()
+    target = request.target
+    async with ctx.db.write() as tx:
+        await _record_consent(ctx, tx, user.user_id, target.app_id, request.permissions, now)
+        code, _ = await _issue_code(
+            ctx,
             tx,
-            grant_id=new_uuid(),
             user_id=user.user_id,
-            app_id=request.app_id,
-            permissions=perms.join(requested),
+            app_id=target.app_id,
+            redirect_uri=target.redirect_uri,
+            permissions=request.permissions,
+            state=request.state,
+            code_challenge=request.code_challenge,
             now=now,
         )
-        if not inserted:
-            grant = await grant_store.of(tx, user.user_id, request.app_id)
-            merged = perms.union(perms.parse(grant.permissions), requested)
-            await grant_store.set_permissions(tx, grant.id, perms.join(merged), now)
+    return with_query(target.redirect_uri, code=code, state=request.state, iss=ctx.settings.issuer)
 
 
-def _with_query(uri: str, **params: str) -> str:
-    parts = urlsplit(uri)
-    query = parse_qsl(parts.query, keep_blank_values=True) + list(params.items())
-    return urlunsplit(parts._replace(query=urlencode(query)))
+def error_redirect(ctx: Context, target: Target, error: str, description: str, state: str | None) -> str:
+    """Where to send the user back with an error (RFC 6749 §4.1.2.1, RFC 9207 ``iss``)."""
+    return with_query(
+        target.redirect_uri, error=error, error_description=description, state=state, iss=ctx.settings.issuer
+    )

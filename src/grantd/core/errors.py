@@ -62,3 +62,19 @@ class RateLimited(GrantdError):
     def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class UnsupportedGrantType(GrantdError):
+    error, status_code = "unsupported_grant_type", 400
+
+
+class UnauthorizedClient(GrantdError):
+    error, status_code = "unauthorized_client", 400
+
+
+class UnsupportedResponseType(GrantdError):
+    error, status_code = "unsupported_response_type", 400
+
+
+class AccessDenied(GrantdError):
+    error, status_code = "access_denied", 403

@@ -1,17 +1,25 @@
-"""The token endpoint's rules: key authentication, single-use codes, access tokens (RFC 9068)."""
+"""The token endpoints' rules: single-use codes, PKCE, refresh rotation, client credentials,
+introspection and revocation. Access tokens are RFC 9068 JWTs; every one is recorded so it can be revoked.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+from grantd.core import permissions as perms
+from grantd.core.clients import Client
 from grantd.core.context import Context
-from grantd.core.errors import InvalidClient, InvalidGrant
-from grantd.crypto.secrets import new_uuid
+from grantd.core.errors import InvalidGrant, InvalidScope, UnauthorizedClient
+from grantd.crypto.jws import InvalidSignature
+from grantd.crypto.secrets import new_secret, new_uuid, s256
 from grantd.store import apps as app_store
 from grantd.store import codes as code_store
 from grantd.store import tokens as token_store
 
 ACCESS_TOKEN_TYPE = "at+jwt"
+_BAD_CODE = "The authorization code is unknown, expired, already used, or belongs to another app."
+_BAD_REFRESH = "The refresh token is unknown, expired, revoked, or belongs to another app."
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,56 +27,274 @@ class IssuedToken:
     access_token: str
     expires_in: int
     scope: str  # space-separated, as in the token's `scope` claim
-    permissions: tuple[str, ...]
+    refresh_token: str | None = None
 
 
-async def authenticate_key(ctx: Context, key_id: str, key_secret: str) -> str:
-    """The app a live key belongs to; InvalidClient for a wrong, revoked or disabled-app key."""
-    async with ctx.db.read() as conn:
-        key = await app_store.live_key(conn, key_id)
-    if key is None or not ctx.hasher.verify(key_secret, key.secret_hash):
-        raise InvalidClient("Unknown key, wrong key_secret, or the key or its app is disabled.")
-    return key.app_id
+def _sign_access_token(
+    ctx: Context, *, jti: str, app_id: str, user_id: str | None, permissions: tuple[str, ...], iat: int, exp: int
+) -> str:
+    claims: dict[str, Any] = {
+        "iss": ctx.settings.issuer,
+        "sub": user_id or app_id,
+        "aud": ctx.settings.audience,
+        "client_id": app_id,
+        "scope": " ".join(permissions),
+        "iat": iat,
+        "exp": exp,
+        "jti": jti,
+    }
+    if user_id is not None:
+        claims["user_id"] = user_id
+    claims["permissions"] = list(permissions)
+    return ctx.signing.sign(claims, ACCESS_TOKEN_TYPE)
 
 
-async def redeem_code(ctx: Context, auth_code: str, key_id: str, key_secret: str) -> IssuedToken:
-    """Exchange a code for an access token, at most once. A code presented again revokes what it issued."""
-    app_id = await authenticate_key(ctx, key_id, key_secret)
+async def redeem_code(
+    ctx: Context,
+    client: Client,
+    auth_code: str,
+    *,
+    code_verifier: str | None = None,
+    redirect_uri: str | None = None,
+    with_refresh_token: bool = False,
+) -> IssuedToken:
+    """Exchange a code for tokens, at most once. A code presented again revokes everything it issued."""
     code_hash = ctx.hasher.hash(auth_code)
     now = ctx.now()
     jti = new_uuid()
     ttl = ctx.settings.access_token_ttl
+    refresh_token = new_secret() if with_refresh_token else None
     async with ctx.db.write() as tx:
-        code = await code_store.redeem(tx, code_hash, app_id, now)
+        code = await code_store.redeem(tx, code_hash, client.app_id, now)
         if code is not None:
+            # A failed check raises inside the transaction: the code is not spent.
+            _check_pkce(code.code_challenge, code_verifier, client)
+            if redirect_uri is not None and redirect_uri != code.redirect_uri:
+                raise InvalidGrant("redirect_uri does not match the one the code was issued for.")
             permissions = tuple(code.permissions.split(","))
+            scope = " ".join(permissions)
             await token_store.insert_access_token(
                 tx,
                 jti=jti,
-                app_id=app_id,
+                app_id=client.app_id,
                 user_id=code.user_id,
-                key_id=key_id,
+                key_id=client.key_id,
                 code_hash=code_hash,
+                scope=scope,
+                issued_at=now,
+                expires_at=now + ttl,
+            )
+            if refresh_token is not None:
+                await token_store.insert_refresh_token(
+                    tx,
+                    token_hash=ctx.hasher.hash(refresh_token),
+                    code_hash=code_hash,
+                    app_id=client.app_id,
+                    user_id=code.user_id,
+                    scope=scope,
+                    access_jti=jti,
+                    issued_at=now,
+                    expires_at=now + ctx.settings.refresh_token_ttl,
+                )
+        else:
+            known = await code_store.find(tx, code_hash)
+            if known is not None and known.app_id == client.app_id and known.redeemed_at is not None:
+                await token_store.revoke_family(tx, code_hash, now)
+    if code is None:
+        raise InvalidGrant(_BAD_CODE)
+    access_token = _sign_access_token(
+        ctx, jti=jti, app_id=client.app_id, user_id=code.user_id, permissions=permissions, iat=now, exp=now + ttl
+    )
+    return IssuedToken(access_token, ttl, scope, refresh_token)
+
+
+def _check_pkce(code_challenge: str | None, code_verifier: str | None, client: Client) -> None:
+    """RFC 7636 with S256 only; a verifier for a code issued without a challenge is a downgrade and refused."""
+    if code_challenge is None:
+        if code_verifier is not None:
+            raise InvalidGrant("code_verifier was sent for a code issued without a code_challenge.")
+        if client.is_public:
+            raise InvalidGrant("A public client's code must be bound to a PKCE code_challenge.")
+        return
+    if code_verifier is None:
+        raise InvalidGrant("code_verifier is required: the code was issued with a code_challenge.")
+    if not valid_pkce_value(code_verifier) or s256(code_verifier) != code_challenge:
+        raise InvalidGrant("code_verifier does not match the code_challenge.")
+
+
+def valid_pkce_value(value: str) -> bool:
+    """43 to 128 characters of [A-Z a-z 0-9 - . _ ~] (RFC 7636 §4.1 and §4.2)."""
+    return 43 <= len(value) <= 128 and all(c.isascii() and (c.isalnum() or c in "-._~") for c in value)
+
+
+async def refresh(ctx: Context, client: Client, refresh_token: str, scope: str | None = None) -> IssuedToken:
+    """Rotate a refresh token (RFC 6749 §6, RFC 9700 §4.14).
+
+    A rotated token presented again revokes its whole family, except within the grace
+    window, where the duplicate gets the same successor and an equivalent access token.
+    """
+    token_hash = ctx.hasher.hash(refresh_token)
+    successor = ctx.hasher.successor(refresh_token)
+    now = ctx.now()
+    jti = new_uuid()
+    ttl = ctx.settings.access_token_ttl
+    replay: IssuedToken | None = None
+    async with ctx.db.write() as tx:
+        row = await token_store.rotate_refresh_token(tx, token_hash, client.app_id, now)
+        if row is not None:
+            granted = tuple(row.scope.split(" "))
+            permissions = granted
+            if scope is not None:
+                permissions = perms.parse(scope, field="scope", separator=" ")
+                beyond = [p for p in permissions if p not in granted]
+                if beyond:
+                    raise InvalidScope(f"scope exceeds the original grant: {', '.join(beyond)}.")
+            await token_store.insert_access_token(
+                tx,
+                jti=jti,
+                app_id=client.app_id,
+                user_id=row.user_id,
+                key_id=client.key_id,
+                code_hash=row.code_hash,
                 scope=" ".join(permissions),
                 issued_at=now,
                 expires_at=now + ttl,
             )
+            await token_store.insert_refresh_token(
+                tx,
+                token_hash=ctx.hasher.hash(successor),
+                code_hash=row.code_hash,
+                app_id=client.app_id,
+                user_id=row.user_id,
+                scope=row.scope,
+                access_jti=jti,
+                issued_at=now,
+                expires_at=now + ctx.settings.refresh_token_ttl,
+            )
         else:
-            known = await code_store.find(tx, code_hash)
-            if known is not None and known.app_id == app_id and known.redeemed_at is not None:
-                await token_store.revoke_issued_from_code(tx, code_hash, now)
-    if code is None:
-        raise InvalidGrant("The authorization code is unknown, expired, already used, or belongs to another app.")
-    claims = {
+            replay = await _replayed_refresh(ctx, tx, client, token_hash, successor, now)
+    if row is None:
+        if replay is None:
+            raise InvalidGrant(_BAD_REFRESH)
+        return replay
+    access_token = _sign_access_token(
+        ctx, jti=jti, app_id=client.app_id, user_id=row.user_id, permissions=permissions, iat=now, exp=now + ttl
+    )
+    return IssuedToken(access_token, ttl, " ".join(permissions), successor)
+
+
+async def _replayed_refresh(
+    ctx: Context, tx, client: Client, token_hash: str, successor: str, now: int  # type: ignore[no-untyped-def]
+) -> IssuedToken | None:
+    """The grace-window result for a just-rotated token; otherwise revoke the family and return None."""
+    known = await token_store.refresh_token_state(tx, token_hash)
+    if known is None or known.app_id != client.app_id or known.rotated_at is None or known.revoked_at is not None:
+        return None
+    if now - known.rotated_at <= ctx.settings.refresh_token_grace:
+        child = await token_store.refresh_token_state(tx, ctx.hasher.hash(successor))
+        if child is not None and child.revoked_at is None:
+            access = await token_store.by_jti(tx, child.access_jti)
+            if access is not None and access.revoked_at is None:
+                permissions = tuple(access.scope.split(" "))
+                token = _sign_access_token(
+                    ctx,
+                    jti=access.jti,
+                    app_id=access.app_id,
+                    user_id=access.user_id,
+                    permissions=permissions,
+                    iat=access.issued_at,
+                    exp=access.expires_at,
+                )
+                return IssuedToken(token, access.expires_at - now, access.scope, successor)
+    await token_store.revoke_family(tx, known.code_hash, now)
+    return None
+
+
+async def client_credentials(ctx: Context, client: Client, scope: str | None) -> IssuedToken:
+    """An app acting on its own behalf (RFC 6749 §4.4): ``sub`` is the app."""
+    if client.is_public:
+        raise UnauthorizedClient("A public client may not use the client_credentials grant.")
+    async with ctx.db.read() as conn:
+        app = await app_store.live(conn, client.app_id)
+    if app is None:
+        raise InvalidGrant("The app is disabled.")
+    allowed = perms.parse(app.permissions)
+    permissions = allowed if scope is None else perms.parse(scope, field="scope", separator=" ")
+    ctx.catalog.require_allowed(permissions, allowed)
+    now, jti, ttl = ctx.now(), new_uuid(), ctx.settings.access_token_ttl
+    async with ctx.db.write() as tx:
+        await token_store.insert_access_token(
+            tx,
+            jti=jti,
+            app_id=client.app_id,
+            user_id=None,
+            key_id=client.key_id,
+            code_hash=None,
+            scope=" ".join(permissions),
+            issued_at=now,
+            expires_at=now + ttl,
+        )
+    access_token = _sign_access_token(
+        ctx, jti=jti, app_id=client.app_id, user_id=None, permissions=permissions, iat=now, exp=now + ttl
+    )
+    return IssuedToken(access_token, ttl, " ".join(permissions))
+
+
+def _access_token_claims(ctx: Context, token: str) -> dict[str, Any] | None:
+    if token.count(".") != 2:
+        return None
+    try:
+        return ctx.signing.verify(token, typ=ACCESS_TOKEN_TYPE, issuer=ctx.settings.issuer)
+    except InvalidSignature:
+        return None
+
+
+async def introspect(ctx: Context, client: Client, token: str) -> dict[str, Any]:
+    """RFC 7662: what the token is, if it is active and the caller's own; otherwise only ``active: false``."""
+    inactive: dict[str, Any] = {"active": False}
+    now = ctx.now()
+    claims = _access_token_claims(ctx, token)
+    async with ctx.db.read() as conn:
+        if claims is not None:
+            row = await token_store.access_token_state(conn, claims["jti"])
+            if row is None or row.app_id != client.app_id or row.revoked_at is not None:
+                return inactive
+            if row.expires_at <= now or row.app_disabled_at is not None:
+                return inactive
+            result = {key: claims[key] for key in ("scope", "client_id", "sub", "aud", "iss", "exp", "iat", "jti")}
+            if "user_id" in claims:
+                result["user_id"] = claims["user_id"]
+            return {"active": True, **result, "token_type": "Bearer"}
+        row = await token_store.refresh_token_state(conn, ctx.hasher.hash(token))
+    if row is None or row.app_id != client.app_id or row.revoked_at is not None or row.rotated_at is not None:
+        return inactive
+    if row.expires_at <= now or row.app_disabled_at is not None:
+        return inactive
+    return {
+        "active": True,
+        "scope": row.scope,
+        "client_id": row.app_id,
+        "sub": row.user_id,
+        "user_id": row.user_id,
+        "exp": row.expires_at,
+        "iat": row.issued_at,
         "iss": ctx.settings.issuer,
-        "sub": code.user_id,
-        "aud": ctx.settings.audience,
-        "client_id": app_id,
-        "scope": " ".join(permissions),
-        "iat": now,
-        "exp": now + ttl,
-        "jti": jti,
-        "user_id": code.user_id,
-        "permissions": list(permissions),
+        "token_type": "refresh_token",
     }
-    return IssuedToken(ctx.signing.sign(claims, ACCESS_TOKEN_TYPE), ttl, claims["scope"], permissions)
+
+
+async def revoke(ctx: Context, client: Client, token: str) -> None:
+    """RFC 7009: revoke the caller's own token; a refresh token takes its whole family with it.
+
+    Unknown tokens and other apps' tokens are ignored, as the RFC asks (the answer is the same).
+    """
+    now = ctx.now()
+    claims = _access_token_claims(ctx, token)
+    async with ctx.db.write() as tx:
+        if claims is not None:
+            await token_store.revoke_access_token(tx, claims["jti"], client.app_id, now)
+            return
+        row = await token_store.refresh_token_state(tx, ctx.hasher.hash(token))
+        if row is not None and row.app_id == client.app_id:
+            await token_store.revoke_family(tx, row.code_hash, now)
+

@@ -81,10 +81,17 @@ class InvalidSignature(Exception):
 class Signer:
     """Signs with the active key; verifies against every published key."""
 
-    def __init__(self, active: SigningKey, published: dict[str, ec.EllipticCurvePublicKey], jwks: list[dict[str, str]]):
+    def __init__(
+        self,
+        active: SigningKey,
+        published: dict[str, ec.EllipticCurvePublicKey],
+        jwks: list[dict[str, str]],
+        reload_at: int,
+    ) -> None:
         self.active = active
         self.published = published
         self.jwks_document = json.dumps({"keys": jwks}, separators=(",", ":")).encode()
+        self.reload_at = reload_at  # Unix time by which the keys are to be read again
 
     def sign(self, claims: dict[str, Any], typ: str) -> str:
         return jwt.encode(

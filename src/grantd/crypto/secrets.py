@@ -8,6 +8,7 @@ is what is stored. A stolen database alone then yields nothing usable.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import secrets
@@ -57,13 +58,29 @@ def key_id_of_secret(key_secret: str) -> str | None:
 class SecretHasher:
     """Keyed SHA-256 (HMAC) of secrets under a pepper derived from the master secret."""
 
-    __slots__ = ("_pepper",)
+    __slots__ = ("_pepper", "_successor_key")
 
     def __init__(self, master_secret: bytes) -> None:
         self._pepper = hmac.new(master_secret, b"grantd secret-hash pepper v1", hashlib.sha256).digest()
+        self._successor_key = hmac.new(master_secret, b"grantd refresh successor v1", hashlib.sha256).digest()
 
     def hash(self, secret: str) -> str:
         return hmac.new(self._pepper, secret.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
 
     def verify(self, secret: str, expected_hash: str) -> bool:
         return hmac.compare_digest(self.hash(secret), expected_hash)
+
+    def successor(self, secret: str) -> str:
+        """The secret that replaces ``secret`` on rotation: unguessable without both, and the same every time.
+
+        So a refresh token presented twice within the grace window yields the same successor,
+        and no successor need be stored in clear.
+        """
+        digest = hmac.new(self._successor_key, secret.encode("utf-8", "surrogatepass"), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def s256(code_verifier: str) -> str:
+    """The PKCE S256 challenge of a verifier (RFC 7636 §4.2)."""
+    digest = hashlib.sha256(code_verifier.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()

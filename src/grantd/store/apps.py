@@ -19,6 +19,7 @@ _APP_COLUMNS = (
     apps.c.created_at,
     apps.c.updated_at,
     apps.c.disabled_at,
+    apps.c.client_type,
 )
 
 
@@ -35,10 +36,12 @@ async def insert_app(
     redirect_uris: list[str],
     permissions: str,
     app_key_hash: str,
+    client_type: str,
     now: int,
 ) -> None:
     await conn.execute(
         insert(apps).values(
+            client_type=client_type,
             id=app_id,
             owner_id=owner_id,
             name=name,

@@ -16,6 +16,7 @@ async def insert_code(
     redirect_uri: str,
     permissions: str,
     state: str,
+    code_challenge: str | None,
     now: int,
     expires_at: int,
 ) -> None:
@@ -27,6 +28,7 @@ async def insert_code(
             redirect_uri=redirect_uri,
             permissions=permissions,
             state=state,
+            code_challenge=code_challenge,
             created_at=now,
             expires_at=expires_at,
         )
@@ -44,7 +46,7 @@ async def redeem(conn: AsyncConnection, code_hash: str, app_id: str, now: int) -
             codes.c.expires_at > now,
         )
         .values(redeemed_at=now)
-        .returning(codes.c.user_id, codes.c.permissions, codes.c.redirect_uri)
+        .returning(codes.c.user_id, codes.c.permissions, codes.c.redirect_uri, codes.c.code_challenge)
     )
     return (await conn.execute(statement)).first()
 
@@ -52,3 +54,12 @@ async def redeem(conn: AsyncConnection, code_hash: str, app_id: str, now: int) -
 async def find(conn: AsyncConnection, code_hash: str) -> Row | None:
     query = select(codes.c.app_id, codes.c.redeemed_at, codes.c.expires_at).where(codes.c.code_hash == code_hash)
     return (await conn.execute(query)).first()
+
+
+async def void_unredeemed(conn: AsyncConnection, user_id: str, app_id: str, now: int) -> None:
+    """Spend every outstanding code of a user for an app, so none of them can be redeemed."""
+    await conn.execute(
+        update(codes)
+        .where(codes.c.user_id == user_id, codes.c.app_id == app_id, codes.c.redeemed_at.is_(None))
+        .values(redeemed_at=now)
+    )

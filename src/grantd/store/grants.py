@@ -1,11 +1,14 @@
 from __future__ import annotations
 
-from sqlalchemy import insert, select, update
+from collections.abc import Sequence
+
+from sqlalchemy import delete as delete_
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from grantd.store.schema import grants
+from grantd.store.schema import access_tokens, apps, grants
 
 
 async def of(conn: AsyncConnection, user_id: str, app_id: str) -> Row | None:
@@ -31,3 +34,26 @@ async def insert_if_absent(
 
 async def set_permissions(conn: AsyncConnection, grant_id: str, permissions: str, now: int) -> None:
     await conn.execute(update(grants).where(grants.c.id == grant_id).values(permissions=permissions, updated_at=now))
+
+
+async def of_user(conn: AsyncConnection, user_id: str) -> Sequence[Row]:
+    """The user's grants with each app's name and when its tokens were last issued."""
+    last_used = (
+        select(func.max(access_tokens.c.issued_at))
+        .where(access_tokens.c.user_id == grants.c.user_id, access_tokens.c.app_id == grants.c.app_id)
+        .scalar_subquery()
+        .label("last_used_at")
+    )
+    query = (
+        select(grants, apps.c.name.label("app_name"), last_used)
+        .join(apps, apps.c.id == grants.c.app_id)
+        .where(grants.c.user_id == user_id)
+        .order_by(grants.c.created_at, grants.c.app_id)
+    )
+    return (await conn.execute(query)).all()
+
+
+async def delete(conn: AsyncConnection, user_id: str, app_id: str) -> bool:
+    """False when there was no such grant."""
+    result = await conn.execute(delete_(grants).where(grants.c.user_id == user_id, grants.c.app_id == app_id))
+    return result.rowcount == 1

@@ -53,6 +53,8 @@ apps = Table(
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
     Column("disabled_at", BigInteger),
+    # "confidential" (authenticates with a key secret) or "public" (cannot keep a secret: PKCE required)
+    Column("client_type", String(16), nullable=False, server_default="confidential"),
 )
 
 app_keys = Table(
@@ -90,8 +92,11 @@ authorization_codes = Table(
     Column("created_at", BigInteger, nullable=False),
     Column("expires_at", BigInteger, nullable=False),
     Column("redeemed_at", BigInteger),
+    Column("code_challenge", String(128)),  # PKCE (RFC 7636), S256 only
 )
 
+# The lineage of every token is the hash of the authorization code it descends from
+# (``code_hash``), so that a replayed code or a reused refresh token revokes the whole family.
 access_tokens = Table(
     "access_tokens",
     metadata,
@@ -107,6 +112,25 @@ access_tokens = Table(
 )
 Index("ix_access_tokens_code_hash", access_tokens.c.code_hash)
 Index("ix_access_tokens_key_id_issued_at", access_tokens.c.key_id, access_tokens.c.issued_at)
+Index("ix_access_tokens_user_app", access_tokens.c.user_id, access_tokens.c.app_id)
+
+# Refresh tokens rotate on every use: a used one records when (rotated_at) and is never honoured
+# again, except within the grace window, where the same successor is handed out once more.
+refresh_tokens = Table(
+    "refresh_tokens",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("code_hash", String(64), nullable=False, index=True),
+    Column("app_id", String(36), ForeignKey("apps.id", ondelete="CASCADE"), nullable=False),
+    Column("user_id", String(36), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("scope", Text, nullable=False),
+    Column("access_jti", String(36), nullable=False),  # the access token issued beside it
+    Column("issued_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("rotated_at", BigInteger),
+    Column("revoked_at", BigInteger),
+)
+Index("ix_refresh_tokens_user_app", refresh_tokens.c.user_id, refresh_tokens.c.app_id)
 
 signing_keys = Table(
     "signing_keys",

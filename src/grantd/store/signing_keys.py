@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import insert, select, text
+from sqlalchemy import insert, or_, select, text, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -12,16 +12,24 @@ _PG_SIGNING_KEY_LOCK = 0x6B657973
 
 
 async def lock(conn: AsyncConnection) -> None:
-    """Serialise key creation across processes (SQLite's BEGIN IMMEDIATE already does)."""
+    """Serialise key creation and rotation across processes (SQLite's BEGIN IMMEDIATE already does)."""
     if conn.dialect.name == "postgresql":
         await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_SIGNING_KEY_LOCK})
 
 
-async def published(conn: AsyncConnection) -> Sequence[Row]:
-    """Keys not retired, newest activation first."""
+async def published(conn: AsyncConnection, now: int, keep_after_retirement: int) -> Sequence[Row]:
+    """Keys still published: not retired, or retired so recently that tokens they signed may be alive.
+
+    Newest activation first.
+    """
     query = (
         select(signing_keys)
-        .where(signing_keys.c.retired_at.is_(None))
+        .where(
+            or_(
+                signing_keys.c.retired_at.is_(None),
+                signing_keys.c.retired_at + keep_after_retirement > now,
+            )
+        )
         .order_by(signing_keys.c.activates_at.desc(), signing_keys.c.created_at.desc(), signing_keys.c.kid)
     )
     return (await conn.execute(query)).all()
@@ -39,4 +47,13 @@ async def insert_key(
             created_at=now,
             activates_at=activates_at,
         )
+    )
+
+
+async def retire_all_but(conn: AsyncConnection, kid: str, at: int) -> None:
+    """Every other unretired key stops signing at ``at``."""
+    await conn.execute(
+        update(signing_keys)
+        .where(signing_keys.c.kid != kid, signing_keys.c.retired_at.is_(None))
+        .values(retired_at=at)
     )

@@ -4,7 +4,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from grantd.store.schema import access_tokens
+from grantd.store.schema import access_tokens, apps, refresh_tokens
 
 
 async def insert_access_token(
@@ -33,14 +33,95 @@ async def insert_access_token(
     )
 
 
-async def revoke_issued_from_code(conn: AsyncConnection, code_hash: str, now: int) -> int:
-    result = await conn.execute(
+async def revoke_family(conn: AsyncConnection, code_hash: str, now: int) -> None:
+    """Revoke every access and refresh token descended from one authorization code."""
+    await conn.execute(
         update(access_tokens)
         .where(access_tokens.c.code_hash == code_hash, access_tokens.c.revoked_at.is_(None))
         .values(revoked_at=now)
     )
-    return result.rowcount
+    await conn.execute(
+        update(refresh_tokens)
+        .where(refresh_tokens.c.code_hash == code_hash, refresh_tokens.c.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+
+
+async def revoke_user_app(conn: AsyncConnection, user_id: str, app_id: str, now: int) -> None:
+    """Revoke every token a user's grant to an app has produced."""
+    for table in (access_tokens, refresh_tokens):
+        await conn.execute(
+            update(table)
+            .where(table.c.user_id == user_id, table.c.app_id == app_id, table.c.revoked_at.is_(None))
+            .values(revoked_at=now)
+        )
+
+
+async def revoke_access_token(conn: AsyncConnection, jti: str, app_id: str, now: int) -> None:
+    await conn.execute(
+        update(access_tokens)
+        .where(access_tokens.c.jti == jti, access_tokens.c.app_id == app_id, access_tokens.c.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+
+
+async def access_token_state(conn: AsyncConnection, jti: str) -> Row | None:
+    """An access token's record with whether its app is disabled."""
+    query = select(access_tokens, apps.c.disabled_at.label("app_disabled_at")).join(
+        apps, apps.c.id == access_tokens.c.app_id
+    ).where(access_tokens.c.jti == jti)
+    return (await conn.execute(query)).first()
 
 
 async def by_jti(conn: AsyncConnection, jti: str) -> Row | None:
     return (await conn.execute(select(access_tokens).where(access_tokens.c.jti == jti))).first()
+
+
+async def insert_refresh_token(
+    conn: AsyncConnection,
+    *,
+    token_hash: str,
+    code_hash: str,
+    app_id: str,
+    user_id: str,
+    scope: str,
+    access_jti: str,
+    issued_at: int,
+    expires_at: int,
+) -> None:
+    await conn.execute(
+        insert(refresh_tokens).values(
+            token_hash=token_hash,
+            code_hash=code_hash,
+            app_id=app_id,
+            user_id=user_id,
+            scope=scope,
+            access_jti=access_jti,
+            issued_at=issued_at,
+            expires_at=expires_at,
+        )
+    )
+
+
+async def rotate_refresh_token(conn: AsyncConnection, token_hash: str, app_id: str, now: int) -> Row | None:
+    """Mark a live refresh token used: atomic, so at most one caller rotates it."""
+    statement = (
+        update(refresh_tokens)
+        .where(
+            refresh_tokens.c.token_hash == token_hash,
+            refresh_tokens.c.app_id == app_id,
+            refresh_tokens.c.rotated_at.is_(None),
+            refresh_tokens.c.revoked_at.is_(None),
+            refresh_tokens.c.expires_at > now,
+        )
+        .values(rotated_at=now)
+        .returning(refresh_tokens.c.code_hash, refresh_tokens.c.user_id, refresh_tokens.c.scope)
+    )
+    return (await conn.execute(statement)).first()
+
+
+async def refresh_token_state(conn: AsyncConnection, token_hash: str) -> Row | None:
+    query = select(refresh_tokens, apps.c.disabled_at.label("app_disabled_at")).join(
+        apps, apps.c.id == refresh_tokens.c.app_id
+    ).where(refresh_tokens.c.token_hash == token_hash)
+    return (await conn.execute(query)).first()

@@ -1,0 +1,69 @@
+"""The signed-in user's grants: which apps may act for them, and ending that access."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path
+from pydantic import BaseModel
+from starlette.responses import Response
+
+from grantd.api.deps import context, current_user
+from grantd.api.envelope import Envelope, envelope, error_responses
+from grantd.api.wire import rfc3339
+from grantd.core import grants
+from grantd.core.accounts import Principal
+from grantd.core.context import Context
+
+router = APIRouter(tags=["Grants"])
+
+
+class GrantData(BaseModel):
+    app_id: str
+    app_name: str
+    permissions: str
+    granted_at: str
+    updated_at: str
+    last_used_at: str | None
+
+
+class GrantList(BaseModel):
+    grants: list[GrantData]
+
+
+class RevokedData(BaseModel):
+    app_id: str
+    message: str
+
+
+@router.get("/grants", response_model=Envelope[GrantList], responses=error_responses(401), summary="Apps you granted access")
+async def list_grants(
+    user: Annotated[Principal, Depends(current_user)], ctx: Annotated[Context, Depends(context)]
+) -> Response:
+    items = [
+        {
+            "app_id": g.app_id,
+            "app_name": g.app_name,
+            "permissions": g.permissions,
+            "granted_at": rfc3339(g.created_at),
+            "updated_at": rfc3339(g.updated_at),
+            "last_used_at": rfc3339(g.last_used_at),
+        }
+        for g in await grants.list_grants(ctx, user)
+    ]
+    return envelope({"grants": items})
+
+
+@router.delete(
+    "/grants/{app_id}",
+    response_model=Envelope[RevokedData],
+    responses=error_responses(401, 404),
+    summary="End an app's access: revoke every token of the grant",
+)
+async def revoke_grant(
+    app_id: Annotated[str, Path(max_length=64)],
+    user: Annotated[Principal, Depends(current_user)],
+    ctx: Annotated[Context, Depends(context)],
+) -> Response:
+    await grants.revoke_grant(ctx, user, app_id)
+    return envelope({"app_id": app_id, "message": "Access revoked."})

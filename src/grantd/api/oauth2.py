@@ -1,0 +1,281 @@
+"""The standard OAuth 2.0 dialect: form-encoded token, revocation and introspection endpoints,
+and the authorization server metadata (RFC 6749, 7009, 7662, 8414, 9207).
+
+Errors are RFC 6749 §5.2 JSON: ``{"error", "error_description"}``; ``invalid_client`` is 401
+with ``WWW-Authenticate``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+from urllib.parse import parse_qsl, unquote_plus
+
+from fastapi import APIRouter, Request
+from starlette.responses import JSONResponse, Response
+
+from grantd.core import clients, tokens
+from grantd.core.context import Context
+from grantd.core.errors import GrantdError, InvalidClient, InvalidRequest, UnsupportedGrantType
+
+router = APIRouter(tags=["OAuth 2.0"])
+
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+FORM = "application/x-www-form-urlencoded"
+MAX_PARAMETER_LENGTH = 4096
+
+
+def error_body(error: str, description: str, status_code: int, headers: dict[str, str] | None = None) -> JSONResponse:
+    """RFC 6749 §5.2."""
+    all_headers = dict(NO_STORE)
+    if status_code == 401:
+        all_headers["WWW-Authenticate"] = 'Basic realm="grantd", charset="UTF-8"'
+    all_headers.update(headers or {})
+    return JSONResponse({"error": error, "error_description": description}, status_code, headers=all_headers)
+
+
+def render_error(exc: GrantdError) -> JSONResponse:
+    status = 401 if isinstance(exc, InvalidClient) else exc.status_code if exc.status_code in (413, 429) else 400
+    if exc.status_code >= 500:
+        status = 500
+    headers = {"Retry-After": str(exc.retry_after)} if hasattr(exc, "retry_after") else None
+    return error_body(exc.error, exc.message, status, headers)
+
+
+def _json(data: dict[str, Any]) -> Response:
+    return Response(json.dumps(data, separators=(",", ":")).encode(), 200, headers=NO_STORE, media_type="application/json")
+
+
+async def read_form(request: Request) -> dict[str, str]:
+    """The form body; every parameter at most once (RFC 6749 §3.2)."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != FORM:
+        raise InvalidRequest(f"The body must be {FORM}.")
+    try:
+        pairs = parse_qsl((await request.body()).decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+    except (UnicodeDecodeError, ValueError):
+        raise InvalidRequest("The body is not valid form encoding.") from None
+    form: dict[str, str] = {}
+    for name, value in pairs:
+        if name in form:
+            raise InvalidRequest(f"{name} is repeated.")
+        if len(value) > MAX_PARAMETER_LENGTH:
+            raise InvalidRequest(f"{name} is too long.")
+        if value != "":
+            form[name] = value
+    return form
+
+
+def _basic_credentials(request: Request) -> tuple[str, str] | None:
+    header = request.headers.get("authorization")
+    if not header:
+        return None
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic":
+        raise InvalidClient("Only HTTP Basic client authentication is accepted in the Authorization header.")
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise InvalidClient("The Basic credentials are malformed.") from None
+    client_id, sep, client_secret = decoded.partition(":")
+    if not sep:
+        raise InvalidClient("The Basic credentials are malformed.")
+    return unquote_plus(client_id), unquote_plus(client_secret)
+
+
+async def authenticate(ctx: Context, request: Request, form: dict[str, str]) -> clients.Client:
+    """client_secret_basic, client_secret_post, or a public client's bare client_id; one method only."""
+    basic = _basic_credentials(request)
+    if basic is not None:
+        if "client_secret" in form:
+            raise InvalidRequest("Use one client authentication method, not both Basic and client_secret.")
+        if "client_id" in form and form["client_id"] != basic[0]:
+            raise InvalidClient("client_id differs from the authenticated client.")
+        return await clients.authenticate_client(ctx, basic[0], basic[1])
+    return await clients.authenticate_client(ctx, form.get("client_id"), form.get("client_secret"))
+
+
+def _required(form: dict[str, str], name: str) -> str:
+    value = form.get(name)
+    if value is None:
+        raise InvalidRequest(f"{name} is required.")
+    return value
+
+
+def _issued(issued: tokens.IssuedToken) -> Response:
+    body: dict[str, Any] = {
+        "access_token": issued.access_token,
+        "token_type": "Bearer",
+        "expires_in": issued.expires_in,
+        "scope": issued.scope,
+    }
+    if issued.refresh_token is not None:
+        body["refresh_token"] = issued.refresh_token
+    return _json(body)
+
+
+_FORM_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            FORM: {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "grant_type": {"type": "string", "enum": ["authorization_code", "refresh_token", "client_credentials"]},
+                        "code": {"type": "string"},
+                        "redirect_uri": {"type": "string"},
+                        "code_verifier": {"type": "string"},
+                        "refresh_token": {"type": "string"},
+                        "scope": {"type": "string"},
+                        "client_id": {"type": "string"},
+                        "client_secret": {"type": "string"},
+                    },
+                    "required": ["grant_type"],
+                }
+            }
+        },
+    },
+    "security": [{"ClientSecretBasic": []}, {}],
+}
+_ERROR_SCHEMA = {
+    "type": "object",
+    "properties": {"error": {"type": "string"}, "error_description": {"type": "string"}},
+    "required": ["error", "error_description"],
+}
+_ERRORS_DOC = {
+    400: {"description": "RFC 6749 §5.2 error", "content": {"application/json": {"schema": _ERROR_SCHEMA}}},
+    401: {"description": "invalid_client", "content": {"application/json": {"schema": _ERROR_SCHEMA}}},
+}
+_TOKEN_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "access_token": {"type": "string"},
+        "token_type": {"type": "string"},
+        "expires_in": {"type": "integer"},
+        "scope": {"type": "string"},
+        "refresh_token": {"type": "string"},
+    },
+    "required": ["access_token", "token_type", "expires_in", "scope"],
+}
+
+
+def _token_form_doc(properties: list[str], required: list[str]) -> dict[str, Any]:
+    props = _FORM_DOC["requestBody"]["content"][FORM]["schema"]["properties"]
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                FORM: {
+                    "schema": {
+                        "type": "object",
+                        "properties": {name: props.get(name, {"type": "string"}) for name in properties},
+                        "required": required,
+                    }
+                }
+            },
+        },
+        "security": _FORM_DOC["security"],
+    }
+
+
+@router.post(
+    "/oauth2/token",
+    summary="Token endpoint (RFC 6749 §3.2): authorization_code with PKCE, refresh_token, client_credentials",
+    openapi_extra=_FORM_DOC,
+    responses={200: {"content": {"application/json": {"schema": _TOKEN_SCHEMA}}}, **_ERRORS_DOC},
+)
+async def token(request: Request) -> Response:
+    ctx: Context = request.app.state.ctx
+    form = await read_form(request)
+    client = await authenticate(ctx, request, form)
+    grant_type = form.get("grant_type")
+    if grant_type == "authorization_code":
+        issued = await tokens.redeem_code(
+            ctx,
+            client,
+            _required(form, "code"),
+            code_verifier=form.get("code_verifier"),
+            redirect_uri=form.get("redirect_uri"),
+            with_refresh_token=True,
+        )
+    elif grant_type == "refresh_token":
+        issued = await tokens.refresh(ctx, client, _required(form, "refresh_token"), form.get("scope"))
+    elif grant_type == "client_credentials":
+        issued = await tokens.client_credentials(ctx, client, form.get("scope"))
+    elif grant_type is None:
+        raise InvalidRequest("grant_type is required.")
+    else:
+        raise UnsupportedGrantType(f"grant_type {grant_type[:64]!r} is not supported.")
+    return _issued(issued)
+
+
+@router.post(
+    "/oauth2/revoke",
+    summary="Token revocation (RFC 7009): access or refresh tokens of the calling app",
+    openapi_extra=_token_form_doc(["token", "token_type_hint", "client_id", "client_secret"], ["token"]),
+    responses={200: {"description": "Revoked, or was not the caller's to revoke"}, **_ERRORS_DOC},
+)
+async def revoke(request: Request) -> Response:
+    ctx: Context = request.app.state.ctx
+    form = await read_form(request)
+    client = await authenticate(ctx, request, form)
+    await tokens.revoke(ctx, client, _required(form, "token"))
+    return Response(b"", 200, headers=NO_STORE)
+
+
+@router.post(
+    "/oauth2/introspect",
+    summary="Token introspection (RFC 7662) of the calling app's tokens",
+    openapi_extra=_token_form_doc(["token", "token_type_hint", "client_id", "client_secret"], ["token"]),
+    responses={
+        200: {
+            "content": {
+                "application/json": {
+                    "schema": {"type": "object", "properties": {"active": {"type": "boolean"}}, "required": ["active"]}
+                }
+            }
+        },
+        **_ERRORS_DOC,
+    },
+)
+async def introspect(request: Request) -> Response:
+    ctx: Context = request.app.state.ctx
+    form = await read_form(request)
+    client = await authenticate(ctx, request, form)
+    if client.is_public:
+        raise InvalidClient("Introspection needs a confidential client's secret.")
+    return _json(await tokens.introspect(ctx, client, _required(form, "token")))
+
+
+@router.get(
+    "/.well-known/oauth-authorization-server",
+    tags=["Discovery"],
+    summary="Authorization server metadata (RFC 8414)",
+)
+async def metadata(request: Request) -> Response:
+    ctx: Context = request.app.state.ctx
+    issuer = ctx.settings.issuer
+    auth_methods = ["client_secret_basic", "client_secret_post"]
+    document = {
+        "issuer": issuer,
+        "authorization_endpoint": f"{issuer}/oauth2/authorize",
+        "token_endpoint": f"{issuer}/oauth2/token",
+        "jwks_uri": f"{issuer}/.well-known/jwks.json",
+        "revocation_endpoint": f"{issuer}/oauth2/revoke",
+        "introspection_endpoint": f"{issuer}/oauth2/introspect",
+        "scopes_supported": list(ctx.catalog.descriptions),
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "token_endpoint_auth_methods_supported": [*auth_methods, "none"],
+        "revocation_endpoint_auth_methods_supported": [*auth_methods, "none"],
+        "introspection_endpoint_auth_methods_supported": auth_methods,
+        "code_challenge_methods_supported": ["S256"],
+        "authorization_response_iss_parameter_supported": True,
+    }
+    return Response(
+        json.dumps(document).encode(), media_type="application/json", headers={"Cache-Control": "public, max-age=300"}
+    )

@@ -1,0 +1,60 @@
+"""Who is calling the token endpoints: an app proven by one of its keys, or a public client.
+
+A key secret names its key (``gks_<key id>_…``), so OAuth 2.0 clients that send only
+``client_id`` and ``client_secret`` are authenticated with the same single lookup as the
+Neucron ``key_id`` + ``key_secret`` pair.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from grantd.core.context import Context
+from grantd.core.errors import InvalidClient
+from grantd.crypto.secrets import key_id_of_secret
+from grantd.store import apps as app_store
+
+CONFIDENTIAL = "confidential"
+PUBLIC = "public"
+CLIENT_TYPES = (CONFIDENTIAL, PUBLIC)
+
+
+@dataclass(frozen=True, slots=True)
+class Client:
+    app_id: str
+    key_id: str | None  # None for a public client
+
+    @property
+    def is_public(self) -> bool:
+        return self.key_id is None
+
+
+_WRONG_KEY = "Unknown key, wrong key secret, or the key or its app is disabled."
+
+
+async def authenticate_key(ctx: Context, key_id: str, key_secret: str) -> Client:
+    """An app proven by a live key of it; InvalidClient for a wrong, revoked or disabled-app key."""
+    async with ctx.db.read() as conn:
+        key = await app_store.live_key(conn, key_id)
+    if key is None or not ctx.hasher.verify(key_secret, key.secret_hash):
+        raise InvalidClient(_WRONG_KEY)
+    return Client(key.app_id, key_id)
+
+
+async def authenticate_client(ctx: Context, client_id: str | None, client_secret: str | None) -> Client:
+    """OAuth 2.0 client authentication (RFC 6749 §2.3): a confidential client by its secret, a public one by id."""
+    if client_secret:
+        key_id = key_id_of_secret(client_secret)
+        if key_id is None:
+            raise InvalidClient(_WRONG_KEY)
+        client = await authenticate_key(ctx, key_id, client_secret)
+        if client_id is not None and client_id != client.app_id:
+            raise InvalidClient(_WRONG_KEY)
+        return client
+    if not client_id:
+        raise InvalidClient("Client authentication is required.")
+    async with ctx.db.read() as conn:
+        app = await app_store.live(conn, client_id)
+    if app is None or app.client_type != PUBLIC:
+        raise InvalidClient("Unknown client, or the client must authenticate with its secret.")
+    return Client(client_id, None)
