@@ -1,0 +1,240 @@
+"""A code is redeemed at most once, even under 50 concurrent requests spread over two server processes.
+
+Both processes share one database (SQLite file or PostgreSQL), so the guarantee can only come
+from the database itself. The losers must get a clean 401 invalid_grant (never a 5xx, never a
+second token), and a replayed code revokes the token it issued (RFC 6749 §4.1.2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from sqlalchemy import func, select
+
+from conftest import Flow, ServerProcess, new_flow
+from grantd.store.db import Database
+from grantd.store.schema import access_tokens, authorization_codes
+
+pytestmark = pytest.mark.db
+
+CONCURRENCY = 50
+TIMEOUT = httpx.Timeout(60.0)
+LIMITS = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
+ERROR_KEYS = {"error", "message", "status_code"}
+
+
+def _token_body(flow: Flow, code: str) -> dict[str, Any]:
+    return {"token": {"auth_code": code, "key_id": flow.key_id, "key_secret": flow.key_secret}}
+
+
+async def _redeem_all(
+    servers: list[ServerProcess], flow: Flow, codes: list[str]
+) -> list[tuple[ServerProcess, httpx.Response]]:
+    """POST /oauth/token once per code, all at once, alternating between the servers."""
+    clients = [httpx.AsyncClient(base_url=s.base_url, timeout=TIMEOUT, limits=LIMITS) for s in servers]
+    try:
+        # Open the connections first so the requests themselves start as close together as possible.
+        await asyncio.gather(*(c.get("/.well-known/jwks.json") for c in clients))
+        start = asyncio.Event()
+
+        async def one(i: int, code: str) -> tuple[ServerProcess, httpx.Response]:
+            await start.wait()
+            index = i % len(servers)
+            return servers[index], await clients[index].post("/oauth/token", json=_token_body(flow, code))
+
+        tasks = [asyncio.ensure_future(one(i, code)) for i, code in enumerate(codes)]
+        await asyncio.sleep(0)
+        start.set()
+        return await asyncio.gather(*tasks)
+    finally:
+        await asyncio.gather(*(c.aclose() for c in clients))
+
+
+def _describe(results: list[tuple[ServerProcess, httpx.Response]], servers: list[ServerProcess]) -> str:
+    statuses = Counter(r.status_code for _, r in results)
+    bad = [f"{s.base_url} {r.status_code} {r.text[:300]}" for s, r in results if r.status_code >= 500]
+    logs = "\n".join(f"--- {s.base_url}\n{s.log()[-4000:]}" for s in servers) if bad else ""
+    return f"statuses={dict(statuses)}\n" + "\n".join(bad[:5]) + logs
+
+
+async def _verify_access_token(token: str, servers: list[ServerProcess], flow: Flow) -> dict:
+    """The token verifies against the JWKS of every process (they share keys); returns its claims.
+
+    ``iss`` and ``aud`` are the deployment's GRANTD_ISSUER: the first server's base URL.
+    """
+    issuer = servers[0]
+    header = jwt.get_unverified_header(token)
+    assert header["alg"] == "ES256", header
+    assert header["typ"] == "at+jwt", header
+    assert isinstance(header.get("kid"), str) and header["kid"], header
+
+    claims: dict[str, Any] = {}
+    for server in servers:
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=TIMEOUT) as client:
+            response = await client.get("/.well-known/jwks.json")
+        assert response.status_code == 200, response.text
+        key_set = jwt.PyJWKSet.from_dict(response.json())
+        key = next((k for k in key_set.keys if k.key_id == header["kid"]), None)
+        assert key is not None, f"kid {header['kid']} is not in the JWKS of {server.base_url}: {response.text}"
+        claims = jwt.decode(
+            token,
+            key.key,
+            algorithms=["ES256"],
+            audience=issuer.base_url,
+            issuer=issuer.base_url,
+            options={"require": ["iss", "sub", "aud", "client_id", "scope", "iat", "exp", "jti"]},
+        )
+
+    assert claims["iss"] == issuer.base_url
+    assert claims["sub"] == flow.user_id
+    assert claims["user_id"] == flow.user_id
+    assert claims["client_id"] == flow.app_id
+    assert claims["aud"] == issuer.base_url  # the audience defaults to the issuer
+    assert isinstance(claims["permissions"], list) and claims["permissions"] == ["read_profile"]
+    assert claims["scope"] == "read_profile"
+    assert isinstance(claims["iat"], int) and isinstance(claims["exp"], int) and claims["exp"] > claims["iat"]
+    assert isinstance(claims["jti"], str) and claims["jti"]
+    return claims
+
+
+def _assert_clean_logs(servers: list[ServerProcess]) -> None:
+    for server in servers:
+        log = server.log()
+        for sign in ("Traceback", "database is locked", "unhandled error"):
+            assert sign not in log, f"{sign!r} in the log of {server.base_url}:\n{log[-4000:]}"
+
+
+def _start_two(server_factory, database_url: str) -> list[ServerProcess]:  # type: ignore[no-untyped-def]
+    """Two processes of one deployment: one database, one issuer (the first one's base URL).
+
+    Sequentially: both migrate on start; the second finds the schema and the signing key in place.
+    They must share GRANTD_ISSUER, or a user token from one is (rightly) refused by the other.
+    """
+    first = server_factory(database_url)
+    second = server_factory(database_url, env={"GRANTD_ISSUER": first.base_url})
+    return [first, second]
+
+
+async def test_one_code_fifty_concurrent_redemptions_on_two_processes(
+    any_database_url: str, server_factory  # type: ignore[no-untyped-def]
+) -> None:
+    servers = _start_two(server_factory, any_database_url)
+    async with httpx.AsyncClient(base_url=servers[0].base_url, timeout=TIMEOUT) as client:
+        flow = await new_flow(client)
+        code = await flow.code()
+
+    results = await _redeem_all(servers, flow, [code] * CONCURRENCY)
+    detail = _describe(results, servers)
+
+    assert all(r.status_code < 500 for _, r in results), detail
+    winners = [(s, r) for s, r in results if r.status_code == 200]
+    losers = [r for _, r in results if r.status_code != 200]
+    assert len(winners) == 1, detail
+    assert len(losers) == CONCURRENCY - 1, detail
+    assert {s.base_url for s, _ in results} == {s.base_url for s in servers}  # both processes took part
+    for response in losers:
+        assert response.status_code == 401, response.text
+        body = response.json()
+        assert set(body) == ERROR_KEYS, body
+        assert body["error"] == "invalid_grant", body
+        assert body["status_code"] == 401, body
+        assert isinstance(body["message"], str) and body["message"], body
+        assert "access_token" not in response.text
+
+    _, winner = winners[0]
+    body = winner.json()
+    assert set(body) == {"data", "status_code"} and body["status_code"] == 200, body
+    token = body["data"]["access_token"]
+    claims = await _verify_access_token(token, servers, flow)
+    assert jwt.decode(token, options={"verify_signature": False})["jti"] == claims["jti"]
+
+    # The code was presented again after it was redeemed, so the token it issued is revoked;
+    # and it issued exactly one token. There is no introspection endpoint: look in the store.
+    jti = claims["jti"]
+    db = Database(any_database_url)
+    try:
+        async with db.read() as conn:
+            row = (await conn.execute(select(access_tokens).where(access_tokens.c.jti == jti))).first()
+            assert row is not None, f"no access_tokens row for jti {jti}"
+            assert row.revoked_at is not None, "the token issued from a replayed code is not revoked"
+            assert row.app_id == flow.app_id and row.user_id == flow.user_id and row.key_id == flow.key_id
+            assert row.code_hash, row
+            issued_from_code = (
+                await conn.execute(
+                    select(func.count()).select_from(access_tokens).where(access_tokens.c.code_hash == row.code_hash)
+                )
+            ).scalar_one()
+            assert issued_from_code == 1
+            code_row = (
+                await conn.execute(
+                    select(authorization_codes).where(authorization_codes.c.code_hash == row.code_hash)
+                )
+            ).first()
+            assert code_row is not None and code_row.redeemed_at is not None
+            assert code_row.app_id == flow.app_id
+    finally:
+        await db.dispose()
+
+    # And one more, sequential, replay still fails cleanly.
+    async with httpx.AsyncClient(base_url=servers[1].base_url, timeout=TIMEOUT) as client:
+        again = await client.post("/oauth/token", json=_token_body(flow, code))
+    assert again.status_code == 401, again.text
+    assert again.json()["error"] == "invalid_grant"
+    _assert_clean_logs(servers)
+
+
+async def test_fifty_different_codes_concurrently_on_two_processes_all_succeed(
+    any_database_url: str, server_factory  # type: ignore[no-untyped-def]
+) -> None:
+    servers = _start_two(server_factory, any_database_url)
+    async with httpx.AsyncClient(base_url=servers[0].base_url, timeout=TIMEOUT) as client:
+        flow = await new_flow(client)
+        await flow.code()  # records consent once, so the concurrent authorizations below only issue codes
+
+    # Issue the codes concurrently as well, half on each process: authorize is a write too.
+    clients = [httpx.AsyncClient(base_url=s.base_url, timeout=TIMEOUT, limits=LIMITS) for s in servers]
+    try:
+        responses = await asyncio.gather(
+            *(
+                clients[i % 2].post(
+                    "/oauth/authorize",
+                    json={"token": flow.params()},
+                    headers={"Authorization": f"Bearer {flow.user_token}"},
+                )
+                for i in range(CONCURRENCY)
+            )
+        )
+    finally:
+        await asyncio.gather(*(c.aclose() for c in clients))
+    assert [r.status_code for r in responses] == [200] * CONCURRENCY, Counter(
+        f"{r.status_code} {r.text[:200]}" for r in responses
+    )
+    codes = [r.json()["data"]["code"] for r in responses]
+    assert len(set(codes)) == CONCURRENCY
+
+    results = await _redeem_all(servers, flow, codes)
+    detail = _describe(results, servers)
+    assert [r.status_code for _, r in results] == [200] * CONCURRENCY, detail
+
+    tokens = [r.json()["data"]["access_token"] for _, r in results]
+    jtis = [jwt.decode(t, options={"verify_signature": False})["jti"] for t in tokens]
+    assert len(set(jtis)) == CONCURRENCY
+    assert results[0][0] is not results[1][0]
+    await _verify_access_token(tokens[0], servers, flow)  # issued by the first process
+    await _verify_access_token(tokens[1], servers, flow)  # issued by the second
+
+    db = Database(any_database_url)
+    try:
+        async with db.read() as conn:
+            rows = (await conn.execute(select(access_tokens).where(access_tokens.c.jti.in_(jtis)))).all()
+    finally:
+        await db.dispose()
+    assert len(rows) == CONCURRENCY
+    assert len({row.code_hash for row in rows}) == CONCURRENCY
+    assert all(row.revoked_at is None for row in rows), "a token was revoked although its code was used once"
+    _assert_clean_logs(servers)
