@@ -1,0 +1,470 @@
+"""grantd's token-endpoint benchmark: `make bench` (BENCH_DB=postgres for PostgreSQL).
+
+One run measures grantd and a floor (a raw ASGI app returning fixed JSON, served the
+same way) on the same machine, so the ratios stand while absolute numbers move:
+
+- the server under test is pinned to CPU 0, wrk to CPU 1, 32 keep-alive connections;
+- grantd runs on a fresh database, seeded in-process with a developer, an app, a key,
+  and enough codes and refresh tokens that every request spends a new one;
+- every row checks that its last 200 carried a real token (verified against the JWKS),
+  and a row with any non-2xx response or socket error is marked failed;
+- afterwards `grantd serve --workers 2`, unpinned, repeats the two headline rows.
+
+Writes the table to bench/results/latest.md and prints it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+REDIRECT_URI = "https://bench.example/callback"
+PASSWORD = "bench password 1"
+
+
+# ---------------------------------------------------------------- processes
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pinned(cpu: str | None, argv: list[str]) -> list[str]:
+    return ["taskset", "-c", cpu, *argv] if cpu is not None else argv
+
+
+@dataclass
+class Server:
+    name: str
+    process: subprocess.Popen[bytes]
+    base_url: str
+    cold_start_s: float
+
+    def pids(self) -> list[int]:
+        """The server's process and its children (uvicorn workers)."""
+        result = subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True)
+        return [self.process.pid, *(int(p) for p in result.stdout.split())]
+
+    def peak_rss_mb(self) -> float:
+        """Peak resident memory (VmHWM) of the process, or of its largest worker."""
+        peaks = []
+        for pid in self.pids():
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                continue
+            match = re.search(r"VmHWM:\s+(\d+) kB", status)
+            if match:
+                peaks.append(int(match.group(1)) / 1024)
+        return max(peaks) if peaks else float("nan")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+
+def start(name: str, argv: list[str], env: dict[str, str], base_url: str, probe: str, log: Path) -> Server:
+    """Start a server and wait for its first 200 on ``probe``; the time that took is its cold start."""
+    started = time.perf_counter()
+    with open(log, "ab") as out:
+        process = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    while time.perf_counter() - started < 60:
+        if process.poll() is not None:
+            raise SystemExit(f"{name} exited early; see {log}:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(base_url + probe, timeout=1).status_code == 200:
+                return Server(name, process, base_url, time.perf_counter() - started)
+        except httpx.HTTPError:
+            time.sleep(0.01)
+    raise SystemExit(f"{name} did not answer within 60 s; see {log}")
+
+
+# ---------------------------------------------------------------- seeding
+
+
+@dataclass
+class Seed:
+    app_id: str
+    key_id: str
+    key_secret: str
+    app_key: str
+    user_token: str
+    access_token: str
+    codes_file: Path
+    refresh_file: Path
+
+
+async def seed(settings: Any, count: int, workdir: Path) -> Seed:
+    """A developer, an app, a key, a consenting user, and ``count`` fresh codes and refresh tokens."""
+    from sqlalchemy import insert
+
+    from grantd.core import accounts, apps, authorization, clients, signing_keys, tokens
+    from grantd.core.context import Context
+    from grantd.store.migrate import upgrade
+    from grantd.store.schema import authorization_codes, refresh_tokens
+
+    ctx = Context.from_settings(settings)
+    try:
+        await upgrade(ctx.db)
+        await signing_keys.ensure_active(ctx)
+        await signing_keys.load(ctx)
+        developer = await accounts.create_user(ctx, "developer@bench.example", PASSWORD)
+        created = await apps.create(ctx, developer, "Bench", [REDIRECT_URI], "read_profile,write_data")
+        app_id = created.app.app_id
+        key = await apps.create_key(ctx, developer, app_id)
+        user = await accounts.sign_up(ctx, "user@bench.example", PASSWORD)
+        principal = await accounts.authenticate(ctx, user.access_token)
+        request = authorization.AuthorizationRequest(app_id, created.app_key, "s", REDIRECT_URI, "read_profile")
+        await authorization.grant_permissions(ctx, principal, request)
+        client = clients.Client(app_id, key.key_id)
+        access_token = (await tokens.client_credentials(ctx, client, None)).access_token
+
+        now = ctx.now()
+        codes = [secrets.token_urlsafe(32) for _ in range(count)]
+        refresh = [secrets.token_urlsafe(32) for _ in range(count)]
+        code_rows = [
+            {
+                "code_hash": ctx.hasher.hash(code),
+                "app_id": app_id,
+                "user_id": user.user_id,
+                "redirect_uri": REDIRECT_URI,
+                "permissions": "read_profile",
+                "state": "s",
+                "created_at": now,
+                "expires_at": now + 3600,
+            }
+            for code in codes
+        ]
+        refresh_rows = [
+            {
+                "token_hash": ctx.hasher.hash(token),
+                "code_hash": ctx.hasher.hash(f"bench family {i}"),
+                "app_id": app_id,
+                "user_id": user.user_id,
+                "scope": "read_profile",
+                "access_jti": str(uuid.uuid4()),
+                "issued_at": now,
+                "expires_at": now + 86400,
+            }
+            for i, token in enumerate(refresh)
+        ]
+        for table, rows in ((authorization_codes, code_rows), (refresh_tokens, refresh_rows)):
+            for start in range(0, len(rows), 10_000):
+                async with ctx.db.write() as tx:
+                    await tx.execute(insert(table), rows[start : start + 10_000])
+    finally:
+        await ctx.close()
+    codes_file, refresh_file = workdir / "codes.txt", workdir / "refresh.txt"
+    codes_file.write_text("\n".join(codes) + "\n")
+    refresh_file.write_text("\n".join(refresh) + "\n")
+    return Seed(app_id, key.key_id, key.key_secret, created.app_key, user.access_token, access_token, codes_file, refresh_file)
+
+
+# ---------------------------------------------------------------- measuring
+
+
+@dataclass
+class Row:
+    name: str
+    rps: float = 0.0
+    p50_ms: float = float("nan")
+    p99_ms: float = float("nan")
+    requests: int = 0
+    non_2xx: int = 0
+    socket_errors: int = 0
+    checked: str = ""
+    per: float = 1.0  # requests per counted operation (the full flow is two)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.requests > 0 and self.non_2xx == 0 and self.socket_errors == 0 and self.checked.startswith("ok")
+
+    @property
+    def ops(self) -> float:
+        return self.rps / self.per
+
+
+def _ms(value: str, unit: str) -> float:
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def wrk(base_url: str, script: str, env: dict[str, str], duration: int, connections: int, cpu: str | None) -> Row:
+    last = Path(tempfile.mkstemp(suffix=".json")[1])
+    argv = pinned(
+        cpu,
+        ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "--timeout", "5s", "-s", str(HERE / "lua" / script), base_url],
+    )
+    result = subprocess.run(argv, env={**os.environ, **env, "BENCH_LAST": str(last)}, capture_output=True, text=True)
+    out = result.stdout
+    row = Row(name="")
+    if result.returncode != 0:
+        row.notes.append(f"wrk failed: {result.stderr.strip()[:200]}")
+        return row
+    if m := re.search(r"Requests/sec:\s+([\d.]+)", out):
+        row.rps = float(m.group(1))
+    if m := re.search(r"(\d+) requests in", out):
+        row.requests = int(m.group(1))
+    if m := re.search(r"Non-2xx or 3xx responses: (\d+)", out):
+        row.non_2xx = int(m.group(1))
+    if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
+        row.socket_errors = sum(int(g) for g in m.groups())
+    for pct, attr in (("50", "p50_ms"), ("99", "p99_ms")):
+        if m := re.search(rf"^\s+{pct}(?:\.000)?%\s+([\d.]+)(us|ms|s)\s*$", out, re.M):
+            setattr(row, attr, _ms(m.group(1), m.group(2)))
+    row.notes.append(last.read_text())
+    last.unlink()
+    return row
+
+
+def verify_access_token(token: str, jwks: dict[str, Any], issuer: str) -> dict[str, Any]:
+    keys = {k["kid"]: jwt.PyJWK(k) for k in jwks["keys"]}
+    header = jwt.get_unverified_header(token)
+    return jwt.decode(token, keys[header["kid"]], algorithms=["ES256"], audience=issuer, issuer=issuer)
+
+
+def check(kind: str, body: str, jwks: dict[str, Any], issuer: str) -> str:
+    """'ok …' when the last 200 of a row carried what it should; why not otherwise."""
+    if not body:
+        return "no 200 seen"
+    try:
+        data = json.loads(body)
+        if kind == "neucron":
+            claims = verify_access_token(data["data"]["access_token"], jwks, issuer)
+            return f"ok: token of user {claims['user_id'][:8]}… verifies"
+        if kind == "oauth2":
+            claims = verify_access_token(data["access_token"], jwks, issuer)
+            return f"ok: token for {claims['sub'][:8]}… verifies"
+        if kind == "refresh":
+            verify_access_token(data["access_token"], jwks, issuer)
+            return "ok: token verifies, new refresh token" if data.get("refresh_token") else "no refresh_token"
+        if kind == "introspect":
+            return "ok: active" if data.get("active") is True else f"not active: {body[:80]}"
+        if kind == "jwks":
+            return f"ok: {len(data['keys'])} key(s)" if data.get("keys") else "no keys"
+        if kind == "floor":
+            return "ok: fixed body"
+    except Exception as exc:  # noqa: BLE001 - a bench row reports, it does not crash
+        return f"check failed: {exc.__class__.__name__}: {exc}"
+    return "unknown kind"
+
+
+# ---------------------------------------------------------------- the run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=int, default=int(os.environ.get("BENCH_DURATION", "10")))
+    parser.add_argument("--connections", type=int, default=int(os.environ.get("BENCH_CONNECTIONS", "32")))
+    parser.add_argument("--db", choices=["sqlite", "postgres"], default=os.environ.get("BENCH_DB", "sqlite"))
+    parser.add_argument("--max-rps", type=int, default=int(os.environ.get("BENCH_MAX_RPS", "15000")),
+                        help="codes and refresh tokens are seeded for this rate over the run")
+    parser.add_argument("--output", type=Path, default=HERE / "results" / "latest.md")
+    args = parser.parse_args()
+
+    for tool in ("wrk", "taskset"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} is not installed; `make bench` installs it")
+    workdir = Path(tempfile.mkdtemp(prefix="grantd-bench-"))
+    log = workdir / "server.log"
+    database_url, drop = database(args.db, workdir)
+    secret_key = secrets.token_urlsafe(32)
+    from grantd.config import Settings
+
+    issuer_port = free_port()
+    # The issuer is fixed before the server starts; the server then binds that port.
+    issuer = f"http://127.0.0.1:{issuer_port}"
+    settings = Settings(database_url=database_url, secret_key=secret_key, data_dir=workdir, issuer=issuer)
+    count = args.max_rps * (args.duration + 3)
+    print(f"seeding {count} codes and {count} refresh tokens into {args.db} …", flush=True)
+    seeded = asyncio.run(seed(settings, count, workdir))
+
+    env = {
+        **os.environ,
+        "GRANTD_DATABASE_URL": database_url,
+        "GRANTD_SECRET_KEY": secret_key,
+        "GRANTD_DATA_DIR": str(workdir),
+        "GRANTD_ISSUER": issuer,
+        "GRANTD_LOG_LEVEL": "warning",
+    }
+    rows: list[Row] = []
+    try:
+        floor_port = free_port()
+        floor_server = start(
+            "floor",
+            pinned("0", [sys.executable, "-m", "uvicorn", "floor:app", "--port", str(floor_port), "--loop", "uvloop",
+                         "--http", "httptools", "--no-access-log", "--log-level", "warning", "--app-dir", str(HERE)]),
+            env, f"http://127.0.0.1:{floor_port}", "/", log,
+        )
+        floor = measure_floor(floor_server, args)
+        floor_server.stop()
+
+        grantd_argv = [sys.executable, "-m", "grantd", "serve", "--no-migrate", "--port", str(issuer_port)]
+        server = start("grantd", pinned("0", grantd_argv), env, issuer, "/.well-known/jwks.json", log)
+        jwks = httpx.get(issuer + "/.well-known/jwks.json").json()
+        rows = measure_grantd(server, seeded, jwks, issuer, args, cpu="1")
+        rss = server.peak_rss_mb()
+        cold = server.cold_start_s
+        server.stop()
+
+        two = start("grantd --workers 2", grantd_argv + ["--workers", "2"], env, issuer, "/.well-known/jwks.json", log)
+        two_rows = measure_grantd(two, seeded, jwks, issuer, args, cpu=None, only=("neucron_code", "client_credentials"))
+        rss_two = two.peak_rss_mb()
+        two.stop()
+    finally:
+        if drop:
+            drop()
+    report = render(args, floor, rows, two_rows, rss, rss_two, cold)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(report)
+    print(report)
+    print(f"written to {args.output}; server log in {log}")
+
+
+def measure_floor(server: Server, args: argparse.Namespace) -> Row:
+    row = wrk(server.base_url, "fixed.lua", {"BENCH_METHOD": "POST", "BENCH_PATH": "/", "BENCH_BODY": "{}",
+                                              "BENCH_CONTENT_TYPE": "application/json"}, args.duration, args.connections, "1")
+    row.name = "floor: raw ASGI, fixed JSON"
+    row.checked = check("floor", row.notes.pop(), {}, "")
+    return row
+
+
+def measure_grantd(
+    server: Server, seeded: Seed, jwks: dict[str, Any], issuer: str, args: argparse.Namespace, cpu: str | None,
+    only: tuple[str, ...] | None = None,
+) -> list[Row]:
+    basic = "Basic " + base64.b64encode(f"{seeded.app_id}:{seeded.key_secret}".encode()).decode()
+    form = "application/x-www-form-urlencoded"
+    authorize_body = json.dumps({"token": {"app_id": seeded.app_id, "app_key": seeded.app_key, "state": "s",
+                                           "redirect_uri": REDIRECT_URI, "permissions": "read_profile"}})
+    cases: list[tuple[str, str, str, str, dict[str, str], float]] = [
+        ("neucron_code", "1. Neucron POST /oauth/token (new code each)", "neucron", "lines.lua", {
+            "BENCH_LINES": str(seeded.codes_file), "BENCH_PATH": "/oauth/token", "BENCH_CONTENT_TYPE": "application/json",
+            "BENCH_TEMPLATE": '{"token":{"auth_code":"%s","key_id":"' + seeded.key_id + '","key_secret":"' + seeded.key_secret + '"}}',
+        }, 1.0),
+        ("client_credentials", "2. POST /oauth2/token client_credentials", "oauth2", "fixed.lua", {
+            "BENCH_METHOD": "POST", "BENCH_PATH": "/oauth2/token", "BENCH_CONTENT_TYPE": form, "BENCH_AUTH": basic,
+            "BENCH_BODY": "grant_type=client_credentials",
+        }, 1.0),
+        ("refresh", "3. POST /oauth2/token refresh_token rotation", "refresh", "lines.lua", {
+            "BENCH_LINES": str(seeded.refresh_file), "BENCH_PATH": "/oauth2/token", "BENCH_CONTENT_TYPE": form,
+            "BENCH_AUTH": basic, "BENCH_TEMPLATE": "grant_type=refresh_token&refresh_token=%s",
+        }, 1.0),
+        ("flow", "4. full Neucron flow (authorize + token), flows/s", "neucron", "flow.lua", {
+            "BENCH_USER_TOKEN": seeded.user_token, "BENCH_AUTHORIZE_BODY": authorize_body,
+            "BENCH_KEY_ID": seeded.key_id, "BENCH_KEY_SECRET": seeded.key_secret,
+        }, 2.0),
+        ("introspect", "5. POST /oauth2/introspect", "introspect", "fixed.lua", {
+            "BENCH_METHOD": "POST", "BENCH_PATH": "/oauth2/introspect", "BENCH_CONTENT_TYPE": form, "BENCH_AUTH": basic,
+            "BENCH_BODY": f"token={seeded.access_token}",
+        }, 1.0),
+        ("jwks", "6. GET /.well-known/jwks.json", "jwks", "fixed.lua", {
+            "BENCH_METHOD": "GET", "BENCH_PATH": "/.well-known/jwks.json", "BENCH_BODY": "",
+        }, 1.0),
+    ]
+    rows = []
+    for key, name, kind, script, env, per in cases:
+        if only and key not in only:
+            continue
+        row = wrk(server.base_url, script, env, args.duration, args.connections, cpu)
+        row.name, row.per = name, per
+        row.checked = check(kind, row.notes.pop(), jwks, issuer)
+        rows.append(row)
+        if script == "lines.lua":
+            _spend(Path(env["BENCH_LINES"]), row.requests)
+    return rows
+
+
+def _spend(path: Path, used: int) -> None:
+    """Drop the lines a run used (wrk takes them from the front), so the next run starts on fresh ones."""
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[used + 64 :]) + "\n")
+
+
+def database(kind: str, workdir: Path) -> tuple[str, Any]:
+    if kind == "sqlite":
+        return f"sqlite+aiosqlite:///{workdir / 'bench.db'}", None
+    import asyncpg
+
+    name = f"grantd_bench_{secrets.token_hex(4)}"
+    admin = os.environ.get("BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/test")
+
+    async def run(sql: str) -> None:
+        conn = await asyncpg.connect(admin)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run(f'CREATE DATABASE "{name}"'))
+    return f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}", lambda: asyncio.run(
+        run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    )
+
+
+def render(
+    args: argparse.Namespace, floor: Row, rows: list[Row], two: list[Row], rss: float, rss_two: float, cold: float
+) -> str:
+    lines = [
+        f"# grantd benchmark ({args.db}, {args.connections} connections, {args.duration} s a row)",
+        "",
+        f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {os.cpu_count()} CPUs; "
+        "server pinned to CPU 0, wrk to CPU 1 (the two-worker rows are unpinned).",
+        "",
+        "| row | req/s | ops/s | p50 ms | p99 ms | non-2xx | × floor | result |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for row in [floor, *rows, *[_renamed(r, " — 2 workers, unpinned") for r in two]]:
+        ratio = row.rps / floor.rps if floor.rps else float("nan")
+        status = row.checked if row.ok else f"FAILED ({row.checked}; socket errors {row.socket_errors})"
+        lines.append(
+            f"| {row.name} | {row.rps:,.0f} | {row.ops:,.0f} | {row.p50_ms:.2f} | {row.p99_ms:.2f} | "
+            f"{row.non_2xx} | {ratio:.3f} | {status} |"
+        )
+    by_name = {r.name: r for r in rows}
+    lines += ["", f"- Peak RSS of the server: {rss:.0f} MB (one worker); {rss_two:.0f} MB per worker with two."]
+    lines.append(f"- Cold start to first 200: {cold:.2f} s.")
+    for two_row in two:
+        one = by_name.get(two_row.name)
+        if one and one.rps:
+            lines.append(f"- {two_row.name.split('. ', 1)[-1]}: 2 workers = {two_row.rps / one.rps:.2f} × one worker.")
+    lines += ["", "Reproduce: `make bench` (or `BENCH_DB=postgres make bench`).", ""]
+    return "\n".join(lines)
+
+
+def _renamed(row: Row, suffix: str) -> Row:
+    copy = Row(**{**row.__dict__})
+    copy.name = row.name + suffix
+    return copy
+
+
+if __name__ == "__main__":
+    main()
