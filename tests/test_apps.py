@@ -1,0 +1,364 @@
+"""A developer's apps and keys: ownership, validation, disabling, key rotation, the catalog."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from conftest import Flow, new_flow, sign_up
+
+pytestmark = pytest.mark.db
+
+REDIRECT = "https://app.example.com/callback"
+APP_FIELDS = {"app_id", "app_key", "name", "redirect_uris", "permissions"}
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def ok(response: httpx.Response) -> Any:
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert set(body) == {"data", "status_code"}, body
+    assert body["status_code"] == 200
+    return body["data"]
+
+
+def assert_error(response: httpx.Response, status: int, error: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error", "message", "status_code"}, body
+    assert body["error"] == error, body
+    assert body["status_code"] == status
+    assert isinstance(body["message"], str) and body["message"]
+    return body
+
+
+def strings_in(value: Any) -> list[str]:
+    """Every string anywhere in a JSON value, keys included."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in (*strings_in(k), *strings_in(v))]
+    if isinstance(value, list):
+        return [s for item in value for s in strings_in(item)]
+    return []
+
+
+def assert_no_secret(value: Any, secret: str) -> None:
+    for text in strings_in(value):
+        assert secret not in text, f"secret leaked in {text!r}"
+
+
+async def create_app(client: httpx.AsyncClient, token: str, **fields: Any) -> httpx.Response:
+    body = {"name": "My App", "redirect_uris": [REDIRECT], "permissions": "read_profile,write_data", **fields}
+    return await client.post("/v1/apps", json=body, headers=auth(token))
+
+
+async def redeem_ok(flow: Flow, key_id: str, key_secret: str) -> dict[str, Any]:
+    response = await flow.redeem(await flow.code(), key_id=key_id, key_secret=key_secret)
+    return ok(response)
+
+
+# ---------------------------------------------------------------- apps
+
+
+async def test_create_returns_the_app_with_its_key(client: httpx.AsyncClient) -> None:
+    _, token = await sign_up(client)
+    uris = [REDIRECT, "http://127.0.0.1:3000/cb", "com.example.app:/cb"]
+    response = await create_app(client, token, name="Invoices", redirect_uris=uris)
+    data = ok(response)
+    assert APP_FIELDS <= set(data)
+    assert data["name"] == "Invoices"
+    assert data["redirect_uris"] == uris
+    assert data["permissions"] == "read_profile,write_data"
+    assert data["app_id"] and data["app_key"] and data["app_key"] != data["app_id"]
+    assert "no-store" in response.headers.get("cache-control", "")
+
+
+async def test_app_key_is_shown_only_at_creation(client: httpx.AsyncClient) -> None:
+    _, token = await sign_up(client)
+    created = ok(await create_app(client, token))
+    app_key = created["app_key"]
+
+    one = ok(await client.get(f"/v1/apps/{created['app_id']}", headers=auth(token)))
+    assert "app_key" not in one
+    assert one["app_id"] == created["app_id"]
+    assert {k: one[k] for k in ("name", "redirect_uris", "permissions")} == {
+        k: created[k] for k in ("name", "redirect_uris", "permissions")
+    }
+    listing = ok(await client.get("/v1/apps", headers=auth(token)))
+    assert [a["app_id"] for a in listing["apps"]] == [created["app_id"]]
+    assert all("app_key" not in a for a in listing["apps"])
+    patched = ok(await client.patch(f"/v1/apps/{created['app_id']}", json={"name": "Renamed"}, headers=auth(token)))
+    assert "app_key" not in patched
+    for value in (one, listing, patched):
+        assert_no_secret(value, app_key)
+
+
+async def test_list_shows_only_the_callers_apps(client: httpx.AsyncClient) -> None:
+    _, alice = await sign_up(client)
+    _, bob = await sign_up(client)
+    alice_apps = [ok(await create_app(client, alice, name=f"Alice {i}"))["app_id"] for i in range(2)]
+    bob_app = ok(await create_app(client, bob, name="Bob"))["app_id"]
+
+    listed = [a["app_id"] for a in ok(await client.get("/v1/apps", headers=auth(alice)))["apps"]]
+    assert sorted(listed) == sorted(alice_apps)
+    listed = [a["app_id"] for a in ok(await client.get("/v1/apps", headers=auth(bob)))["apps"]]
+    assert listed == [bob_app]
+    _, carol = await sign_up(client)
+    assert ok(await client.get("/v1/apps", headers=auth(carol)))["apps"] == []
+
+
+async def test_another_user_gets_404(client: httpx.AsyncClient) -> None:
+    flow = await new_flow(client)
+    _, stranger = await sign_up(client)
+    base = f"/v1/apps/{flow.app_id}"
+    assert_error(await client.get(base, headers=auth(stranger)), 404, "not_found")
+    assert_error(await client.patch(base, json={"name": "Mine now"}, headers=auth(stranger)), 404, "not_found")
+    assert_error(await client.delete(base, headers=auth(stranger)), 404, "not_found")
+    assert_error(await client.get(f"{base}/keys", headers=auth(stranger)), 404, "not_found")
+    assert_error(await client.post(f"{base}/keys", headers=auth(stranger)), 404, "not_found")
+    assert_error(await client.delete(f"{base}/keys/{flow.key_id}", headers=auth(stranger)), 404, "not_found")
+    # Nothing changed: the owner still sees the app as it was, and its key still works.
+    data = ok(await client.get(base, headers=auth(flow.dev_token)))
+    assert data["name"] == "Test App"
+    await redeem_ok(flow, flow.key_id, flow.key_secret)
+    # An unknown app is a 404 too.
+    assert_error(await client.get("/v1/apps/no-such-app", headers=auth(flow.dev_token)), 404, "not_found")
+
+
+async def test_apps_need_a_user_token(client: httpx.AsyncClient) -> None:
+    assert_error(await client.get("/v1/apps"), 401, "invalid_token")
+    assert_error(await client.post("/v1/apps", json={"name": "x"}), 401, "invalid_token")
+
+
+async def test_patch_changes_name_redirect_uris_and_permissions(client: httpx.AsyncClient) -> None:
+    flow = await new_flow(client)
+    base, headers = f"/v1/apps/{flow.app_id}", auth(flow.dev_token)
+
+    data = ok(await client.patch(base, json={"name": "Renamed"}, headers=headers))
+    assert data["name"] == "Renamed"
+    assert data["redirect_uris"] == [flow.redirect_uri]
+
+    new_uris = ["https://new.example.com/cb", "http://127.0.0.1:3000/cb", "com.example.app:/cb"]
+    data = ok(await client.patch(base, json={"redirect_uris": new_uris}, headers=headers))
+    assert data["redirect_uris"] == new_uris
+    assert data["name"] == "Renamed"
+    assert_error(await flow.authorize(), 400, "invalid_redirect_uri")
+    for uri in new_uris:
+        assert (await flow.authorize(redirect_uri=uri)).status_code == 200
+
+    data = ok(await client.patch(base, json={"permissions": "read_profile"}, headers=headers))
+    assert data["permissions"] == "read_profile"
+    body = assert_error(await flow.authorize(redirect_uri=new_uris[0], permissions="write_data"), 400, "invalid_scope")
+    assert "write_data" in body["message"]
+
+    data = ok(await client.patch(base, json={"permissions": "read_profile,manage_notifications"}, headers=headers))
+    assert data["permissions"] == "read_profile,manage_notifications"
+    persisted = ok(await client.get(base, headers=headers))
+    assert persisted["name"] == "Renamed"
+    assert persisted["redirect_uris"] == new_uris
+    assert persisted["permissions"] == "read_profile,manage_notifications"
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "http://example.com/cb",
+        "javascript:alert(1)",
+        "https://x/cb#frag",
+        "",
+        "https://user:pass@x/cb",
+        "https:///cb",
+        "https://x/c b",
+        "data:text/html,hi",
+    ],
+)
+async def test_bad_redirect_uris_are_refused(client: httpx.AsyncClient, uri: str) -> None:
+    flow = await new_flow(client)
+    headers = auth(flow.dev_token)
+    assert_error(await create_app(client, flow.dev_token, redirect_uris=[uri]), 400, "invalid_request")
+    assert_error(await create_app(client, flow.dev_token, redirect_uris=[REDIRECT, uri]), 400, "invalid_request")
+    response = await client.patch(f"/v1/apps/{flow.app_id}", json={"redirect_uris": [uri]}, headers=headers)
+    assert_error(response, 400, "invalid_request")
+    assert ok(await client.get(f"/v1/apps/{flow.app_id}", headers=headers))["redirect_uris"] == [flow.redirect_uri]
+
+
+@pytest.mark.parametrize("uri", ["http://127.0.0.1:3000/cb", "http://localhost/cb", "com.example.app:/cb", "https://x/cb?a=1"])
+async def test_good_redirect_uris_are_accepted(client: httpx.AsyncClient, uri: str) -> None:
+    _, token = await sign_up(client)
+    data = ok(await create_app(client, token, redirect_uris=[uri]))
+    assert data["redirect_uris"] == [uri]
+    data = ok(await client.patch(f"/v1/apps/{data['app_id']}", json={"redirect_uris": [uri, REDIRECT]}, headers=auth(token)))
+    assert data["redirect_uris"] == [uri, REDIRECT]
+
+
+async def test_empty_redirect_uri_list_is_refused(client: httpx.AsyncClient) -> None:
+    flow = await new_flow(client)
+    assert_error(await create_app(client, flow.dev_token, redirect_uris=[]), 400, "invalid_request")
+    response = await client.patch(f"/v1/apps/{flow.app_id}", json={"redirect_uris": []}, headers=auth(flow.dev_token))
+    assert_error(response, 400, "invalid_request")
+
+
+async def test_permission_validation(client: httpx.AsyncClient) -> None:
+    flow = await new_flow(client)
+    base, headers = f"/v1/apps/{flow.app_id}", auth(flow.dev_token)
+    body = assert_error(await create_app(client, flow.dev_token, permissions="read_profile,fly_rockets"), 400, "invalid_scope")
+    assert "fly_rockets" in body["message"]
+    body = assert_error(await client.patch(base, json={"permissions": "fly_rockets"}, headers=headers), 400, "invalid_scope")
+    assert "fly_rockets" in body["message"]
+    for bad in ("", "read_profile,,write_data", " , "):
+        assert_error(await client.patch(base, json={"permissions": bad}, headers=headers), 400, "invalid_request")
+    # Trimmed and folded.
+    data = ok(await client.patch(base, json={"permissions": " write_data , read_profile,write_data"}, headers=headers))
+    assert data["permissions"] == "write_data,read_profile"
+    # A wrong type names the field.
+    body = assert_error(await client.patch(base, json={"permissions": ["read_profile"]}, headers=headers), 400, "invalid_request")
+    assert "permissions" in body["message"]
+    body = assert_error(await client.patch(base, json={"name": ""}, headers=headers), 400, "invalid_request")
+
+
+async def test_delete_disables_the_app(client: httpx.AsyncClient) -> None:
+    flow = await new_flow(client)
+    pending_code = await flow.code()
+    redeemed_before = ok(await flow.redeem(await flow.code()))
+    assert redeemed_before["access_token"]
+
+    data = ok(await client.delete(f"/v1/apps/{flow.app_id}", headers=auth(flow.dev_token)))
+    assert data["app_id"] == flow.app_id
+    assert data["disabled"] is True
+
+    # Its key no longer authenticates, and its unredeemed code cannot be redeemed.
+    assert_error(await flow.redeem(pending_code), 401, "invalid_client")
+    # No other app's key can redeem it either.
+    other = await new_flow(client)
+    assert_error(await other.redeem(pending_code), 401, "invalid_grant")
+    # The app cannot be authorized any more.
+    assert_error(await flow.authorize(), 401, "invalid_client")
+    assert_error(await flow.grant(), 401, "invalid_client")
+    # Nor can it hold new keys.
+    assert (await client.post(f"/v1/apps/{flow.app_id}/keys", headers=auth(flow.dev_token))).status_code == 400
+    # Deleting again is harmless; the owner still sees it, disabled.
+    ok(await client.delete(f"/v1/apps/{flow.app_id}", headers=auth(flow.dev_token)))
+    assert ok(await client.get(f"/v1/apps/{flow.app_id}", headers=auth(flow.dev_token)))["disabled"] is True
+
+
+async def test_delete_leaves_other_apps_alone(client: httpx.AsyncClient) -> None:
+    first = await new_flow(client)
+    second = await new_flow(client)
+    ok(await client.delete(f"/v1/apps/{first.app_id}", headers=auth(first.dev_token)))
+    await redeem_ok(second, second.key_id, second.key_secret)
+
+
+# ---------------------------------------------------------------- keys
+
+
+async def create_key(flow: Flow) -> dict[str, Any]:
+    response = await flow.client.post(f"/v1/apps/{flow.app_id}/keys", headers=auth(flow.dev_token))
+    data = ok(response)
+    assert {"key_id", "key_secret"} <= set(data)
+    assert "no-store" in response.headers.get("cache-control", "")
+    return data
+
+
+async def list_keys(flow: Flow) -> list[dict[str, Any]]:
+    return ok(await flow.client.get(f"/v1/apps/{flow.app_id}/keys", headers=auth(flow.dev_token)))["keys"]
+
+
+async def test_several_live_keys_all_work(flow: Flow) -> None:
+    second, third = await create_key(flow), await create_key(flow)
+    assert len({flow.key_id, second["key_id"], third["key_id"]}) == 3
+    assert len({flow.key_secret, second["key_secret"], third["key_secret"]}) == 3
+    for key_id, key_secret in ((flow.key_id, flow.key_secret), (second["key_id"], second["key_secret"]), (third["key_id"], third["key_secret"])):
+        assert (await redeem_ok(flow, key_id, key_secret))["access_token"]
+
+
+async def test_key_secret_must_match_its_key(flow: Flow) -> None:
+    second = await create_key(flow)
+    code = await flow.code()
+    assert_error(await flow.redeem(code, key_secret=second["key_secret"]), 401, "invalid_client")
+    assert_error(await flow.redeem(code, key_secret=flow.key_secret + "x"), 401, "invalid_client")
+    assert_error(await flow.redeem(code, key_id="key_0000000000000000"), 401, "invalid_client")
+    # The code survived the failed attempts.
+    ok(await flow.redeem(code))
+
+
+async def test_list_keys_shows_no_secrets_and_last_use(flow: Flow) -> None:
+    second = await create_key(flow)
+    keys = await list_keys(flow)
+    assert sorted(k["key_id"] for k in keys) == sorted([flow.key_id, second["key_id"]])
+    for key in keys:
+        assert "key_secret" not in key
+        assert key["last_used_at"] is None
+    for secret in (flow.key_secret, second["key_secret"], flow.app_key):
+        assert_no_secret(keys, secret)
+
+    await redeem_ok(flow, flow.key_id, flow.key_secret)
+    listing = ok(await flow.client.get(f"/v1/apps/{flow.app_id}/keys", headers=auth(flow.dev_token)))
+    by_id = {k["key_id"]: k for k in listing["keys"]}
+    assert isinstance(by_id[flow.key_id]["last_used_at"], str) and by_id[flow.key_id]["last_used_at"].endswith("Z")
+    assert by_id[second["key_id"]]["last_used_at"] is None
+    for secret in (flow.key_secret, second["key_secret"], flow.app_key):
+        assert_no_secret(listing, secret)
+
+
+async def test_deleting_a_key_revokes_only_that_key(flow: Flow) -> None:
+    second = await create_key(flow)
+    pending = await flow.code()
+    data = ok(await flow.client.delete(f"/v1/apps/{flow.app_id}/keys/{flow.key_id}", headers=auth(flow.dev_token)))
+    assert data["key_id"] == flow.key_id
+    assert "key_secret" not in data
+    assert_no_secret(data, flow.key_secret)
+
+    assert_error(await flow.redeem(pending), 401, "invalid_client")
+    # The code was not spent by the refused attempt: the other key redeems it.
+    ok(await flow.redeem(pending, key_id=second["key_id"], key_secret=second["key_secret"]))
+    await redeem_ok(flow, second["key_id"], second["key_secret"])
+
+    keys = {k["key_id"]: k for k in await list_keys(flow)}
+    assert keys[flow.key_id]["revoked"] is True and keys[flow.key_id]["revoked_at"]
+    assert keys[second["key_id"]]["revoked"] is False
+    # Deleting it again changes nothing and is not an error.
+    again = ok(await flow.client.delete(f"/v1/apps/{flow.app_id}/keys/{flow.key_id}", headers=auth(flow.dev_token)))
+    assert again["revoked_at"] == data["revoked_at"]
+
+
+async def test_unknown_key_is_404(flow: Flow, client: httpx.AsyncClient) -> None:
+    headers = auth(flow.dev_token)
+    assert_error(await client.delete(f"/v1/apps/{flow.app_id}/keys/key_0000000000000000", headers=headers), 404, "not_found")
+    # A key of another app is unknown here too, and stays live.
+    other = await new_flow(client)
+    assert_error(await client.delete(f"/v1/apps/{flow.app_id}/keys/{other.key_id}", headers=headers), 404, "not_found")
+    await redeem_ok(other, other.key_id, other.key_secret)
+
+
+# ---------------------------------------------------------------- catalog and routes
+
+
+@pytest.mark.parametrize("prefix", ["/v1", ""])
+async def test_permission_catalog(client: httpx.AsyncClient, prefix: str) -> None:
+    data = ok(await client.get(f"{prefix}/oauth/permissions"))
+    catalog = {p["name"]: p["description"] for p in data["permissions"]}
+    assert set(catalog) == {"read_profile", "write_data", "manage_notifications"}
+    assert all(isinstance(text, str) and text.strip() for text in catalog.values())
+    assert all(set(p) == {"name", "description"} for p in data["permissions"])
+
+
+@pytest.mark.parametrize("prefix", ["/v1", ""])
+async def test_app_routes_under_v1_and_root(client: httpx.AsyncClient, prefix: str) -> None:
+    _, token = await sign_up(client)
+    headers = {"Authorization": token}  # bare, as Neucron's clients send it
+    body = {"name": "Routes", "redirect_uris": [REDIRECT], "permissions": "read_profile"}
+    created = ok(await client.post(f"{prefix}/apps", json=body, headers=headers))
+    app_id = created["app_id"]
+    assert [a["app_id"] for a in ok(await client.get(f"{prefix}/apps", headers=headers))["apps"]] == [app_id]
+    assert ok(await client.get(f"{prefix}/apps/{app_id}", headers=headers))["name"] == "Routes"
+    assert ok(await client.patch(f"{prefix}/apps/{app_id}", json={"name": "R2"}, headers=headers))["name"] == "R2"
+    key = ok(await client.post(f"{prefix}/apps/{app_id}/keys", headers=headers))
+    assert [k["key_id"] for k in ok(await client.get(f"{prefix}/apps/{app_id}/keys", headers=headers))["keys"]] == [key["key_id"]]
+    ok(await client.delete(f"{prefix}/apps/{app_id}/keys/{key['key_id']}", headers=headers))
+    assert ok(await client.delete(f"{prefix}/apps/{app_id}", headers=headers))["disabled"] is True
