@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-db install migrate clean
+.PHONY: run test test-db install migrate clean bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,12 +23,30 @@ migrate: $(STAMP)
 	$(BIN)/grantd migrate
 
 ## The whole suite (PostgreSQL tests run where PostgreSQL answers on 127.0.0.1:5432)
-test: $(STAMP)
+test: $(STAMP) interop-deps
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 ## The database tests once more, against PostgreSQL
 test-db: $(STAMP)
 	GRANTD_TEST_DB=postgres $(BIN)/pytest -q -m db $(PYTEST_ARGS)
 
+## The npm packages of the Node.js interop test (tests/interop/node), from its package-lock.json;
+## where npm is absent, that test is skipped (it needs node) and this says so
+.PHONY: interop-deps
+INTEROP_NODE := tests/interop/node
+interop-deps: $(INTEROP_NODE)/node_modules/.installed
+
+$(INTEROP_NODE)/node_modules/.installed: $(INTEROP_NODE)/package.json $(INTEROP_NODE)/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		cd $(INTEROP_NODE) && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
+	else \
+		echo "npm not found: tests/test_interop_node.py needs Node.js and npm (it is skipped where node is absent)"; \
+	fi
+
 clean:
 	rm -rf $(VENV) var .pytest_cache
+
+## The token-endpoint benchmark (BENCH_DB=postgres for PostgreSQL); writes bench/results/latest.md
+bench: $(STAMP)
+	@command -v wrk >/dev/null || (apt-get install -y wrk || (apt-get update && apt-get install -y wrk))
+	$(BIN)/python bench/run.py

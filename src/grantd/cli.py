@@ -22,6 +22,8 @@ app.add_typer(apps_app, name="apps")
 app.add_typer(keys_app, name="keys")
 signing_keys_app = typer.Typer(help="Manage the keys that sign tokens.", no_args_is_help=True)
 app.add_typer(signing_keys_app, name="signing-keys")
+config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
 
 T = TypeVar("T")
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON, with the API's field names.")]
@@ -67,21 +69,62 @@ def serve(
     """Serve the API (Swagger UI at /docs)."""
     import uvicorn
 
+    from grantd import logs
+
     settings = Settings()
-    if migrate:
-        _migrate(settings)
-    uvicorn.run(
-        "grantd.server:create_app",
-        factory=True,
-        host=host or settings.host,
-        port=port or settings.port,
-        workers=workers or settings.workers,
-        log_level=settings.log_level,
-        loop="uvloop",
-        http="httptools",
-        proxy_headers=False,
-        server_header=False,
-    )
+    workers = workers or settings.workers
+    host = host or settings.host
+    metrics_dir = _metrics_multiprocess_dir(settings, workers)  # before anything imports prometheus_client
+    try:
+        if migrate:
+            _migrate(settings)
+        if settings.metrics_port:
+            _serve_metrics(host, settings.metrics_port)
+        uvicorn.run(
+            "grantd.server:create_app",
+            factory=True,
+            host=host,
+            port=port or settings.port,
+            workers=workers,
+            log_level=settings.log_level,
+            log_config=logs.config(settings.log_level, settings.log_format),
+            access_log=False,  # grantd logs each request itself, without query strings
+            loop="uvloop",
+            http="httptools",
+            proxy_headers=False,
+            server_header=False,
+        )
+    finally:
+        if metrics_dir is not None:
+            import shutil
+
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _metrics_multiprocess_dir(settings: Settings, workers: int) -> str | None:
+    """With several workers, share metric values through files (prometheus-client's multiprocess mode).
+
+    Returns the directory this command created (and removes on exit), or None. Must run
+    before prometheus_client is imported: the workers inherit the variable.
+    """
+    import os
+    import tempfile
+
+    variable = "PROMETHEUS_MULTIPROC_DIR"  # grantd.metrics.MULTIPROCESS_ENV, without importing prometheus_client yet
+    if workers < 2 or not (settings.metrics_enabled or settings.metrics_port) or os.environ.get(variable):
+        return None
+    path = tempfile.mkdtemp(prefix="grantd-metrics-")
+    os.environ[variable] = path
+    return path
+
+
+def _serve_metrics(host: str, port: int) -> None:
+    """Prometheus metrics on a port of their own, from this (the supervising) process, in a thread."""
+    from prometheus_client import start_http_server
+
+    from grantd import metrics
+
+    start_http_server(port, addr=host, registry=metrics.exposition_registry())
 
 
 def _migrate(settings: Settings) -> None:
@@ -249,6 +292,23 @@ def signing_keys_list(as_json: JsonOption = False) -> None:
         for key in result["keys"]:
             _emit(key, False)
             typer.echo("")
+
+
+@config_app.command("show")
+def config_show(as_json: JsonOption = False) -> None:
+    """Print the effective configuration (environment, GRANTD_CONFIG_FILE, defaults), secrets masked."""
+    try:
+        values = Settings().masked()
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError: say which setting is wrong
+        typer.echo(f"error: the configuration is invalid: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if as_json:
+        typer.echo(json.dumps(values, indent=2, sort_keys=True))
+        return
+    for name in sorted(values):
+        value = values[name]
+        shown = json.dumps(value) if isinstance(value, dict | list | bool) else "" if value is None else value
+        typer.echo(f"GRANTD_{name.upper()}={shown}")
 
 
 def main() -> None:

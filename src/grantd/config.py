@@ -64,6 +64,13 @@ class Settings(BaseSettings):
         ge=0,
         description="Seconds between `grantd signing-keys rotate` publishing a new key and that key signing.",
     )
+    signing_key_reload_interval: int = Field(
+        default=30,
+        ge=1,
+        le=3600,
+        description="Seconds between two reads of the signing keys by each server process (a rotation by another "
+        "process reaches this one within it).",
+    )
     permissions: dict[str, str] = Field(
         default_factory=lambda: dict(DEFAULT_PERMISSIONS),
         description="The permission catalog: name -> description. As JSON in GRANTD_PERMISSIONS.",
@@ -74,6 +81,18 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535, description="Port `grantd serve` listens on.")
     workers: int = Field(default=1, ge=1, description="Server processes `grantd serve` starts.")
     log_level: str = Field(default="info", description="debug, info, warning or error.")
+    log_format: str = Field(
+        default="auto",
+        description="json (one JSON object a line), console (human-readable), or auto: console when stderr is a "
+        "terminal, JSON otherwise.",
+    )
+    metrics_enabled: bool = Field(default=False, description="Serve Prometheus metrics at /metrics on the public port.")
+    metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Serve Prometheus metrics on this port of GRANTD_HOST, apart from the API; 0 means no such port.",
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -115,6 +134,14 @@ class Settings(BaseSettings):
         value = value.lower()
         if value not in {"debug", "info", "warning", "error"}:
             raise ValueError("log_level must be debug, info, warning or error")
+        return value
+
+    @field_validator("log_format")
+    @classmethod
+    def _log_format(cls, value: str) -> str:
+        value = value.lower()
+        if value not in {"auto", "json", "console"}:
+            raise ValueError("log_format must be auto, json or console")
         return value
 
     @cached_property

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,11 +16,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import grantd
 from grantd.api import apps, auth, envelope, grants, neucron, oauth2, wellknown
+from grantd import metrics, web
+from grantd.api import ops
 from grantd.api.validation import describe_validation_error
 from grantd.config import Settings
 from grantd.core import signing_keys
 from grantd.core.context import Context
 from grantd.core.errors import GrantdError, InvalidRequest, NotFound, PayloadTooLarge
+from grantd.telemetry import RequestTelemetry
 
 log = logging.getLogger("grantd")
 
@@ -30,6 +34,9 @@ class MethodNotAllowed(GrantdError):
 
 def render(path: str, exc: GrantdError) -> Response:
     """Each dialect renders errors in its own shape: RFC 6749 §5.2 under /oauth2/, the Neucron body elsewhere."""
+    metrics.errors.labels(exc.error).inc()
+    if web.is_page(path):
+        return web.render_error(exc)
     if path.startswith("/oauth2/"):
         return oauth2.render_error(exc)
     return envelope.render_error(exc)
@@ -58,12 +65,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await signing_keys.ensure_active(ctx)
             await signing_keys.load(ctx)
             app.state.ctx = ctx
+            metrics.pools.watch(ctx.db)
             refresher = asyncio.create_task(signing_keys.keep_fresh(ctx))
             try:
                 yield
             finally:
                 refresher.cancel()
+                # Let it finish before the engine is disposed, so that it holds no connection.
+                with contextlib.suppress(asyncio.CancelledError):
+                    await refresher
         finally:
+            metrics.pools.forget(ctx.db)
             await ctx.close()
 
     app = FastAPI(
@@ -83,7 +95,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(apps.router, prefix=prefix)
         app.include_router(grants.router, prefix=prefix)
     app.include_router(oauth2.router)
+    app.include_router(web.router)
     app.include_router(wellknown.router)
+    app.include_router(ops.router)
+    if settings.metrics_enabled:
+        app.add_route("/metrics", ops.metrics_endpoint, methods=["GET"], include_in_schema=False)
 
     @app.exception_handler(GrantdError)
     async def _grantd_error(request: Request, exc: GrantdError) -> Response:
@@ -106,7 +122,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return render(request.url.path, GrantdError("The server failed to handle the request."))
 
+    generate_openapi = app.openapi
+    app.openapi = lambda: envelope.without_validation_422(generate_openapi())  # type: ignore[method-assign]
+
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    # Outermost, outside even the 500 handler: times, counts and logs every request, and gives
+    # every response (a 413, a crash's 500) its X-Request-ID.
+    inner_stack = app.build_middleware_stack
+    app.build_middleware_stack = lambda: RequestTelemetry(inner_stack())  # type: ignore[method-assign]
     return app
 
 

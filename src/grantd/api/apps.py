@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from grantd.api.deps import context, current_user
 from grantd.api.envelope import Envelope, envelope, error_responses
-from grantd.api.wire import STRICT, rfc3339
+from grantd.api.wire import NO_NUL, STRICT, rfc3339
 from grantd.core import apps
 from grantd.core.accounts import Principal
 from grantd.core.context import Context
@@ -18,8 +18,8 @@ from grantd.core.context import Context
 router = APIRouter(tags=["Apps"])
 
 RedirectUri = Annotated[str, Field(max_length=2000)]
-AppId = Annotated[str, Path(max_length=64)]
-KeyId = Annotated[str, Path(max_length=64)]
+AppId = Annotated[str, Path(max_length=64), NO_NUL]
+KeyId = Annotated[str, Path(max_length=64), NO_NUL]
 User = Annotated[Principal, Depends(current_user)]
 Ctx = Annotated[Context, Depends(context)]
 

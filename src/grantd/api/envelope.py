@@ -6,7 +6,7 @@ import json
 from typing import Any, Generic, TypeVar
 
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from grantd.core.errors import GrantdError
@@ -16,6 +16,9 @@ T = TypeVar("T")
 
 class Envelope(BaseModel, Generic[T]):
     """Every Neucron success body: exactly these two keys."""
+
+    # status_code has a default, yet every response carries it: required in the response schema.
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
 
     data: T
     status_code: int = Field(200, examples=[200])
@@ -61,3 +64,22 @@ _DESCRIPTIONS = {
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` entries for the errors a route can return."""
     return {s: {"model": ErrorBody, "description": _DESCRIPTIONS[s]} for s in (*statuses, 413)}
+
+
+def without_validation_422(schema: dict[str, Any]) -> dict[str, Any]:
+    """FastAPI documents a 422 ``HTTPValidationError`` for every route with parameters or a body, but
+    grantd answers a malformed request with 400 ``invalid_request`` in the error body: say so instead.
+    Edits the OpenAPI document in place (idempotent) and returns it."""
+    error_body = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            responses = operation.get("responses", {})
+            if responses.pop("422", None) is not None and "400" not in responses:
+                responses["400"] = {
+                    "description": "Malformed request (`invalid_request`): a missing or mistyped field or parameter.",
+                    "content": error_body,
+                }
+    schemas = schema.get("components", {}).get("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    return schema

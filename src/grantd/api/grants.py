@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from grantd.api.deps import context, current_user
 from grantd.api.envelope import Envelope, envelope, error_responses
-from grantd.api.wire import rfc3339
+from grantd.api.wire import NO_NUL, rfc3339
 from grantd.core import grants
 from grantd.core.accounts import Principal
 from grantd.core.context import Context
@@ -61,7 +61,7 @@ async def list_grants(
     summary="End an app's access: revoke every token of the grant",
 )
 async def revoke_grant(
-    app_id: Annotated[str, Path(max_length=64)],
+    app_id: Annotated[str, Path(max_length=64), NO_NUL],
     user: Annotated[Principal, Depends(current_user)],
     ctx: Annotated[Context, Depends(context)],
 ) -> Response:

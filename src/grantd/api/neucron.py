@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from grantd.api.deps import context, current_user
 from grantd.api.envelope import Envelope, envelope, error_responses
-from grantd.api.wire import STRICT, rfc3339
+from grantd.api.wire import STRICT, Text, rfc3339
 from grantd.core import authorization, clients, tokens
 from grantd.core.accounts import Principal
 from grantd.core.context import Context
@@ -20,11 +20,11 @@ router = APIRouter(tags=["OAuth"])
 
 class AuthorizationParams(BaseModel):
     model_config = STRICT
-    app_id: str = Field(min_length=1, max_length=64, examples=["2f0e6c1a-0000-4000-8000-000000000000"])
-    app_key: str = Field(min_length=1, max_length=256, description="The app's secret key.")
-    state: str = Field(min_length=1, max_length=1024, description="Opaque value returned with the code.")
-    redirect_uri: str = Field(min_length=1, max_length=2048, examples=["https://yourapp.com/oauth/callback"])
-    permissions: str = Field(min_length=1, max_length=1024, examples=["read_profile,write_data"])
+    app_id: Text = Field(min_length=1, max_length=64, examples=["2f0e6c1a-0000-4000-8000-000000000000"])
+    app_key: Text = Field(min_length=1, max_length=256, description="The app's secret key.")
+    state: Text = Field(min_length=1, max_length=1024, description="Opaque value returned with the code.")
+    redirect_uri: Text = Field(min_length=1, max_length=2048, examples=["https://yourapp.com/oauth/callback"])
+    permissions: Text = Field(min_length=1, max_length=1024, examples=["read_profile,write_data"])
 
     def to_request(self) -> authorization.AuthorizationRequest:
         return authorization.AuthorizationRequest(
@@ -57,9 +57,9 @@ class GrantBody(BaseModel):
 
 class TokenParams(BaseModel):
     model_config = STRICT
-    auth_code: str = Field(min_length=1, max_length=256)
-    key_id: str = Field(min_length=1, max_length=64)
-    key_secret: str = Field(min_length=1, max_length=256)
+    auth_code: Text = Field(min_length=1, max_length=256)
+    key_id: Text = Field(min_length=1, max_length=64)
+    key_secret: Text = Field(min_length=1, max_length=256)
 
 
 class TokenBody(BaseModel):
@@ -75,7 +75,7 @@ class CodeData(BaseModel):
     expires_at: str
 
 
-class MessageData(BaseModel):
+class GrantedData(BaseModel):
     message: str = Field(examples=["Permissions granted successfully."])
 
 
@@ -119,7 +119,7 @@ async def authorize(
 
 @router.patch(
     "/oauth/permissions/grant",
-    response_model=Envelope[MessageData],
+    response_model=Envelope[GrantedData],
     responses=error_responses(400, 401),
     summary="Add permissions to the signed-in user's grant for an app",
 )

@@ -8,7 +8,6 @@ with ``WWW-Authenticate``.
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 from typing import Any
 from urllib.parse import parse_qsl, unquote_plus
@@ -37,7 +36,8 @@ def error_body(error: str, description: str, status_code: int, headers: dict[str
 
 
 def render_error(exc: GrantdError) -> JSONResponse:
-    status = 401 if isinstance(exc, InvalidClient) else exc.status_code if exc.status_code in (413, 429) else 400
+    # No such route (404) or method (405) keeps its status: a 400 would hide a missing endpoint.
+    status = 401 if isinstance(exc, InvalidClient) else exc.status_code if exc.status_code in (404, 405, 413, 429) else 400
     if exc.status_code >= 500:
         status = 500
     headers = {"Retry-After": str(exc.retry_after)} if hasattr(exc, "retry_after") else None
@@ -59,6 +59,8 @@ async def read_form(request: Request) -> dict[str, str]:
         raise InvalidRequest("The body is not valid form encoding.") from None
     form: dict[str, str] = {}
     for name, value in pairs:
+        if "\x00" in name or "\x00" in value:  # no parameter holds U+0000; PostgreSQL text cannot
+            raise InvalidRequest("The body must not contain the NUL character (%00).")
         if name in form:
             raise InvalidRequest(f"{name} is repeated.")
         if len(value) > MAX_PARAMETER_LENGTH:
@@ -77,12 +79,13 @@ def _basic_credentials(request: Request) -> tuple[str, str] | None:
         raise InvalidClient("Only HTTP Basic client authentication is accepted in the Authorization header.")
     try:
         decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # binascii.Error, UnicodeDecodeError, and non-ASCII characters in the header
         raise InvalidClient("The Basic credentials are malformed.") from None
     client_id, sep, client_secret = decoded.partition(":")
-    if not sep:
+    client_id, client_secret = unquote_plus(client_id), unquote_plus(client_secret)
+    if not sep or "\x00" in client_id or "\x00" in client_secret:  # no id or secret holds U+0000, as in read_form
         raise InvalidClient("The Basic credentials are malformed.")
-    return unquote_plus(client_id), unquote_plus(client_secret)
+    return client_id, client_secret
 
 
 async def authenticate(ctx: Context, request: Request, form: dict[str, str]) -> clients.Client:

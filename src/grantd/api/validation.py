@@ -27,6 +27,8 @@ def describe_validation_error(errors: Sequence[Any]) -> str:
         return f"{subject} must be a string."
     if kind == "list_type":
         return f"{subject} must be a list."
+    if kind == "string_nul":
+        return f"{subject} must not contain the NUL character (U+0000)."
     if kind == "string_too_short":
         return f"{subject} must not be empty."
     if kind == "string_too_long":

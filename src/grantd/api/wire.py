@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Annotated
 
-from pydantic import ConfigDict
+from pydantic import AfterValidator, ConfigDict
+from pydantic_core import PydanticCustomError
 
 
 def rfc3339(timestamp: int | None) -> str | None:
@@ -16,3 +18,16 @@ def rfc3339(timestamp: int | None) -> str | None:
 
 # Request models: strict types (no "1" for 1 or 1 for "1"), unknown fields ignored.
 STRICT = ConfigDict(strict=True, extra="ignore")
+
+
+def _no_nul(value: str) -> str:
+    # No identifier, secret, state or URI contains U+0000, and PostgreSQL text cannot hold it.
+    if "\x00" in value:
+        raise PydanticCustomError("string_nul", "String must not contain the NUL character")
+    return value
+
+
+# A string from the wire that may reach the database: U+0000 is refused as invalid_request.
+# NO_NUL goes after any length constraint (``Annotated[str, Path(max_length=64), NO_NUL]``).
+NO_NUL = AfterValidator(_no_nul)
+Text = Annotated[str, NO_NUL]

@@ -189,6 +189,8 @@ async def resolve_target(ctx: Context, client_id: str | None, redirect_uri: str 
     """The client and redirect URI of a request. Errors here must be shown, never redirected (RFC 6749 §4.1.2.1)."""
     if not client_id:
         raise InvalidClient("client_id is missing.")
+    if "\x00" in client_id:  # no app id holds U+0000, and PostgreSQL text cannot: never look it up
+        raise InvalidClient("Unknown client_id, or the app is disabled.")
     async with ctx.db.read() as conn:
         app = await app_store.live(conn, client_id)
         owner = await user_store.by_id(conn, app.owner_id) if app is not None else None
@@ -224,6 +226,8 @@ def validate_request(
     """The rest of the request; errors here are redirected back to the client with ``state``."""
     if response_type != "code":
         raise UnsupportedResponseType("Only response_type=code is supported.")
+    if state is not None and "\x00" in state:  # stored with the code; PostgreSQL text cannot hold U+0000
+        raise InvalidRequest("state must not contain the NUL character (%00).")
     if code_challenge is not None:
         if code_challenge_method != "S256":
             raise InvalidRequest("code_challenge_method must be S256; plain is not accepted.")

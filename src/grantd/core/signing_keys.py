@@ -18,7 +18,7 @@ from grantd.crypto import jws
 from grantd.crypto.secrets import new_uuid
 from grantd.store import signing_keys as store
 
-# How often each process re-reads the keys, at most; sooner when a pending key activates.
+# Default of GRANTD_SIGNING_KEY_RELOAD_INTERVAL: how often each process re-reads the keys; sooner when a pending key activates.
 RELOAD_INTERVAL = 30
 
 
@@ -100,7 +100,7 @@ async def load(ctx: Context) -> jws.Signer:
         active=jws.SigningKey(active.kid, private_key),
         published={jwk["kid"]: jws.public_key_from_jwk(jwk) for jwk in jwks},
         jwks=jwks,
-        reload_at=min([now + RELOAD_INTERVAL, *pending]),
+        reload_at=min([now + ctx.settings.signing_key_reload_interval, *pending]),
     )
     ctx.signer = signer
     return signer
@@ -110,8 +110,13 @@ async def keep_fresh(ctx: Context) -> None:
     """Re-read the keys whenever the signer says so: a rotation by any process reaches this one."""
     while True:
         await asyncio.sleep(max(1, ctx.signing.reload_at - ctx.now()))
+        reload = asyncio.ensure_future(load(ctx))
         try:
-            await load(ctx)
+            await asyncio.shield(reload)
+        except asyncio.CancelledError:
+            # Stopped mid-read: finish it first, so that no connection is left in the middle of a query.
+            await asyncio.gather(reload, return_exceptions=True)
+            raise
         except Exception:  # noqa: BLE001 - keep serving with the keys we have; try again soon
             logging.getLogger("grantd").exception("reloading signing keys failed")
             await asyncio.sleep(5)

@@ -190,7 +190,9 @@ async def _replayed_refresh(
     known = await token_store.refresh_token_state(tx, token_hash)
     if known is None or known.app_id != client.app_id or known.rotated_at is None or known.revoked_at is not None:
         return None
-    if now - known.rotated_at <= ctx.settings.refresh_token_grace:
+    grace = ctx.settings.refresh_token_grace
+    # Timestamps are whole seconds: a grace of 0 must mean none, not "within the same second".
+    if grace > 0 and now - known.rotated_at <= grace:
         child = await token_store.refresh_token_state(tx, ctx.hasher.hash(successor))
         if child is not None and child.revoked_at is None:
             access = await token_store.by_jti(tx, child.access_jti)

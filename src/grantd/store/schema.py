@@ -11,6 +11,7 @@ from sqlalchemy import (
     Column,
     ForeignKey,
     Index,
+    Integer,
     LargeBinary,
     MetaData,
     String,
@@ -142,4 +143,15 @@ signing_keys = Table(
     Column("created_at", BigInteger, nullable=False),
     Column("activates_at", BigInteger, nullable=False),
     Column("retired_at", BigInteger),
+)
+
+# Fixed-window counters of the rate limiter (grantd.core.ratelimit): one row per bucket, holding the
+# current window's start and the attempts counted in it. ``key`` is a keyed hash of the bucket name,
+# so no email address or client address is stored in clear.
+rate_limits = Table(
+    "rate_limits",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("window_start", BigInteger, nullable=False, index=True),
+    Column("count", Integer, nullable=False),
 )

@@ -1,0 +1,101 @@
+"""Rendering the hosted pages: Jinja2 templates (autoescaped), security headers, redirects."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import urlsplit
+
+from jinja2 import Environment, PackageLoader, StrictUndefined
+from starlette.responses import HTMLResponse, RedirectResponse
+
+from grantd.core.errors import GrantdError
+
+PAGE_PATHS = frozenset({"/", "/signin", "/signout", "/oauth2/authorize"})
+
+templates = Environment(
+    loader=PackageLoader("grantd.web", "templates"),
+    autoescape=True,
+    undefined=StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache", "Referrer-Policy": "no-referrer"}
+_CSP = "default-src 'none'; style-src 'self'; img-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action {}"
+_HOST = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
+_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*$")
+
+
+def is_page(path: str) -> bool:
+    """Whether errors on this path are shown as an HTML page."""
+    return path in PAGE_PATHS
+
+
+def form_target(uri: str) -> str | None:
+    """The CSP source that lets a form post end in a redirect to ``uri``; None when none can be written.
+
+    Chrome applies ``form-action`` to every redirect that follows a form submission, so a
+    page whose form ends at the client's redirect_uri must allow that origin.
+    """
+    try:
+        parts = urlsplit(uri)
+        scheme, host, port = parts.scheme.lower(), (parts.hostname or ""), parts.port
+    except ValueError:
+        return None
+    if not _SCHEME.match(scheme):
+        return None
+    if scheme not in ("http", "https"):
+        return f"{scheme}:"  # a native app's private-use scheme
+    if not _HOST.match(host):
+        return f"{scheme}:" if host else None  # an IPv6 literal cannot be written as a CSP host
+    return f"{scheme}://{host}" + (f":{port}" if port is not None else "")
+
+
+def security_headers(form_action: Iterable[str] = ()) -> dict[str, str]:
+    sources = ["'self'", *dict.fromkeys(s for s in form_action if s)]
+    return {
+        **NO_STORE,
+        "Content-Security-Policy": _CSP.format(" ".join(sources)),
+        "X-Frame-Options": "DENY",
+        "X-Content-Type-Options": "nosniff",
+    }
+
+
+def page(template: str, status_code: int = 200, *, form_action: Iterable[str] = (), **values: Any) -> HTMLResponse:
+    html = templates.get_template(template).render(**values)
+    return HTMLResponse(html, status_code, headers=security_headers(form_action))
+
+
+def error_page(status_code: int, title: str, message: str, **values: Any) -> HTMLResponse:
+    values.setdefault("link", None)
+    values.setdefault("detail", None)
+    return page("error.html", status_code, title=title, message=message, **values)
+
+
+def redirect(url: str) -> RedirectResponse:
+    """303 See Other: the browser follows it with a GET, whatever the method was."""
+    return RedirectResponse(url, 303, headers=NO_STORE)
+
+
+def render_error(exc: GrantdError) -> HTMLResponse:
+    """An error raised anywhere under a page path (a wrong method, a body too large, a bug) as a page."""
+    status = exc.status_code if 400 <= exc.status_code < 500 else 500
+    if status == 500:
+        return error_page(500, "Something went wrong", "The server failed to handle the request. Try again later.")
+    return error_page(status, "The request cannot be handled", exc.message)
+
+
+def safe_next(value: str | None) -> str:
+    """A same-site relative path to go to after signing in or out; "/" for anything else.
+
+    Refused: absolute and scheme-relative URLs (``//host``), backslashes (browsers read
+    ``/\\host`` as ``//host``) and any white space or control character (browsers drop
+    tabs and newlines, so ``/\\t/host`` would become ``//host``).
+    """
+    if not value or len(value) > 4096 or not value.startswith("/"):
+        return "/"
+    if value.startswith("//") or "\\" in value or any(ch <= " " or ch == "\x7f" for ch in value):
+        return "/"
+    return value

@@ -1,0 +1,283 @@
+"""The page routes: GET/POST /oauth2/authorize (consent), GET/POST /signin, POST /signout, GET /.
+
+Each route parses the wire, calls the use cases of ``grantd.core.authorization`` and
+``grantd.core.accounts``, and answers with a page or a 303 redirect. Errors about the
+client or its redirect_uri are shown on a page and never redirected (RFC 6749 §4.1.2.1);
+every other error of an authorization request goes back to the client's redirect_uri.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from importlib.resources import files
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from grantd.api.oauth2 import MAX_PARAMETER_LENGTH, read_form
+from grantd.core import accounts, authorization
+from grantd.core.accounts import Principal
+from grantd.core.context import Context
+from grantd.core.errors import GrantdError, InvalidClient, InvalidRedirectUri, InvalidRequest, InvalidToken
+from grantd.web import session
+from grantd.web.pages import error_page, form_target, page, redirect, safe_next
+
+router = APIRouter(include_in_schema=False)
+
+AUTHORIZE = "/oauth2/authorize"
+# Form fields of the consent page itself, never carried over from the authorization request.
+_PAGE_FIELDS = ("csrf_token", "decision")
+_FORGED = (
+    "The form was not sent from this site, or it has expired. "
+    "Go back, reload the page and try again."
+)
+
+
+def _ctx(request: Request) -> Context:
+    return request.app.state.ctx
+
+
+# ---------------------------------------------------------------- parsing the authorization request
+
+
+def _query(request: Request) -> tuple[dict[str, str], list[str], str | None]:
+    """The query parameters (an empty value counts as absent, RFC 6749 §3.1), the repeated names, and
+    what is wrong with the query (every parameter at most once, none too long)."""
+    pairs = parse_qsl(request.url.query, keep_blank_values=True)
+    repeated = [name for name, count in Counter(name for name, _ in pairs).items() if count > 1]
+    too_long = [name for name, value in pairs if len(value) > MAX_PARAMETER_LENGTH]
+    problem = f"{repeated[0]} is repeated." if repeated else f"{too_long[0]} is too long." if too_long else None
+    params: dict[str, str] = {}
+    for name, value in pairs:
+        if value != "":
+            params.setdefault(name, value)
+    return params, repeated + too_long, problem
+
+
+def _target_error(exc: GrantdError) -> Response:
+    return error_page(
+        400,
+        "This app cannot be authorized",
+        exc.message,
+        detail="The app sent you here with a request that does not match its registration. "
+        "You have not been sent back to it. Contact the app's developer.",
+    )
+
+
+async def _target(ctx: Context, params: dict[str, str]) -> authorization.Target:
+    return await authorization.resolve_target(ctx, params.get("client_id"), params.get("redirect_uri"))
+
+
+def _validate(ctx: Context, target: authorization.Target, params: dict[str, str]) -> authorization.StandardRequest:
+    return authorization.validate_request(
+        ctx,
+        target,
+        response_type=params.get("response_type"),
+        scope=params.get("scope"),
+        state=params.get("state"),
+        code_challenge=params.get("code_challenge"),
+        code_challenge_method=params.get("code_challenge_method"),
+    )
+
+
+def _back_with_error(ctx: Context, target: authorization.Target, exc: GrantdError, state: str | None) -> Response:
+    return redirect(authorization.error_redirect(ctx, target, exc.error, exc.message, state))
+
+
+def _to_signin(next_path: str) -> Response:
+    return redirect("/signin?" + urlencode({"next": next_path}))
+
+
+def _authorize_path(params: dict[str, str]) -> str:
+    carried = [(k, v) for k, v in params.items() if k not in _PAGE_FIELDS]
+    return AUTHORIZE + ("?" + urlencode(carried) if carried else "")
+
+
+# ---------------------------------------------------------------- consent
+
+
+@router.get(AUTHORIZE)
+async def authorize_page(request: Request) -> Response:
+    ctx = _ctx(request)
+    params, faulty, problem = _query(request)
+    if problem and ("client_id" in faulty or "redirect_uri" in faulty):
+        return _target_error(InvalidRequest(problem))
+    try:
+        target = await _target(ctx, params)
+    except (InvalidClient, InvalidRedirectUri) as exc:
+        return _target_error(exc)
+    if problem:
+        return _back_with_error(ctx, target, InvalidRequest(problem), params.get("state"))
+    try:
+        standard = _validate(ctx, target, params)
+    except GrantdError as exc:
+        return _back_with_error(ctx, target, exc, params.get("state"))
+    principal = await session.current(ctx, request)
+    if principal is None:
+        query = request.url.query
+        response = _to_signin(AUTHORIZE + (f"?{query}" if query else ""))
+        if session.SESSION_COOKIE in request.cookies:
+            session.clear_session(ctx, response)
+        return response
+    missing = await authorization.missing_consent(ctx, principal, standard)
+    if not missing:
+        return redirect(await authorization.approve(ctx, principal, standard))
+    return _consent_page(ctx, principal, standard, params, missing)
+
+
+def _consent_page(
+    ctx: Context,
+    principal: Principal,
+    standard: authorization.StandardRequest,
+    params: dict[str, str],
+    missing: list[str],
+) -> Response:
+    descriptions = ctx.catalog.descriptions
+    missing_set = set(missing)
+    target = standard.target
+    return page(
+        "consent.html",
+        form_action=[form_target(target.redirect_uri) or ""],
+        app_name=target.app_name,
+        owner_email=target.owner_email,
+        redirect_host=urlsplit(target.redirect_uri).netloc or target.redirect_uri,
+        requested=[(name, descriptions.get(name, name)) for name in missing],
+        granted=[(name, descriptions.get(name, name)) for name in standard.permissions if name not in missing_set],
+        hidden=[(k, v) for k, v in params.items() if k not in _PAGE_FIELDS],
+        csrf_token=session.session_csrf(ctx, principal),
+        signout_next=_authorize_path(params),
+    )
+
+
+@router.post(AUTHORIZE)
+async def authorize_decision(request: Request) -> Response:
+    ctx = _ctx(request)
+    try:
+        form = await read_form(request)
+    except InvalidRequest as exc:
+        return error_page(exc.status_code, "The request cannot be handled", exc.message)
+    principal = await session.current(ctx, request)
+    if principal is not None and not session.check_session_csrf(ctx, principal, form.get("csrf_token")):
+        return error_page(403, "This form cannot be accepted", _FORGED)
+    try:
+        target = await _target(ctx, form)
+    except (InvalidClient, InvalidRedirectUri) as exc:
+        return _target_error(exc)
+    if principal is None:
+        # The session ended while the page was open: sign in again, then see the same request.
+        return _to_signin(_authorize_path(form))
+    try:
+        standard = _validate(ctx, target, form)
+    except GrantdError as exc:
+        return _back_with_error(ctx, target, exc, form.get("state"))
+    decision = form.get("decision")
+    if decision == "allow":
+        return redirect(await authorization.approve(ctx, principal, standard))
+    if decision == "deny":
+        return redirect(
+            authorization.error_redirect(ctx, target, "access_denied", "The user denied the request.", standard.state)
+        )
+    return error_page(400, "The request cannot be handled", "decision must be allow or deny.")
+
+
+# ---------------------------------------------------------------- sign-in and sign-out
+
+
+async def _signin_page(
+    ctx: Context, request: Request, next_path: str, *, status_code: int = 200, message: str | None = None
+) -> Response:
+    cookie = session.signin_cookie(request)
+    app_name, form_action = None, []
+    # After signing in the browser follows /oauth2/authorize, which may redirect straight on to
+    # the client: the sign-in form's form-action must allow that origin too.
+    parts = urlsplit(next_path)
+    if parts.path == AUTHORIZE:
+        params = dict(parse_qsl(parts.query))
+        try:
+            target = await _target(ctx, params)
+        except GrantdError:
+            pass
+        else:
+            app_name, form_action = target.app_name, [form_target(target.redirect_uri) or ""]
+    response = page(
+        "signin.html",
+        status_code,
+        form_action=form_action,
+        next=next_path,
+        csrf_token=session.signin_csrf(ctx, cookie),
+        message=message,
+        app_name=app_name,
+    )
+    session.set_signin_cookie(ctx, response, cookie)
+    return response
+
+
+@router.get("/signin")
+async def signin_form(request: Request) -> Response:
+    params, _, _ = _query(request)
+    return await _signin_page(_ctx(request), request, safe_next(params.get("next")))
+
+
+@router.post("/signin")
+async def signin(request: Request) -> Response:
+    ctx = _ctx(request)
+    try:
+        form = await read_form(request)
+    except InvalidRequest as exc:
+        return error_page(exc.status_code, "The request cannot be handled", exc.message)
+    next_path = safe_next(form.get("next"))
+    if not session.check_signin_csrf(ctx, request, form.get("csrf_token")):
+        return error_page(403, "This form cannot be accepted", _FORGED, link=("/signin?" + urlencode({"next": next_path}), "Sign in"))
+    email, password = form.get("email"), form.get("password")
+    if not email or not password:
+        return await _signin_page(ctx, request, next_path, status_code=400, message="Enter your email and password.")
+    try:
+        token = await accounts.log_in(ctx, email, password)
+    except InvalidToken:
+        return await _signin_page(ctx, request, next_path, status_code=401, message="Wrong email or password.")
+    except GrantdError as exc:
+        status = exc.status_code if 400 <= exc.status_code < 500 else 400
+        return await _signin_page(ctx, request, next_path, status_code=status, message=exc.message)
+    response = redirect(next_path)
+    session.set_session(ctx, response, token)
+    return response
+
+
+@router.post("/signout")
+async def signout(request: Request) -> Response:
+    ctx = _ctx(request)
+    try:
+        form = await read_form(request)
+    except InvalidRequest as exc:
+        return error_page(exc.status_code, "The request cannot be handled", exc.message)
+    principal = await session.current(ctx, request)
+    if principal is not None:
+        if not session.check_session_csrf(ctx, principal, form.get("csrf_token")):
+            return error_page(403, "This form cannot be accepted", _FORGED)
+        await accounts.log_out(ctx, principal)
+    response = redirect(safe_next(form.get("next")))
+    session.clear_session(ctx, response)
+    return response
+
+
+@router.get("/")
+async def home(request: Request) -> Response:
+    ctx = _ctx(request)
+    principal = await session.current(ctx, request)
+    csrf_token = session.session_csrf(ctx, principal) if principal else None
+    return page("home.html", signed_in=principal is not None, csrf_token=csrf_token)
+
+
+# ---------------------------------------------------------------- the stylesheet
+
+_STYLESHEET = (files("grantd.web") / "static" / "grantd.css").read_bytes()
+
+
+@router.get("/static/grantd.css")
+async def stylesheet() -> Response:
+    return Response(
+        _STYLESHEET,
+        media_type="text/css; charset=utf-8",
+        headers={"Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff"},
+    )
