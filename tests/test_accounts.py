@@ -110,9 +110,10 @@ async def test_login_with_wrong_credentials(client: httpx.AsyncClient) -> None:
     email = unique_email()
     await sign_up(client, email)
     response = await client.post("/v1/auth/login", json={"email": email, "password": PASSWORD + "x"})
-    assert_error(response, 401, "invalid_token")
-    response = await client.post("/v1/auth/login", json={"email": unique_email(), "password": PASSWORD})
-    assert_error(response, 401, "invalid_token")
+    assert_error(response, 401, "invalid_grant")
+    unknown = await client.post("/v1/auth/login", json={"email": unique_email(), "password": PASSWORD})
+    assert_error(unknown, 401, "invalid_grant")
+    assert unknown.json()["message"] == response.json()["message"], "the answer must not tell which accounts exist"
 
 
 async def test_signup_refuses_taken_email_and_bad_input(client: httpx.AsyncClient) -> None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from email_validator import EmailNotValidError, validate_email
 
 from grantd.core.context import Context
-from grantd.core.errors import Conflict, InvalidRequest, InvalidToken
+from grantd.core.errors import Conflict, InvalidGrant, InvalidRequest, InvalidToken
 from grantd.crypto.jws import InvalidSignature
 from grantd.crypto.passwords import hash_password, verify_password
 from grantd.crypto.secrets import new_uuid
@@ -76,7 +76,8 @@ async def create_user(ctx: Context, email: str, password: str) -> str:
 
 
 async def log_in(ctx: Context, email: str, password: str) -> UserToken:
-    invalid = InvalidToken("Wrong email or password.")
+    # RFC 6749 §5.2 names wrong resource-owner credentials invalid_grant; the spec's status for them is 401.
+    invalid = InvalidGrant("Wrong email or password.")
     try:
         email = normalize_email(email)
     except InvalidRequest:

@@ -19,7 +19,14 @@ from grantd.api.oauth2 import MAX_PARAMETER_LENGTH, read_form
 from grantd.core import accounts, authorization
 from grantd.core.accounts import Principal
 from grantd.core.context import Context
-from grantd.core.errors import GrantdError, InvalidClient, InvalidRedirectUri, InvalidRequest, InvalidToken
+from grantd.core.errors import (
+    GrantdError,
+    InvalidClient,
+    InvalidGrant,
+    InvalidRedirectUri,
+    InvalidRequest,
+    InvalidToken,
+)
 from grantd.web import session
 from grantd.web.pages import error_page, form_target, page, redirect, safe_next
 
@@ -234,7 +241,7 @@ async def signin(request: Request) -> Response:
         return await _signin_page(ctx, request, next_path, status_code=400, message="Enter your email and password.")
     try:
         token = await accounts.log_in(ctx, email, password)
-    except InvalidToken:
+    except InvalidGrant:
         return await _signin_page(ctx, request, next_path, status_code=401, message="Wrong email or password.")
     except GrantdError as exc:
         status = exc.status_code if 400 <= exc.status_code < 500 else 400
