@@ -1,0 +1,529 @@
+"""grantd.sdk against a real grantd process: the verifier, the FastAPI dependency, the Starlette
+middleware, and examples/profile_api.py served by uvicorn.
+
+The resource servers run in this process (uvicorn in a thread); grantd runs as `grantd serve`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+import uvicorn
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from conftest import Flow, ServerProcess, free_port, new_flow, start_server
+from grantd.sdk import AccessToken, InvalidTokenError, RequirePermissionsMiddleware, TokenVerifier
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "examples"))
+import profile_api  # noqa: E402
+
+pytestmark = pytest.mark.db
+
+SERVER_PACKAGES = ("fastapi", "starlette", "sqlalchemy", "alembic", "pydantic", "pydantic_settings", "uvicorn", "asyncpg")
+
+
+# ---------------------------------------------------------------- servers and tokens
+
+
+@pytest.fixture(scope="module")
+def grantd(tmp_path_factory: pytest.TempPathFactory, secret_key: str) -> Iterator[ServerProcess]:
+    """One grantd process for this module, on its own SQLite file."""
+    data_dir = tmp_path_factory.mktemp("sdk")
+    server = start_server(f"sqlite+aiosqlite:///{data_dir / 'grantd.db'}", secret_key, data_dir)
+    yield server
+    server.stop()
+
+
+@contextmanager
+def serve(app: Any) -> Iterator[str]:
+    """Serve an ASGI app with uvicorn in a thread of this process; yields its base URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+async def user_token(server: ServerProcess, permissions: str = "read_profile,write_data") -> tuple[str, Flow]:
+    """A user's access token from the Neucron flow on a real server, and the flow (app, key, user)."""
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
+        flow = await new_flow(client)
+        code = await flow.code(permissions=permissions)
+        response = await flow.redeem(code)
+        assert response.status_code == 200, response.text
+        return response.json()["data"]["access_token"], flow
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def segments(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    return jwt.get_unverified_header(token), jwt.decode(token, options={"verify_signature": False})
+
+
+def forge(token: str, *, header: dict[str, Any] | None = None, claims: dict[str, Any] | None = None) -> str:
+    """The token with header and claims changed, its original signature kept."""
+    h, c = segments(token)
+    h.update(header or {})
+    c.update(claims or {})
+    signature = token.rsplit(".", 1)[1]
+    return f"{b64(json.dumps(h).encode())}.{b64(json.dumps(c).encode())}.{signature}"
+
+
+def sign_es256(claims: dict[str, Any], kid: str, key: ec.EllipticCurvePrivateKey | None = None) -> str:
+    return jwt.encode(claims, key or ec.generate_private_key(ec.SECP256R1()), algorithm="ES256", headers={"kid": kid, "typ": "at+jwt"})
+
+
+def jwks(server: ServerProcess) -> dict[str, Any]:
+    return httpx.get(f"{server.base_url}/.well-known/jwks.json", timeout=10).json()
+
+
+def hs256(token: str, secret: bytes) -> str:
+    """The token's claims under an HS256 header naming the same kid, MACed with ``secret``."""
+    kid = jwt.get_unverified_header(token)["kid"]
+    signing_input = f"{b64(json.dumps({'alg': 'HS256', 'typ': 'at+jwt', 'kid': kid}).encode())}.{token.split('.')[1]}"
+    return f"{signing_input}.{b64(hmac.new(secret, signing_input.encode(), hashlib.sha256).digest())}"
+
+
+def public_key_pem(server: ServerProcess, token: str) -> bytes:
+    """The PEM of the public key that signed ``token``: what an algorithm-confusion attacker MACs with."""
+    kid = jwt.get_unverified_header(token)["kid"]
+    jwk = next(k for k in jwks(server)["keys"] if k["kid"] == kid)
+    return jwt.PyJWK(jwk).key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def www_authenticate(response: httpx.Response) -> str:
+    return response.headers.get("www-authenticate", "")
+
+
+# ---------------------------------------------------------------- importing the SDK alone
+
+
+def test_the_sdk_imports_none_of_the_servers_dependencies() -> None:
+    code = (
+        "import sys, grantd.sdk\n"
+        "from grantd.sdk import TokenVerifier, AccessToken, InvalidTokenError\n"
+        f"loaded = sorted({{m.split('.')[0] for m in sys.modules}} & set({SERVER_PACKAGES!r} + ('httpx',)))\n"
+        "server = sorted(m for m in sys.modules if m.startswith('grantd.') and not m.startswith('grantd.sdk'))\n"
+        "print(loaded, server)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True)
+    assert result.stdout.strip() == "[] []", result.stdout
+
+
+def test_the_sdk_verifies_a_token_where_the_server_cannot_even_be_imported(grantd: ServerProcess, tmp_path: Path) -> None:
+    """An interpreter where FastAPI, Starlette, SQLAlchemy, pydantic… raise ImportError still verifies a real token."""
+    token, flow = asyncio.run(user_token(grantd))
+    script = tmp_path / "verify.py"
+    script.write_text(
+        "import sys\n"
+        f"BLOCKED = set({SERVER_PACKAGES!r})\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in BLOCKED:\n"
+        "            raise ImportError(f'{name} is not installed here')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from grantd.sdk import TokenVerifier\n"
+        "token = TokenVerifier(sys.argv[1]).verify(sys.argv[2])\n"
+        "print(token.user_id, token.app_id, ','.join(token.permissions))\n"
+        "try:\n"
+        "    import fastapi\n"
+        "except ImportError:\n"
+        "    print('fastapi blocked')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, str(script), grantd.base_url, token], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:2] == [f"{flow.user_id} {flow.app_id} read_profile,write_data", "fastapi blocked"]
+
+
+# ---------------------------------------------------------------- the verifier
+
+
+async def test_a_valid_token_gives_a_typed_access_token_sync_and_async(grantd: ServerProcess) -> None:
+    token, flow = await user_token(grantd)
+    verifier = TokenVerifier(grantd.base_url)
+    sync = await asyncio.to_thread(verifier.verify, token)
+    assert isinstance(sync, AccessToken)
+    assert sync.user_id == flow.user_id and sync.subject == flow.user_id
+    assert sync.app_id == flow.app_id
+    assert sync.permissions == ("read_profile", "write_data") and sync.scope == "read_profile write_data"
+    assert sync.has("read_profile") and not sync.has("manage_notifications")
+    assert sync.expires_at.tzinfo is not None and sync.expires_at.timestamp() == sync.claims["exp"]
+    assert sync.jti == sync.claims["jti"]
+    with pytest.raises(Exception):
+        sync.user_id = "someone else"  # type: ignore[misc]
+    assert await verifier.averify(token) == sync
+    await verifier.aclose()
+
+
+async def test_an_apps_own_token_has_no_user(grantd: ServerProcess) -> None:
+    _, flow = await user_token(grantd)
+    response = httpx.post(
+        f"{grantd.base_url}/oauth2/token",
+        data={"grant_type": "client_credentials", "scope": "read_profile"},
+        auth=(flow.app_id, flow.key_secret),
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    access = await TokenVerifier(grantd.base_url).averify(response.json()["access_token"])
+    assert access.user_id is None and access.subject == flow.app_id and access.app_id == flow.app_id
+    assert access.permissions == ("read_profile",)
+
+
+async def test_every_kind_of_bad_token_is_refused_with_its_reason(grantd: ServerProcess) -> None:
+    token, _ = await user_token(grantd)
+    header, claims = segments(token)
+    kid = header["kid"]
+    public_key = next(k for k in jwks(grantd)["keys"] if k["kid"] == kid)
+    pem = public_key_pem(grantd, token)
+    alg_none = f"{b64(json.dumps({'alg': 'none', 'typ': 'at+jwt', 'kid': kid}).encode())}.{token.split('.')[1]}."
+    cases = {
+        "tampered claims": (forge(token, claims={"permissions": ["read_profile", "manage_notifications"]}), "bad_signature"),
+        "another key under grantd's kid": (sign_es256(claims, kid), "bad_signature"),
+        "unknown kid": (sign_es256(claims, str(uuid.uuid4())), "unknown_key"),
+        "alg none": (alg_none, "unsupported_algorithm"),
+        "HS256 keyed with the public key (PEM)": (hs256(token, pem), "unsupported_algorithm"),
+        "HS256 keyed with the public key (JWK)": (hs256(token, json.dumps(public_key).encode()), "unsupported_algorithm"),
+        "not an access token (typ JWT)": (forge(token, header={"typ": "JWT"}), "wrong_type"),
+        "garbage": ("not.a.token", "malformed"),
+        "two segments": (".".join(token.split(".")[:2]), "malformed"),
+    }
+    verifier = TokenVerifier(grantd.base_url)
+    for name, (bad, reason) in cases.items():
+        with pytest.raises(InvalidTokenError) as caught:
+            await verifier.averify(bad)
+        assert caught.value.reason == reason, name
+        with pytest.raises(InvalidTokenError) as caught:
+            await asyncio.to_thread(verifier.verify, bad)
+        assert caught.value.reason == reason, name
+
+    wrong = {
+        "wrong_audience": TokenVerifier(grantd.base_url, audience="https://api.other.example"),
+        "wrong_issuer": TokenVerifier("https://issuer.other.example", jwks_uri=f"{grantd.base_url}/.well-known/jwks.json"),
+    }
+    for reason, misconfigured in wrong.items():
+        with pytest.raises(InvalidTokenError) as caught:
+            await misconfigured.averify(token)
+        assert caught.value.reason == reason
+
+    # Discovery for another issuer is refused too: the metadata must name the issuer asked for.
+    spoofed = TokenVerifier("https://issuer.other.example", discovery_url=f"{grantd.base_url}/.well-known/oauth-authorization-server")
+    with pytest.raises(InvalidTokenError) as caught:
+        await spoofed.averify(token)
+    assert caught.value.reason == "unavailable"
+
+
+async def test_expiry_and_not_before_are_checked_with_the_leeway(grantd: ServerProcess) -> None:
+    token, _ = await user_token(grantd)
+    _, claims = segments(token)
+    exp, iat = claims["exp"], claims["iat"]
+
+    def at(now: float, leeway: float = 30) -> TokenVerifier:
+        return TokenVerifier(grantd.base_url, leeway=leeway, clock=lambda: now)
+
+    assert (await at(exp + 29).averify(token)).jti == claims["jti"]  # within the leeway
+    for verifier in (at(exp + 31), at(exp + 1, leeway=0)):
+        with pytest.raises(InvalidTokenError) as caught:
+            await verifier.averify(token)
+        assert caught.value.reason == "expired"
+    with pytest.raises(InvalidTokenError) as caught:
+        await at(iat - 31).averify(token)
+    assert caught.value.reason == "not_yet_valid"
+
+
+async def test_an_unknown_kid_refetches_the_jwks_at_most_once_a_minute(grantd: ServerProcess) -> None:
+    token, _ = await user_token(grantd)
+    _, claims = segments(token)
+    fetched: list[str] = []
+
+    class Counting(TokenVerifier):
+        async def _aget_json(self, url: str) -> Any:
+            fetched.append(url)
+            return await super()._aget_json(url)
+
+    verifier = Counting(grantd.base_url)
+    await verifier.averify(token)
+    assert fetched == [f"{grantd.base_url}/.well-known/oauth-authorization-server", f"{grantd.base_url}/.well-known/jwks.json"]
+    for _ in range(3):
+        await verifier.averify(token)
+    assert len(fetched) == 2, "known keys are not fetched again"
+    for _ in range(20):
+        with pytest.raises(InvalidTokenError):
+            await verifier.averify(sign_es256(claims, str(uuid.uuid4())))
+    assert len(fetched) == 3, "twenty unknown kids in a minute cause one refetch"
+    await verifier.averify(token)  # the known key still works
+    assert len(fetched) == 3
+
+
+async def test_an_unreachable_issuer_is_unavailable_not_invalid(grantd: ServerProcess) -> None:
+    token, _ = await user_token(grantd)
+    dead = f"http://127.0.0.1:{free_port()}"
+    verifier = TokenVerifier(grantd.base_url, discovery_url=f"{dead}/.well-known/oauth-authorization-server", timeout=2)
+    with pytest.raises(InvalidTokenError) as caught:
+        await verifier.averify(token)
+    assert caught.value.reason == "unavailable"
+    with serve(profile_api.create_app(verifier)) as api:
+        response = httpx.get(f"{api}/me", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    assert response.status_code == 503 and response.headers["retry-after"]
+
+
+# ---------------------------------------------------------------- the example resource server
+
+
+async def test_the_example_api_answers_by_permission(grantd: ServerProcess) -> None:
+    read_write, flow = await user_token(grantd)
+    read_only, _ = await user_token(grantd, "read_profile")
+    with serve(profile_api.create_app(TokenVerifier(grantd.base_url))) as api:
+        async with httpx.AsyncClient(base_url=api, timeout=10) as client:
+            me = await client.get("/me", headers={"Authorization": f"Bearer {read_write}"})
+            assert me.status_code == 200, me.text
+            assert me.json()["user_id"] == flow.user_id and me.json()["app_id"] == flow.app_id
+            assert me.json()["permissions"] == ["read_profile", "write_data"]
+
+            put = await client.put("/me/data", json={"theme": "dark"}, headers={"Authorization": f"Bearer {read_write}"})
+            assert put.status_code == 200 and put.json()["data"] == {"theme": "dark"}
+            assert (await client.get("/me", headers={"Authorization": f"Bearer {read_write}"})).json()["data"] == {"theme": "dark"}
+
+            # A valid token without write_data: 403 insufficient_scope naming the permission needed.
+            denied = await client.put("/me/data", json={"x": 1}, headers={"Authorization": f"Bearer {read_only}"})
+            assert denied.status_code == 403
+            assert www_authenticate(denied).startswith('Bearer error="insufficient_scope"')
+            assert 'scope="write_data"' in www_authenticate(denied)
+            assert denied.json()["detail"]["error"] == "insufficient_scope"
+            assert (await client.get("/me", headers={"Authorization": f"Bearer {read_only}"})).status_code == 200
+
+            # No token, another scheme, a tampered token, alg none, HS256 keyed with the public key: 401.
+            kid = jwt.get_unverified_header(read_write)["kid"]
+            escalated = forge(read_only, claims={"permissions": ["read_profile", "write_data"]})
+            alg_none = f"{b64(json.dumps({'alg': 'none', 'typ': 'at+jwt', 'kid': kid}).encode())}.{escalated.split('.')[1]}."
+            for headers in (
+                {},
+                {"Authorization": read_write},
+                {"Authorization": f"Basic {read_write}"},
+                {"Authorization": f"Bearer {escalated}"},
+                {"Authorization": f"Bearer {alg_none}"},
+                {"Authorization": f"Bearer {hs256(escalated, public_key_pem(grantd, read_only))}"},
+            ):
+                for method, path in (("GET", "/me"), ("PUT", "/me/data")):
+                    refused = await client.request(method, path, headers=headers, json={})
+                    assert refused.status_code == 401, (headers, refused.text)
+                    assert www_authenticate(refused).startswith('Bearer error="invalid_token"'), refused.headers
+            assert (await client.get("/healthz")).status_code == 200
+
+
+@pytest.mark.parametrize("case", ["wrong audience", "wrong issuer", "expired"])
+async def test_the_example_api_refuses_tokens_not_meant_for_it(grantd: ServerProcess, case: str) -> None:
+    token, _ = await user_token(grantd)
+    verifier = {
+        "wrong audience": TokenVerifier(grantd.base_url, audience="https://profile-api.example"),
+        "wrong issuer": TokenVerifier("https://auth.other.example", jwks_uri=f"{grantd.base_url}/.well-known/jwks.json"),
+        "expired": TokenVerifier(grantd.base_url, clock=lambda: time.time() + 3600 + 31),
+    }[case]
+    with serve(profile_api.create_app(verifier)) as api:
+        response = httpx.get(f"{api}/me", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    assert response.status_code == 401
+    assert www_authenticate(response).startswith('Bearer error="invalid_token"')
+
+
+async def test_the_starlette_middleware_guards_a_whole_app(grantd: ServerProcess) -> None:
+    read_only, flow = await user_token(grantd, "read_profile")
+
+    async def whoami(request: Request) -> JSONResponse:
+        token: AccessToken = request.state.access_token
+        return JSONResponse({"user_id": token.user_id})
+
+    async def health(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    def app(permissions: list[str]) -> Starlette:
+        application = Starlette(routes=[Route("/whoami", whoami), Route("/healthz", health)])
+        application.add_middleware(
+            RequirePermissionsMiddleware, verifier=TokenVerifier(grantd.base_url), permissions=permissions, exclude=["/healthz"]
+        )
+        return application
+
+    with serve(app(["read_profile"])) as reader, serve(app(["read_profile", "write_data"])) as writer:
+        ok = httpx.get(f"{reader}/whoami", headers={"Authorization": f"Bearer {read_only}"}, timeout=10)
+        assert ok.status_code == 200 and ok.json() == {"user_id": flow.user_id}
+        missing = httpx.get(f"{reader}/whoami", timeout=10)
+        assert missing.status_code == 401 and missing.json()["error"] == "invalid_token"
+        assert www_authenticate(missing).startswith('Bearer error="invalid_token"')
+        assert httpx.get(f"{reader}/healthz", timeout=10).status_code == 200
+        denied = httpx.get(f"{writer}/whoami", headers={"Authorization": f"Bearer {read_only}"}, timeout=10)
+        assert denied.status_code == 403 and denied.json()["error"] == "insufficient_scope"
+        assert 'error="insufficient_scope"' in www_authenticate(denied)
+        assert 'scope="read_profile write_data"' in www_authenticate(denied)
+
+
+# ---------------------------------------------------------------- key rotation and revocation
+
+
+async def test_no_request_fails_across_a_signing_key_rotation(tmp_path: Path, secret_key: str) -> None:
+    """grantd rotates its signing key (`--delay 0`: the new key signs at once) while a resource
+    server keeps verifying fresh tokens and old ones: every request succeeds, and the resource
+    server learns the new key from the JWKS by itself."""
+    database_url = f"sqlite+aiosqlite:///{tmp_path / 'rotation.db'}"
+    server = start_server(
+        database_url, secret_key, tmp_path, env={"GRANTD_SIGNING_KEY_RELOAD_INTERVAL": "1"}
+    )
+    try:
+        first_token, flow = await user_token(server)
+        old_kid = jwt.get_unverified_header(first_token)["kid"]
+        statuses: list[int] = []
+        kids: list[str] = []
+        with serve(profile_api.create_app(TokenVerifier(server.base_url))) as api:
+            async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as issuer, httpx.AsyncClient(
+                base_url=api, timeout=30
+            ) as resource:
+                flow.client = issuer
+
+                async def one_round() -> str:
+                    token = (await flow.redeem(await flow.code(permissions="read_profile,write_data"))).json()["data"]["access_token"]
+                    # Several at once: those arriving while the resource server re-reads the JWKS wait for it.
+                    responses = await asyncio.gather(
+                        *(resource.get("/me", headers={"Authorization": f"Bearer {bearer}"}) for bearer in [token] * 4 + [first_token])
+                    )
+                    statuses.extend(response.status_code for response in responses)
+                    kids.append(jwt.get_unverified_header(token)["kid"])
+                    return kids[-1]
+
+                for _ in range(5):
+                    await one_round()
+                env = {
+                    **{k: v for k, v in os.environ.items() if not k.startswith("GRANTD_")},
+                    "GRANTD_DATABASE_URL": database_url,
+                    "GRANTD_SECRET_KEY": secret_key,
+                    "GRANTD_DATA_DIR": str(tmp_path),
+                    "GRANTD_ISSUER": server.base_url,
+                }
+                rotate = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "grantd", "signing-keys", "rotate", "--delay", "0", "--json",
+                    env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                )
+                while rotate.returncode is None:  # keep the traffic going while the rotation runs
+                    await one_round()
+                    try:
+                        await asyncio.wait_for(rotate.wait(), 0.01)
+                    except TimeoutError:
+                        pass
+                out, err = await rotate.communicate()
+                assert rotate.returncode == 0, err.decode()
+                new_kid = json.loads(out)["kid"]
+                deadline = time.monotonic() + 20
+                while kids[-1] != new_kid or kids.count(new_kid) < 5:
+                    assert time.monotonic() < deadline, f"grantd never signed with {new_kid}; kids seen: {set(kids)}"
+                    await one_round()
+    finally:
+        server.stop()
+    assert old_kid != new_kid and {old_kid, new_kid} <= set(kids)
+    assert set(statuses) == {200}, f"{len([s for s in statuses if s != 200])} of {len(statuses)} requests failed"
+
+
+async def test_online_mode_sees_a_revocation_at_once(grantd: ServerProcess) -> None:
+    token, flow = await user_token(grantd)
+    credentials = (flow.app_id, flow.key_secret)
+    online = TokenVerifier(grantd.base_url, introspection=credentials, introspection_cache_ttl=0)
+    cached = TokenVerifier(grantd.base_url, introspection=credentials, introspection_cache_ttl=60)
+    offline = TokenVerifier(grantd.base_url)
+    with serve(profile_api.create_app(online)) as api:
+        headers = {"Authorization": f"Bearer {token}"}
+        assert httpx.get(f"{api}/me", headers=headers, timeout=10).status_code == 200
+        await cached.averify(token)
+
+        revoked = httpx.post(f"{grantd.base_url}/oauth2/revoke", data={"token": token}, auth=credentials, timeout=10)
+        assert revoked.status_code == 200
+
+        refused = httpx.get(f"{api}/me", headers=headers, timeout=10)
+        assert refused.status_code == 401 and 'error="invalid_token"' in www_authenticate(refused)
+        assert refused.json()["detail"]["error_description"] == "The access token was revoked."
+    with pytest.raises(InvalidTokenError) as caught:
+        await asyncio.to_thread(online.verify, token)
+    assert caught.value.reason == "inactive"
+    # The trade-offs, as documented: a cached answer holds for its time; offline mode never asks.
+    assert (await cached.averify(token)).jti == (await offline.averify(token)).jti
+
+
+# ---------------------------------------------------------------- the README
+
+
+def readme_block(name: str) -> str:
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(rf"<!-- {name}:start -->\s*```sh\n(.*?)```\s*<!-- {name}:end -->", readme, re.S)
+    assert block, f"README.md has no {name} block"
+    return block.group(1)
+
+
+def test_the_readme_calls_the_example_api_with_the_walkthroughs_token(grantd: ServerProcess, tmp_path: Path) -> None:
+    port = free_port()
+    log = open(tmp_path / "profile_api.log", "wb")
+    api = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "--app-dir", "examples", "profile_api:app", "--port", str(port)],
+        cwd=ROOT,
+        env={**os.environ, "GRANTD_ISSUER": grantd.base_url},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert api.poll() is None and time.monotonic() < deadline, (tmp_path / "profile_api.log").read_text()
+            time.sleep(0.1)
+        script = readme_block("walkthrough") + readme_block("resource-server")
+        result = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", script],
+            cwd=ROOT,
+            env={**os.environ, "BASE": grantd.base_url, "API": f"http://127.0.0.1:{port}"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        api.terminate()
+        api.wait(10)
+        log.close()
+    assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    lines = result.stdout.splitlines()
+    me = json.loads(next(line for line in lines if line.startswith('{"user_id"')))
+    assert me["permissions"] == ["read_profile", "write_data"]
+    assert any(line.startswith("HTTP/1.1 401") for line in lines), result.stdout
+    assert any(line.lower().startswith('www-authenticate: bearer error="invalid_token"') for line in lines), result.stdout
