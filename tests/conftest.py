@@ -31,6 +31,16 @@ from grantd.store.migrate import upgrade
 
 PG_ADMIN_DSN = os.environ.get("GRANTD_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 PASSWORD = "correct horse battery"
+# Every in-process request comes from one client address, and so does every request to a real
+# server process: the shared app and servers get limits no test reaches by accident. The rate
+# limits themselves are tested in test_ratelimit.py, with apps and servers of their own.
+UNTHROTTLED: dict[str, int] = {
+    "rate_limit_login_per_account": 1_000_000,
+    "rate_limit_login_per_address": 1_000_000,
+    "rate_limit_signup_per_address": 1_000_000,
+    "rate_limit_token_failures_per_client": 1_000_000,
+    "rate_limit_token_failures_per_address": 1_000_000,
+}
 
 
 # ---------------------------------------------------------------- databases
@@ -123,6 +133,7 @@ def settings(database_url: str, secret_key: str, tmp_path_factory: pytest.TempPa
         secret_key=secret_key,
         data_dir=tmp_path_factory.mktemp("data"),
         issuer="http://testserver",
+        **UNTHROTTLED,
     )
 
 
@@ -268,6 +279,7 @@ def start_server(
         "GRANTD_SECRET_KEY": secret_key,
         "GRANTD_DATA_DIR": str(data_dir),
         "GRANTD_ISSUER": base_url,
+        **{f"GRANTD_{name.upper()}": str(value) for name, value in UNTHROTTLED.items()},
         **(env or {}),
     }
     with open(log_path, "wb") as log:

@@ -379,3 +379,17 @@ async def test_docs_serve_swagger_ui(client: httpx.AsyncClient) -> None:
     html = response.text
     assert "swagger-ui" in html.lower() and "SwaggerUIBundle" in html
     assert "/openapi.json" in html
+
+
+async def test_every_security_scheme_a_route_names_is_defined(client) -> None:  # type: ignore[no-untyped-def]
+    document = (await client.get("/openapi.json")).json()
+    defined = set(document["components"]["securitySchemes"])
+    named = {
+        name
+        for operations in document["paths"].values()
+        for operation in operations.values()
+        for requirement in operation.get("security", [])
+        for name in requirement
+    }
+    assert named and named <= defined, named - defined
+    assert document["components"]["securitySchemes"]["ClientSecretBasic"]["scheme"] == "basic"

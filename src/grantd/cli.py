@@ -93,6 +93,8 @@ def serve(
             http="httptools",
             proxy_headers=False,
             server_header=False,
+            timeout_keep_alive=settings.timeout_keep_alive,
+            limit_concurrency=settings.limit_concurrency or None,
         )
     finally:
         if metrics_dir is not None:
@@ -202,51 +204,6 @@ def keys_create(
         return created_key_data(await apps.create_key(ctx, None, app_id))
 
     _emit(_run(use_case), as_json)
-
-
-def _key_info(info: Any) -> dict[str, Any]:
-    from grantd.api.wire import rfc3339
-
-    return {
-        "kid": info.kid,
-        "created_at": rfc3339(info.created_at),
-        "activates_at": rfc3339(info.activates_at),
-        "retired_at": rfc3339(info.retired_at),
-    }
-
-
-@signing_keys_app.command("rotate")
-def signing_keys_rotate(
-    delay: Annotated[
-        int | None,
-        typer.Option(help="Seconds before the new key signs (default GRANTD_SIGNING_KEY_ACTIVATION_DELAY)."),
-    ] = None,
-    as_json: JsonOption = False,
-) -> None:
-    """Publish a new signing key now; it signs after the delay, when the current key retires."""
-    from grantd.core import signing_keys
-
-    async def use_case(ctx: Context) -> dict[str, Any]:
-        return _key_info(await signing_keys.rotate(ctx, delay))
-
-    _emit(_run(use_case), as_json)
-
-
-@signing_keys_app.command("list")
-def signing_keys_list(as_json: JsonOption = False) -> None:
-    """The published signing keys, newest first."""
-    from grantd.core import signing_keys
-
-    async def use_case(ctx: Context) -> dict[str, Any]:
-        return {"keys": [_key_info(info) for info in await signing_keys.list_keys(ctx)]}
-
-    result = _run(use_case)
-    if as_json:
-        typer.echo(json.dumps(result, indent=2))
-    else:
-        for key in result["keys"]:
-            _emit(key, False)
-            typer.echo("")
 
 
 def _key_info(info: Any) -> dict[str, Any]:

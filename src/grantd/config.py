@@ -77,6 +77,36 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, description="Largest request body accepted, bytes.")
     password_min_length: int = Field(default=8, ge=8, description="Shortest password accepted at sign-up.")
+    rate_limits_enabled: bool = Field(default=True, description="Rate-limit log-in, sign-up and token endpoint failures.")
+    rate_limit_login_per_account: int = Field(
+        default=10, ge=1, description="Failed log-ins allowed per account (email) per log-in window."
+    )
+    rate_limit_login_per_address: int = Field(
+        default=50, ge=1, description="Failed log-ins allowed per client address per log-in window."
+    )
+    rate_limit_login_window: int = Field(default=900, ge=1, le=86400, description="Log-in window, seconds.")
+    rate_limit_signup_per_address: int = Field(default=20, ge=1, description="Sign-ups allowed per client address per window.")
+    rate_limit_signup_window: int = Field(default=3600, ge=1, le=86400, description="Sign-up window, seconds.")
+    rate_limit_token_failures_per_client: int = Field(
+        default=100, ge=1, description="Failed token requests (invalid_client, invalid_grant) per key_id or client_id per window."
+    )
+    rate_limit_token_failures_per_address: int = Field(
+        default=100, ge=1, description="Failed token requests per client address per window."
+    )
+    rate_limit_token_window: int = Field(default=60, ge=1, le=86400, description="Token endpoint failure window, seconds.")
+    redis_url: str = Field(
+        default="", description="redis://host:port/db: keep rate-limit counters in Redis. Empty: in the database."
+    )
+    redis_key_prefix: str = Field(default="grantd:", description="Prefix of every Redis key grantd writes.")
+    timeout_keep_alive: int = Field(
+        default=5, ge=1, le=300, description="`grantd serve`: seconds an idle keep-alive connection is kept open."
+    )
+    request_body_timeout: float = Field(
+        default=15.0, gt=0, le=600, description="Seconds allowed between two chunks of a request body before 408."
+    )
+    limit_concurrency: int = Field(
+        default=0, ge=0, description="`grantd serve`: most connections and tasks per process before 503; 0 means no limit."
+    )
     host: str = Field(default="127.0.0.1", description="Address `grantd serve` binds to.")
     port: int = Field(default=8000, ge=1, le=65535, description="Port `grantd serve` listens on.")
     workers: int = Field(default=1, ge=1, description="Server processes `grantd serve` starts.")

@@ -19,6 +19,8 @@ from grantd.api import apps, auth, envelope, grants, neucron, oauth2, wellknown
 from grantd import metrics, web
 from grantd.api import ops
 from grantd.api.validation import describe_validation_error
+from grantd.api.headers import SecurityHeaders
+from grantd.api.limits import BodyReadTimeout
 from grantd.config import Settings
 from grantd.core import signing_keys
 from grantd.core.context import Context
@@ -123,13 +125,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return render(request.url.path, GrantdError("The server failed to handle the request."))
 
     generate_openapi = app.openapi
-    app.openapi = lambda: envelope.without_validation_422(generate_openapi())  # type: ignore[method-assign]
+    app.openapi = lambda: oauth2.document_client_auth(  # type: ignore[method-assign]
+        envelope.without_validation_422(generate_openapi())
+    )
 
+    app.add_middleware(BodyReadTimeout, timeout=settings.request_body_timeout)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     # Outermost, outside even the 500 handler: times, counts and logs every request, and gives
     # every response (a 413, a crash's 500) its X-Request-ID.
     inner_stack = app.build_middleware_stack
-    app.build_middleware_stack = lambda: RequestTelemetry(inner_stack())  # type: ignore[method-assign]
+    app.build_middleware_stack = lambda: RequestTelemetry(SecurityHeaders(inner_stack()))  # type: ignore[method-assign]
     return app
 
 

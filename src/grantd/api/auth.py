@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
-from grantd.api.deps import context, current_user
+from grantd.api.deps import client_address, context, current_user
 from grantd.api.envelope import Envelope, envelope, error_responses
 from grantd.api.wire import STRICT, rfc3339
 from grantd.core import accounts
@@ -46,8 +46,8 @@ def _token(token: accounts.UserToken) -> Response:
     responses=error_responses(400, 409, 429),
     summary="Create an account and sign in",
 )
-async def signup(body: Credentials, ctx: Annotated[Context, Depends(context)]) -> Response:
-    return _token(await accounts.sign_up(ctx, body.email, body.password))
+async def signup(body: Credentials, request: Request, ctx: Annotated[Context, Depends(context)]) -> Response:
+    return _token(await accounts.sign_up(ctx, body.email, body.password, address=client_address(request)))
 
 
 @router.post(
@@ -56,8 +56,8 @@ async def signup(body: Credentials, ctx: Annotated[Context, Depends(context)]) -
     responses=error_responses(400, 401, 429),
     summary="Sign in",
 )
-async def login(body: Credentials, ctx: Annotated[Context, Depends(context)]) -> Response:
-    return _token(await accounts.log_in(ctx, body.email, body.password))
+async def login(body: Credentials, request: Request, ctx: Annotated[Context, Depends(context)]) -> Response:
+    return _token(await accounts.log_in(ctx, body.email, body.password, address=client_address(request)))
 
 
 @router.post(

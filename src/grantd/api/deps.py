@@ -21,6 +21,11 @@ def context(request: Request) -> Context:
     return request.app.state.ctx
 
 
+def client_address(request: Request) -> str | None:
+    """The TCP peer's address, for rate limits; proxy headers are not trusted."""
+    return request.client.host if request.client else None
+
+
 def bearer_token(header: str | None) -> str:
     """The token from ``Authorization: Bearer <t>`` or a bare ``Authorization: <t>``."""
     if not header:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field, model_validator
 from starlette.responses import Response
 
-from grantd.api.deps import context, current_user
+from grantd.api.deps import client_address, context, current_user
 from grantd.api.envelope import Envelope, envelope, error_responses
 from grantd.api.wire import STRICT, Text, rfc3339
-from grantd.core import authorization, clients, tokens
+from grantd.core import authorization, clients, ratelimit, tokens
 from grantd.core.accounts import Principal
 from grantd.core.context import Context
 
@@ -133,13 +133,14 @@ async def grant_permissions(
 @router.post(
     "/oauth/token",
     response_model=Envelope[TokenData],
-    responses=error_responses(400, 401),
+    responses=error_responses(400, 401, 429),
     summary="Exchange an authorization code for an access token",
 )
-async def token(body: TokenBody, ctx: Annotated[Context, Depends(context)]) -> Response:
+async def token(body: TokenBody, request: Request, ctx: Annotated[Context, Depends(context)]) -> Response:
     params = body.token
-    client = await clients.authenticate_key(ctx, params.key_id, params.key_secret)
-    issued = await tokens.redeem_code(ctx, client, params.auth_code)
+    async with ratelimit.token_endpoint(ctx, params.key_id, client_address(request)):
+        client = await clients.authenticate_key(ctx, params.key_id, params.key_secret)
+        issued = await tokens.redeem_code(ctx, client, params.auth_code)
     return envelope(
         {
             "access_token": issued.access_token,

@@ -15,8 +15,9 @@ from urllib.parse import parse_qsl, unquote_plus
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
-from grantd.core import clients, tokens
+from grantd.core import clients, ratelimit, tokens
 from grantd.core.context import Context
+from grantd.crypto.secrets import key_id_of_secret
 from grantd.core.errors import GrantdError, InvalidClient, InvalidRequest, UnsupportedGrantType
 
 router = APIRouter(tags=["OAuth 2.0"])
@@ -24,6 +25,18 @@ router = APIRouter(tags=["OAuth 2.0"])
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 FORM = "application/x-www-form-urlencoded"
 MAX_PARAMETER_LENGTH = 4096
+
+
+def document_client_auth(schema: dict[str, Any]) -> dict[str, Any]:
+    """Define the ``ClientSecretBasic`` security scheme the /oauth2/ routes name (edits in place, idempotent)."""
+    schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
+    schemes["ClientSecretBasic"] = {
+        "type": "http",
+        "scheme": "basic",
+        "description": "client_secret_basic (RFC 6749 §2.3.1): the app_id as user name, a key secret as password. "
+        "client_secret_post (client_id and client_secret in the form) works too.",
+    }
+    return schema
 
 
 def error_body(error: str, description: str, status_code: int, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -188,11 +201,32 @@ def _token_form_doc(properties: list[str], required: list[str]) -> dict[str, Any
     "/oauth2/token",
     summary="Token endpoint (RFC 6749 §3.2): authorization_code with PKCE, refresh_token, client_credentials",
     openapi_extra=_FORM_DOC,
-    responses={200: {"content": {"application/json": {"schema": _TOKEN_SCHEMA}}}, **_ERRORS_DOC},
+    responses={
+        200: {"content": {"application/json": {"schema": _TOKEN_SCHEMA}}},
+        **_ERRORS_DOC,
+        429: {"description": "rate_limited: too many failed requests; see Retry-After",
+              "content": {"application/json": {"schema": _ERROR_SCHEMA}}},
+    },
 )
 async def token(request: Request) -> Response:
     ctx: Context = request.app.state.ctx
     form = await read_form(request)
+    address = request.client.host if request.client else None
+    async with ratelimit.token_endpoint(ctx, _client_hint(request, form), address):
+        return await _token(ctx, request, form)
+
+
+def _client_hint(request: Request, form: dict[str, str]) -> str | None:
+    """Whom a token request claims to be, for its rate limit: the key named by the secret, else the client_id."""
+    try:
+        basic = _basic_credentials(request)
+    except InvalidClient:
+        basic = None
+    client_id, secret = basic if basic is not None else (form.get("client_id"), form.get("client_secret"))
+    return (key_id_of_secret(secret) if secret else None) or client_id
+
+
+async def _token(ctx: Context, request: Request, form: dict[str, str]) -> Response:
     client = await authenticate(ctx, request, form)
     grant_type = form.get("grant_type")
     if grant_type == "authorization_code":
@@ -219,6 +253,7 @@ async def token(request: Request) -> Response:
     "/oauth2/revoke",
     summary="Token revocation (RFC 7009): access or refresh tokens of the calling app",
     openapi_extra=_token_form_doc(["token", "token_type_hint", "client_id", "client_secret"], ["token"]),
+    response_class=Response,  # the 200 has an empty body (RFC 7009 §2.2), not JSON
     responses={200: {"description": "Revoked, or was not the caller's to revoke"}, **_ERRORS_DOC},
 )
 async def revoke(request: Request) -> Response:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from email_validator import EmailNotValidError, validate_email
 
+from grantd.core import ratelimit
 from grantd.core.context import Context
 from grantd.core.errors import Conflict, InvalidGrant, InvalidRequest, InvalidToken
 from grantd.crypto.jws import InvalidSignature
@@ -58,7 +59,9 @@ def check_password_strength(password: str, email: str, min_length: int) -> None:
         raise InvalidRequest("password is too weak: it may not be your email address.")
 
 
-async def sign_up(ctx: Context, email: str, password: str) -> UserToken:
+async def sign_up(ctx: Context, email: str, password: str, *, address: str | None = None) -> UserToken:
+    """``address``: the client's, for the sign-up rate limit (None: not limited, as for the operator's CLI)."""
+    await ctx.limiter.hit(*ratelimit.signup_limits(ctx.settings, address))
     email = normalize_email(email)
     check_password_strength(password, email, ctx.settings.password_min_length)
     password_hash = await hash_password(password)
@@ -75,18 +78,22 @@ async def create_user(ctx: Context, email: str, password: str) -> str:
     return (await sign_up(ctx, email, password)).user_id
 
 
-async def log_in(ctx: Context, email: str, password: str) -> UserToken:
+async def log_in(ctx: Context, email: str, password: str, *, address: str | None = None) -> UserToken:
+    """``address``: the client's, for the per-address rate limit. The attempt is counted before the
+    password is checked (RateLimited, before argon2, once over a limit) and given back on success."""
     # RFC 6749 §5.2 names wrong resource-owner credentials invalid_grant; the spec's status for them is 401.
     invalid = InvalidGrant("Wrong email or password.")
     try:
         email = normalize_email(email)
     except InvalidRequest:
         email = ""
+    attempt = await ctx.limiter.hit(*ratelimit.login_limits(ctx.settings, email, address))
     async with ctx.db.read() as conn:
         user = await store.by_email(conn, email) if email else None
     # An unknown email costs the same argon2 verification as a wrong password.
     if not await verify_password(user.password_hash if user else None, password[:PASSWORD_MAX_LENGTH]) or user is None:
         raise invalid
+    await ctx.limiter.refund(attempt)
     async with ctx.db.write() as tx:
         return await _issue_user_token(ctx, tx, user.id, ctx.now())
 

@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass, field
 
 from grantd.config import Settings
+from grantd.core import ratelimit
 from grantd.core.permissions import Catalog
 from grantd.crypto.jws import KeySealer, Signer
 from grantd.crypto.secrets import SecretHasher
@@ -20,16 +21,20 @@ class Context:
     sealer: KeySealer
     catalog: Catalog
     signer: Signer | None = field(default=None)
+    limiter: ratelimit.RateLimiter = field(default=None)  # type: ignore[assignment]  # set by from_settings
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Context":
         master = settings.master_secret
+        db = Database(settings.resolved_database_url)
+        hasher = SecretHasher(master)
         return cls(
             settings=settings,
-            db=Database(settings.resolved_database_url),
-            hasher=SecretHasher(master),
+            db=db,
+            hasher=hasher,
             sealer=KeySealer(master),
             catalog=Catalog(dict(settings.permissions)),
+            limiter=ratelimit.build(settings, db, lambda bucket: hasher.hash("rate limit " + bucket)),
         )
 
     @property
@@ -43,4 +48,8 @@ class Context:
         return int(time.time())
 
     async def close(self) -> None:
-        await self.db.dispose()
+        try:
+            if self.limiter is not None:
+                await self.limiter.close()
+        finally:
+            await self.db.dispose()

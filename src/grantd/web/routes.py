@@ -19,6 +19,7 @@ from grantd.api.oauth2 import MAX_PARAMETER_LENGTH, read_form
 from grantd.core import accounts, authorization
 from grantd.core.accounts import Principal
 from grantd.core.context import Context
+from grantd.core.errors import RateLimited
 from grantd.core.errors import (
     GrantdError,
     InvalidClient,
@@ -240,7 +241,14 @@ async def signin(request: Request) -> Response:
     if not email or not password:
         return await _signin_page(ctx, request, next_path, status_code=400, message="Enter your email and password.")
     try:
-        token = await accounts.log_in(ctx, email, password)
+        token = await accounts.log_in(ctx, email, password, address=request.client.host if request.client else None)
+    except RateLimited as exc:
+        locked = await _signin_page(
+            ctx, request, next_path, status_code=429,
+            message=f"Too many failed sign-in attempts. Sign-in is locked for {exc.retry_after} seconds; try again later.",
+        )
+        locked.headers["Retry-After"] = str(exc.retry_after)
+        return locked
     except InvalidGrant:
         return await _signin_page(ctx, request, next_path, status_code=401, message="Wrong email or password.")
     except GrantdError as exc:

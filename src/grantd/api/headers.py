@@ -1,0 +1,52 @@
+"""Security headers on every response, as a pure ASGI middleware (it sees 413s and 500s too).
+
+Added where a response does not set its own:
+
+- ``X-Content-Type-Options: nosniff`` and ``Referrer-Policy: no-referrer`` everywhere;
+- ``Cache-Control: no-store`` (with ``Pragma: no-cache``) unless the route chose its caching
+  (the JWKS, the metadata and the stylesheet are public); so every body that may carry a
+  token, code or secret — and every error — is never stored by a cache;
+- ``Content-Security-Policy: default-src 'none'; frame-ancestors 'none'`` and
+  ``X-Frame-Options: DENY``: JSON needs no scripts, styles or frames. The hosted pages set
+  their own stricter-per-page CSP, which is kept. Swagger UI (``/docs``, ``/redoc``) loads its
+  scripts from a CDN and runs an inline one, so there (and on ``/openapi.json``, which it
+  fetches) only ``frame-ancestors 'none'`` is set.
+"""
+
+from __future__ import annotations
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+API_CSP = b"default-src 'none'; frame-ancestors 'none'"
+DOCS_CSP = b"frame-ancestors 'none'"
+DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+
+_ALWAYS = ((b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"), (b"x-frame-options", b"DENY"))
+
+
+class SecurityHeaders:
+    def __init__(self, app: ASGIApp, docs_paths: frozenset[str] = DOCS_PATHS) -> None:
+        self.app = app
+        self.docs_paths = docs_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        csp = DOCS_CSP if scope.get("path") in self.docs_paths else API_CSP
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                extra = [(name, value) for name, value in _ALWAYS if name not in present]
+                if b"content-security-policy" not in present:
+                    extra.append((b"content-security-policy", csp))
+                if b"cache-control" not in present:
+                    extra.append((b"cache-control", b"no-store"))
+                    if b"pragma" not in present:
+                        extra.append((b"pragma", b"no-cache"))
+                message = {**message, "headers": headers + extra}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

@@ -1,0 +1,433 @@
+"""Rate limiting: log-in per account and per address, sign-up per address, token endpoint failures
+per key and per address — refused with 429 and Retry-After in each dialect's shape, before the
+expensive work, and shared across server processes (database by default, Redis when configured)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+
+from grantd.config import Settings
+from grantd.core import accounts
+from grantd.server import create_app
+from grantd.store import ratelimits as store
+from grantd.store.db import Database
+from conftest import PASSWORD, ServerProcess, new_flow, unique_email
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def _address() -> str:
+    """A client address of its own for each use, so that per-address buckets never meet across tests."""
+    return f"10.{secrets.randbelow(256)}.{secrets.randbelow(256)}.{secrets.randbelow(254) + 1}"
+
+
+def limited_settings(base: Settings, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": base.database_url,
+        "secret_key": base.secret_key,
+        "data_dir": base.data_dir,
+        "issuer": base.issuer,
+        "rate_limit_login_per_account": 1000,
+        "rate_limit_login_per_address": 1000,
+        "rate_limit_signup_per_address": 1000,
+        "rate_limit_token_failures_per_client": 1000,
+        "rate_limit_token_failures_per_address": 1000,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@asynccontextmanager
+async def running(settings: Settings) -> AsyncIterator[Callable[[str | None], httpx.AsyncClient]]:
+    """The app with these settings; yields a factory of clients, each from its own address."""
+    application = create_app(settings)
+    opened: list[httpx.AsyncClient] = []
+
+    def client(address: str | None = None) -> httpx.AsyncClient:
+        transport = httpx.ASGITransport(app=application, client=(address or _address(), 123))
+        c = httpx.AsyncClient(transport=transport, base_url="http://testserver")
+        opened.append(c)
+        return c
+
+    async with application.router.lifespan_context(application):
+        try:
+            yield client
+        finally:
+            for c in opened:
+                await c.aclose()
+
+
+async def signup(c: httpx.AsyncClient, email: str) -> None:
+    response = await c.post("/v1/auth/signup", json={"email": email, "password": PASSWORD})
+    assert response.status_code == 200, response.text
+
+
+def login(c: httpx.AsyncClient, email: str, password: str) -> Any:
+    return c.post("/v1/auth/login", json={"email": email, "password": password})
+
+
+def assert_neucron_429(response: httpx.Response, window: int = 900) -> None:
+    assert response.status_code == 429, response.text
+    body = response.json()
+    assert set(body) == {"error", "message", "status_code"}
+    assert body["error"] == "rate_limited" and body["status_code"] == 429
+    retry_after = int(response.headers["Retry-After"])
+    assert 1 <= retry_after <= window
+
+
+class CountingArgon2:
+    """Counts argon2 verifications: proof that a refused attempt never reached them."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls = 0
+        real = accounts.verify_password
+
+        async def counting(password_hash: str | None, password: str) -> bool:
+            self.calls += 1
+            return await real(password_hash, password)
+
+        monkeypatch.setattr(accounts, "verify_password", counting)
+
+
+# ---------------------------------------------------------------- log-in
+
+
+async def test_wrong_passwords_lock_the_account_and_the_right_one_is_refused_too(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with running(limited_settings(settings, rate_limit_login_per_account=3)) as client:
+        c = client(None)
+        email = unique_email()
+        await signup(c, email)
+        argon2 = CountingArgon2(monkeypatch)
+        for _ in range(3):
+            assert (await login(c, email, "wrong password 1")).status_code == 401
+        assert argon2.calls == 3
+        assert_neucron_429(await login(c, email, "wrong password 1"))
+        assert_neucron_429(await login(c, email, PASSWORD))  # locked: even the right password
+        assert_neucron_429(await c.post("/auth/login", json={"email": email.upper(), "password": PASSWORD}))
+        assert argon2.calls == 3  # refused before argon2
+        # Another account from the same address is not affected.
+        other = unique_email()
+        await signup(c, other)
+        assert (await login(c, other, PASSWORD)).status_code == 200
+
+
+async def test_successful_log_ins_do_not_use_up_the_budget(settings: Settings) -> None:
+    async with running(limited_settings(settings, rate_limit_login_per_account=3)) as client:
+        c = client(None)
+        email = unique_email()
+        await signup(c, email)
+        for _ in range(6):
+            assert (await login(c, email, PASSWORD)).status_code == 200
+        for _ in range(2):
+            assert (await login(c, email, "wrong password 1")).status_code == 401
+        assert (await login(c, email, PASSWORD)).status_code == 200
+        assert (await login(c, email, "wrong password 1")).status_code == 401
+        assert_neucron_429(await login(c, email, PASSWORD))
+
+
+async def test_an_account_is_throttled_whatever_the_address(settings: Settings) -> None:
+    async with running(limited_settings(settings, rate_limit_login_per_account=4)) as client:
+        email = unique_email()
+        await signup(client(None), email)
+        for _ in range(4):
+            assert (await login(client(None), email, "wrong password 1")).status_code == 401
+        for _ in range(3):
+            assert_neucron_429(await login(client(None), email, PASSWORD))
+
+
+async def test_unknown_accounts_are_throttled_the_same(settings: Settings) -> None:
+    async with running(limited_settings(settings, rate_limit_login_per_account=2)) as client:
+        email = unique_email()  # never signed up
+        for _ in range(2):
+            assert (await login(client(None), email, "wrong password 1")).status_code == 401
+        assert_neucron_429(await login(client(None), email, "wrong password 1"))
+
+
+async def test_an_address_is_throttled_across_accounts(settings: Settings) -> None:
+    async with running(limited_settings(settings, rate_limit_login_per_address=3)) as client:
+        attacker = client(_address())
+        for _ in range(3):
+            assert (await login(attacker, unique_email(), "wrong password 1")).status_code == 401
+        assert_neucron_429(await login(attacker, unique_email(), "wrong password 1"))
+        # Someone else, elsewhere, signs in as usual.
+        email = unique_email()
+        bystander = client(_address())
+        await signup(bystander, email)
+        assert (await login(bystander, email, PASSWORD)).status_code == 200
+
+
+async def test_the_sign_in_page_shows_a_lock_out(settings: Settings) -> None:
+    async with running(limited_settings(settings, rate_limit_login_per_account=2)) as client:
+        c = client(None)
+        email = unique_email()
+        await signup(c, email)
+
+        async def post(password: str) -> httpx.Response:
+            page = await c.get("/signin")
+            token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+            assert token, page.text
+            data = {"csrf_token": token.group(1), "email": email, "password": password, "next": "/"}
+            return await c.post("/signin", data=data)
+
+        assert (await post("wrong password 1")).status_code == 401
+        assert (await post("wrong password 1")).status_code == 401
+        locked = await post(PASSWORD)
+        assert locked.status_code == 429
+        assert "text/html" in locked.headers["content-type"]
+        assert "Too many failed sign-in attempts" in locked.text
+        assert int(locked.headers["Retry-After"]) >= 1
+        assert "grantd_session" not in locked.headers.get("set-cookie", "")
+
+
+async def test_a_thousand_wrong_passwords_from_several_addresses_are_throttled(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    limit = 10
+    async with running(limited_settings(settings, rate_limit_login_per_account=limit, rate_limit_login_per_address=50)) as client:
+        email = unique_email()
+        await signup(client(None), email)
+        argon2 = CountingArgon2(monkeypatch)
+        attackers = [client(_address()) for _ in range(8)]
+        gate = asyncio.Semaphore(50)
+
+        async def attempt(i: int) -> int:
+            async with gate:
+                response = await login(attackers[i % len(attackers)], email, f"guess {i:04d} !")
+                return response.status_code
+
+        started = time.monotonic()
+        statuses = Counter(await asyncio.gather(*(attempt(i) for i in range(1000))))
+        elapsed = time.monotonic() - started
+        # The account budget is taken atomically before argon2: at most `limit` guesses are checked.
+        assert statuses[401] <= limit and statuses[429] >= 1000 - limit, statuses
+        assert set(statuses) <= {401, 429}, statuses
+        assert argon2.calls <= limit
+        assert elapsed < 120, f"1,000 throttled attempts took {elapsed:.1f} s"
+        assert_neucron_429(await login(client(None), email, PASSWORD))
+
+
+# ---------------------------------------------------------------- sign-up
+
+
+async def test_sign_ups_are_limited_per_address(settings: Settings) -> None:
+    async with running(limited_settings(settings, rate_limit_signup_per_address=3)) as client:
+        c = client(_address())
+        for _ in range(3):
+            await signup(c, unique_email())
+        assert_neucron_429(await c.post("/v1/auth/signup", json={"email": unique_email(), "password": PASSWORD}), 3600)
+        # Failed sign-ups count too (each would hash a password).
+        assert_neucron_429(await c.post("/v1/auth/signup", json={"email": "not an email", "password": PASSWORD}), 3600)
+        await signup(client(_address()), unique_email())
+
+
+# ---------------------------------------------------------------- token endpoints
+
+
+def wrong_secret(key_secret: str) -> str:
+    """A secret that names the same key but is not its secret."""
+    head, _, tail = key_secret.rpartition("_")
+    return f"{head}_{'A' if tail[0] != 'A' else 'B'}{tail[1:]}"
+
+
+async def test_neucron_token_failures_per_key(settings: Settings) -> None:
+    async with running(limited_settings(settings, rate_limit_token_failures_per_client=4)) as client:
+        c = client(None)
+        flow = await new_flow(c)
+        code = await flow.code()
+        assert (await flow.redeem(code, key_secret=wrong_secret(flow.key_secret))).status_code == 401
+        assert (await flow.redeem(code, key_secret=wrong_secret(flow.key_secret))).status_code == 401
+        assert (await flow.redeem("no-such-code")).json()["error"] == "invalid_grant"  # invalid_grant counts too
+        assert (await flow.redeem("no-such-code")).status_code == 401
+        # Over the limit, from any address: 429, before the secret or the code is looked at.
+        other = client(None)
+        response = await other.post(
+            "/oauth/token", json={"token": {"auth_code": "no-such-code", "key_id": flow.key_id, "key_secret": flow.key_secret}}
+        )
+        assert_neucron_429(response)
+        assert int(response.headers["Retry-After"]) <= 60
+        assert_neucron_429(await flow.redeem(code))  # locked on this process: even a good request
+        # Another key of another app is unaffected.
+        second = await new_flow(c)
+        assert (await second.redeem(await second.code())).status_code == 200
+
+
+async def test_successful_token_requests_are_not_counted(settings: Settings) -> None:
+    async with running(limited_settings(settings, rate_limit_token_failures_per_client=2)) as client:
+        flow = await new_flow(client(None))
+        for _ in range(4):
+            assert (await flow.redeem(await flow.code())).status_code == 200
+
+
+async def test_oauth2_token_failures_per_client_in_rfc6749_shape(settings: Settings) -> None:
+    async with running(limited_settings(settings, rate_limit_token_failures_per_client=3)) as client:
+        c = client(None)
+        flow = await new_flow(c)
+        bad = httpx.BasicAuth(flow.app_id, wrong_secret(flow.key_secret))
+        form = {"grant_type": "client_credentials"}
+        for _ in range(3):
+            response = await c.post("/oauth2/token", data=form, auth=bad)
+            assert response.status_code == 401 and response.json()["error"] == "invalid_client"
+        response = await client(None).post("/oauth2/token", data=form, auth=bad)
+        assert response.status_code == 429, response.text
+        assert response.json()["error"] == "rate_limited" and set(response.json()) == {"error", "error_description"}
+        assert 1 <= int(response.headers["Retry-After"]) <= 60
+        assert response.headers["Cache-Control"] == "no-store"
+        # client_secret_post names the same key: limited too.
+        post = {**form, "client_id": flow.app_id, "client_secret": flow.key_secret}
+        assert (await c.post("/oauth2/token", data=post)).status_code == 429
+
+
+async def test_token_failures_per_address(settings: Settings) -> None:
+    async with running(limited_settings(settings, rate_limit_token_failures_per_address=3)) as client:
+        attacker = client(_address())
+        for i in range(3):
+            body = {"token": {"auth_code": "x", "key_id": f"gk_{i:016x}", "key_secret": "gks_nope"}}
+            assert (await attacker.post("/oauth/token", json=body)).status_code == 401
+        body = {"token": {"auth_code": "x", "key_id": "gk_ffffffffffffffff", "key_secret": "gks_nope"}}
+        assert_neucron_429(await attacker.post("/oauth/token", json=body))
+        assert (await attacker.post("/oauth2/token", data={"grant_type": "client_credentials", "client_id": "x"})).status_code == 429
+        flow = await new_flow(client(_address()))
+        assert (await flow.redeem(await flow.code())).status_code == 200
+
+
+# ---------------------------------------------------------------- the counters themselves
+
+
+async def test_the_upsert_counts_atomically_on_both_databases(any_database_url: str) -> None:
+    db = Database(any_database_url)
+    key = uuid.uuid4().hex
+    try:
+
+        async def add(window_start: int) -> int:
+            async with db.write() as tx:
+                return await store.add(tx, key, window_start)
+
+        results = await asyncio.gather(*(add(1000) for _ in range(20)))
+        assert sorted(results) == list(range(1, 21))
+        assert await add(1060) == 1  # a new window starts again
+        assert await add(1000) == 2  # a late attempt of the old window counts in the current one
+        async with db.write() as tx:
+            await store.refund(tx, key, 1060)
+        async with db.read() as conn:
+            assert await store.counts(conn, [key], 1060) == {key: 1}
+    finally:
+        await db.dispose()
+
+
+# ---------------------------------------------------------------- across server processes
+
+
+def _server_env(**limits: int) -> dict[str, str]:
+    env = {
+        "GRANTD_RATE_LIMIT_LOGIN_PER_ADDRESS": "100000",
+        "GRANTD_RATE_LIMIT_SIGNUP_PER_ADDRESS": "100000",
+        "GRANTD_RATE_LIMIT_TOKEN_FAILURES_PER_ADDRESS": "100000",
+    }
+    env.update({f"GRANTD_{name.upper()}": str(value) for name, value in limits.items()})
+    return env
+
+
+async def _shared_lockout(servers: list[ServerProcess], limit: int) -> None:
+    email = unique_email()
+    async with httpx.AsyncClient(timeout=30) as c:
+        response = await c.post(f"{servers[0].base_url}/v1/auth/signup", json={"email": email, "password": PASSWORD})
+        assert response.status_code == 200, response.text
+        for i in range(limit):
+            server = servers[i % len(servers)]
+            response = await c.post(f"{server.base_url}/v1/auth/login", json={"email": email, "password": "wrong password 1"})
+            assert response.status_code == 401, (i, response.text)
+        for server in servers:  # each process refuses, though it saw only part of the failures
+            response = await c.post(f"{server.base_url}/v1/auth/login", json={"email": email, "password": PASSWORD})
+            assert_neucron_429(response)
+
+
+@pytest.mark.db
+async def test_limits_are_shared_by_two_processes_on_one_database(
+    server_factory: Callable[..., ServerProcess], sqlite_url: str
+) -> None:
+    env = _server_env(rate_limit_login_per_account=5, rate_limit_token_failures_per_client=3)
+    servers = [server_factory(sqlite_url, env=env), server_factory(sqlite_url, env=env)]
+    await _shared_lockout(servers, 5)
+    # Token failures too: 3 failures spread over both processes, then both refuse.
+    async with httpx.AsyncClient(timeout=30) as c:
+        key = f"gk_{secrets.token_hex(8)}"
+        body = {"token": {"auth_code": "x", "key_id": key, "key_secret": "gks_nope"}}
+        for i in range(3):
+            assert (await c.post(f"{servers[i % 2].base_url}/oauth/token", json=body)).status_code == 401
+        for server in servers:
+            assert_neucron_429(await c.post(f"{server.base_url}/oauth/token", json=body))
+
+
+def _redis_reason() -> str | None:
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_timeout=2, socket_connect_timeout=2).ping()
+    except Exception as exc:  # noqa: BLE001 - any failure means: not available here
+        return f"Redis does not answer at {REDIS_URL}: {exc.__class__.__name__}: {exc}"
+    return None
+
+
+@pytest.fixture
+def redis_prefix() -> Any:
+    reason = _redis_reason()
+    if reason:
+        pytest.skip(reason)
+    import redis
+
+    prefix = f"grantd-test-{uuid.uuid4().hex[:12]}:"
+    yield prefix
+    r = redis.Redis.from_url(REDIS_URL)
+    for name in r.scan_iter(match=prefix + "*"):
+        r.delete(name)
+
+
+@pytest.mark.db
+async def test_limits_are_shared_by_two_processes_through_redis(
+    server_factory: Callable[..., ServerProcess], sqlite_url: str, redis_prefix: str
+) -> None:
+    import redis
+
+    env = {**_server_env(rate_limit_login_per_account=4), "GRANTD_REDIS_URL": REDIS_URL, "GRANTD_REDIS_KEY_PREFIX": redis_prefix}
+    servers = [server_factory(sqlite_url, env=env), server_factory(sqlite_url, env=env)]
+    await _shared_lockout(servers, 4)
+    names = list(redis.Redis.from_url(REDIS_URL).scan_iter(match=redis_prefix + "*"))
+    assert names, "the counters should be in Redis"
+    r = redis.Redis.from_url(REDIS_URL)
+    # Every counter expires with its window (sign-up: 3600 s, log-in: 900 s): none lives forever.
+    assert all(0 < r.ttl(name) <= 3601 for name in names)
+    assert not any(b"@" in name for name in names)  # bucket names are hashed: no email in clear
+
+
+async def test_in_process_apps_share_redis_counters(settings: Settings, redis_prefix: str) -> None:
+    config = limited_settings(settings, rate_limit_login_per_account=3, redis_url=REDIS_URL, redis_key_prefix=redis_prefix)
+    async with running(config) as first, running(config) as second:
+        email = unique_email()
+        await signup(first(None), email)
+        assert (await login(first(None), email, "wrong password 1")).status_code == 401
+        assert (await login(second(None), email, "wrong password 1")).status_code == 401
+        assert (await login(first(None), email, "wrong password 1")).status_code == 401
+        assert_neucron_429(await login(second(None), email, PASSWORD))
+
+
+async def test_when_redis_fails_the_database_counts(settings: Settings) -> None:
+    dead = "redis://127.0.0.1:1/0"  # nothing listens on port 1
+    async with running(limited_settings(settings, rate_limit_login_per_account=2, redis_url=dead)) as client:
+        email = unique_email()
+        await signup(client(None), email)
+        for _ in range(2):
+            assert (await login(client(None), email, "wrong password 1")).status_code == 401
+        assert_neucron_429(await login(client(None), email, PASSWORD))
