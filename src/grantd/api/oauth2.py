@@ -132,30 +132,33 @@ def _issued(issued: tokens.IssuedToken) -> Response:
     return _json(body)
 
 
-_FORM_DOC = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            FORM: {
-                "schema": {
-                    "type": "object",
-                    "properties": {
-                        "grant_type": {"type": "string", "enum": ["authorization_code", "refresh_token", "client_credentials"]},
-                        "code": {"type": "string"},
-                        "redirect_uri": {"type": "string"},
-                        "code_verifier": {"type": "string"},
-                        "refresh_token": {"type": "string"},
-                        "scope": {"type": "string"},
-                        "client_id": {"type": "string"},
-                        "client_secret": {"type": "string"},
-                    },
-                    "required": ["grant_type"],
-                }
-            }
-        },
-    },
-    "security": [{"ClientSecretBasic": []}, {}],
+_STRING: dict[str, Any] = {"type": "string"}
+_CLIENT_FIELDS = {"client_id": _STRING, "client_secret": _STRING}
+_TOKEN_REQUEST = {
+    "grant_type": {"type": "string", "enum": ["authorization_code", "refresh_token", "client_credentials"]},
+    "code": _STRING,
+    "redirect_uri": _STRING,
+    "code_verifier": _STRING,
+    "refresh_token": _STRING,
+    "scope": _STRING,
+    **_CLIENT_FIELDS,
 }
+_TOKEN_PARAMETER = {
+    "token": _STRING,
+    "token_type_hint": {"type": "string", "description": "access_token or refresh_token; a hint only, any value is accepted."},
+    **_CLIENT_FIELDS,
+}
+
+
+def _form_doc(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    """OpenAPI for a form-encoded body, authenticated by Basic or by client_id/client_secret in the form."""
+    schema = {"type": "object", "properties": properties, "required": required}
+    return {
+        "requestBody": {"required": True, "content": {FORM: {"schema": schema}}},
+        "security": [{"ClientSecretBasic": []}, {}],
+    }
+
+
 _ERROR_SCHEMA = {
     "type": "object",
     "properties": {"error": {"type": "string"}, "error_description": {"type": "string"}},
@@ -178,29 +181,10 @@ _TOKEN_SCHEMA = {
 }
 
 
-def _token_form_doc(properties: list[str], required: list[str]) -> dict[str, Any]:
-    props = _FORM_DOC["requestBody"]["content"][FORM]["schema"]["properties"]
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {
-                FORM: {
-                    "schema": {
-                        "type": "object",
-                        "properties": {name: props.get(name, {"type": "string"}) for name in properties},
-                        "required": required,
-                    }
-                }
-            },
-        },
-        "security": _FORM_DOC["security"],
-    }
-
-
 @router.post(
     "/oauth2/token",
     summary="Token endpoint (RFC 6749 §3.2): authorization_code with PKCE, refresh_token, client_credentials",
-    openapi_extra=_FORM_DOC,
+    openapi_extra=_form_doc(_TOKEN_REQUEST, ["grant_type"]),
     responses={
         200: {"content": {"application/json": {"schema": _TOKEN_SCHEMA}}},
         **_ERRORS_DOC,
@@ -252,7 +236,7 @@ async def _token(ctx: Context, request: Request, form: dict[str, str]) -> Respon
 @router.post(
     "/oauth2/revoke",
     summary="Token revocation (RFC 7009): access or refresh tokens of the calling app",
-    openapi_extra=_token_form_doc(["token", "token_type_hint", "client_id", "client_secret"], ["token"]),
+    openapi_extra=_form_doc(_TOKEN_PARAMETER, ["token"]),
     response_class=Response,  # the 200 has an empty body (RFC 7009 §2.2), not JSON
     responses={200: {"description": "Revoked, or was not the caller's to revoke"}, **_ERRORS_DOC},
 )
@@ -267,7 +251,7 @@ async def revoke(request: Request) -> Response:
 @router.post(
     "/oauth2/introspect",
     summary="Token introspection (RFC 7662) of the calling app's tokens",
-    openapi_extra=_token_form_doc(["token", "token_type_hint", "client_id", "client_secret"], ["token"]),
+    openapi_extra=_form_doc(_TOKEN_PARAMETER, ["token"]),
     responses={
         200: {
             "content": {
