@@ -16,7 +16,6 @@ install: $(STAMP)
 
 ## Serve on http://127.0.0.1:8000 with the embedded SQLite database under ./var/
 run: $(STAMP)
-	$(BIN)/grantd migrate
 	$(BIN)/grantd serve
 
 migrate: $(STAMP)
