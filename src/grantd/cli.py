@@ -185,7 +185,7 @@ def apps_create(
         owner_id = await accounts.user_id_by_email(ctx, owner)
         if owner_id is None:
             raise NotFound(f"No user with email {owner}.")
-        created = await apps.create(ctx, owner_id, name, redirect_uri, permissions)
+        created = await apps.create(ctx, owner_id, name, redirect_uri, permissions, operator=True)
         return {**app_data(created.app), "app_key": created.app_key}
 
     _emit(_run(use_case), as_json)
@@ -249,6 +249,49 @@ def signing_keys_list(as_json: JsonOption = False) -> None:
         for key in result["keys"]:
             _emit(key, False)
             typer.echo("")
+
+
+def _since(value: str, now: int) -> int:
+    """Unix seconds of ``--since``: an RFC 3339 date-time, or a duration back from now (90s, 15m, 24h, 7d)."""
+    from grantd.api.audit import parse_rfc3339
+
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    text = value.strip()
+    if text[:-1].isdigit() and text[-1:].lower() in units:
+        return now - int(text[:-1]) * units[text[-1].lower()]
+    return parse_rfc3339(text, "--since")
+
+
+@app.command()
+def audit(
+    since: Annotated[str, typer.Option(help="RFC 3339 date-time (2024-07-09T22:02:52Z) or a duration back from now: 90s, 15m, 24h, 7d.")],
+    limit: Annotated[int | None, typer.Option(min=1, help="At most this many events (default: all).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Every audit event since a moment, newest first: who did what, when, from which address."""
+    from grantd.api.audit import event_data
+    from grantd.core import audit as audit_log
+
+    async def use_case(ctx: Context) -> dict[str, Any]:
+        events = await audit_log.all_events(ctx, since=_since(since, ctx.now()), limit=limit)
+        return {"events": [event_data(event) for event in events]}
+
+    result = _run(use_case)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    for event in result["events"]:
+        detail = json.dumps(event["detail"], separators=(",", ":")) if event["detail"] else ""
+        fields = [
+            event["occurred_at"],
+            event["event"],
+            f"actor={event['actor']}",
+            f"user={event['user_id'] or '-'}",
+            f"app={event['app_id'] or '-'}",
+            f"address={event['address'] or '-'}",
+            detail,
+        ]
+        typer.echo("  ".join(field for field in fields if field))
 
 
 @config_app.command("show")

@@ -15,7 +15,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import grantd
-from grantd.api import apps, auth, envelope, grants, neucron, oauth2, wellknown
+from grantd.api import apps, audit, auth, envelope, grants, neucron, oauth2, wellknown
 from grantd import metrics, web
 from grantd.api import ops
 from grantd.api.validation import describe_validation_error
@@ -96,6 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(neucron.router, prefix=prefix)
         app.include_router(apps.router, prefix=prefix)
         app.include_router(grants.router, prefix=prefix)
+        app.include_router(audit.router, prefix=prefix)
     app.include_router(oauth2.router)
     app.include_router(web.router)
     app.include_router(wellknown.router)

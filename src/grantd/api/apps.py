@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Path
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
-from grantd.api.deps import context, current_user
+from grantd.api.deps import client_address, context, current_user
 from grantd.api.envelope import Envelope, envelope, error_responses
 from grantd.api.wire import NO_NUL, STRICT, rfc3339
 from grantd.core import apps
@@ -22,6 +22,7 @@ AppId = Annotated[str, Path(max_length=64), NO_NUL]
 KeyId = Annotated[str, Path(max_length=64), NO_NUL]
 User = Annotated[Principal, Depends(current_user)]
 Ctx = Annotated[Context, Depends(context)]
+Address = Annotated[str | None, Depends(client_address)]  # for the audit log
 
 
 class AppCreate(BaseModel):
@@ -112,9 +113,9 @@ def created_key_data(key: apps.CreatedKey) -> dict[str, object]:
 
 
 @router.post("/apps", response_model=Envelope[CreatedAppData], responses=error_responses(400, 401), summary="Register an app")
-async def create_app(body: AppCreate, user: User, ctx: Ctx) -> Response:
+async def create_app(body: AppCreate, user: User, ctx: Ctx, address: Address) -> Response:
     created = await apps.create(
-        ctx, user.user_id, body.name, body.redirect_uris, body.permissions, body.client_type
+        ctx, user.user_id, body.name, body.redirect_uris, body.permissions, body.client_type, address=address
     )
     return envelope({**app_data(created.app), "app_key": created.app_key}, no_store=True)
 
@@ -135,9 +136,15 @@ async def get_app(app_id: AppId, user: User, ctx: Ctx) -> Response:
     responses=error_responses(400, 401, 404),
     summary="Change an app's name, redirect URIs or permissions",
 )
-async def update_app(app_id: AppId, body: AppUpdate, user: User, ctx: Ctx) -> Response:
+async def update_app(app_id: AppId, body: AppUpdate, user: User, ctx: Ctx, address: Address) -> Response:
     app = await apps.update(
-        ctx, user.user_id, app_id, name=body.name, uris=body.redirect_uris, permissions=body.permissions
+        ctx,
+        user.user_id,
+        app_id,
+        name=body.name,
+        uris=body.redirect_uris,
+        permissions=body.permissions,
+        address=address,
     )
     return envelope(app_data(app))
 
@@ -148,8 +155,8 @@ async def update_app(app_id: AppId, body: AppUpdate, user: User, ctx: Ctx) -> Re
     responses=error_responses(401, 404),
     summary="Disable an app: its keys and unredeemed codes stop working at once",
 )
-async def disable_app(app_id: AppId, user: User, ctx: Ctx) -> Response:
-    return envelope(app_data(await apps.disable(ctx, user.user_id, app_id)))
+async def disable_app(app_id: AppId, user: User, ctx: Ctx, address: Address) -> Response:
+    return envelope(app_data(await apps.disable(ctx, user.user_id, app_id, address=address)))
 
 
 @router.post(
@@ -158,8 +165,10 @@ async def disable_app(app_id: AppId, user: User, ctx: Ctx) -> Response:
     responses=error_responses(400, 401, 404),
     summary="Create an API key pair (the secret is shown once)",
 )
-async def create_key(app_id: AppId, user: User, ctx: Ctx) -> Response:
-    return envelope(created_key_data(await apps.create_key(ctx, user.user_id, app_id)), no_store=True)
+async def create_key(app_id: AppId, user: User, ctx: Ctx, address: Address) -> Response:
+    return envelope(
+        created_key_data(await apps.create_key(ctx, user.user_id, app_id, address=address)), no_store=True
+    )
 
 
 @router.get(
@@ -175,5 +184,5 @@ async def list_keys(app_id: AppId, user: User, ctx: Ctx) -> Response:
     responses=error_responses(401, 404),
     summary="Revoke a key",
 )
-async def revoke_key(app_id: AppId, key_id: KeyId, user: User, ctx: Ctx) -> Response:
-    return envelope(key_data(await apps.revoke_key(ctx, user.user_id, app_id, key_id)))
+async def revoke_key(app_id: AppId, key_id: KeyId, user: User, ctx: Ctx, address: Address) -> Response:
+    return envelope(key_data(await apps.revoke_key(ctx, user.user_id, app_id, key_id, address=address)))

@@ -102,9 +102,12 @@ class CatalogData(BaseModel):
     summary="Issue an authorization code for the signed-in user",
 )
 async def authorize(
-    body: AuthorizeBody, user: Annotated[Principal, Depends(current_user)], ctx: Annotated[Context, Depends(context)]
+    body: AuthorizeBody,
+    request: Request,
+    user: Annotated[Principal, Depends(current_user)],
+    ctx: Annotated[Context, Depends(context)],
 ) -> Response:
-    issued = await authorization.authorize(ctx, user, body.params.to_request())
+    issued = await authorization.authorize(ctx, user, body.params.to_request(), address=client_address(request))
     return envelope(
         {
             "code": issued.code,
@@ -124,9 +127,12 @@ async def authorize(
     summary="Add permissions to the signed-in user's grant for an app",
 )
 async def grant_permissions(
-    body: GrantBody, user: Annotated[Principal, Depends(current_user)], ctx: Annotated[Context, Depends(context)]
+    body: GrantBody,
+    request: Request,
+    user: Annotated[Principal, Depends(current_user)],
+    ctx: Annotated[Context, Depends(context)],
 ) -> Response:
-    await authorization.grant_permissions(ctx, user, body.permissions.to_request())
+    await authorization.grant_permissions(ctx, user, body.permissions.to_request(), address=client_address(request))
     return envelope({"message": "Permissions granted successfully."})
 
 
@@ -138,9 +144,10 @@ async def grant_permissions(
 )
 async def token(body: TokenBody, request: Request, ctx: Annotated[Context, Depends(context)]) -> Response:
     params = body.token
-    async with ratelimit.token_endpoint(ctx, params.key_id, client_address(request)):
+    address = client_address(request)
+    async with ratelimit.token_endpoint(ctx, params.key_id, address):
         client = await clients.authenticate_key(ctx, params.key_id, params.key_secret)
-        issued = await tokens.redeem_code(ctx, client, params.auth_code)
+        issued = await tokens.redeem_code(ctx, client, params.auth_code, address=address)
     return envelope(
         {
             "access_token": issued.access_token,

@@ -212,6 +212,7 @@ def _client_hint(request: Request, form: dict[str, str]) -> str | None:
 
 async def _token(ctx: Context, request: Request, form: dict[str, str]) -> Response:
     client = await authenticate(ctx, request, form)
+    address = request.client.host if request.client else None
     grant_type = form.get("grant_type")
     if grant_type == "authorization_code":
         issued = await tokens.redeem_code(
@@ -221,9 +222,10 @@ async def _token(ctx: Context, request: Request, form: dict[str, str]) -> Respon
             code_verifier=form.get("code_verifier"),
             redirect_uri=form.get("redirect_uri"),
             with_refresh_token=True,
+            address=address,
         )
     elif grant_type == "refresh_token":
-        issued = await tokens.refresh(ctx, client, _required(form, "refresh_token"), form.get("scope"))
+        issued = await tokens.refresh(ctx, client, _required(form, "refresh_token"), form.get("scope"), address=address)
     elif grant_type == "client_credentials":
         issued = await tokens.client_credentials(ctx, client, form.get("scope"))
     elif grant_type is None:

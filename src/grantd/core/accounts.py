@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from email_validator import EmailNotValidError, validate_email
 
-from grantd.core import ratelimit
+from grantd.core import audit, ratelimit
 from grantd.core.context import Context
 from grantd.core.errors import Conflict, InvalidGrant, InvalidRequest, InvalidToken
 from grantd.crypto.jws import InvalidSignature
@@ -30,6 +30,7 @@ class UserToken:
     user_id: str
     access_token: str
     expires_at: int
+    jti: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,8 +60,11 @@ def check_password_strength(password: str, email: str, min_length: int) -> None:
         raise InvalidRequest("password is too weak: it may not be your email address.")
 
 
-async def sign_up(ctx: Context, email: str, password: str, *, address: str | None = None) -> UserToken:
-    """``address``: the client's, for the sign-up rate limit (None: not limited, as for the operator's CLI)."""
+async def sign_up(
+    ctx: Context, email: str, password: str, *, address: str | None = None, operator: bool = False
+) -> UserToken:
+    """``address``: the client's, for the sign-up rate limit and the audit log (None: not limited, as for
+    the operator's CLI). ``operator``: the account is created by the operator, who is the audit's actor."""
     await ctx.limiter.hit(*ratelimit.signup_limits(ctx.settings, address))
     email = normalize_email(email)
     check_password_strength(password, email, ctx.settings.password_min_length)
@@ -70,12 +74,15 @@ async def sign_up(ctx: Context, email: str, password: str, *, address: str | Non
     async with ctx.db.write() as tx:
         if not await store.insert_user(tx, user_id=user_id, email=email, password_hash=password_hash, now=now):
             raise Conflict("An account with this email already exists.")
+        await audit.record(
+            ctx, tx, "signup", actor=audit.OPERATOR if operator else user_id, user_id=user_id, address=address, now=now
+        )
         return await _issue_user_token(ctx, tx, user_id, now)
 
 
 async def create_user(ctx: Context, email: str, password: str) -> str:
     """The operator's `grantd users create`: the same rules as sign-up, no token."""
-    return (await sign_up(ctx, email, password)).user_id
+    return (await sign_up(ctx, email, password, operator=True)).user_id
 
 
 async def log_in(ctx: Context, email: str, password: str, *, address: str | None = None) -> UserToken:
@@ -92,10 +99,24 @@ async def log_in(ctx: Context, email: str, password: str, *, address: str | None
         user = await store.by_email(conn, email) if email else None
     # An unknown email costs the same argon2 verification as a wrong password.
     if not await verify_password(user.password_hash if user else None, password[:PASSWORD_MAX_LENGTH]) or user is None:
+        # One small write either way, so a known and an unknown email still cost the same.
+        await audit.record_alone(
+            ctx,
+            "login_failed",
+            actor=audit.ANONYMOUS,
+            user_id=user.id if user else None,
+            address=address,
+            reason="wrong_password" if user else "unknown_account",
+        )
         raise invalid
     await ctx.limiter.refund(attempt)
+    now = ctx.now()
     async with ctx.db.write() as tx:
-        return await _issue_user_token(ctx, tx, user.id, ctx.now())
+        token = await _issue_user_token(ctx, tx, user.id, now)
+        await audit.record(
+            ctx, tx, "login_succeeded", actor=user.id, user_id=user.id, address=address, now=now, jti=token.jti
+        )
+        return token
 
 
 async def _issue_user_token(ctx: Context, tx, user_id: str, now: int) -> UserToken:  # type: ignore[no-untyped-def]
@@ -111,7 +132,7 @@ async def _issue_user_token(ctx: Context, tx, user_id: str, now: int) -> UserTok
         "nbf": now,
         "exp": expires_at,
     }
-    return UserToken(user_id, ctx.signing.sign(claims, USER_TOKEN_TYPE), expires_at)
+    return UserToken(user_id, ctx.signing.sign(claims, USER_TOKEN_TYPE), expires_at, jti)
 
 
 async def authenticate(ctx: Context, token: str) -> Principal:

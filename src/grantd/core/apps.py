@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from grantd.core import audit
 from grantd.core import permissions as perms
 from grantd.core import redirect_uris
 from grantd.core.clients import CLIENT_TYPES, CONFIDENTIAL
@@ -99,6 +100,9 @@ async def create(
     uris: Sequence[str],
     permissions: str,
     client_type: str = CONFIDENTIAL,
+    *,
+    address: str | None = None,
+    operator: bool = False,
 ) -> CreatedApp:
     """Register an app. A public client (a browser or native app) cannot keep a secret: PKCE is required for it."""
     if client_type not in CLIENT_TYPES:
@@ -116,6 +120,10 @@ async def create(
             app_key_hash=ctx.hasher.hash(app_key),
             client_type=client_type,
             now=now,
+        )
+        await audit.record(
+            ctx, tx, "app_created", actor=audit.OPERATOR if operator else owner_id, user_id=owner_id, app_id=app_id,
+            address=address, now=now, client_type=client_type, permissions=perms.parse(permissions_),
         )
     return CreatedApp(App(app_id, name, uris_, permissions_, now, now, None, client_type), app_key)
 
@@ -138,6 +146,7 @@ async def update(
     name: str | None = None,
     uris: Sequence[str] | None = None,
     permissions: str | None = None,
+    address: str | None = None,
 ) -> App:
     values: dict[str, object] = {}
     if name is not None:
@@ -146,24 +155,33 @@ async def update(
         values["redirect_uris"] = _redirect_uris(uris)
     if permissions is not None:
         values["permissions"] = _permissions(ctx, permissions)
+    now = ctx.now()
     async with ctx.db.write() as tx:
-        await _require_owned(tx, owner_id, app_id)
+        row = await _require_owned(tx, owner_id, app_id)
         if values:
-            await store.update_app(tx, app_id, values, ctx.now())
+            await store.update_app(tx, app_id, values, now)
+            await audit.record(
+                ctx, tx, "app_updated", actor=owner_id or audit.OPERATOR, user_id=row.owner_id, app_id=app_id,
+                address=address, now=now, fields=sorted(values),
+            )
         return _app(await store.owned_one(tx, owner_id, app_id))
 
 
-async def disable(ctx: Context, owner_id: str | None, app_id: str) -> App:
+async def disable(ctx: Context, owner_id: str | None, app_id: str, *, address: str | None = None) -> App:
     """Disable an app: its keys and unredeemed codes stop working at once."""
+    now = ctx.now()
     async with ctx.db.write() as tx:
-        await _require_owned(tx, owner_id, app_id)
-        await store.disable(tx, app_id, ctx.now())
+        row = await _require_owned(tx, owner_id, app_id)
+        await store.disable(tx, app_id, now)
+        if row.disabled_at is None:
+            await audit.record(
+                ctx, tx, "app_disabled", actor=owner_id or audit.OPERATOR, user_id=row.owner_id, app_id=app_id,
+                address=address, now=now,
+            )
         return _app(await store.owned_one(tx, owner_id, app_id))
 
 
-
-
-async def create_key(ctx: Context, owner_id: str | None, app_id: str) -> CreatedKey:
+async def create_key(ctx: Context, owner_id: str | None, app_id: str, *, address: str | None = None) -> CreatedKey:
     key_id = new_key_id()
     key_secret = new_key_secret(key_id)
     now = ctx.now()
@@ -172,6 +190,10 @@ async def create_key(ctx: Context, owner_id: str | None, app_id: str) -> Created
         if row.disabled_at is not None:
             raise InvalidRequest("The app is disabled; it can hold no new keys.")
         await store.insert_key(tx, key_id=key_id, app_id=app_id, secret_hash=ctx.hasher.hash(key_secret), now=now)
+        await audit.record(
+            ctx, tx, "key_created", actor=owner_id or audit.OPERATOR, user_id=row.owner_id, app_id=app_id,
+            address=address, now=now, key_id=key_id,
+        )
     return CreatedKey(key_id, key_secret, now)
 
 
@@ -182,11 +204,19 @@ async def list_keys(ctx: Context, owner_id: str | None, app_id: str) -> list[Key
     return [Key(row.id, row.created_at, row.revoked_at, row.last_used_at) for row in rows]
 
 
-async def revoke_key(ctx: Context, owner_id: str | None, app_id: str, key_id: str) -> Key:
+async def revoke_key(
+    ctx: Context, owner_id: str | None, app_id: str, key_id: str, *, address: str | None = None
+) -> Key:
     """Revoke a key at once; revoking it again changes nothing."""
+    now = ctx.now()
     async with ctx.db.write() as tx:
-        await _require_owned(tx, owner_id, app_id)
-        if not await store.revoke_key(tx, app_id, key_id, ctx.now()):
+        app = await _require_owned(tx, owner_id, app_id)
+        if not await store.revoke_key(tx, app_id, key_id, now):
             raise NotFound("Key not found.")
         row = next(row for row in await store.keys_of(tx, app_id) if row.id == key_id)
+        if row.revoked_at == now:  # revoked by this call, not before
+            await audit.record(
+                ctx, tx, "key_revoked", actor=owner_id or audit.OPERATOR, user_id=app.owner_id, app_id=app_id,
+                address=address, now=now, key_id=key_id,
+            )
     return Key(row.id, row.created_at, row.revoked_at, row.last_used_at)

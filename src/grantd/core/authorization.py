@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
+from grantd.core import audit
 from grantd.core import permissions as perms
 from grantd.core.accounts import Principal
 from grantd.core.clients import PUBLIC
@@ -81,15 +82,26 @@ def missing_from_grant(granted_permissions: str | None, requested: tuple[str, ..
     return [name for name in requested if name not in granted]
 
 
-async def _record_consent(ctx: Context, tx, user_id: str, app_id: str, added: tuple[str, ...], now: int) -> None:  # type: ignore[no-untyped-def]
-    """Add permissions to the user's grant for the app, creating it if there is none."""
+async def _record_consent(  # type: ignore[no-untyped-def]
+    ctx: Context, tx, user_id: str, app_id: str, added: tuple[str, ...], now: int, address: str | None = None
+) -> None:
+    """Add permissions to the user's grant for the app, creating it if there is none.
+    Audited as consent_granted with the permissions newly granted (nothing new: no event)."""
     inserted = await grant_store.insert_if_absent(
         tx, grant_id=new_uuid(), user_id=user_id, app_id=app_id, permissions=perms.join(added), now=now
     )
+    new = list(added)
     if not inserted:
         grant = await grant_store.of(tx, user_id, app_id)
-        merged = perms.union(perms.parse(grant.permissions), added)
-        await grant_store.set_permissions(tx, grant.id, perms.join(merged), now)
+        new = missing_from_grant(grant.permissions, added)
+        if new:
+            merged = perms.union(perms.parse(grant.permissions), added)
+            await grant_store.set_permissions(tx, grant.id, perms.join(merged), now)
+    if new:
+        await audit.record(
+            ctx, tx, "consent_granted", actor=user_id, user_id=user_id, app_id=app_id, address=address, now=now,
+            permissions=new,
+        )
 
 
 async def _issue_code(  # type: ignore[no-untyped-def]
@@ -103,6 +115,7 @@ async def _issue_code(  # type: ignore[no-untyped-def]
     state: str | None,
     code_challenge: str | None,
     now: int,
+    address: str | None = None,
 ) -> tuple[str, int]:
     code = new_secret()
     expires_at = now + ctx.settings.authorization_code_ttl
@@ -117,6 +130,10 @@ async def _issue_code(  # type: ignore[no-untyped-def]
         code_challenge=code_challenge,
         now=now,
         expires_at=expires_at,
+    )
+    await audit.record(
+        ctx, tx, "code_issued", actor=user_id, user_id=user_id, app_id=app_id, address=address, now=now,
+        permissions=list(permissions),
     )
     return code, expires_at
 
@@ -145,14 +162,16 @@ async def _checked(ctx: Context, conn, request: AuthorizationRequest) -> tuple[s
     return requested
 
 
-async def authorize(ctx: Context, user: Principal, request: AuthorizationRequest) -> IssuedCode:
+async def authorize(
+    ctx: Context, user: Principal, request: AuthorizationRequest, *, address: str | None = None
+) -> IssuedCode:
     """Issue a code for the requested permissions: the first request records consent, later ones must lie within it."""
     now = ctx.now()
     async with ctx.db.write() as tx:
         requested = await _checked(ctx, tx, request)
         grant = await grant_store.of(tx, user.user_id, request.app_id)
         if grant is None:
-            await _record_consent(ctx, tx, user.user_id, request.app_id, requested, now)
+            await _record_consent(ctx, tx, user.user_id, request.app_id, requested, now, address)
         else:
             missing = missing_from_grant(grant.permissions, requested)
             if missing:
@@ -170,16 +189,19 @@ async def authorize(ctx: Context, user: Principal, request: AuthorizationRequest
             state=request.state,
             code_challenge=None,
             now=now,
+            address=address,
         )
     redirect_url = with_query(request.redirect_uri, code=code, state=request.state)
     return IssuedCode(code, user.user_id, request.state, redirect_url, expires_at)
 
 
-async def grant_permissions(ctx: Context, user: Principal, request: AuthorizationRequest) -> None:
+async def grant_permissions(
+    ctx: Context, user: Principal, request: AuthorizationRequest, *, address: str | None = None
+) -> None:
     """Add the requested permissions to the user's grant for the app, creating it if there is none."""
     async with ctx.db.write() as tx:
         requested = await _checked(ctx, tx, request)
-        await _record_consent(ctx, tx, user.user_id, request.app_id, requested, ctx.now())
+        await _record_consent(ctx, tx, user.user_id, request.app_id, requested, ctx.now(), address)
 
 
 # ---------------------------------------------------------------- the standard dialect
@@ -249,12 +271,12 @@ async def missing_consent(ctx: Context, user: Principal, request: StandardReques
     return missing_from_grant(grant.permissions if grant else None, request.permissions)
 
 
-async def approve(ctx: Context, user: Principal, request: StandardRequest) -> str:
+async def approve(ctx: Context, user: Principal, request: StandardRequest, *, address: str | None = None) -> str:
     """Record consent for the request and issue a code; the URL to send the user back to."""
     now = ctx.now()
     target = request.target
     async with ctx.db.write() as tx:
-        await _record_consent(ctx, tx, user.user_id, target.app_id, request.permissions, now)
+        await _record_consent(ctx, tx, user.user_id, target.app_id, request.permissions, now, address)
         code, _ = await _issue_code(
             ctx,
             tx,
@@ -265,6 +287,7 @@ async def approve(ctx: Context, user: Principal, request: StandardRequest) -> st
             state=request.state,
             code_challenge=request.code_challenge,
             now=now,
+            address=address,
         )
     return with_query(target.redirect_uri, code=code, state=request.state, iss=ctx.settings.issuer)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from grantd.core import audit
 from grantd.core.accounts import Principal
 from grantd.core.context import Context
 from grantd.core.errors import NotFound
@@ -31,7 +32,7 @@ async def list_grants(ctx: Context, user: Principal) -> list[Grant]:
     ]
 
 
-async def revoke_grant(ctx: Context, user: Principal, app_id: str) -> None:
+async def revoke_grant(ctx: Context, user: Principal, app_id: str, *, address: str | None = None) -> None:
     """End an app's access: forget the consent, spend outstanding codes, revoke every token of the grant."""
     now = ctx.now()
     async with ctx.db.write() as tx:
@@ -39,3 +40,6 @@ async def revoke_grant(ctx: Context, user: Principal, app_id: str) -> None:
             raise NotFound("You have not granted this app access.")
         await code_store.void_unredeemed(tx, user.user_id, app_id, now)
         await token_store.revoke_user_app(tx, user.user_id, app_id, now)
+        await audit.record(
+            ctx, tx, "grant_revoked", actor=user.user_id, user_id=user.user_id, app_id=app_id, address=address, now=now
+        )

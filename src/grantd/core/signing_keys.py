@@ -13,6 +13,7 @@ import json
 import logging
 from dataclasses import dataclass
 
+from grantd.core import audit
 from grantd.core.context import Context
 from grantd.crypto import jws
 from grantd.crypto.secrets import new_uuid
@@ -54,6 +55,7 @@ async def rotate(ctx: Context, delay: int | None = None) -> KeyInfo:
         await store.lock(tx)
         kid = await _insert_new(ctx, tx, now=now, activates_at=activates_at)
         await store.retire_all_but(tx, kid, activates_at)
+        await audit.record(ctx, tx, "signing_key_rotated", actor=audit.OPERATOR, now=now, kid=kid, activates_at=activates_at)
     return KeyInfo(kid, now, activates_at, None)
 
 

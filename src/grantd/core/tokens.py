@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from grantd.core import audit
 from grantd.core import permissions as perms
 from grantd.core.clients import Client
 from grantd.core.context import Context
@@ -57,8 +58,12 @@ async def redeem_code(
     code_verifier: str | None = None,
     redirect_uri: str | None = None,
     with_refresh_token: bool = False,
+    address: str | None = None,
 ) -> IssuedToken:
-    """Exchange a code for tokens, at most once. A code presented again revokes everything it issued."""
+    """Exchange a code for tokens, at most once. A code presented again revokes everything it issued.
+
+    Audited: code_redeemed is one more INSERT in the transaction that redeems the code; code_replayed
+    is written in the transaction that revokes the family."""
     code_hash = ctx.hasher.hash(auth_code)
     now = ctx.now()
     jti = new_uuid()
@@ -96,10 +101,18 @@ async def redeem_code(
                     issued_at=now,
                     expires_at=now + ctx.settings.refresh_token_ttl,
                 )
+            await audit.record(
+                ctx, tx, "code_redeemed", actor=client.app_id, user_id=code.user_id, app_id=client.app_id,
+                address=address, now=now, jti=jti, key_id=client.key_id,
+            )
         else:
             known = await code_store.find(tx, code_hash)
             if known is not None and known.app_id == client.app_id and known.redeemed_at is not None:
                 await token_store.revoke_family(tx, code_hash, now)
+                await audit.record(
+                    ctx, tx, "code_replayed", actor=client.app_id, user_id=known.user_id, app_id=client.app_id,
+                    address=address, now=now, key_id=client.key_id, family_revoked=True,
+                )
     if code is None:
         raise InvalidGrant(_BAD_CODE)
     access_token = _sign_access_token(
@@ -127,11 +140,14 @@ def valid_pkce_value(value: str) -> bool:
     return 43 <= len(value) <= 128 and all(c.isascii() and (c.isalnum() or c in "-._~") for c in value)
 
 
-async def refresh(ctx: Context, client: Client, refresh_token: str, scope: str | None = None) -> IssuedToken:
+async def refresh(
+    ctx: Context, client: Client, refresh_token: str, scope: str | None = None, *, address: str | None = None
+) -> IssuedToken:
     """Rotate a refresh token (RFC 6749 §6, RFC 9700 §4.14).
 
     A rotated token presented again revokes its whole family, except within the grace
     window, where the duplicate gets the same successor and an equivalent access token.
+    A successful rotation is not audited (a hot path); a reuse that revokes the family is.
     """
     token_hash = ctx.hasher.hash(refresh_token)
     successor = ctx.hasher.successor(refresh_token)
@@ -172,7 +188,7 @@ async def refresh(ctx: Context, client: Client, refresh_token: str, scope: str |
                 expires_at=now + ctx.settings.refresh_token_ttl,
             )
         else:
-            replay = await _replayed_refresh(ctx, tx, client, token_hash, successor, now)
+            replay = await _replayed_refresh(ctx, tx, client, token_hash, successor, now, address)
     if row is None:
         if replay is None:
             raise InvalidGrant(_BAD_REFRESH)
@@ -184,7 +200,7 @@ async def refresh(ctx: Context, client: Client, refresh_token: str, scope: str |
 
 
 async def _replayed_refresh(
-    ctx: Context, tx, client: Client, token_hash: str, successor: str, now: int  # type: ignore[no-untyped-def]
+    ctx: Context, tx, client: Client, token_hash: str, successor: str, now: int, address: str | None = None  # type: ignore[no-untyped-def]
 ) -> IssuedToken | None:
     """The grace-window result for a just-rotated token; otherwise revoke the family and return None."""
     known = await token_store.refresh_token_state(tx, token_hash)
@@ -209,6 +225,10 @@ async def _replayed_refresh(
                 )
                 return IssuedToken(token, access.expires_at - now, access.scope, successor)
     await token_store.revoke_family(tx, known.code_hash, now)
+    await audit.record(
+        ctx, tx, "refresh_token_reused", actor=client.app_id, user_id=known.user_id, app_id=client.app_id,
+        address=address, now=now, key_id=client.key_id, family_revoked=True,
+    )
     return None
 
 

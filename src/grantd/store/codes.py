@@ -52,7 +52,7 @@ async def redeem(conn: AsyncConnection, code_hash: str, app_id: str, now: int) -
 
 
 async def find(conn: AsyncConnection, code_hash: str) -> Row | None:
-    query = select(codes.c.app_id, codes.c.redeemed_at, codes.c.expires_at).where(codes.c.code_hash == code_hash)
+    query = select(codes.c.app_id, codes.c.user_id, codes.c.redeemed_at, codes.c.expires_at).where(codes.c.code_hash == code_hash)
     return (await conn.execute(query)).first()
 
 

@@ -155,3 +155,22 @@ rate_limits = Table(
     Column("window_start", BigInteger, nullable=False, index=True),
     Column("count", Integer, nullable=False),
 )
+
+# The audit log (grantd.core.audit): who did what, when, from which address. Append-only; never a
+# secret, token, code, password or hash. No foreign keys, so that the record outlives what it describes.
+# ``actor`` is a user id, an app id, "operator" (the CLI) or "anonymous" (a failed log-in).
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    Column("occurred_at", BigInteger, nullable=False),
+    Column("event", String(40), nullable=False),
+    Column("user_id", String(36)),
+    Column("app_id", String(36)),
+    Column("actor", String(64), nullable=False),
+    Column("address", String(64)),
+    Column("detail", Text, nullable=False),  # a short JSON object of ids and permissions
+)
+Index("ix_audit_events_user_id_occurred_at", audit_events.c.user_id, audit_events.c.occurred_at)
+Index("ix_audit_events_app_id_occurred_at", audit_events.c.app_id, audit_events.c.occurred_at)
+Index("ix_audit_events_occurred_at", audit_events.c.occurred_at)

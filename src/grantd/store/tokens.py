@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from sqlalchemy import insert, select, update
+from collections.abc import Callable
+
+from sqlalchemy import ColumnElement, Table, and_, insert, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -33,28 +35,29 @@ async def insert_access_token(
     )
 
 
+async def _revoke(conn: AsyncConnection, now: int, condition: Callable[[Table], ColumnElement[bool]]) -> None:
+    """Revoke the access and refresh tokens that ``condition(table)`` selects.
+
+    The rows are locked first, in one fixed order (access tokens by jti, then refresh tokens by
+    hash): concurrent revocations of overlapping sets, as when many requests replay one refresh
+    token at once, would otherwise deadlock on PostgreSQL, each UPDATE locking the same rows in
+    whatever order its scan met them. (SQLite ignores FOR UPDATE; its writers queue.)
+    """
+    for table, key in ((access_tokens, access_tokens.c.jti), (refresh_tokens, refresh_tokens.c.token_hash)):
+        await conn.execute(select(key).where(condition(table)).order_by(key).with_for_update())
+        await conn.execute(
+            update(table).where(condition(table), table.c.revoked_at.is_(None)).values(revoked_at=now)
+        )
+
+
 async def revoke_family(conn: AsyncConnection, code_hash: str, now: int) -> None:
     """Revoke every access and refresh token descended from one authorization code."""
-    await conn.execute(
-        update(access_tokens)
-        .where(access_tokens.c.code_hash == code_hash, access_tokens.c.revoked_at.is_(None))
-        .values(revoked_at=now)
-    )
-    await conn.execute(
-        update(refresh_tokens)
-        .where(refresh_tokens.c.code_hash == code_hash, refresh_tokens.c.revoked_at.is_(None))
-        .values(revoked_at=now)
-    )
+    await _revoke(conn, now, lambda table: table.c.code_hash == code_hash)
 
 
 async def revoke_user_app(conn: AsyncConnection, user_id: str, app_id: str, now: int) -> None:
     """Revoke every token a user's grant to an app has produced."""
-    for table in (access_tokens, refresh_tokens):
-        await conn.execute(
-            update(table)
-            .where(table.c.user_id == user_id, table.c.app_id == app_id, table.c.revoked_at.is_(None))
-            .values(revoked_at=now)
-        )
+    await _revoke(conn, now, lambda table: and_(table.c.user_id == user_id, table.c.app_id == app_id))
 
 
 async def revoke_access_token(conn: AsyncConnection, jti: str, app_id: str, now: int) -> None:

@@ -97,6 +97,11 @@ def _to_signin(next_path: str) -> Response:
     return redirect("/signin?" + urlencode({"next": next_path}))
 
 
+def _address(request: Request) -> str | None:
+    """The TCP peer's address, for the audit log."""
+    return request.client.host if request.client else None
+
+
 def _authorize_path(params: dict[str, str]) -> str:
     carried = [(k, v) for k, v in params.items() if k not in _PAGE_FIELDS]
     return AUTHORIZE + ("?" + urlencode(carried) if carried else "")
@@ -130,7 +135,7 @@ async def authorize_page(request: Request) -> Response:
         return response
     missing = await authorization.missing_consent(ctx, principal, standard)
     if not missing:
-        return redirect(await authorization.approve(ctx, principal, standard))
+        return redirect(await authorization.approve(ctx, principal, standard, address=_address(request)))
     return _consent_page(ctx, principal, standard, params, missing)
 
 
@@ -181,7 +186,7 @@ async def authorize_decision(request: Request) -> Response:
         return _back_with_error(ctx, target, exc, form.get("state"))
     decision = form.get("decision")
     if decision == "allow":
-        return redirect(await authorization.approve(ctx, principal, standard))
+        return redirect(await authorization.approve(ctx, principal, standard, address=_address(request)))
     if decision == "deny":
         return redirect(
             authorization.error_redirect(ctx, target, "access_denied", "The user denied the request.", standard.state)

@@ -1,0 +1,139 @@
+"""The audit log: who did what, when, from which address, and never a secret.
+
+``record`` writes one event inside the caller's write transaction, so the event commits or
+rolls back with the change it describes. The detail holds ids and permissions only: its keys
+are checked against an allow-list, so a secret, token, code, password or hash cannot slip in.
+
+Not audited, because they are the hot paths and carry no decision worth a row: the
+client_credentials grant, refresh-token rotation that succeeds, introspection, and the
+verification of user tokens. A reused refresh token (its family revoked) is audited.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from grantd.core.context import Context
+from grantd.store import audit as store
+
+if TYPE_CHECKING:
+    from grantd.core.accounts import Principal
+
+OPERATOR = "operator"  # the actor of an operator's CLI command
+ANONYMOUS = "anonymous"  # the actor of a failed log-in: nobody proved who they are
+
+EVENTS = frozenset(
+    {
+        "signup",
+        "login_succeeded",
+        "login_failed",
+        "consent_granted",
+        "grant_revoked",
+        "app_created",
+        "app_updated",
+        "app_disabled",
+        "key_created",
+        "key_revoked",
+        "code_issued",
+        "code_redeemed",
+        "code_replayed",
+        "refresh_token_reused",
+        "signing_key_rotated",
+    }
+)
+# What a detail may carry: identifiers, permissions, names of changed fields, a reason. Nothing else.
+DETAIL_KEYS = frozenset(
+    {"jti", "key_id", "kid", "permissions", "fields", "client_type", "reason", "activates_at", "family_revoked"}
+)
+LIMIT_DEFAULT = 100
+LIMIT_MAX = 500
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    id: int
+    occurred_at: int
+    event: str
+    user_id: str | None
+    app_id: str | None
+    actor: str
+    address: str | None
+    detail: dict[str, Any]
+
+
+async def record(  # type: ignore[no-untyped-def]
+    ctx: Context,
+    tx,
+    event: str,
+    *,
+    actor: str,
+    user_id: str | None = None,
+    app_id: str | None = None,
+    address: str | None = None,
+    now: int | None = None,
+    **detail: Any,
+) -> None:
+    """Record ``event`` in ``tx`` (one INSERT): it commits or rolls back with the caller's change."""
+    if event not in EVENTS:
+        raise ValueError(f"unknown audit event {event!r}")
+    unknown = set(detail) - DETAIL_KEYS
+    if unknown:
+        raise ValueError(f"audit detail may not carry {sorted(unknown)}")
+    await store.insert_event(
+        tx,
+        occurred_at=ctx.now() if now is None else now,
+        event=event,
+        actor=actor,
+        user_id=user_id,
+        app_id=app_id,
+        address=address[:64] if address else None,
+        detail=json.dumps(detail, separators=(",", ":"), sort_keys=True),
+    )
+
+
+async def record_alone(ctx: Context, event: str, **fields: Any) -> None:
+    """Record an event of a failure that has no write transaction of its own: one small write."""
+    async with ctx.db.write() as tx:
+        await record(ctx, tx, event, **fields)
+
+
+def _event(row: Any) -> AuditEvent:
+    try:
+        detail = json.loads(row.detail) if row.detail else {}
+    except ValueError:
+        detail = {}
+    return AuditEvent(
+        row.id, row.occurred_at, row.event, row.user_id, row.app_id, row.actor, row.address,
+        detail if isinstance(detail, dict) else {},
+    )
+
+
+def _limit(limit: int | None) -> int:
+    return LIMIT_DEFAULT if limit is None else max(1, min(limit, LIMIT_MAX))
+
+
+async def events_for_user(ctx: Context, user: Principal, *, since: int | None = None, limit: int | None = None) -> list[AuditEvent]:
+    """The events about the user and about the apps they own, newest first.
+
+    On an event another user caused at one of their apps (a consent, a code issued), the
+    other user's client address is not shown to the developer.
+    """
+    async with ctx.db.read() as conn:
+        rows = await store.about_user(conn, user.user_id, since, _limit(limit))
+    events = []
+    for row in rows:
+        event = _event(row)
+        if event.user_id not in (None, user.user_id) and event.actor == event.user_id:
+            event = AuditEvent(
+                event.id, event.occurred_at, event.event, event.user_id, event.app_id, event.actor, None, event.detail
+            )
+        events.append(event)
+    return events
+
+
+async def all_events(ctx: Context, *, since: int | None = None, limit: int | None = None) -> list[AuditEvent]:
+    """Every event, newest first: the operator's view (``grantd audit``)."""
+    async with ctx.db.read() as conn:
+        return [_event(row) for row in await store.every(conn, since, limit)]

@@ -1,0 +1,59 @@
+"""The audit log's statements: one INSERT per event, and the two views (a user's, the operator's)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import insert, or_, select
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from grantd.store.schema import apps, audit_events
+
+
+async def insert_event(
+    conn: AsyncConnection,
+    *,
+    occurred_at: int,
+    event: str,
+    actor: str,
+    user_id: str | None,
+    app_id: str | None,
+    address: str | None,
+    detail: str,
+) -> None:
+    await conn.execute(
+        insert(audit_events).values(
+            occurred_at=occurred_at,
+            event=event,
+            actor=actor,
+            user_id=user_id,
+            app_id=app_id,
+            address=address,
+            detail=detail,
+        )
+    )
+
+
+def _newest_first(query, since: int | None, limit: int):  # type: ignore[no-untyped-def]
+    if since is not None:
+        query = query.where(audit_events.c.occurred_at >= since)
+    return query.order_by(audit_events.c.occurred_at.desc(), audit_events.c.id.desc()).limit(limit)
+
+
+async def about_user(conn: AsyncConnection, user_id: str, since: int | None, limit: int) -> Sequence[Row]:
+    """Events about the user, and about the apps the user owns; newest first."""
+    owned = select(apps.c.id).where(apps.c.owner_id == user_id).scalar_subquery()
+    query = select(audit_events).where(or_(audit_events.c.user_id == user_id, audit_events.c.app_id.in_(owned)))
+    return (await conn.execute(_newest_first(query, since, limit))).all()
+
+
+async def every(conn: AsyncConnection, since: int | None, limit: int | None) -> Sequence[Row]:
+    """Every event (the operator's view); newest first."""
+    query = select(audit_events)
+    if since is not None:
+        query = query.where(audit_events.c.occurred_at >= since)
+    query = query.order_by(audit_events.c.occurred_at.desc(), audit_events.c.id.desc())
+    if limit is not None:
+        query = query.limit(limit)
+    return (await conn.execute(query)).all()
