@@ -156,6 +156,7 @@ async def refresh(
     ttl = ctx.settings.access_token_ttl
     replay: IssuedToken | None = None
     async with ctx.db.write() as tx:
+        await token_store.lock_refresh_family(tx, token_hash)
         row = await token_store.rotate_refresh_token(tx, token_hash, client.app_id, now)
         if row is not None:
             granted = tuple(row.scope.split(" "))

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlalchemy import ColumnElement, Table, and_, insert, select, update
+from sqlalchemy import ColumnElement, Table, and_, insert, select, text, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -38,12 +38,14 @@ async def insert_access_token(
 async def _revoke(conn: AsyncConnection, now: int, condition: Callable[[Table], ColumnElement[bool]]) -> None:
     """Revoke the access and refresh tokens that ``condition(table)`` selects.
 
-    The rows are locked first, in one fixed order (access tokens by jti, then refresh tokens by
-    hash): concurrent revocations of overlapping sets, as when many requests replay one refresh
-    token at once, would otherwise deadlock on PostgreSQL, each UPDATE locking the same rows in
-    whatever order its scan met them. (SQLite ignores FOR UPDATE; its writers queue.)
+    The rows are locked first, in one fixed order: refresh tokens by hash, then access tokens by
+    jti. Refresh tokens come first because a rotation (the other writer of a family) starts by
+    locking its refresh token: a revocation holding access rows while queueing for a refresh row
+    would close a cycle with it. Concurrent revocations of overlapping sets, as when many requests
+    replay one refresh token at once, would otherwise deadlock on PostgreSQL, each UPDATE locking
+    the same rows in whatever order its scan met them. (SQLite ignores FOR UPDATE; its writers queue.)
     """
-    for table, key in ((access_tokens, access_tokens.c.jti), (refresh_tokens, refresh_tokens.c.token_hash)):
+    for table, key in ((refresh_tokens, refresh_tokens.c.token_hash), (access_tokens, access_tokens.c.jti)):
         await conn.execute(select(key).where(condition(table)).order_by(key).with_for_update())
         await conn.execute(
             update(table).where(condition(table), table.c.revoked_at.is_(None)).values(revoked_at=now)
@@ -51,8 +53,35 @@ async def _revoke(conn: AsyncConnection, now: int, condition: Callable[[Table], 
 
 
 async def revoke_family(conn: AsyncConnection, code_hash: str, now: int) -> None:
-    """Revoke every access and refresh token descended from one authorization code."""
+    """Revoke every access and refresh token descended from one authorization code.
+
+    On PostgreSQL, revocations of one family first queue on a transaction-scoped advisory lock
+    named after it: row locks alone, however ordered, can still close a cycle with a rotation
+    queued on the family's refresh token between two revokers.
+    """
+    if conn.dialect.name == "postgresql":
+        key = int.from_bytes(bytes.fromhex(code_hash[:16]), "big", signed=True)  # = _FAMILY_LOCK_KEY in SQL
+        await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
     await _revoke(conn, now, lambda table: table.c.code_hash == code_hash)
+
+
+# The family's advisory lock key: the first 64 bits of its code hash, as revoke_family computes it.
+_FAMILY_LOCK_KEY = "('x' || substr(code_hash, 1, 16))::bit(64)::bigint"
+
+
+async def lock_refresh_family(conn: AsyncConnection, token_hash: str) -> None:
+    """On PostgreSQL, queue for the advisory lock of the refresh token's family before touching it.
+
+    A rotation that loses its race keeps the row lock it took to re-check the token (PostgreSQL
+    locks the newest version before re-evaluating the WHERE clause), so a loser that went on to
+    revoke the family would hold that row while queueing for the family's lock: a cycle. Taking
+    the family's lock first serialises every writer of one family. SQLite's writers already queue.
+    """
+    if conn.dialect.name == "postgresql":
+        await conn.execute(
+            text(f"SELECT pg_advisory_xact_lock({_FAMILY_LOCK_KEY}) FROM refresh_tokens WHERE token_hash = :h"),
+            {"h": token_hash},
+        )
 
 
 async def revoke_user_app(conn: AsyncConnection, user_id: str, app_id: str, now: int) -> None:
