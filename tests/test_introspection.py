@@ -1,0 +1,47 @@
+"""Introspection (RFC 7662) answers only for the caller's own live tokens."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from conftest import Flow, new_flow
+
+pytestmark = pytest.mark.db
+
+
+def basic(app_id: str, secret: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{app_id}:{secret}".encode()).decode()}
+
+
+async def test_a_disabled_apps_tokens_are_no_longer_active_for_anyone(flow: Flow) -> None:
+    token = (await flow.redeem(await flow.code())).json()["data"]["access_token"]
+    other = await new_flow(flow.client)
+    own = await flow.client.post("/oauth2/introspect", data={"token": token}, headers=basic(flow.app_id, flow.key_secret))
+    assert own.status_code == 200 and own.json()["active"] is True
+    assert own.json()["client_id"] == flow.app_id and own.json()["sub"] == flow.user_id
+    foreign = await flow.client.post(
+        "/oauth2/introspect", data={"token": token}, headers=basic(other.app_id, other.key_secret)
+    )
+    assert foreign.json() == {"active": False}, "an app never sees another app's token"
+
+    disabled = await flow.client.delete(f"/v1/apps/{flow.app_id}", headers={"Authorization": flow.dev_token})
+    assert disabled.status_code == 200
+    own = await flow.client.post("/oauth2/introspect", data={"token": token}, headers=basic(flow.app_id, flow.key_secret))
+    assert own.status_code == 401 and own.json()["error"] == "invalid_client"
+    assert "WWW-Authenticate" in own.headers
+    foreign = await flow.client.post(
+        "/oauth2/introspect", data={"token": token}, headers=basic(other.app_id, other.key_secret)
+    )
+    assert foreign.json() == {"active": False}
+
+
+async def test_garbage_and_unknown_tokens_are_inactive_not_errors(flow: Flow) -> None:
+    for token in ("not-a-token", "a.b.c", "x" * 4000, "gks_0000000000000000_nope"):
+        response = await flow.client.post(
+            "/oauth2/introspect", data={"token": token}, headers=basic(flow.app_id, flow.key_secret)
+        )
+        assert response.status_code == 200, response.text
+        assert response.json() == {"active": False}
+        assert response.headers["cache-control"] == "no-store"
