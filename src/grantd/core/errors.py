@@ -74,7 +74,3 @@ class UnauthorizedClient(GrantdError):
 
 class UnsupportedResponseType(GrantdError):
     error, status_code = "unsupported_response_type", 400
-
-
-class AccessDenied(GrantdError):
-    error, status_code = "access_denied", 403
