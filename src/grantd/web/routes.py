@@ -166,10 +166,7 @@ def _consent_page(
 @router.post(AUTHORIZE)
 async def authorize_decision(request: Request) -> Response:
     ctx = _ctx(request)
-    try:
-        form = await read_form(request)
-    except InvalidRequest as exc:
-        return error_page(exc.status_code, "The request cannot be handled", exc.message)
+    form = await read_form(request)  # a malformed form raises; render_error answers with the error page
     principal = await session.current(ctx, request)
     if principal is not None and not session.check_session_csrf(ctx, principal, form.get("csrf_token")):
         return error_page(403, "This form cannot be accepted", _FORGED)
@@ -235,10 +232,7 @@ async def signin_form(request: Request) -> Response:
 @router.post("/signin")
 async def signin(request: Request) -> Response:
     ctx = _ctx(request)
-    try:
-        form = await read_form(request)
-    except InvalidRequest as exc:
-        return error_page(exc.status_code, "The request cannot be handled", exc.message)
+    form = await read_form(request)  # a malformed form raises; render_error answers with the error page
     next_path = safe_next(form.get("next"))
     if not session.check_signin_csrf(ctx, request, form.get("csrf_token")):
         return error_page(403, "This form cannot be accepted", _FORGED, link=("/signin?" + urlencode({"next": next_path}), "Sign in"))
@@ -267,10 +261,7 @@ async def signin(request: Request) -> Response:
 @router.post("/signout")
 async def signout(request: Request) -> Response:
     ctx = _ctx(request)
-    try:
-        form = await read_form(request)
-    except InvalidRequest as exc:
-        return error_page(exc.status_code, "The request cannot be handled", exc.message)
+    form = await read_form(request)  # a malformed form raises; render_error answers with the error page
     principal = await session.current(ctx, request)
     if principal is not None:
         if not session.check_session_csrf(ctx, principal, form.get("csrf_token")):
