@@ -15,46 +15,20 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import grantd
-from grantd.api import apps, audit, auth, envelope, grants, neucron, oauth2, wellknown
+from grantd.api import apps, audit, auth, envelope, grants, hot, neucron, oauth2, wellknown
 from grantd import metrics, web
 from grantd.api import ops
+from grantd.api.errors import from_http, render
 from grantd.api.validation import describe_validation_error
 from grantd.api.headers import SecurityHeaders
 from grantd.api.limits import BodyReadTimeout
 from grantd.config import Settings
 from grantd.core import signing_keys
 from grantd.core.context import Context
-from grantd.core.errors import GrantdError, InvalidRequest, NotFound, PayloadTooLarge
+from grantd.core.errors import GrantdError, InvalidRequest, PayloadTooLarge
 from grantd.telemetry import RequestTelemetry
 
 log = logging.getLogger("grantd")
-
-
-class MethodNotAllowed(GrantdError):
-    error, status_code = "method_not_allowed", 405
-
-
-def render(path: str, exc: GrantdError) -> Response:
-    """Each dialect renders errors in its own shape: RFC 6749 §5.2 under /oauth2/, the Neucron body elsewhere."""
-    metrics.errors.labels(exc.error).inc()
-    if web.is_page(path):
-        return web.render_error(exc)
-    if path.startswith("/oauth2/"):
-        return oauth2.render_error(exc)
-    return envelope.render_error(exc)
-
-
-def _from_http(exc: HTTPException) -> GrantdError:
-    message = exc.detail if isinstance(exc.detail, str) else "The request failed."
-    if exc.status_code == 404:
-        return NotFound("No such route." if message == "Not Found" else message)
-    if exc.status_code == 405:
-        return MethodNotAllowed("This route does not accept that method.")
-    if exc.status_code == 413:
-        return PayloadTooLarge(message)
-    error = InvalidRequest(message)
-    error.status_code = exc.status_code if 400 <= exc.status_code < 500 else 400
-    return error
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -118,7 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException) -> Response:
-        return render(request.url.path, _from_http(exc))
+        return render(request.url.path, from_http(exc))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
@@ -135,7 +109,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Outermost, outside even the 500 handler: times, counts and logs every request, and gives
     # every response (a 413, a crash's 500) its X-Request-ID.
     inner_stack = app.build_middleware_stack
-    app.build_middleware_stack = lambda: RequestTelemetry(SecurityHeaders(inner_stack()))  # type: ignore[method-assign]
+    # The hot routes (grantd.api.hot) are answered inside those two and in front of the rest.
+    app.build_middleware_stack = lambda: RequestTelemetry(  # type: ignore[method-assign]
+        SecurityHeaders(hot.HotRoutes(inner_stack(), app, settings))
+    )
     return app
 
 

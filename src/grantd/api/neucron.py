@@ -143,8 +143,11 @@ async def grant_permissions(
     summary="Exchange an authorization code for an access token",
 )
 async def token(body: TokenBody, request: Request, ctx: Annotated[Context, Depends(context)]) -> Response:
-    params = body.token
-    address = client_address(request)
+    return await redeem(ctx, body.token, client_address(request))
+
+
+async def redeem(ctx: Context, params: TokenParams, address: str | None) -> Response:
+    """The Neucron token exchange past the wire: this route and the hot path (grantd.api.hot) call it."""
     async with ratelimit.token_endpoint(ctx, params.key_id, address):
         client = await clients.authenticate_key(ctx, params.key_id, params.key_secret)
         issued = await tokens.redeem_code(ctx, client, params.auth_code, address=address)

@@ -15,6 +15,7 @@ from urllib.parse import parse_qsl, unquote_plus
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
+from grantd.api.deps import client_address
 from grantd.core import clients, ratelimit, tokens
 from grantd.core.context import Context
 from grantd.crypto.secrets import key_id_of_secret
@@ -61,13 +62,12 @@ def _json(data: dict[str, Any]) -> Response:
     return Response(json.dumps(data, separators=(",", ":")).encode(), 200, headers=NO_STORE, media_type="application/json")
 
 
-async def read_form(request: Request) -> dict[str, str]:
-    """The form body; every parameter at most once (RFC 6749 §3.2)."""
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type != FORM:
+def parse_form(content_type: str, body: bytes) -> dict[str, str]:
+    """A form body; every parameter at most once (RFC 6749 §3.2), an empty value counting as absent."""
+    if content_type.split(";")[0].strip().lower() != FORM:
         raise InvalidRequest(f"The body must be {FORM}.")
     try:
-        pairs = parse_qsl((await request.body()).decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
     except (UnicodeDecodeError, ValueError):
         raise InvalidRequest("The body is not valid form encoding.") from None
     form: dict[str, str] = {}
@@ -83,8 +83,11 @@ async def read_form(request: Request) -> dict[str, str]:
     return form
 
 
-def _basic_credentials(request: Request) -> tuple[str, str] | None:
-    header = request.headers.get("authorization")
+async def read_form(request: Request) -> dict[str, str]:
+    return parse_form(request.headers.get("content-type", ""), await request.body())
+
+
+def _basic_credentials(header: str | None) -> tuple[str, str] | None:
     if not header:
         return None
     scheme, _, value = header.partition(" ")
@@ -96,14 +99,14 @@ def _basic_credentials(request: Request) -> tuple[str, str] | None:
         raise InvalidClient("The Basic credentials are malformed.") from None
     client_id, sep, client_secret = decoded.partition(":")
     client_id, client_secret = unquote_plus(client_id), unquote_plus(client_secret)
-    if not sep or "\x00" in client_id or "\x00" in client_secret:  # no id or secret holds U+0000, as in read_form
+    if not sep or "\x00" in client_id or "\x00" in client_secret:  # no id or secret holds U+0000, as in parse_form
         raise InvalidClient("The Basic credentials are malformed.")
     return client_id, client_secret
 
 
-async def authenticate(ctx: Context, request: Request, form: dict[str, str]) -> clients.Client:
+async def authenticate(ctx: Context, authorization: str | None, form: dict[str, str]) -> clients.Client:
     """client_secret_basic, client_secret_post, or a public client's bare client_id; one method only."""
-    basic = _basic_credentials(request)
+    basic = _basic_credentials(authorization)
     if basic is not None:
         if "client_secret" in form:
             raise InvalidRequest("Use one client authentication method, not both Basic and client_secret.")
@@ -193,46 +196,44 @@ _TOKEN_SCHEMA = {
     },
 )
 async def token(request: Request) -> Response:
-    ctx: Context = request.app.state.ctx
     form = await read_form(request)
-    address = request.client.host if request.client else None
-    async with ratelimit.token_endpoint(ctx, _client_hint(request, form), address):
-        return await _token(ctx, request, form)
+    return await issue_token(request.app.state.ctx, request.headers.get("authorization"), form, client_address(request))
 
 
-def _client_hint(request: Request, form: dict[str, str]) -> str | None:
+async def issue_token(ctx: Context, authorization: str | None, form: dict[str, str], address: str | None) -> Response:
+    """The token endpoint (RFC 6749 §3.2) past the wire: this route and the hot path (grantd.api.hot) call it."""
+    async with ratelimit.token_endpoint(ctx, _client_hint(authorization, form), address):
+        client = await authenticate(ctx, authorization, form)
+        grant_type = form.get("grant_type")
+        if grant_type == "authorization_code":
+            issued = await tokens.redeem_code(
+                ctx,
+                client,
+                _required(form, "code"),
+                code_verifier=form.get("code_verifier"),
+                redirect_uri=form.get("redirect_uri"),
+                with_refresh_token=True,
+                address=address,
+            )
+        elif grant_type == "refresh_token":
+            issued = await tokens.refresh(ctx, client, _required(form, "refresh_token"), form.get("scope"), address=address)
+        elif grant_type == "client_credentials":
+            issued = await tokens.client_credentials(ctx, client, form.get("scope"))
+        elif grant_type is None:
+            raise InvalidRequest("grant_type is required.")
+        else:
+            raise UnsupportedGrantType(f"grant_type {grant_type[:64]!r} is not supported.")
+    return _issued(issued)
+
+
+def _client_hint(authorization: str | None, form: dict[str, str]) -> str | None:
     """Whom a token request claims to be, for its rate limit: the key named by the secret, else the client_id."""
     try:
-        basic = _basic_credentials(request)
+        basic = _basic_credentials(authorization)
     except InvalidClient:
         basic = None
     client_id, secret = basic if basic is not None else (form.get("client_id"), form.get("client_secret"))
     return (key_id_of_secret(secret) if secret else None) or client_id
-
-
-async def _token(ctx: Context, request: Request, form: dict[str, str]) -> Response:
-    client = await authenticate(ctx, request, form)
-    address = request.client.host if request.client else None
-    grant_type = form.get("grant_type")
-    if grant_type == "authorization_code":
-        issued = await tokens.redeem_code(
-            ctx,
-            client,
-            _required(form, "code"),
-            code_verifier=form.get("code_verifier"),
-            redirect_uri=form.get("redirect_uri"),
-            with_refresh_token=True,
-            address=address,
-        )
-    elif grant_type == "refresh_token":
-        issued = await tokens.refresh(ctx, client, _required(form, "refresh_token"), form.get("scope"), address=address)
-    elif grant_type == "client_credentials":
-        issued = await tokens.client_credentials(ctx, client, form.get("scope"))
-    elif grant_type is None:
-        raise InvalidRequest("grant_type is required.")
-    else:
-        raise UnsupportedGrantType(f"grant_type {grant_type[:64]!r} is not supported.")
-    return _issued(issued)
 
 
 @router.post(
@@ -245,7 +246,7 @@ async def _token(ctx: Context, request: Request, form: dict[str, str]) -> Respon
 async def revoke(request: Request) -> Response:
     ctx: Context = request.app.state.ctx
     form = await read_form(request)
-    client = await authenticate(ctx, request, form)
+    client = await authenticate(ctx, request.headers.get("authorization"), form)
     await tokens.revoke(ctx, client, _required(form, "token"))
     return Response(b"", 200, headers=NO_STORE)
 
@@ -266,9 +267,13 @@ async def revoke(request: Request) -> Response:
     },
 )
 async def introspect(request: Request) -> Response:
-    ctx: Context = request.app.state.ctx
     form = await read_form(request)
-    client = await authenticate(ctx, request, form)
+    return await introspect_token(request.app.state.ctx, request.headers.get("authorization"), form)
+
+
+async def introspect_token(ctx: Context, authorization: str | None, form: dict[str, str]) -> Response:
+    """RFC 7662 past the wire: this route and the hot path (grantd.api.hot) call it."""
+    client = await authenticate(ctx, authorization, form)
     if client.is_public:
         raise InvalidClient("Introspection needs a confidential client's secret.")
     return _json(await tokens.introspect(ctx, client, _required(form, "token")))

@@ -4,10 +4,11 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from grantd.store.db import Prepared, fetch_one
 from grantd.store.schema import access_tokens, app_keys, apps
 
 _APP_COLUMNS = (
@@ -67,10 +68,12 @@ async def owned_one(conn: AsyncConnection, owner_id: str | None, app_id: str) ->
     return (await conn.execute(query)).first()
 
 
+_LIVE = Prepared(select(apps).where(apps.c.id == bindparam("app_id"), apps.c.disabled_at.is_(None)))
+
+
 async def live(conn: AsyncConnection, app_id: str) -> Row | None:
     """A live (not disabled) app with its app_key hash, for authorization requests."""
-    query = select(apps).where(apps.c.id == app_id, apps.c.disabled_at.is_(None))
-    return (await conn.execute(query)).first()
+    return await fetch_one(conn, _LIVE, app_id=app_id)
 
 
 async def update_app(conn: AsyncConnection, app_id: str, values: dict[str, Any], now: int) -> None:
@@ -114,11 +117,13 @@ async def revoke_key(conn: AsyncConnection, app_id: str, key_id: str, now: int) 
     return result.rowcount == 1
 
 
+_LIVE_KEY = Prepared(
+    select(app_keys.c.secret_hash, app_keys.c.app_id)
+    .join(apps, apps.c.id == app_keys.c.app_id)
+    .where(app_keys.c.id == bindparam("key_id"), app_keys.c.revoked_at.is_(None), apps.c.disabled_at.is_(None))
+)
+
+
 async def live_key(conn: AsyncConnection, key_id: str) -> Row | None:
     """A key that is not revoked, of an app that is not disabled: its secret hash and app."""
-    query = (
-        select(app_keys.c.secret_hash, app_keys.c.app_id)
-        .join(apps, apps.c.id == app_keys.c.app_id)
-        .where(app_keys.c.id == key_id, app_keys.c.revoked_at.is_(None), apps.c.disabled_at.is_(None))
-    )
-    return (await conn.execute(query)).first()
+    return await fetch_one(conn, _LIVE_KEY, key_id=key_id)

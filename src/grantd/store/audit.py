@@ -4,11 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import insert, or_, select
+from sqlalchemy import bindparam, insert, or_, select
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from grantd.store.db import Prepared, run
 from grantd.store.schema import apps, audit_events
+
+
+_INSERT = Prepared(
+    insert(audit_events).values(
+        {name: bindparam(name) for name in ("occurred_at", "event", "actor", "user_id", "app_id", "address", "detail")}
+    )
+)
 
 
 async def insert_event(
@@ -22,16 +30,16 @@ async def insert_event(
     address: str | None,
     detail: str,
 ) -> None:
-    await conn.execute(
-        insert(audit_events).values(
-            occurred_at=occurred_at,
-            event=event,
-            actor=actor,
-            user_id=user_id,
-            app_id=app_id,
-            address=address,
-            detail=detail,
-        )
+    await run(
+        conn,
+        _INSERT,
+        occurred_at=occurred_at,
+        event=event,
+        actor=actor,
+        user_id=user_id,
+        app_id=app_id,
+        address=address,
+        detail=detail,
     )
 
 

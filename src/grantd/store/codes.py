@@ -1,9 +1,10 @@
 from __future__ import annotations
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from grantd.store.db import Prepared, fetch_one
 from grantd.store.schema import authorization_codes as codes
 
 
@@ -35,25 +36,31 @@ async def insert_code(
     )
 
 
+_REDEEM = Prepared(
+    update(codes)
+    .where(
+        codes.c.code_hash == bindparam("code_hash"),
+        codes.c.app_id == bindparam("app_id"),
+        codes.c.redeemed_at.is_(None),
+        codes.c.expires_at > bindparam("now"),
+    )
+    .values(redeemed_at=bindparam("now"))
+    .returning(codes.c.user_id, codes.c.permissions, codes.c.redirect_uri, codes.c.code_challenge)
+)
+_FIND = Prepared(
+    select(codes.c.app_id, codes.c.user_id, codes.c.redeemed_at, codes.c.expires_at).where(
+        codes.c.code_hash == bindparam("code_hash")
+    )
+)
+
+
 async def redeem(conn: AsyncConnection, code_hash: str, app_id: str, now: int) -> Row | None:
     """Mark the code redeemed if it is the app's, unexpired and unused: atomic, so at most one caller wins."""
-    statement = (
-        update(codes)
-        .where(
-            codes.c.code_hash == code_hash,
-            codes.c.app_id == app_id,
-            codes.c.redeemed_at.is_(None),
-            codes.c.expires_at > now,
-        )
-        .values(redeemed_at=now)
-        .returning(codes.c.user_id, codes.c.permissions, codes.c.redirect_uri, codes.c.code_challenge)
-    )
-    return (await conn.execute(statement)).first()
+    return await fetch_one(conn, _REDEEM, code_hash=code_hash, app_id=app_id, now=now)
 
 
 async def find(conn: AsyncConnection, code_hash: str) -> Row | None:
-    query = select(codes.c.app_id, codes.c.user_id, codes.c.redeemed_at, codes.c.expires_at).where(codes.c.code_hash == code_hash)
-    return (await conn.execute(query)).first()
+    return await fetch_one(conn, _FIND, code_hash=code_hash)
 
 
 async def void_unredeemed(conn: AsyncConnection, user_id: str, app_id: str, now: int) -> None:

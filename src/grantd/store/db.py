@@ -1,21 +1,46 @@
-"""The database handle: one async engine, a read path and a write path.
+"""The database handle: a read path and a write path, over SQLite or PostgreSQL.
 
-Writes run in a transaction (on SQLite ``BEGIN IMMEDIATE``, so that writers queue
-on the file lock instead of failing to upgrade a read lock); reads run in
-autocommit. Correctness under concurrency comes from the statements themselves
-(conditional ``UPDATE … RETURNING``, unique constraints), so any number of
-processes may share one database.
+Writes run in a transaction; reads run in autocommit. Correctness under concurrency comes
+from the statements themselves (conditional ``UPDATE … RETURNING``, unique constraints), so
+any number of processes may share one database.
+
+PostgreSQL goes through SQLAlchemy's async engine (asyncpg).
+
+SQLite is a library, not a server: a statement costs microseconds, far less than handing it
+to a thread and back. So each process keeps two ``sqlite3`` connections used directly on the
+event loop's thread (``_LoopSQLite``): one for reads (autocommit, so a read sees only
+committed data) and one for writes, with *group commit*:
+
+- A write block takes the process's write lock, joins the open transaction (or opens one
+  with ``BEGIN IMMEDIATE``) inside its own ``SAVEPOINT``, and releases the lock at its end
+  (an exception rolls back to the savepoint: only that block's changes are undone).
+- The ``COMMIT`` runs in the next turn of the event loop, once for every block that ended
+  in this turn, and only then does each of them return. A response is never sent before
+  what it reports is committed.
+- When another process holds SQLite's write lock, ``BEGIN IMMEDIATE`` fails at once
+  (``busy_timeout`` is 0 on this connection) and is retried with ``await asyncio.sleep``,
+  so a busy database never blocks the event loop.
+
+Hot statements (``Prepared``) are compiled once per dialect and run on the driver's cursor;
+everything else runs through SQLAlchemy Core, on the same connections.
 """
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
+import time
+from collections import namedtuple
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import event
-from sqlalchemy.engine import make_url
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import StaticPool
+from sqlalchemy.sql import ClauseElement
 
 SQLITE_PRAGMAS = (
     "PRAGMA journal_mode=WAL",
@@ -23,6 +48,8 @@ SQLITE_PRAGMAS = (
     "PRAGMA foreign_keys=ON",
     "PRAGMA busy_timeout=15000",
 )
+# How long a writer waits for another process's SQLite write lock before giving up.
+BUSY_TIMEOUT = 15.0
 
 
 class Database:
@@ -30,9 +57,12 @@ class Database:
         parsed = make_url(url)
         self.url = url
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        self._loop_sqlite: _LoopSQLite | None = None
         if self.is_sqlite:
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+                self._loop_sqlite = _LoopSQLite(parsed.database)
+            # Migrations (Alembic) and tests use the engine; requests use the loop connections.
             self.engine: AsyncEngine = create_async_engine(url, pool_size=pool_size, max_overflow=10, hide_parameters=True)
             _configure_sqlite(self.engine)
         else:
@@ -42,17 +72,264 @@ class Database:
         self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
 
     @asynccontextmanager
-    async def write(self) -> AsyncIterator[AsyncConnection]:
+    async def write(self) -> AsyncIterator[Any]:
+        """A transaction: committed when the block ends (on SQLite, with the other blocks of this turn)."""
+        if self._loop_sqlite is not None:
+            async with self._loop_sqlite.write() as conn:
+                yield conn
+            return
         async with self.engine.begin() as conn:
             yield conn
 
     @asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncConnection]:
+    async def read(self) -> AsyncIterator[Any]:
+        """Autocommit reads of committed data."""
+        if self._loop_sqlite is not None:
+            yield self._loop_sqlite.reader
+            return
+        async with self._autocommit.connect() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def engine_write(self) -> AsyncIterator[AsyncConnection]:
+        """A transaction on the SQLAlchemy engine itself (Alembic needs its connection)."""
+        async with self.engine.begin() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def engine_read(self) -> AsyncIterator[AsyncConnection]:
         async with self._autocommit.connect() as conn:
             yield conn
 
     async def dispose(self) -> None:
+        if self._loop_sqlite is not None:
+            await self._loop_sqlite.close()
         await self.engine.dispose()
+
+
+class Prepared:
+    """A hot statement, built once with ``bindparam`` names and compiled once for SQLite.
+
+    ``await fetch_one(conn, STATEMENT, name=value, …)`` (and ``fetch_all``, ``run``) executes it
+    on either kind of connection: on the loop SQLite connections straight on the ``sqlite3``
+    cursor, elsewhere through SQLAlchemy (whose compiled cache then holds it). Rows are read by
+    column name either way.
+    """
+
+    __slots__ = ("statement", "_sqlite_sql", "_sqlite_names", "returns_rows", "_row", "_compiled")
+
+    def __init__(self, statement: ClauseElement) -> None:
+        self.statement = statement
+        self._sqlite_sql, self._sqlite_names = _compile(statement, _SQLITE_DIALECT)
+        self.returns_rows = bool(getattr(statement, "_returning", None)) or statement.is_select  # type: ignore[attr-defined]
+        self._row: Any = None
+        self._compiled: dict[str, tuple[str, tuple[str, ...]]] = {}
+
+    def sqlite_params(self, params: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(params[name] for name in self._sqlite_names)
+
+    async def execute(self, conn: AsyncConnection, params: dict[str, Any]) -> Any:
+        """On an SQLAlchemy connection: the statement compiled once for its dialect, run as driver SQL."""
+        compiled = self._compiled.get(conn.dialect.name)
+        if compiled is None:
+            compiled = self._compiled[conn.dialect.name] = _compile(self.statement, conn.dialect)
+        sql, names = compiled
+        return await conn.exec_driver_sql(sql, tuple(params[name] for name in names))
+
+    def row(self, values: tuple[Any, ...], description: Any) -> Any:
+        """A named tuple, read by attribute like SQLAlchemy's ``Row``."""
+        if self._row is None:
+            self._row = namedtuple("Row", [column[0] for column in description])  # type: ignore[misc]
+        return self._row._make(values)
+
+
+async def fetch_one(conn: Any, prepared: Prepared, **params: Any) -> Any:
+    if isinstance(conn, _LoopConnection):
+        return conn.raw_one(prepared, params)
+    return (await prepared.execute(conn, params)).first()
+
+
+async def fetch_all(conn: Any, prepared: Prepared, **params: Any) -> Sequence[Any]:
+    if isinstance(conn, _LoopConnection):
+        return conn.raw_all(prepared, params)
+    return (await prepared.execute(conn, params)).all()  # type: ignore[no-any-return]
+
+
+async def run(conn: Any, prepared: Prepared, **params: Any) -> int:
+    """Execute; the number of rows it changed."""
+    if isinstance(conn, _LoopConnection):
+        return conn.raw_run(prepared, params)
+    return (await prepared.execute(conn, params)).rowcount  # type: ignore[no-any-return]
+
+
+def _compile(statement: ClauseElement, dialect: Any) -> tuple[str, tuple[str, ...]]:
+    """Driver SQL with positional parameters, and the names of the values they take, in order."""
+    compiled = statement.compile(dialect=dialect)
+    if compiled.positiontup is not None:
+        return compiled.string, tuple(compiled.positiontup)
+    raise ValueError(f"the {dialect.name} dialect does not bind positionally")
+
+
+class _LoopConnection:
+    """What the store's functions see of a loop SQLite connection: the subset of SQLAlchemy's
+    ``AsyncConnection`` they use (``execute``, ``begin_nested``, ``dialect``, ``run_sync``), run
+    synchronously, plus the raw path for ``Prepared`` statements."""
+
+    def __init__(self, raw: sqlite3.Connection, sync: Connection) -> None:
+        self._raw = raw
+        self._sync = sync
+        self.dialect = sync.dialect
+
+    async def execute(self, statement: Any, parameters: Any = None) -> Any:
+        return self._sync.execute(statement, parameters)
+
+    @asynccontextmanager
+    async def begin_nested(self) -> AsyncIterator[None]:
+        with self._sync.begin_nested():
+            yield
+
+    async def run_sync(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return fn(self._sync, *args)
+
+    def raw_one(self, prepared: Prepared, params: dict[str, Any]) -> Any:
+        cursor = self._raw.execute(prepared._sqlite_sql, prepared.sqlite_params(params))
+        row = cursor.fetchone()
+        if row is None:
+            return None
+        if cursor.fetchone() is not None:  # drain: a RETURNING statement runs to completion
+            cursor.fetchall()
+        return prepared.row(row, cursor.description)
+
+    def raw_all(self, prepared: Prepared, params: dict[str, Any]) -> list[Any]:
+        cursor = self._raw.execute(prepared._sqlite_sql, prepared.sqlite_params(params))
+        return [prepared.row(row, cursor.description) for row in cursor.fetchall()]
+
+    def raw_run(self, prepared: Prepared, params: dict[str, Any]) -> int:
+        cursor = self._raw.execute(prepared._sqlite_sql, prepared.sqlite_params(params))
+        if prepared.returns_rows:
+            cursor.fetchall()
+        return cursor.rowcount
+
+
+class _LoopSQLite:
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._writer_raw, self._writer_engine, writer = _open(path)
+        self._reader_raw, self._reader_engine, reader = _open(path, busy_timeout_ms=500)
+        self.writer = _LoopConnection(self._writer_raw, writer)
+        self.reader = _LoopConnection(self._reader_raw, reader)
+        self._writer_sync = writer
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock: asyncio.Lock | None = None
+        self._in_transaction = False
+        self._waiting: list[asyncio.Future[None]] = []
+        self._commit_scheduled = False
+        self._commit_deferred = False
+
+    def _bind(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop or self._lock is None:
+            # A new event loop (tests run several): nothing of the old one can be pending.
+            self._loop, self._lock = loop, asyncio.Lock()
+        return self._lock
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[_LoopConnection]:
+        lock = self._bind()
+        await lock.acquire()
+        raw = self._writer_raw
+        try:
+            if not self._in_transaction:
+                await self._begin()
+            raw.execute("SAVEPOINT grantd_write")
+            try:
+                yield self.writer
+            except BaseException:
+                raw.execute("ROLLBACK TO grantd_write")
+                raw.execute("RELEASE grantd_write")
+                raise
+            raw.execute("RELEASE grantd_write")
+            done: asyncio.Future[None] = self._loop.create_future()  # type: ignore[union-attr]
+            self._waiting.append(done)
+            if not self._commit_scheduled:
+                self._commit_scheduled = True
+                self._loop.call_soon(self._commit)  # type: ignore[union-attr]
+        finally:
+            lock.release()
+            if self._commit_deferred and not lock.locked():
+                self._commit_deferred = False
+                self._loop.call_soon(self._commit)  # type: ignore[union-attr]
+        await done
+
+    async def _begin(self) -> None:
+        deadline = time.monotonic() + BUSY_TIMEOUT
+        delay = 0.0002
+        while True:
+            try:
+                self._writer_raw.execute("BEGIN IMMEDIATE")
+                self._in_transaction = True
+                return
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or time.monotonic() > deadline:
+                    raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.02)
+
+    def _commit(self) -> None:
+        lock = self._lock
+        if lock is not None and lock.locked():
+            # A write block is between its statements (it awaited something): commit after it.
+            self._commit_deferred = True
+            return
+        self._commit_scheduled = False
+        waiting, self._waiting = self._waiting, []
+        if not self._in_transaction:
+            for done in waiting:
+                if not done.done():
+                    done.set_result(None)
+            return
+        try:
+            self._writer_raw.execute("COMMIT")
+        except BaseException as exc:
+            try:
+                self._writer_raw.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            self._in_transaction = False
+            for done in waiting:
+                if not done.done():
+                    done.set_exception(exc)
+            return
+        self._in_transaction = False
+        for done in waiting:
+            if not done.done():
+                done.set_result(None)
+
+    async def close(self) -> None:
+        if self._in_transaction:
+            self._writer_raw.execute("COMMIT")
+            self._in_transaction = False
+        for engine in (self._writer_engine, self._reader_engine):
+            engine.dispose()
+        for raw in (self._writer_raw, self._reader_raw):
+            raw.close()
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+def _open(path: str, busy_timeout_ms: int = 0) -> tuple[sqlite3.Connection, Any, Connection]:
+    raw = sqlite3.connect(path, isolation_level=None, check_same_thread=False, cached_statements=256)
+    for pragma in SQLITE_PRAGMAS:
+        raw.execute(pragma)
+    # The writer never waits inside SQLite (see _LoopSQLite._begin). A WAL reader waits only in
+    # rare moments (another connection recovering the WAL): briefly, on the loop.
+    raw.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
+    # SQLAlchemy runs on this very connection; it never commits (we do), and its own
+    # "begin" for pysqlite issues nothing.
+    engine = create_engine("sqlite://", creator=lambda: raw, poolclass=StaticPool, hide_parameters=True)
+    return raw, engine, engine.connect()
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:
@@ -69,3 +346,8 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
     def _on_begin(conn) -> None:  # type: ignore[no-untyped-def]
         if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
             conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+from sqlalchemy.dialects import sqlite as _sqlite_dialects  # noqa: E402
+
+_SQLITE_DIALECT = _sqlite_dialects.dialect(paramstyle="qmark")

@@ -33,7 +33,7 @@ def _upgrade(connection: Connection, config: Config) -> None:
 
 async def upgrade(db: Database) -> None:
     config = alembic_config()
-    async with db.write() as conn:
+    async with db.engine_write() as conn:
         await conn.run_sync(_upgrade, config)
 
 
@@ -43,5 +43,5 @@ def _is_current(connection: Connection) -> bool:
 
 
 async def is_current(db: Database) -> bool:
-    async with db.read() as conn:
+    async with db.engine_read() as conn:
         return await conn.run_sync(_is_current)

@@ -2,11 +2,24 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlalchemy import ColumnElement, Table, and_, insert, select, text, update
+from sqlalchemy import ColumnElement, Table, and_, bindparam, insert, select, text, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from grantd.store.db import Prepared, fetch_one, run
 from grantd.store.schema import access_tokens, apps, refresh_tokens
+
+
+_INSERT_ACCESS = Prepared(
+    insert(access_tokens).values(
+        {name: bindparam(name) for name in ("jti", "app_id", "user_id", "key_id", "code_hash", "scope", "issued_at", "expires_at")}
+    )
+)
+_INSERT_REFRESH = Prepared(
+    insert(refresh_tokens).values(
+        {name: bindparam(name) for name in ("token_hash", "code_hash", "app_id", "user_id", "scope", "access_jti", "issued_at", "expires_at")}
+    )
+)
 
 
 async def insert_access_token(
@@ -21,17 +34,17 @@ async def insert_access_token(
     issued_at: int,
     expires_at: int,
 ) -> None:
-    await conn.execute(
-        insert(access_tokens).values(
-            jti=jti,
-            app_id=app_id,
-            user_id=user_id,
-            key_id=key_id,
-            code_hash=code_hash,
-            scope=scope,
-            issued_at=issued_at,
-            expires_at=expires_at,
-        )
+    await run(
+        conn,
+        _INSERT_ACCESS,
+        jti=jti,
+        app_id=app_id,
+        user_id=user_id,
+        key_id=key_id,
+        code_hash=code_hash,
+        scope=scope,
+        issued_at=issued_at,
+        expires_at=expires_at,
     )
 
 
@@ -89,24 +102,34 @@ async def revoke_user_app(conn: AsyncConnection, user_id: str, app_id: str, now:
     await _revoke(conn, now, lambda table: and_(table.c.user_id == user_id, table.c.app_id == app_id))
 
 
-async def revoke_access_token(conn: AsyncConnection, jti: str, app_id: str, now: int) -> None:
-    await conn.execute(
-        update(access_tokens)
-        .where(access_tokens.c.jti == jti, access_tokens.c.app_id == app_id, access_tokens.c.revoked_at.is_(None))
-        .values(revoked_at=now)
+_REVOKE_ACCESS = Prepared(
+    update(access_tokens)
+    .where(
+        access_tokens.c.jti == bindparam("jti"),
+        access_tokens.c.app_id == bindparam("app_id"),
+        access_tokens.c.revoked_at.is_(None),
     )
+    .values(revoked_at=bindparam("now"))
+)
+_ACCESS_STATE = Prepared(
+    select(access_tokens, apps.c.disabled_at.label("app_disabled_at"))
+    .join(apps, apps.c.id == access_tokens.c.app_id)
+    .where(access_tokens.c.jti == bindparam("jti"))
+)
+_BY_JTI = Prepared(select(access_tokens).where(access_tokens.c.jti == bindparam("jti")))
+
+
+async def revoke_access_token(conn: AsyncConnection, jti: str, app_id: str, now: int) -> None:
+    await run(conn, _REVOKE_ACCESS, jti=jti, app_id=app_id, now=now)
 
 
 async def access_token_state(conn: AsyncConnection, jti: str) -> Row | None:
     """An access token's record with whether its app is disabled."""
-    query = select(access_tokens, apps.c.disabled_at.label("app_disabled_at")).join(
-        apps, apps.c.id == access_tokens.c.app_id
-    ).where(access_tokens.c.jti == jti)
-    return (await conn.execute(query)).first()
+    return await fetch_one(conn, _ACCESS_STATE, jti=jti)
 
 
 async def by_jti(conn: AsyncConnection, jti: str) -> Row | None:
-    return (await conn.execute(select(access_tokens).where(access_tokens.c.jti == jti))).first()
+    return await fetch_one(conn, _BY_JTI, jti=jti)
 
 
 async def insert_refresh_token(
@@ -121,39 +144,43 @@ async def insert_refresh_token(
     issued_at: int,
     expires_at: int,
 ) -> None:
-    await conn.execute(
-        insert(refresh_tokens).values(
-            token_hash=token_hash,
-            code_hash=code_hash,
-            app_id=app_id,
-            user_id=user_id,
-            scope=scope,
-            access_jti=access_jti,
-            issued_at=issued_at,
-            expires_at=expires_at,
-        )
+    await run(
+        conn,
+        _INSERT_REFRESH,
+        token_hash=token_hash,
+        code_hash=code_hash,
+        app_id=app_id,
+        user_id=user_id,
+        scope=scope,
+        access_jti=access_jti,
+        issued_at=issued_at,
+        expires_at=expires_at,
     )
+
+
+_ROTATE = Prepared(
+    update(refresh_tokens)
+    .where(
+        refresh_tokens.c.token_hash == bindparam("token_hash"),
+        refresh_tokens.c.app_id == bindparam("app_id"),
+        refresh_tokens.c.rotated_at.is_(None),
+        refresh_tokens.c.revoked_at.is_(None),
+        refresh_tokens.c.expires_at > bindparam("now"),
+    )
+    .values(rotated_at=bindparam("now"))
+    .returning(refresh_tokens.c.code_hash, refresh_tokens.c.user_id, refresh_tokens.c.scope)
+)
+_REFRESH_STATE = Prepared(
+    select(refresh_tokens, apps.c.disabled_at.label("app_disabled_at"))
+    .join(apps, apps.c.id == refresh_tokens.c.app_id)
+    .where(refresh_tokens.c.token_hash == bindparam("token_hash"))
+)
 
 
 async def rotate_refresh_token(conn: AsyncConnection, token_hash: str, app_id: str, now: int) -> Row | None:
     """Mark a live refresh token used: atomic, so at most one caller rotates it."""
-    statement = (
-        update(refresh_tokens)
-        .where(
-            refresh_tokens.c.token_hash == token_hash,
-            refresh_tokens.c.app_id == app_id,
-            refresh_tokens.c.rotated_at.is_(None),
-            refresh_tokens.c.revoked_at.is_(None),
-            refresh_tokens.c.expires_at > now,
-        )
-        .values(rotated_at=now)
-        .returning(refresh_tokens.c.code_hash, refresh_tokens.c.user_id, refresh_tokens.c.scope)
-    )
-    return (await conn.execute(statement)).first()
+    return await fetch_one(conn, _ROTATE, token_hash=token_hash, app_id=app_id, now=now)
 
 
 async def refresh_token_state(conn: AsyncConnection, token_hash: str) -> Row | None:
-    query = select(refresh_tokens, apps.c.disabled_at.label("app_disabled_at")).join(
-        apps, apps.c.id == refresh_tokens.c.app_id
-    ).where(refresh_tokens.c.token_hash == token_hash)
-    return (await conn.execute(query)).first()
+    return await fetch_one(conn, _REFRESH_STATE, token_hash=token_hash)
