@@ -104,9 +104,16 @@ async def main() -> None:
     codes = seeded.codes_file.read_text().split()
     refresh = seeded.refresh_file.read_text().split()
     app = create_app(settings)
-    import logging
+    # The access log as `grantd serve` writes it (one JSON line a request), into /dev/null.
+    import logging.config
 
-    logging.getLogger("grantd.access").disabled = False
+    from grantd import logs
+
+    config = logs.config(settings.log_level, "json")
+    for handler in config.get("handlers", {}).values():
+        if "stream" in handler:
+            handler["stream"] = open(os.devnull, "w")
+    logging.config.dictConfig(config)
     async with app.router.lifespan_context(app):
         requests = [_request(args.kind, seeded, codes, refresh) for _ in range(args.requests)]
         for method, path, body, headers in requests[:50]:  # warm up

@@ -70,16 +70,23 @@ class Server:
 
     def peak_rss_mb(self) -> float:
         """Peak resident memory (VmHWM) of the process, or of its largest worker."""
-        peaks = []
+        return self._memory_mb("VmHWM")
+
+    def rss_mb(self) -> float:
+        """Resident memory now (VmRSS) of the process, or of its largest worker."""
+        return self._memory_mb("VmRSS")
+
+    def _memory_mb(self, field: str) -> float:
+        values = []
         for pid in self.pids():
             try:
                 status = Path(f"/proc/{pid}/status").read_text()
             except OSError:
                 continue
-            match = re.search(r"VmHWM:\s+(\d+) kB", status)
+            match = re.search(field + r":\s+(\d+) kB", status)
             if match:
-                peaks.append(int(match.group(1)) / 1024)
-        return max(peaks) if peaks else float("nan")
+                values.append(int(match.group(1)) / 1024)
+        return max(values) if values else float("nan")
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -202,6 +209,7 @@ class Row:
     socket_errors: int = 0
     checked: str = ""
     per: float = 1.0  # requests per counted operation (the full flow is two)
+    floor_rps: float = 0.0  # the floor measured just before this row
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -324,25 +332,28 @@ def main() -> None:
                          "--http", "httptools", "--no-access-log", "--log-level", "warning", "--app-dir", str(HERE)]),
             env, f"http://127.0.0.1:{floor_port}", "/", log,
         )
-        floor = measure_floor(floor_server, args)
-        floor_server.stop()
+        # The floor runs on the same CPU and is measured again right before every grantd row, so
+        # that each ratio compares two figures taken moments apart on a machine whose load moves.
+        def floor() -> Row:
+            return measure_floor(floor_server, args)
 
         grantd_argv = [sys.executable, "-m", "grantd", "serve", "--no-migrate", "--port", str(issuer_port)]
         server = start("grantd", pinned("0", grantd_argv), env, issuer, "/.well-known/jwks.json", log)
         jwks = httpx.get(issuer + "/.well-known/jwks.json").json()
-        rows = measure_grantd(server, seeded, jwks, issuer, args, cpu="1")
-        rss = server.peak_rss_mb()
+        rows = measure_grantd(server, seeded, jwks, issuer, args, cpu="1", floor=floor)
+        memory = (server.rss_mb(), server.peak_rss_mb())
         cold = server.cold_start_s
         server.stop()
 
         two = start("grantd --workers 2", grantd_argv + ["--workers", "2"], env, issuer, "/.well-known/jwks.json", log)
         two_rows = measure_grantd(two, seeded, jwks, issuer, args, cpu=None, only=("neucron_code", "client_credentials"))
-        rss_two = two.peak_rss_mb()
+        memory_two = (two.rss_mb(), two.peak_rss_mb())
         two.stop()
+        floor_server.stop()
     finally:
         if drop:
             drop()
-    report = render(args, floor, rows, two_rows, rss, rss_two, cold)
+    report = render(args, rows, two_rows, memory, memory_two, cold)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(report)
     print(report)
@@ -350,8 +361,9 @@ def main() -> None:
 
 
 def measure_floor(server: Server, args: argparse.Namespace) -> Row:
+    duration = max(2, args.duration // 2)
     row = wrk(server.base_url, "fixed.lua", {"BENCH_METHOD": "POST", "BENCH_PATH": "/", "BENCH_BODY": "{}",
-                                              "BENCH_CONTENT_TYPE": "application/json"}, args.duration, args.connections, "1")
+                                              "BENCH_CONTENT_TYPE": "application/json"}, duration, args.connections, "1")
     row.name = "floor: raw ASGI, fixed JSON"
     row.checked = check("floor", row.notes.pop(), {}, "")
     return row
@@ -359,7 +371,7 @@ def measure_floor(server: Server, args: argparse.Namespace) -> Row:
 
 def measure_grantd(
     server: Server, seeded: Seed, jwks: dict[str, Any], issuer: str, args: argparse.Namespace, cpu: str | None,
-    only: tuple[str, ...] | None = None,
+    only: tuple[str, ...] | None = None, floor: Any = None,
 ) -> list[Row]:
     basic = "Basic " + base64.b64encode(f"{seeded.app_id}:{seeded.key_secret}".encode()).decode()
     form = "application/x-www-form-urlencoded"
@@ -394,9 +406,12 @@ def measure_grantd(
     for key, name, kind, script, env, per in cases:
         if only and key not in only:
             continue
+        floor_row = floor() if floor is not None else None
         row = wrk(server.base_url, script, env, args.duration, args.connections, cpu)
         row.name, row.per = name, per
         row.checked = check(kind, row.notes.pop(), jwks, issuer)
+        if floor_row is not None:
+            row.floor_rps = floor_row.rps if floor_row.ok else 0.0
         rows.append(row)
         if script == "lines.lua":
             _spend(Path(env["BENCH_LINES"]), row.requests)
@@ -431,27 +446,43 @@ def database(kind: str, workdir: Path) -> tuple[str, Any]:
 
 
 def render(
-    args: argparse.Namespace, floor: Row, rows: list[Row], two: list[Row], rss: float, rss_two: float, cold: float
+    args: argparse.Namespace,
+    rows: list[Row],
+    two: list[Row],
+    memory: tuple[float, float],
+    memory_two: tuple[float, float],
+    cold: float,
 ) -> str:
+    floors = sorted(r.floor_rps for r in rows if r.floor_rps)
+    median_floor = floors[len(floors) // 2] if floors else float("nan")
     lines = [
         f"# grantd benchmark ({args.db}, {args.connections} connections, {args.duration} s a row)",
         "",
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {os.cpu_count()} CPUs; "
-        "server pinned to CPU 0, wrk to CPU 1 (the two-worker rows are unpinned).",
+        "server pinned to CPU 0, wrk to CPU 1 (the two-worker rows are unpinned). The floor (a raw ASGI "
+        "app returning fixed JSON, served the same way) is measured right before each row; "
+        "\"× floor\" divides the row by that measurement.",
         "",
-        "| row | req/s | ops/s | p50 ms | p99 ms | non-2xx | × floor | result |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
+        "| row | req/s | ops/s | p50 ms | p99 ms | non-2xx | floor req/s | × floor | result |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for row in [floor, *rows, *[_renamed(r, " — 2 workers, unpinned") for r in two]]:
-        ratio = row.rps / floor.rps if floor.rps else float("nan")
+    for row in [*rows, *[_renamed(r, " — 2 workers, unpinned") for r in two]]:
+        ratio = f"{row.rps / row.floor_rps:.3f}" if row.floor_rps else "—"
+        floor_text = f"{row.floor_rps:,.0f}" if row.floor_rps else "—"
         status = row.checked if row.ok else f"FAILED ({row.checked}; socket errors {row.socket_errors})"
         lines.append(
             f"| {row.name} | {row.rps:,.0f} | {row.ops:,.0f} | {row.p50_ms:.2f} | {row.p99_ms:.2f} | "
-            f"{row.non_2xx} | {ratio:.3f} | {status} |"
+            f"{row.non_2xx} | {floor_text} | {ratio} | {status} |"
         )
     by_name = {r.name: r for r in rows}
-    lines += ["", f"- Peak RSS of the server: {rss:.0f} MB (one worker); {rss_two:.0f} MB per worker with two."]
-    lines.append(f"- Cold start to first 200: {cold:.2f} s.")
+    lines += [
+        "",
+        f"- Floor, median of the rows' measurements: {median_floor:,.0f} req/s (from {floors[0]:,.0f} to {floors[-1]:,.0f})."
+        if floors else "- Floor: not measured.",
+        f"- Server memory after the runs: {memory[0]:.0f} MB resident (peak {memory[1]:.0f} MB) with one worker; "
+        f"{memory_two[0]:.0f} MB (peak {memory_two[1]:.0f} MB) per worker with two.",
+        f"- Cold start to first 200: {cold:.2f} s.",
+    ]
     for two_row in two:
         one = by_name.get(two_row.name)
         if one and one.rps:

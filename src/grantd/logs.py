@@ -100,6 +100,13 @@ class Formatter(logging.Formatter):
             self.render = structlog.processors.JSONRenderer(serializer=_dumps)
 
     def format(self, record: logging.LogRecord) -> str:
+        if (
+            record.name == ACCESS_LOGGER
+            and not self.console
+            and not record.exc_info
+            and record.__dict__.keys() - _RECORD_KEYS <= _ACCESS_FIELD_SET
+        ):
+            return self._access_line(record)
         event: dict[str, Any] = {
             "event": record.getMessage(),
             "level": record.levelname.lower(),
@@ -112,16 +119,58 @@ class Formatter(logging.Formatter):
             rid = request_id.get()
             if rid is not None:
                 event["request_id"] = rid
-        event["pid"] = os.getpid()  # which worker of `grantd serve --workers N` wrote the line
+        event["pid"] = _PID.pid  # which worker of `grantd serve --workers N` wrote the line
         if record.exc_info:
             # A plain traceback: file, line and source of each frame, never its local variables.
             event["exception"] = self.formatException(record.exc_info)
         elif record.stack_info:
             event["stack"] = record.stack_info
         _redact(None, "", event)
-        created = record.created
-        event["timestamp"] = f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(created))}.{int(created % 1 * 1e6):06d}Z"
+        event["timestamp"] = _timestamp(record.created)
         return self.render(None, "", event)
+
+
+    @staticmethod
+    def _access_line(record: logging.LogRecord) -> str:
+        """The request line, written once a request: when it holds only the fields
+        ``grantd.telemetry`` gives it, none of which names a secret, it skips the generic walk
+        over the record and the redaction (any other field takes the generic way, masked)."""
+        fields = record.__dict__
+        event: dict[str, Any] = {"event": record.msg, "level": record.levelname.lower(), "logger": ACCESS_LOGGER}
+        for key in _ACCESS_FIELDS:
+            event[key] = fields.get(key)
+        event["pid"] = _PID.pid
+        event["timestamp"] = _timestamp(record.created)
+        return _ENCODER.encode(event)
+
+
+# The fields of a request line, as grantd.telemetry passes them.
+_ACCESS_FIELDS = ("method", "path", "route", "status", "duration_ms", "request_id", "client")
+_ACCESS_FIELD_SET = frozenset(_ACCESS_FIELDS)
+
+
+class _Pid:
+    """This process's id, read again after a fork (uvicorn's workers are forked)."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._refresh)
+
+    def _refresh(self) -> None:
+        self.pid = os.getpid()
+
+
+_PID = _Pid()
+_second: list[Any] = [None, ""]
+
+
+def _timestamp(created: float) -> str:
+    """RFC 3339 UTC with microseconds; the part up to the second is formatted once a second."""
+    whole = int(created)
+    if _second[0] != whole:
+        _second[0], _second[1] = whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+    return f"{_second[1]}.{int(created % 1 * 1e6):06d}Z"
 
 
 def formatter(fmt: str = "auto") -> logging.Formatter:

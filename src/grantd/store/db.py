@@ -32,7 +32,7 @@ import sqlite3
 import time
 from collections import namedtuple
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -71,24 +71,17 @@ class Database:
             )
         self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
 
-    @asynccontextmanager
-    async def write(self) -> AsyncIterator[Any]:
+    def write(self) -> AbstractAsyncContextManager[Any]:
         """A transaction: committed when the block ends (on SQLite, with the other blocks of this turn)."""
         if self._loop_sqlite is not None:
-            async with self._loop_sqlite.write() as conn:
-                yield conn
-            return
-        async with self.engine.begin() as conn:
-            yield conn
+            return self._loop_sqlite.write()
+        return self.engine.begin()
 
-    @asynccontextmanager
-    async def read(self) -> AsyncIterator[Any]:
+    def read(self) -> AbstractAsyncContextManager[Any]:
         """Autocommit reads of committed data."""
         if self._loop_sqlite is not None:
-            yield self._loop_sqlite.reader
-            return
-        async with self._autocommit.connect() as conn:
-            yield conn
+            return self._loop_sqlite.read()
+        return self._autocommit.connect()
 
     @asynccontextmanager
     async def engine_write(self) -> AsyncIterator[AsyncConnection]:
@@ -219,6 +212,7 @@ class _LoopSQLite:
         self.writer = _LoopConnection(self._writer_raw, writer)
         self.reader = _LoopConnection(self._reader_raw, reader)
         self._writer_sync = writer
+        self._reading = _Reading(self.reader)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock: asyncio.Lock | None = None
         self._in_transaction = False
@@ -232,6 +226,9 @@ class _LoopSQLite:
             # A new event loop (tests run several): nothing of the old one can be pending.
             self._loop, self._lock = loop, asyncio.Lock()
         return self._lock
+
+    def read(self) -> AbstractAsyncContextManager[_LoopConnection]:
+        return self._reading
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[_LoopConnection]:
@@ -315,6 +312,21 @@ class _LoopSQLite:
             raw.close()
 
 
+class _Reading:
+    """``async with`` the reader connection: nothing to open or close (reused, it holds no state)."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: _LoopConnection) -> None:
+        self.conn = conn
+
+    async def __aenter__(self) -> _LoopConnection:
+        return self.conn
+
+    async def __aexit__(self, *_: object) -> None:
+        return None
+
+
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
     return "locked" in str(exc) or "busy" in str(exc)
 
@@ -326,6 +338,7 @@ def _open(path: str, busy_timeout_ms: int = 0) -> tuple[sqlite3.Connection, Any,
     # The writer never waits inside SQLite (see _LoopSQLite._begin). A WAL reader waits only in
     # rare moments (another connection recovering the WAL): briefly, on the loop.
     raw.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
+
     # SQLAlchemy runs on this very connection; it never commits (we do), and its own
     # "begin" for pysqlite issues nothing.
     engine = create_engine("sqlite://", creator=lambda: raw, poolclass=StaticPool, hide_parameters=True)

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from grantd.store.db import Database
+
+# Alembic is imported where it is used: a serving process needs it only to migrate at start
+# and to answer /readyz, and it costs ~10 MB of memory in every worker that imports it.
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # Serialises concurrent `grantd migrate` runs against one PostgreSQL database.
@@ -19,6 +21,8 @@ _PG_MIGRATION_LOCK = 0x6772616E74
 
 
 def alembic_config() -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     return config
@@ -27,6 +31,8 @@ def alembic_config() -> Config:
 def _upgrade(connection: Connection, config: Config) -> None:
     if connection.dialect.name == "postgresql":
         connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
+    from alembic import command
+
     config.attributes["connection"] = connection
     command.upgrade(config, "head")
 
@@ -38,6 +44,9 @@ async def upgrade(db: Database) -> None:
 
 
 def _is_current(connection: Connection) -> bool:
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     return MigrationContext.configure(connection).get_current_revision() == head
 
