@@ -1,0 +1,178 @@
+"""Fixtures of the browser tests: one real `grantd serve` process for the session, headless Chromium.
+
+Every test here is marked ``browser`` (``make screenshots`` runs just these) and is skipped, saying
+why, where Debian's chromium is not installed at /usr/bin/chromium (``apt-get install chromium``;
+.ci/run installs it). No browser is ever downloaded: Playwright drives the system's Chromium.
+
+Fixtures, stable for every browser test module:
+
+- ``base_url``: the live server's URL, ``http://127.0.0.1:<port>`` (also the issuer).
+- ``api``: an ``httpx.Client`` on ``base_url`` for the Neucron JSON API (set-up, checks).
+- ``browser``: the Chromium browser (session-wide); ``new_page()`` opens a page in a fresh context.
+- ``page``: a fresh Page in a new context (its own cookies), closed after the test.
+- ``shoot(page, name)``: saves a full-page PNG to ``docs/screenshots/<name>.png``.
+- ``signed_in_page``: ``(page, email, password)`` of a new account signed in through ``/signin``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from conftest import PASSWORD, ServerProcess, start_server, unique_email
+
+CHROMIUM = os.environ.get("GRANTD_TEST_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-background-networking",
+    "--disable-dev-shm-usage",
+    "--disable-gpu",
+    "--disable-extensions",
+    "--disable-component-update",
+    "--disable-default-apps",
+    "--disable-sync",
+    "--no-first-run",
+    "--mute-audio",
+]
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+HERE = Path(__file__).resolve().parent
+DESKTOP = {"width": 1024, "height": 768}
+PHONE = {"width": 375, "height": 740}
+TIMEOUT_MS = 15_000
+
+
+def _why_no_browser() -> str | None:
+    if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
+        return f"Chromium is not installed at {CHROMIUM}: apt-get install -y chromium (.ci/run does)"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "playwright is not installed: make install (it is in the test extra)"
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    reason = _why_no_browser()
+    for item in items:
+        if HERE in Path(item.path).resolve().parents:
+            item.add_marker(pytest.mark.browser)
+            if reason:
+                item.add_marker(pytest.mark.skip(reason=reason))
+
+
+# ---------------------------------------------------------------- the server
+
+
+def launch_server(tmp_path_factory: pytest.TempPathFactory, secret_key: str, **env: Any) -> ServerProcess:
+    """A real `grantd serve` on a fresh SQLite database (it migrates itself); ``env``: GRANTD_* overrides
+    by setting name, e.g. ``rate_limit_signup_per_address=2``."""
+    data_dir = tmp_path_factory.mktemp("browser-server")
+    database_url = f"sqlite+aiosqlite:///{data_dir / 'grantd.db'}"
+    overrides = {f"GRANTD_{name.upper()}": str(value) for name, value in env.items()}
+    return start_server(database_url, secret_key, data_dir, env=overrides)
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory: pytest.TempPathFactory, secret_key: str) -> Iterator[ServerProcess]:
+    server = launch_server(tmp_path_factory, secret_key)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def base_url(live_server: ServerProcess) -> str:
+    return live_server.base_url
+
+
+@pytest.fixture
+def api(base_url: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=base_url, timeout=30) as client:
+        yield client
+
+
+# ---------------------------------------------------------------- the browser
+
+
+@pytest.fixture(scope="session")
+def playwright() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        yield p
+
+
+@pytest.fixture(scope="session")
+def browser(playwright: Any) -> Iterator[Any]:
+    chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+    yield chromium
+    chromium.close()
+
+
+@pytest.fixture
+def new_page(browser: Any) -> Iterator[Callable[..., Any]]:
+    """``new_page(viewport=PHONE)``: a Page in a context of its own (a second person, or a second
+    browser of the same person); every context is closed after the test."""
+    contexts: list[Any] = []
+
+    def open_page(viewport: dict[str, int] = DESKTOP, **options: Any) -> Any:
+        context = browser.new_context(viewport=viewport, **options)
+        context.set_default_timeout(TIMEOUT_MS)
+        contexts.append(context)
+        return context.new_page()
+
+    yield open_page
+    for context in contexts:
+        context.close()
+
+
+@pytest.fixture
+def page(new_page: Callable[..., Any]) -> Any:
+    return new_page()
+
+
+def save_screenshot(page: Any, name: str) -> Path:
+    """A full-page PNG of what the page shows now, as docs/screenshots/<name>.png."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True, animations="disabled")
+    return path
+
+
+@pytest.fixture
+def shoot() -> Callable[[Any, str], Path]:
+    return save_screenshot
+
+
+# ---------------------------------------------------------------- people
+
+
+def sign_in(page: Any, base_url: str, email: str, password: str = PASSWORD) -> None:
+    """Sign in through the /signin form; returns on the page the form leads to."""
+    page.goto(f"{base_url}/signin")
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password", exact=True).fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_load_state()
+
+
+def new_account(api: httpx.Client, email: str | None = None, password: str = PASSWORD) -> tuple[str, str]:
+    """(user_id, email) of a new account, created over the Neucron API."""
+    email = email or unique_email()
+    response = api.post("/v1/auth/signup", json={"email": email, "password": password})
+    assert response.status_code == 200, response.text
+    return response.json()["data"]["user_id"], email
+
+
+@pytest.fixture
+def signed_in_page(page: Any, api: httpx.Client, base_url: str) -> tuple[Any, str, str]:
+    """(page, email, password) of a new account, signed in in ``page``'s browser."""
+    _, email = new_account(api)
+    sign_in(page, base_url, email)
+    assert page.context.cookies(base_url) and any(c["name"] == "grantd_session" for c in page.context.cookies(base_url))
+    return page, email, PASSWORD
+
