@@ -368,7 +368,11 @@ async def test_signin_page(browser: httpx.AsyncClient) -> None:
     html = response.text
     assert '<form method="post" action="/signin">' in html
     assert '<label for="email">Email</label><input id="email" name="email" type="email" autocomplete="username">' in html
-    assert '<label for="password">Password</label><input id="password" name="password" type="password">' in html
+    assert (
+        '<label for="password">Password</label>'
+        '<input id="password" name="password" type="password" autocomplete="current-password">'
+    ) in html
+    assert '<a href="/signup?next=%2Fsomewhere%3Fx%3D1">Create one</a>' in html
     signin = form(response, "/signin")
     assert ("", "", "Sign in") in signin.buttons
     hidden = dict(signin.inputs)

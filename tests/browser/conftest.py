@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import httpx
 import pytest
@@ -162,10 +164,91 @@ def sign_in(page: Any, base_url: str, email: str, password: str = PASSWORD) -> N
 
 def new_account(api: httpx.Client, email: str | None = None, password: str = PASSWORD) -> tuple[str, str]:
     """(user_id, email) of a new account, created over the Neucron API."""
+    user = new_user(api, email, password)
+    return user.user_id, user.email
+
+
+@dataclass
+class User:
+    user_id: str
+    email: str
+    token: str  # a user token for the Neucron API (``Authorization: Bearer``)
+    password: str = PASSWORD
+
+
+def new_user(api: httpx.Client, email: str | None = None, password: str = PASSWORD) -> User:
+    """A new account created over the Neucron API, with its API token."""
     email = email or unique_email()
     response = api.post("/v1/auth/signup", json={"email": email, "password": password})
     assert response.status_code == 200, response.text
-    return response.json()["data"]["user_id"], email
+    data = response.json()["data"]
+    return User(data["user_id"], email, data["access_token"], password)
+
+
+CLIENT_ORIGIN = "http://client.test"  # an app's site: answered by the browser's route, never the network
+REDIRECT_URI = f"{CLIENT_ORIGIN}/callback"
+
+
+@dataclass
+class App:
+    app_id: str
+    name: str
+    owner: User
+    key_secret: str
+    redirect_uri: str = REDIRECT_URI
+
+    def authorize_url(self, base_url: str, **params: str) -> str:
+        query = {"response_type": "code", "client_id": self.app_id, "redirect_uri": self.redirect_uri,
+                 "scope": "read_profile", "state": "st-1", **params}
+        return f"{base_url}/oauth2/authorize?" + urlencode(query)
+
+    def redeem(self, api: httpx.Client, code: str) -> httpx.Response:
+        data = {"grant_type": "authorization_code", "code": code, "redirect_uri": self.redirect_uri}
+        return api.post("/oauth2/token", data=data, auth=(self.app_id, self.key_secret))
+
+    def introspect(self, api: httpx.Client, token: str) -> dict[str, Any]:
+        response = api.post("/oauth2/introspect", data={"token": token}, auth=(self.app_id, self.key_secret))
+        assert response.status_code == 200, response.text
+        return response.json()
+
+
+def register_app(
+    api: httpx.Client,
+    name: str = "Photo Printer",
+    permissions: str = "read_profile,write_data,manage_notifications",
+    owner: User | None = None,
+) -> App:
+    """A confidential app with one key pair, registered over the Neucron API by ``owner`` (a new
+    developer by default), redirecting to ``REDIRECT_URI``."""
+    owner = owner or new_user(api)
+    body = {"name": name, "redirect_uris": [REDIRECT_URI], "permissions": permissions}
+    response = api.post("/v1/apps", json=body, headers={"Authorization": f"Bearer {owner.token}"})
+    assert response.status_code == 200, response.text
+    app_id = response.json()["data"]["app_id"]
+    response = api.post(f"/v1/apps/{app_id}/keys", headers={"Authorization": f"Bearer {owner.token}"})
+    assert response.status_code == 200, response.text
+    return App(app_id, name, owner, response.json()["data"]["key_secret"])
+
+
+class Traffic:
+    """Every request the browser context makes, and the app's site (``CLIENT_ORIGIN``) played by a route:
+    its callback answers a small page, so a test sees where the browser landed and with what."""
+
+    def __init__(self, context: Any) -> None:
+        self.urls: list[str] = []
+        context.on("request", lambda request: self.urls.append(request.url))
+        context.route(f"{CLIENT_ORIGIN}/**", self._client_site)
+
+    @staticmethod
+    def _client_site(route: Any) -> None:
+        route.fulfill(status=200, content_type="text/html", body="<!doctype html><title>client</title><h1>Client callback</h1>")
+
+    def to(self, origin: str) -> list[str]:
+        return [url for url in self.urls if url.startswith(origin + "/") or url == origin]
+
+
+def callback_params(url: str) -> dict[str, str]:
+    return dict(parse_qsl(urlsplit(url).query))
 
 
 @pytest.fixture
