@@ -195,6 +195,11 @@ def test_the_console_works_without_javascript_and_on_a_phone(
     page.goto(f"{base_url}/console/apps/{app_id}")
     assert no_horizontal_scroll(page)
     shoot(page, "console-app-phone")
+    click(page, "Build the authorization URL")  # a GET form: no script needed either
+    assert page.get_by_role("link", name="Open the consent page").get_attribute("href").startswith(f"{base_url}/oauth2/authorize?")
+    assert page.locator("#code-verifier").is_visible()
+    assert no_horizontal_scroll(page)
+    shoot(page, "console-try-phone")
     page.goto(f"{base_url}/console")
     row = page.get_by_role("row", name="Pocket App")
     assert row.get_by_role("cell").nth(1).inner_text() == "public"
