@@ -100,7 +100,10 @@ def api(base_url: str) -> Iterator[httpx.Client]:
 # ---------------------------------------------------------------- the browser
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: while Playwright's sync API runs, the main thread counts as running
+# an event loop, so asyncio.run() (which other tests' fixtures call) would fail. Chromium is
+# stopped when the last browser test is done, before the rest of the suite runs.
+@pytest.fixture(scope="package")
 def playwright() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
@@ -108,7 +111,7 @@ def playwright() -> Iterator[Any]:
         yield p
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(playwright: Any) -> Iterator[Any]:
     chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
     yield chromium
