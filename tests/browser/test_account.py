@@ -26,7 +26,7 @@ def change_password(page: Any, current: str, new: str) -> None:
 def test_password_change_ends_the_other_sessions(
     new_page: Callable[..., Any], api: httpx.Client, base_url: str, shoot: Any
 ) -> None:
-    user = new_user(api)
+    user = new_user(api, "katherine@example.com")
     laptop, phone = new_page(), new_page()  # two browsers of one person
     sign_in(laptop, base_url, user.email)
     sign_in(phone, base_url, user.email)

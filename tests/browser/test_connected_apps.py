@@ -17,7 +17,7 @@ def test_connected_apps_lists_a_grant_and_revoke_ends_its_tokens(
 ) -> None:
     app = register_app(api, name="Calendar Sync")
     other = register_app(api, name="Note Taker")
-    user = new_user(api)
+    user = new_user(api, "edsger@example.com")
     Traffic(page.context)
     sign_in(page, base_url, user.email)
 

@@ -17,8 +17,8 @@ def listed(page: Any, which: str) -> list[str]:
 def test_consent_shows_the_owner_and_marks_what_is_new(
     page: Any, api: httpx.Client, base_url: str, shoot: Any
 ) -> None:
-    app = register_app(api, name="Photo Printer")
-    user = new_user(api)
+    app = register_app(api, name="Photo Printer", owner=new_user(api, "developers@photoprinter.example.com"))
+    user = new_user(api, "barbara@example.com")
     traffic = Traffic(page.context)
 
     # Not signed in: the sign-in page names the app, then the consent page follows.

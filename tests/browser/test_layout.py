@@ -29,8 +29,9 @@ def test_pages_fit_a_phone_and_label_every_control(
 ) -> None:
     page = new_page(viewport=PHONE, java_script_enabled=False)  # the pages need no script
     Traffic(page.context)
-    app = register_app(api, name="A Rather Long Application Name For A Small Screen")
-    user = new_user(api)
+    owner = new_user(api, "team@a-rather-long-domain-name.example.com")
+    app = register_app(api, name="A Rather Long Application Name For A Small Screen", owner=owner)
+    user = new_user(api, "hedy@example.com")
     # A person signing up with a long address, whose errors are shown.
     page.goto(f"{base_url}/signup")
     check(page, "sign-up")

@@ -14,7 +14,7 @@ from conftest import PASSWORD, ServerProcess, unique_email
 
 
 def test_wrong_password_then_sign_in(page: Any, api: httpx.Client, base_url: str, shoot: Any) -> None:
-    _, email = new_account(api)
+    _, email = new_account(api, "ada@example.com")  # a fixed address: the screenshots stay readable
     sign_in(page, base_url, email, PASSWORD + "-wrong")
     assert page.get_by_role("alert").inner_text() == "Wrong email or password."
     assert page.url.startswith(f"{base_url}/signin")
@@ -67,7 +67,7 @@ def strict_server(tmp_path_factory: pytest.TempPathFactory, secret_key: str) -> 
 def test_sign_in_lock_out(page: Any, strict_server: ServerProcess, shoot: Any) -> None:
     base_url = strict_server.base_url
     with httpx.Client(base_url=base_url) as api:
-        _, email = new_account(api)
+        _, email = new_account(api, "grace@example.com")
     for _ in range(3):
         sign_in(page, base_url, email, "not-the-password")
         assert page.get_by_role("alert").inner_text() == "Wrong email or password."

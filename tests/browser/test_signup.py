@@ -34,7 +34,7 @@ def test_sign_up_with_a_weak_password_then_a_taken_email_then_for_real(
     shoot(page, "signup")
 
     # A weak password: the rule's own words, under the password field; the email is kept.
-    email = unique_email()
+    email = "alan@example.com"
     submit_signup(page, email, "password123")
     assert field_error(page, "Password").inner_text() == "Password is too weak: it is too common or too repetitive."
     assert field_error(page, "Email").count() == 0
@@ -45,7 +45,7 @@ def test_sign_up_with_a_weak_password_then_a_taken_email_then_for_real(
     assert field_error(page, "Password").inner_text() == "Password is too weak: use at least 8 characters."
 
     # A taken email: said under the email field, with a way to sign in instead.
-    _, taken = new_account(api)
+    _, taken = new_account(api, "margaret@example.com")
     submit_signup(page, taken, PASSWORD)
     assert field_error(page, "Email").inner_text().startswith("An account with this email already exists.")
     assert field_error(page, "Password").count() == 0
