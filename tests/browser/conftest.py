@@ -156,6 +156,12 @@ def shoot() -> Callable[[Any, str], Path]:
 # ---------------------------------------------------------------- people
 
 
+def follow(page: Any, control: Any) -> None:
+    """Click a link or submit button and wait for the page it leads to (not the one it leaves)."""
+    with page.expect_navigation():
+        control.click()
+
+
 def sign_in(page: Any, base_url: str | None, email: str, password: str = PASSWORD) -> None:
     """Sign in through the /signin form (``base_url`` None: the form the page shows now);
     returns on the page the form leads to."""
@@ -163,8 +169,7 @@ def sign_in(page: Any, base_url: str | None, email: str, password: str = PASSWOR
         page.goto(f"{base_url}/signin")
     page.get_by_label("Email").fill(email)
     page.get_by_label("Password", exact=True).fill(password)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_load_state()
+    follow(page, page.get_by_role("button", name="Sign in"))
 
 
 def new_account(api: httpx.Client, email: str | None = None, password: str = PASSWORD) -> tuple[str, str]:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import httpx
 
-from browser.conftest import new_user, sign_in
+from browser.conftest import follow, new_user, sign_in
 
 NEW_PASSWORD = "a brand new passphrase"
 
@@ -19,8 +19,7 @@ def field_error(page: Any, label: str) -> Any:
 def change_password(page: Any, current: str, new: str) -> None:
     page.get_by_label("Current password", exact=True).fill(current)
     page.get_by_label("New password", exact=True).fill(new)
-    page.get_by_role("button", name="Change password").click()
-    page.wait_for_load_state()
+    follow(page, page.get_by_role("button", name="Change password"))
 
 
 def test_password_change_ends_the_other_sessions(
@@ -33,7 +32,7 @@ def test_password_change_ends_the_other_sessions(
     phone.goto(f"{base_url}/account")
     assert phone.locator(".facts .email").inner_text() == user.email
 
-    laptop.get_by_role("navigation", name="Main").get_by_role("link", name="Account").click()
+    follow(laptop, laptop.get_by_role("navigation", name="Main").get_by_role("link", name="Account"))
     assert laptop.url == f"{base_url}/account"
     assert laptop.locator(".facts .email").inner_text() == user.email
     shoot(laptop, "account")

@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from browser.conftest import CLIENT_ORIGIN, Traffic, callback_params, new_user, register_app, sign_in
+from browser.conftest import CLIENT_ORIGIN, Traffic, callback_params, follow, new_user, register_app, sign_in
 
 DATE = r"\d{1,2} [A-Z][a-z]{2} \d{4}, \d{2}:\d{2} UTC"
 
@@ -37,7 +37,7 @@ def test_connected_apps_lists_a_grant_and_revoke_ends_its_tokens(
     assert app.introspect(api, tokens["access_token"])["active"] is True
 
     page.goto(f"{base_url}/")
-    page.get_by_role("navigation", name="Main").get_by_role("link", name="Connected apps").click()
+    follow(page, page.get_by_role("navigation", name="Main").get_by_role("link", name="Connected apps"))
     entries = page.locator("li.grant")
     assert entries.count() == 2
     calendar = entries.filter(has=page.get_by_role("heading", name="Calendar Sync"))
@@ -54,8 +54,7 @@ def test_connected_apps_lists_a_grant_and_revoke_ends_its_tokens(
     shoot(page, "connected-apps")
 
     # Revoke Calendar Sync: gone from the list, and every token of the grant fails at once.
-    calendar.get_by_role("button", name="Revoke access of Calendar Sync").click()
-    page.wait_for_load_state()
+    follow(page, calendar.get_by_role("button", name="Revoke access of Calendar Sync"))
     assert page.url == f"{base_url}/account/apps?revoked=1"
     assert page.get_by_role("status").inner_text() == "Access revoked: the app's tokens no longer work."
     assert page.locator("li.grant h2").all_inner_texts() == ["Note Taker"]

@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from browser.conftest import CLIENT_ORIGIN, PHONE, Traffic, new_user, register_app, sign_in
+from browser.conftest import CLIENT_ORIGIN, PHONE, Traffic, follow, new_user, register_app, sign_in
 
 UNLABELLED = """() => [...document.querySelectorAll("input, select, textarea")]
     .filter(el => el.type !== "hidden" && !el.hidden && el.labels.length === 0)
@@ -37,7 +37,7 @@ def test_pages_fit_a_phone_and_label_every_control(
     check(page, "sign-up")
     page.get_by_label("Email", exact=True).fill("someone.with.a.rather.long.address@subdomain.example.com")
     page.get_by_label("Password", exact=True).fill("password")
-    page.get_by_role("button", name="Create account").click()
+    follow(page, page.get_by_role("button", name="Create account"))
     assert page.locator(".field .error").all_inner_texts() == ["Password is too weak: it is too common or too repetitive."]
     check(page, "sign-up with errors")
     shoot(page, "phone-signup-errors")

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from browser.conftest import CLIENT_ORIGIN, Traffic, new_user, register_app, sign_in
+from browser.conftest import CLIENT_ORIGIN, Traffic, follow, new_user, register_app, sign_in
 
 FORGED_HOST = "https://evil.example"
 
@@ -159,8 +159,7 @@ def test_a_forged_redirect_uri_never_leaves_the_site(victim: Any, api: httpx.Cli
     # The real consent page, its hidden redirect_uri changed in the page before Allow is pressed.
     page.goto(app.authorize_url(base_url))
     page.locator('input[name="redirect_uri"]').evaluate(f"input => input.value = '{FORGED_HOST}/steal'")
-    page.get_by_role("button", name="Allow").click()
-    page.wait_for_load_state()
+    follow(page, page.get_by_role("button", name="Allow"))
     assert page.url == f"{base_url}/oauth2/authorize"
     assert page.get_by_role("heading", level=1).inner_text() == "This app cannot be authorized"
 

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from browser.conftest import launch_server, new_account, sign_in
+from browser.conftest import follow, launch_server, new_account, sign_in
 from conftest import PASSWORD, ServerProcess, unique_email
 
 
@@ -24,8 +24,7 @@ def test_wrong_password_then_sign_in(page: Any, api: httpx.Client, base_url: str
     shoot(page, "signin-wrong-password")
     # The form shown again works.
     page.get_by_label("Password", exact=True).fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_load_state()
+    follow(page, page.get_by_role("button", name="Sign in"))
     assert page.url == f"{base_url}/"
     assert f"You are signed in as {email}." in page.inner_text("main")
 
@@ -35,8 +34,7 @@ def test_sign_out_ends_the_session(signed_in_page: tuple[Any, str, str], base_ur
     page.goto(f"{base_url}/account")
     assert page.locator(".facts .email").inner_text() == email
     token = next(c["value"] for c in page.context.cookies(base_url) if c["name"] == "grantd_session")
-    page.get_by_role("navigation", name="Main").get_by_role("button", name="Sign out").click()
-    page.wait_for_load_state()
+    follow(page, page.get_by_role("navigation", name="Main").get_by_role("button", name="Sign out"))
     assert page.url == f"{base_url}/"
     assert "You are not signed in." in page.inner_text("main")
     assert not any(c["name"] == "grantd_session" for c in page.context.cookies(base_url))
@@ -91,8 +89,7 @@ def test_sign_up_lock_out(page: Any, strict_server: ServerProcess, shoot: Any) -
         assert attempts <= 3, "sign-up was never limited"
         page.get_by_label("Email", exact=True).fill(unique_email())
         page.get_by_label("Password", exact=True).fill(PASSWORD)
-        page.get_by_role("button", name="Create account").click()
-        page.wait_for_load_state()
+        follow(page, page.get_by_role("button", name="Create account"))
         if page.url.startswith(f"{base_url}/signup"):
             break
         page.context.clear_cookies()

@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from browser.conftest import new_account
+from browser.conftest import follow, new_account
 from conftest import PASSWORD, unique_email
 
 
@@ -18,15 +18,14 @@ def field_error(page: Any, label: str) -> Any:
 def submit_signup(page: Any, email: str, password: str) -> None:
     page.get_by_label("Email", exact=True).fill(email)
     page.get_by_label("Password", exact=True).fill(password)
-    page.get_by_role("button", name="Create account").click()
-    page.wait_for_load_state()
+    follow(page, page.get_by_role("button", name="Create account"))
 
 
 def test_sign_up_with_a_weak_password_then_a_taken_email_then_for_real(
     page: Any, api: httpx.Client, base_url: str, shoot: Any
 ) -> None:
     page.goto(f"{base_url}/")
-    page.get_by_role("link", name="Create an account").click()
+    follow(page, page.get_by_role("link", name="Create an account"))
     assert page.url == f"{base_url}/signup"
     assert page.get_by_role("heading", level=1).inner_text() == "Create an account"
     hint = page.locator("#password-hint").inner_text()
@@ -55,8 +54,7 @@ def test_sign_up_with_a_weak_password_then_a_taken_email_then_for_real(
 
     # Nothing typed: each field says what it needs.
     page.get_by_label("Email", exact=True).fill("")
-    page.get_by_role("button", name="Create account").click()
-    page.wait_for_load_state()
+    follow(page, page.get_by_role("button", name="Create account"))
     assert field_error(page, "Email").inner_text() == "Enter your email address."
     assert field_error(page, "Password").inner_text() == "Choose a password."
 
@@ -75,12 +73,12 @@ def test_sign_up_with_a_weak_password_then_a_taken_email_then_for_real(
 
 def test_sign_up_and_sign_in_link_to_each_other(page: Any, base_url: str) -> None:
     page.goto(f"{base_url}/signin?next=/account")
-    page.get_by_role("link", name="Create one").click()
+    follow(page, page.get_by_role("link", name="Create one"))
     assert page.url == f"{base_url}/signup?next=%2Faccount"
-    page.get_by_role("link", name="Sign in", exact=True).click()
+    follow(page, page.get_by_role("link", name="Sign in", exact=True))
     assert page.url == f"{base_url}/signin?next=%2Faccount"
     # Signing up from there lands where the person was going.
-    page.get_by_role("link", name="Create one").click()
+    follow(page, page.get_by_role("link", name="Create one"))
     email = unique_email()
     submit_signup(page, email, PASSWORD)
     assert page.url == f"{base_url}/account"
