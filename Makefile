@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-db install migrate clean bench
+.PHONY: run test test-db install migrate clean bench screenshots chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,14 @@ migrate: $(STAMP)
 ## The whole suite (PostgreSQL tests run where PostgreSQL answers on 127.0.0.1:5432)
 test: $(STAMP) interop-deps
 	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+## The browser tests alone (headless Chromium against a real server); they refresh docs/screenshots/
+screenshots: $(STAMP) chromium
+	$(BIN)/pytest -q -m browser tests/browser $(PYTEST_ARGS)
+
+## Debian's chromium, which the browser tests drive (no browser is downloaded by Playwright)
+chromium:
+	@command -v chromium >/dev/null || (apt-get install -y chromium || (apt-get update && apt-get install -y chromium))
 
 ## The database tests once more, against PostgreSQL
 test-db: $(STAMP)

@@ -169,3 +169,37 @@ async def test_auth_routes_under_v1_and_root(client: httpx.AsyncClient, prefix: 
     assert response.status_code == 200, response.text
     await assert_token_refused(client, login["access_token"])
     await assert_token_works(client, data["access_token"])
+
+
+async def test_password_change_ends_only_the_users_other_sessions(app: Any, client: httpx.AsyncClient) -> None:
+    from grantd.core import accounts
+    from grantd.core.errors import InvalidGrant, InvalidRequest
+
+    ctx = app.state.ctx
+    email = unique_email()
+    await sign_up(client, email)
+    sessions = []
+    for _ in range(3):
+        response = await client.post("/v1/auth/login", json={"email": email, "password": PASSWORD})
+        sessions.append(response.json()["data"]["access_token"])
+    _, bystander = await sign_up(client)
+    this = await accounts.authenticate(ctx, sessions[0])
+
+    with pytest.raises(InvalidGrant):
+        await accounts.change_password(ctx, this, "wrong", "a new good passphrase")
+    with pytest.raises(InvalidRequest) as weak:
+        await accounts.change_password(ctx, this, PASSWORD, "qwerty123")
+    assert weak.value.field == "password"
+    for token in sessions:  # refused changes end nothing
+        assert (await client.get("/v1/grants", headers={"Authorization": token})).status_code == 200
+
+    assert await accounts.change_password(ctx, this, PASSWORD, "a new good passphrase") == 3  # two logins, the sign-up
+    assert (await client.get("/v1/grants", headers={"Authorization": sessions[0]})).status_code == 200
+    for token in sessions[1:]:
+        assert (await client.get("/v1/grants", headers={"Authorization": token})).status_code == 401
+    assert (await client.get("/v1/grants", headers={"Authorization": bystander})).status_code == 200
+    assert (await client.post("/v1/auth/login", json={"email": email, "password": PASSWORD})).status_code == 401
+    login = await client.post("/v1/auth/login", json={"email": email, "password": "a new good passphrase"})
+    assert login.status_code == 200
+    events = (await client.get("/v1/audit", headers={"Authorization": sessions[0]})).json()["data"]["events"]
+    assert [e["event"] for e in events].count("password_changed") == 1

@@ -368,7 +368,11 @@ async def test_signin_page(browser: httpx.AsyncClient) -> None:
     html = response.text
     assert '<form method="post" action="/signin">' in html
     assert '<label for="email">Email</label><input id="email" name="email" type="email" autocomplete="username">' in html
-    assert '<label for="password">Password</label><input id="password" name="password" type="password">' in html
+    assert (
+        '<label for="password">Password</label>'
+        '<input id="password" name="password" type="password" autocomplete="current-password">'
+    ) in html
+    assert '<a href="/signup?next=%2Fsomewhere%3Fx%3D1">Create one</a>' in html
     signin = form(response, "/signin")
     assert ("", "", "Sign in") in signin.buttons
     hidden = dict(signin.inputs)
@@ -678,3 +682,135 @@ def test_csrf_key_is_its_own() -> None:
     assert key != master and key != hmac.new(master, b"grantd secret-hash pepper v1", hashlib.sha256).digest()
     token = session._mac(Ctx(), b"session", "jti")  # type: ignore[arg-type]
     assert re.fullmatch(r"[A-Za-z0-9_-]{43}", token) and base64.urlsafe_b64decode(token + "=")
+
+
+# ---------------------------------------------------------------- sign-up, account, connected apps
+
+
+async def login_token(api: httpx.AsyncClient, email: str) -> str:
+    """A Neucron API token of the account (a new session)."""
+    response = await api.post("/v1/auth/login", json={"email": email, "password": PASSWORD})
+    assert response.status_code == 200, response.text
+    return response.json()["data"]["access_token"]
+
+
+async def test_signup_form(browser: httpx.AsyncClient, client: httpx.AsyncClient) -> None:
+    page = await browser.get("/signup", params={"next": "/account"})
+    assert page.status_code == 200
+    assert_page_headers(page)
+    signup = form(page, "/signup")
+    assert dict(signup.inputs)["next"] == "/account"
+    email = unique_email()
+    # Without the double-submit cookie's token: refused, no account.
+    response = await browser.post("/signup", data=signup.data(email=email, password=PASSWORD, csrf_token="x" * 43))
+    assert response.status_code == 403 and "grantd_session" not in set_cookies(response)
+    assert (await client.post("/v1/auth/login", json={"email": email, "password": PASSWORD})).status_code == 401
+    # Each refusal is a 4xx page with the form again.
+    for data, status, text in (
+        (signup.data(email="", password=""), 400, "Enter your email address."),
+        (signup.data(email="not-an-email", password=PASSWORD), 400, "Email is not a valid email address"),
+        (signup.data(email=email, password="12345678"), 400, "Password is too weak"),
+        (signup.data(email=email, password="x" * 300), 400, "Password is too long"),
+    ):
+        response = await browser.post("/signup", data=data)
+        assert response.status_code == status and text in response.text, (data, response.text)
+        assert_page_headers(response)
+        assert dict(form(response, "/signup").inputs)["next"] == "/account"
+    # Success: signed in, on to next.
+    response = await browser.post("/signup", data=signup.data(email=email, password=PASSWORD))
+    assert assert_redirect(response) == "/account"
+    assert "HttpOnly" in set_cookies(response)["grantd_session"]
+    # The same email again is a 409 page.
+    async with httpx.AsyncClient(transport=browser._transport, base_url=ISSUER) as other:
+        again = form(await other.get("/signup"), "/signup").data(email=email.upper(), password=PASSWORD)
+        response = await other.post("/signup", data=again)
+        assert response.status_code == 409 and "An account with this email already exists." in response.text
+
+
+@pytest.mark.parametrize("next_path", ["//evil.example", "https://evil.example", "/\\evil.example"])
+async def test_signup_never_redirects_off_site(browser: httpx.AsyncClient, next_path: str) -> None:
+    page = await browser.get("/signup", params={"next": next_path})
+    data = form(page, "/signup").data(email=unique_email(), password=PASSWORD, next=next_path)
+    assert assert_redirect(await browser.post("/signup", data=data)) == "/"
+
+
+async def test_account_pages_need_a_session(browser: httpx.AsyncClient) -> None:
+    assert assert_redirect(await browser.get("/account")) == "/signin?next=%2Faccount"
+    assert assert_redirect(await browser.get("/account/apps")) == "/signin?next=%2Faccount%2Fapps"
+    page = await browser.get("/signin")  # a form token, to show that it is the session that is missing
+    token = dict(form(page, "/signin").inputs)["csrf_token"]
+    posted = await browser.post("/account/password", data={"csrf_token": token, "current_password": "x", "new_password": "y"})
+    assert assert_redirect(posted).startswith("/signin?")
+    assert assert_redirect(await browser.post("/account/apps/some-app/revoke", data={"csrf_token": token})).startswith(
+        "/signin?"
+    )
+
+
+async def test_password_change_form(
+    browser: httpx.AsyncClient, client: httpx.AsyncClient, user: tuple[str, str]
+) -> None:
+    await sign_in(browser, user[1])
+    page = await browser.get("/account")
+    assert page.status_code == 200
+    assert_page_headers(page)
+    assert user[1] in page.text
+    change = form(page, "/account/password")
+    new_password = "another good passphrase"
+    # A forged form (no or another token): refused, nothing changed.
+    for data in (change.data(csrf_token=None), change.data(csrf_token="A" * 43)):
+        response = await browser.post(
+            "/account/password", data={**data, "current_password": PASSWORD, "new_password": new_password}
+        )
+        assert response.status_code == 403
+        assert_page_headers(response)
+    for current, new, status, text in (
+        ("", new_password, 400, "Enter your current password."),
+        (PASSWORD, "", 400, "Choose a new password."),
+        ("wrong password", new_password, 400, "The current password is wrong."),
+        (PASSWORD, user[1], 400, "it may not be your email address"),
+        (PASSWORD, PASSWORD, 400, "Password is unchanged"),
+    ):
+        response = await browser.post(
+            "/account/password", data=change.data(current_password=current, new_password=new)
+        )
+        assert response.status_code == status and text in response.text, (current, new, response.text)
+        assert_page_headers(response)
+    assert (await client.post("/v1/auth/login", json={"email": user[1], "password": PASSWORD})).status_code == 200
+    response = await browser.post(
+        "/account/password", data=change.data(current_password=PASSWORD, new_password=new_password)
+    )
+    assert assert_redirect(response) == "/account?changed=1"
+    assert "Every other session of yours was signed out." in (await browser.get("/account?changed=1")).text
+    assert (await client.post("/v1/auth/login", json={"email": user[1], "password": new_password})).status_code == 200
+
+
+async def test_connected_apps_revoke(
+    browser: httpx.AsyncClient, client: httpx.AsyncClient, confidential_client: Client, user: tuple[str, str]
+) -> None:
+    await sign_in(browser, user[1])
+    callback = await decide(browser, await consent_page(browser, confidential_client.authorize_path()), "allow")
+    assert "code" in query_of(callback)
+    page = await browser.get("/account/apps")
+    assert page.status_code == 200
+    assert_page_headers(page)
+    assert "Photo Printer confidential &lt;&amp;&gt;" in page.text
+    assert "Read your profile: your user id and email address." in page.text
+    action = f"/account/apps/{confidential_client.app_id}/revoke"
+    revoke = form(page, action)
+    # Forged: refused, the grant stays.
+    for data in (revoke.data(csrf_token=""), revoke.data(csrf_token="A" * 43)):
+        assert (await browser.post(action, data=data)).status_code == 403
+    assert action in (await browser.get("/account/apps")).text
+    # Unknown, odd or too long app ids: a 404 page, never a 500.
+    for app_id in ("no-such-app", "%00", "x" * 300, "%2F..%2F"):
+        response = await browser.post(f"/account/apps/{app_id}/revoke", data=revoke.data())
+        assert response.status_code == 404, (app_id, response.text)
+        assert_page_headers(response)
+    assert (await browser.get(action)).status_code == 405
+    # Revoked.
+    assert assert_redirect(await browser.post(action, data=revoke.data())) == "/account/apps?revoked=1"
+    page = await browser.get("/account/apps?revoked=1")
+    assert "Access revoked" in page.text and action not in page.text and "Photo Printer" not in page.text
+    grants = await client.get("/v1/grants", headers={"Authorization": (await login_token(client, user[1]))})
+    assert grants.json()["data"]["grants"] == []
+    assert (await browser.post(action, data=revoke.data())).status_code == 404  # nothing left to revoke

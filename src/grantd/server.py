@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import grantd
 from grantd.api import apps, audit, auth, envelope, grants, hot, neucron, oauth2, wellknown
 from grantd import metrics, web
+from grantd.web import console
 from grantd.api import ops
 from grantd.api.errors import from_http, render
 from grantd.api.validation import describe_validation_error
@@ -73,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(audit.router, prefix=prefix)
     app.include_router(oauth2.router)
     app.include_router(web.router)
+    app.include_router(console.router)  # the developer console
     app.include_router(wellknown.router)
     app.include_router(ops.router)
     if settings.metrics_enabled:

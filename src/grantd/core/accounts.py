@@ -45,19 +45,25 @@ def normalize_email(email: str) -> str:
     try:
         result = validate_email(email, check_deliverability=False)
     except EmailNotValidError as exc:
-        raise InvalidRequest(f"email is not a valid email address: {exc}") from None
+        raise InvalidRequest(f"email is not a valid email address: {exc}", field="email") from None
     return result.normalized.lower()
 
 
+def password_rule(min_length: int) -> str:
+    """The rule of ``check_password_strength`` in words, for a form's hint."""
+    return f"At least {min_length} characters; not a common password, and not your email address."
+
+
 def check_password_strength(password: str, email: str, min_length: int) -> None:
+    """The one password rule: sign-up (API, pages, CLI) and password change all apply it."""
     if len(password) < min_length:
-        raise InvalidRequest(f"password is too weak: use at least {min_length} characters.")
+        raise InvalidRequest(f"password is too weak: use at least {min_length} characters.", field="password")
     if len(password) > PASSWORD_MAX_LENGTH:
-        raise InvalidRequest(f"password is too long: use at most {PASSWORD_MAX_LENGTH} characters.")
+        raise InvalidRequest(f"password is too long: use at most {PASSWORD_MAX_LENGTH} characters.", field="password")
     if password.lower() in _COMMON_PASSWORDS or len(set(password)) < 4:
-        raise InvalidRequest("password is too weak: it is too common or too repetitive.")
+        raise InvalidRequest("password is too weak: it is too common or too repetitive.", field="password")
     if password.lower() == email.lower() or password.lower() == email.split("@")[0].lower():
-        raise InvalidRequest("password is too weak: it may not be your email address.")
+        raise InvalidRequest("password is too weak: it may not be your email address.", field="password")
 
 
 async def sign_up(
@@ -154,6 +160,47 @@ async def authenticate(ctx: Context, token: str) -> Principal:
 async def log_out(ctx: Context, principal: Principal) -> None:
     async with ctx.db.write() as tx:
         await store.revoke_session(tx, principal.jti, ctx.now())
+
+
+async def email_of(ctx: Context, user: Principal) -> str:
+    async with ctx.db.read() as conn:
+        row = await store.by_id(conn, user.user_id)
+    if row is None:  # the account was deleted while the session lived
+        raise InvalidToken("The account no longer exists.")
+    return row.email
+
+
+async def change_password(
+    ctx: Context, user: Principal, current_password: str, new_password: str, *, address: str | None = None
+) -> int:
+    """Replace the user's password and end every other session of theirs; the session ``user``
+    signed in with stays. Returns how many other sessions were ended.
+
+    The current password is checked like a log-in (the same rate limits, counted before argon2,
+    given back on success): a stolen session cookie is not a way to guess it.
+    InvalidGrant when it is wrong; InvalidRequest(field="password") when the new one breaks the rule.
+    """
+    async with ctx.db.read() as conn:
+        row = await store.by_id(conn, user.user_id)
+    if row is None:
+        raise InvalidToken("The account no longer exists.")
+    attempt = await ctx.limiter.hit(*ratelimit.login_limits(ctx.settings, row.email, address))
+    if not await verify_password(row.password_hash, current_password[:PASSWORD_MAX_LENGTH]):
+        await audit.record_alone(
+            ctx, "login_failed", actor=user.user_id, user_id=user.user_id, address=address, reason="wrong_password"
+        )
+        raise InvalidGrant("The current password is wrong.")
+    await ctx.limiter.refund(attempt)
+    check_password_strength(new_password, row.email, ctx.settings.password_min_length)
+    if new_password == current_password:
+        raise InvalidRequest("password is unchanged: choose a new one.", field="password")
+    password_hash = await hash_password(new_password)
+    now = ctx.now()
+    async with ctx.db.write() as tx:
+        await store.set_password_hash(tx, user.user_id, password_hash)
+        ended = await store.revoke_other_sessions(tx, user.user_id, user.jti, now)
+        await audit.record(ctx, tx, "password_changed", actor=user.user_id, user_id=user.user_id, address=address, now=now)
+    return ended
 
 
 async def user_id_by_email(ctx: Context, email: str) -> str | None:

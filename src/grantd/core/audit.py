@@ -29,6 +29,7 @@ EVENTS = frozenset(
         "signup",
         "login_succeeded",
         "login_failed",
+        "password_changed",
         "consent_granted",
         "grant_revoked",
         "app_created",

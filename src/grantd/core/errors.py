@@ -17,7 +17,14 @@ class GrantdError(Exception):
 
 
 class InvalidRequest(GrantdError):
+    """``field``: the input the error concerns, when it is one (``email``, ``password``), so that a
+    page can show the message next to it; the wire shapes do not carry it."""
+
     error, status_code = "invalid_request", 400
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class PayloadTooLarge(InvalidRequest):

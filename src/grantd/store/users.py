@@ -45,3 +45,22 @@ async def revoke_session(conn: AsyncConnection, jti: str, now: int) -> None:
     await conn.execute(
         update(user_sessions).where(user_sessions.c.jti == jti, user_sessions.c.revoked_at.is_(None)).values(revoked_at=now)
     )
+
+
+async def set_password_hash(conn: AsyncConnection, user_id: str, password_hash: str) -> None:
+    await conn.execute(update(users).where(users.c.id == user_id).values(password_hash=password_hash))
+
+
+async def revoke_other_sessions(conn: AsyncConnection, user_id: str, keep_jti: str, now: int) -> int:
+    """Revoke every live session of the user but ``keep_jti``; how many were revoked."""
+    result = await conn.execute(
+        update(user_sessions)
+        .where(
+            user_sessions.c.user_id == user_id,
+            user_sessions.c.jti != keep_jti,
+            user_sessions.c.revoked_at.is_(None),
+            user_sessions.c.expires_at > now,
+        )
+        .values(revoked_at=now)
+    )
+    return result.rowcount

@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
+from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse
 
+from grantd.core.accounts import Principal
+from grantd.core.context import Context
 from grantd.core.errors import GrantdError
+from grantd.web import session
 
-PAGE_PATHS = frozenset({"/", "/signin", "/signout", "/oauth2/authorize"})
+PAGE_PATHS = frozenset({"/", "/signin", "/signup", "/signout", "/oauth2/authorize", "/account", "/console"})
+# Every path under these is a page too (connected apps, the password form, the developer console).
+PAGE_PREFIXES = ("/account/", "/console/")
 
 templates = Environment(
     loader=PackageLoader("grantd.web", "templates"),
@@ -30,7 +37,35 @@ _SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*$")
 
 def is_page(path: str) -> bool:
     """Whether errors on this path are shown as an HTML page."""
-    return path in PAGE_PATHS
+    return path in PAGE_PATHS or path.startswith(PAGE_PREFIXES)
+
+
+def when(timestamp: int | None) -> str:
+    """A Unix time as a person reads it, in UTC: ``9 Jul 2024, 22:02 UTC``."""
+    if timestamp is None:
+        return "never"
+    moment = datetime.fromtimestamp(timestamp, timezone.utc)
+    return f"{moment.day} {moment:%b %Y, %H:%M} UTC"
+
+
+def iso(timestamp: int) -> str:
+    """The machine-readable form for ``<time datetime=...>``."""
+    return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def wait_time(seconds: int) -> str:
+    """``retry_after`` seconds as words: "45 seconds", "15 minutes", "1 hour"."""
+    if seconds < 90:
+        return f"{seconds} second{'s' if seconds != 1 else ''}"
+    minutes = -(-seconds // 60)
+    if minutes < 90:
+        return f"{minutes} minutes"
+    hours = -(-minutes // 60)
+    return f"{hours} hour{'s' if hours != 1 else ''}"
+
+
+templates.filters["when"] = when
+templates.filters["iso"] = iso
 
 
 def form_target(uri: str) -> str | None:
@@ -66,6 +101,34 @@ def security_headers(form_action: Iterable[str] = ()) -> dict[str, str]:
 def page(template: str, status_code: int = 200, *, form_action: Iterable[str] = (), **values: Any) -> HTMLResponse:
     html = templates.get_template(template).render(**values)
     return HTMLResponse(html, status_code, headers=security_headers(form_action))
+
+
+def nav(csrf_token: str, active: str) -> dict[str, str]:
+    """The signed-in navigation of base.html: ``active`` is one of home, apps, console, account."""
+    return {"csrf_token": csrf_token, "active": active}
+
+
+def user_page(
+    ctx: Context,
+    principal: Principal,
+    template: str,
+    active: str,
+    status_code: int = 200,
+    *,
+    form_action: Iterable[str] = (),
+    **values: Any,
+) -> HTMLResponse:
+    """A page of a signed-in user: the navigation (with its sign-out form) and ``csrf_token`` for
+    the page's own forms (check it with ``session.check_session_csrf``)."""
+    csrf_token = session.session_csrf(ctx, principal)
+    return page(template, status_code, form_action=form_action, nav=nav(csrf_token, active), csrf_token=csrf_token, **values)
+
+
+def to_signin(request: Request) -> RedirectResponse:
+    """To the sign-in page, coming back to this page (its path and query) afterwards."""
+    query = request.url.query
+    back = safe_next(request.url.path + (f"?{query}" if query else ""))
+    return redirect("/signin" if back == "/" else "/signin?" + urlencode({"next": back}))
 
 
 def error_page(status_code: int, title: str, message: str, **values: Any) -> HTMLResponse:

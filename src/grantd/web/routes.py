@@ -1,4 +1,4 @@
-"""The page routes: GET/POST /oauth2/authorize (consent), GET/POST /signin, POST /signout, GET /.
+"""The page routes: GET/POST /oauth2/authorize (consent), GET/POST /signin and /signup, POST /signout, GET /.
 
 Each route parses the wire, calls the use cases of ``grantd.core.authorization`` and
 ``grantd.core.accounts``, and answers with a page or a 303 redirect. Errors about the
@@ -19,17 +19,18 @@ from grantd.api.oauth2 import MAX_PARAMETER_LENGTH, read_form
 from grantd.core import accounts, authorization
 from grantd.core.accounts import Principal
 from grantd.core.context import Context
-from grantd.core.errors import RateLimited
 from grantd.core.errors import (
+    Conflict,
     GrantdError,
     InvalidClient,
     InvalidGrant,
     InvalidRedirectUri,
     InvalidRequest,
     InvalidToken,
+    RateLimited,
 )
 from grantd.web import session
-from grantd.web.pages import error_page, form_target, page, redirect, safe_next
+from grantd.web.pages import error_page, form_target, page, redirect, safe_next, user_page, wait_time
 
 router = APIRouter(include_in_schema=False)
 
@@ -194,22 +195,37 @@ async def authorize_decision(request: Request) -> Response:
 # ---------------------------------------------------------------- sign-in and sign-out
 
 
+async def _continuing_to(ctx: Context, next_path: str) -> tuple[str | None, list[str]]:
+    """The app a sign-in or sign-up continues to, and the form-action sources its form needs.
+
+    After signing in the browser follows /oauth2/authorize, which may redirect straight on to
+    the client: the form's form-action must allow that origin too.
+    """
+    parts = urlsplit(next_path)
+    if parts.path != AUTHORIZE:
+        return None, []
+    try:
+        target = await _target(ctx, dict(parse_qsl(parts.query)))
+    except GrantdError:
+        return None, []
+    return target.app_name, [form_target(target.redirect_uri) or ""]
+
+
+def _with_next(path: str, next_path: str) -> str:
+    return path if next_path == "/" else path + "?" + urlencode({"next": next_path})
+
+
 async def _signin_page(
-    ctx: Context, request: Request, next_path: str, *, status_code: int = 200, message: str | None = None
+    ctx: Context,
+    request: Request,
+    next_path: str,
+    *,
+    status_code: int = 200,
+    message: str | None = None,
+    email: str = "",
 ) -> Response:
     cookie = session.signin_cookie(request)
-    app_name, form_action = None, []
-    # After signing in the browser follows /oauth2/authorize, which may redirect straight on to
-    # the client: the sign-in form's form-action must allow that origin too.
-    parts = urlsplit(next_path)
-    if parts.path == AUTHORIZE:
-        params = dict(parse_qsl(parts.query))
-        try:
-            target = await _target(ctx, params)
-        except GrantdError:
-            pass
-        else:
-            app_name, form_action = target.app_name, [form_target(target.redirect_uri) or ""]
+    app_name, form_action = await _continuing_to(ctx, next_path)
     response = page(
         "signin.html",
         status_code,
@@ -218,6 +234,8 @@ async def _signin_page(
         csrf_token=session.signin_csrf(ctx, cookie),
         message=message,
         app_name=app_name,
+        email=email,
+        signup_url=_with_next("/signup", next_path),
     )
     session.set_signin_cookie(ctx, response, cookie)
     return response
@@ -235,24 +253,119 @@ async def signin(request: Request) -> Response:
     form = await read_form(request)  # a malformed form raises; render_error answers with the error page
     next_path = safe_next(form.get("next"))
     if not session.check_signin_csrf(ctx, request, form.get("csrf_token")):
-        return error_page(403, "This form cannot be accepted", _FORGED, link=("/signin?" + urlencode({"next": next_path}), "Sign in"))
+        return error_page(403, "This form cannot be accepted", _FORGED, link=(_with_next("/signin", next_path), "Sign in"))
     email, password = form.get("email"), form.get("password")
+    shown_email = (email or "")[:320]
     if not email or not password:
-        return await _signin_page(ctx, request, next_path, status_code=400, message="Enter your email and password.")
+        return await _signin_page(
+            ctx, request, next_path, status_code=400, message="Enter your email and password.", email=shown_email
+        )
     try:
-        token = await accounts.log_in(ctx, email, password, address=request.client.host if request.client else None)
+        token = await accounts.log_in(ctx, email, password, address=_address(request))
     except RateLimited as exc:
         locked = await _signin_page(
-            ctx, request, next_path, status_code=429,
-            message=f"Too many failed sign-in attempts. Sign-in is locked for {exc.retry_after} seconds; try again later.",
+            ctx, request, next_path, status_code=429, email=shown_email,
+            message=f"Too many failed sign-in attempts. Sign-in is locked for {wait_time(exc.retry_after)}; "
+            "try again later.",
         )
         locked.headers["Retry-After"] = str(exc.retry_after)
         return locked
     except InvalidGrant:
-        return await _signin_page(ctx, request, next_path, status_code=401, message="Wrong email or password.")
+        return await _signin_page(
+            ctx, request, next_path, status_code=401, message="Wrong email or password.", email=shown_email
+        )
     except GrantdError as exc:
         status = exc.status_code if 400 <= exc.status_code < 500 else 400
-        return await _signin_page(ctx, request, next_path, status_code=status, message=exc.message)
+        return await _signin_page(ctx, request, next_path, status_code=status, message=exc.message, email=shown_email)
+    response = redirect(next_path)
+    session.set_session(ctx, response, token)
+    return response
+
+
+# ---------------------------------------------------------------- sign-up
+
+
+def _sentence(message: str) -> str:
+    """A core message ("password is too weak: …") as the start of a sentence on a page."""
+    return message[:1].upper() + message[1:]
+
+
+async def _signup_page(
+    ctx: Context,
+    request: Request,
+    next_path: str,
+    *,
+    status_code: int = 200,
+    message: str | None = None,
+    email: str = "",
+    errors: dict[str, str] | None = None,
+    taken: bool = False,
+) -> Response:
+    cookie = session.signin_cookie(request)
+    app_name, form_action = await _continuing_to(ctx, next_path)
+    response = page(
+        "signup.html",
+        status_code,
+        form_action=form_action,
+        next=next_path,
+        csrf_token=session.signin_csrf(ctx, cookie),
+        message=message,
+        app_name=app_name,
+        email=email,
+        errors=errors or {},
+        taken=taken,
+        password_hint=accounts.password_rule(ctx.settings.password_min_length),
+        signin_url=_with_next("/signin", next_path),
+    )
+    session.set_signin_cookie(ctx, response, cookie)
+    return response
+
+
+@router.get("/signup")
+async def signup_form(request: Request) -> Response:
+    params, _, _ = _query(request)
+    return await _signup_page(_ctx(request), request, safe_next(params.get("next")))
+
+
+@router.post("/signup")
+async def signup(request: Request) -> Response:
+    ctx = _ctx(request)
+    form = await read_form(request)  # a malformed form raises; render_error answers with the error page
+    next_path = safe_next(form.get("next"))
+    if not session.check_signin_csrf(ctx, request, form.get("csrf_token")):
+        return error_page(403, "This form cannot be accepted", _FORGED, link=(_with_next("/signup", next_path), "Create an account"))
+    email, password = form.get("email") or "", form.get("password") or ""
+    shown_email = email[:320]
+    errors = {}
+    if not email:
+        errors["email"] = "Enter your email address."
+    if not password:
+        errors["password"] = "Choose a password."
+    if errors:
+        return await _signup_page(ctx, request, next_path, status_code=400, email=shown_email, errors=errors)
+    try:
+        token = await accounts.sign_up(ctx, email, password, address=_address(request))
+    except RateLimited as exc:
+        locked = await _signup_page(
+            ctx, request, next_path, status_code=429, email=shown_email,
+            message=f"Too many accounts were created from your network. Try again in {wait_time(exc.retry_after)}.",
+        )
+        locked.headers["Retry-After"] = str(exc.retry_after)
+        return locked
+    except Conflict as exc:
+        return await _signup_page(
+            ctx, request, next_path, status_code=409, email=shown_email, errors={"email": exc.message}, taken=True
+        )
+    except InvalidRequest as exc:
+        field = exc.field if exc.field in ("email", "password") else None
+        return await _signup_page(
+            ctx, request, next_path, status_code=400, email=shown_email,
+            errors={field: _sentence(exc.message)} if field else None,
+            message=None if field else _sentence(exc.message),
+        )
+    except GrantdError as exc:
+        status = exc.status_code if 400 <= exc.status_code < 500 else 400
+        return await _signup_page(ctx, request, next_path, status_code=status, email=shown_email, message=exc.message)
     response = redirect(next_path)
     session.set_session(ctx, response, token)
     return response
@@ -276,8 +389,9 @@ async def signout(request: Request) -> Response:
 async def home(request: Request) -> Response:
     ctx = _ctx(request)
     principal = await session.current(ctx, request)
-    csrf_token = session.session_csrf(ctx, principal) if principal else None
-    return page("home.html", signed_in=principal is not None, csrf_token=csrf_token)
+    if principal is None:
+        return page("home.html", signed_in=False)
+    return user_page(ctx, principal, "home.html", "home", signed_in=True, email=await accounts.email_of(ctx, principal))
 
 
 # ---------------------------------------------------------------- the stylesheet

@@ -1,0 +1,155 @@
+"""The signed-in user's own pages: the account (email, password change) and connected apps.
+
+Like ``grantd.web.routes`` a dialect: it parses forms and cookies, calls ``grantd.core.accounts``
+and ``grantd.core.grants``, and renders a page or a 303 redirect (POST, then redirect, then GET).
+Every form posts its session's ``csrf_token``; a form without a session goes to the sign-in page.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from grantd.api.oauth2 import read_form
+from grantd.core import accounts, grants
+from grantd.core import permissions as perms
+from grantd.core.accounts import Principal
+from grantd.core.context import Context
+from grantd.core.errors import GrantdError, InvalidGrant, InvalidRequest, NotFound, RateLimited
+from grantd.web import session
+from grantd.web.pages import error_page, redirect, to_signin, user_page, wait_time
+
+router = APIRouter(include_in_schema=False)
+
+_FORGED = (
+    "The form was not sent from this site, or it has expired. "
+    "Go back, reload the page and try again."
+)
+_APP_ID_MAX = 64
+
+
+def _ctx(request: Request) -> Context:
+    return request.app.state.ctx
+
+
+def _address(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+# ---------------------------------------------------------------- account
+
+
+async def _account_page(
+    ctx: Context,
+    principal: Principal,
+    *,
+    status_code: int = 200,
+    errors: dict[str, str] | None = None,
+    message: str | None = None,
+    notice: str | None = None,
+) -> Response:
+    return user_page(
+        ctx,
+        principal,
+        "account.html",
+        "account",
+        status_code,
+        email=await accounts.email_of(ctx, principal),
+        errors=errors or {},
+        message=message,
+        notice=notice,
+        password_hint=accounts.password_rule(ctx.settings.password_min_length),
+    )
+
+
+@router.get("/account")
+async def account(request: Request) -> Response:
+    ctx = _ctx(request)
+    principal = await session.current(ctx, request)
+    if principal is None:
+        return to_signin(request)
+    changed = request.query_params.get("changed") == "1"
+    notice = "Your password was changed. Every other session of yours was signed out." if changed else None
+    return await _account_page(ctx, principal, notice=notice)
+
+
+@router.post("/account/password")
+async def change_password(request: Request) -> Response:
+    ctx = _ctx(request)
+    form = await read_form(request)  # a malformed form raises; render_error answers with the error page
+    principal = await session.current(ctx, request)
+    if principal is None:
+        return redirect("/signin?next=/account")
+    if not session.check_session_csrf(ctx, principal, form.get("csrf_token")):
+        return error_page(403, "This form cannot be accepted", _FORGED, link=("/account", "Account"))
+    current, new = form.get("current_password") or "", form.get("new_password") or ""
+    errors = {}
+    if not current:
+        errors["current_password"] = "Enter your current password."
+    if not new:
+        errors["new_password"] = "Choose a new password."
+    if errors:
+        return await _account_page(ctx, principal, status_code=400, errors=errors)
+    try:
+        await accounts.change_password(ctx, principal, current, new, address=_address(request))
+    except RateLimited as exc:
+        response = await _account_page(
+            ctx, principal, status_code=429,
+            message=f"Too many wrong passwords. Try again in {wait_time(exc.retry_after)}.",
+        )
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
+    except InvalidGrant as exc:
+        return await _account_page(ctx, principal, status_code=400, errors={"current_password": exc.message})
+    except InvalidRequest as exc:
+        text = exc.message[:1].upper() + exc.message[1:]
+        if exc.field == "password":
+            return await _account_page(ctx, principal, status_code=400, errors={"new_password": text})
+        return await _account_page(ctx, principal, status_code=400, message=text)
+    return redirect("/account?changed=1")
+
+
+# ---------------------------------------------------------------- connected apps
+
+
+@router.get("/account/apps")
+async def connected_apps(request: Request) -> Response:
+    ctx = _ctx(request)
+    principal = await session.current(ctx, request)
+    if principal is None:
+        return to_signin(request)
+    descriptions = ctx.catalog.descriptions
+    items = [
+        {
+            "app_id": grant.app_id,
+            "app_name": grant.app_name,
+            "permissions": [(name, descriptions.get(name, name)) for name in perms.parse(grant.permissions)],
+            "granted_at": grant.created_at,
+            "last_used_at": grant.last_used_at,
+        }
+        for grant in await grants.list_grants(ctx, principal)
+    ]
+    revoked = request.query_params.get("revoked") == "1"
+    notice = "Access revoked: the app's tokens no longer work." if revoked else None
+    return user_page(ctx, principal, "apps.html", "apps", grants=items, notice=notice)
+
+
+@router.post("/account/apps/{app_id}/revoke")
+async def revoke(request: Request, app_id: str) -> Response:
+    ctx = _ctx(request)
+    form = await read_form(request)  # a malformed form raises; render_error answers with the error page
+    principal = await session.current(ctx, request)
+    if principal is None:
+        return redirect("/signin?next=/account/apps")
+    if not session.check_session_csrf(ctx, principal, form.get("csrf_token")):
+        return error_page(403, "This form cannot be accepted", _FORGED, link=("/account/apps", "Connected apps"))
+    try:
+        if len(app_id) > _APP_ID_MAX or "\x00" in app_id:  # no app id is like this; never look it up
+            raise NotFound("You have not granted this app access.")
+        await grants.revoke_grant(ctx, principal, app_id, address=_address(request))
+    except NotFound as exc:
+        return error_page(404, "Nothing to revoke", exc.message, link=("/account/apps", "Connected apps"))
+    except GrantdError as exc:
+        status = exc.status_code if 400 <= exc.status_code < 500 else 400
+        return error_page(status, "The access cannot be revoked", exc.message, link=("/account/apps", "Connected apps"))
+    return redirect("/account/apps?revoked=1")

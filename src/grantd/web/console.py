@@ -1,0 +1,443 @@
+"""The developer console: a signed-in user's apps and keys, as server-rendered pages.
+
+Every action calls the use cases of ``grantd.core.apps``, the same ones behind the Neucron
+``/v1/apps`` API: the rules (what a name, a redirect URI or a permission list may be, who
+owns what) live there. This module only reads forms, checks the session and its CSRF
+token, and renders pages: a refused field is shown next to that field, with status 400.
+
+- ``GET  /console``                                   the user's apps
+- ``GET  /console/apps/new``, ``POST /console/apps``   register an app (its app_key shown once)
+- ``GET  /console/apps/{id}``, ``POST`` the same       the app; edit its name, redirect URIs, permissions
+- ``POST /console/apps/{id}/keys``                     create a key pair (its secret shown once)
+- ``POST /console/apps/{id}/keys/{key_id}/revoke``     revoke a key
+- ``POST /console/apps/{id}/disable``                  disable the app
+- ``GET  /console/apps/{id}/try``                      an authorization URL for the app, with PKCE
+
+Another user's app is answered like a missing one: 404.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from grantd.core import apps
+from grantd.core.accounts import Principal
+from grantd.core.clients import CLIENT_TYPES, CONFIDENTIAL, PUBLIC
+from grantd.core.context import Context
+from grantd.core.errors import GrantdError, InvalidRequest, NotFound
+from grantd.web import session
+from grantd.web.pages import error_page, redirect, to_signin, user_page
+from grantd.web.routes import AUTHORIZE
+
+router = APIRouter(include_in_schema=False)
+
+CONSOLE = "/console"
+_FORM = "application/x-www-form-urlencoded"
+_MAX_ID_LENGTH = 64
+_FORGED = (
+    "The form was not sent from this site, or it has expired. "
+    "Go back, reload the page and try again."
+)
+CLIENT_TYPE_LABELS = {
+    CONFIDENTIAL: "Confidential: a server that keeps a key secret",
+    PUBLIC: "Public: a browser or native app that cannot keep a secret (PKCE required)",
+}
+
+# The copy buttons: hidden until this script shows them, so the page works without it. The
+# page's Content-Security-Policy allows this one script by its hash, and no other.
+COPY_SCRIPT = """
+for (const button of document.querySelectorAll("button[data-copy]")) {
+  button.hidden = false;
+  button.addEventListener("click", () => {
+    const text = document.getElementById(button.dataset.copy).textContent;
+    navigator.clipboard.writeText(text).then(
+      () => { button.textContent = "Copied"; },
+      () => { button.textContent = "Copy failed: select the text and copy it"; },
+    );
+  });
+}
+"""
+_COPY_SCRIPT_SOURCE = "'sha256-{}'".format(
+    base64.b64encode(hashlib.sha256(COPY_SCRIPT.encode()).digest()).decode()
+)
+
+
+def _ctx(request: Request) -> Context:
+    return request.app.state.ctx
+
+
+def _address(request: Request) -> str | None:
+    """The TCP peer's address, for the audit log."""
+    return request.client.host if request.client else None
+
+
+# ---------------------------------------------------------------- reading requests
+
+
+@dataclass
+class Form:
+    """A form body whose fields may repeat (checkboxes); each value as sent."""
+
+    pairs: list[tuple[str, str]] = field(default_factory=list)
+
+    def one(self, name: str) -> str | None:
+        values = self.all(name)
+        if len(values) > 1:
+            raise InvalidRequest(f"{name} is repeated.")
+        return values[0] if values else None
+
+    def all(self, name: str) -> list[str]:
+        return [value for key, value in self.pairs if key == name]
+
+
+async def read_form(request: Request) -> Form:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != _FORM:
+        raise InvalidRequest(f"The body must be {_FORM}.")
+    try:
+        pairs = parse_qsl((await request.body()).decode("utf-8"), keep_blank_values=True)
+    except (UnicodeDecodeError, ValueError):
+        raise InvalidRequest("The body is not valid form encoding.") from None
+    if any("\x00" in name or "\x00" in value for name, value in pairs):  # PostgreSQL text cannot hold U+0000
+        raise InvalidRequest("The body must not contain the NUL character (%00).")
+    return Form(pairs)
+
+
+def _lines(value: str | None) -> list[str]:
+    """The redirect URIs of a text area, one a line; blank lines ignored."""
+    return [line.strip() for line in (value or "").splitlines() if line.strip()]
+
+
+def _known_id(value: str) -> bool:
+    """Whether a path segment can name an app or key at all (else: 404 without asking the database)."""
+    return 0 < len(value) <= _MAX_ID_LENGTH and value.isprintable()
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def _render(
+    template: str, principal: Principal, ctx: Context, status_code: int = 200, *, script: bool = False, **values: Any
+) -> Response:
+    response = user_page(
+        ctx, principal, template, "console", status_code, copy_script=COPY_SCRIPT if script else None, **values
+    )
+    if script:
+        response.headers["Content-Security-Policy"] += f"; script-src {_COPY_SCRIPT_SOURCE}"
+    return response
+
+
+def _catalog(ctx: Context) -> list[tuple[str, str]]:
+    return sorted(ctx.catalog.descriptions.items())
+
+
+def _app_form(app: apps.App | None = None) -> dict[str, Any]:
+    """The values of the app form: the app's own, or the defaults of a new app."""
+    if app is None:
+        return {"name": "", "redirect_uris": "", "permissions": [], "client_type": CONFIDENTIAL}
+    return {
+        "name": app.name,
+        "redirect_uris": "\n".join(app.redirect_uris),
+        "permissions": app.permissions.split(","),
+        "client_type": app.client_type,
+    }
+
+
+def _posted_app_form(form: Form) -> dict[str, Any]:
+    return {
+        "name": form.one("name") or "",
+        "redirect_uris": form.one("redirect_uris") or "",
+        "permissions": form.all("permissions"),
+        "client_type": form.one("client_type") or "",
+    }
+
+
+def _field_errors(exc: GrantdError) -> dict[str, str]:
+    """Each refused field's message; a refusal naming no field is shown at the top of the form."""
+    return apps.field_errors(exc) or {"form": exc.message}
+
+
+def _not_found() -> Response:
+    return error_page(404, "App not found", "There is no such app among yours.", link=(CONSOLE, "Your apps"))
+
+
+def _forged() -> Response:
+    return error_page(403, "This form cannot be accepted", _FORGED, link=(CONSOLE, "Your apps"))
+
+
+async def _app_page(
+    ctx: Context,
+    principal: Principal,
+    app: apps.App,
+    status_code: int = 200,
+    *,
+    edit: dict[str, Any] | None = None,
+    errors: dict[str, str] | None = None,
+    trial: dict[str, Any] | None = None,
+    notice: str | None = None,
+) -> Response:
+    keys = await apps.list_keys(ctx, principal.user_id, app.app_id)
+    return _render(
+        "console_app.html",
+        principal,
+        ctx,
+        status_code,
+        app=app,
+        keys=keys,
+        form=edit or _app_form(app),
+        errors=errors or {},
+        trial=trial or {"redirect_uri": app.redirect_uris[0], "scope": app.permissions.split(",")},
+        catalog=_catalog(ctx),
+        notice=notice,
+    )
+
+
+# ---------------------------------------------------------------- the session
+
+
+async def _signed_in(request: Request, back_to: str | None = None) -> Principal | Response:
+    """The signed-in user, or a redirect to sign in and come back: to this page, or to ``back_to``
+    (a form's POST comes back to the page the form is on)."""
+    principal = await session.current(_ctx(request), request)
+    if principal is None:
+        return to_signin(request) if back_to is None else redirect("/signin?" + urlencode({"next": back_to}))
+    return principal
+
+
+async def _posted(request: Request, back_to: str) -> tuple[Principal, Form] | Response:
+    """The user and the form of a POST whose CSRF token checks out; else the page to answer with."""
+    principal = await _signed_in(request, back_to)
+    if isinstance(principal, Response):
+        return principal
+    form = await read_form(request)
+    if not session.check_session_csrf(_ctx(request), principal, form.one("csrf_token")):
+        return _forged()
+    return principal, form
+
+
+def _app_path(app_id: str) -> str:
+    return f"{CONSOLE}/apps/{app_id}"
+
+
+# ---------------------------------------------------------------- the list and creation
+
+
+@router.get(CONSOLE)
+async def console(request: Request) -> Response:
+    principal = await _signed_in(request)
+    if isinstance(principal, Response):
+        return principal
+    ctx = _ctx(request)
+    return _render("console.html", principal, ctx, apps=await apps.list_owned(ctx, principal.user_id))
+
+
+def _new_app_page(
+    ctx: Context, principal: Principal, status_code: int = 200, *, form: dict[str, Any], errors: dict[str, str]
+) -> Response:
+    return _render(
+        "console_new.html",
+        principal,
+        ctx,
+        status_code,
+        form=form,
+        errors=errors,
+        catalog=_catalog(ctx),
+        client_types=[(name, CLIENT_TYPE_LABELS.get(name, name)) for name in CLIENT_TYPES],
+    )
+
+
+@router.get(f"{CONSOLE}/apps/new")
+async def new_app(request: Request) -> Response:
+    principal = await _signed_in(request)
+    if isinstance(principal, Response):
+        return principal
+    return _new_app_page(_ctx(request), principal, form=_app_form(), errors={})
+
+
+@router.post(f"{CONSOLE}/apps")
+async def create_app(request: Request) -> Response:
+    posted = await _posted(request, f"{CONSOLE}/apps/new")
+    if isinstance(posted, Response):
+        return posted
+    principal, form = posted
+    ctx = _ctx(request)
+    values = _posted_app_form(form)
+    try:
+        created = await apps.create(
+            ctx,
+            principal.user_id,
+            values["name"],
+            _lines(values["redirect_uris"]),
+            ",".join(values["permissions"]),
+            values["client_type"],
+            address=_address(request),
+        )
+    except GrantdError as exc:
+        if exc.status_code >= 500:
+            raise
+        return _new_app_page(ctx, principal, 400, form=values, errors=_field_errors(exc))
+    # The app_key is shown here once, as POST /v1/apps returns it once: no redirect, nothing stored.
+    return _render("console_created.html", principal, ctx, script=True, app=created.app, app_key=created.app_key)
+
+
+# ---------------------------------------------------------------- one app
+
+
+async def _owned(request: Request, principal: Principal, app_id: str) -> apps.App | None:
+    if not _known_id(app_id):
+        return None
+    try:
+        return await apps.get_owned(_ctx(request), principal.user_id, app_id)
+    except NotFound:
+        return None
+
+
+@router.get(f"{CONSOLE}/apps/{{app_id}}")
+async def app_page(request: Request, app_id: str) -> Response:
+    principal = await _signed_in(request)
+    if isinstance(principal, Response):
+        return principal
+    app = await _owned(request, principal, app_id)
+    if app is None:
+        return _not_found()
+    notice = "Saved." if request.query_params.get("saved") == "1" else None
+    return await _app_page(_ctx(request), principal, app, notice=notice)
+
+
+@router.post(f"{CONSOLE}/apps/{{app_id}}")
+async def update_app(request: Request, app_id: str) -> Response:
+    posted = await _posted(request, _app_path(app_id))
+    if isinstance(posted, Response):
+        return posted
+    principal, form = posted
+    ctx = _ctx(request)
+    app = await _owned(request, principal, app_id)
+    if app is None:
+        return _not_found()
+    values = _posted_app_form(form)
+    values["client_type"] = app.client_type  # not editable: a client's type is fixed at registration
+    try:
+        await apps.update(
+            ctx,
+            principal.user_id,
+            app_id,
+            name=values["name"],
+            uris=_lines(values["redirect_uris"]),
+            permissions=",".join(values["permissions"]),
+            address=_address(request),
+        )
+    except NotFound:
+        return _not_found()
+    except GrantdError as exc:
+        if exc.status_code >= 500:
+            raise
+        return await _app_page(ctx, principal, app, 400, edit=values, errors=_field_errors(exc))
+    return redirect(_app_path(app_id) + "?saved=1")
+
+
+@router.post(f"{CONSOLE}/apps/{{app_id}}/disable")
+async def disable_app(request: Request, app_id: str) -> Response:
+    posted = await _posted(request, _app_path(app_id))
+    if isinstance(posted, Response):
+        return posted
+    principal, form = posted
+    ctx = _ctx(request)
+    app = await _owned(request, principal, app_id)
+    if app is None:
+        return _not_found()
+    if form.one("confirm") != "yes":
+        errors = {"confirm": "Tick the box to confirm: disabling cannot be undone."}
+        return await _app_page(ctx, principal, app, 400, errors=errors)
+    try:
+        await apps.disable(ctx, principal.user_id, app_id, address=_address(request))
+    except NotFound:
+        return _not_found()
+    return redirect(_app_path(app_id))
+
+
+# ---------------------------------------------------------------- keys
+
+
+@router.post(f"{CONSOLE}/apps/{{app_id}}/keys")
+async def create_key(request: Request, app_id: str) -> Response:
+    posted = await _posted(request, _app_path(app_id))
+    if isinstance(posted, Response):
+        return posted
+    principal, _ = posted
+    ctx = _ctx(request)
+    app = await _owned(request, principal, app_id)
+    if app is None:
+        return _not_found()
+    try:
+        key = await apps.create_key(ctx, principal.user_id, app_id, address=_address(request))
+    except NotFound:
+        return _not_found()
+    except GrantdError as exc:
+        if exc.status_code >= 500:
+            raise
+        return await _app_page(ctx, principal, app, 400, errors={"keys": exc.message})
+    # The secret is shown here once and never again: nothing keeps it but this response.
+    return _render("console_key.html", principal, ctx, script=True, app=app, key=key)
+
+
+@router.post(f"{CONSOLE}/apps/{{app_id}}/keys/{{key_id}}/revoke")
+async def revoke_key(request: Request, app_id: str, key_id: str) -> Response:
+    posted = await _posted(request, _app_path(app_id))
+    if isinstance(posted, Response):
+        return posted
+    principal, _ = posted
+    ctx = _ctx(request)
+    if not _known_id(app_id) or not _known_id(key_id):
+        return _not_found()
+    try:
+        await apps.revoke_key(ctx, principal.user_id, app_id, key_id, address=_address(request))
+    except NotFound as exc:
+        return error_page(404, "Not found", exc.message, link=(CONSOLE, "Your apps"))
+    return redirect(_app_path(app_id))
+
+
+# ---------------------------------------------------------------- try it
+
+
+@router.get(f"{CONSOLE}/apps/{{app_id}}/try")
+async def try_app(request: Request, app_id: str) -> Response:
+    principal = await _signed_in(request)
+    if isinstance(principal, Response):
+        return principal
+    ctx = _ctx(request)
+    app = await _owned(request, principal, app_id)
+    if app is None:
+        return _not_found()
+    query = Form(parse_qsl(request.url.query, keep_blank_values=True))
+    redirect_uri, scopes = query.one("redirect_uri") or None, query.all("scope")
+    scope = " ".join(scopes) or None
+    try:
+        trial = await apps.trial_request(ctx, principal.user_id, app_id, redirect_uri, scope)
+    except NotFound:
+        return _not_found()
+    except GrantdError as exc:
+        if exc.status_code >= 500:
+            raise
+        if not apps.field_errors(exc):
+            return error_page(400, "This app cannot be tried", exc.message, link=(_app_path(app_id), "Back to the app"))
+        errors = {f"try_{name}": message for name, message in apps.field_errors(exc).items()}
+        asked = {"redirect_uri": redirect_uri, "scope": scopes}
+        return await _app_page(ctx, principal, app, 400, errors=errors, trial=asked)
+    authorize_url = ctx.settings.issuer.rstrip("/") + AUTHORIZE + "?" + urlencode(trial.query())
+    return _render(
+        "console_try.html",
+        principal,
+        ctx,
+        script=True,
+        app=app,
+        trial=trial,
+        authorize_url=authorize_url,
+        token_url=ctx.settings.issuer.rstrip("/") + "/oauth2/token",
+    )
