@@ -167,6 +167,10 @@ _ERROR_SCHEMA = {
 _ERRORS_DOC = {
     400: {"description": "RFC 6749 §5.2 error", "content": {"application/json": {"schema": _ERROR_SCHEMA}}},
     401: {"description": "invalid_client", "content": {"application/json": {"schema": _ERROR_SCHEMA}}},
+    429: {
+        "description": "rate_limited: too many failed requests of this client or address; see Retry-After",
+        "content": {"application/json": {"schema": _ERROR_SCHEMA}},
+    },
 }
 _TOKEN_SCHEMA = {
     "type": "object",
@@ -188,8 +192,6 @@ _TOKEN_SCHEMA = {
     responses={
         200: {"content": {"application/json": {"schema": _TOKEN_SCHEMA}}},
         **_ERRORS_DOC,
-        429: {"description": "rate_limited: too many failed requests; see Retry-After",
-              "content": {"application/json": {"schema": _ERROR_SCHEMA}}},
     },
 )
 async def token(request: Request) -> Response:
@@ -245,8 +247,11 @@ async def _token(ctx: Context, request: Request, form: dict[str, str]) -> Respon
 async def revoke(request: Request) -> Response:
     ctx: Context = request.app.state.ctx
     form = await read_form(request)
-    client = await authenticate(ctx, request, form)
-    await tokens.revoke(ctx, client, _required(form, "token"))
+    address = request.client.host if request.client else None
+    # A client secret can be guessed here as at the token endpoint: failures count in the same buckets.
+    async with ratelimit.token_endpoint(ctx, _client_hint(request, form), address):
+        client = await authenticate(ctx, request, form)
+        await tokens.revoke(ctx, client, _required(form, "token"))
     return Response(b"", 200, headers=NO_STORE)
 
 
@@ -268,10 +273,12 @@ async def revoke(request: Request) -> Response:
 async def introspect(request: Request) -> Response:
     ctx: Context = request.app.state.ctx
     form = await read_form(request)
-    client = await authenticate(ctx, request, form)
-    if client.is_public:
-        raise InvalidClient("Introspection needs a confidential client's secret.")
-    return _json(await tokens.introspect(ctx, client, _required(form, "token")))
+    address = request.client.host if request.client else None
+    async with ratelimit.token_endpoint(ctx, _client_hint(request, form), address):
+        client = await authenticate(ctx, request, form)
+        if client.is_public:
+            raise InvalidClient("Introspection needs a confidential client's secret.")
+        return _json(await tokens.introspect(ctx, client, _required(form, "token")))
 
 
 @router.get(
