@@ -24,10 +24,16 @@ from typing import Any
 import httpx
 import pytest
 
+pytest.register_assert_rewrite("secret_harvest")
+import secret_harvest  # noqa: E402
 from grantd.config import Settings
 from grantd.server import create_app
 from grantd.store.db import Database
 from grantd.store.migrate import upgrade
+
+# The whole-suite secret scan: harvests every secret the suite creates or sends (see its docstring);
+# tests/test_secret_scan.py searches every database and log for them after every other test.
+pytest_plugins = ["secret_harvest"]
 
 PG_ADMIN_DSN = os.environ.get("GRANTD_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 PASSWORD = "correct horse battery"
@@ -83,6 +89,7 @@ def postgres_url() -> Iterator[str]:
 
     asyncio.run(admin(f'CREATE DATABASE "{name}"'))
     url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+    secret_harvest.HARVEST.postgres_urls.append(url)  # scanned by the last test, before the drop below
     asyncio.run(_migrate(url))
     yield url
     asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
@@ -123,7 +130,9 @@ def any_database_url(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(scope="session")
 def secret_key() -> str:
-    return secrets.token_urlsafe(32)
+    key = secrets.token_urlsafe(32)
+    secret_harvest.HARVEST.keep("master_secret", key, "fixture: the session's GRANTD_SECRET_KEY")
+    return key
 
 
 @pytest.fixture(scope="session")

@@ -303,6 +303,98 @@ async def test_token_failures_per_address(settings: Settings) -> None:
         assert (await flow.redeem(await flow.code())).status_code == 200
 
 
+def assert_rfc6749_429(response: httpx.Response, window: int = 60) -> None:
+    assert response.status_code == 429, response.text
+    assert response.json()["error"] == "rate_limited" and set(response.json()) == {"error", "error_description"}
+    assert 1 <= int(response.headers["Retry-After"]) <= window
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+async def _app_token(c: httpx.AsyncClient, flow: Any) -> str:
+    response = await c.post("/oauth2/token", data={"grant_type": "client_credentials"}, auth=(flow.app_id, flow.key_secret))
+    assert response.status_code == 200, response.text
+    return response.json()["access_token"]
+
+
+async def _second_key(c: httpx.AsyncClient, flow: Any) -> str:
+    """The secret of another key of the same app: a bucket of its own."""
+    response = await c.post(f"/v1/apps/{flow.app_id}/keys", headers={"Authorization": flow.dev_token})
+    assert response.status_code == 200, response.text
+    return response.json()["data"]["key_secret"]
+
+
+async def _is_active(c: httpx.AsyncClient, app_id: str, secret: str, token: str) -> bool:
+    response = await c.post("/oauth2/introspect", data={"token": token}, auth=(app_id, secret))
+    assert response.status_code == 200, response.text
+    return response.json()["active"]
+
+
+async def test_revocation_failures_per_key_and_per_address(settings: Settings) -> None:
+    limits = {"rate_limit_token_failures_per_client": 3, "rate_limit_token_failures_per_address": 5}
+    async with running(limited_settings(settings, **limits)) as client:
+        c = client(_address())
+        flow = await new_flow(c)
+        token = await _app_token(c, flow)
+        spare = await _second_key(c, flow)
+        bad = httpx.BasicAuth(flow.app_id, wrong_secret(flow.key_secret))
+        for _ in range(3):
+            response = await c.post("/oauth2/revoke", data={"token": token}, auth=bad)
+            assert response.status_code == 401 and response.json()["error"] == "invalid_client", response.text
+        # Over the limit for this key, from any address, with a wrong secret or the right one: 429.
+        assert_rfc6749_429(await client(_address()).post("/oauth2/revoke", data={"token": token}, auth=bad))
+        locked = await c.post("/oauth2/revoke", data={"token": token}, auth=(flow.app_id, flow.key_secret))
+        assert_rfc6749_429(locked)
+        assert await _is_active(c, flow.app_id, spare, token), "a refused revocation must not revoke"
+        # The key's budget is shared with the token endpoint: guessing here used it up there too.
+        assert_rfc6749_429(
+            await c.post("/oauth2/token", data={"grant_type": "client_credentials"}, auth=(flow.app_id, flow.key_secret))
+        )
+        # The app's other key is its own bucket, and revokes as usual.
+        assert (await c.post("/oauth2/revoke", data={"token": token}, auth=(flow.app_id, spare))).status_code == 200
+        assert not await _is_active(c, flow.app_id, spare, token)
+
+        # Per address: failures naming five different keys lock the address, not the keys.
+        attacker = client(_address())
+        for i in range(5):
+            guess = httpx.BasicAuth(flow.app_id, f"gks_{i:016x}_{secrets.token_urlsafe(32)}")
+            assert (await attacker.post("/oauth2/revoke", data={"token": "x"}, auth=guess)).status_code == 401
+        assert_rfc6749_429(await attacker.post("/oauth2/revoke", data={"token": "x"}, auth=(flow.app_id, spare)))
+        bystander = client(_address())
+        other = await new_flow(bystander)
+        other_token = await _app_token(bystander, other)
+        revoked = await bystander.post("/oauth2/revoke", data={"token": other_token}, auth=(other.app_id, other.key_secret))
+        assert revoked.status_code == 200, revoked.text
+
+
+async def test_introspection_failures_per_key_and_per_address(settings: Settings) -> None:
+    limits = {"rate_limit_token_failures_per_client": 3, "rate_limit_token_failures_per_address": 5}
+    async with running(limited_settings(settings, **limits)) as client:
+        c = client(_address())
+        flow = await new_flow(c)
+        token = await _app_token(c, flow)
+        bad = {"token": token, "client_id": flow.app_id, "client_secret": wrong_secret(flow.key_secret)}  # client_secret_post
+        for _ in range(3):
+            response = await c.post("/oauth2/introspect", data=bad)
+            assert response.status_code == 401 and response.json()["error"] == "invalid_client", response.text
+        assert_rfc6749_429(await client(_address()).post("/oauth2/introspect", data=bad))
+        # Locked: the right secret gets no answer either (Basic names the same key).
+        locked = await c.post("/oauth2/introspect", data={"token": token}, auth=(flow.app_id, flow.key_secret))
+        assert_rfc6749_429(locked)
+        assert "active" not in locked.json()
+        spare = await _second_key(c, flow)
+        assert await _is_active(c, flow.app_id, spare, token)
+
+        attacker = client(_address())
+        for i in range(5):
+            guess = httpx.BasicAuth(flow.app_id, f"gks_{i:016x}_{secrets.token_urlsafe(32)}")
+            assert (await attacker.post("/oauth2/introspect", data={"token": "x"}, auth=guess)).status_code == 401
+        assert_rfc6749_429(await attacker.post("/oauth2/introspect", data={"token": token}, auth=(flow.app_id, spare)))
+        # The address's budget covers the token endpoint too.
+        assert_rfc6749_429(await attacker.post("/oauth2/token", data={"grant_type": "client_credentials", "client_id": "x"}))
+        bystander = client(_address())
+        assert await _is_active(bystander, flow.app_id, spare, token)
+
+
 # ---------------------------------------------------------------- the counters themselves
 
 

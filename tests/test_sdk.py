@@ -129,6 +129,16 @@ def www_authenticate(response: httpx.Response) -> str:
     return response.headers.get("www-authenticate", "")
 
 
+def bearer_challenge(response: httpx.Response) -> dict[str, str]:
+    """The auth-params of the response's ``WWW-Authenticate: Bearer …`` challenge (RFC 7235 §4.1)."""
+    header = www_authenticate(response)
+    scheme, _, rest = header.partition(" ")
+    assert scheme == "Bearer", header
+    params = dict(re.findall(r'([a-z_]+)="((?:[^"\\]|\\.)*)"(?:,\s*|$)', rest))
+    assert ", ".join(f'{k}="{v}"' for k, v in params.items()) == rest, f"not a list of quoted auth-params: {header}"
+    return params
+
+
 # ---------------------------------------------------------------- importing the SDK alone
 
 
@@ -322,27 +332,42 @@ async def test_the_example_api_answers_by_permission(grantd: ServerProcess) -> N
             # A valid token without write_data: 403 insufficient_scope naming the permission needed.
             denied = await client.put("/me/data", json={"x": 1}, headers={"Authorization": f"Bearer {read_only}"})
             assert denied.status_code == 403
-            assert www_authenticate(denied).startswith('Bearer error="insufficient_scope"')
-            assert 'scope="write_data"' in www_authenticate(denied)
+            challenge = bearer_challenge(denied)
+            assert challenge["realm"] == grantd.base_url  # the verifier's audience
+            assert challenge["error"] == "insufficient_scope" and challenge["scope"] == "write_data"
             assert denied.json()["detail"]["error"] == "insufficient_scope"
             assert (await client.get("/me", headers={"Authorization": f"Bearer {read_only}"})).status_code == 200
 
-            # No token, another scheme, a tampered token, alg none, HS256 keyed with the public key: 401.
-            kid = jwt.get_unverified_header(read_write)["kid"]
-            escalated = forge(read_only, claims={"permissions": ["read_profile", "write_data"]})
-            alg_none = f"{b64(json.dumps({'alg': 'none', 'typ': 'at+jwt', 'kid': kid}).encode())}.{escalated.split('.')[1]}."
+            # No bearer token at all (none, no scheme, another scheme, Bearer alone): 401 with the
+            # bare challenge, no error code (RFC 6750 §3.1).
             for headers in (
                 {},
                 {"Authorization": read_write},
                 {"Authorization": f"Basic {read_write}"},
-                {"Authorization": f"Bearer {escalated}"},
-                {"Authorization": f"Bearer {alg_none}"},
-                {"Authorization": f"Bearer {hs256(escalated, public_key_pem(grantd, read_only))}"},
+                {"Authorization": "Bearer"},
             ):
                 for method, path in (("GET", "/me"), ("PUT", "/me/data")):
                     refused = await client.request(method, path, headers=headers, json={})
                     assert refused.status_code == 401, (headers, refused.text)
-                    assert www_authenticate(refused).startswith('Bearer error="invalid_token"'), refused.headers
+                    assert www_authenticate(refused) == f'Bearer realm="{grantd.base_url}"', refused.headers
+                    assert refused.json()["detail"]["error"] == "invalid_token"
+
+            # A tampered token, alg none, HS256 keyed with the public key, two tokens: 401 invalid_token.
+            kid = jwt.get_unverified_header(read_write)["kid"]
+            escalated = forge(read_only, claims={"permissions": ["read_profile", "write_data"]})
+            alg_none = f"{b64(json.dumps({'alg': 'none', 'typ': 'at+jwt', 'kid': kid}).encode())}.{escalated.split('.')[1]}."
+            for headers in (
+                {"Authorization": f"Bearer {escalated}"},
+                {"Authorization": f"Bearer {alg_none}"},
+                {"Authorization": f"Bearer {hs256(escalated, public_key_pem(grantd, read_only))}"},
+                {"Authorization": f"Bearer {read_only} {read_write}"},
+            ):
+                for method, path in (("GET", "/me"), ("PUT", "/me/data")):
+                    refused = await client.request(method, path, headers=headers, json={})
+                    assert refused.status_code == 401, (headers, refused.text)
+                    challenge = bearer_challenge(refused)
+                    assert challenge["realm"] == grantd.base_url and challenge["error"] == "invalid_token", refused.headers
+                    assert challenge["error_description"] == refused.json()["detail"]["error_description"]
             assert (await client.get("/healthz")).status_code == 200
 
 
@@ -357,7 +382,7 @@ async def test_the_example_api_refuses_tokens_not_meant_for_it(grantd: ServerPro
     with serve(profile_api.create_app(verifier)) as api:
         response = httpx.get(f"{api}/me", headers={"Authorization": f"Bearer {token}"}, timeout=10)
     assert response.status_code == 401
-    assert www_authenticate(response).startswith('Bearer error="invalid_token"')
+    assert bearer_challenge(response)["error"] == "invalid_token"
 
 
 async def test_the_starlette_middleware_guards_a_whole_app(grantd: ServerProcess) -> None:
@@ -382,12 +407,14 @@ async def test_the_starlette_middleware_guards_a_whole_app(grantd: ServerProcess
         assert ok.status_code == 200 and ok.json() == {"user_id": flow.user_id}
         missing = httpx.get(f"{reader}/whoami", timeout=10)
         assert missing.status_code == 401 and missing.json()["error"] == "invalid_token"
-        assert www_authenticate(missing).startswith('Bearer error="invalid_token"')
+        assert www_authenticate(missing) == f'Bearer realm="{grantd.base_url}"'  # no error code (RFC 6750 §3.1)
+        bad = httpx.get(f"{reader}/whoami", headers={"Authorization": f"Bearer {read_only}x"}, timeout=10)
+        assert bad.status_code == 401 and bearer_challenge(bad)["error"] == "invalid_token"
         assert httpx.get(f"{reader}/healthz", timeout=10).status_code == 200
         denied = httpx.get(f"{writer}/whoami", headers={"Authorization": f"Bearer {read_only}"}, timeout=10)
         assert denied.status_code == 403 and denied.json()["error"] == "insufficient_scope"
-        assert 'error="insufficient_scope"' in www_authenticate(denied)
-        assert 'scope="read_profile write_data"' in www_authenticate(denied)
+        assert bearer_challenge(denied)["error"] == "insufficient_scope"
+        assert bearer_challenge(denied)["scope"] == "read_profile write_data"
 
 
 # ---------------------------------------------------------------- key rotation and revocation
@@ -469,7 +496,7 @@ async def test_online_mode_sees_a_revocation_at_once(grantd: ServerProcess) -> N
         assert revoked.status_code == 200
 
         refused = httpx.get(f"{api}/me", headers=headers, timeout=10)
-        assert refused.status_code == 401 and 'error="invalid_token"' in www_authenticate(refused)
+        assert refused.status_code == 401 and bearer_challenge(refused)["error"] == "invalid_token"
         assert refused.json()["detail"]["error_description"] == "The access token was revoked."
     with pytest.raises(InvalidTokenError) as caught:
         await asyncio.to_thread(online.verify, token)
@@ -526,4 +553,6 @@ def test_the_readme_calls_the_example_api_with_the_walkthroughs_token(grantd: Se
     me = json.loads(next(line for line in lines if line.startswith('{"user_id"')))
     assert me["permissions"] == ["read_profile", "write_data"]
     assert any(line.startswith("HTTP/1.1 401") for line in lines), result.stdout
-    assert any(line.lower().startswith('www-authenticate: bearer error="invalid_token"') for line in lines), result.stdout
+    # Without a token: the bare challenge, no error code (RFC 6750 §3.1).
+    challenges = [line for line in lines if line.lower().startswith("www-authenticate:")]
+    assert challenges and all(re.fullmatch(r'(?i)www-authenticate: Bearer realm="[^"]+"\s*', c) for c in challenges), result.stdout

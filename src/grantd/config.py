@@ -88,7 +88,10 @@ class Settings(BaseSettings):
     rate_limit_signup_per_address: int = Field(default=20, ge=1, description="Sign-ups allowed per client address per window.")
     rate_limit_signup_window: int = Field(default=3600, ge=1, le=86400, description="Sign-up window, seconds.")
     rate_limit_token_failures_per_client: int = Field(
-        default=100, ge=1, description="Failed token requests (invalid_client, invalid_grant) per key_id or client_id per window."
+        default=100,
+        ge=1,
+        description="Failed token, revocation and introspection requests (invalid_client, invalid_grant) "
+        "per key_id or client_id per window.",
     )
     rate_limit_token_failures_per_address: int = Field(
         default=100, ge=1, description="Failed token requests per client address per window."

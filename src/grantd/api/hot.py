@@ -147,7 +147,7 @@ class HotRoutes:
     @staticmethod
     async def _introspect(ctx: Context, scope: Scope, body: bytes, headers: dict[bytes, bytes]) -> Response:
         form = oauth2.parse_form(_text(headers.get(b"content-type")) or "", body)
-        return await oauth2.introspect_token(ctx, _text(headers.get(b"authorization")), form)
+        return await oauth2.introspect_token(ctx, _text(headers.get(b"authorization")), form, _address(scope))
 
     async def _jwks_document(self, ctx: Context, scope: Scope, body: bytes, headers: dict[bytes, bytes]) -> Response:
         # The document changes only when signing keys are reloaded: one response object per version.

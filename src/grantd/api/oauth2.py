@@ -170,6 +170,10 @@ _ERROR_SCHEMA = {
 _ERRORS_DOC = {
     400: {"description": "RFC 6749 §5.2 error", "content": {"application/json": {"schema": _ERROR_SCHEMA}}},
     401: {"description": "invalid_client", "content": {"application/json": {"schema": _ERROR_SCHEMA}}},
+    429: {
+        "description": "rate_limited: too many failed requests of this client or address; see Retry-After",
+        "content": {"application/json": {"schema": _ERROR_SCHEMA}},
+    },
 }
 _TOKEN_SCHEMA = {
     "type": "object",
@@ -191,8 +195,6 @@ _TOKEN_SCHEMA = {
     responses={
         200: {"content": {"application/json": {"schema": _TOKEN_SCHEMA}}},
         **_ERRORS_DOC,
-        429: {"description": "rate_limited: too many failed requests; see Retry-After",
-              "content": {"application/json": {"schema": _ERROR_SCHEMA}}},
     },
 )
 async def token(request: Request) -> Response:
@@ -246,8 +248,11 @@ def _client_hint(authorization: str | None, form: dict[str, str]) -> str | None:
 async def revoke(request: Request) -> Response:
     ctx: Context = request.app.state.ctx
     form = await read_form(request)
-    client = await authenticate(ctx, request.headers.get("authorization"), form)
-    await tokens.revoke(ctx, client, _required(form, "token"))
+    authorization = request.headers.get("authorization")
+    # A client secret can be guessed here as at the token endpoint: failures count in the same buckets.
+    async with ratelimit.token_endpoint(ctx, _client_hint(authorization, form), client_address(request)):
+        client = await authenticate(ctx, authorization, form)
+        await tokens.revoke(ctx, client, _required(form, "token"))
     return Response(b"", 200, headers=NO_STORE)
 
 
@@ -268,15 +273,18 @@ async def revoke(request: Request) -> Response:
 )
 async def introspect(request: Request) -> Response:
     form = await read_form(request)
-    return await introspect_token(request.app.state.ctx, request.headers.get("authorization"), form)
+    return await introspect_token(
+        request.app.state.ctx, request.headers.get("authorization"), form, client_address(request)
+    )
 
 
-async def introspect_token(ctx: Context, authorization: str | None, form: dict[str, str]) -> Response:
+async def introspect_token(ctx: Context, authorization: str | None, form: dict[str, str], address: str | None) -> Response:
     """RFC 7662 past the wire: this route and the hot path (grantd.api.hot) call it."""
-    client = await authenticate(ctx, authorization, form)
-    if client.is_public:
-        raise InvalidClient("Introspection needs a confidential client's secret.")
-    return _json(await tokens.introspect(ctx, client, _required(form, "token")))
+    async with ratelimit.token_endpoint(ctx, _client_hint(authorization, form), address):
+        client = await authenticate(ctx, authorization, form)
+        if client.is_public:
+            raise InvalidClient("Introspection needs a confidential client's secret.")
+        return _json(await tokens.introspect(ctx, client, _required(form, "token")))
 
 
 @router.get(

@@ -20,14 +20,17 @@ The rules, in one place (``login_limits``, ``signup_limits``, ``token_endpoint``
   password — a correct one too, until the window ends.
 - **sign-up**, per client address: every attempt counts, before the password is hashed.
 - **token endpoint failures** (``invalid_client``, ``invalid_grant``), per key_id or
-  client_id and per client address. The success path stays free of rate-limit I/O: a
-  failure is counted when it happens (one upsert); the failure that reaches the limit marks
-  the bucket in this process's memory until the window ends, and later requests on a marked
-  bucket are refused before any work at the cost of a dict lookup. Another process learns of
-  the lock-out on its own next failure of that bucket (its upsert sees the shared count over
-  the limit and answers 429); until then it may still serve a *correct* request of that
-  client. That is the trade-off: exact counting of failures across processes, no write and
-  no read on a success.
+  client_id and per client address, at every endpoint that authenticates a client with
+  its secret: the token endpoints of both dialects, revocation (RFC 7009) and
+  introspection (RFC 7662), all counting in the same buckets, so that spreading guesses of
+  one key's secret over several endpoints buys no extra attempts. The success path stays
+  free of rate-limit I/O: a failure is counted when it happens (one upsert); the failure
+  that reaches the limit marks the bucket in this process's memory until the window ends,
+  and later requests on a marked bucket are refused before any work at the cost of a dict
+  lookup. Another process learns of the lock-out on its own next failure of that bucket
+  (its upsert sees the shared count over the limit and answers 429); until then it may
+  still serve a *correct* request of that client. That is the trade-off: exact counting
+  of failures across processes, no write and no read on a success.
 """
 
 from __future__ import annotations
@@ -292,8 +295,9 @@ def token_limits(settings: Settings, client: str | None, address: str | None) ->
 
 @asynccontextmanager
 async def token_endpoint(ctx: Context, client: str | None, address: str | None) -> AsyncIterator[None]:
-    """Around the work of a token request: refuse marked buckets first, count invalid_client and
-    invalid_grant failures, and answer 429 instead of the failure once over the limit."""
+    """Around the work of a request that authenticates a client (token, revocation, introspection):
+    refuse marked buckets first, count invalid_client and invalid_grant failures, and answer 429
+    instead of the failure once over the limit."""
     limits = token_limits(ctx.settings, client, address)
     ctx.limiter.check_marked(*limits)
     try:

@@ -2,14 +2,18 @@
 
 Both answer as RFC 6750 §3 asks:
 
-- no token, or one that fails verification: ``401`` with
-  ``WWW-Authenticate: Bearer error="invalid_token", error_description="…"``;
+- no bearer token at all (no ``Authorization`` header, another scheme, or ``Bearer`` with
+  nothing after it): ``401`` with ``WWW-Authenticate: Bearer realm="…"`` and no error code
+  (RFC 6750 §3.1: a request that lacks authentication information gets none);
+- a token that fails verification: ``401`` with
+  ``WWW-Authenticate: Bearer realm="…", error="invalid_token", error_description="…"``;
 - a valid token without a required permission: ``403`` with
-  ``WWW-Authenticate: Bearer error="insufficient_scope", scope="<the permissions required>"``;
+  ``WWW-Authenticate: Bearer realm="…", error="insufficient_scope", scope="<the permissions required>"``;
 - the issuer could not be reached to judge the token: ``503`` with ``Retry-After``.
 
-(RFC 6750 suggests leaving the error out when a request carries no credentials at all;
-grantd says ``invalid_token`` there too, so that clients have one case to handle.)
+The realm is the verifier's audience (the API the tokens are meant for) unless ``realm=`` is
+given. The JSON body is ``{"error", "error_description"}`` in every case; without a token its
+``error`` is ``invalid_token`` too, so that clients reading bodies have one case to handle.
 
 The verified :class:`~grantd.sdk.AccessToken` is returned by the dependency and, with
 both, left in ``request.state.access_token``.
@@ -42,40 +46,52 @@ def _quote(value: str) -> str:
 
 
 def bearer_token(authorization: str | None) -> str:
-    """The token of an ``Authorization: Bearer <token>`` header; InvalidTokenError("missing") otherwise."""
+    """The token of an ``Authorization: Bearer <token>`` header.
+
+    InvalidTokenError("missing") when the header carries no bearer token (absent, another
+    scheme, or nothing after ``Bearer``); InvalidTokenError("malformed") when what follows
+    ``Bearer`` is not one token.
+    """
     if not authorization:
         raise InvalidTokenError("missing")
     scheme, _, token = authorization.strip().partition(" ")
     token = token.strip()
-    if scheme.lower() != "bearer" or not token or " " in token:
+    if scheme.lower() != "bearer" or not token:
         raise InvalidTokenError("missing", "Send the access token as Authorization: Bearer <token>.")
+    if " " in token:
+        raise InvalidTokenError("malformed", "Send the access token as Authorization: Bearer <token>.")
     return token
 
 
-def _invalid(exc: InvalidTokenError) -> _Refused:
+def _invalid(exc: InvalidTokenError, realm: str) -> _Refused:
     if exc.reason == "unavailable":
         return _Refused(503, "temporarily_unavailable", exc.description, {"Retry-After": "5"})
-    challenge = f'Bearer error="invalid_token", error_description={_quote(exc.description)}'
+    if exc.reason == "missing":  # RFC 6750 §3.1: no authentication information, no error code
+        return _Refused(401, "invalid_token", exc.description, {"WWW-Authenticate": f"Bearer realm={_quote(realm)}"})
+    challenge = f'Bearer realm={_quote(realm)}, error="invalid_token", error_description={_quote(exc.description)}'
     return _Refused(401, "invalid_token", exc.description, {"WWW-Authenticate": challenge})
 
 
-def _insufficient(required: Sequence[str], missing: Sequence[str]) -> _Refused:
+def _insufficient(realm: str, required: Sequence[str], missing: Sequence[str]) -> _Refused:
     description = f"The access token lacks the permission{'s' if len(missing) > 1 else ''} {', '.join(missing)}."
     challenge = (
-        f'Bearer error="insufficient_scope", error_description={_quote(description)}, '
+        f'Bearer realm={_quote(realm)}, error="insufficient_scope", error_description={_quote(description)}, '
         f"scope={_quote(' '.join(required))}"
     )
     return _Refused(403, "insufficient_scope", description, {"WWW-Authenticate": challenge})
 
 
-async def _check(verifier: TokenVerifier, authorization: str | None, required: Sequence[str]) -> AccessToken:
+async def _check(
+    verifier: TokenVerifier, authorization: str | None, required: Sequence[str], realm: str | None
+) -> AccessToken:
+    realm = realm or verifier.audience
     try:
         token = await verifier.averify(bearer_token(authorization))
     except InvalidTokenError as exc:
-        raise _invalid(exc) from None
+        raise _invalid(exc, realm) from None
     missing = token.missing(required)
     if missing:
-        raise _insufficient(required, missing)
+        raise _insufficient(realm, required, missing)
     return token
 
 
@@ -89,11 +105,11 @@ def _verifier_of(connection: HTTPConnection, verifier: TokenVerifier | None) -> 
 
 
 def require_permissions(
-    *permissions: str, verifier: TokenVerifier | None = None
+    *permissions: str, verifier: TokenVerifier | None = None, realm: str | None = None
 ) -> Callable[[Request], Awaitable[AccessToken]]:
     """A FastAPI dependency: the request's verified token, carrying every one of ``permissions``.
 
-    ``verifier`` defaults to ``app.state.token_verifier``. Use it as
+    ``verifier`` defaults to ``app.state.token_verifier``, ``realm`` to the verifier's audience. Use it as
     ``token: AccessToken = Depends(require_permissions("read_profile"))`` or in a route's
     ``dependencies=[…]``. Refusals are raised as ``HTTPException`` with the RFC 6750 header and
     ``detail={"error": …, "error_description": …}``.
@@ -102,7 +118,7 @@ def require_permissions(
 
     async def dependency(request: Request) -> AccessToken:
         try:
-            token = await _check(_verifier_of(request, verifier), request.headers.get("authorization"), required)
+            token = await _check(_verifier_of(request, verifier), request.headers.get("authorization"), required, realm)
         except _Refused as refused:
             raise HTTPException(refused.status, detail=refused.body(), headers=refused.headers) from None  # type: ignore[arg-type]
         request.state.access_token = token
@@ -117,7 +133,8 @@ class RequirePermissionsMiddleware:
 
     ``app.add_middleware(RequirePermissionsMiddleware, verifier=v, permissions=["read_profile"])``,
     or wrap one mounted sub-application. Paths starting with one of ``exclude`` (for example
-    ``"/healthz"``) pass without a token. Refusals are JSON ``{"error", "error_description"}``.
+    ``"/healthz"``) pass without a token. ``realm`` defaults to the verifier's audience.
+    Refusals are JSON ``{"error", "error_description"}``.
     """
 
     def __init__(
@@ -127,8 +144,10 @@ class RequirePermissionsMiddleware:
         verifier: TokenVerifier,
         permissions: Iterable[str] = (),
         exclude: Iterable[str] = (),
+        realm: str | None = None,
     ) -> None:
         self.app = app
+        self.realm = realm
         self.verifier = verifier
         self.permissions = tuple(permissions)
         self.exclude = tuple(exclude)
@@ -143,7 +162,7 @@ class RequirePermissionsMiddleware:
                 authorization = value.decode("latin-1")
                 break
         try:
-            token = await _check(self.verifier, authorization, self.permissions)
+            token = await _check(self.verifier, authorization, self.permissions, self.realm)
         except _Refused as refused:
             body = json.dumps(refused.body()).encode()
             headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
