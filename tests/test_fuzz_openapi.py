@@ -97,6 +97,13 @@ def _with_real_values(body: Any, flow: Flow, code: Callable[[], str], path: str)
         if "permissions" in out:
             out["permissions"] = flow.app_permissions
     if "grant_type" in out:  # the RFC 6749 token endpoint
+        # The client authenticates with Basic: a client_secret in the form as well is refused, a
+        # client_id must name the same client, and the flow's codes carry no PKCE challenge (so a
+        # code_verifier is refused), so that valid data can reach the grant itself.
+        out.pop("client_secret", None)
+        out.pop("code_verifier", None)
+        if "client_id" in out:
+            out["client_id"] = flow.app_id
         if "scope" in out:
             out["scope"] = "read_profile"
         if "code" in out:

@@ -223,7 +223,12 @@ class _LoopSQLite:
     def _bind(self) -> asyncio.Lock:
         loop = asyncio.get_running_loop()
         if self._loop is not loop or self._lock is None:
-            # A new event loop (tests run several): nothing of the old one can be pending.
+            # A new event loop (tests run several, one after another). A transaction the old loop
+            # left open was never committed, so none of its requests was answered: roll it back.
+            if self._in_transaction:
+                self._writer_raw.execute("ROLLBACK")
+                self._in_transaction = False
+            self._waiting, self._commit_scheduled, self._commit_deferred = [], False, False
             self._loop, self._lock = loop, asyncio.Lock()
         return self._lock
 
