@@ -240,22 +240,28 @@ class _LoopSQLite:
         lock = self._bind()
         await lock.acquire()
         raw = self._writer_raw
+        done: asyncio.Future[None] | None = None
         try:
             if not self._in_transaction:
                 await self._begin()
-            raw.execute("SAVEPOINT grantd_write")
             try:
-                yield self.writer
-            except BaseException:
-                raw.execute("ROLLBACK TO grantd_write")
+                raw.execute("SAVEPOINT grantd_write")
+                try:
+                    yield self.writer
+                except BaseException:
+                    raw.execute("ROLLBACK TO grantd_write")
+                    raw.execute("RELEASE grantd_write")
+                    raise
                 raw.execute("RELEASE grantd_write")
-                raise
-            raw.execute("RELEASE grantd_write")
-            done: asyncio.Future[None] = self._loop.create_future()  # type: ignore[union-attr]
-            self._waiting.append(done)
-            if not self._commit_scheduled:
-                self._commit_scheduled = True
-                self._loop.call_soon(self._commit)  # type: ignore[union-attr]
+                done = self._loop.create_future()  # type: ignore[union-attr]
+                self._waiting.append(done)
+            finally:
+                # Whether this block's changes stand or were rolled back, the transaction it joined
+                # is committed in the next turn: a failed block must not leave it (and SQLite's
+                # write lock) open.
+                if not self._commit_scheduled:
+                    self._commit_scheduled = True
+                    self._loop.call_soon(self._commit)  # type: ignore[union-attr]
         finally:
             lock.release()
             if self._commit_deferred and not lock.locked():

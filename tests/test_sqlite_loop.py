@@ -1,0 +1,120 @@
+"""The SQLite write path (grantd.store.db): group commit on the event loop, seen from another connection.
+
+Another process sees only what is committed, so each test checks through a second, plain
+``sqlite3`` connection, as a second grantd process or the CLI would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+from sqlalchemy import insert, select
+
+from grantd.store.db import Database
+from grantd.store.migrate import upgrade
+from grantd.store.schema import users
+
+
+@pytest.fixture
+async def db(tmp_path: Path):  # type: ignore[no-untyped-def]
+    database = Database(f"sqlite+aiosqlite:///{tmp_path / 'grantd.db'}")
+    await upgrade(database)
+    yield database, tmp_path / "grantd.db"
+    await database.dispose()
+
+
+def _other_process_can_write(path: Path) -> bool:
+    """A plain connection that will not wait: can it take SQLite's write lock now?"""
+    other = sqlite3.connect(path, timeout=0, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("ROLLBACK")
+        return True
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        other.close()
+
+
+def _emails(path: Path) -> set[str]:
+    other = sqlite3.connect(path)
+    try:
+        return {row[0] for row in other.execute("SELECT email FROM users")}
+    finally:
+        other.close()
+
+
+def _user(n: int) -> dict[str, object]:
+    return {"id": f"user-{n}", "email": f"u{n}@example.com", "password_hash": "x", "created_at": n}
+
+
+async def test_concurrent_writes_are_committed_before_each_returns(db) -> None:  # type: ignore[no-untyped-def]
+    database, path = db
+    seen_after_return: list[bool] = []
+
+    async def write(n: int) -> None:
+        async with database.write() as tx:
+            await tx.execute(insert(users).values(**_user(n)))
+        # Returned: committed, so another process sees it.
+        seen_after_return.append(f"u{n}@example.com" in _emails(path))
+
+    await asyncio.gather(*(write(n) for n in range(40)))
+    assert seen_after_return == [True] * 40
+    assert len(_emails(path)) == 40
+    assert _other_process_can_write(path)
+
+
+async def test_a_failed_block_rolls_back_only_itself_and_releases_the_write_lock(db) -> None:  # type: ignore[no-untyped-def]
+    database, path = db
+
+    async def good(n: int) -> None:
+        async with database.write() as tx:
+            await tx.execute(insert(users).values(**_user(n)))
+
+    async def bad() -> None:
+        async with database.write() as tx:
+            await tx.execute(insert(users).values(**_user(99)))
+            raise ValueError("refused after writing")
+
+    results = await asyncio.gather(good(1), bad(), good(2), return_exceptions=True)
+    assert [type(r) for r in results] == [type(None), ValueError, type(None)]
+    assert _emails(path) == {"u1@example.com", "u2@example.com"}
+
+    # A failure alone, with nothing else to commit, must not leave SQLite's write lock taken.
+    with pytest.raises(ValueError):
+        await bad()
+    await asyncio.sleep(0)  # the loop turn that closes the transaction
+    assert _other_process_can_write(path)
+
+
+async def test_a_writer_waits_for_another_process_without_blocking_the_loop(db) -> None:  # type: ignore[no-untyped-def]
+    database, path = db
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.005)
+
+    clock = asyncio.create_task(ticker())
+    writing = asyncio.create_task(_write_one(database))
+    await asyncio.sleep(0.3)
+    assert not writing.done() and ticks >= 20  # waiting, and the loop kept turning
+    other.execute("ROLLBACK")
+    other.close()
+    await asyncio.wait_for(writing, 5)
+    clock.cancel()
+    assert _emails(path) == {"u7@example.com"}
+
+
+async def _write_one(database: Database) -> None:
+    async with database.write() as tx:
+        await tx.execute(insert(users).values(**_user(7)))
+    async with database.read() as conn:
+        assert (await conn.execute(select(users.c.email))).scalar() == "u7@example.com"
