@@ -81,6 +81,7 @@ class HotRoutes:
             await self.app(scope, receive, send)
             return
         route, handler, has_body = found
+        scope["route"] = route  # the metrics' route label, for errors too
         headers = {name: value for name, value in scope["headers"] if name in _WANTED}
         try:
             body = await self._read_body(headers, receive) if has_body else b""
@@ -99,9 +100,9 @@ class HotRoutes:
             log.exception("unhandled error on %s %s", scope["method"], scope["path"])
             response = render(scope["path"], GrantdError("The server failed to handle the request."))
         if response is None:  # not ours after all: FastAPI answers, from the body already read
+            del scope["route"]
             await self.app(scope, _replay(body, receive), send)
             return
-        scope["route"] = route
         await response(scope, receive, send)
 
     async def _read_body(self, headers: dict[bytes, bytes], receive: Receive) -> bytes:

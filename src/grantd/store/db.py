@@ -107,8 +107,8 @@ class Prepared:
 
     ``await fetch_one(conn, STATEMENT, name=value, …)`` (and ``fetch_all``, ``run``) executes it
     on either kind of connection: on the loop SQLite connections straight on the ``sqlite3``
-    cursor, elsewhere through SQLAlchemy (whose compiled cache then holds it). Rows are read by
-    column name either way.
+    cursor, elsewhere as driver SQL compiled once for that connection's dialect. Rows are read
+    by column name either way.
     """
 
     __slots__ = ("statement", "_sqlite_sql", "_sqlite_names", "returns_rows", "_row", "_compiled")
