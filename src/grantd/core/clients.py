@@ -23,6 +23,9 @@ CLIENT_TYPES = (CONFIDENTIAL, PUBLIC)
 class Client:
     app_id: str
     key_id: str | None  # None for a public client
+    # The app's permissions as read with its key (a live key of a live app), so that the
+    # client_credentials grant needs no second read; None when not read.
+    app_permissions: str | None = None
 
     @property
     def is_public(self) -> bool:
@@ -38,7 +41,7 @@ async def authenticate_key(ctx: Context, key_id: str, key_secret: str) -> Client
         key = await app_store.live_key(conn, key_id)
     if key is None or not ctx.hasher.verify(key_secret, key.secret_hash):
         raise InvalidClient(_WRONG_KEY)
-    return Client(key.app_id, key_id)
+    return Client(key.app_id, key_id, key.permissions)
 
 
 async def authenticate_client(ctx: Context, client_id: str | None, client_secret: str | None) -> Client:

@@ -237,11 +237,14 @@ async def client_credentials(ctx: Context, client: Client, scope: str | None) ->
     """An app acting on its own behalf (RFC 6749 §4.4): ``sub`` is the app."""
     if client.is_public:
         raise UnauthorizedClient("A public client may not use the client_credentials grant.")
-    async with ctx.db.read() as conn:
-        app = await app_store.live(conn, client.app_id)
-    if app is None:
-        raise InvalidGrant("The app is disabled.")
-    allowed = perms.parse(app.permissions)
+    app_permissions = client.app_permissions
+    if app_permissions is None:
+        async with ctx.db.read() as conn:
+            app = await app_store.live(conn, client.app_id)
+        if app is None:
+            raise InvalidGrant("The app is disabled.")
+        app_permissions = app.permissions
+    allowed = perms.parse(app_permissions)
     permissions = allowed if scope is None else perms.parse(scope, field="scope", separator=" ")
     ctx.catalog.require_allowed(permissions, allowed)
     now, jti, ttl = ctx.now(), new_uuid(), ctx.settings.access_token_ttl

@@ -118,12 +118,13 @@ async def revoke_key(conn: AsyncConnection, app_id: str, key_id: str, now: int) 
 
 
 _LIVE_KEY = Prepared(
-    select(app_keys.c.secret_hash, app_keys.c.app_id)
+    select(app_keys.c.secret_hash, app_keys.c.app_id, apps.c.permissions)
     .join(apps, apps.c.id == app_keys.c.app_id)
     .where(app_keys.c.id == bindparam("key_id"), app_keys.c.revoked_at.is_(None), apps.c.disabled_at.is_(None))
 )
 
 
 async def live_key(conn: AsyncConnection, key_id: str) -> Row | None:
-    """A key that is not revoked, of an app that is not disabled: its secret hash and app."""
+    """A key that is not revoked, of an app that is not disabled: its secret hash, its app and the
+    app's permissions."""
     return await fetch_one(conn, _LIVE_KEY, key_id=key_id)
