@@ -143,7 +143,7 @@ class HotRoutes:
     @staticmethod
     async def _oauth2_token(ctx: Context, scope: Scope, body: bytes, headers: dict[bytes, bytes]) -> Response:
         form = oauth2.parse_form(_text(headers.get(b"content-type")) or "", body)
-        return await oauth2.issue_token(ctx, _text(headers.get(b"authorization")), form, _address(scope))
+        return await oauth2.issue_token(ctx, _text(headers.get(b"authorization")), form, _address(scope), scope)
 
     @staticmethod
     async def _introspect(ctx: Context, scope: Scope, body: bytes, headers: dict[bytes, bytes]) -> Response:

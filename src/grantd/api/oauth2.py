@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import parse_qsl, unquote_plus
 
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
+from grantd import telemetry
 from grantd.api.deps import client_address
 from grantd.core import clients, ratelimit, tokens
 from grantd.core.context import Context
@@ -104,16 +107,30 @@ def _basic_credentials(header: str | None) -> tuple[str, str] | None:
     return client_id, client_secret
 
 
-async def authenticate(ctx: Context, authorization: str | None, form: dict[str, str]) -> clients.Client:
-    """client_secret_basic, client_secret_post, or a public client's bare client_id; one method only."""
-    basic = _basic_credentials(authorization)
-    if basic is not None:
-        if "client_secret" in form:
-            raise InvalidRequest("Use one client authentication method, not both Basic and client_secret.")
-        if "client_id" in form and form["client_id"] != basic[0]:
-            raise InvalidClient("client_id differs from the authenticated client.")
-        return await clients.authenticate_client(ctx, basic[0], basic[1])
-    return await clients.authenticate_client(ctx, form.get("client_id"), form.get("client_secret"))
+@asynccontextmanager
+async def _authenticated(
+    ctx: Context, authorization: str | None, form: dict[str, str], address: str | None
+) -> AsyncIterator[clients.Client]:
+    """The calling client (RFC 6749 §2.3: client_secret_basic, client_secret_post, or a public
+    client's bare client_id; one method only), inside the rate limit every endpoint that checks a
+    client secret shares: a failure to authenticate, or the grant's own ``invalid_grant`` in the
+    block, counts against the key named and the address."""
+    try:
+        basic, malformed = _basic_credentials(authorization), None
+    except InvalidClient as exc:
+        basic, malformed = None, exc
+    client_id, secret = basic if basic is not None else (form.get("client_id"), form.get("client_secret"))
+    # Whom the request claims to be: the key named by the secret, else the client_id.
+    claimed = (key_id_of_secret(secret) if secret else None) or client_id
+    async with ratelimit.token_endpoint(ctx, claimed, address):
+        if malformed is not None:
+            raise malformed
+        if basic is not None:
+            if "client_secret" in form:
+                raise InvalidRequest("Use one client authentication method, not both Basic and client_secret.")
+            if "client_id" in form and form["client_id"] != basic[0]:
+                raise InvalidClient("client_id differs from the authenticated client.")
+        yield await clients.authenticate_client(ctx, client_id, secret)
 
 
 def _required(form: dict[str, str], name: str) -> str:
@@ -199,14 +216,18 @@ _TOKEN_SCHEMA = {
 )
 async def token(request: Request) -> Response:
     form = await read_form(request)
-    return await issue_token(request.app.state.ctx, request.headers.get("authorization"), form, client_address(request))
+    return await issue_token(
+        request.app.state.ctx, request.headers.get("authorization"), form, client_address(request), request.scope
+    )
 
 
-async def issue_token(ctx: Context, authorization: str | None, form: dict[str, str], address: str | None) -> Response:
+async def issue_token(
+    ctx: Context, authorization: str | None, form: dict[str, str], address: str | None, scope: dict[str, Any]
+) -> Response:
     """The token endpoint (RFC 6749 §3.2) past the wire: this route and the hot path (grantd.api.hot) call it."""
-    async with ratelimit.token_endpoint(ctx, _client_hint(authorization, form), address):
-        client = await authenticate(ctx, authorization, form)
-        grant_type = form.get("grant_type")
+    grant_type = form.get("grant_type")
+    telemetry.note_grant_type(scope.setdefault("state", {}), grant_type)
+    async with _authenticated(ctx, authorization, form, address) as client:
         if grant_type == "authorization_code":
             issued = await tokens.redeem_code(
                 ctx,
@@ -228,16 +249,6 @@ async def issue_token(ctx: Context, authorization: str | None, form: dict[str, s
     return _issued(issued)
 
 
-def _client_hint(authorization: str | None, form: dict[str, str]) -> str | None:
-    """Whom a token request claims to be, for its rate limit: the key named by the secret, else the client_id."""
-    try:
-        basic = _basic_credentials(authorization)
-    except InvalidClient:
-        basic = None
-    client_id, secret = basic if basic is not None else (form.get("client_id"), form.get("client_secret"))
-    return (key_id_of_secret(secret) if secret else None) or client_id
-
-
 @router.post(
     "/oauth2/revoke",
     summary="Token revocation (RFC 7009): access or refresh tokens of the calling app",
@@ -248,10 +259,8 @@ def _client_hint(authorization: str | None, form: dict[str, str]) -> str | None:
 async def revoke(request: Request) -> Response:
     ctx: Context = request.app.state.ctx
     form = await read_form(request)
-    authorization = request.headers.get("authorization")
     # A client secret can be guessed here as at the token endpoint: failures count in the same buckets.
-    async with ratelimit.token_endpoint(ctx, _client_hint(authorization, form), client_address(request)):
-        client = await authenticate(ctx, authorization, form)
+    async with _authenticated(ctx, request.headers.get("authorization"), form, client_address(request)) as client:
         await tokens.revoke(ctx, client, _required(form, "token"))
     return Response(b"", 200, headers=NO_STORE)
 
@@ -280,8 +289,7 @@ async def introspect(request: Request) -> Response:
 
 async def introspect_token(ctx: Context, authorization: str | None, form: dict[str, str], address: str | None) -> Response:
     """RFC 7662 past the wire: this route and the hot path (grantd.api.hot) call it."""
-    async with ratelimit.token_endpoint(ctx, _client_hint(authorization, form), address):
-        client = await authenticate(ctx, authorization, form)
+    async with _authenticated(ctx, authorization, form, address) as client:
         if client.is_public:
             raise InvalidClient("Introspection needs a confidential client's secret.")
         return _json(await tokens.introspect(ctx, client, _required(form, "token")))
