@@ -290,6 +290,19 @@ async def create_app(request: Request) -> Response:
 # ---------------------------------------------------------------- one app
 
 
+async def _posted_to_app(request: Request, app_id: str) -> tuple[Principal, Form, apps.App] | Response:
+    """A checked POST about one of the user's own apps: the user, the form and the app; else the
+    page to answer with (another user's app, or none, is a 404)."""
+    posted = await _posted(request, _app_path(app_id))
+    if isinstance(posted, Response):
+        return posted
+    principal, form = posted
+    app = await _owned(request, principal, app_id)
+    if app is None:
+        return _not_found()
+    return principal, form, app
+
+
 async def _owned(request: Request, principal: Principal, app_id: str) -> apps.App | None:
     if not _known_id(app_id):
         return None
@@ -313,14 +326,11 @@ async def app_page(request: Request, app_id: str) -> Response:
 
 @router.post(f"{CONSOLE}/apps/{{app_id}}")
 async def update_app(request: Request, app_id: str) -> Response:
-    posted = await _posted(request, _app_path(app_id))
+    posted = await _posted_to_app(request, app_id)
     if isinstance(posted, Response):
         return posted
-    principal, form = posted
+    principal, form, app = posted
     ctx = _ctx(request)
-    app = await _owned(request, principal, app_id)
-    if app is None:
-        return _not_found()
     values = _posted_app_form(form)
     values["client_type"] = app.client_type  # not editable: a client's type is fixed at registration
     try:
@@ -344,14 +354,11 @@ async def update_app(request: Request, app_id: str) -> Response:
 
 @router.post(f"{CONSOLE}/apps/{{app_id}}/disable")
 async def disable_app(request: Request, app_id: str) -> Response:
-    posted = await _posted(request, _app_path(app_id))
+    posted = await _posted_to_app(request, app_id)
     if isinstance(posted, Response):
         return posted
-    principal, form = posted
+    principal, form, app = posted
     ctx = _ctx(request)
-    app = await _owned(request, principal, app_id)
-    if app is None:
-        return _not_found()
     if form.one("confirm") != "yes":
         errors = {"confirm": "Tick the box to confirm: disabling cannot be undone."}
         return await _app_page(ctx, principal, app, 400, errors=errors)
@@ -367,14 +374,11 @@ async def disable_app(request: Request, app_id: str) -> Response:
 
 @router.post(f"{CONSOLE}/apps/{{app_id}}/keys")
 async def create_key(request: Request, app_id: str) -> Response:
-    posted = await _posted(request, _app_path(app_id))
+    posted = await _posted_to_app(request, app_id)
     if isinstance(posted, Response):
         return posted
-    principal, _ = posted
+    principal, _, app = posted
     ctx = _ctx(request)
-    app = await _owned(request, principal, app_id)
-    if app is None:
-        return _not_found()
     try:
         key = await apps.create_key(ctx, principal.user_id, app_id, address=_address(request))
     except NotFound:

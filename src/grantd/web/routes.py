@@ -224,18 +224,27 @@ async def _signin_page(
     message: str | None = None,
     email: str = "",
 ) -> Response:
+    return await _entry_page(
+        ctx, request, next_path, "signin.html", status_code,
+        message=message, email=email, signup_url=_with_next("/signup", next_path),
+    )
+
+
+async def _entry_page(
+    ctx: Context, request: Request, next_path: str, template: str, status_code: int, **fields: object
+) -> Response:
+    """The sign-in or sign-up page: its CSRF token bound to the pre-session cookie, and the app the
+    person is on the way to, if any."""
     cookie = session.signin_cookie(request)
     app_name, form_action = await _continuing_to(ctx, next_path)
     response = page(
-        "signin.html",
+        template,
         status_code,
         form_action=form_action,
         next=next_path,
         csrf_token=session.signin_csrf(ctx, cookie),
-        message=message,
         app_name=app_name,
-        email=email,
-        signup_url=_with_next("/signup", next_path),
+        **fields,
     )
     session.set_signin_cookie(ctx, response, cookie)
     return response
@@ -301,24 +310,15 @@ async def _signup_page(
     errors: dict[str, str] | None = None,
     taken: bool = False,
 ) -> Response:
-    cookie = session.signin_cookie(request)
-    app_name, form_action = await _continuing_to(ctx, next_path)
-    response = page(
-        "signup.html",
-        status_code,
-        form_action=form_action,
-        next=next_path,
-        csrf_token=session.signin_csrf(ctx, cookie),
+    return await _entry_page(
+        ctx, request, next_path, "signup.html", status_code,
         message=message,
-        app_name=app_name,
         email=email,
         errors=errors or {},
         taken=taken,
         password_hint=accounts.password_rule(ctx.settings.password_min_length),
         signin_url=_with_next("/signin", next_path),
     )
-    session.set_signin_cookie(ctx, response, cookie)
-    return response
 
 
 @router.get("/signup")
