@@ -33,7 +33,7 @@ import threading
 import time
 from collections import namedtuple
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -85,16 +85,12 @@ class Database:
             return self._loop_sqlite.read()
         return self._autocommit.connect()
 
-    @asynccontextmanager
-    async def engine_write(self) -> AsyncIterator[AsyncConnection]:
+    def engine_write(self) -> AbstractAsyncContextManager[AsyncConnection]:
         """A transaction on the SQLAlchemy engine itself (Alembic needs its connection)."""
-        async with self.engine.begin() as conn:
-            yield conn
+        return self.engine.begin()
 
-    @asynccontextmanager
-    async def engine_read(self) -> AsyncIterator[AsyncConnection]:
-        async with self._autocommit.connect() as conn:
-            yield conn
+    def engine_read(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        return self._autocommit.connect()
 
     async def dispose(self) -> None:
         if self._loop_sqlite is not None:
@@ -208,7 +204,6 @@ class _LoopConnection:
 
 class _LoopSQLite:
     def __init__(self, path: str) -> None:
-        self._path = path
         self._writer_raw, self._writer_engine, writer = _open(path)
         # Checkpoints copy the WAL into the database file and fsync it: milliseconds that would
         # stall every request on this loop. The writer leaves them to a thread of its own.
@@ -217,8 +212,8 @@ class _LoopSQLite:
         self._reader_raw, self._reader_engine, reader = _open(path, busy_timeout_ms=500)
         self.writer = _LoopConnection(self._writer_raw, writer)
         self.reader = _LoopConnection(self._reader_raw, reader)
-        self._writer_sync = writer
-        self._reading = _Reading(self.reader)
+        # Reads need nothing opened or closed: the reader is reused, in autocommit.
+        self._reading = nullcontext(self.reader)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock: asyncio.Lock | None = None
         self._in_transaction = False
@@ -354,21 +349,6 @@ class _Checkpointer:
     def stop(self) -> None:
         self._stopped.set()
         self._thread.join(timeout=5)
-
-
-class _Reading:
-    """``async with`` the reader connection: nothing to open or close (reused, it holds no state)."""
-
-    __slots__ = ("conn",)
-
-    def __init__(self, conn: _LoopConnection) -> None:
-        self.conn = conn
-
-    async def __aenter__(self) -> _LoopConnection:
-        return self.conn
-
-    async def __aexit__(self, *_: object) -> None:
-        return None
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
