@@ -93,3 +93,34 @@ async def test_private_keys_are_sealed_at_rest(app: Any) -> None:
         with pytest.raises(InvalidTag):
             KeySealer(b"another master secret of 32+ bytes").open(row.private_key, row.kid)
         assert ctx.sealer.open(row.private_key, row.kid) is not None
+
+
+def test_a_verified_token_is_refused_once_it_expires_and_a_new_key_set_trusts_nothing_cached(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The signer remembers the tokens it verified (grantd.crypto.jws): that memory must not outlive
+    a token's exp, nor the key set it was verified under."""
+    from grantd.crypto import jws
+
+    now = int(jws.time.time())
+    old, new = jws.new_private_key(), jws.new_private_key()
+
+    def signer(key: Any, kid: str) -> jws.Signer:
+        jwk = jws.public_jwk(key.public_key(), kid)
+        return jws.Signer(jws.SigningKey(kid, key), {kid: key.public_key()}, [jwk], reload_at=now + 30)
+
+    before = signer(old, "old")
+    claims = {"iss": "https://issuer.test", "sub": "s", "jti": "j", "iat": now, "exp": now + 60}
+    token = before.sign(claims, "at+jwt")
+    assert before.verify(token, typ="at+jwt", issuer="https://issuer.test")["jti"] == "j"
+    assert before.verify(token, typ="at+jwt", issuer="https://issuer.test")["jti"] == "j"  # from memory
+
+    later = now + 60 + jws.LEEWAY  # exp, plus the allowed skew, has passed
+    monkeypatch.setattr(jws.time, "time", lambda: later)
+    with pytest.raises(jws.InvalidSignature):
+        before.verify(token, typ="at+jwt", issuer="https://issuer.test")
+
+    monkeypatch.undo()
+    after = signer(new, "new")  # a reload that no longer publishes the old key
+    with pytest.raises(jws.InvalidSignature):
+        after.verify(token, typ="at+jwt", issuer="https://issuer.test")
