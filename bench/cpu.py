@@ -1,6 +1,6 @@
 """Where a token request's time goes: grantd's ASGI app driven in-process, without sockets.
 
-    .venv/bin/python bench/profile.py [neucron|client_credentials|refresh|introspect|jwks] [--requests N] [--profile]
+    .venv/bin/python bench/cpu.py [neucron|client_credentials|refresh|introspect|jwks] [--requests N] [--profile | --cprofile]
 
 Seeds a fresh SQLite database as `bench/run.py` does, then sends N requests through the
 whole ASGI application (every middleware, the hot routes, the database, the signature) from
@@ -85,7 +85,9 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("kind", nargs="?", default="neucron")
     parser.add_argument("--requests", type=int, default=5000)
-    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--profile", action="store_true", help="pyinstrument's call tree of the run")
+    parser.add_argument("--access-log", action="store_true", help="log each request, as at log level info (make bench runs at warning)")
+    parser.add_argument("--cprofile", action="store_true", help="cProfile's flat list, by own time")
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="grantd-profile-"))
@@ -104,12 +106,13 @@ async def main() -> None:
     codes = seeded.codes_file.read_text().split()
     refresh = seeded.refresh_file.read_text().split()
     app = create_app(settings)
-    # The access log as `grantd serve` writes it (one JSON line a request), into /dev/null.
+    # Logging as `make bench` runs grantd (level warning: no access line), or with --access-log as
+    # `grantd serve` logs by default (one JSON line a request), into /dev/null.
     import logging.config
 
     from grantd import logs
 
-    config = logs.config(settings.log_level, "json")
+    config = logs.config("info" if args.access_log else "warning", "json")
     for handler in config.get("handlers", {}).values():
         if "stream" in handler:
             handler["stream"] = open(os.devnull, "w")
@@ -128,6 +131,12 @@ async def main() -> None:
                 statuses[status] = statuses.get(status, 0) + 1
 
         profiler = None
+        flat = None
+        if args.cprofile:
+            import cProfile
+
+            flat = cProfile.Profile()
+            flat.enable()
         if args.profile:
             from pyinstrument import Profiler
 
@@ -136,6 +145,11 @@ async def main() -> None:
         cpu, wall = time.process_time(), time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        if flat is not None:
+            import pstats
+
+            flat.disable()
+            pstats.Stats(flat).sort_stats("tottime").print_stats(45)
         if profiler is not None:
             profiler.stop()
             print(profiler.output_text(unicode=False, color=False, show_all=False))
