@@ -59,7 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             metrics.pools.forget(ctx.db)
             await ctx.close()
 
-    app = FastAPI(
+    app = Grantd(
         title="grantd",
         version=grantd.__version__,
         summary="An OAuth 2.0 authorization server speaking the Neucron OAuth API and standard OAuth 2.0.",
@@ -112,14 +112,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.add_middleware(BodyReadTimeout, timeout=settings.request_body_timeout)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    # Outermost, outside even the 500 handler: times, counts and logs every request, and gives
-    # every response (a 413, a crash's 500) its X-Request-ID.
+    # Outside even the 500 handler: telemetry times, counts and logs every request, and gives every
+    # response (a 413, a crash's 500) its X-Request-ID; then the security headers. The hot routes
+    # (grantd.api.hot) are answered in front of all of it, and do both themselves.
     inner_stack = app.build_middleware_stack
-    # The hot routes (grantd.api.hot) are answered inside those two and in front of the rest.
-    app.build_middleware_stack = lambda: RequestTelemetry(  # type: ignore[method-assign]
-        SecurityHeaders(hot.HotRoutes(inner_stack(), app, settings))
+    app.build_middleware_stack = lambda: hot.HotRoutes(  # type: ignore[method-assign]
+        RequestTelemetry(SecurityHeaders(inner_stack())), app, settings
     )
     return app
+
+
+class Grantd(FastAPI):
+    """FastAPI, with the hot routes handed straight to the middleware stack (``grantd.api.hot``):
+    FastAPI's own per-request check for OpenTelemetry providers (environment lookups, a
+    request's worth of the token endpoint's budget) is skipped for them."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        stack = self.middleware_stack
+        if stack is not None and scope["type"] == "http" and (scope["method"], scope["path"]) in hot.ROUTES:
+            scope["app"] = self
+            await stack(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 class BodySizeLimit:

@@ -1,8 +1,10 @@
-"""Per-request telemetry as one pure ASGI middleware: the request id, one log line, the metrics.
+"""Per-request telemetry: the request id, one log line, the metrics.
 
-It wraps ``send`` only to read the status and add ``X-Request-ID``; nothing is buffered, parsed
-or copied, so the token endpoint's hot path pays a few microseconds. The token endpoint, which
-has parsed its form anyway, tells it the grant type of an issued token (``note_grant_type``).
+``RequestTelemetry`` is a pure ASGI middleware: it wraps ``send`` only to read the status and
+add ``X-Request-ID``; nothing is buffered, parsed or copied. The hot routes (``grantd.api.hot``)
+are answered outside it and call ``request_id`` and ``record`` themselves. The token endpoint,
+which has parsed its form anyway, tells them the grant type of an issued token
+(``note_grant_type``).
 """
 
 from __future__ import annotations
@@ -48,14 +50,12 @@ class RequestTelemetry:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        rid = None
+        incoming = None
         for name, value in scope["headers"]:
             if name == REQUEST_ID_HEADER:
-                if _SANE_REQUEST_ID.match(value):
-                    rid = value.decode("ascii")
+                incoming = value
                 break
-        if rid is None:
-            rid = new_request_id()
+        rid = request_id(incoming)
         scope.setdefault("state", {})["request_id"] = rid
         reset = logs.request_id.set(rid)
         header = (REQUEST_ID_HEADER, rid.encode("ascii"))
@@ -73,51 +73,58 @@ class RequestTelemetry:
             await self.app(scope, receive, send_with_id)
         finally:
             logs.request_id.reset(reset)
-            self._record(scope, path, status, time.perf_counter() - start, rid)
+            record(scope, path, route_template(scope), status, time.perf_counter() - start, rid)
 
-    @staticmethod
-    def _record(scope: Scope, path: str, status: int, duration: float, rid: str) -> None:
-        method = scope["method"]
-        route = route_template(scope)
-        counter = _request_counters.get((method, route, status))
-        if counter is None:
-            counter = _request_counters[(method, route, status)] = metrics.requests.labels(method, route, str(status))
-        counter.inc()
-        histogram = _latency_histograms.get((method, route))
-        if histogram is None:
-            histogram = _latency_histograms[(method, route)] = metrics.latency.labels(method, route)
-        histogram.observe(duration)
-        if status == 200 and method == "POST":
-            if path in NEUCRON_TOKEN_PATHS:
-                _tokens_issued["authorization_code"].inc()
-            elif path == OAUTH2_TOKEN_PATH:
-                _tokens_issued[scope["state"].get(_GRANT_TYPE_KEY, "other")].inc()
-        elif status == 429:
-            metrics.rate_limited.labels(route).inc()
 
-        level = logging.DEBUG if path in PROBE_PATHS else logging.WARNING if status >= 500 else logging.INFO
-        if access_log.isEnabledFor(level):
-            client = scope.get("client")
-            # makeRecord + handle: logger.log() would walk the stack to find the caller, for nothing.
-            record = access_log.makeRecord(
-                logs.ACCESS_LOGGER,
-                level,
-                __file__,
-                0,
-                "request",
-                (),
-                None,
-                extra={
-                    "method": method,
-                    "path": path,
-                    "route": route,
-                    "status": status,
-                    "duration_ms": round(duration * 1000, 3),
-                    "request_id": rid,
-                    "client": client[0] if client else None,
-                },
-            )
-            access_log.handle(record)
+def request_id(incoming: bytes | None) -> str:
+    """The request's id: the caller's ``X-Request-ID`` when it looks like an id, else a new one."""
+    if incoming is not None and _SANE_REQUEST_ID.match(incoming):
+        return incoming.decode("ascii")
+    return new_request_id()
+
+
+def record(scope: Scope, path: str, route: str, status: int, duration: float, rid: str) -> None:
+    """Count, time and log one answered request (``route`` is its path template)."""
+    method = scope["method"]
+    counter = _request_counters.get((method, route, status))
+    if counter is None:
+        counter = _request_counters[(method, route, status)] = metrics.requests.labels(method, route, str(status))
+    counter.inc()
+    histogram = _latency_histograms.get((method, route))
+    if histogram is None:
+        histogram = _latency_histograms[(method, route)] = metrics.latency.labels(method, route)
+    histogram.observe(duration)
+    if status == 200 and method == "POST":
+        if path in NEUCRON_TOKEN_PATHS:
+            _tokens_issued["authorization_code"].inc()
+        elif path == OAUTH2_TOKEN_PATH:
+            _tokens_issued[scope["state"].get(_GRANT_TYPE_KEY, "other")].inc()
+    elif status == 429:
+        metrics.rate_limited.labels(route).inc()
+
+    level = logging.DEBUG if path in PROBE_PATHS else logging.WARNING if status >= 500 else logging.INFO
+    if access_log.isEnabledFor(level):
+        client = scope.get("client")
+        # makeRecord + handle: logger.log() would walk the stack to find the caller, for nothing.
+        entry = access_log.makeRecord(
+            logs.ACCESS_LOGGER,
+            level,
+            __file__,
+            0,
+            "request",
+            (),
+            None,
+            extra={
+                "method": method,
+                "path": path,
+                "route": route,
+                "status": status,
+                "duration_ms": round(duration * 1000, 3),
+                "request_id": rid,
+                "client": client[0] if client else None,
+            },
+        )
+        access_log.handle(entry)
 
 
 def route_template(scope: Scope) -> str:

@@ -1,4 +1,5 @@
-"""Security headers on every response, as a pure ASGI middleware (it sees 413s and 500s too).
+"""Security headers on every response, as a pure ASGI middleware (it sees 413s and 500s too),
+and as ``secured`` for the hot routes, which are answered outside it.
 
 Added where a response does not set its own:
 
@@ -37,16 +38,21 @@ class SecurityHeaders:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                present = {name.lower() for name, _ in headers}
-                extra = [(name, value) for name, value in _ALWAYS if name not in present]
-                if b"content-security-policy" not in present:
-                    extra.append((b"content-security-policy", csp))
-                if b"cache-control" not in present:
-                    extra.append((b"cache-control", b"no-store"))
-                    if b"pragma" not in present:
-                        extra.append((b"pragma", b"no-cache"))
-                message = {**message, "headers": headers + extra}
+                message = {**message, "headers": secured(list(message.get("headers", [])), csp)}
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+def secured(headers: list[tuple[bytes, bytes]], csp: bytes = API_CSP) -> list[tuple[bytes, bytes]]:
+    """A response's headers (lower-case names, as ASGI sends them) and the security headers it
+    does not set itself. The hot routes (``grantd.api.hot``) call this directly."""
+    present = {name.lower() for name, _ in headers}
+    extra = [(name, value) for name, value in _ALWAYS if name not in present]
+    if b"content-security-policy" not in present:
+        extra.append((b"content-security-policy", csp))
+    if b"cache-control" not in present:
+        extra.append((b"cache-control", b"no-store"))
+        if b"pragma" not in present:
+            extra.append((b"pragma", b"no-cache"))
+    return headers + extra

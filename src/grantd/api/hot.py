@@ -13,15 +13,19 @@ They call the very same functions the FastAPI routes call (``neucron.redeem``,
 body that is not a well-formed token request goes on to FastAPI, so that every malformed
 input gets exactly the answer FastAPI's validation gives it.
 
-The request limits hold here too: the body size cap (413) and the per-chunk body timeout
-(408). The request id, the access log and the security headers come from the two layers
-outside this one (``RequestTelemetry``, ``SecurityHeaders``).
+This is the outermost layer, and ``grantd.server.Grantd`` hands these routes straight to it.
+So it does for them what the layers behind it do for every other route, by calling the same
+functions: the request id and the metrics and access log (``telemetry.request_id``,
+``telemetry.record``), the security headers (``headers.secured``), and the request limits: the
+body size cap (413) and the per-chunk body timeout (408). A response is sent from the
+``Response`` the shared functions return, without running it as an ASGI app.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI
@@ -30,8 +34,10 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from grantd import logs, telemetry
 from grantd.api import neucron, oauth2
 from grantd.api.errors import from_http, render
+from grantd.api.headers import secured
 from grantd.config import Settings
 from grantd.core.context import Context
 from grantd.core.errors import GrantdError, PayloadTooLarge
@@ -41,18 +47,19 @@ log = logging.getLogger("grantd")
 JSON_MEDIA_TYPE = "application/json"
 
 
-class _Route:
-    """What ``route_template`` (the metrics label) reads of a matched route."""
-
-    __slots__ = ("path",)
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-
 class _Disconnected(Exception):
     """The client went away before its body arrived."""
 
+
+# The routes served here: (method, path) → (the handler's name, whether it reads a body).
+_TABLE = {
+    ("POST", "/oauth/token"): ("_neucron_token", True),
+    ("POST", "/v1/oauth/token"): ("_neucron_token", True),
+    ("POST", "/oauth2/token"): ("_oauth2_token", True),
+    ("POST", "/oauth2/introspect"): ("_introspect", True),
+    ("GET", "/.well-known/jwks.json"): ("_jwks_document", False),
+}
+ROUTES = frozenset(_TABLE)
 
 Handler = Callable[[Context, Scope, bytes, dict[bytes, bytes]], Awaitable[Response | None]]
 
@@ -64,12 +71,9 @@ class HotRoutes:
         self.max_body_bytes = settings.max_body_bytes
         self.body_timeout = settings.request_body_timeout
         self._jwks: tuple[bytes, Response] | None = None
-        self.routes: dict[tuple[str, str], tuple[_Route, Handler, bool]] = {
-            ("POST", "/oauth/token"): (_Route("/oauth/token"), self._neucron_token, True),
-            ("POST", "/v1/oauth/token"): (_Route("/v1/oauth/token"), self._neucron_token, True),
-            ("POST", "/oauth2/token"): (_Route("/oauth2/token"), self._oauth2_token, True),
-            ("POST", "/oauth2/introspect"): (_Route("/oauth2/introspect"), self._introspect, True),
-            ("GET", "/.well-known/jwks.json"): (_Route("/.well-known/jwks.json"), self._jwks_document, False),
+        # (method, path) → (the metrics' route label, the handler, whether a body is read)
+        self.routes: dict[tuple[str, str], tuple[str, Handler, bool]] = {
+            route: (route[1], getattr(self, handler), has_body) for route, (handler, has_body) in _TABLE.items()
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -80,30 +84,46 @@ class HotRoutes:
         if found is None:
             await self.app(scope, receive, send)
             return
+        start = time.perf_counter()
         route, handler, has_body = found
-        scope["route"] = route  # the metrics' route label, for errors too
         headers = {name: value for name, value in scope["headers"] if name in _WANTED}
+        rid = telemetry.request_id(headers.get(telemetry.REQUEST_ID_HEADER))
+        scope.setdefault("state", {})["request_id"] = rid
+        reset = logs.request_id.set(rid)
         try:
-            body = await self._read_body(headers, receive) if has_body else b""
-        except _Disconnected:
-            return
-        except GrantdError as exc:
-            response = render(scope["path"], exc)
-            response.headers["Connection"] = "close"
-            await response(scope, receive, send)
-            return
-        try:
-            response = await handler(self.state.ctx, scope, body, headers)
-        except GrantdError as exc:
-            response = render(scope["path"], exc)
-        except Exception:
-            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
-            response = render(scope["path"], GrantdError("The server failed to handle the request."))
-        if response is None:  # not ours after all: FastAPI answers, from the body already read
-            del scope["route"]
-            await self.app(scope, _replay(body, receive), send)
-            return
-        await response(scope, receive, send)
+            try:
+                body = await self._read_body(headers, receive) if has_body else b""
+            except _Disconnected:
+                return  # nobody to answer, and nothing to count: the client went away
+            except GrantdError as exc:
+                response = render(scope["path"], exc)
+                response.headers["Connection"] = "close"
+            else:
+                try:
+                    response = await handler(self.state.ctx, scope, body, headers)
+                except GrantdError as exc:
+                    response = render(scope["path"], exc)
+                except Exception:
+                    log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+                    response = render(scope["path"], GrantdError("The server failed to handle the request."))
+                if response is None:  # not ours after all: FastAPI answers, from the body already read
+                    logs.request_id.reset(reset)
+                    reset = None
+                    await self.app(scope, _replay(body, receive), send)
+                    return
+            status = response.status_code
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": status,
+                    "headers": [*secured(response.raw_headers), (telemetry.REQUEST_ID_HEADER, rid.encode("ascii"))],
+                }
+            )
+            await send({"type": "http.response.body", "body": response.body})
+            telemetry.record(scope, scope["path"], route, status, time.perf_counter() - start, rid)
+        finally:
+            if reset is not None:
+                logs.request_id.reset(reset)
 
     async def _read_body(self, headers: dict[bytes, bytes], receive: Receive) -> bytes:
         length = headers.get(b"content-length")
@@ -158,7 +178,7 @@ class HotRoutes:
         return self._jwks[1]
 
 
-_WANTED = frozenset({b"content-type", b"content-length", b"authorization"})
+_WANTED = frozenset({b"content-type", b"content-length", b"authorization", telemetry.REQUEST_ID_HEADER})
 
 
 def _address(scope: Scope) -> str | None:
