@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any, Generic, TypeVar
 
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
+from grantd.api.jsonbody import JSONBody
 from grantd.core.errors import GrantdError
 
 T = TypeVar("T")
@@ -36,15 +35,14 @@ NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
 def envelope(data: Any, *, no_store: bool = False) -> Response:
-    body = json.dumps({"data": data, "status_code": 200}, separators=(",", ":"), ensure_ascii=False).encode()
-    return Response(body, 200, headers=NO_STORE if no_store else None, media_type="application/json")
+    return JSONBody({"data": data, "status_code": 200}, 200, NO_STORE if no_store else None)
 
 
-def error_response(error: str, message: str, status_code: int, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": error, "message": message, "status_code": status_code}, status_code, headers=headers)
+def error_response(error: str, message: str, status_code: int, headers: dict[str, str] | None = None) -> Response:
+    return JSONBody({"error": error, "message": message, "status_code": status_code}, status_code, headers)
 
 
-def render_error(exc: GrantdError) -> JSONResponse:
+def render_error(exc: GrantdError) -> Response:
     headers = {"Retry-After": str(exc.retry_after)} if hasattr(exc, "retry_after") else None
     return error_response(exc.error, exc.message, exc.status_code, headers)
 

@@ -8,17 +8,17 @@ with ``WWW-Authenticate``.
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import parse_qsl, unquote_plus
 
 from fastapi import APIRouter, Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from grantd import telemetry
 from grantd.api.deps import client_address
+from grantd.api.jsonbody import JSONBody
 from grantd.core import clients, ratelimit, tokens
 from grantd.core.context import Context
 from grantd.crypto.secrets import key_id_of_secret
@@ -43,16 +43,16 @@ def document_client_auth(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
-def error_body(error: str, description: str, status_code: int, headers: dict[str, str] | None = None) -> JSONResponse:
+def error_body(error: str, description: str, status_code: int, headers: dict[str, str] | None = None) -> Response:
     """RFC 6749 §5.2."""
     all_headers = dict(NO_STORE)
     if status_code == 401:
         all_headers["WWW-Authenticate"] = 'Basic realm="grantd", charset="UTF-8"'
     all_headers.update(headers or {})
-    return JSONResponse({"error": error, "error_description": description}, status_code, headers=all_headers)
+    return JSONBody({"error": error, "error_description": description}, status_code, all_headers)
 
 
-def render_error(exc: GrantdError) -> JSONResponse:
+def render_error(exc: GrantdError) -> Response:
     # No such route (404) or method (405) keeps its status: a 400 would hide a missing endpoint.
     status = 401 if isinstance(exc, InvalidClient) else exc.status_code if exc.status_code in (404, 405, 413, 429) else 400
     if exc.status_code >= 500:
@@ -62,7 +62,7 @@ def render_error(exc: GrantdError) -> JSONResponse:
 
 
 def _json(data: dict[str, Any]) -> Response:
-    return Response(json.dumps(data, separators=(",", ":")).encode(), 200, headers=NO_STORE, media_type="application/json")
+    return JSONBody(data, 200, NO_STORE)
 
 
 def parse_form(content_type: str, body: bytes) -> dict[str, str]:
@@ -321,6 +321,4 @@ async def metadata(request: Request) -> Response:
         "code_challenge_methods_supported": ["S256"],
         "authorization_response_iss_parameter_supported": True,
     }
-    return Response(
-        json.dumps(document).encode(), media_type="application/json", headers={"Cache-Control": "public, max-age=300"}
-    )
+    return JSONBody(document, 200, {"Cache-Control": "public, max-age=300"})

@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from typing import Any
 
@@ -17,6 +16,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from grantd import metrics
+from grantd.api.jsonbody import JSONBody
 from grantd.core import signing_keys
 from grantd.core.context import Context
 from grantd.store.migrate import is_current
@@ -29,7 +29,7 @@ NO_STORE = {"Cache-Control": "no-store"}
 
 
 def _json(body: dict[str, Any], status: int) -> Response:
-    return Response(json.dumps(body, separators=(",", ":")).encode(), status, headers=NO_STORE, media_type="application/json")
+    return JSONBody(body, status, NO_STORE)
 
 
 _STATUS_SCHEMA = {"type": "object", "properties": {"status": {"type": "string"}}, "required": ["status"]}

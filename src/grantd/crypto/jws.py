@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import jwt
+import orjson
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
@@ -117,7 +118,7 @@ class Signer:
         if header is None:
             header_json = json.dumps({"alg": ALGORITHM, "kid": self.active.kid, "typ": typ}, separators=(",", ":"))
             header = self._headers[typ] = _b64url(header_json.encode())
-        signing_input = header + b"." + _b64url(json.dumps(claims, separators=(",", ":")).encode())
+        signing_input = header + b"." + _b64url(orjson.dumps(claims))
         r, s = decode_dss_signature(self.active.private_key.sign(signing_input, _ECDSA_SHA256))
         return (signing_input + b"." + _b64url(r.to_bytes(32, "big") + s.to_bytes(32, "big"))).decode("ascii")
 
