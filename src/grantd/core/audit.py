@@ -15,6 +15,8 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from grantd.core.context import Context
 from grantd.store import audit as store
 
@@ -90,7 +92,7 @@ async def record(  # type: ignore[no-untyped-def]
         user_id=user_id,
         app_id=app_id,
         address=address[:64] if address else None,
-        detail=json.dumps(detail, separators=(",", ":"), sort_keys=True),
+        detail=orjson.dumps(detail, option=orjson.OPT_SORT_KEYS).decode(),
     )
 
 

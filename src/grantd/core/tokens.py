@@ -13,7 +13,7 @@ from grantd.core.clients import Client
 from grantd.core.context import Context
 from grantd.core.errors import InvalidGrant, InvalidScope, UnauthorizedClient
 from grantd.crypto.jws import InvalidSignature
-from grantd.crypto.secrets import new_secret, new_uuid, s256
+from grantd.crypto.secrets import new_secret, new_token_id, s256
 from grantd.store import apps as app_store
 from grantd.store import codes as code_store
 from grantd.store import tokens as token_store
@@ -66,7 +66,7 @@ async def redeem_code(
     is written in the transaction that revokes the family."""
     code_hash = ctx.hasher.hash(auth_code)
     now = ctx.now()
-    jti = new_uuid()
+    jti = new_token_id()
     ttl = ctx.settings.access_token_ttl
     refresh_token = new_secret() if with_refresh_token else None
     async with ctx.db.write() as tx:
@@ -152,7 +152,7 @@ async def refresh(
     token_hash = ctx.hasher.hash(refresh_token)
     successor = ctx.hasher.successor(refresh_token)
     now = ctx.now()
-    jti = new_uuid()
+    jti = new_token_id()
     ttl = ctx.settings.access_token_ttl
     replay: IssuedToken | None = None
     async with ctx.db.write() as tx:
@@ -247,7 +247,7 @@ async def client_credentials(ctx: Context, client: Client, scope: str | None) ->
     allowed = perms.parse(app_permissions)
     permissions = allowed if scope is None else perms.parse(scope, field="scope", separator=" ")
     ctx.catalog.require_allowed(permissions, allowed)
-    now, jti, ttl = ctx.now(), new_uuid(), ctx.settings.access_token_ttl
+    now, jti, ttl = ctx.now(), new_token_id(), ctx.settings.access_token_ttl
     async with ctx.db.write() as tx:
         await token_store.insert_access_token(
             tx,

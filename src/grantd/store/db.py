@@ -28,6 +28,7 @@ everything else runs through SQLAlchemy Core, on the same connections.
 from __future__ import annotations
 
 import asyncio
+import operator
 import sqlite3
 import threading
 import time
@@ -107,17 +108,18 @@ class Prepared:
     by column name either way.
     """
 
-    __slots__ = ("statement", "_sqlite_sql", "_sqlite_names", "returns_rows", "_row", "_compiled")
+    __slots__ = ("statement", "_sqlite_sql", "_sqlite_params", "returns_rows", "_row", "_compiled")
 
     def __init__(self, statement: ClauseElement) -> None:
         self.statement = statement
-        self._sqlite_sql, self._sqlite_names = _compile(statement, _SQLITE_DIALECT)
+        self._sqlite_sql, names = _compile(statement, _SQLITE_DIALECT)
+        self._sqlite_params = _values_of(names)
         self.returns_rows = bool(getattr(statement, "_returning", None)) or statement.is_select  # type: ignore[attr-defined]
         self._row: Any = None
         self._compiled: dict[str, tuple[str, tuple[str, ...]]] = {}
 
     def sqlite_params(self, params: dict[str, Any]) -> tuple[Any, ...]:
-        return tuple(params[name] for name in self._sqlite_names)
+        return self._sqlite_params(params)  # type: ignore[no-any-return]
 
     async def execute(self, conn: AsyncConnection, params: dict[str, Any]) -> Any:
         """On an SQLAlchemy connection: the statement compiled once for its dialect, run as driver SQL."""
@@ -151,6 +153,16 @@ async def run(conn: Any, prepared: Prepared, **params: Any) -> int:
     if isinstance(conn, _LoopConnection):
         return conn.raw_run(prepared, params)
     return (await prepared.execute(conn, params)).rowcount  # type: ignore[no-any-return]
+
+
+def _values_of(names: tuple[str, ...]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+    """The function that picks ``names``' values out of a dict, in order, as a tuple."""
+    if not names:
+        return lambda _params: ()
+    if len(names) == 1:
+        name = names[0]
+        return lambda params: (params[name],)
+    return operator.itemgetter(*names)
 
 
 def _compile(statement: ClauseElement, dialect: Any) -> tuple[str, tuple[str, ...]]:
