@@ -56,4 +56,5 @@ clean:
 ## The token-endpoint benchmark (BENCH_DB=postgres for PostgreSQL); writes bench/results/latest.md
 bench: $(STAMP)
 	@command -v wrk >/dev/null || (apt-get install -y wrk || (apt-get update && apt-get install -y wrk))
+	@[ -z "$$BENCH_PY_SPY" ] || $(BIN)/pip install --quiet -e '.[test,bench]'
 	$(BIN)/python bench/run.py

@@ -296,6 +296,11 @@ def main() -> None:
     parser.add_argument("--max-rps", type=int, default=int(os.environ.get("BENCH_MAX_RPS", "15000")),
                         help="codes and refresh tokens are seeded for this rate over the run")
     parser.add_argument("--output", type=Path, default=HERE / "results" / "latest.md")
+    parser.add_argument("--only", default=os.environ.get("BENCH_ONLY", ""), metavar="ROWS",
+                        help="comma-separated rows to run: neucron_code, client_credentials, refresh, flow, introspect, jwks")
+    parser.add_argument("--py-spy", type=Path, default=os.environ.get("BENCH_PY_SPY") or None, metavar="DIR",
+                        help="sample the one-worker server with py-spy during each row; raw profiles and a "
+                             "summary go to DIR (the sampler takes CPU: use it to see where time goes, not for the table)")
     args = parser.parse_args()
 
     for tool in ("wrk", "taskset"):
@@ -340,15 +345,20 @@ def main() -> None:
         grantd_argv = [sys.executable, "-m", "grantd", "serve", "--no-migrate", "--port", str(issuer_port)]
         server = start("grantd", pinned("0", grantd_argv), env, issuer, "/.well-known/jwks.json", log)
         jwks = httpx.get(issuer + "/.well-known/jwks.json").json()
-        rows = measure_grantd(server, seeded, jwks, issuer, args, cpu="1", floor=floor)
+        only = tuple(args.only.split(",")) if args.only else None
+        rows = measure_grantd(server, seeded, jwks, issuer, args, cpu="1", floor=floor, only=only)
         memory = (server.rss_mb(), server.peak_rss_mb())
         cold = server.cold_start_s
         server.stop()
 
-        two = start("grantd --workers 2", grantd_argv + ["--workers", "2"], env, issuer, "/.well-known/jwks.json", log)
-        two_rows = measure_grantd(two, seeded, jwks, issuer, args, cpu=None, only=("neucron_code", "client_credentials"))
-        memory_two = (two.rss_mb(), two.peak_rss_mb())
-        two.stop()
+        two_only = tuple(r for r in ("neucron_code", "client_credentials") if not only or r in only)
+        two_rows: list[Row] = []
+        memory_two = (float("nan"), float("nan"))
+        if two_only:
+            two = start("grantd --workers 2", grantd_argv + ["--workers", "2"], env, issuer, "/.well-known/jwks.json", log)
+            two_rows = measure_grantd(two, seeded, jwks, issuer, args, cpu=None, only=two_only)
+            memory_two = (two.rss_mb(), two.peak_rss_mb())
+            two.stop()
         floor_server.stop()
     finally:
         if drop:
@@ -407,7 +417,11 @@ def measure_grantd(
         if only and key not in only:
             continue
         floor_row = floor() if floor is not None else None
+        spy = sample(server, key, args) if args.py_spy and cpu is not None else None
         row = wrk(server.base_url, script, env, args.duration, args.connections, cpu)
+        if spy is not None:
+            spy.wait()
+            print(summarize(args.py_spy / f"{key}.txt", name), flush=True)
         row.name, row.per = name, per
         row.checked = check(kind, row.notes.pop(), jwks, issuer)
         if floor_row is not None:
@@ -416,6 +430,41 @@ def measure_grantd(
         if script == "lines.lua":
             _spend(Path(env["BENCH_LINES"]), row.requests)
     return rows
+
+
+def sample(server: Server, key: str, args: argparse.Namespace) -> subprocess.Popen[bytes]:
+    """py-spy sampling the server for the row's duration (less a second of ramp-up at each end)."""
+    args.py_spy.mkdir(parents=True, exist_ok=True)
+    out = args.py_spy / f"{key}.txt"
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    argv = [py_spy, "record", "--pid", str(server.process.pid), "--duration", str(max(1, args.duration - 2)),
+            "--rate", "250", "--nonblocking", "--format", "raw", "--output", str(out)]
+    spy = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    return spy
+
+
+def summarize(raw: Path, name: str, top: int = 25) -> str:
+    """The functions py-spy saw most, by own samples and with what they call."""
+    own: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
+    total = 0
+    if not raw.exists():
+        return f"{name}: py-spy wrote nothing (is it installed, and may it read other processes?)"
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        n, frames = int(count), stack.split(";")
+        total += n
+        own[frames[-1]] = own.get(frames[-1], 0) + n
+        for frame in set(frames):
+            inclusive[frame] = inclusive.get(frame, 0) + n
+    lines = [f"## {name}: {total} samples ({raw})", "own:"]
+    lines += [f"  {100 * n / total:5.1f}%  {f}" for f, n in sorted(own.items(), key=lambda i: -i[1])[:top]]
+    lines.append("with callees:")
+    lines += [f"  {100 * n / total:5.1f}%  {f}" for f, n in sorted(inclusive.items(), key=lambda i: -i[1])[:top]]
+    return "\n".join(lines)
 
 
 def _spend(path: Path, used: int) -> None:
