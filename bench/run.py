@@ -299,7 +299,7 @@ def main() -> None:
     parser.add_argument("--only", default=os.environ.get("BENCH_ONLY", ""), metavar="ROWS",
                         help="comma-separated rows to run: neucron_code, client_credentials, refresh, flow, introspect, jwks")
     parser.add_argument("--py-spy", type=Path, default=os.environ.get("BENCH_PY_SPY") or None, metavar="DIR",
-                        help="sample the one-worker server with py-spy during each row; raw profiles and a "
+                        help="sample the server with py-spy during each row; raw profiles and a "
                              "summary go to DIR (the sampler takes CPU: use it to see where time goes, not for the table)")
     args = parser.parse_args()
 
@@ -417,11 +417,12 @@ def measure_grantd(
         if only and key not in only:
             continue
         floor_row = floor() if floor is not None else None
-        spy = sample(server, key, args) if args.py_spy and cpu is not None else None
+        spy_key = key if cpu is not None else f"{key}-workers"
+        spy = sample(server, spy_key, args) if args.py_spy else None
         row = wrk(server.base_url, script, env, args.duration, args.connections, cpu)
         if spy is not None:
             spy.wait()
-            print(summarize(args.py_spy / f"{key}.txt", name), flush=True)
+            print(summarize(args.py_spy / f"{spy_key}.txt", name), flush=True)
         row.name, row.per = name, per
         row.checked = check(kind, row.notes.pop(), jwks, issuer)
         if floor_row is not None:
@@ -433,12 +434,12 @@ def measure_grantd(
 
 
 def sample(server: Server, key: str, args: argparse.Namespace) -> subprocess.Popen[bytes]:
-    """py-spy sampling the server for the row's duration (less a second of ramp-up at each end)."""
+    """py-spy sampling the server (and its workers) for the row's duration, less two seconds."""
     args.py_spy.mkdir(parents=True, exist_ok=True)
     out = args.py_spy / f"{key}.txt"
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     argv = [py_spy, "record", "--pid", str(server.process.pid), "--duration", str(max(1, args.duration - 2)),
-            "--rate", "250", "--nonblocking", "--format", "raw", "--output", str(out)]
+            "--rate", "250", "--nonblocking", "--subprocesses", "--format", "raw", "--output", str(out)]
     spy = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.5)
     return spy
