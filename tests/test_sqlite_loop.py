@@ -86,7 +86,7 @@ async def test_a_failed_block_rolls_back_only_itself_and_releases_the_write_lock
     # A failure alone, with nothing else to commit, must not leave SQLite's write lock taken.
     with pytest.raises(ValueError):
         await bad()
-    await asyncio.sleep(0)  # the loop turn that closes the transaction
+    await asyncio.sleep(0.05)  # the loop turns that close the transaction
     assert _other_process_can_write(path)
 
 
@@ -118,3 +118,74 @@ async def _write_one(database: Database) -> None:
         await tx.execute(insert(users).values(**_user(7)))
     async with database.read() as conn:
         assert (await conn.execute(select(users.c.email))).scalar() == "u7@example.com"
+
+
+@pytest.fixture
+async def two_processes(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Two handles on one file, as two workers of `grantd serve --workers 2` have."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'grantd.db'}"
+    first, second = Database(url), Database(url)
+    await upgrade(first)
+    yield first, second, tmp_path / "grantd.db"
+    await first.dispose()
+    await second.dispose()
+
+
+async def test_two_workers_take_turns_and_every_write_lands(two_processes) -> None:  # type: ignore[no-untyped-def]
+    first, second, path = two_processes
+
+    await asyncio.wait_for(asyncio.gather(*(_insert(first if n % 2 else second, n) for n in range(300))), 30)
+    assert _emails(path) == {f"u{n}@example.com" for n in range(300)}
+
+
+async def test_a_worker_waiting_for_its_turn_wakes_when_the_other_commits(two_processes) -> None:  # type: ignore[no-untyped-def]
+    first, second, path = two_processes
+    inside, leave = asyncio.Event(), asyncio.Event()
+
+    async def hold() -> None:
+        async with first.write() as tx:
+            await tx.execute(insert(users).values(**_user(1)))
+            inside.set()
+            await leave.wait()  # the first worker is between two statements of its transaction
+
+    holding = asyncio.create_task(hold())
+    await inside.wait()
+    waiting = asyncio.create_task(_insert(second, 7))
+    await asyncio.sleep(0.2)
+    assert not waiting.done()
+    leave.set()
+    await asyncio.wait_for(asyncio.gather(holding, waiting), 5)
+    assert _emails(path) == {"u1@example.com", "u7@example.com"}
+
+
+async def test_a_worker_that_stops_waiting_gives_the_turn_back(two_processes) -> None:  # type: ignore[no-untyped-def]
+    """A request cancelled while its worker waits for the turn (a client gone, a shutdown) must not
+    leave the turn taken when the wait ends: the other worker would never write again."""
+    first, second, path = two_processes
+    inside, leave = asyncio.Event(), asyncio.Event()
+
+    async def hold() -> None:
+        async with first.write() as tx:
+            await tx.execute(insert(users).values(**_user(1)))
+            inside.set()
+            await leave.wait()
+
+    holding = asyncio.create_task(hold())
+    await inside.wait()
+    waiting = asyncio.create_task(_insert(second, 7))
+    await asyncio.sleep(0.2)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    leave.set()
+    await asyncio.wait_for(holding, 5)
+    await asyncio.sleep(0.1)  # the abandoned wait takes the turn now, and hands it straight back
+
+    await asyncio.wait_for(_insert(first, 2), 5)
+    assert _other_process_can_write(path)
+    assert _emails(path) == {"u1@example.com", "u2@example.com"}
+
+
+async def _insert(database: Database, n: int) -> None:
+    async with database.write() as tx:
+        await tx.execute(insert(users).values(**_user(n)))
