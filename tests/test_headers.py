@@ -119,3 +119,29 @@ async def test_a_slow_request_body_gets_408(crashing: httpx.AsyncClient) -> None
     assert response.status_code == 408
     assert response.json()["error"] == "invalid_request"
     assert_api(response)
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type", "start", "error_key"),
+    [
+        ("/oauth/token", "application/json", b'{"token": {"auth_code": ', "message"),
+        ("/v1/oauth/token", "application/json", b'{"token": {"auth_code": ', "message"),
+        ("/oauth2/token", "application/x-www-form-urlencoded", b"grant_type=client_", "error_description"),
+        ("/oauth2/introspect", "application/x-www-form-urlencoded", b"token=", "error_description"),
+    ],
+)
+async def test_a_slow_body_on_a_token_route_gets_408_in_its_dialect(
+    crashing: httpx.AsyncClient, path: str, content_type: str, start: bytes, error_key: str
+) -> None:
+    """The token routes read their own bodies (grantd.api.hot): the same limit holds there."""
+
+    async def slow_body() -> AsyncIterator[bytes]:
+        yield start
+        await asyncio.sleep(2)
+        yield b"never read"
+
+    response = await asyncio.wait_for(crashing.post(path, content=slow_body(), headers={"Content-Type": content_type}), 10)
+    assert response.status_code == 408
+    assert response.json()["error"] == "invalid_request" and error_key in response.json()
+    assert response.headers["X-Request-ID"]
+    assert_api(response)

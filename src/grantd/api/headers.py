@@ -45,9 +45,18 @@ class SecurityHeaders:
 
 
 def secured(headers: list[tuple[bytes, bytes]], csp: bytes = API_CSP) -> list[tuple[bytes, bytes]]:
-    """A response's headers (lower-case names, as ASGI sends them) and the security headers it
-    does not set itself. The hot routes (``grantd.api.hot``) call this directly."""
-    present = {name.lower() for name, _ in headers}
+    """A response's headers and the security headers it does not set itself. The hot routes
+    (``grantd.api.hot``) call this directly."""
+    names = tuple(name for name, _ in headers)
+    extra = _extra.get((names, csp))
+    if extra is None:
+        extra = _missing({name.lower() for name in names}, csp)
+        if len(_extra) < _EXTRA_CACHE_SIZE:  # responses come in a few shapes: remember them
+            _extra[(names, csp)] = extra
+    return headers + extra
+
+
+def _missing(present: set[bytes], csp: bytes) -> list[tuple[bytes, bytes]]:
     extra = [(name, value) for name, value in _ALWAYS if name not in present]
     if b"content-security-policy" not in present:
         extra.append((b"content-security-policy", csp))
@@ -55,4 +64,9 @@ def secured(headers: list[tuple[bytes, bytes]], csp: bytes = API_CSP) -> list[tu
         extra.append((b"cache-control", b"no-store"))
         if b"pragma" not in present:
             extra.append((b"pragma", b"no-cache"))
-    return headers + extra
+    return extra
+
+
+# The security headers to add, by the names a response sets (and its CSP).
+_extra: dict[tuple[tuple[bytes, ...], bytes], list[tuple[bytes, bytes]]] = {}
+_EXTRA_CACHE_SIZE = 256

@@ -132,13 +132,11 @@ class HotRoutes:
         chunks: list[bytes] = []
         size = 0
         while True:
-            try:
-                async with asyncio.timeout(self.body_timeout):
-                    message = await receive()
-            except TimeoutError:
+            message = await _within(self.body_timeout, receive)
+            if message is None:
                 raise from_http(
                     HTTPException(408, f"The request body did not arrive within {self.body_timeout:g} seconds.")
-                ) from None
+                )
             if message["type"] != "http.request":
                 raise _Disconnected
             chunk = message.get("body", b"")
@@ -194,6 +192,34 @@ def _text(value: bytes | None) -> str | None:
 
 def _cached_json(body: bytes, cache_control: str) -> Response:
     return Response(body, media_type=JSON_MEDIA_TYPE, headers={"Cache-Control": cache_control})
+
+
+class _Expiry:
+    """A timer that cancels the task awaiting a message, and remembers that it did."""
+
+    __slots__ = ("task", "fired")
+
+    def __init__(self, task: asyncio.Task[object]) -> None:
+        self.task, self.fired = task, False
+
+    def __call__(self) -> None:
+        self.fired = True
+        self.task.cancel()
+
+
+async def _within(timeout: float, receive: Receive) -> Message | None:
+    """The next message, or None when it did not come within ``timeout`` seconds. (What
+    ``asyncio.timeout`` does, with one timer handle: a token request pays for it once.)"""
+    expiry = _Expiry(asyncio.current_task())  # type: ignore[arg-type]
+    timer = asyncio.get_running_loop().call_later(timeout, expiry)
+    try:
+        return await receive()
+    except asyncio.CancelledError:
+        if expiry.fired and expiry.task.uncancel() == 0:
+            return None
+        raise
+    finally:
+        timer.cancel()
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

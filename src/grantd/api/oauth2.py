@@ -53,8 +53,9 @@ def error_body(error: str, description: str, status_code: int, headers: dict[str
 
 
 def render_error(exc: GrantdError) -> Response:
-    # No such route (404) or method (405) keeps its status: a 400 would hide a missing endpoint.
-    status = 401 if isinstance(exc, InvalidClient) else exc.status_code if exc.status_code in (404, 405, 413, 429) else 400
+    # No such route (404) or method (405) keeps its status: a 400 would hide a missing endpoint. So
+    # do the transport's limits (408, 413) and the rate limit (429), which are not OAuth errors.
+    status = 401 if isinstance(exc, InvalidClient) else exc.status_code if exc.status_code in (404, 405, 408, 413, 429) else 400
     if exc.status_code >= 500:
         status = 500
     headers = {"Retry-After": str(exc.retry_after)} if hasattr(exc, "retry_after") else None

@@ -7,7 +7,7 @@ Neucron ``key_id`` + ``key_secret`` pair.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from grantd.core.context import Context
 from grantd.core.errors import InvalidClient
@@ -19,8 +19,10 @@ PUBLIC = "public"
 CLIENT_TYPES = (CONFIDENTIAL, PUBLIC)
 
 
-@dataclass(frozen=True, slots=True)
-class Client:
+class Client(NamedTuple):
+    """The authenticated caller (immutable; a NamedTuple, which costs a request far less to build
+    than a frozen dataclass)."""
+
     app_id: str
     key_id: str | None  # None for a public client
     # The app's permissions as read with its key (a live key of a live app), so that the

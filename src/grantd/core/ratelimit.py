@@ -220,6 +220,11 @@ class RateLimiter:
         if over:
             raise self._refuse(over, now)
 
+    @property
+    def has_marks(self) -> bool:
+        """Whether any bucket is marked in this process (``check_marked`` can refuse anything)."""
+        return self.enabled and bool(self._marks)
+
     def check_marked(self, *limits: Limit) -> None:
         """No I/O: RateLimited when this process saw one of the buckets use up its limit in this window."""
         if not self.enabled or not self._marks:
@@ -298,10 +303,11 @@ async def token_endpoint(ctx: Context, client: str | None, address: str | None) 
     """Around the work of a request that authenticates a client (token, revocation, introspection):
     refuse marked buckets first, count invalid_client and invalid_grant failures, and answer 429
     instead of the failure once over the limit."""
-    limits = token_limits(ctx.settings, client, address)
-    ctx.limiter.check_marked(*limits)
+    limiter = ctx.limiter
+    if limiter.has_marks:  # the buckets are named only when there is something to check or count
+        limiter.check_marked(*token_limits(ctx.settings, client, address))
     try:
         yield
     except (InvalidClient, InvalidGrant):
-        await ctx.limiter.fail(*limits)
+        await limiter.fail(*token_limits(ctx.settings, client, address))
         raise

@@ -4,8 +4,7 @@ introspection and revocation. Access tokens are RFC 9068 JWTs; every one is reco
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from grantd.core import audit
 from grantd.core import permissions as perms
@@ -23,8 +22,7 @@ _BAD_CODE = "The authorization code is unknown, expired, already used, or belong
 _BAD_REFRESH = "The refresh token is unknown, expired, revoked, or belongs to another app."
 
 
-@dataclass(frozen=True, slots=True)
-class IssuedToken:
+class IssuedToken(NamedTuple):
     access_token: str
     expires_in: int
     scope: str  # space-separated, as in the token's `scope` claim

@@ -252,40 +252,22 @@ class _LoopSQLite:
     def read(self) -> AbstractAsyncContextManager[_LoopConnection]:
         return self._reading
 
-    @asynccontextmanager
-    async def write(self) -> AsyncIterator[_LoopConnection]:
-        lock = self._bind()
-        await lock.acquire()
-        raw = self._writer_raw
-        done: asyncio.Future[None] | None = None
-        try:
-            if not self._in_transaction:
-                await self._begin()
-            try:
-                raw.execute("SAVEPOINT grantd_write")
-                try:
-                    yield self.writer
-                except BaseException:
-                    raw.execute("ROLLBACK TO grantd_write")
-                    raw.execute("RELEASE grantd_write")
-                    raise
-                raw.execute("RELEASE grantd_write")
-                done = self._loop.create_future()  # type: ignore[union-attr]
-                self._waiting.append(done)
-            finally:
-                # Whether this block's changes stand or were rolled back, the transaction it joined
-                # is committed in the next turn: a failed block must not leave it (and SQLite's
-                # write lock) open.
-                if not self._commit_scheduled:
-                    self._commit_scheduled = True
-                    loop = self._loop
-                    loop.call_soon(loop.call_soon, self._commit)  # type: ignore[union-attr]
-        finally:
-            lock.release()
-            if self._commit_deferred and not lock.locked():
-                self._commit_deferred = False
-                self._loop.call_soon(self._commit)  # type: ignore[union-attr]
-        await done
+    def write(self) -> _WriteBlock:
+        return _WriteBlock(self)
+
+    def _schedule_commit(self) -> None:
+        """Whether a block's changes stand or were rolled back, the transaction it joined is
+        committed two turns later: a failed block must not leave it (and the write lock) open."""
+        if not self._commit_scheduled:
+            self._commit_scheduled = True
+            loop = self._loop
+            loop.call_soon(loop.call_soon, self._commit)  # type: ignore[union-attr]
+
+    def _unlock(self, lock: asyncio.Lock) -> None:
+        lock.release()
+        if self._commit_deferred and not lock.locked():
+            self._commit_deferred = False
+            self._loop.call_soon(self._commit)  # type: ignore[union-attr]
 
     async def _begin(self) -> None:
         deadline = time.monotonic() + BUSY_TIMEOUT
@@ -355,6 +337,53 @@ class _LoopSQLite:
             engine.dispose()
         for raw in (self._writer_raw, self._reader_raw):
             raw.close()
+
+
+class _WriteBlock:
+    """One write block on the loop SQLite connection: ``async with db.write() as tx`` takes the
+    process's write lock, joins the open transaction (or begins one) in a savepoint, and on
+    leaving releases the savepoint (or rolls back to it) and waits for the group's COMMIT.
+    A class rather than ``@asynccontextmanager``: every token request goes through it."""
+
+    __slots__ = ("_db", "_lock")
+
+    def __init__(self, db: _LoopSQLite) -> None:
+        self._db = db
+
+    async def __aenter__(self) -> _LoopConnection:
+        db = self._db
+        lock = self._lock = db._bind()
+        await lock.acquire()
+        try:
+            if not db._in_transaction:
+                await db._begin()
+            db._writer_raw.execute("SAVEPOINT grantd_write")
+        except BaseException:
+            db._schedule_commit()
+            db._unlock(lock)
+            raise
+        return db.writer
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
+        db = self._db
+        raw = db._writer_raw
+        done: asyncio.Future[None] | None = None
+        try:
+            try:
+                if exc_type is None:
+                    raw.execute("RELEASE grantd_write")
+                    done = db._loop.create_future()  # type: ignore[union-attr]
+                    db._waiting.append(done)
+                else:
+                    raw.execute("ROLLBACK TO grantd_write")
+                    raw.execute("RELEASE grantd_write")
+            finally:
+                db._schedule_commit()
+        finally:
+            db._unlock(self._lock)
+        if done is not None:
+            await done
+        return False
 
 
 class _WriteTurn:
