@@ -81,6 +81,18 @@ async def test_rowcount_executemany_and_integrity_error(db: Database) -> None:
         assert (await user_store.by_email(conn, str(fresh["email"]))) is not None
 
 
+async def test_write_one_runs_one_statement_in_autocommit(db: Database) -> None:
+    row = _user("one")
+    async with db.write_one() as tx:
+        assert (await tx.execute(insert(users).values(**row))).rowcount == 1
+        with pytest.raises(RuntimeError, match="one statement"):
+            await tx.execute(select(users))
+        with pytest.raises(RuntimeError, match="one statement"):
+            tx.begin_nested()
+    async with db.read() as conn:
+        assert (await user_store.by_id(conn, str(row["id"]))) is not None
+
+
 async def test_a_failed_block_rolls_back(db: Database) -> None:
     row = _user("rollback")
     with pytest.raises(RuntimeError):
@@ -125,9 +137,11 @@ def _terminate_blocking(url: str, pids: set[int]) -> None:
 
 
 async def _use(db: Database, tag: str) -> None:
-    row = _user(tag)
+    row, one = _user(tag), _user(f"{tag}-one")
     async with db.write() as tx:
         await tx.execute(insert(users).values(**row))
+    async with db.write_one() as tx:
+        await tx.execute(insert(users).values(**one))
     async with db.read() as conn:
         assert (await user_store.by_id(conn, str(row["id"]))) is not None
     async with db.read() as conn:

@@ -94,6 +94,20 @@ class Database:
             return _PgWrite(self._pg, self._autocommit)
         return self.engine.begin()
 
+    def write_one(self) -> AbstractAsyncContextManager[Any]:
+        """A write block of exactly one statement (a second one raises). On PostgreSQL it runs in
+        autocommit: one statement is a transaction of its own, all or nothing and committed when it
+        returns, so BEGIN and COMMIT would be two round trips that change nothing. On SQLite it is
+        ``write()``.
+
+        Only for a statement that is harmless to run twice: when it finds its pooled connection
+        dead, it runs again on a fresh one, and a connection can die after the statement committed
+        but before its answer arrived. The INSERT of a new primary key qualifies: run again, it
+        fails with a unique violation rather than write a second row."""
+        if self._pg is not None:
+            return _PgRead(self._pg, None, single=True)
+        return self.write()
+
     def read(self) -> AbstractAsyncContextManager[Any]:
         """Autocommit reads of committed data."""
         if self._loop_sqlite is not None:
@@ -661,17 +675,22 @@ class _PgWrite:
 
 
 class _PgRead:
-    """``async with db.read() as conn``: a pooled connection in autocommit."""
+    """``async with db.read() as conn``: a pooled connection in autocommit (``single``: for
+    ``write_one()``, allowed one statement and never run twice)."""
 
-    __slots__ = ("_pg", "_engine", "_conn", "_pool")
+    __slots__ = ("_pg", "_engine", "_conn", "_pool", "_single")
 
-    def __init__(self, pg: _PgPool, engine: Any) -> None:
+    def __init__(self, pg: _PgPool, engine: Any, single: bool = False) -> None:
         self._pg = pg
         self._engine = engine
+        self._single = single
 
     async def __aenter__(self) -> _PgConnection:
         pool = self._pool = await self._pg.get()
-        self._conn = conn = _PgConnection(await pool.acquire(), self._pg, pool, self._engine)
+        if self._single:
+            self._conn = conn = _PgConnection(await pool.acquire(), self._pg, pool, None, 1)
+        else:
+            self._conn = conn = _PgConnection(await pool.acquire(), self._pg, pool, self._engine)
         return conn
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
@@ -740,13 +759,14 @@ class _PgConnection:
     engine raised it. On a read connection, a SELECT that finds the connection dead (a restart
     since it was pooled) runs once more on a fresh one, if it is the block's first statement."""
 
-    __slots__ = ("_raw", "_pg", "_retry_pool", "_engine")
+    __slots__ = ("_raw", "_pg", "_retry_pool", "_engine", "_statements_left")
 
-    def __init__(self, raw: Any, pg: _PgPool, retry_pool: Any, engine: Any) -> None:
+    def __init__(self, raw: Any, pg: _PgPool, retry_pool: Any, engine: Any, statements: int = -1) -> None:
         self._raw = raw
         self._pg = pg
         self._retry_pool = retry_pool  # a read's pool until its first statement has run
         self._engine = engine
+        self._statements_left = statements  # a write_one() block's budget (-1: no limit)
 
     @property
     def dialect(self) -> Any:
@@ -785,6 +805,8 @@ class _PgConnection:
 
     def begin_nested(self) -> Any:
         """A savepoint (inside a write's transaction; on a read, a transaction of its own)."""
+        if self._statements_left >= 0:
+            raise RuntimeError("a write_one() block runs one statement: use write() for more")
         self._retry_pool = None
         return _Nested(self._raw.transaction())
 
@@ -797,6 +819,11 @@ class _PgConnection:
             return await conn.run_sync(fn, *args)
 
     async def _call(self, how: Callable[..., Any], sql: str, args: Any, retryable: bool) -> Any:
+        if self._statements_left >= 0:
+            if self._statements_left == 0:
+                raise RuntimeError("a write_one() block runs one statement: use write() for more")
+            self._statements_left = 0
+            retryable = True  # write_one()'s statement may run twice (see Database.write_one)
         pool, self._retry_pool = self._retry_pool, None
         asyncpg = _asyncpg()
         try:
