@@ -91,7 +91,7 @@ class Database:
         if self._loop_sqlite is not None:
             return self._loop_sqlite.write()
         if self._pg is not None:
-            return _PgWrite(self._pg, self._autocommit)
+            return _PgWrite(self._pg)
         return self.engine.begin()
 
     def write_one(self) -> AbstractAsyncContextManager[Any]:
@@ -481,11 +481,12 @@ def _pg_dialect() -> Any:
 _PG_DIALECT: Any = None
 _ROW_CLASS: Any = None
 _LOST: tuple[type[BaseException], ...] = ()
+_INTEGRITY: Any = None  # asyncpg.IntegrityConstraintViolationError, once imported
 
 
 def _asyncpg() -> Any:
     """asyncpg, imported on first use (an SQLite process never needs it), with grantd's row class."""
-    global _ROW_CLASS, _LOST
+    global _ROW_CLASS, _LOST, _INTEGRITY
     import asyncpg
 
     if _ROW_CLASS is None:
@@ -507,6 +508,7 @@ def _asyncpg() -> Any:
                 return dict(self.items())
 
         _ROW_CLASS = Row
+        _INTEGRITY = asyncpg.IntegrityConstraintViolationError
         # What a connection that died (a database restart, a dropped socket) raises when used.
         _LOST = (
             asyncpg.PostgresConnectionError,
@@ -628,11 +630,10 @@ async def _no_reset(_connection: Any) -> None:
 class _PgWrite:
     """``async with db.write() as tx``: a pooled connection inside one transaction."""
 
-    __slots__ = ("_pg", "_engine", "_raw", "_tx", "_pool")
+    __slots__ = ("_pg", "_raw", "_tx", "_pool")
 
-    def __init__(self, pg: _PgPool, engine: Any) -> None:
+    def __init__(self, pg: _PgPool) -> None:
         self._pg = pg
-        self._engine = engine
 
     async def __aenter__(self) -> _PgConnection:
         pool = self._pool = await self._pg.get()
@@ -655,7 +656,7 @@ class _PgWrite:
                 await _release(pool, raw)
                 raise
         self._raw, self._tx = raw, tx
-        return _PgConnection(raw, self._pg, None, self._engine)
+        return _PgConnection(raw, self._pg, None, None)  # no run_sync: it would not be this transaction
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         raw, tx = self._raw, self._tx
@@ -813,7 +814,7 @@ class _PgConnection:
     async def run_sync(self, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn(sync_connection, *args)`` on a connection of SQLAlchemy's engine (Alembic needs
         one): for reads only, since it is not this connection."""
-        if self._retry_pool is None and self._engine is None:
+        if self._engine is None:
             raise NotImplementedError("run_sync needs SQLAlchemy's connection: use db.engine_write()")
         async with self._engine.connect() as conn:
             return await conn.run_sync(fn, *args)
@@ -825,18 +826,21 @@ class _PgConnection:
             self._statements_left = 0
             retryable = True  # write_one()'s statement may run twice (see Database.write_one)
         pool, self._retry_pool = self._retry_pool, None
-        asyncpg = _asyncpg()
         try:
             return await how(self._raw, sql, args)
-        except asyncpg.IntegrityConstraintViolationError as error:
+        except _INTEGRITY as error:
             raise IntegrityError(sql, None, error) from error
         except _LOST as error:
             if pool is None or not retryable or not _is_lost(error, self._raw):
                 raise
-        # A read's first statement found its connection dead: nothing ran on it; once more on another.
+        # The block's first statement (a read's SELECT, or write_one()'s) found its connection dead
+        # (killed while pooled): once more, on another.
         await _release(pool, self._raw)
         self._raw = await pool.acquire()
-        return await how(self._raw, sql, args)
+        try:
+            return await how(self._raw, sql, args)
+        except _INTEGRITY as error:
+            raise IntegrityError(sql, None, error) from error
 
 
 class _Nested:
