@@ -664,7 +664,7 @@ class _PgWrite:
             if exc_type is None:
                 try:
                     await tx.commit()
-                except _asyncpg().IntegrityConstraintViolationError as error:  # a deferred constraint
+                except _INTEGRITY as error:  # a deferred constraint
                     raise IntegrityError("COMMIT", None, error) from error
             else:
                 try:
@@ -677,7 +677,7 @@ class _PgWrite:
 
 class _PgRead:
     """``async with db.read() as conn``: a pooled connection in autocommit (``single``: for
-    ``write_one()``, allowed one statement and never run twice)."""
+    ``write_one()``, allowed one statement)."""
 
     __slots__ = ("_pg", "_engine", "_conn", "_pool", "_single")
 
@@ -835,8 +835,8 @@ class _PgConnection:
                 raise
         # The block's first statement (a read's SELECT, or write_one()'s) found its connection dead
         # (killed while pooled): once more, on another.
-        await _release(pool, self._raw)
-        self._raw = await pool.acquire()
+        dead, self._raw = self._raw, await pool.acquire()
+        await _release(pool, dead)
         try:
             return await how(self._raw, sql, args)
         except _INTEGRITY as error:
