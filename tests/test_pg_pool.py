@@ -169,3 +169,24 @@ async def test_pool_gauges_read_the_asyncpg_pool(db: Database) -> None:
     assert db.pool_status() == (10, 0, 1, 0)
     await db.dispose()
     assert db.pool_status() == (10, 0, 0, 0)
+
+
+async def test_a_block_waits_for_a_connection_at_most_the_checkout_timeout(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from grantd.store import db as db_module
+
+    monkeypatch.setattr(db_module, "PG_CHECKOUT_TIMEOUT", 0.3)
+    small = Database(postgres_url, pool_size=1, max_overflow=0)
+    try:
+        async with small.read() as held:
+            await held.execute(select(users.c.id).limit(1))
+            started = time.monotonic()
+            with pytest.raises(TimeoutError):
+                async with small.write():
+                    pass
+            assert 0.25 <= time.monotonic() - started < 5
+        async with small.write() as tx:  # free again: taken at once
+            await tx.execute(select(users.c.id).limit(1))
+    finally:
+        await small.dispose()

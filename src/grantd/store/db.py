@@ -467,6 +467,8 @@ PG_COMPILED_CACHE_SIZE = 500
 # Connections kept open at least between requests: none, they are opened when needed, as
 # SQLAlchemy's pool did; one idle this long (seconds) is closed.
 PG_IDLE_LIFETIME = 300.0
+# How long a block waits for a connection when all are in use (SQLAlchemy's pool_timeout).
+PG_CHECKOUT_TIMEOUT = 30.0
 
 
 def _pg_dialect() -> Any:
@@ -637,7 +639,7 @@ class _PgWrite:
 
     async def __aenter__(self) -> _PgConnection:
         pool = self._pool = await self._pg.get()
-        raw = await pool.acquire()
+        raw = await _acquire(pool)
         tx = raw.transaction()
         try:
             await tx.start()
@@ -648,7 +650,7 @@ class _PgWrite:
                 raise
             # The connection died before this block used it (a database restart since its last
             # use): nothing was done on it, so begin again on another.
-            raw = await pool.acquire()
+            raw = await _acquire(pool)
             tx = raw.transaction()
             try:
                 await tx.start()
@@ -689,13 +691,22 @@ class _PgRead:
     async def __aenter__(self) -> _PgConnection:
         pool = self._pool = await self._pg.get()
         if self._single:
-            self._conn = conn = _PgConnection(await pool.acquire(), self._pg, pool, None, 1)
+            self._conn = conn = _PgConnection(await _acquire(pool), self._pg, pool, None, 1)
         else:
-            self._conn = conn = _PgConnection(await pool.acquire(), self._pg, pool, self._engine)
+            self._conn = conn = _PgConnection(await _acquire(pool), self._pg, pool, self._engine)
         return conn
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         await _release(self._pool, self._conn._raw)
+
+
+async def _acquire(pool: Any) -> Any:
+    """A connection from the pool; when every one is in use, waiting at most ``PG_CHECKOUT_TIMEOUT``
+    (then ``TimeoutError``), as SQLAlchemy's pool did. (asyncpg's own timeout costs a task per
+    check-out: it is asked for only when there will be a wait.)"""
+    if pool.get_size() - pool.get_idle_size() < pool.get_max_size():
+        return await pool.acquire()
+    return await pool.acquire(timeout=PG_CHECKOUT_TIMEOUT)
 
 
 async def _release(pool: Any, raw: Any) -> None:
@@ -835,7 +846,7 @@ class _PgConnection:
                 raise
         # The block's first statement (a read's SELECT, or write_one()'s) found its connection dead
         # (killed while pooled): once more, on another.
-        dead, self._raw = self._raw, await pool.acquire()
+        dead, self._raw = self._raw, await _acquire(pool)
         await _release(pool, dead)
         try:
             return await how(self._raw, sql, args)
