@@ -81,10 +81,9 @@ class PoolCollector(Collector):
         overflow = GaugeMetricFamily("grantd_db_pool_overflow", "Connections open beyond the pool size now.")
         totals = [0, 0, 0, 0]
         for db in list(self._databases):
-            pool = db.engine.pool
-            try:
-                values = (pool.size(), pool.checkedout(), pool.checkedin(), max(0, pool.overflow()))  # type: ignore[attr-defined]
-            except AttributeError:  # a pool kind without these counters
+            # On PostgreSQL, asyncpg's pool that requests are served from; on SQLite, the engine's.
+            values = db.pool_status()
+            if values is None:  # a pool kind without these counters
                 continue
             totals = [a + b for a, b in zip(totals, values)]
         for family, value in zip((size, used, idle, overflow), totals):

@@ -4,7 +4,12 @@ Writes run in a transaction; reads run in autocommit. Correctness under concurre
 from the statements themselves (conditional ``UPDATE … RETURNING``, unique constraints), so
 any number of processes may share one database.
 
-PostgreSQL goes through SQLAlchemy's async engine (asyncpg).
+PostgreSQL is served from asyncpg's own pool (``_PgPool``): a write block is one pooled
+connection inside ``conn.transaction()``, a read block one pooled connection in autocommit. The
+store's functions see a small wrapper (``_PgConnection``) offering what they use of SQLAlchemy's
+``AsyncConnection``; SQLAlchemy Core only compiles their statements (asyncpg dialect, ``$n``
+parameters), once per statement shape. SQLAlchemy's async engine stays for Alembic
+(``engine_write``/``engine_read``) and for tests that use it directly.
 
 SQLite is a library, not a server: a statement costs microseconds, far less than handing it
 to a thread and back. So each process keeps two ``sqlite3`` connections used directly on the
@@ -31,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import inspect
 import operator
 import os
 import sqlite3
@@ -44,9 +50,11 @@ from typing import Any
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import IntegrityError, MultipleResultsFound, NoResultFound
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.pool import StaticPool
+from sqlalchemy.pool import NullPool, StaticPool
 from sqlalchemy.sql import ClauseElement
+from sqlalchemy.util import LRUCache
 
 SQLITE_PRAGMAS = (
     "PRAGMA journal_mode=WAL",
@@ -60,11 +68,12 @@ BUSY_TIMEOUT = 15.0
 
 
 class Database:
-    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+    def __init__(self, url: str, *, pool_size: int = 10, max_overflow: int = 10) -> None:
         parsed = make_url(url)
         self.url = url
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
         self._loop_sqlite: _LoopSQLite | None = None
+        self._pg: _PgPool | None = None
         if self.is_sqlite:
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
@@ -73,22 +82,53 @@ class Database:
             self.engine: AsyncEngine = create_async_engine(url, pool_size=pool_size, max_overflow=10, hide_parameters=True)
             _configure_sqlite(self.engine)
         else:
-            self.engine = create_async_engine(
-                url, pool_size=pool_size, max_overflow=10, pool_pre_ping=True, hide_parameters=True
-            )
+            # Requests are served from asyncpg's pool (below). The engine serves Alembic at start,
+            # the readiness probe and tests: without a pool of its own, each use opens a fresh
+            # connection, so none of them can meet one that a database restart left dead (no
+            # pre-ping needed).
+            self.engine = create_async_engine(url, poolclass=NullPool, hide_parameters=True)
+            self._pg = _PgPool(self.engine.dialect.create_connect_args(parsed)[1], pool_size, pool_size + max_overflow)
         self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
 
     def write(self) -> AbstractAsyncContextManager[Any]:
         """A transaction: committed when the block ends (on SQLite, with the other blocks of this turn)."""
         if self._loop_sqlite is not None:
             return self._loop_sqlite.write()
+        if self._pg is not None:
+            return _PgWrite(self._pg)
         return self.engine.begin()
+
+    def write_one(self) -> AbstractAsyncContextManager[Any]:
+        """A write block of exactly one statement (a second one raises). On PostgreSQL it runs in
+        autocommit: one statement is a transaction of its own, all or nothing and committed when it
+        returns, so BEGIN and COMMIT would be two round trips that change nothing. On SQLite it is
+        ``write()``.
+
+        Only for a statement that is harmless to run twice: when it finds its pooled connection
+        dead, it runs again on a fresh one, and a connection can die after the statement committed
+        but before its answer arrived. The INSERT of a new primary key qualifies: run again, it
+        fails with a unique violation rather than write a second row."""
+        if self._pg is not None:
+            return _PgRead(self._pg, None, single=True)
+        return self.write()
 
     def read(self) -> AbstractAsyncContextManager[Any]:
         """Autocommit reads of committed data."""
         if self._loop_sqlite is not None:
             return self._loop_sqlite.read()
+        if self._pg is not None:
+            return _PgRead(self._pg, self._autocommit)
         return self._autocommit.connect()
+
+    def pool_status(self) -> tuple[int, int, int, int] | None:
+        """(size, checked out, idle, overflow) of the pool requests are served from; None when unknown."""
+        if self._pg is not None:
+            return self._pg.status()
+        pool = self.engine.pool
+        try:
+            return (pool.size(), pool.checkedout(), pool.checkedin(), max(0, pool.overflow()))  # type: ignore[attr-defined]
+        except AttributeError:  # a pool kind without these counters
+            return None
 
     def engine_write(self) -> AbstractAsyncContextManager[AsyncConnection]:
         """A transaction on the SQLAlchemy engine itself (Alembic needs its connection)."""
@@ -100,6 +140,8 @@ class Database:
     async def dispose(self) -> None:
         if self._loop_sqlite is not None:
             await self._loop_sqlite.close()
+        if self._pg is not None:
+            await self._pg.close()
         await self.engine.dispose()
 
 
@@ -112,7 +154,7 @@ class Prepared:
     by column name either way.
     """
 
-    __slots__ = ("statement", "_sqlite_sql", "_sqlite_params", "returns_rows", "_row", "_compiled")
+    __slots__ = ("statement", "_sqlite_sql", "_sqlite_params", "returns_rows", "_row", "_compiled", "_pg")
 
     def __init__(self, statement: ClauseElement) -> None:
         self.statement = statement
@@ -121,9 +163,19 @@ class Prepared:
         self.returns_rows = bool(getattr(statement, "_returning", None)) or statement.is_select  # type: ignore[attr-defined]
         self._row: Any = None
         self._compiled: dict[str, tuple[str, tuple[str, ...]]] = {}
+        self._pg: tuple[str, Callable[[dict[str, Any]], tuple[Any, ...]]] | None = None
 
     def sqlite_params(self, params: dict[str, Any]) -> tuple[Any, ...]:
         return self._sqlite_params(params)  # type: ignore[no-any-return]
+
+    def pg(self) -> tuple[str, Callable[[dict[str, Any]], tuple[Any, ...]]]:
+        """The statement's asyncpg SQL (``$n``), compiled on first use, and its parameter picker."""
+        if self._pg is None:
+            compiled = self.statement.compile(dialect=_pg_dialect())
+            if compiled._bind_processors:  # asyncpg takes every type grantd uses as it is
+                raise ValueError("a Prepared statement's parameters must need no conversion on PostgreSQL")
+            self._pg = (compiled.string, _values_of(tuple(compiled.positiontup or ())))
+        return self._pg
 
     async def execute(self, conn: AsyncConnection, params: dict[str, Any]) -> Any:
         """On an SQLAlchemy connection: the statement compiled once for its dialect, run as driver SQL."""
@@ -143,12 +195,16 @@ class Prepared:
 async def fetch_one(conn: Any, prepared: Prepared, **params: Any) -> Any:
     if isinstance(conn, _LoopConnection):
         return conn.raw_one(prepared, params)
+    if isinstance(conn, _PgConnection):
+        return await conn.raw_one(prepared, params)
     return (await prepared.execute(conn, params)).first()
 
 
 async def fetch_all(conn: Any, prepared: Prepared, **params: Any) -> Sequence[Any]:
     if isinstance(conn, _LoopConnection):
         return conn.raw_all(prepared, params)
+    if isinstance(conn, _PgConnection):
+        return await conn.raw_all(prepared, params)
     return (await prepared.execute(conn, params)).all()  # type: ignore[no-any-return]
 
 
@@ -156,6 +212,8 @@ async def run(conn: Any, prepared: Prepared, **params: Any) -> int:
     """Execute; the number of rows it changed."""
     if isinstance(conn, _LoopConnection):
         return conn.raw_run(prepared, params)
+    if isinstance(conn, _PgConnection):
+        return await conn.raw_run(prepared, params)
     return (await prepared.execute(conn, params)).rowcount  # type: ignore[no-any-return]
 
 
@@ -518,3 +576,485 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 from sqlalchemy.dialects import sqlite as _sqlite_dialects  # noqa: E402
 
 _SQLITE_DIALECT = _sqlite_dialects.dialect(paramstyle="qmark")
+
+
+# ---------------------------------------------------------------- PostgreSQL, on asyncpg's pool
+
+# How many compiled Core statements each process keeps (SQLAlchemy's engine keeps 500).
+PG_COMPILED_CACHE_SIZE = 500
+# Connections kept open at least between requests: none, they are opened when needed, as
+# SQLAlchemy's pool did; one idle this long (seconds) is closed.
+PG_IDLE_LIFETIME = 300.0
+# How long a block waits for a connection when all are in use (SQLAlchemy's pool_timeout).
+PG_CHECKOUT_TIMEOUT = 30.0
+
+
+def _pg_dialect() -> Any:
+    global _PG_DIALECT
+    if _PG_DIALECT is None:
+        from sqlalchemy.dialects.postgresql.asyncpg import dialect
+
+        _PG_DIALECT = dialect()
+    return _PG_DIALECT
+
+
+_PG_DIALECT: Any = None
+_ROW_CLASS: Any = None
+_LOST: tuple[type[BaseException], ...] = ()
+_INTEGRITY: Any = None  # asyncpg.IntegrityConstraintViolationError, once imported
+
+
+def _asyncpg() -> Any:
+    """asyncpg, imported on first use (an SQLite process never needs it), with grantd's row class."""
+    global _ROW_CLASS, _LOST, _INTEGRITY
+    import asyncpg
+
+    if _ROW_CLASS is None:
+
+        class Row(asyncpg.Record):  # type: ignore[misc]
+            """asyncpg's record, also read by attribute like SQLAlchemy's ``Row``."""
+
+            def __getattr__(self, name: str) -> Any:
+                try:
+                    return self[name]
+                except KeyError:
+                    raise AttributeError(name) from None
+
+            @property
+            def _mapping(self) -> dict[str, Any]:
+                return dict(self.items())
+
+            def _asdict(self) -> dict[str, Any]:
+                return dict(self.items())
+
+        _ROW_CLASS = Row
+        _INTEGRITY = asyncpg.IntegrityConstraintViolationError
+        # What a connection that died (a database restart, a dropped socket) raises when used.
+        _LOST = (
+            asyncpg.PostgresConnectionError,
+            asyncpg.AdminShutdownError,
+            asyncpg.InterfaceError,
+            ConnectionError,
+        )
+    return asyncpg
+
+
+def _is_lost(exc: BaseException, raw: Any) -> bool:
+    """Whether ``exc`` says the connection itself is gone (rather than the statement failing)."""
+    if isinstance(exc, _asyncpg().InterfaceError):
+        return bool(raw.is_closed())  # "connection is closed", not a misuse
+    return isinstance(exc, _LOST)
+
+
+def _rowcount(status: str | None) -> int:
+    """The row count of a command tag ("UPDATE 3", "INSERT 0 1", "DELETE 0")."""
+    if not status:
+        return -1
+    tail = status.rpartition(" ")[2]
+    return int(tail) if tail.isdigit() else -1
+
+
+class _PgPool:
+    """asyncpg's pool, created on the running event loop at first use (and again on another loop:
+    tests run several, one after another)."""
+
+    def __init__(self, connect_kwargs: dict[str, Any], pool_size: int, max_size: int) -> None:
+        kwargs = dict(connect_kwargs)
+        # SQLAlchemy's URL options for its asyncpg adapter, in asyncpg's own words.
+        if "prepared_statement_cache_size" in kwargs:
+            kwargs["statement_cache_size"] = int(kwargs.pop("prepared_statement_cache_size"))
+        kwargs.pop("prepared_statement_name_func", None)
+        self._kwargs = kwargs
+        self.pool_size = pool_size
+        self.max_size = max_size
+        self.pool: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._creating: asyncio.Future[Any] | None = None
+        self.compiled: LRUCache[Any, Any] = LRUCache(PG_COMPILED_CACHE_SIZE)
+
+    async def get(self) -> Any:
+        loop = asyncio.get_running_loop()
+        if self._loop is loop and self.pool is not None:
+            return self.pool
+        if self._loop is not loop:
+            self._abandon()
+            self._loop = loop
+        if self._creating is None:
+            self._creating = loop.create_task(self._create())
+        creating = self._creating
+        try:
+            pool = await asyncio.shield(creating)
+        except BaseException:
+            if creating.done() and self._creating is creating:
+                self._creating = None  # the next request tries again
+            raise
+        if self._loop is loop:
+            self.pool = pool
+        return pool
+
+    async def _create(self) -> Any:
+        asyncpg = _asyncpg()
+        options: dict[str, Any] = {}
+        if "reset" in inspect.signature(asyncpg.create_pool).parameters:
+            options["reset"] = _no_reset
+        return await asyncpg.create_pool(
+            min_size=0,
+            max_size=self.max_size,
+            max_inactive_connection_lifetime=PG_IDLE_LIFETIME,
+            record_class=_ROW_CLASS,
+            **options,
+            **self._kwargs,
+        )
+
+    def _abandon(self) -> None:
+        """Drop the pool of a previous event loop (its connections cannot be used from this one)."""
+        pool, self.pool, self._creating = self.pool, None, None
+        if pool is not None:
+            try:
+                pool.terminate()
+            except Exception:  # noqa: BLE001 - that loop is gone; so are its sockets, or soon
+                pass
+
+    def status(self) -> tuple[int, int, int, int]:
+        pool = self.pool
+        if pool is None:
+            return (self.pool_size, 0, 0, 0)
+        size, idle = pool.get_size(), pool.get_idle_size()
+        return (self.pool_size, size - idle, idle, max(0, size - self.pool_size))
+
+    async def close(self) -> None:
+        pool, loop = self.pool, self._loop
+        self.pool, self._creating, self._loop = None, None, None
+        if pool is None:
+            return
+        if loop is not asyncio.get_running_loop():
+            try:
+                pool.terminate()
+            except Exception:  # noqa: BLE001
+                pass
+            return
+        try:
+            await asyncio.wait_for(pool.close(), timeout=10)
+        except Exception:  # noqa: BLE001 - a connection still busy: cut it
+            pool.terminate()
+
+
+async def _no_reset(_connection: Any) -> None:
+    """asyncpg resets a released connection with ``RESET ALL``, ``UNLISTEN *``, ``CLOSE ALL`` and
+    ``pg_advisory_unlock_all()``: one more round trip per request. grantd changes no session state
+    (its advisory locks are transaction-scoped, it sets nothing, listens to nothing, holds no cursor
+    beyond a transaction), so nothing is left to reset; an open transaction is still rolled back by
+    the pool itself before this is called."""
+
+
+class _PgWrite:
+    """``async with db.write() as tx``: a pooled connection inside one transaction."""
+
+    __slots__ = ("_pg", "_raw", "_tx", "_pool")
+
+    def __init__(self, pg: _PgPool) -> None:
+        self._pg = pg
+
+    async def __aenter__(self) -> _PgConnection:
+        pool = self._pool = await self._pg.get()
+        raw = await _acquire(pool)
+        tx = raw.transaction()
+        try:
+            await tx.start()
+        except BaseException as exc:
+            lost = _is_lost(exc, raw)
+            await _release(pool, raw)
+            if not lost:
+                raise
+            # The connection died before this block used it (a database restart since its last
+            # use): nothing was done on it, so begin again on another.
+            raw = await _acquire(pool)
+            tx = raw.transaction()
+            try:
+                await tx.start()
+            except BaseException:
+                await _release(pool, raw)
+                raise
+        self._raw, self._tx = raw, tx
+        return _PgConnection(raw, self._pg, None, None)  # no run_sync: it would not be this transaction
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        raw, tx = self._raw, self._tx
+        try:
+            if exc_type is None:
+                try:
+                    await tx.commit()
+                except _INTEGRITY as error:  # a deferred constraint
+                    raise IntegrityError("COMMIT", None, error) from error
+            else:
+                try:
+                    await tx.rollback()
+                except Exception:  # noqa: BLE001 - the block's own exception is the one to see
+                    pass
+        finally:
+            await _release(self._pool, raw)
+
+
+class _PgRead:
+    """``async with db.read() as conn``: a pooled connection in autocommit (``single``: for
+    ``write_one()``, allowed one statement)."""
+
+    __slots__ = ("_pg", "_engine", "_conn", "_pool", "_single")
+
+    def __init__(self, pg: _PgPool, engine: Any, single: bool = False) -> None:
+        self._pg = pg
+        self._engine = engine
+        self._single = single
+
+    async def __aenter__(self) -> _PgConnection:
+        pool = self._pool = await self._pg.get()
+        if self._single:
+            self._conn = conn = _PgConnection(await _acquire(pool), self._pg, pool, None, 1)
+        else:
+            self._conn = conn = _PgConnection(await _acquire(pool), self._pg, pool, self._engine)
+        return conn
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        await _release(self._pool, self._conn._raw)
+
+
+async def _acquire(pool: Any) -> Any:
+    """A connection from the pool; when every one is in use, waiting at most ``PG_CHECKOUT_TIMEOUT``
+    (then ``TimeoutError``), as SQLAlchemy's pool did. (asyncpg's own timeout costs a task per
+    check-out: it is asked for only when there will be a wait.)"""
+    if pool.get_size() - pool.get_idle_size() < pool.get_max_size():
+        return await pool.acquire()
+    return await pool.acquire(timeout=PG_CHECKOUT_TIMEOUT)
+
+
+async def _release(pool: Any, raw: Any) -> None:
+    try:
+        await pool.release(raw)
+    except Exception:  # noqa: BLE001 - asyncpg has terminated it: the pool opens another when needed
+        pass
+
+
+class _PgResult:
+    """What the store reads of SQLAlchemy's ``Result``: rows by ``first``/``all``/``one``/``scalar…``
+    or by iteration, and ``rowcount``."""
+
+    __slots__ = ("_rows", "rowcount")
+
+    def __init__(self, rows: list[Any], rowcount: int) -> None:
+        self._rows = rows
+        self.rowcount = rowcount
+
+    def __iter__(self) -> Any:
+        return iter(self._rows)
+
+    def all(self) -> list[Any]:
+        return self._rows
+
+    fetchall = all
+
+    def first(self) -> Any:
+        return self._rows[0] if self._rows else None
+
+    def one_or_none(self) -> Any:
+        if len(self._rows) > 1:
+            raise MultipleResultsFound("Multiple rows were found when one or none was required")
+        return self.first()
+
+    def one(self) -> Any:
+        if not self._rows:
+            raise NoResultFound("No row was found when one was required")
+        return self.one_or_none()
+
+    def scalar(self) -> Any:
+        row = self.first()
+        return None if row is None else row[0]
+
+    def scalar_one(self) -> Any:
+        return self.one()[0]
+
+    def scalar_one_or_none(self) -> Any:
+        row = self.one_or_none()
+        return None if row is None else row[0]
+
+    def scalars(self) -> _PgResult:
+        return _PgResult([row[0] for row in self._rows], self.rowcount)
+
+
+class _PgConnection:
+    """What the store's functions see of a pooled asyncpg connection: the subset of SQLAlchemy's
+    ``AsyncConnection`` they use (``execute`` of Core and ``text()`` statements, ``begin_nested``,
+    ``dialect``, ``run_sync`` on reads), plus the raw path for ``Prepared`` statements.
+
+    A unique (or other integrity) violation is raised as SQLAlchemy's ``IntegrityError``, as the
+    engine raised it. On a read connection, a SELECT that finds the connection dead (a restart
+    since it was pooled) runs once more on a fresh one, if it is the block's first statement."""
+
+    __slots__ = ("_raw", "_pg", "_retry_pool", "_engine", "_statements_left")
+
+    def __init__(self, raw: Any, pg: _PgPool, retry_pool: Any, engine: Any, statements: int = -1) -> None:
+        self._raw = raw
+        self._pg = pg
+        self._retry_pool = retry_pool  # a read's pool until its first statement has run
+        self._engine = engine
+        self._statements_left = statements  # a write_one() block's budget (-1: no limit)
+
+    @property
+    def dialect(self) -> Any:
+        return _pg_dialect()
+
+    # -- Prepared statements: SQL compiled once, run on asyncpg's statement cache
+
+    async def raw_one(self, prepared: Prepared, params: dict[str, Any]) -> Any:
+        sql, values = prepared.pg()
+        return await self._call(_fetchrow, sql, values(params), prepared.statement.is_select)
+
+    async def raw_all(self, prepared: Prepared, params: dict[str, Any]) -> list[Any]:
+        sql, values = prepared.pg()
+        return await self._call(_fetch, sql, values(params), prepared.statement.is_select)  # type: ignore[no-any-return]
+
+    async def raw_run(self, prepared: Prepared, params: dict[str, Any]) -> int:
+        sql, values = prepared.pg()
+        if prepared.returns_rows:
+            return len(await self._call(_fetch, sql, values(params), prepared.statement.is_select))
+        return _rowcount(await self._call(_execute, sql, values(params), False))
+
+    # -- SQLAlchemy Core and text() statements
+
+    async def execute(self, statement: Any, parameters: Any = None) -> _PgResult:
+        if isinstance(parameters, (list, tuple)) and len(parameters) > 1:
+            sql, rows = _bind_many(self._pg, statement, parameters)
+            await self._call(_executemany, sql, rows, False)
+            return _PgResult([], len(rows))
+        if isinstance(parameters, (list, tuple)):
+            parameters = parameters[0] if parameters else None
+        sql, args, returns_rows, is_select = _bind(self._pg, statement, parameters)
+        if returns_rows:
+            rows = await self._call(_fetch, sql, args, is_select)
+            return _PgResult(rows, len(rows))
+        return _PgResult([], _rowcount(await self._call(_execute, sql, args, False)))
+
+    def begin_nested(self) -> Any:
+        """A savepoint (inside a write's transaction; on a read, a transaction of its own)."""
+        if self._statements_left >= 0:
+            raise RuntimeError("a write_one() block runs one statement: use write() for more")
+        self._retry_pool = None
+        return _Nested(self._raw.transaction())
+
+    async def run_sync(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(sync_connection, *args)`` on a connection of SQLAlchemy's engine (Alembic needs
+        one): for reads only, since it is not this connection."""
+        if self._engine is None:
+            raise NotImplementedError("run_sync needs SQLAlchemy's connection: use db.engine_write()")
+        async with self._engine.connect() as conn:
+            return await conn.run_sync(fn, *args)
+
+    async def _call(self, how: Callable[..., Any], sql: str, args: Any, retryable: bool) -> Any:
+        if self._statements_left >= 0:
+            if self._statements_left == 0:
+                raise RuntimeError("a write_one() block runs one statement: use write() for more")
+            self._statements_left = 0
+            retryable = True  # write_one()'s statement may run twice (see Database.write_one)
+        pool, self._retry_pool = self._retry_pool, None
+        try:
+            return await how(self._raw, sql, args)
+        except _INTEGRITY as error:
+            raise IntegrityError(sql, None, error) from error
+        except _LOST as error:
+            if pool is None or not retryable or not _is_lost(error, self._raw):
+                raise
+        # The block's first statement (a read's SELECT, or write_one()'s) found its connection dead
+        # (killed while pooled): once more, on another.
+        dead, self._raw = self._raw, await _acquire(pool)
+        await _release(pool, dead)
+        try:
+            return await how(self._raw, sql, args)
+        except _INTEGRITY as error:
+            raise IntegrityError(sql, None, error) from error
+
+
+class _Nested:
+    """``async with conn.begin_nested()``: asyncpg's nested transaction is a savepoint."""
+
+    __slots__ = ("_tx",)
+
+    def __init__(self, tx: Any) -> None:
+        self._tx = tx
+
+    async def __aenter__(self) -> None:
+        await self._tx.__aenter__()
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> Any:
+        return await self._tx.__aexit__(exc_type, exc, tb)
+
+
+async def _fetchrow(raw: Any, sql: str, args: tuple[Any, ...]) -> Any:
+    return await raw.fetchrow(sql, *args)
+
+
+async def _fetch(raw: Any, sql: str, args: tuple[Any, ...]) -> Any:
+    return await raw.fetch(sql, *args)
+
+
+async def _execute(raw: Any, sql: str, args: tuple[Any, ...]) -> Any:
+    return await raw.execute(sql, *args)
+
+
+async def _executemany(raw: Any, sql: str, rows: list[tuple[Any, ...]]) -> None:
+    await raw.executemany(sql, rows)
+
+
+_ROW_RETURNING_TEXT = ("select", "with", "values", "show", "table", "explain")
+
+
+def _compiled(pg: _PgPool, statement: Any, column_keys: list[str], many: bool) -> tuple[Any, Any]:
+    """The statement compiled for asyncpg, from the process's cache when one of the same shape was
+    compiled before (SQLAlchemy's own cache key), and the bound values of this one's literals."""
+    key = statement._generate_cache_key()
+    if key is None:
+        return statement.compile(dialect=_pg_dialect(), column_keys=column_keys, for_executemany=many), None
+    cache_key = (key.key, tuple(column_keys), many)
+    compiled = pg.compiled.get(cache_key)
+    if compiled is None:
+        compiled = statement.compile(dialect=_pg_dialect(), cache_key=key, column_keys=column_keys, for_executemany=many)
+        pg.compiled[cache_key] = compiled
+    return compiled, key
+
+
+def _values(compiled: Any, key: Any, parameters: dict[str, Any] | None) -> tuple[str, tuple[Any, ...]]:
+    collected = getattr(key, "params", None) if key is not None else None
+    if collected:
+        parameters = {**collected, **(parameters or {})}
+    values = compiled.construct_params(parameters, extracted_parameters=None if key is None else key.bindparams)
+    processors = compiled._bind_processors
+    if compiled.post_compile_params or compiled.literal_execute_params:  # IN (…) of a list
+        state = compiled.construct_expanded_state(values)
+        processors = {**processors, **state.processors}
+        sql, names, values = state.statement, state.positiontup, state.parameters
+    else:
+        sql, names = compiled.string, compiled.positiontup or ()
+    if processors:
+        return sql, tuple(processors[n](values[n]) if n in processors else values[n] for n in names)
+    return sql, tuple(values[n] for n in names)
+
+
+def _bind(pg: _PgPool, statement: Any, parameters: dict[str, Any] | None) -> tuple[str, tuple[Any, ...], bool, bool]:
+    """Driver SQL and positional values for a Core or ``text()`` statement; whether it returns rows
+    and whether it is a SELECT."""
+    compiled, key = _compiled(pg, statement, sorted(parameters) if parameters else [], False)
+    sql, args = _values(compiled, key, parameters)
+    if compiled.isplaintext:
+        returns_rows = sql.lstrip().lower().startswith(_ROW_RETURNING_TEXT)
+        return sql, args, returns_rows, False
+    is_select = bool(getattr(statement, "is_select", False))
+    returns_rows = is_select or bool(compiled.effective_returning)
+    return sql, args, returns_rows, is_select
+
+
+def _bind_many(pg: _PgPool, statement: Any, parameters: Sequence[dict[str, Any]]) -> tuple[str, list[tuple[Any, ...]]]:
+    compiled, key = _compiled(pg, statement, sorted(parameters[0]), True)
+    rows = []
+    sql = compiled.string
+    for one in parameters:
+        sql, values = _values(compiled, key, one)
+        rows.append(values)
+    return sql, rows

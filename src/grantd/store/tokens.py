@@ -82,6 +82,12 @@ async def revoke_family(conn: AsyncConnection, code_hash: str, now: int) -> None
 _FAMILY_LOCK_KEY = "('x' || substr(code_hash, 1, 16))::bit(64)::bigint"
 
 
+# Built once: it runs on every refresh-token rotation on PostgreSQL.
+_LOCK_FAMILY = Prepared(
+    text(f"SELECT pg_advisory_xact_lock({_FAMILY_LOCK_KEY}) FROM refresh_tokens WHERE token_hash = :h")
+)
+
+
 async def lock_refresh_family(conn: AsyncConnection, token_hash: str) -> None:
     """On PostgreSQL, queue for the advisory lock of the refresh token's family before touching it.
 
@@ -91,10 +97,7 @@ async def lock_refresh_family(conn: AsyncConnection, token_hash: str) -> None:
     the family's lock first serialises every writer of one family. SQLite's writers already queue.
     """
     if conn.dialect.name == "postgresql":
-        await conn.execute(
-            text(f"SELECT pg_advisory_xact_lock({_FAMILY_LOCK_KEY}) FROM refresh_tokens WHERE token_hash = :h"),
-            {"h": token_hash},
-        )
+        await run(conn, _LOCK_FAMILY, h=token_hash)
 
 
 async def revoke_user_app(conn: AsyncConnection, user_id: str, app_id: str, now: int) -> None:
