@@ -46,13 +46,15 @@ from collections import namedtuple
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import IntegrityError, MultipleResultsFound, NoResultFound
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool, StaticPool
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.util import LRUCache
 
@@ -78,17 +80,37 @@ class Database:
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
                 self._loop_sqlite = _LoopSQLite(parsed.database)
-            # Migrations (Alembic) and tests use the engine; requests use the loop connections.
-            self.engine: AsyncEngine = create_async_engine(url, pool_size=pool_size, max_overflow=10, hide_parameters=True)
-            _configure_sqlite(self.engine)
-        else:
-            # Requests are served from asyncpg's pool (below). The engine serves Alembic at start,
-            # the readiness probe and tests: without a pool of its own, each use opens a fresh
-            # connection, so none of them can meet one that a database restart left dead (no
-            # pre-ping needed).
-            self.engine = create_async_engine(url, poolclass=NullPool, hide_parameters=True)
+        self._pool_size = pool_size
+        self._engine: AsyncEngine | None = None
+        self._engine_autocommit: AsyncEngine | None = None
+        if not self.is_sqlite:
+            # Requests are served from asyncpg's pool (below). The engine serves Alembic at start
+            # and tests: without a pool of its own, each use opens a fresh connection, so none of
+            # them can meet one that a database restart left dead (no pre-ping needed).
             self._pg = _PgPool(self.engine.dialect.create_connect_args(parsed)[1], pool_size, pool_size + max_overflow)
-        self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """SQLAlchemy's async engine, made on first use. On a file SQLite database requests never
+        use it (Alembic and tests do): SQLAlchemy's asyncio extension, and the ORM it imports,
+        cost each server process ~7 MB that it then does not carry."""
+        if self._engine is None:
+            from sqlalchemy.ext.asyncio import create_async_engine
+
+            if self.is_sqlite:
+                self._engine = create_async_engine(
+                    self.url, pool_size=self._pool_size, max_overflow=10, hide_parameters=True
+                )
+                _configure_sqlite(self._engine)
+            else:
+                self._engine = create_async_engine(self.url, poolclass=NullPool, hide_parameters=True)
+        return self._engine
+
+    @property
+    def _autocommit(self) -> AsyncEngine:
+        if self._engine_autocommit is None:
+            self._engine_autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        return self._engine_autocommit
 
     def write(self) -> AbstractAsyncContextManager[Any]:
         """A transaction: committed when the block ends (on SQLite, with the other blocks of this turn)."""
@@ -124,6 +146,11 @@ class Database:
         """(size, checked out, idle, overflow) of the pool requests are served from; None when unknown."""
         if self._pg is not None:
             return self._pg.status()
+        if self._loop_sqlite is not None:
+            # Two fixed connections serve requests; the writer counts as in use while a
+            # transaction is open.
+            busy = 1 if self._loop_sqlite._in_transaction else 0
+            return (2, busy, 2 - busy, 0)
         pool = self.engine.pool
         try:
             return (pool.size(), pool.checkedout(), pool.checkedin(), max(0, pool.overflow()))  # type: ignore[attr-defined]
@@ -142,7 +169,8 @@ class Database:
             await self._loop_sqlite.close()
         if self._pg is not None:
             await self._pg.close()
-        await self.engine.dispose()
+        if self._engine is not None:
+            await self._engine.dispose()
 
 
 class Prepared:

@@ -7,18 +7,25 @@ count, and a row whose window has passed starts again at 1.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from collections.abc import Sequence
 
 from sqlalchemy import case, delete, select, update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.dialects import sqlite
 
 from grantd.store.schema import rate_limits
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection
 
 
 async def add(conn: AsyncConnection, key: str, window_start: int, delta: int = 1) -> int:
     """Count ``delta`` attempts in the window starting at ``window_start``; the window's new total."""
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects import postgresql as dialect  # its import loads every PostgreSQL driver module
+    else:
+        dialect = sqlite  # type: ignore[assignment]
     stmt = dialect.insert(rate_limits).values(key=key, window_start=window_start, count=max(delta, 0))
     current = rate_limits.c.window_start >= stmt.excluded.window_start
     stmt = stmt.on_conflict_do_update(

@@ -1,13 +1,17 @@
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from collections.abc import Callable
 
 from sqlalchemy import ColumnElement, Table, and_, bindparam, insert, select, text, update
 from sqlalchemy.engine import Row
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from grantd.store.db import Prepared, fetch_one, run
 from grantd.store.schema import access_tokens, apps, refresh_tokens
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection
 
 
 _INSERT_ACCESS = Prepared(
