@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sys
+import traceback
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
@@ -77,7 +80,7 @@ def serve(
     metrics_dir = _metrics_multiprocess_dir(settings, workers)  # before anything imports prometheus_client
     try:
         if migrate:
-            _migrate(settings)
+            _migrate_apart(settings)
         if settings.metrics_port:
             _serve_metrics(host, settings.metrics_port)
         uvicorn.run(
@@ -127,6 +130,32 @@ def _serve_metrics(host: str, port: int) -> None:
     from grantd import metrics
 
     start_http_server(port, addr=host, registry=metrics.exposition_registry())
+
+
+def _migrate_apart(settings: Settings) -> None:
+    """Migrate in a forked child process. Alembic and the SQLAlchemy parts it needs (~18 MB) then
+    never enter the process that goes on to serve: with one worker, that is the server itself."""
+    if not hasattr(os, "fork"):
+        _migrate(settings)
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            _migrate(settings)
+            code = 0
+        except BaseException:  # noqa: BLE001 - reported here, the parent stops
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        typer.echo("grantd: the migration failed; not serving.", err=True)
+        raise typer.Exit(1)
 
 
 def _migrate(settings: Settings) -> None:
