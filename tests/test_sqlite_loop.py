@@ -140,16 +140,7 @@ async def test_two_workers_take_turns_and_every_write_lands(two_processes) -> No
 
 async def test_a_worker_waiting_for_its_turn_wakes_when_the_other_commits(two_processes) -> None:  # type: ignore[no-untyped-def]
     first, second, path = two_processes
-    inside, leave = asyncio.Event(), asyncio.Event()
-
-    async def hold() -> None:
-        async with first.write() as tx:
-            await tx.execute(insert(users).values(**_user(1)))
-            inside.set()
-            await leave.wait()  # the first worker is between two statements of its transaction
-
-    holding = asyncio.create_task(hold())
-    await inside.wait()
+    holding, leave = await _hold_the_turn(first)
     waiting = asyncio.create_task(_insert(second, 7))
     await asyncio.sleep(0.2)
     assert not waiting.done()
@@ -162,16 +153,7 @@ async def test_a_worker_that_stops_waiting_gives_the_turn_back(two_processes) ->
     """A request cancelled while its worker waits for the turn (a client gone, a shutdown) must not
     leave the turn taken when the wait ends: the other worker would never write again."""
     first, second, path = two_processes
-    inside, leave = asyncio.Event(), asyncio.Event()
-
-    async def hold() -> None:
-        async with first.write() as tx:
-            await tx.execute(insert(users).values(**_user(1)))
-            inside.set()
-            await leave.wait()
-
-    holding = asyncio.create_task(hold())
-    await inside.wait()
+    holding, leave = await _hold_the_turn(first)
     waiting = asyncio.create_task(_insert(second, 7))
     await asyncio.sleep(0.2)
     waiting.cancel()
@@ -189,3 +171,18 @@ async def test_a_worker_that_stops_waiting_gives_the_turn_back(two_processes) ->
 async def _insert(database: Database, n: int) -> None:
     async with database.write() as tx:
         await tx.execute(insert(users).values(**_user(n)))
+
+
+async def _hold_the_turn(database: Database) -> tuple[asyncio.Task[None], asyncio.Event]:
+    """A worker inside a write block, between two statements of its transaction, until the event."""
+    inside, leave = asyncio.Event(), asyncio.Event()
+
+    async def hold() -> None:
+        async with database.write() as tx:
+            await tx.execute(insert(users).values(**_user(1)))
+            inside.set()
+            await leave.wait()
+
+    holding = asyncio.create_task(hold())
+    await inside.wait()
+    return holding, leave
