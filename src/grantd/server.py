@@ -13,7 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 import grantd
 from grantd.api import apps, audit, auth, envelope, grants, hot, neucron, oauth2, wellknown
@@ -23,11 +23,11 @@ from grantd.api import ops
 from grantd.api.errors import from_http, render
 from grantd.api.validation import describe_validation_error
 from grantd.api.headers import SecurityHeaders
-from grantd.api.limits import BodyReadTimeout
+from grantd.api.limits import BodyReadTimeout, BodySizeLimit
 from grantd.config import Settings
 from grantd.core import signing_keys
 from grantd.core.context import Context
-from grantd.core.errors import GrantdError, InvalidRequest, PayloadTooLarge
+from grantd.core.errors import GrantdError, InvalidRequest
 from grantd.telemetry import RequestTelemetry
 
 log = logging.getLogger("grantd")
@@ -135,39 +135,3 @@ class Grantd(FastAPI):
             return
         await super().__call__(scope, receive, send)
 
-
-class BodySizeLimit:
-    """Refuses request bodies over the limit with 413 before the application reads them."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        for key, value in scope["headers"]:
-            if key == b"content-length":
-                if not value.isdigit() or int(value) > self.max_bytes:
-                    response = render(scope["path"], PayloadTooLarge(self._message))
-                    response.headers["Connection"] = "close"
-                    await response(scope, receive, send)
-                    return
-                break
-        received = 0
-
-        async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise HTTPException(413, self._message)
-            return message
-
-        await self.app(scope, limited_receive, send)
-
-    @property
-    def _message(self) -> str:
-        return f"Request body is larger than {self.max_bytes} bytes."

@@ -56,7 +56,6 @@ class RequestTelemetry:
                 incoming = value
                 break
         rid = request_id(incoming)
-        scope.setdefault("state", {})["request_id"] = rid
         reset = logs.request_id.set(rid)
         header = (REQUEST_ID_HEADER, rid.encode("ascii"))
         status = 500

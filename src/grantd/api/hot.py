@@ -23,14 +23,12 @@ body size cap (413) and the per-chunk body timeout (408). A response is sent fro
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI
 from pydantic import ValidationError
-from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -38,9 +36,10 @@ from grantd import logs, telemetry
 from grantd.api import neucron, oauth2
 from grantd.api.errors import from_http, render
 from grantd.api.headers import secured
+from grantd.api.limits import declared_too_large, receive_within, timed_out, too_large
 from grantd.config import Settings
 from grantd.core.context import Context
-from grantd.core.errors import GrantdError, PayloadTooLarge
+from grantd.core.errors import GrantdError
 
 log = logging.getLogger("grantd")
 
@@ -88,7 +87,6 @@ class HotRoutes:
         route, handler, has_body = found
         headers = {name: value for name, value in scope["headers"] if name in _WANTED}
         rid = telemetry.request_id(headers.get(telemetry.REQUEST_ID_HEADER))
-        scope.setdefault("state", {})["request_id"] = rid
         reset = logs.request_id.set(rid)
         try:
             try:
@@ -126,23 +124,20 @@ class HotRoutes:
                 logs.request_id.reset(reset)
 
     async def _read_body(self, headers: dict[bytes, bytes], receive: Receive) -> bytes:
-        length = headers.get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
-            raise PayloadTooLarge(f"Request body is larger than {self.max_body_bytes} bytes.")
+        if declared_too_large(headers.get(b"content-length"), self.max_body_bytes):
+            raise too_large(self.max_body_bytes)
         chunks: list[bytes] = []
         size = 0
         while True:
-            message = await _within(self.body_timeout, receive)
+            message = await receive_within(self.body_timeout, receive)
             if message is None:
-                raise from_http(
-                    HTTPException(408, f"The request body did not arrive within {self.body_timeout:g} seconds.")
-                )
+                raise from_http(timed_out(self.body_timeout))
             if message["type"] != "http.request":
                 raise _Disconnected
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body_bytes:
-                raise PayloadTooLarge(f"Request body is larger than {self.max_body_bytes} bytes.")
+                raise too_large(self.max_body_bytes)
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -192,34 +187,6 @@ def _text(value: bytes | None) -> str | None:
 
 def _cached_json(body: bytes, cache_control: str) -> Response:
     return Response(body, media_type=JSON_MEDIA_TYPE, headers={"Cache-Control": cache_control})
-
-
-class _Expiry:
-    """A timer that cancels the task awaiting a message, and remembers that it did."""
-
-    __slots__ = ("task", "fired")
-
-    def __init__(self, task: asyncio.Task[object]) -> None:
-        self.task, self.fired = task, False
-
-    def __call__(self) -> None:
-        self.fired = True
-        self.task.cancel()
-
-
-async def _within(timeout: float, receive: Receive) -> Message | None:
-    """The next message, or None when it did not come within ``timeout`` seconds. (What
-    ``asyncio.timeout`` does, with one timer handle: a token request pays for it once.)"""
-    expiry = _Expiry(asyncio.current_task())  # type: ignore[arg-type]
-    timer = asyncio.get_running_loop().call_later(timeout, expiry)
-    try:
-        return await receive()
-    except asyncio.CancelledError:
-        if expiry.fired and expiry.task.uncancel() == 0:
-            return None
-        raise
-    finally:
-        timer.cancel()
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
