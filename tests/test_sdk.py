@@ -300,6 +300,85 @@ async def test_an_unknown_kid_refetches_the_jwks_at_most_once_a_minute(grantd: S
     assert len(fetched) == 3
 
 
+def test_a_token_verified_before_skips_only_its_signature(grantd: ServerProcess, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A token presented again is not checked for its signature again (the costly part), yet its
+    time is checked again, and what the caller did to the claims it was given does not stick."""
+    token = asyncio.run(user_token(grantd))[0]
+    _, claims = segments(token)
+    signature_checks: list[str] = []
+    decode = jwt.decode
+    monkeypatch.setattr(jwt, "decode", lambda token, *a, **k: signature_checks.append(token) or decode(token, *a, **k))
+    now = [float(claims["iat"])]
+    verifier = TokenVerifier(grantd.base_url, clock=lambda: now[0])
+
+    first = verifier.verify(token)
+    first.claims["permissions"].append("admin")
+    again = verifier.verify(token)
+    assert again.jti == claims["jti"] and again.permissions == tuple(claims["permissions"])
+    assert again.claims["permissions"] == claims["permissions"], "the claims handed out are the caller's own copy"
+    assert signature_checks == [token], "the second verify did not check the signature again"
+
+    now[0] = claims["exp"] + 31
+    with pytest.raises(InvalidTokenError) as caught:
+        verifier.verify(token)
+    assert caught.value.reason == "expired"
+
+    uncached = TokenVerifier(grantd.base_url, cache_size=0)
+    uncached.verify(token)
+    uncached.verify(token)
+    assert signature_checks.count(token) == 3, "cache_size=0 checks every time"
+
+
+def test_the_verified_tokens_remembered_are_bounded_oldest_first(grantd: ServerProcess, monkeypatch: pytest.MonkeyPatch) -> None:
+    tokens = [asyncio.run(user_token(grantd))[0] for _ in range(3)]
+    signature_checks: list[str] = []
+    decode = jwt.decode
+    monkeypatch.setattr(jwt, "decode", lambda token, *a, **k: signature_checks.append(token) or decode(token, *a, **k))
+    verifier = TokenVerifier(grantd.base_url, cache_size=2)
+    for token in tokens:
+        verifier.verify(token)
+    verifier.verify(tokens[2])
+    verifier.verify(tokens[1])
+    assert signature_checks == tokens, "the two newest are remembered"
+    verifier.verify(tokens[0])
+    assert signature_checks == [*tokens, tokens[0]], "the oldest was forgotten"
+
+
+def test_a_remembered_token_goes_with_its_key(tmp_path: Path) -> None:
+    """When the JWKS is read again, a token whose key has left it, or whose kid now names
+    another key, is refused: remembering a signature never outlives the key that made it."""
+    issuer = "https://issuer.example"
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = int(time.time())
+    claims = {"iss": issuer, "aud": issuer, "sub": "app", "client_id": "app", "jti": "j1", "scope": "", "iat": now, "exp": now + 600}
+    token = sign_es256(claims, "k1", key)
+
+    def jwk_of(private: ec.EllipticCurvePrivateKey, kid: str) -> dict[str, Any]:
+        return {**json.loads(jwt.algorithms.ECAlgorithm.to_jwk(private.public_key())), "kid": kid, "alg": "ES256", "use": "sig"}
+
+    published = {"keys": [jwk_of(key, "k1")]}
+    app = Starlette(routes=[Route("/jwks", lambda request: JSONResponse(published))])
+    with serve(app) as base:
+        verifier = TokenVerifier(issuer, jwks_uri=f"{base}/jwks", jwks_max_age=0.2)
+        assert verifier.verify(token).jti == "j1"
+        assert verifier.verify(token).jti == "j1"
+
+        new_key = ec.generate_private_key(ec.SECP256R1())
+        published = {"keys": [jwk_of(new_key, "k1")]}  # the same kid, another key
+        time.sleep(0.3)
+        # Another token makes the verifier read the JWKS again; then the remembered one comes back.
+        assert verifier.verify(sign_es256({**claims, "jti": "j2"}, "k1", new_key)).jti == "j2"
+        with pytest.raises(InvalidTokenError) as caught:
+            verifier.verify(token)
+        assert caught.value.reason == "bad_signature"
+
+        published = {"keys": [jwk_of(key, "k2")]}  # k1 gone
+        time.sleep(0.3)
+        with pytest.raises(InvalidTokenError) as caught:
+            verifier.verify(token)
+        assert caught.value.reason == "unknown_key"
+
+
 async def test_an_unreachable_issuer_is_unavailable_not_invalid(grantd: ServerProcess) -> None:
     token, _ = await user_token(grantd)
     dead = f"http://127.0.0.1:{free_port()}"

@@ -17,6 +17,12 @@ not know makes the verifier re-read the JWKS at once — at most once per
 grantd publishes a new signing key ``GRANTD_SIGNING_KEY_ACTIVATION_DELAY`` seconds (600 by
 default) before it signs, so the periodic re-read normally knows a key before its first token.
 
+A token verified once is remembered (``cache_size`` tokens, by their exact text, with the key that
+verified them), so the same token presented again skips the signature check, the costly part.
+Everything else is checked again on every use: header, iss, aud, times and claims. The memory of a
+token goes with its key: when the JWKS is read again (every ``jwks_max_age`` seconds) or a key
+leaves it, the next use checks the signature again.
+
 Online mode (``introspection=(client_id, client_secret)``) additionally asks the issuer's
 introspection endpoint whether the token is still active, so a revocation is seen at once.
 Answers are cached for ``introspection_cache_ttl`` seconds (0: ask on every request);
@@ -26,7 +32,9 @@ an inactive answer is cached until the token expires, since it cannot become act
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
+import json
 import logging
 import math
 import threading
@@ -43,6 +51,11 @@ import jwt
 log = logging.getLogger("grantd.sdk")
 
 ALGORITHM = "ES256"
+# PyJWT checks the JWS (alg, signature, a JSON object of claims); TokenVerifier._accept checks the
+# claims themselves, the same way for a token seen before, whose signature is not checked again.
+_DECODE_OPTIONS: dict[str, Any] = {
+    "verify_exp": False, "verify_nbf": False, "verify_iat": False, "verify_aud": False, "verify_iss": False,
+}
 TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt"})
 
 #: Every ``InvalidTokenError.reason``, with what it means.
@@ -123,6 +136,10 @@ class AccessToken:
         return tuple(p for p in permissions if p not in self.permissions)
 
 
+def _b64decode(segment: str) -> bytes:
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+
+
 def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -168,6 +185,8 @@ class TokenVerifier:
     :param jwks_max_age: seconds after which the JWKS is read again (grantd serves it with max-age=300).
     :param min_refetch_interval: least seconds between two re-reads caused by an unknown ``kid``.
     :param timeout: seconds for each HTTP request to the issuer.
+    :param cache_size: how many verified tokens are remembered, so that one presented again skips
+        the signature check (every other check still runs); 0 turns this off.
     :param clock: returns the current Unix time; for tests.
     """
 
@@ -185,10 +204,13 @@ class TokenVerifier:
         jwks_max_age: float = 300.0,
         min_refetch_interval: float = 60.0,
         timeout: float = 5.0,
+        cache_size: int = 4096,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if leeway < 0 or introspection_cache_ttl < 0 or jwks_max_age <= 0 or min_refetch_interval < 0:
             raise ValueError("leeway, cache times and intervals must not be negative")
+        if cache_size < 0:
+            raise ValueError("cache_size must not be negative")
         self.issuer = issuer.rstrip("/")
         self.audience = audience or self.issuer
         self.leeway = leeway
@@ -198,6 +220,7 @@ class TokenVerifier:
         self.jwks_max_age = jwks_max_age
         self.min_refetch_interval = min_refetch_interval
         self.timeout = timeout
+        self.cache_size = cache_size
         self.clock = clock
         self._jwks_uri = jwks_uri
         self._introspection_endpoint = introspection_endpoint
@@ -210,6 +233,9 @@ class TokenVerifier:
         self._generation = 0  # counts finished fetch attempts; lets waiters skip a duplicate fetch
         self._async_fetch: asyncio.Task[None] | None = None
         self._introspected: OrderedDict[str, tuple[float, bool]] = OrderedDict()
+        # token → (kid, the key object its signature verified with), oldest first; key objects are
+        # new after every JWKS read, so a token's signature is checked again after one.
+        self._signed: dict[str, tuple[str, Any]] = {}
         self._http: Any = None
         self._ahttp: tuple[asyncio.AbstractEventLoop, Any] | None = None
 
@@ -220,15 +246,17 @@ class TokenVerifier:
 
         Blocks on the network only for the first JWKS read, re-reads, and online introspection.
         """
-        kid = self._check_header(token)
-        key = self._cached_key(kid)
-        if key is None:
-            generation = self._plan_fetch(kid)
-            with self._fetch_lock:  # also waits for a read another thread started, which may bring the kid
-                if generation is not None and self._generation == generation:
-                    self._fetch_keys()
-            key = self._key_after_fetch(kid)
-        access = self._check_claims(token, key)
+        access = self._verified_before(token)
+        if access is None:
+            kid = self._check_header(token)
+            key = self._cached_key(kid)
+            if key is None:
+                generation = self._plan_fetch(kid)
+                with self._fetch_lock:  # also waits for a read another thread started, which may bring the kid
+                    if generation is not None and self._generation == generation:
+                        self._fetch_keys()
+                key = self._key_after_fetch(kid)
+            access = self._check_signed(token, kid, key)
         if self.introspection is not None:
             active = self._cached_introspection(token)
             if active is None:
@@ -239,16 +267,18 @@ class TokenVerifier:
 
     async def averify(self, token: str) -> AccessToken:
         """:meth:`verify` for asyncio code: network calls do not block the event loop."""
-        kid = self._check_header(token)
-        key = self._cached_key(kid)
-        if key is None:
-            generation = self._plan_fetch(kid)
-            if generation is not None:
-                await self._afetch_once(generation)
-            else:
-                await self._await_running_fetch()  # a read another request started may bring the kid
-            key = self._key_after_fetch(kid)
-        access = self._check_claims(token, key)
+        access = self._verified_before(token)
+        if access is None:
+            kid = self._check_header(token)
+            key = self._cached_key(kid)
+            if key is None:
+                generation = self._plan_fetch(kid)
+                if generation is not None:
+                    await self._afetch_once(generation)
+                else:
+                    await self._await_running_fetch()  # a read another request started may bring the kid
+                key = self._key_after_fetch(kid)
+            access = self._check_signed(token, kid, key)
         if self.introspection is not None:
             active = self._cached_introspection(token)
             if active is None:
@@ -296,10 +326,14 @@ class TokenVerifier:
     def _check_header(token: str) -> str:
         if not isinstance(token, str) or token.count(".") != 2 or len(token) > 16384:
             raise InvalidTokenError("malformed")
+        # Read only to pick the key; PyJWT reads the header again, strictly, when it checks the
+        # signature, and refuses one that is not valid base64url JSON.
         try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
+            header = json.loads(_b64decode(token[: token.index(".")]))
+        except (ValueError, RecursionError):  # not base64, not UTF-8, not JSON; JSON nested too deep
             raise InvalidTokenError("malformed") from None
+        if not isinstance(header, dict):
+            raise InvalidTokenError("malformed")
         if header.get("alg") != ALGORITHM:
             raise InvalidTokenError("unsupported_algorithm")
         typ = header.get("typ")
@@ -310,27 +344,41 @@ class TokenVerifier:
             raise InvalidTokenError("unknown_key")
         return kid
 
-    def _check_claims(self, token: str, key: Any) -> AccessToken:
+    def _check_signed(self, token: str, kid: str, key: Any) -> AccessToken:
+        """The JWS checked by PyJWT (signature included), then its claims; remembered once accepted."""
         try:
-            claims = jwt.decode(
-                token,
-                key,
-                algorithms=[ALGORITHM],
-                audience=self.audience,
-                issuer=self.issuer,
-                # Times are checked below, against our clock; iss and aud are checked here.
-                options={"verify_exp": False, "verify_nbf": False, "verify_iat": False, "require": ["iss", "aud"]},
-            )
+            claims = jwt.decode(token, key, algorithms=[ALGORITHM], options=_DECODE_OPTIONS)
         except jwt.InvalidSignatureError:
             raise InvalidTokenError("bad_signature") from None
-        except jwt.InvalidAudienceError:
-            raise InvalidTokenError("wrong_audience") from None
-        except jwt.InvalidIssuerError:
-            raise InvalidTokenError("wrong_issuer") from None
-        except jwt.MissingRequiredClaimError:
-            raise InvalidTokenError("missing_claim") from None
         except jwt.PyJWTError:
             raise InvalidTokenError("malformed") from None
+        access = self._accept(claims)
+        if self.cache_size:
+            with self._lock:
+                if len(self._signed) >= self.cache_size:
+                    del self._signed[next(iter(self._signed))]
+                self._signed[token] = (kid, key)
+        return access
+
+    def _verified_before(self, token: str) -> AccessToken | None:
+        """The token's claims checked again, when this very text was verified before with a key the
+        JWKS still holds (and is fresh); None otherwise."""
+        seen = self._signed.get(token)
+        if seen is None or self._cached_key(seen[0]) is not seen[1]:
+            return None
+        # The same bytes PyJWT decoded into a JSON object when the token was first verified.
+        return self._accept(json.loads(_b64decode(token.split(".")[1])))
+
+    def _accept(self, claims: dict[str, Any]) -> AccessToken:
+        """Check a signed token's claims: iss, aud, times against our clock, the claims grantd always sets."""
+        iss, aud = claims.get("iss"), claims.get("aud")
+        if iss is None or aud is None:
+            raise InvalidTokenError("missing_claim")
+        if iss != self.issuer:
+            raise InvalidTokenError("wrong_issuer")
+        audiences = [aud] if isinstance(aud, str) else aud
+        if not isinstance(audiences, list) or self.audience not in audiences:
+            raise InvalidTokenError("wrong_audience")
 
         now = self.clock()
         exp, nbf, iat = claims.get("exp"), claims.get("nbf"), claims.get("iat")
