@@ -8,7 +8,9 @@ same way) on the same machine, so the ratios stand while absolute numbers move:
   and enough codes and refresh tokens that every request spends a new one;
 - every row checks that its last 200 carried a real token (verified against the JWKS),
   and a row with any non-2xx response or socket error is marked failed;
-- afterwards `grantd serve --workers 2`, unpinned, repeats the two headline rows.
+- afterwards `grantd serve --workers 2`, unpinned, repeats the two headline rows;
+- the SDK's side: grantd.sdk.TokenVerifier, pinned to CPU 1, verifies tokens the server issued
+  (bench/verifier.py), against the bare ES256 signature check as its floor.
 
 Writes the table to bench/results/latest.md and prints it.
 """
@@ -40,6 +42,8 @@ import jwt
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 REDIRECT_URI = "https://bench.example/callback"
+# Distinct tokens the SDK verifier benchmark cycles through.
+VERIFIER_TOKENS = 500
 PASSWORD = "bench password 1"
 
 
@@ -297,7 +301,7 @@ def main() -> None:
                         help="codes and refresh tokens are seeded for this rate over the run")
     parser.add_argument("--output", type=Path, default=HERE / "results" / "latest.md")
     parser.add_argument("--only", default=os.environ.get("BENCH_ONLY", ""), metavar="ROWS",
-                        help="comma-separated rows to run: neucron_code, client_credentials, refresh, flow, introspect, jwks")
+                        help="comma-separated rows to run: neucron_code, client_credentials, refresh, flow, introspect, jwks, verifier")
     parser.add_argument("--py-spy", type=Path, default=os.environ.get("BENCH_PY_SPY") or None, metavar="DIR",
                         help="sample the server with py-spy during each row; raw profiles and a "
                              "summary go to DIR (the sampler takes CPU: use it to see where time goes, not for the table)")
@@ -347,6 +351,7 @@ def main() -> None:
         jwks = httpx.get(issuer + "/.well-known/jwks.json").json()
         only = tuple(args.only.split(",")) if args.only else None
         rows = measure_grantd(server, seeded, jwks, issuer, args, cpu="1", floor=floor, only=only)
+        verifier = measure_verifier(issuer, seeded, args, workdir) if not only or "verifier" in only else None
         memory = (server.rss_mb(), server.peak_rss_mb())
         cold = server.cold_start_s
         server.stop()
@@ -363,11 +368,29 @@ def main() -> None:
     finally:
         if drop:
             drop()
-    report = render(args, rows, two_rows, memory, memory_two, cold)
+    report = render(args, rows, two_rows, memory, memory_two, cold, verifier)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(report)
     print(report)
     print(f"written to {args.output}; server log in {log}")
+
+
+def measure_verifier(issuer: str, seeded: Seed, args: argparse.Namespace, workdir: Path) -> dict[str, float]:
+    """Tokens the server issues (client_credentials), then bench/verifier.py on one CPU: tokens/s by mode."""
+    tokens_file = workdir / "access-tokens.txt"
+    with httpx.Client(base_url=issuer, auth=(seeded.app_id, seeded.key_secret)) as client:
+        tokens = [
+            client.post("/oauth2/token", data={"grant_type": "client_credentials"}).raise_for_status().json()["access_token"]
+            for _ in range(VERIFIER_TOKENS)
+        ]
+    tokens_file.write_text("\n".join(tokens) + "\n")
+    seconds = str(max(1, args.duration // 2))
+    argv = pinned("1", [sys.executable, str(HERE / "verifier.py"), "--issuer", issuer, "--tokens", str(tokens_file),
+                        "--seconds", seconds])
+    result = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    if result.returncode != 0:
+        raise SystemExit(f"bench/verifier.py failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout)
 
 
 def measure_floor(server: Server, args: argparse.Namespace) -> Row:
@@ -502,6 +525,7 @@ def render(
     memory: tuple[float, float],
     memory_two: tuple[float, float],
     cold: float,
+    verifier: dict[str, float] | None = None,
 ) -> str:
     floors = sorted(r.floor_rps for r in rows if r.floor_rps)
     median_floor = floors[len(floors) // 2] if floors else float("nan")
@@ -537,6 +561,23 @@ def render(
         one = by_name.get(two_row.name)
         if one and one.rps:
             lines.append(f"- {two_row.name.split('. ', 1)[-1]}: 2 workers = {two_row.rps / one.rps:.2f} × one worker.")
+    if verifier:
+        floor_rate = verifier["floor"]
+        lines += [
+            "",
+            f"SDK verifier (`grantd.sdk.TokenVerifier`, one thread pinned to CPU 1, {VERIFIER_TOKENS} tokens the "
+            "server issued); the floor is the ES256 signature check alone (`cryptography`, same key and tokens):",
+            "",
+            "| mode | tokens/s | × floor |",
+            "|---|---:|---:|",
+        ]
+        for key, label in (
+            ("floor", "floor: ES256 signature check only"),
+            ("verify_new", "verify(), a token not seen before (every check, signature included)"),
+            ("verify_again", "verify(), a token verified before (signature remembered, the rest checked)"),
+            ("averify_again", "await averify(), a token verified before"),
+        ):
+            lines.append(f"| {label} | {verifier[key]:,.0f} | {verifier[key] / floor_rate:.2f} |")
     lines += ["", "Reproduce: `make bench` (or `BENCH_DB=postgres make bench`).", ""]
     return "\n".join(lines)
 
