@@ -25,9 +25,9 @@ migrate: $(STAMP)
 test: $(STAMP) interop-deps
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
-## The browser tests alone (headless Chromium against a real server); they refresh docs/screenshots/
+## The browser tests alone (headless Chromium against a real server), refreshing docs/screenshots/
 screenshots: $(STAMP) chromium
-	$(BIN)/pytest -q -m browser tests/browser $(PYTEST_ARGS)
+	GRANTD_SCREENSHOTS=$(CURDIR)/docs/screenshots $(BIN)/pytest -q -m browser tests/browser $(PYTEST_ARGS)
 
 ## Debian's chromium, which the browser tests drive (no browser is downloaded by Playwright)
 chromium:

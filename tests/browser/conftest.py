@@ -10,13 +10,16 @@ Fixtures, stable for every browser test module:
 - ``api``: an ``httpx.Client`` on ``base_url`` for the Neucron JSON API (set-up, checks).
 - ``browser``: the Chromium browser (session-wide); ``new_page()`` opens a page in a fresh context.
 - ``page``: a fresh Page in a new context (its own cookies), closed after the test.
-- ``shoot(page, name)``: saves a full-page PNG to ``docs/screenshots/<name>.png``.
+- ``shoot(page, name)``: saves a full-page PNG as ``<name>.png`` in ``$GRANTD_SCREENSHOTS``
+  (``make screenshots`` sets it to ``docs/screenshots``); elsewhere into a temporary directory,
+  so that a test run leaves the committed screenshots alone.
 - ``signed_in_page``: ``(page, email, password)`` of a new account signed in through ``/signin``.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +44,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
     "--mute-audio",
 ]
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+SCREENSHOTS = Path(os.environ.get("GRANTD_SCREENSHOTS") or Path(tempfile.gettempdir()) / "grantd-screenshots")
 HERE = Path(__file__).resolve().parent
 DESKTOP = {"width": 1024, "height": 768}
 PHONE = {"width": 375, "height": 740}
@@ -141,7 +144,7 @@ def page(new_page: Callable[..., Any]) -> Any:
 
 
 def save_screenshot(page: Any, name: str) -> Path:
-    """A full-page PNG of what the page shows now, as docs/screenshots/<name>.png."""
+    """A full-page PNG of what the page shows now, as <name>.png in SCREENSHOTS."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True, animations="disabled")

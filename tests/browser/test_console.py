@@ -1,7 +1,7 @@
 """The developer console in a real browser: registering an app, its keys, Try it, disabling it.
 
-Each page is photographed into docs/screenshots/ (console-*.png). Also checked here: the copy
-buttons work (the inline script is allowed by the page's CSP), the pages work with JavaScript
+Each page is photographed (console-*.png, into docs/screenshots/ by `make screenshots`). Also
+checked here: the copy buttons work (the inline script is allowed by the page's CSP), the pages work with JavaScript
 off (the secret is shown, the dead copy button is not), and they fit a phone's width.
 """
 

@@ -9,7 +9,7 @@ Connected apps, revokes it, and the app's access token fails introspection.
 The app's site is a tiny HTTP server on the loopback interface (an http redirect URI is allowed
 there, RFC 8252 §7.3), which records where the browser landed. A Playwright route cannot play
 it: Chromium does not hand the request that follows a redirect to the route, and the consent
-form's Allow ends in one. Screenshots: docs/screenshots/journey-*.png.
+form's Allow ends in one. Screenshots: journey-*.png (docs/screenshots/ by `make screenshots`).
 """
 
 from __future__ import annotations
