@@ -232,6 +232,9 @@ async def test_every_kind_of_bad_token_is_refused_with_its_reason(grantd: Server
         "not an access token (typ JWT)": (forge(token, header={"typ": "JWT"}), "wrong_type"),
         "garbage": ("not.a.token", "malformed"),
         "two segments": (".".join(token.split(".")[:2]), "malformed"),
+        "junk characters in the header": ("!" + token, "malformed"),
+        "not a string": ([token], "malformed"),
+        "none": (None, "malformed"),
     }
     verifier = TokenVerifier(grantd.base_url)
     for name, (bad, reason) in cases.items():

@@ -363,7 +363,7 @@ class TokenVerifier:
     def _verified_before(self, token: str) -> AccessToken | None:
         """The token's claims checked again, when this very text was verified before with a key the
         JWKS still holds (and is fresh); None otherwise."""
-        seen = self._signed.get(token)
+        seen = self._signed.get(token) if isinstance(token, str) else None
         if seen is None or self._cached_key(seen[0]) is not seen[1]:
             return None
         # The same bytes PyJWT decoded into a JSON object when the token was first verified.
