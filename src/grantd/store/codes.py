@@ -5,11 +5,23 @@ from typing import TYPE_CHECKING
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import Row
 
-from grantd.store.db import Prepared, fetch_one
+from grantd.store.db import Prepared, fetch_one, run
 from grantd.store.schema import authorization_codes as codes
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
+
+
+_INSERT = Prepared(
+    insert(codes).values(
+        {
+            name: bindparam(name)
+            for name in (
+                "code_hash", "app_id", "user_id", "redirect_uri", "permissions", "state", "code_challenge", "created_at", "expires_at",
+            )
+        }
+    )
+)
 
 
 async def insert_code(
@@ -25,18 +37,18 @@ async def insert_code(
     now: int,
     expires_at: int,
 ) -> None:
-    await conn.execute(
-        insert(codes).values(
-            code_hash=code_hash,
-            app_id=app_id,
-            user_id=user_id,
-            redirect_uri=redirect_uri,
-            permissions=permissions,
-            state=state,
-            code_challenge=code_challenge,
-            created_at=now,
-            expires_at=expires_at,
-        )
+    await run(
+        conn,
+        _INSERT,
+        code_hash=code_hash,
+        app_id=app_id,
+        user_id=user_id,
+        redirect_uri=redirect_uri,
+        permissions=permissions,
+        state=state,
+        code_challenge=code_challenge,
+        created_at=now,
+        expires_at=expires_at,
     )
 
 

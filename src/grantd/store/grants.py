@@ -5,19 +5,23 @@ from typing import TYPE_CHECKING
 from collections.abc import Sequence
 
 from sqlalchemy import delete as delete_
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 
+from grantd.store.db import Prepared, fetch_one
 from grantd.store.schema import access_tokens, apps, grants
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
 
 
+_OF = Prepared(select(grants).where(grants.c.user_id == bindparam("user_id"), grants.c.app_id == bindparam("app_id")))
+
+
 async def of(conn: AsyncConnection, user_id: str, app_id: str) -> Row | None:
-    query = select(grants).where(grants.c.user_id == user_id, grants.c.app_id == app_id)
-    return (await conn.execute(query)).first()
+    """Read on every authorization request."""
+    return await fetch_one(conn, _OF, user_id=user_id, app_id=app_id)
 
 
 async def insert_if_absent(

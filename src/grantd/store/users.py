@@ -2,10 +2,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 
+from grantd.store.db import Prepared, fetch_one
 from grantd.store.schema import user_sessions, users
 
 if TYPE_CHECKING:
@@ -38,11 +39,16 @@ async def insert_session(conn: AsyncConnection, *, jti: str, user_id: str, issue
     )
 
 
-async def live_session(conn: AsyncConnection, jti: str, now: int) -> Row | None:
-    query = select(user_sessions.c.user_id).where(
-        user_sessions.c.jti == jti, user_sessions.c.revoked_at.is_(None), user_sessions.c.expires_at > now
+_LIVE_SESSION = Prepared(
+    select(user_sessions.c.user_id).where(
+        user_sessions.c.jti == bindparam("jti"), user_sessions.c.revoked_at.is_(None), user_sessions.c.expires_at > bindparam("now")
     )
-    return (await conn.execute(query)).first()
+)
+
+
+async def live_session(conn: AsyncConnection, jti: str, now: int) -> Row | None:
+    """Read on every request a user token authenticates."""
+    return await fetch_one(conn, _LIVE_SESSION, jti=jti, now=now)
 
 
 async def revoke_session(conn: AsyncConnection, jti: str, now: int) -> None:
