@@ -1,6 +1,6 @@
 """Where a token request's time goes: grantd's ASGI app driven in-process, without sockets.
 
-    .venv/bin/python bench/cpu.py [neucron|client_credentials|refresh|introspect|jwks] [--requests N] [--profile | --cprofile]
+    .venv/bin/python bench/cpu.py [neucron|client_credentials|refresh|introspect|authorize|jwks] [--requests N] [--profile | --cprofile]
 
 Seeds a fresh SQLite database as `bench/run.py` does, then sends N requests through the
 whole ASGI application (every middleware, the hot routes, the database, the signature) from
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import json
 import os
 import sys
 import tempfile
@@ -24,7 +25,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from run import seed  # noqa: E402
+from run import REDIRECT_URI, seed  # noqa: E402
 
 CONCURRENCY = 32
 
@@ -41,6 +42,12 @@ def _request(kind: str, seeded: Any, codes: list[str], refresh: list[str]) -> tu
         return "POST", "/oauth2/token", f"grant_type=refresh_token&refresh_token={refresh.pop()}".encode(), form
     if kind == "introspect":
         return "POST", "/oauth2/introspect", f"token={seeded.access_token}".encode(), form
+    if kind == "authorize":
+        body = json.dumps({"token": {"app_id": seeded.app_id, "app_key": seeded.app_key, "state": "s",
+                                     "redirect_uri": REDIRECT_URI, "permissions": "read_profile"}}).encode()
+        return "POST", "/oauth/authorize", body, [
+            (b"content-type", b"application/json"), (b"authorization", f"Bearer {seeded.user_token}".encode())
+        ]
     if kind == "jwks":
         return "GET", "/.well-known/jwks.json", b"", []
     raise SystemExit(f"unknown kind {kind}")

@@ -126,14 +126,16 @@ async def test_a_slow_request_body_gets_408(crashing: httpx.AsyncClient) -> None
     [
         ("/oauth/token", "application/json", b'{"token": {"auth_code": ', "message"),
         ("/v1/oauth/token", "application/json", b'{"token": {"auth_code": ', "message"),
+        ("/oauth/authorize", "application/json", b'{"token": {"app_id": ', "message"),
+        ("/v1/oauth/authorize", "application/json", b'{"token": {"app_id": ', "message"),
         ("/oauth2/token", "application/x-www-form-urlencoded", b"grant_type=client_", "error_description"),
         ("/oauth2/introspect", "application/x-www-form-urlencoded", b"token=", "error_description"),
     ],
 )
-async def test_a_slow_body_on_a_token_route_gets_408_in_its_dialect(
+async def test_a_slow_body_on_a_hot_route_gets_408_in_its_dialect(
     crashing: httpx.AsyncClient, path: str, content_type: str, start: bytes, error_key: str
 ) -> None:
-    """The token routes read their own bodies (grantd.api.hot): the same limit holds there."""
+    """The hot routes read their own bodies (grantd.api.hot): the same limit holds there."""
 
     async def slow_body() -> AsyncIterator[bytes]:
         yield start

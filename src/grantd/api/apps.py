@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Path
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
-from grantd.api.deps import client_address, context, current_user
+from grantd.api.deps import context, current_user, peer_address
 from grantd.api.envelope import Envelope, envelope, error_responses
 from grantd.api.wire import NO_NUL, STRICT, rfc3339
 from grantd.core import apps
@@ -22,7 +22,7 @@ AppId = Annotated[str, Path(max_length=64), NO_NUL]
 KeyId = Annotated[str, Path(max_length=64), NO_NUL]
 User = Annotated[Principal, Depends(current_user)]
 Ctx = Annotated[Context, Depends(context)]
-Address = Annotated[str | None, Depends(client_address)]  # for the audit log
+Address = Annotated[str | None, Depends(peer_address)]  # for the audit log
 
 
 class AppCreate(BaseModel):

@@ -17,13 +17,22 @@ authorization_header = APIKeyHeader(
 )
 
 
-def context(request: Request) -> Context:
-    return request.app.state.ctx
+# The dependencies are coroutines: FastAPI runs a plain function dependency in a worker thread,
+# a thread hop per dependency on every request.
+
+
+async def context(request: Request) -> Context:
+    return request.app.state.ctx  # type: ignore[no-any-return]
 
 
 def client_address(request: Request) -> str | None:
     """The TCP peer's address, for rate limits; proxy headers are not trusted."""
     return request.client.host if request.client else None
+
+
+async def peer_address(request: Request) -> str | None:
+    """``client_address`` as a dependency."""
+    return client_address(request)
 
 
 def bearer_token(header: str | None) -> str:
@@ -38,4 +47,9 @@ def bearer_token(header: str | None) -> str:
 
 
 async def current_user(request: Request, authorization: str | None = Security(authorization_header)) -> accounts.Principal:
-    return await accounts.authenticate(context(request), bearer_token(authorization))
+    return await signed_in(request.app.state.ctx, authorization)
+
+
+async def signed_in(ctx: Context, authorization: str | None) -> accounts.Principal:
+    """The user whose token the Authorization header carries (the hot routes call this too)."""
+    return await accounts.authenticate(ctx, bearer_token(authorization))

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Path
 from pydantic import BaseModel
 from starlette.responses import Response
 
-from grantd.api.deps import client_address, context, current_user
+from grantd.api.deps import context, current_user, peer_address
 from grantd.api.envelope import Envelope, envelope, error_responses
 from grantd.api.wire import NO_NUL, rfc3339
 from grantd.core import grants
@@ -64,7 +64,7 @@ async def revoke_grant(
     app_id: Annotated[str, Path(max_length=64), NO_NUL],
     user: Annotated[Principal, Depends(current_user)],
     ctx: Annotated[Context, Depends(context)],
-    address: Annotated[str | None, Depends(client_address)],
+    address: Annotated[str | None, Depends(peer_address)],
 ) -> Response:
     await grants.revoke_grant(ctx, user, app_id, address=address)
     return envelope({"app_id": app_id, "message": "Access revoked."})

@@ -5,13 +5,15 @@ injection, request object and middleware stack cost far more than the work of a 
 request. So these routes are served here, from the ASGI scope:
 
 - ``POST /oauth/token`` and ``/v1/oauth/token`` (Neucron), ``POST /oauth2/token``,
-  ``POST /oauth2/introspect`` and ``GET /.well-known/jwks.json``.
+  ``POST /oauth2/introspect`` and ``GET /.well-known/jwks.json``;
+- ``POST /oauth/authorize`` and ``/v1/oauth/authorize`` (Neucron), which every sign-in to an app
+  goes through.
 
 They call the very same functions the FastAPI routes call (``neucron.redeem``,
-``oauth2.issue_token``, ``oauth2.introspect_token``) and render errors with the same
-``render``; the FastAPI routes stay, for the OpenAPI document and as the fallback. A Neucron
-body that is not a well-formed token request goes on to FastAPI, so that every malformed
-input gets exactly the answer FastAPI's validation gives it.
+``neucron.issue_code``, ``deps.signed_in``, ``oauth2.issue_token``, ``oauth2.introspect_token``)
+and render errors with the same ``render``; the FastAPI routes stay, for the OpenAPI document
+and as the fallback. A Neucron body that is not a well-formed request goes on to FastAPI, so
+that every malformed input gets exactly the answer FastAPI's validation gives it.
 
 This is the outermost layer, and ``grantd.server.Grantd`` hands these routes straight to it.
 So it does for them what the layers behind it do for every other route, by calling the same
@@ -35,6 +37,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from grantd import logs, telemetry
 from grantd.api import neucron, oauth2
 from grantd.api.errors import from_http, render
+from grantd.api.deps import signed_in
 from grantd.api.headers import secured
 from grantd.api.limits import declared_too_large, receive_within, timed_out, too_large
 from grantd.config import Settings
@@ -54,6 +57,8 @@ class _Disconnected(Exception):
 _TABLE = {
     ("POST", "/oauth/token"): ("_neucron_token", True),
     ("POST", "/v1/oauth/token"): ("_neucron_token", True),
+    ("POST", "/oauth/authorize"): ("_neucron_authorize", True),
+    ("POST", "/v1/oauth/authorize"): ("_neucron_authorize", True),
     ("POST", "/oauth2/token"): ("_oauth2_token", True),
     ("POST", "/oauth2/introspect"): ("_introspect", True),
     ("GET", "/.well-known/jwks.json"): ("_jwks_document", False),
@@ -144,14 +149,24 @@ class HotRoutes:
 
     @staticmethod
     async def _neucron_token(ctx: Context, scope: Scope, body: bytes, headers: dict[bytes, bytes]) -> Response | None:
-        content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
-        if content_type != b"application/json":
+        if not _json_body(headers):
             return None
         try:
             params = neucron.TokenBody.model_validate_json(body).token
         except ValidationError:
             return None
         return await neucron.redeem(ctx, params, _address(scope))
+
+    @staticmethod
+    async def _neucron_authorize(ctx: Context, scope: Scope, body: bytes, headers: dict[bytes, bytes]) -> Response | None:
+        if not _json_body(headers):
+            return None
+        try:
+            params = neucron.AuthorizeBody.model_validate_json(body).params
+        except ValidationError:
+            return None
+        user = await signed_in(ctx, _text(headers.get(b"authorization")))
+        return await neucron.issue_code(ctx, user, params, _address(scope))
 
     @staticmethod
     async def _oauth2_token(ctx: Context, scope: Scope, body: bytes, headers: dict[bytes, bytes]) -> Response:
@@ -172,6 +187,11 @@ class HotRoutes:
 
 
 _WANTED = frozenset({b"content-type", b"content-length", b"authorization", telemetry.REQUEST_ID_HEADER})
+
+
+def _json_body(headers: dict[bytes, bytes]) -> bool:
+    """Whether the body is declared JSON; any other goes to FastAPI, whose answer it gets."""
+    return headers.get(b"content-type", b"").split(b";")[0].strip().lower() == b"application/json"
 
 
 def _address(scope: Scope) -> str | None:

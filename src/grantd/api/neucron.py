@@ -107,7 +107,12 @@ async def authorize(
     user: Annotated[Principal, Depends(current_user)],
     ctx: Annotated[Context, Depends(context)],
 ) -> Response:
-    issued = await authorization.authorize(ctx, user, body.params.to_request(), address=client_address(request))
+    return await issue_code(ctx, user, body.params, client_address(request))
+
+
+async def issue_code(ctx: Context, user: Principal, params: AuthorizationParams, address: str | None) -> Response:
+    """The Neucron authorization past the wire: this route and the hot path (grantd.api.hot) call it."""
+    issued = await authorization.authorize(ctx, user, params.to_request(), address=address)
     return envelope(
         {
             "code": issued.code,
