@@ -29,8 +29,12 @@ async def by_email(conn: AsyncConnection, email: str) -> Row | None:
     return (await conn.execute(select(users).where(users.c.email == email))).first()
 
 
+_BY_ID = Prepared(select(users).where(users.c.id == bindparam("user_id")))
+
+
 async def by_id(conn: AsyncConnection, user_id: str) -> Row | None:
-    return (await conn.execute(select(users).where(users.c.id == user_id))).first()
+    """Read by every consent page (the app owner's email) and every signed-in page."""
+    return await fetch_one(conn, _BY_ID, user_id=user_id)
 
 
 async def insert_session(conn: AsyncConnection, *, jti: str, user_id: str, issued_at: int, expires_at: int) -> None:
