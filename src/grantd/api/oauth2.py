@@ -8,8 +8,6 @@ with ``WWW-Authenticate``.
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import parse_qsl, unquote_plus
 
@@ -108,30 +106,46 @@ def _basic_credentials(header: str | None) -> tuple[str, str] | None:
     return client_id, client_secret
 
 
-@asynccontextmanager
-async def _authenticated(
-    ctx: Context, authorization: str | None, form: dict[str, str], address: str | None
-) -> AsyncIterator[clients.Client]:
-    """The calling client (RFC 6749 §2.3: client_secret_basic, client_secret_post, or a public
-    client's bare client_id; one method only), inside the rate limit every endpoint that checks a
-    client secret shares: a failure to authenticate, or the grant's own ``invalid_grant`` in the
-    block, counts against the key named and the address."""
-    try:
-        basic, malformed = _basic_credentials(authorization), None
-    except InvalidClient as exc:
-        basic, malformed = None, exc
-    client_id, secret = basic if basic is not None else (form.get("client_id"), form.get("client_secret"))
-    # Whom the request claims to be: the key named by the secret, else the client_id.
-    claimed = (key_id_of_secret(secret) if secret else None) or client_id
-    async with ratelimit.token_endpoint(ctx, claimed, address):
-        if malformed is not None:
-            raise malformed
-        if basic is not None:
-            if "client_secret" in form:
-                raise InvalidRequest("Use one client authentication method, not both Basic and client_secret.")
-            if "client_id" in form and form["client_id"] != basic[0]:
-                raise InvalidClient("client_id differs from the authenticated client.")
-        yield await clients.authenticate_client(ctx, client_id, secret)
+class _Authenticated:
+    """``async with _Authenticated(ctx, authorization, form, address) as client:`` the calling
+    client (RFC 6749 §2.3: client_secret_basic, client_secret_post, or a public client's bare
+    client_id; one method only), inside the rate limit every endpoint that checks a client secret
+    shares: a failure to authenticate, or the grant's own ``invalid_grant`` in the block, counts
+    against the key named and the address. A class rather than ``@asynccontextmanager``: every
+    token request goes through it."""
+
+    __slots__ = ("_ctx", "_form", "_basic", "_malformed", "_client_id", "_secret", "_limit")
+
+    def __init__(self, ctx: Context, authorization: str | None, form: dict[str, str], address: str | None) -> None:
+        try:
+            self._basic, self._malformed = _basic_credentials(authorization), None
+        except InvalidClient as exc:
+            self._basic, self._malformed = None, exc
+        basic = self._basic
+        self._client_id, self._secret = basic if basic is not None else (form.get("client_id"), form.get("client_secret"))
+        self._ctx, self._form = ctx, form
+        # Whom the request claims to be: the key named by the secret, else the client_id.
+        claimed = (key_id_of_secret(self._secret) if self._secret else None) or self._client_id
+        self._limit = ratelimit.token_endpoint(ctx, claimed, address)
+
+    async def __aenter__(self) -> clients.Client:
+        await self._limit.__aenter__()
+        try:
+            if self._malformed is not None:
+                raise self._malformed
+            basic, form = self._basic, self._form
+            if basic is not None:
+                if "client_secret" in form:
+                    raise InvalidRequest("Use one client authentication method, not both Basic and client_secret.")
+                if "client_id" in form and form["client_id"] != basic[0]:
+                    raise InvalidClient("client_id differs from the authenticated client.")
+            return await clients.authenticate_client(self._ctx, self._client_id, self._secret)
+        except BaseException as exc:
+            await self._limit.__aexit__(type(exc), exc, exc.__traceback__)  # counts the failure; may raise 429
+            raise
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
+        return await self._limit.__aexit__(exc_type, exc, tb)
 
 
 def _required(form: dict[str, str], name: str) -> str:
@@ -228,7 +242,7 @@ async def issue_token(
     """The token endpoint (RFC 6749 §3.2) past the wire: this route and the hot path (grantd.api.hot) call it."""
     grant_type = form.get("grant_type")
     telemetry.note_grant_type(scope.setdefault("state", {}), grant_type)
-    async with _authenticated(ctx, authorization, form, address) as client:
+    async with _Authenticated(ctx, authorization, form, address) as client:
         if grant_type == "authorization_code":
             issued = await tokens.redeem_code(
                 ctx,
@@ -261,7 +275,7 @@ async def revoke(request: Request) -> Response:
     ctx: Context = request.app.state.ctx
     form = await read_form(request)
     # A client secret can be guessed here as at the token endpoint: failures count in the same buckets.
-    async with _authenticated(ctx, request.headers.get("authorization"), form, client_address(request)) as client:
+    async with _Authenticated(ctx, request.headers.get("authorization"), form, client_address(request)) as client:
         await tokens.revoke(ctx, client, _required(form, "token"))
     return Response(b"", 200, headers=NO_STORE)
 
@@ -290,7 +304,7 @@ async def introspect(request: Request) -> Response:
 
 async def introspect_token(ctx: Context, authorization: str | None, form: dict[str, str], address: str | None) -> Response:
     """RFC 7662 past the wire: this route and the hot path (grantd.api.hot) call it."""
-    async with _authenticated(ctx, authorization, form, address) as client:
+    async with _Authenticated(ctx, authorization, form, address) as client:
         if client.is_public:
             raise InvalidClient("Introspection needs a confidential client's secret.")
         return _json(await tokens.introspect(ctx, client, _required(form, "token")))

@@ -39,10 +39,9 @@ import logging
 import math
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from grantd.core.errors import InvalidClient, InvalidGrant, RateLimited
 from grantd.store import ratelimits as store
@@ -298,16 +297,26 @@ def token_limits(settings: Settings, client: str | None, address: str | None) ->
     return limits
 
 
-@asynccontextmanager
-async def token_endpoint(ctx: Context, client: str | None, address: str | None) -> AsyncIterator[None]:
-    """Around the work of a request that authenticates a client (token, revocation, introspection):
-    refuse marked buckets first, count invalid_client and invalid_grant failures, and answer 429
-    instead of the failure once over the limit."""
-    limiter = ctx.limiter
-    if limiter.has_marks:  # the buckets are named only when there is something to check or count
-        limiter.check_marked(*token_limits(ctx.settings, client, address))
-    try:
-        yield
-    except (InvalidClient, InvalidGrant):
-        await limiter.fail(*token_limits(ctx.settings, client, address))
-        raise
+class TokenEndpoint:
+    """``async with token_endpoint(ctx, client, address):`` around the work of a request that
+    authenticates a client (token, revocation, introspection): refuse marked buckets first, count
+    invalid_client and invalid_grant failures, and answer 429 instead of the failure once over the
+    limit. A class rather than ``@asynccontextmanager``: every token request goes through it."""
+
+    __slots__ = ("_ctx", "_client", "_address")
+
+    def __init__(self, ctx: Context, client: str | None, address: str | None) -> None:
+        self._ctx, self._client, self._address = ctx, client, address
+
+    async def __aenter__(self) -> None:
+        limiter = self._ctx.limiter
+        if limiter.has_marks:  # the buckets are named only when there is something to check or count
+            limiter.check_marked(*token_limits(self._ctx.settings, self._client, self._address))
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
+        if exc_type is not None and issubclass(exc_type, (InvalidClient, InvalidGrant)):
+            await self._ctx.limiter.fail(*token_limits(self._ctx.settings, self._client, self._address))
+        return False
+
+
+token_endpoint = TokenEndpoint
