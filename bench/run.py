@@ -118,6 +118,33 @@ def start(name: str, argv: list[str], env: dict[str, str], base_url: str, probe:
     raise SystemExit(f"{name} did not answer within 60 s; see {log}")
 
 
+def wait_for_workers(port: int, workers: int, settle: float = 5.0) -> None:
+    """Give every worker time to listen before wrk opens its keep-alive connections: the first 200
+    comes from the first worker up, and a worker not yet listening when wrk connects would get none
+    of them. Where each worker listens on a socket of its own, waits until ``workers`` sockets
+    listen on the port; otherwise (one shared socket) for ``settle`` seconds."""
+    deadline = time.monotonic() + settle
+    while time.monotonic() < deadline:
+        if listening_sockets(port) >= workers:
+            time.sleep(0.2)
+            return
+        time.sleep(0.05)
+
+
+def listening_sockets(port: int) -> int:
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                count += 1
+    return count
+
+
 # ---------------------------------------------------------------- seeding
 
 
@@ -361,6 +388,7 @@ def main() -> None:
         memory_two = (float("nan"), float("nan"))
         if two_only:
             two = start("grantd --workers 2", grantd_argv + ["--workers", "2"], env, issuer, "/.well-known/jwks.json", log)
+            wait_for_workers(issuer_port, 2)
             two_rows = measure_grantd(two, seeded, jwks, issuer, args, cpu=None, only=two_only)
             memory_two = (two.rss_mb(), two.peak_rss_mb())
             two.stop()

@@ -24,7 +24,12 @@ committed data) and one for writes, with *group commit*:
   it reports is committed. (Two turns, not one: the requests whose bytes arrive in the next
   turn's poll then join the group. A ``COMMIT`` costs the same for one block as for twenty.)
 - Processes serving the same file take turns to write (``_WriteTurn``, an OS file lock
-  waited for in a thread). Programs that do not take turns (the CLI) can still hold SQLite's
+  waited for in a thread). A process that waits says so, and the one holding the turn then
+  commits as soon as its own queued blocks have run instead of two turns later: otherwise the
+  turn stays held across turns full of other requests' work while the other process's writes
+  wait (two workers gave half the throughput of one). The blocks that queued while a process
+  waited all run in the turn of the loop after the turn arrives (``_Gate``), not one per turn.
+  Programs that do not take turns (the CLI) can still hold SQLite's
   lock: then ``BEGIN IMMEDIATE`` fails at once (``busy_timeout`` is 0 on this connection)
   and is retried with ``await asyncio.sleep``, so a busy database never blocks the event loop.
 
@@ -39,6 +44,7 @@ import fcntl
 import inspect
 import operator
 import os
+import queue
 import sqlite3
 import threading
 import time
@@ -318,13 +324,13 @@ class _LoopSQLite:
         # Reads need nothing opened or closed: the reader is reused, in autocommit.
         self._reading = nullcontext(self.reader)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._lock: asyncio.Lock | None = None
+        self._lock: _Gate | None = None
         self._in_transaction = False
         self._waiting: list[asyncio.Future[None]] = []
         self._commit_scheduled = False
         self._commit_deferred = False
 
-    def _bind(self) -> asyncio.Lock:
+    def _bind(self) -> _Gate:
         loop = asyncio.get_running_loop()
         if self._loop is not loop or self._lock is None:
             # A new event loop (tests run several, one after another). A transaction the old loop
@@ -332,7 +338,7 @@ class _LoopSQLite:
             if self._in_transaction:
                 self._end("ROLLBACK")
             self._waiting, self._commit_scheduled, self._commit_deferred = [], False, False
-            self._loop, self._lock = loop, asyncio.Lock()
+            self._loop, self._lock = loop, _Gate(loop)
         return self._lock
 
     def read(self) -> AbstractAsyncContextManager[_LoopConnection]:
@@ -343,13 +349,28 @@ class _LoopSQLite:
 
     def _schedule_commit(self) -> None:
         """Whether a block's changes stand or were rolled back, the transaction it joined is
-        committed two turns later: a failed block must not leave it (and the write lock) open."""
-        if not self._commit_scheduled:
-            self._commit_scheduled = True
-            loop = self._loop
-            loop.call_soon(loop.call_soon, self._commit)  # type: ignore[union-attr]
+        committed two turns later: a failed block must not leave it (and the write lock) open.
 
-    def _unlock(self, lock: asyncio.Lock) -> None:
+        Sooner when another process waits for the turn: then the COMMIT runs as soon as no other
+        block of this process is inside, waiting or woken (see ``_Gate``), instead of holding the
+        turn across two turns of this loop's other work (parsing, signing) while the other
+        process's writes wait."""
+        if self._in_transaction and not self._lock.pending() and self._turn.wanted():  # type: ignore[union-attr]
+            # No other block of this process is inside, waiting or about to run: commit now, and
+            # the other process has the turn while this loop goes on with its other work.
+            self._commit()
+        elif not self._commit_scheduled:
+            self._commit_scheduled = True
+            self._loop.call_soon(self._commit_later)  # type: ignore[union-attr]
+
+    def _commit_later(self) -> None:
+        """The first of the two turns: the COMMIT now if another process has begun to wait."""
+        if self._in_transaction and self._turn.wanted():
+            self._commit()
+        else:
+            self._loop.call_soon(self._commit)  # type: ignore[union-attr]
+
+    def _unlock(self, lock: _Gate) -> None:
         lock.release()
         if self._commit_deferred and not lock.locked():
             self._commit_deferred = False
@@ -357,7 +378,7 @@ class _LoopSQLite:
 
     async def _begin(self) -> None:
         deadline = time.monotonic() + BUSY_TIMEOUT
-        await self._turn.acquire(BUSY_TIMEOUT)
+        await self._turn.acquire(BUSY_TIMEOUT, self._lock)  # type: ignore[arg-type]
         try:
             delay = 0.0001
             while True:
@@ -455,21 +476,78 @@ class _WriteBlock:
         raw = db._writer_raw
         done: asyncio.Future[None] | None = None
         try:
-            try:
-                if exc_type is None:
-                    raw.execute("RELEASE grantd_write")
-                    done = db._loop.create_future()  # type: ignore[union-attr]
-                    db._waiting.append(done)
-                else:
-                    raw.execute("ROLLBACK TO grantd_write")
-                    raw.execute("RELEASE grantd_write")
-            finally:
-                db._schedule_commit()
+            if exc_type is None:
+                raw.execute("RELEASE grantd_write")
+                done = db._loop.create_future()  # type: ignore[union-attr]
+                db._waiting.append(done)
+            else:
+                raw.execute("ROLLBACK TO grantd_write")
+                raw.execute("RELEASE grantd_write")
         finally:
+            # Unlocked first: the blocks it wakes are then ahead of the COMMIT in the loop's queue.
             db._unlock(self._lock)
+            db._schedule_commit()
         if done is not None:
             await done
         return False
+
+
+class _Gate:
+    """Admits a process's write blocks into the open transaction one at a time (a block may await
+    between its statements; another block's savepoint must not nest inside its own).
+
+    Unlike ``asyncio.Lock``, which hands over to one waiter per turn of the event loop, leaving
+    wakes every waiter: they run one after the other in the next turn, the first takes the gate
+    and, since a block rarely awaits between its statements, leaves it before the second runs. A
+    queue of twenty blocks (those that gathered while the process waited for its write turn) then
+    passes in one turn of the loop instead of twenty, and the turn is held that much less."""
+
+    __slots__ = ("_held", "_waiters", "_woken", "_loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._held = False
+        self._waiters: list[asyncio.Future[None]] = []
+        self._woken = 0  # waiters woken that have not run yet
+        self._loop = loop
+
+    def locked(self) -> bool:
+        return self._held
+
+    def pending(self) -> bool:
+        """Whether a block is inside, waits, or was woken and is about to run."""
+        return self._held or bool(self._waiters) or self._woken > 0
+
+    async def acquire(self) -> None:
+        if not self._held and not self._waiters:
+            self._held = True
+            return
+        while True:
+            woken = self._loop.create_future()
+            self._waiters.append(woken)
+            try:
+                await woken
+            except BaseException:
+                if woken in self._waiters:
+                    self._waiters.remove(woken)
+                elif woken.done() and not woken.cancelled():
+                    self._woken -= 1
+                raise
+            self._woken -= 1
+            if not self._held:
+                self._held = True
+                return
+
+    def release(self) -> None:
+        self._held = False
+        self.wake()
+
+    def wake(self) -> None:
+        """Wake every waiter; each takes the gate when it runs, or waits again if it is taken."""
+        waiters, self._waiters = self._waiters, []
+        for woken in waiters:
+            if not woken.done():
+                woken.set_result(None)
+                self._woken += 1
 
 
 class _WriteTurn:
@@ -481,46 +559,97 @@ class _WriteTurn:
     again and again (requests waited up to a second with two workers). A file lock is waited
     for in the kernel, by a thread, and the waiter wakes the moment the holder lets go; while it
     waits, its event loop serves everything else. Free, it costs one system call to take.
+
+    A process that waits says so: its waiting thread holds ``<database>-writer-wait`` shared
+    until it has the turn. The holder asks (``wanted``, two system calls, no waiting) before it
+    lets its transaction stay open for more blocks, and commits at once when someone waits. The
+    kernel drops both locks of a process that dies, so neither can be left taken.
     """
 
     def __init__(self, path: str) -> None:
         self._fd = os.open(path + "-writer", os.O_RDWR | os.O_CREAT, 0o600)
+        self._want = os.open(path + "-writer-wait", os.O_RDWR | os.O_CREAT, 0o600)
         self._held = False
+        self._requests: queue.SimpleQueue[Any] | None = None
+        # The thread's request in flight, and the futures of those on the loop that await it. A wait
+        # abandoned (cancelled, timed out) leaves the request in flight: the next acquire awaits the
+        # same one (asking again could not work: a lock already held through the same open file is
+        # granted again at once), and a turn granted with nobody awaiting it is given straight back.
+        self._inflight: asyncio.AbstractEventLoop | None = None
+        self._awaiting: list[tuple[asyncio.Future[None], _Gate | None]] = []
 
-    async def acquire(self, timeout: float) -> None:
+    def wanted(self) -> bool:
+        """Whether another process waits for the turn now."""
         try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(self._want, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            await self._wait(timeout)
+            return True
+        fcntl.flock(self._want, fcntl.LOCK_UN)
+        return False
+
+    async def acquire(self, timeout: float, gate: _Gate | None = None) -> None:
+        """Take the turn, waiting at most ``timeout`` seconds. When it comes from the waiting thread,
+        ``gate``'s waiters (the blocks that queued meanwhile) are woken with the one that asked, so
+        that all of them run in the next turn of the loop."""
+        loop = asyncio.get_running_loop()
+        if self._inflight is not None and self._inflight is not loop:
+            self._inflight, self._awaiting = None, []  # asked for on an event loop that has gone
+        if self._inflight is None:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self._held = True
+                return
+            except BlockingIOError:
+                pass
+            self._inflight = loop
+            if self._requests is None:
+                # One thread for the life of the process: starting a thread per wait cost the loop
+                # the time the new thread took to be scheduled.
+                self._requests = queue.SimpleQueue()
+                threading.Thread(
+                    target=_wait_for_turns, args=(self._requests, self._fd, self._want), name="grantd-sqlite-turn", daemon=True
+                ).start()
+            self._requests.put((loop, self._granted))
+        # Awaited directly (no wait_for, no shield): each future between the thread's hand-over and
+        # this task would cost one more turn of the loop, with the turn held and unused.
+        mine: asyncio.Future[None] = loop.create_future()
+        entry = (mine, gate)
+        self._awaiting.append(entry)
+        timer = loop.call_later(timeout, _settle, mine, _TurnTimeout())
+        try:
+            await mine
+        except BaseException as exc:
+            if entry in self._awaiting:
+                self._awaiting.remove(entry)
+            elif mine.done() and not mine.cancelled() and mine.exception() is None:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)  # granted, but this task was cancelled meanwhile
+            if isinstance(exc, _TurnTimeout):
+                raise sqlite3.OperationalError("database is locked: another process kept the write turn") from None
+            raise
+        finally:
+            timer.cancel()
         self._held = True
 
-    async def _wait(self, timeout: float) -> None:
-        loop = asyncio.get_running_loop()
-        taken: asyncio.Future[None] = loop.create_future()
-        fd = self._fd
-
-        def wait() -> None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            except OSError as exc:  # the file was closed: grantd is stopping
-                loop.call_soon_threadsafe(_settle, taken, exc)
-                return
-            loop.call_soon_threadsafe(_settle, taken, None)
-
-        def settled(future: asyncio.Future[None]) -> None:
-            # Nobody awaits the turn any more (timed out, cancelled): give it straight back.
-            if not future.cancelled() and future.exception() is None:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-
-        threading.Thread(target=wait, name="grantd-sqlite-turn", daemon=True).start()
-        try:
-            await asyncio.wait_for(asyncio.shield(taken), timeout)
-        except TimeoutError:
-            taken.add_done_callback(settled)
-            raise sqlite3.OperationalError("database is locked: another process kept the write turn") from None
-        except BaseException:
-            taken.add_done_callback(settled)
-            raise
+    def _granted(self, error: BaseException | None) -> None:
+        """On the loop: the waiting thread has the turn (or could not take it)."""
+        self._inflight = None
+        awaiting = [entry for entry in self._awaiting if not entry[0].done()]
+        self._awaiting = []
+        if error is not None:
+            for mine, _gate in awaiting:
+                mine.set_exception(error)
+            return
+        if not awaiting:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)  # nobody awaits it any more: give it straight back
+            return
+        (mine, gate), rest = awaiting[0], awaiting[1:]
+        mine.set_result(None)
+        if gate is not None:
+            gate.wake()
+        if rest:  # not in practice (a process's blocks ask one at a time): they ask again
+            loop = mine.get_loop()
+            self._awaiting, self._inflight = rest, loop
+            self._requests.put((loop, self._granted))  # type: ignore[union-attr]
 
     def release(self) -> None:
         if self._held:
@@ -529,7 +658,37 @@ class _WriteTurn:
 
     def close(self) -> None:
         self.release()
+        if self._requests is not None:
+            self._requests.put(None)
         os.close(self._fd)
+        os.close(self._want)
+
+
+def _wait_for_turns(requests: queue.SimpleQueue[Any], fd: int, want: int) -> None:
+    """The waiting thread of a ``_WriteTurn``: takes the turn for each request and hands it to the
+    loop (or the error, when the files were closed: grantd is stopping). While it waits, it holds
+    the wait file shared, which the holder sees (``_WriteTurn.wanted``)."""
+    while (request := requests.get()) is not None:
+        loop, granted = request
+        try:
+            fcntl.flock(want, fcntl.LOCK_SH)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            finally:
+                fcntl.flock(want, fcntl.LOCK_UN)
+        except OSError as exc:
+            error: BaseException | None = exc
+        else:
+            error = None
+        try:
+            loop.call_soon_threadsafe(granted, error)
+        except RuntimeError:  # that loop is closed: nobody will take the turn from here
+            if error is None:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+class _TurnTimeout(Exception):
+    """The write turn did not come in time (converted to SQLite's "database is locked")."""
 
 
 def _settle(future: asyncio.Future[None], exc: BaseException | None) -> None:
