@@ -14,6 +14,7 @@ from grantd.core.errors import InvalidGrant, InvalidScope, UnauthorizedClient
 from grantd.crypto.jws import InvalidSignature
 from grantd.crypto.secrets import new_secret, new_token_id, s256
 from grantd.store import apps as app_store
+from grantd.store import audit as audit_store
 from grantd.store import codes as code_store
 from grantd.store import tokens as token_store
 
@@ -60,63 +61,114 @@ async def redeem_code(
 ) -> IssuedToken:
     """Exchange a code for tokens, at most once. A code presented again revokes everything it issued.
 
-    Audited: code_redeemed is one more INSERT in the transaction that redeems the code; code_replayed
-    is written in the transaction that revokes the family."""
+    The rules a code must pass are ``_check_code``'s, on both databases; spending it is atomic
+    (at most one caller spends a code), and the tokens and the code_redeemed audit row are written
+    with the spend or not at all. On SQLite that is one write transaction (the code's conditional
+    ``UPDATE … RETURNING``, the checks, the INSERTs); on PostgreSQL a read of the code, the checks,
+    then one statement that spends it and writes the rest (``code_store.spend_and_issue``). A code
+    found already redeemed (or spent by a concurrent caller in between) is a replay: the family is
+    revoked and code_replayed audited, in a transaction of their own."""
     code_hash = ctx.hasher.hash(auth_code)
     now = ctx.now()
     jti = new_token_id()
     ttl = ctx.settings.access_token_ttl
     refresh_token = new_secret() if with_refresh_token else None
-    async with ctx.db.write() as tx:
-        code = await code_store.redeem(tx, code_hash, client.app_id, now)
-        if code is not None:
-            # A failed check raises inside the transaction: the code is not spent.
-            _check_pkce(code.code_challenge, code_verifier, client)
-            if redirect_uri is not None and redirect_uri != code.redirect_uri:
-                raise InvalidGrant("redirect_uri does not match the one the code was issued for.")
-            permissions = tuple(code.permissions.split(","))
-            scope = " ".join(permissions)
-            await token_store.insert_access_token(
-                tx,
-                jti=jti,
-                app_id=client.app_id,
-                user_id=code.user_id,
-                key_id=client.key_id,
-                code_hash=code_hash,
-                scope=scope,
-                issued_at=now,
-                expires_at=now + ttl,
-            )
-            if refresh_token is not None:
-                await token_store.insert_refresh_token(
-                    tx,
-                    token_hash=ctx.hasher.hash(refresh_token),
-                    code_hash=code_hash,
-                    app_id=client.app_id,
-                    user_id=code.user_id,
-                    scope=scope,
-                    access_jti=jti,
-                    issued_at=now,
-                    expires_at=now + ctx.settings.refresh_token_ttl,
+    if ctx.db.is_sqlite:
+        async with ctx.db.write() as tx:
+            code = await code_store.redeem(tx, code_hash, client.app_id, now)
+            if code is not None:
+                # A failed check raises inside the transaction: the code is not spent.
+                _check_code(code, client, now, code_verifier, redirect_uri)
+                access, refresh, event = _redemption_rows(ctx, client, code, code_hash, now, jti, refresh_token, address)
+                await token_store.insert_access_token(tx, **access)
+                if refresh is not None:
+                    await token_store.insert_refresh_token(tx, **refresh)
+                await audit_store.insert_event(tx, **event)
+            else:
+                await _replayed_code(ctx, tx, client, code_hash, now, address)
+        if code is None:
+            raise InvalidGrant(_BAD_CODE)
+    else:
+        async with ctx.db.autocommit() as conn:
+            code = await code_store.find(conn, code_hash)
+            spent = False
+            if code is not None and code.redeemed_at is None:
+                _check_code(code, client, now, code_verifier, redirect_uri)  # raises before anything is written
+                access, refresh, event = _redemption_rows(ctx, client, code, code_hash, now, jti, refresh_token, address)
+                spent = await code_store.spend_and_issue(
+                    conn, code_hash, client.app_id, now, access=access, refresh=refresh, audit=event
                 )
-            await audit.record(
-                ctx, tx, "code_redeemed", actor=client.app_id, user_id=code.user_id, app_id=client.app_id,
-                address=address, now=now, jti=jti, key_id=client.key_id,
-            )
-        else:
-            known = await code_store.find(tx, code_hash)
-            if known is not None and known.app_id == client.app_id and known.redeemed_at is not None:
-                await token_store.revoke_family(tx, code_hash, now)
-                await audit.record(
-                    ctx, tx, "code_replayed", actor=client.app_id, user_id=known.user_id, app_id=client.app_id,
-                    address=address, now=now, key_id=client.key_id, family_revoked=True,
-                )
-    if code is None:
-        raise InvalidGrant(_BAD_CODE)
+        if not spent:
+            if code is not None and code.app_id == client.app_id:  # redeemed before, or just now by another
+                async with ctx.db.write() as tx:
+                    await _replayed_code(ctx, tx, client, code_hash, now, address)
+            raise InvalidGrant(_BAD_CODE)
+    permissions = tuple(code.permissions.split(","))
     access_token = _sign_access_token(
         ctx, jti=jti, app_id=client.app_id, user_id=code.user_id, permissions=permissions, iat=now, exp=now + ttl
     )
-    return IssuedToken(access_token, ttl, scope, refresh_token)
+    return IssuedToken(access_token, ttl, " ".join(permissions), refresh_token)
+
+
+def _check_code(code: Any, client: Client, now: int, code_verifier: str | None, redirect_uri: str | None) -> None:
+    """The rules of redeeming a code, for both databases: ``code`` is its row (``code_store``'s
+    ``find`` before it is spent, or ``redeem``'s as it spends it). The caller's app, unexpired,
+    PKCE, the redirect URI; raises InvalidGrant. Unredeemed is the spend's own condition (atomic)."""
+    if code.app_id != client.app_id or code.expires_at <= now:
+        raise InvalidGrant(_BAD_CODE)
+    _check_pkce(code.code_challenge, code_verifier, client)
+    if redirect_uri is not None and redirect_uri != code.redirect_uri:
+        raise InvalidGrant("redirect_uri does not match the one the code was issued for.")
+
+
+def _redemption_rows(
+    ctx: Context, client: Client, code: Any, code_hash: str, now: int, jti: str, refresh_token: str | None,
+    address: str | None,
+) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any]]:
+    """What a redemption writes: the access token's row, the refresh token's (when one is issued)
+    and the code_redeemed audit row."""
+    scope = " ".join(code.permissions.split(","))
+    access = {
+        "jti": jti,
+        "app_id": client.app_id,
+        "user_id": code.user_id,
+        "key_id": client.key_id,
+        "code_hash": code_hash,
+        "scope": scope,
+        "issued_at": now,
+        "expires_at": now + ctx.settings.access_token_ttl,
+    }
+    refresh = None
+    if refresh_token is not None:
+        refresh = {
+            "token_hash": ctx.hasher.hash(refresh_token),
+            "code_hash": code_hash,
+            "app_id": client.app_id,
+            "user_id": code.user_id,
+            "scope": scope,
+            "access_jti": jti,
+            "issued_at": now,
+            "expires_at": now + ctx.settings.refresh_token_ttl,
+        }
+    event = audit.entry(
+        ctx, "code_redeemed", actor=client.app_id, user_id=code.user_id, app_id=client.app_id,
+        address=address, now=now, jti=jti, key_id=client.key_id,
+    )
+    return access, refresh, event
+
+
+async def _replayed_code(  # type: ignore[no-untyped-def]
+    ctx: Context, tx, client: Client, code_hash: str, now: int, address: str | None
+) -> None:
+    """A code that was not spent now: if it is the caller's and was redeemed before, revoke its
+    family and audit code_replayed, in ``tx``."""
+    known = await code_store.find(tx, code_hash)
+    if known is not None and known.app_id == client.app_id and known.redeemed_at is not None:
+        await token_store.revoke_family(tx, code_hash, now)
+        await audit.record(
+            ctx, tx, "code_replayed", actor=client.app_id, user_id=known.user_id, app_id=client.app_id,
+            address=address, now=now, key_id=client.key_id, family_revoked=True,
+        )
 
 
 def _check_pkce(code_challenge: str | None, code_verifier: str | None, client: Client) -> None:
@@ -146,6 +198,12 @@ async def refresh(
     A rotated token presented again revokes its whole family, except within the grace
     window, where the duplicate gets the same successor and an equivalent access token.
     A successful rotation is not audited (a hot path); a reuse that revokes the family is.
+
+    The rules are ``_check_refresh``'s, on both databases; rotating is atomic. On SQLite one write
+    transaction rotates (conditional ``UPDATE … RETURNING``), checks and inserts; on PostgreSQL a
+    read of the token, the checks, then one statement that takes the family's lock, rotates and
+    inserts (``token_store.rotate_and_issue``). A token found rotated (or rotated by a concurrent
+    caller in between) goes to the grace window or revokes the family, in a transaction of its own.
     """
     token_hash = ctx.hasher.hash(refresh_token)
     successor = ctx.hasher.successor(refresh_token)
@@ -153,42 +211,34 @@ async def refresh(
     jti = new_token_id()
     ttl = ctx.settings.access_token_ttl
     replay: IssuedToken | None = None
-    async with ctx.db.write() as tx:
-        await token_store.lock_refresh_family(tx, token_hash)
-        row = await token_store.rotate_refresh_token(tx, token_hash, client.app_id, now)
-        if row is not None:
-            granted = tuple(row.scope.split(" "))
-            permissions = granted
-            if scope is not None:
-                permissions = perms.parse(scope, field="scope", separator=" ")
-                beyond = [p for p in permissions if p not in granted]
-                if beyond:
-                    raise InvalidScope(f"scope exceeds the original grant: {', '.join(beyond)}.")
-            await token_store.insert_access_token(
-                tx,
-                jti=jti,
-                app_id=client.app_id,
-                user_id=row.user_id,
-                key_id=client.key_id,
-                code_hash=row.code_hash,
-                scope=" ".join(permissions),
-                issued_at=now,
-                expires_at=now + ttl,
-            )
-            await token_store.insert_refresh_token(
-                tx,
-                token_hash=ctx.hasher.hash(successor),
-                code_hash=row.code_hash,
-                app_id=client.app_id,
-                user_id=row.user_id,
-                scope=row.scope,
-                access_jti=jti,
-                issued_at=now,
-                expires_at=now + ctx.settings.refresh_token_ttl,
-            )
-        else:
-            replay = await _replayed_refresh(ctx, tx, client, token_hash, successor, now, address)
-    if row is None:
+    if ctx.db.is_sqlite:
+        async with ctx.db.write() as tx:
+            await token_store.lock_refresh_family(tx, token_hash)
+            row = await token_store.rotate_refresh_token(tx, token_hash, client.app_id, now)
+            if row is not None:
+                permissions = _check_refresh(row, client, now, scope)  # raises inside: not rotated
+                access, successor_row = _rotation_rows(ctx, client, row, permissions, now, jti, successor)
+                await token_store.insert_access_token(tx, **access)
+                await token_store.insert_refresh_token(tx, **successor_row)
+            else:
+                replay = await _replayed_refresh(ctx, tx, client, token_hash, successor, now, address)
+        rotated = row is not None
+    else:
+        async with ctx.db.autocommit() as conn:
+            row = await token_store.find_refresh_token(conn, token_hash)
+            rotated = False
+            if row is not None and row.rotated_at is None:
+                permissions = _check_refresh(row, client, now, scope)  # raises before anything is written
+                access, successor_row = _rotation_rows(ctx, client, row, permissions, now, jti, successor)
+                rotated = await token_store.rotate_and_issue(
+                    conn, token_hash, client.app_id, now, row.code_hash, access=access, refresh=successor_row
+                )
+        # Rotated before, or just now by another caller: the grace window, or the family revoked.
+        if not rotated and row is not None and row.app_id == client.app_id and row.revoked_at is None:
+            async with ctx.db.write() as tx:
+                await token_store.lock_refresh_family(tx, token_hash)
+                replay = await _replayed_refresh(ctx, tx, client, token_hash, successor, now, address)
+    if not rotated:
         if replay is None:
             raise InvalidGrant(_BAD_REFRESH)
         return replay
@@ -196,6 +246,50 @@ async def refresh(
         ctx, jti=jti, app_id=client.app_id, user_id=row.user_id, permissions=permissions, iat=now, exp=now + ttl
     )
     return IssuedToken(access_token, ttl, " ".join(permissions), successor)
+
+
+def _check_refresh(row: Any, client: Client, now: int, scope: str | None) -> tuple[str, ...]:
+    """The rules of rotating a refresh token, for both databases: ``row`` is its row (``token_store``'s
+    ``find_refresh_token`` before it is rotated, or ``rotate_refresh_token``'s as it rotates it). The
+    caller's app, not revoked, unexpired, a scope within the grant; raises. Unrotated is the rotation's
+    own condition (atomic). The permissions of the new access token."""
+    if row.app_id != client.app_id or row.revoked_at is not None or row.expires_at <= now:
+        raise InvalidGrant(_BAD_REFRESH)
+    granted = tuple(row.scope.split(" "))
+    if scope is None:
+        return granted
+    permissions = perms.parse(scope, field="scope", separator=" ")
+    beyond = [p for p in permissions if p not in granted]
+    if beyond:
+        raise InvalidScope(f"scope exceeds the original grant: {', '.join(beyond)}.")
+    return permissions
+
+
+def _rotation_rows(
+    ctx: Context, client: Client, row: Any, permissions: tuple[str, ...], now: int, jti: str, successor: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What a rotation writes: the new access token's row and the successor refresh token's."""
+    access = {
+        "jti": jti,
+        "app_id": client.app_id,
+        "user_id": row.user_id,
+        "key_id": client.key_id,
+        "code_hash": row.code_hash,
+        "scope": " ".join(permissions),
+        "issued_at": now,
+        "expires_at": now + ctx.settings.access_token_ttl,
+    }
+    successor_row = {
+        "token_hash": ctx.hasher.hash(successor),
+        "code_hash": row.code_hash,
+        "app_id": client.app_id,
+        "user_id": row.user_id,
+        "scope": row.scope,
+        "access_jti": jti,
+        "issued_at": now,
+        "expires_at": now + ctx.settings.refresh_token_ttl,
+    }
+    return access, successor_row
 
 
 async def _replayed_refresh(
