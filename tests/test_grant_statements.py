@@ -194,3 +194,30 @@ async def test_the_one_statement_rotates_a_refresh_token_once(app: Any, client: 
     assert sorted(await asyncio.gather(*(rotate(n) for n in range(8)))) == [False] * 7 + [True]
     assert await _count(ctx, refresh_tokens, refresh_tokens.c.code_hash == code_hash) == 2
     assert await _count(ctx, access_tokens, access_tokens.c.code_hash == code_hash) == 2
+
+
+async def test_the_neucron_request_verifies_the_key_before_the_code(app: Any, client: httpx.AsyncClient) -> None:
+    """tokens.redeem_code_with_key (on PostgreSQL the key and the code in one read): a wrong or
+    unknown key is refused without spending the code; then the right key redeems it once."""
+    from grantd.core.errors import InvalidClient
+
+    flow = await new_flow(client)
+    ctx, who = app.state.ctx, Client(flow.app_id, flow.key_id)
+    code = await _new_code(ctx, who, flow.user_id)
+    code_hash = ctx.hasher.hash(code)
+    for key_id, secret in ((flow.key_id, flow.key_secret[:-4] + "AAAA"), ("nokey" + flow.key_id[5:], flow.key_secret)):
+        with pytest.raises(InvalidClient):
+            await tokens.redeem_code_with_key(ctx, key_id, secret, code)
+    [row] = await _rows(ctx, select(authorization_codes.c.redeemed_at).where(authorization_codes.c.code_hash == code_hash))
+    assert row.redeemed_at is None
+    issued = await tokens.redeem_code_with_key(ctx, flow.key_id, flow.key_secret, code, address="192.0.2.9")
+    [token] = await _rows(ctx, select(access_tokens).where(access_tokens.c.code_hash == code_hash))
+    assert (token.jti, token.key_id, token.revoked_at) == (_jti(issued.access_token), flow.key_id, None)
+    # Unknown code with the right key: invalid_grant, nothing written.
+    with pytest.raises(InvalidGrant):
+        await tokens.redeem_code_with_key(ctx, flow.key_id, flow.key_secret, secrets.token_urlsafe(32))
+    # Replayed: refused, and the family it issued is revoked.
+    with pytest.raises(InvalidGrant):
+        await tokens.redeem_code_with_key(ctx, flow.key_id, flow.key_secret, code)
+    [token] = await _rows(ctx, select(access_tokens.c.revoked_at).where(access_tokens.c.code_hash == code_hash))
+    assert token.revoked_at is not None

@@ -7,7 +7,7 @@ Neucron ``key_id`` + ``key_secret`` pair.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from grantd.core.context import Context
 from grantd.core.errors import InvalidClient
@@ -41,6 +41,12 @@ async def authenticate_key(ctx: Context, key_id: str, key_secret: str) -> Client
     """An app proven by a live key of it; InvalidClient for a wrong, revoked or disabled-app key."""
     async with ctx.db.read() as conn:
         key = await app_store.live_key(conn, key_id)
+    return verified_key(ctx, key_id, key_secret, key)
+
+
+def verified_key(ctx: Context, key_id: str, key_secret: str, key: Any) -> Client:
+    """The app proven by ``key`` (a live key's row as ``store.apps.live_key`` reads it, or None), if
+    ``key_secret`` is its secret; InvalidClient otherwise."""
     if key is None or not ctx.hasher.verify(key_secret, key.secret_hash):
         raise InvalidClient(_WRONG_KEY)
     return Client(key.app_id, key_id, key.permissions)

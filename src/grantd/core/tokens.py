@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 
 from grantd.core import audit
 from grantd.core import permissions as perms
-from grantd.core.clients import Client
+from grantd.core.clients import Client, authenticate_key, verified_key
 from grantd.core.context import Context
 from grantd.core.errors import InvalidGrant, InvalidScope, UnauthorizedClient
 from grantd.crypto.jws import InvalidSignature
@@ -71,7 +71,6 @@ async def redeem_code(
     code_hash = ctx.hasher.hash(auth_code)
     now = ctx.now()
     jti = new_token_id()
-    ttl = ctx.settings.access_token_ttl
     refresh_token = new_secret() if with_refresh_token else None
     if ctx.db.is_sqlite:
         async with ctx.db.write() as tx:
@@ -91,19 +90,62 @@ async def redeem_code(
     else:
         async with ctx.db.autocommit() as conn:
             code = await code_store.find(conn, code_hash)
-            spent = False
-            if code is not None and code.redeemed_at is None:
-                _check_code(code, client, now, code_verifier, redirect_uri)  # raises before anything is written
-                access, refresh, event = _redemption_rows(ctx, client, code, code_hash, now, jti, refresh_token, address)
-                spent = await code_store.spend_and_issue(
-                    conn, code_hash, client.app_id, now, access=access, refresh=refresh, audit=event
-                )
+            spent = await _spend_in_one_statement(
+                ctx, conn, client, code, code_hash, now, jti, refresh_token, code_verifier, redirect_uri, address
+            )
         if not spent:
-            if code is not None and code.app_id == client.app_id:  # redeemed before, or just now by another
-                async with ctx.db.write() as tx:
-                    await _replayed_code(ctx, tx, client, code_hash, now, address)
-            raise InvalidGrant(_BAD_CODE)
+            await _not_spent(ctx, client, code, code_hash, now, address)
+    return _issued_for_code(ctx, client, code, now, jti, refresh_token)
+
+
+async def redeem_code_with_key(
+    ctx: Context, key_id: str, key_secret: str, auth_code: str, *, address: str | None = None
+) -> IssuedToken:
+    """``clients.authenticate_key`` then ``redeem_code`` (the Neucron token request), with the same
+    rules and errors. On PostgreSQL the key and the code are read by one SELECT (one round trip
+    less); the key's secret is verified before anything about the code is looked at."""
+    if ctx.db.is_sqlite:
+        client = await authenticate_key(ctx, key_id, key_secret)
+        return await redeem_code(ctx, client, auth_code, address=address)
+    code_hash = ctx.hasher.hash(auth_code)
+    now = ctx.now()
+    jti = new_token_id()
+    async with ctx.db.autocommit() as conn:
+        key, code = await code_store.live_key_and_code(conn, key_id, code_hash)
+        client = verified_key(ctx, key_id, key_secret, key)
+        spent = await _spend_in_one_statement(ctx, conn, client, code, code_hash, now, jti, None, None, None, address)
+    if not spent:
+        await _not_spent(ctx, client, code, code_hash, now, address)
+    return _issued_for_code(ctx, client, code, now, jti, None)
+
+
+async def _spend_in_one_statement(  # type: ignore[no-untyped-def]
+    ctx: Context, conn, client: Client, code: Any, code_hash: str, now: int, jti: str, refresh_token: str | None,
+    code_verifier: str | None, redirect_uri: str | None, address: str | None,
+) -> bool:
+    """PostgreSQL: check ``code`` (read on ``conn`` without a lock; None if unknown) and spend it
+    with everything it issues in one statement. Whether it was spent; a failed check raises."""
+    if code is None or code.redeemed_at is not None:
+        return False
+    _check_code(code, client, now, code_verifier, redirect_uri)  # raises before anything is written
+    access, refresh, event = _redemption_rows(ctx, client, code, code_hash, now, jti, refresh_token, address)
+    return await code_store.spend_and_issue(conn, code_hash, client.app_id, now, access=access, refresh=refresh, audit=event)
+
+
+async def _not_spent(ctx: Context, client: Client, code: Any, code_hash: str, now: int, address: str | None) -> None:
+    """PostgreSQL, once the read's connection is back in the pool: a code of the caller's that was
+    redeemed before, or just now by a concurrent caller, is a replay (its own transaction). Raises."""
+    if code is not None and code.app_id == client.app_id:
+        async with ctx.db.write() as tx:
+            await _replayed_code(ctx, tx, client, code_hash, now, address)
+    raise InvalidGrant(_BAD_CODE)
+
+
+def _issued_for_code(
+    ctx: Context, client: Client, code: Any, now: int, jti: str, refresh_token: str | None
+) -> IssuedToken:
     permissions = tuple(code.permissions.split(","))
+    ttl = ctx.settings.access_token_ttl
     access_token = _sign_access_token(
         ctx, jti=jti, app_id=client.app_id, user_id=code.user_id, permissions=permissions, iat=now, exp=now + ttl
     )
