@@ -221,3 +221,25 @@ async def test_the_neucron_request_verifies_the_key_before_the_code(app: Any, cl
         await tokens.redeem_code_with_key(ctx, flow.key_id, flow.key_secret, code)
     [token] = await _rows(ctx, select(access_tokens.c.revoked_at).where(access_tokens.c.code_hash == code_hash))
     assert token.revoked_at is not None
+
+
+async def test_the_refresh_request_verifies_the_key_before_the_token(app: Any, client: httpx.AsyncClient) -> None:
+    """tokens.refresh_with_secret (on PostgreSQL the key and the refresh token in one read): a wrong
+    secret, or a client_id of another app, is refused without rotating; the right one rotates."""
+    from grantd.core.errors import InvalidClient
+
+    flow = await new_flow(client)
+    ctx, who = app.state.ctx, Client(flow.app_id, flow.key_id)
+    first = await tokens.redeem_code(ctx, who, await _new_code(ctx, who, flow.user_id), with_refresh_token=True)
+    token_hash = ctx.hasher.hash(first.refresh_token)
+    for client_id, secret in ((None, flow.key_secret[:-4] + "AAAA"), ("another-app", flow.key_secret), (None, "nokey")):
+        with pytest.raises(InvalidClient):
+            await tokens.refresh_with_secret(ctx, client_id, secret, first.refresh_token)
+    [row] = await _rows(ctx, select(refresh_tokens.c.rotated_at).where(refresh_tokens.c.token_hash == token_hash))
+    assert row.rotated_at is None
+    rotated = await tokens.refresh_with_secret(ctx, flow.app_id, flow.key_secret, first.refresh_token, "read_profile")
+    assert rotated.scope == "read_profile"
+    [row] = await _rows(ctx, select(refresh_tokens.c.rotated_at).where(refresh_tokens.c.token_hash == token_hash))
+    assert row.rotated_at is not None
+    with pytest.raises(InvalidGrant):
+        await tokens.refresh_with_secret(ctx, None, flow.key_secret, secrets.token_urlsafe(32))

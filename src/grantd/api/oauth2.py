@@ -112,8 +112,18 @@ def _basic_credentials(header: str | None) -> tuple[str, str] | None:
 async def _authenticated(
     ctx: Context, authorization: str | None, form: dict[str, str], address: str | None
 ) -> AsyncIterator[clients.Client]:
-    """The calling client (RFC 6749 §2.3: client_secret_basic, client_secret_post, or a public
-    client's bare client_id; one method only), inside the rate limit every endpoint that checks a
+    """The calling client, authenticated inside ``_credentials``' block."""
+    async with _credentials(ctx, authorization, form, address) as (client_id, secret):
+        yield await clients.authenticate_client(ctx, client_id, secret)
+
+
+@asynccontextmanager
+async def _credentials(
+    ctx: Context, authorization: str | None, form: dict[str, str], address: str | None
+) -> AsyncIterator[tuple[str | None, str | None]]:
+    """The calling client's credentials, (client_id, secret), to authenticate inside the block (RFC
+    6749 §2.3: client_secret_basic, client_secret_post, or a public client's bare client_id; one
+    method only), inside the rate limit every endpoint that checks a
     client secret shares: a failure to authenticate, or the grant's own ``invalid_grant`` in the
     block, counts against the key named and the address."""
     try:
@@ -131,7 +141,7 @@ async def _authenticated(
                 raise InvalidRequest("Use one client authentication method, not both Basic and client_secret.")
             if "client_id" in form and form["client_id"] != basic[0]:
                 raise InvalidClient("client_id differs from the authenticated client.")
-        yield await clients.authenticate_client(ctx, client_id, secret)
+        yield client_id, secret
 
 
 def _required(form: dict[str, str], name: str) -> str:
@@ -228,6 +238,16 @@ async def issue_token(
     """The token endpoint (RFC 6749 §3.2) past the wire: this route and the hot path (grantd.api.hot) call it."""
     grant_type = form.get("grant_type")
     telemetry.note_grant_type(scope.setdefault("state", {}), grant_type)
+    if grant_type == "refresh_token" and "refresh_token" in form:
+        async with _credentials(ctx, authorization, form, address) as (client_id, secret):
+            if secret:  # authenticated by tokens.refresh_with_secret (on PostgreSQL with the token's read)
+                issued = await tokens.refresh_with_secret(
+                    ctx, client_id, secret, form["refresh_token"], form.get("scope"), address=address
+                )
+            else:
+                client = await clients.authenticate_client(ctx, client_id, secret)
+                issued = await tokens.refresh(ctx, client, form["refresh_token"], form.get("scope"), address=address)
+        return _issued(issued)
     async with _authenticated(ctx, authorization, form, address) as client:
         if grant_type == "authorization_code":
             issued = await tokens.redeem_code(

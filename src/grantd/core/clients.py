@@ -52,16 +52,26 @@ def verified_key(ctx: Context, key_id: str, key_secret: str, key: Any) -> Client
     return Client(key.app_id, key_id, key.permissions)
 
 
+def key_named_by(client_secret: str) -> str:
+    """The key id a client secret names; InvalidClient if it names none."""
+    key_id = key_id_of_secret(client_secret)
+    if key_id is None:
+        raise InvalidClient(_WRONG_KEY)
+    return key_id
+
+
+def same_client(client: Client, client_id: str | None) -> Client:
+    """``client``, if ``client_id`` (sent beside its secret) is absent or names its app; else InvalidClient."""
+    if client_id is not None and client_id != client.app_id:
+        raise InvalidClient(_WRONG_KEY)
+    return client
+
+
 async def authenticate_client(ctx: Context, client_id: str | None, client_secret: str | None) -> Client:
     """OAuth 2.0 client authentication (RFC 6749 §2.3): a confidential client by its secret, a public one by id."""
     if client_secret:
-        key_id = key_id_of_secret(client_secret)
-        if key_id is None:
-            raise InvalidClient(_WRONG_KEY)
-        client = await authenticate_key(ctx, key_id, client_secret)
-        if client_id is not None and client_id != client.app_id:
-            raise InvalidClient(_WRONG_KEY)
-        return client
+        client = await authenticate_key(ctx, key_named_by(client_secret), client_secret)
+        return same_client(client, client_id)
     if not client_id:
         raise InvalidClient("Client authentication is required.")
     async with ctx.db.read() as conn:

@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 
 from grantd.core import audit
 from grantd.core import permissions as perms
-from grantd.core.clients import Client, authenticate_key, verified_key
+from grantd.core.clients import Client, authenticate_client, authenticate_key, key_named_by, same_client, verified_key
 from grantd.core.context import Context
 from grantd.core.errors import InvalidGrant, InvalidScope, UnauthorizedClient
 from grantd.crypto.jws import InvalidSignature
@@ -251,7 +251,6 @@ async def refresh(
     successor = ctx.hasher.successor(refresh_token)
     now = ctx.now()
     jti = new_token_id()
-    ttl = ctx.settings.access_token_ttl
     replay: IssuedToken | None = None
     if ctx.db.is_sqlite:
         async with ctx.db.write() as tx:
@@ -265,25 +264,80 @@ async def refresh(
             else:
                 replay = await _replayed_refresh(ctx, tx, client, token_hash, successor, now, address)
         rotated = row is not None
-    else:
-        async with ctx.db.autocommit() as conn:
-            row = await token_store.find_refresh_token(conn, token_hash)
-            rotated = False
-            if row is not None and row.rotated_at is None:
-                permissions = _check_refresh(row, client, now, scope)  # raises before anything is written
-                access, successor_row = _rotation_rows(ctx, client, row, permissions, now, jti, successor)
-                rotated = await token_store.rotate_and_issue(
-                    conn, token_hash, client.app_id, now, row.code_hash, access=access, refresh=successor_row
-                )
-        # Rotated before, or just now by another caller: the grace window, or the family revoked.
-        if not rotated and row is not None and row.app_id == client.app_id and row.revoked_at is None:
-            async with ctx.db.write() as tx:
-                await token_store.lock_refresh_family(tx, token_hash)
-                replay = await _replayed_refresh(ctx, tx, client, token_hash, successor, now, address)
-    if not rotated:
-        if replay is None:
-            raise InvalidGrant(_BAD_REFRESH)
-        return replay
+        if not rotated:
+            if replay is None:
+                raise InvalidGrant(_BAD_REFRESH)
+            return replay
+        return _rotated(ctx, client, row, permissions, now, jti, successor)
+    async with ctx.db.autocommit() as conn:
+        row = await token_store.find_refresh_token(conn, token_hash)
+        permissions = await _rotate_in_one_statement(ctx, conn, client, row, token_hash, scope, now, jti, successor)
+    if permissions is None:
+        return await _not_rotated(ctx, client, row, token_hash, successor, now, address)
+    return _rotated(ctx, client, row, permissions, now, jti, successor)
+
+
+async def refresh_with_secret(
+    ctx: Context, client_id: str | None, client_secret: str, refresh_token: str, scope: str | None = None,
+    *, address: str | None = None,
+) -> IssuedToken:
+    """``clients.authenticate_client`` of a confidential client, then ``refresh``, with the same rules
+    and errors. On PostgreSQL the key and the refresh token are read by one SELECT (one round trip
+    less); the key's secret is verified before anything about the token is looked at."""
+    if ctx.db.is_sqlite:
+        client = await authenticate_client(ctx, client_id, client_secret)
+        return await refresh(ctx, client, refresh_token, scope, address=address)
+    key_id = key_named_by(client_secret)
+    token_hash = ctx.hasher.hash(refresh_token)
+    successor = ctx.hasher.successor(refresh_token)
+    now = ctx.now()
+    jti = new_token_id()
+    async with ctx.db.autocommit() as conn:
+        key, row = await token_store.live_key_and_refresh_token(conn, key_id, token_hash)
+        client = same_client(verified_key(ctx, key_id, client_secret, key), client_id)
+        permissions = await _rotate_in_one_statement(ctx, conn, client, row, token_hash, scope, now, jti, successor)
+    if permissions is None:
+        return await _not_rotated(ctx, client, row, token_hash, successor, now, address)
+    return _rotated(ctx, client, row, permissions, now, jti, successor)
+
+
+async def _rotate_in_one_statement(  # type: ignore[no-untyped-def]
+    ctx: Context, conn, client: Client, row: Any, token_hash: str, scope: str | None, now: int, jti: str,
+    successor: str,
+) -> tuple[str, ...] | None:
+    """PostgreSQL: check ``row`` (the token read on ``conn`` without a lock; None if unknown) and
+    rotate it with the tokens it issues in one statement. The new access token's permissions, or
+    None if it was not rotated; a failed check raises."""
+    if row is None or row.rotated_at is not None:
+        return None
+    permissions = _check_refresh(row, client, now, scope)  # raises before anything is written
+    access, successor_row = _rotation_rows(ctx, client, row, permissions, now, jti, successor)
+    rotated = await token_store.rotate_and_issue(
+        conn, token_hash, client.app_id, now, row.code_hash, access=access, refresh=successor_row
+    )
+    return permissions if rotated else None
+
+
+async def _not_rotated(
+    ctx: Context, client: Client, row: Any, token_hash: str, successor: str, now: int, address: str | None
+) -> IssuedToken:
+    """PostgreSQL, once the read's connection is back in the pool: a live token of the caller's that
+    was rotated before, or just now by a concurrent caller, gets the grace window's answer or revokes
+    its family (its own transaction). Otherwise, or then, InvalidGrant."""
+    replay = None
+    if row is not None and row.app_id == client.app_id and row.revoked_at is None:
+        async with ctx.db.write() as tx:
+            await token_store.lock_refresh_family(tx, token_hash)
+            replay = await _replayed_refresh(ctx, tx, client, token_hash, successor, now, address)
+    if replay is None:
+        raise InvalidGrant(_BAD_REFRESH)
+    return replay
+
+
+def _rotated(
+    ctx: Context, client: Client, row: Any, permissions: tuple[str, ...], now: int, jti: str, successor: str
+) -> IssuedToken:
+    ttl = ctx.settings.access_token_ttl
     access_token = _sign_access_token(
         ctx, jti=jti, app_id=client.app_id, user_id=row.user_id, permissions=permissions, iat=now, exp=now + ttl
     )

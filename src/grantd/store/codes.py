@@ -1,13 +1,13 @@
 from __future__ import annotations
 
-from collections import namedtuple
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, insert, literal_column, select, true, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import Row
 
 from grantd.store.db import Prepared, fetch_one, insert_from
-from grantd.store.schema import access_tokens, app_keys, apps, audit_events, refresh_tokens
+from grantd.store.apps import LiveKeyAnd
+from grantd.store.schema import access_tokens, audit_events, refresh_tokens
 from grantd.store.schema import authorization_codes as codes
 
 if TYPE_CHECKING:
@@ -78,43 +78,14 @@ async def find(conn: AsyncConnection, code_hash: str) -> Row | None:
     return await fetch_one(conn, _FIND, code_hash=code_hash)
 
 
-_KEY_COLUMNS = ("secret_hash", "key_app_id", "permissions")
-_CODE_COLUMNS = tuple(column.name for column in _FIND.statement.selected_columns)
-
-
-def _live_key_and_code() -> Prepared:
-    # The live key exactly as store.apps.live_key reads it, and the code exactly as find reads it,
-    # each LEFT JOINed to one row: one row whichever of them exists.
-    key = (
-        select(app_keys.c.secret_hash, app_keys.c.app_id.label("key_app_id"), apps.c.permissions)
-        .join(apps, apps.c.id == app_keys.c.app_id)
-        .where(app_keys.c.id == bindparam("key_id"), app_keys.c.revoked_at.is_(None), apps.c.disabled_at.is_(None))
-        .subquery("live_key")
-    )
-    code = _FIND.statement.subquery("code")
-    one = select(literal_column("1").label("one")).subquery("one")
-    return Prepared(
-        select(
-            *(key.c[name] for name in _KEY_COLUMNS), *(code.c[name].label("code_" + name) for name in _CODE_COLUMNS)
-        ).select_from(
-            one.outerjoin(key, true()).outerjoin(code, true())
-        )
-    )
-
-
-_LIVE_KEY_AND_CODE = _live_key_and_code()
-_KeyRow = namedtuple("_KeyRow", ("secret_hash", "app_id", "permissions"))  # as store.apps.live_key's row
-_CodeRow = namedtuple("_CodeRow", _CODE_COLUMNS)  # as find's row
+_LIVE_KEY_AND_CODE = LiveKeyAnd(_FIND.statement)
 
 
 async def live_key_and_code(conn: AsyncConnection, key_id: str, code_hash: str) -> tuple[Any, Any]:
     """What ``store.apps.live_key`` and ``find`` read, in one SELECT (one round trip): the live key
     (None when unknown, revoked or of a disabled app) and the code (None when unknown). Neither is
     judged here: the caller verifies the key's secret before it looks at the code."""
-    row = await fetch_one(conn, _LIVE_KEY_AND_CODE, key_id=key_id, code_hash=code_hash)
-    key = None if row.secret_hash is None else _KeyRow(row.secret_hash, row.key_app_id, row.permissions)
-    code = None if row.code_app_id is None else _CodeRow(*row[len(_KEY_COLUMNS):])
-    return key, code
+    return await _LIVE_KEY_AND_CODE.fetch(conn, key_id, code_hash=code_hash)
 
 
 _ACCESS = ("jti", "app_id", "user_id", "key_id", "code_hash", "scope", "issued_at", "expires_at")

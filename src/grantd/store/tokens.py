@@ -7,6 +7,7 @@ from collections.abc import Callable
 from sqlalchemy import BigInteger, ColumnElement, Table, and_, bindparam, func, insert, select, text, update
 from sqlalchemy.engine import Row
 
+from grantd.store.apps import LiveKeyAnd
 from grantd.store.db import Prepared, fetch_one, insert_from, run
 from grantd.store.schema import access_tokens, apps, refresh_tokens
 
@@ -213,6 +214,16 @@ async def refresh_token_state(conn: AsyncConnection, token_hash: str) -> Row | N
 async def find_refresh_token(conn: AsyncConnection, token_hash: str) -> Row | None:
     """The refresh token as it is, rotated or not (no lock)."""
     return await fetch_one(conn, _FIND_REFRESH, token_hash=token_hash)
+
+
+_LIVE_KEY_AND_REFRESH = LiveKeyAnd(_FIND_REFRESH.statement)
+
+
+async def live_key_and_refresh_token(conn: AsyncConnection, key_id: str, token_hash: str) -> tuple[Any, Any]:
+    """What ``store.apps.live_key`` and ``find_refresh_token`` read, in one SELECT (one round trip):
+    the live key (None when unknown, revoked or of a disabled app) and the refresh token (None when
+    unknown). Neither is judged here: the caller verifies the key's secret before the token."""
+    return await _LIVE_KEY_AND_REFRESH.fetch(conn, key_id, token_hash=token_hash)
 
 
 _ACCESS_COLUMNS = ("jti", "app_id", "user_id", "key_id", "code_hash", "scope", "issued_at", "expires_at")
