@@ -8,7 +8,7 @@ with ``WWW-Authenticate``.
 from __future__ import annotations
 
 import base64
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import parse_qsl, unquote_plus
 
 from fastapi import APIRouter, Request
@@ -106,15 +106,16 @@ def _basic_credentials(header: str | None) -> tuple[str, str] | None:
     return client_id, client_secret
 
 
-class _Authenticated:
-    """``async with _Authenticated(ctx, authorization, form, address) as client:`` the calling
-    client (RFC 6749 §2.3: client_secret_basic, client_secret_post, or a public client's bare
-    client_id; one method only), inside the rate limit every endpoint that checks a client secret
-    shares: a failure to authenticate, or the grant's own ``invalid_grant`` in the block, counts
-    against the key named and the address. A class rather than ``@asynccontextmanager``: every
-    token request goes through it."""
+class _Credentials:
+    """``async with _Credentials(ctx, authorization, form, address) as (client_id, secret):`` the
+    calling client's credentials, to authenticate inside the block (RFC 6749 §2.3:
+    client_secret_basic, client_secret_post, or a public client's bare client_id; one method
+    only), inside the rate limit every endpoint that checks a client secret shares: a failure to
+    authenticate, or the grant's own ``invalid_grant`` in the block, counts against the key named
+    and the address. A class rather than ``@asynccontextmanager``: every token request goes
+    through it."""
 
-    __slots__ = ("_ctx", "_form", "_basic", "_malformed", "_client_id", "_secret", "_limit")
+    __slots__ = ("_form", "_basic", "_malformed", "_client_id", "_secret", "_limit")
 
     def __init__(self, ctx: Context, authorization: str | None, form: dict[str, str], address: str | None) -> None:
         try:
@@ -123,12 +124,12 @@ class _Authenticated:
             self._basic, self._malformed = None, exc
         basic = self._basic
         self._client_id, self._secret = basic if basic is not None else (form.get("client_id"), form.get("client_secret"))
-        self._ctx, self._form = ctx, form
+        self._form = form
         # Whom the request claims to be: the key named by the secret, else the client_id.
         claimed = (key_id_of_secret(self._secret) if self._secret else None) or self._client_id
         self._limit = ratelimit.token_endpoint(ctx, claimed, address)
 
-    async def __aenter__(self) -> clients.Client:
+    async def __aenter__(self) -> Any:
         await self._limit.__aenter__()
         try:
             if self._malformed is not None:
@@ -139,13 +140,35 @@ class _Authenticated:
                     raise InvalidRequest("Use one client authentication method, not both Basic and client_secret.")
                 if "client_id" in form and form["client_id"] != basic[0]:
                     raise InvalidClient("client_id differs from the authenticated client.")
-            return await clients.authenticate_client(self._ctx, self._client_id, self._secret)
         except BaseException as exc:
-            await self._limit.__aexit__(type(exc), exc, exc.__traceback__)  # counts the failure; may raise 429
-            raise
+            await self._failed(exc)
+        return self._client_id, self._secret
+
+    async def _failed(self, exc: BaseException) -> NoReturn:
+        """An error while entering: counted as the block's own would be (it may become a 429)."""
+        await self._limit.__aexit__(type(exc), exc, exc.__traceback__)
+        raise exc
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
         return await self._limit.__aexit__(exc_type, exc, tb)
+
+
+class _Authenticated(_Credentials):
+    """``async with _Authenticated(ctx, authorization, form, address) as client:`` the calling
+    client, authenticated inside ``_Credentials``' block."""
+
+    __slots__ = ("_ctx",)
+
+    def __init__(self, ctx: Context, authorization: str | None, form: dict[str, str], address: str | None) -> None:
+        super().__init__(ctx, authorization, form, address)
+        self._ctx = ctx
+
+    async def __aenter__(self) -> clients.Client:
+        client_id, secret = await super().__aenter__()
+        try:
+            return await clients.authenticate_client(self._ctx, client_id, secret)
+        except BaseException as exc:
+            await self._failed(exc)
 
 
 def _required(form: dict[str, str], name: str) -> str:
@@ -242,6 +265,16 @@ async def issue_token(
     """The token endpoint (RFC 6749 §3.2) past the wire: this route and the hot path (grantd.api.hot) call it."""
     grant_type = form.get("grant_type")
     telemetry.note_grant_type(scope.setdefault("state", {}), grant_type)
+    if grant_type == "refresh_token" and "refresh_token" in form:
+        async with _Credentials(ctx, authorization, form, address) as (client_id, secret):
+            if secret:  # authenticated by tokens.refresh_with_secret (on PostgreSQL with the token's read)
+                issued = await tokens.refresh_with_secret(
+                    ctx, client_id, secret, form["refresh_token"], form.get("scope"), address=address
+                )
+            else:
+                client = await clients.authenticate_client(ctx, client_id, secret)
+                issued = await tokens.refresh(ctx, client, form["refresh_token"], form.get("scope"), address=address)
+        return _issued(issued)
     async with _Authenticated(ctx, authorization, form, address) as client:
         if grant_type == "authorization_code":
             issued = await tokens.redeem_code(

@@ -66,6 +66,37 @@ class AuditEvent:
     detail: dict[str, Any]
 
 
+def entry(
+    ctx: Context,
+    event: str,
+    *,
+    actor: str,
+    user_id: str | None = None,
+    app_id: str | None = None,
+    address: str | None = None,
+    now: int | None = None,
+    **detail: Any,
+) -> dict[str, Any]:
+    """The audit row of ``event``, checked, as the values of ``audit_events``' columns.
+
+    ``record`` writes it; a store statement that writes it together with the change it
+    describes (the code redemption on PostgreSQL) takes it as it is."""
+    if event not in EVENTS:
+        raise ValueError(f"unknown audit event {event!r}")
+    unknown = set(detail) - DETAIL_KEYS
+    if unknown:
+        raise ValueError(f"audit detail may not carry {sorted(unknown)}")
+    return {
+        "occurred_at": ctx.now() if now is None else now,
+        "event": event,
+        "actor": actor,
+        "user_id": user_id,
+        "app_id": app_id,
+        "address": address[:64] if address else None,
+        "detail": orjson.dumps(detail, option=orjson.OPT_SORT_KEYS).decode(),
+    }
+
+
 async def record(  # type: ignore[no-untyped-def]
     ctx: Context,
     tx,
@@ -79,20 +110,8 @@ async def record(  # type: ignore[no-untyped-def]
     **detail: Any,
 ) -> None:
     """Record ``event`` in ``tx`` (one INSERT): it commits or rolls back with the caller's change."""
-    if event not in EVENTS:
-        raise ValueError(f"unknown audit event {event!r}")
-    unknown = set(detail) - DETAIL_KEYS
-    if unknown:
-        raise ValueError(f"audit detail may not carry {sorted(unknown)}")
     await store.insert_event(
-        tx,
-        occurred_at=ctx.now() if now is None else now,
-        event=event,
-        actor=actor,
-        user_id=user_id,
-        app_id=app_id,
-        address=address[:64] if address else None,
-        detail=orjson.dumps(detail, option=orjson.OPT_SORT_KEYS).decode(),
+        tx, **entry(ctx, event, actor=actor, user_id=user_id, app_id=app_id, address=address, now=now, **detail)
     )
 
 

@@ -8,12 +8,13 @@ from typing import Any, NamedTuple
 
 from grantd.core import audit
 from grantd.core import permissions as perms
-from grantd.core.clients import Client
+from grantd.core.clients import Client, authenticate_client, authenticate_key, key_named_by, same_client, verified_key
 from grantd.core.context import Context
 from grantd.core.errors import InvalidGrant, InvalidScope, UnauthorizedClient
 from grantd.crypto.jws import InvalidSignature
 from grantd.crypto.secrets import new_secret, new_token_id, s256
 from grantd.store import apps as app_store
+from grantd.store import audit as audit_store
 from grantd.store import codes as code_store
 from grantd.store import tokens as token_store
 
@@ -60,63 +61,156 @@ async def redeem_code(
 ) -> IssuedToken:
     """Exchange a code for tokens, at most once. A code presented again revokes everything it issued.
 
-    Audited: code_redeemed is one more INSERT in the transaction that redeems the code; code_replayed
-    is written in the transaction that revokes the family."""
+    The rules a code must pass are ``_check_code``'s, on both databases; spending it is atomic
+    (at most one caller spends a code), and the tokens and the code_redeemed audit row are written
+    with the spend or not at all. On SQLite that is one write transaction (the code's conditional
+    ``UPDATE … RETURNING``, the checks, the INSERTs); on PostgreSQL a read of the code, the checks,
+    then one statement that spends it and writes the rest (``code_store.spend_and_issue``). A code
+    found already redeemed (or spent by a concurrent caller in between) is a replay: the family is
+    revoked and code_replayed audited, in a transaction of their own."""
     code_hash = ctx.hasher.hash(auth_code)
     now = ctx.now()
     jti = new_token_id()
-    ttl = ctx.settings.access_token_ttl
     refresh_token = new_secret() if with_refresh_token else None
-    async with ctx.db.write() as tx:
-        code = await code_store.redeem(tx, code_hash, client.app_id, now)
-        if code is not None:
-            # A failed check raises inside the transaction: the code is not spent.
-            _check_pkce(code.code_challenge, code_verifier, client)
-            if redirect_uri is not None and redirect_uri != code.redirect_uri:
-                raise InvalidGrant("redirect_uri does not match the one the code was issued for.")
-            permissions = tuple(code.permissions.split(","))
-            scope = " ".join(permissions)
-            await token_store.insert_access_token(
-                tx,
-                jti=jti,
-                app_id=client.app_id,
-                user_id=code.user_id,
-                key_id=client.key_id,
-                code_hash=code_hash,
-                scope=scope,
-                issued_at=now,
-                expires_at=now + ttl,
+    if ctx.db.is_sqlite:
+        async with ctx.db.write() as tx:
+            code = await code_store.redeem(tx, code_hash, client.app_id, now)
+            if code is not None:
+                # A failed check raises inside the transaction: the code is not spent.
+                _check_code(code, client, now, code_verifier, redirect_uri)
+                access, refresh, event = _redemption_rows(ctx, client, code, code_hash, now, jti, refresh_token, address)
+                await token_store.insert_access_token(tx, **access)
+                if refresh is not None:
+                    await token_store.insert_refresh_token(tx, **refresh)
+                await audit_store.insert_event(tx, **event)
+            else:
+                await _replayed_code(ctx, tx, client, code_hash, now, address)
+        if code is None:
+            raise InvalidGrant(_BAD_CODE)
+    else:
+        async with ctx.db.autocommit() as conn:
+            code = await code_store.find(conn, code_hash)
+            spent = await _spend_in_one_statement(
+                ctx, conn, client, code, code_hash, now, jti, refresh_token, code_verifier, redirect_uri, address
             )
-            if refresh_token is not None:
-                await token_store.insert_refresh_token(
-                    tx,
-                    token_hash=ctx.hasher.hash(refresh_token),
-                    code_hash=code_hash,
-                    app_id=client.app_id,
-                    user_id=code.user_id,
-                    scope=scope,
-                    access_jti=jti,
-                    issued_at=now,
-                    expires_at=now + ctx.settings.refresh_token_ttl,
-                )
-            await audit.record(
-                ctx, tx, "code_redeemed", actor=client.app_id, user_id=code.user_id, app_id=client.app_id,
-                address=address, now=now, jti=jti, key_id=client.key_id,
-            )
-        else:
-            known = await code_store.find(tx, code_hash)
-            if known is not None and known.app_id == client.app_id and known.redeemed_at is not None:
-                await token_store.revoke_family(tx, code_hash, now)
-                await audit.record(
-                    ctx, tx, "code_replayed", actor=client.app_id, user_id=known.user_id, app_id=client.app_id,
-                    address=address, now=now, key_id=client.key_id, family_revoked=True,
-                )
-    if code is None:
-        raise InvalidGrant(_BAD_CODE)
+        if not spent:
+            await _not_spent(ctx, client, code, code_hash, now, address)
+    return _issued_for_code(ctx, client, code, now, jti, refresh_token)
+
+
+async def redeem_code_with_key(
+    ctx: Context, key_id: str, key_secret: str, auth_code: str, *, address: str | None = None
+) -> IssuedToken:
+    """``clients.authenticate_key`` then ``redeem_code`` (the Neucron token request), with the same
+    rules and errors. On PostgreSQL the key and the code are read by one SELECT (one round trip
+    less); the key's secret is verified before anything about the code is looked at."""
+    if ctx.db.is_sqlite:
+        client = await authenticate_key(ctx, key_id, key_secret)
+        return await redeem_code(ctx, client, auth_code, address=address)
+    code_hash = ctx.hasher.hash(auth_code)
+    now = ctx.now()
+    jti = new_token_id()
+    async with ctx.db.autocommit() as conn:
+        key, code = await code_store.live_key_and_code(conn, key_id, code_hash)
+        client = verified_key(ctx, key_id, key_secret, key)
+        spent = await _spend_in_one_statement(ctx, conn, client, code, code_hash, now, jti, None, None, None, address)
+    if not spent:
+        await _not_spent(ctx, client, code, code_hash, now, address)
+    return _issued_for_code(ctx, client, code, now, jti, None)
+
+
+async def _spend_in_one_statement(  # type: ignore[no-untyped-def]
+    ctx: Context, conn, client: Client, code: Any, code_hash: str, now: int, jti: str, refresh_token: str | None,
+    code_verifier: str | None, redirect_uri: str | None, address: str | None,
+) -> bool:
+    """PostgreSQL: check ``code`` (read on ``conn`` without a lock; None if unknown) and spend it
+    with everything it issues in one statement. Whether it was spent; a failed check raises."""
+    if code is None or code.redeemed_at is not None:
+        return False
+    _check_code(code, client, now, code_verifier, redirect_uri)  # raises before anything is written
+    access, refresh, event = _redemption_rows(ctx, client, code, code_hash, now, jti, refresh_token, address)
+    return await code_store.spend_and_issue(conn, code_hash, client.app_id, now, access=access, refresh=refresh, audit=event)
+
+
+async def _not_spent(ctx: Context, client: Client, code: Any, code_hash: str, now: int, address: str | None) -> None:
+    """PostgreSQL, once the read's connection is back in the pool: a code of the caller's that was
+    redeemed before, or just now by a concurrent caller, is a replay (its own transaction). Raises."""
+    if code is not None and code.app_id == client.app_id:
+        async with ctx.db.write() as tx:
+            await _replayed_code(ctx, tx, client, code_hash, now, address)
+    raise InvalidGrant(_BAD_CODE)
+
+
+def _issued_for_code(
+    ctx: Context, client: Client, code: Any, now: int, jti: str, refresh_token: str | None
+) -> IssuedToken:
+    permissions = tuple(code.permissions.split(","))
+    ttl = ctx.settings.access_token_ttl
     access_token = _sign_access_token(
         ctx, jti=jti, app_id=client.app_id, user_id=code.user_id, permissions=permissions, iat=now, exp=now + ttl
     )
-    return IssuedToken(access_token, ttl, scope, refresh_token)
+    return IssuedToken(access_token, ttl, " ".join(permissions), refresh_token)
+
+
+def _check_code(code: Any, client: Client, now: int, code_verifier: str | None, redirect_uri: str | None) -> None:
+    """The rules of redeeming a code, for both databases: ``code`` is its row (``code_store``'s
+    ``find`` before it is spent, or ``redeem``'s as it spends it). The caller's app, unexpired,
+    PKCE, the redirect URI; raises InvalidGrant. Unredeemed is the spend's own condition (atomic)."""
+    if code.app_id != client.app_id or code.expires_at <= now:
+        raise InvalidGrant(_BAD_CODE)
+    _check_pkce(code.code_challenge, code_verifier, client)
+    if redirect_uri is not None and redirect_uri != code.redirect_uri:
+        raise InvalidGrant("redirect_uri does not match the one the code was issued for.")
+
+
+def _redemption_rows(
+    ctx: Context, client: Client, code: Any, code_hash: str, now: int, jti: str, refresh_token: str | None,
+    address: str | None,
+) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any]]:
+    """What a redemption writes: the access token's row, the refresh token's (when one is issued)
+    and the code_redeemed audit row."""
+    scope = " ".join(code.permissions.split(","))
+    access = {
+        "jti": jti,
+        "app_id": client.app_id,
+        "user_id": code.user_id,
+        "key_id": client.key_id,
+        "code_hash": code_hash,
+        "scope": scope,
+        "issued_at": now,
+        "expires_at": now + ctx.settings.access_token_ttl,
+    }
+    refresh = None
+    if refresh_token is not None:
+        refresh = {
+            "token_hash": ctx.hasher.hash(refresh_token),
+            "code_hash": code_hash,
+            "app_id": client.app_id,
+            "user_id": code.user_id,
+            "scope": scope,
+            "access_jti": jti,
+            "issued_at": now,
+            "expires_at": now + ctx.settings.refresh_token_ttl,
+        }
+    event = audit.entry(
+        ctx, "code_redeemed", actor=client.app_id, user_id=code.user_id, app_id=client.app_id,
+        address=address, now=now, jti=jti, key_id=client.key_id,
+    )
+    return access, refresh, event
+
+
+async def _replayed_code(  # type: ignore[no-untyped-def]
+    ctx: Context, tx, client: Client, code_hash: str, now: int, address: str | None
+) -> None:
+    """A code that was not spent now: if it is the caller's and was redeemed before, revoke its
+    family and audit code_replayed, in ``tx``."""
+    known = await code_store.find(tx, code_hash)
+    if known is not None and known.app_id == client.app_id and known.redeemed_at is not None:
+        await token_store.revoke_family(tx, code_hash, now)
+        await audit.record(
+            ctx, tx, "code_replayed", actor=client.app_id, user_id=known.user_id, app_id=client.app_id,
+            address=address, now=now, key_id=client.key_id, family_revoked=True,
+        )
 
 
 def _check_pkce(code_challenge: str | None, code_verifier: str | None, client: Client) -> None:
@@ -146,56 +240,152 @@ async def refresh(
     A rotated token presented again revokes its whole family, except within the grace
     window, where the duplicate gets the same successor and an equivalent access token.
     A successful rotation is not audited (a hot path); a reuse that revokes the family is.
+
+    The rules are ``_check_refresh``'s, on both databases; rotating is atomic. On SQLite one write
+    transaction rotates (conditional ``UPDATE … RETURNING``), checks and inserts; on PostgreSQL a
+    read of the token, the checks, then one statement that takes the family's lock, rotates and
+    inserts (``token_store.rotate_and_issue``). A token found rotated (or rotated by a concurrent
+    caller in between) goes to the grace window or revokes the family, in a transaction of its own.
     """
     token_hash = ctx.hasher.hash(refresh_token)
     successor = ctx.hasher.successor(refresh_token)
     now = ctx.now()
     jti = new_token_id()
-    ttl = ctx.settings.access_token_ttl
     replay: IssuedToken | None = None
-    async with ctx.db.write() as tx:
-        await token_store.lock_refresh_family(tx, token_hash)
-        row = await token_store.rotate_refresh_token(tx, token_hash, client.app_id, now)
-        if row is not None:
-            granted = tuple(row.scope.split(" "))
-            permissions = granted
-            if scope is not None:
-                permissions = perms.parse(scope, field="scope", separator=" ")
-                beyond = [p for p in permissions if p not in granted]
-                if beyond:
-                    raise InvalidScope(f"scope exceeds the original grant: {', '.join(beyond)}.")
-            await token_store.insert_access_token(
-                tx,
-                jti=jti,
-                app_id=client.app_id,
-                user_id=row.user_id,
-                key_id=client.key_id,
-                code_hash=row.code_hash,
-                scope=" ".join(permissions),
-                issued_at=now,
-                expires_at=now + ttl,
-            )
-            await token_store.insert_refresh_token(
-                tx,
-                token_hash=ctx.hasher.hash(successor),
-                code_hash=row.code_hash,
-                app_id=client.app_id,
-                user_id=row.user_id,
-                scope=row.scope,
-                access_jti=jti,
-                issued_at=now,
-                expires_at=now + ctx.settings.refresh_token_ttl,
-            )
-        else:
+    if ctx.db.is_sqlite:
+        async with ctx.db.write() as tx:
+            await token_store.lock_refresh_family(tx, token_hash)
+            row = await token_store.rotate_refresh_token(tx, token_hash, client.app_id, now)
+            if row is not None:
+                permissions = _check_refresh(row, client, now, scope)  # raises inside: not rotated
+                access, successor_row = _rotation_rows(ctx, client, row, permissions, now, jti, successor)
+                await token_store.insert_access_token(tx, **access)
+                await token_store.insert_refresh_token(tx, **successor_row)
+            else:
+                replay = await _replayed_refresh(ctx, tx, client, token_hash, successor, now, address)
+        rotated = row is not None
+        if not rotated:
+            if replay is None:
+                raise InvalidGrant(_BAD_REFRESH)
+            return replay
+        return _rotated(ctx, client, row, permissions, now, jti, successor)
+    async with ctx.db.autocommit() as conn:
+        row = await token_store.find_refresh_token(conn, token_hash)
+        permissions = await _rotate_in_one_statement(ctx, conn, client, row, token_hash, scope, now, jti, successor)
+    if permissions is None:
+        return await _not_rotated(ctx, client, row, token_hash, successor, now, address)
+    return _rotated(ctx, client, row, permissions, now, jti, successor)
+
+
+async def refresh_with_secret(
+    ctx: Context, client_id: str | None, client_secret: str, refresh_token: str, scope: str | None = None,
+    *, address: str | None = None,
+) -> IssuedToken:
+    """``clients.authenticate_client`` of a confidential client, then ``refresh``, with the same rules
+    and errors. On PostgreSQL the key and the refresh token are read by one SELECT (one round trip
+    less); the key's secret is verified before anything about the token is looked at."""
+    if ctx.db.is_sqlite:
+        client = await authenticate_client(ctx, client_id, client_secret)
+        return await refresh(ctx, client, refresh_token, scope, address=address)
+    key_id = key_named_by(client_secret)
+    token_hash = ctx.hasher.hash(refresh_token)
+    successor = ctx.hasher.successor(refresh_token)
+    now = ctx.now()
+    jti = new_token_id()
+    async with ctx.db.autocommit() as conn:
+        key, row = await token_store.live_key_and_refresh_token(conn, key_id, token_hash)
+        client = same_client(verified_key(ctx, key_id, client_secret, key), client_id)
+        permissions = await _rotate_in_one_statement(ctx, conn, client, row, token_hash, scope, now, jti, successor)
+    if permissions is None:
+        return await _not_rotated(ctx, client, row, token_hash, successor, now, address)
+    return _rotated(ctx, client, row, permissions, now, jti, successor)
+
+
+async def _rotate_in_one_statement(  # type: ignore[no-untyped-def]
+    ctx: Context, conn, client: Client, row: Any, token_hash: str, scope: str | None, now: int, jti: str,
+    successor: str,
+) -> tuple[str, ...] | None:
+    """PostgreSQL: check ``row`` (the token read on ``conn`` without a lock; None if unknown) and
+    rotate it with the tokens it issues in one statement. The new access token's permissions, or
+    None if it was not rotated; a failed check raises."""
+    if row is None or row.rotated_at is not None:
+        return None
+    permissions = _check_refresh(row, client, now, scope)  # raises before anything is written
+    access, successor_row = _rotation_rows(ctx, client, row, permissions, now, jti, successor)
+    rotated = await token_store.rotate_and_issue(
+        conn, token_hash, client.app_id, now, row.code_hash, access=access, refresh=successor_row
+    )
+    return permissions if rotated else None
+
+
+async def _not_rotated(
+    ctx: Context, client: Client, row: Any, token_hash: str, successor: str, now: int, address: str | None
+) -> IssuedToken:
+    """PostgreSQL, once the read's connection is back in the pool: a live token of the caller's that
+    was rotated before, or just now by a concurrent caller, gets the grace window's answer or revokes
+    its family (its own transaction). Otherwise, or then, InvalidGrant."""
+    replay = None
+    if row is not None and row.app_id == client.app_id and row.revoked_at is None:
+        async with ctx.db.write() as tx:
+            await token_store.lock_refresh_family(tx, token_hash)
             replay = await _replayed_refresh(ctx, tx, client, token_hash, successor, now, address)
-    if row is None:
-        if replay is None:
-            raise InvalidGrant(_BAD_REFRESH)
-        return replay
+    if replay is None:
+        raise InvalidGrant(_BAD_REFRESH)
+    return replay
+
+
+def _rotated(
+    ctx: Context, client: Client, row: Any, permissions: tuple[str, ...], now: int, jti: str, successor: str
+) -> IssuedToken:
+    ttl = ctx.settings.access_token_ttl
     access_token = _sign_access_token(
         ctx, jti=jti, app_id=client.app_id, user_id=row.user_id, permissions=permissions, iat=now, exp=now + ttl
     )
     return IssuedToken(access_token, ttl, " ".join(permissions), successor)
+
+
+def _check_refresh(row: Any, client: Client, now: int, scope: str | None) -> tuple[str, ...]:
+    """The rules of rotating a refresh token, for both databases: ``row`` is its row (``token_store``'s
+    ``find_refresh_token`` before it is rotated, or ``rotate_refresh_token``'s as it rotates it). The
+    caller's app, not revoked, unexpired, a scope within the grant; raises. Unrotated is the rotation's
+    own condition (atomic). The permissions of the new access token."""
+    if row.app_id != client.app_id or row.revoked_at is not None or row.expires_at <= now:
+        raise InvalidGrant(_BAD_REFRESH)
+    granted = tuple(row.scope.split(" "))
+    if scope is None:
+        return granted
+    permissions = perms.parse(scope, field="scope", separator=" ")
+    beyond = [p for p in permissions if p not in granted]
+    if beyond:
+        raise InvalidScope(f"scope exceeds the original grant: {', '.join(beyond)}.")
+    return permissions
+
+
+def _rotation_rows(
+    ctx: Context, client: Client, row: Any, permissions: tuple[str, ...], now: int, jti: str, successor: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What a rotation writes: the new access token's row and the successor refresh token's."""
+    access = {
+        "jti": jti,
+        "app_id": client.app_id,
+        "user_id": row.user_id,
+        "key_id": client.key_id,
+        "code_hash": row.code_hash,
+        "scope": " ".join(permissions),
+        "issued_at": now,
+        "expires_at": now + ctx.settings.access_token_ttl,
+    }
+    successor_row = {
+        "token_hash": ctx.hasher.hash(successor),
+        "code_hash": row.code_hash,
+        "app_id": client.app_id,
+        "user_id": row.user_id,
+        "scope": row.scope,
+        "access_jti": jti,
+        "issued_at": now,
+        "expires_at": now + ctx.settings.refresh_token_ttl,
+    }
+    return access, successor_row
 
 
 async def _replayed_refresh(

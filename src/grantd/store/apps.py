@@ -4,7 +4,9 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, func, insert, select, update
+from collections import namedtuple
+
+from sqlalchemy import bindparam, func, insert, literal_column, select, true, update
 from sqlalchemy.engine import Row
 
 from grantd.store.db import Prepared, fetch_one
@@ -124,6 +126,36 @@ _LIVE_KEY = Prepared(
     .join(apps, apps.c.id == app_keys.c.app_id)
     .where(app_keys.c.id == bindparam("key_id"), app_keys.c.revoked_at.is_(None), apps.c.disabled_at.is_(None))
 )
+
+
+_LiveKeyRow = namedtuple("_LiveKeyRow", ("secret_hash", "app_id", "permissions"))  # as live_key's row
+
+
+class LiveKeyAnd:
+    """One SELECT (one round trip) of what ``live_key`` reads and what another one-row SELECT
+    reads (a grant's code or refresh token), each LEFT JOINed to one row: one row whichever of
+    them exists. Nothing is judged here: the caller verifies the key's secret before it looks at
+    the other row."""
+
+    def __init__(self, other: Any) -> None:
+        key = _LIVE_KEY.statement.subquery("live_key")
+        found = other.subquery("found")
+        self._names = tuple(column.name for column in other.selected_columns)
+        self._row = namedtuple("_FoundRow", self._names)  # type: ignore[misc]
+        one = select(literal_column("1").label("one")).subquery("one")
+        self._prepared = Prepared(
+            select(
+                key.c.secret_hash, key.c.app_id.label("key_app_id"), key.c.permissions.label("key_permissions"),
+                *(found.c[name].label("found_" + name) for name in self._names),
+            ).select_from(one.outerjoin(key, true()).outerjoin(found, true()))
+        )
+
+    async def fetch(self, conn: AsyncConnection, key_id: str, **params: Any) -> tuple[Any, Any]:
+        """(the live key or None, the other row or None; it must have a NOT NULL first column)."""
+        row = await fetch_one(conn, self._prepared, key_id=key_id, **params)
+        key = None if row.secret_hash is None else _LiveKeyRow(row.secret_hash, row.key_app_id, row.key_permissions)
+        found = None if row[3] is None else self._row(*row[3:])
+        return key, found
 
 
 async def live_key(conn: AsyncConnection, key_id: str) -> Row | None:

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import Row
 
-from grantd.store.db import Prepared, fetch_one, run
+from grantd.store.apps import LiveKeyAnd
+from grantd.store.db import Prepared, fetch_one, insert_from, run
+from grantd.store.schema import access_tokens, audit_events, refresh_tokens
 from grantd.store.schema import authorization_codes as codes
 
 if TYPE_CHECKING:
@@ -52,6 +54,16 @@ async def insert_code(
     )
 
 
+# What the rules of redemption (grantd.core.tokens) look at, in the same columns for both reads:
+# the UPDATE that spends a code on SQLite, and the plain read before it is spent on PostgreSQL.
+_CHECKED = (
+    codes.c.app_id,
+    codes.c.user_id,
+    codes.c.permissions,
+    codes.c.redirect_uri,
+    codes.c.code_challenge,
+    codes.c.expires_at,
+)
 _REDEEM = Prepared(
     update(codes)
     .where(
@@ -61,22 +73,89 @@ _REDEEM = Prepared(
         codes.c.expires_at > bindparam("now"),
     )
     .values(redeemed_at=bindparam("now"))
-    .returning(codes.c.user_id, codes.c.permissions, codes.c.redirect_uri, codes.c.code_challenge)
+    .returning(*_CHECKED)
 )
-_FIND = Prepared(
-    select(codes.c.app_id, codes.c.user_id, codes.c.redeemed_at, codes.c.expires_at).where(
-        codes.c.code_hash == bindparam("code_hash")
-    )
-)
+_FIND = Prepared(select(*_CHECKED, codes.c.redeemed_at).where(codes.c.code_hash == bindparam("code_hash")))
 
 
 async def redeem(conn: AsyncConnection, code_hash: str, app_id: str, now: int) -> Row | None:
-    """Mark the code redeemed if it is the app's, unexpired and unused: atomic, so at most one caller wins."""
+    """Mark the code redeemed if it is the app's, unexpired and unused: atomic, so at most one caller wins.
+
+    Inside a write transaction: the caller checks the row it returns and raises to undo the spend."""
     return await fetch_one(conn, _REDEEM, code_hash=code_hash, app_id=app_id, now=now)
 
 
 async def find(conn: AsyncConnection, code_hash: str) -> Row | None:
+    """The code as it is, spent or not (no lock)."""
     return await fetch_one(conn, _FIND, code_hash=code_hash)
+
+
+_LIVE_KEY_AND_CODE = LiveKeyAnd(_FIND.statement)
+
+
+async def live_key_and_code(conn: AsyncConnection, key_id: str, code_hash: str) -> tuple[Any, Any]:
+    """What ``store.apps.live_key`` and ``find`` read, in one SELECT (one round trip): the live key
+    (None when unknown, revoked or of a disabled app) and the code (None when unknown). Neither is
+    judged here: the caller verifies the key's secret before it looks at the code."""
+    return await _LIVE_KEY_AND_CODE.fetch(conn, key_id, code_hash=code_hash)
+
+
+_ACCESS = ("jti", "app_id", "user_id", "key_id", "code_hash", "scope", "issued_at", "expires_at")
+_REFRESH = ("token_hash", "code_hash", "app_id", "user_id", "scope", "access_jti", "issued_at", "expires_at")
+_AUDIT = ("occurred_at", "event", "actor", "user_id", "app_id", "address", "detail")
+
+
+def _spend_and_issue(with_refresh: bool) -> Prepared:
+    spent = (
+        update(codes)
+        .where(
+            codes.c.code_hash == bindparam("code_hash", type_=codes.c.code_hash.type),
+            codes.c.app_id == bindparam("app_id", type_=codes.c.app_id.type),
+            codes.c.redeemed_at.is_(None),
+            codes.c.expires_at > bindparam("now", type_=codes.c.expires_at.type),
+        )
+        .values(redeemed_at=bindparam("now", type_=codes.c.redeemed_at.type))
+        .returning(codes.c.code_hash)
+        .cte("spent")
+    )
+    issued = [insert_from(access_tokens, _ACCESS, "access_", spent).cte("access")]
+    if with_refresh:
+        issued.append(insert_from(refresh_tokens, _REFRESH, "refresh_", spent).cte("refresh"))
+    statement = insert_from(audit_events, _AUDIT, "audit_", spent).add_cte(*issued).returning(audit_events.c.id)
+    return Prepared(statement)
+
+
+# Built once each: they run on every code redemption on PostgreSQL.
+_SPEND_AND_ISSUE = {False: _spend_and_issue(False), True: _spend_and_issue(True)}
+
+
+async def spend_and_issue(
+    conn: AsyncConnection,
+    code_hash: str,
+    app_id: str,
+    now: int,
+    *,
+    access: dict[str, Any],
+    refresh: dict[str, Any] | None,
+    audit: dict[str, Any],
+) -> bool:
+    """PostgreSQL, in autocommit: spend the code if it is still the app's, unexpired and unused, and
+    in the same statement (one round trip, one transaction) insert the access token, the refresh
+    token when given and the audit row: all of them or none. Whether this call spent the code.
+
+    One statement ``WITH spent AS (UPDATE … RETURNING …), access AS (INSERT … SELECT … FROM spent)
+    [, refresh AS (…)] INSERT INTO audit_events … SELECT … FROM spent``: each INSERT takes its row
+    from ``spent``, so it writes nothing when the UPDATE spent nothing. The UPDATE's conditions make
+    it atomic: of concurrent callers, one spends the code, the others wait for its row lock, see it
+    redeemed and spend nothing. The caller has read the code (``find``) and checked it in Python
+    first; ``access``, ``refresh`` (columns of the token tables) and ``audit`` (``audit.entry``)
+    are the rows as the caller made them."""
+    params: dict[str, Any] = {"code_hash": code_hash, "app_id": app_id, "now": now}
+    for prefix, row in (("access_", access), ("refresh_", refresh), ("audit_", audit)):
+        if row is not None:
+            for name, value in row.items():
+                params[prefix + name] = value
+    return await fetch_one(conn, _SPEND_AND_ISSUE[refresh is not None], **params) is not None
 
 
 async def void_unredeemed(conn: AsyncConnection, user_id: str, app_id: str, now: int) -> None:

@@ -54,7 +54,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcon
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import bindparam, create_engine, event, insert, select
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import IntegrityError, MultipleResultsFound, NoResultFound
 from sqlalchemy.pool import NullPool, StaticPool
@@ -139,6 +139,19 @@ class Database:
         if self._pg is not None:
             return _PgRead(self._pg, None, single=True)
         return self.write()
+
+    def autocommit(self) -> AbstractAsyncContextManager[Any]:
+        """PostgreSQL only: one pooled connection in autocommit, for a read followed by a write that
+        is one statement (each statement is a transaction of its own, committed when it returns).
+
+        The hot grants read what they are about to change, check it in Python, then change it
+        with one statement whose conditions make it atomic (``store.codes.spend_and_issue``): two
+        round trips on one check-out, instead of a transaction's ``BEGIN``, statements and
+        ``COMMIT``. As with ``read()``, a first statement that finds the connection dead (killed
+        while pooled) runs again on a fresh one; the write that follows is never run twice."""
+        if self._pg is None:
+            raise RuntimeError("autocommit() is for PostgreSQL; on SQLite use write()")
+        return _PgRead(self._pg, None)
 
     def read(self) -> AbstractAsyncContextManager[Any]:
         """Autocommit reads of committed data."""
@@ -249,6 +262,14 @@ async def run(conn: Any, prepared: Prepared, **params: Any) -> int:
     if isinstance(conn, _PgConnection):
         return await conn.raw_run(prepared, params)
     return (await prepared.execute(conn, params)).rowcount  # type: ignore[no-any-return]
+
+
+def insert_from(table: Any, columns: Sequence[str], prefix: str, source: Any) -> Any:
+    """``INSERT INTO table (columns) SELECT :<prefix><column>, … FROM source``: one row of the
+    bound values for each row of ``source`` (a CTE), so none when ``source`` is empty. The
+    parameters carry their columns' types (PostgreSQL cannot infer the type of a selected one)."""
+    values = [bindparam(prefix + name, type_=table.c[name].type) for name in columns]
+    return insert(table).from_select(list(columns), select(*values).select_from(source))
 
 
 def _values_of(names: tuple[str, ...]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:

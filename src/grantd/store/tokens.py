@@ -1,13 +1,14 @@
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from collections.abc import Callable
 
-from sqlalchemy import ColumnElement, Table, and_, bindparam, insert, select, text, update
+from sqlalchemy import BigInteger, ColumnElement, Table, and_, bindparam, func, insert, select, text, update
 from sqlalchemy.engine import Row
 
-from grantd.store.db import Prepared, fetch_one, run
+from grantd.store.apps import LiveKeyAnd
+from grantd.store.db import Prepared, fetch_one, insert_from, run
 from grantd.store.schema import access_tokens, apps, refresh_tokens
 
 if TYPE_CHECKING:
@@ -77,12 +78,16 @@ async def revoke_family(conn: AsyncConnection, code_hash: str, now: int) -> None
     queued on the family's refresh token between two revokers.
     """
     if conn.dialect.name == "postgresql":
-        key = int.from_bytes(bytes.fromhex(code_hash[:16]), "big", signed=True)  # = _FAMILY_LOCK_KEY in SQL
-        await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+        await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": family_lock_key(code_hash)})
     await _revoke(conn, now, lambda table: table.c.code_hash == code_hash)
 
 
-# The family's advisory lock key: the first 64 bits of its code hash, as revoke_family computes it.
+def family_lock_key(code_hash: str) -> int:
+    """The family's advisory lock key: the first 64 bits of its code hash (= _FAMILY_LOCK_KEY in SQL)."""
+    return int.from_bytes(bytes.fromhex(code_hash[:16]), "big", signed=True)
+
+
+# The family's advisory lock key computed in SQL, as family_lock_key computes it.
 _FAMILY_LOCK_KEY = "('x' || substr(code_hash, 1, 16))::bit(64)::bigint"
 
 
@@ -165,6 +170,16 @@ async def insert_refresh_token(
     )
 
 
+# What the rules of rotation (grantd.core.tokens) look at, in the same columns for both reads: the
+# UPDATE that rotates a token on SQLite, and the plain read before it is rotated on PostgreSQL.
+_CHECKED = (
+    refresh_tokens.c.app_id,
+    refresh_tokens.c.code_hash,
+    refresh_tokens.c.user_id,
+    refresh_tokens.c.scope,
+    refresh_tokens.c.expires_at,
+    refresh_tokens.c.revoked_at,
+)
 _ROTATE = Prepared(
     update(refresh_tokens)
     .where(
@@ -175,7 +190,10 @@ _ROTATE = Prepared(
         refresh_tokens.c.expires_at > bindparam("now"),
     )
     .values(rotated_at=bindparam("now"))
-    .returning(refresh_tokens.c.code_hash, refresh_tokens.c.user_id, refresh_tokens.c.scope)
+    .returning(*_CHECKED)
+)
+_FIND_REFRESH = Prepared(
+    select(*_CHECKED, refresh_tokens.c.rotated_at).where(refresh_tokens.c.token_hash == bindparam("token_hash"))
 )
 _REFRESH_STATE = Prepared(
     select(refresh_tokens, apps.c.disabled_at.label("app_disabled_at"))
@@ -191,3 +209,78 @@ async def rotate_refresh_token(conn: AsyncConnection, token_hash: str, app_id: s
 
 async def refresh_token_state(conn: AsyncConnection, token_hash: str) -> Row | None:
     return await fetch_one(conn, _REFRESH_STATE, token_hash=token_hash)
+
+
+async def find_refresh_token(conn: AsyncConnection, token_hash: str) -> Row | None:
+    """The refresh token as it is, rotated or not (no lock)."""
+    return await fetch_one(conn, _FIND_REFRESH, token_hash=token_hash)
+
+
+_LIVE_KEY_AND_REFRESH = LiveKeyAnd(_FIND_REFRESH.statement)
+
+
+async def live_key_and_refresh_token(conn: AsyncConnection, key_id: str, token_hash: str) -> tuple[Any, Any]:
+    """What ``store.apps.live_key`` and ``find_refresh_token`` read, in one SELECT (one round trip):
+    the live key (None when unknown, revoked or of a disabled app) and the refresh token (None when
+    unknown). Neither is judged here: the caller verifies the key's secret before the token."""
+    return await _LIVE_KEY_AND_REFRESH.fetch(conn, key_id, token_hash=token_hash)
+
+
+_ACCESS_COLUMNS = ("jti", "app_id", "user_id", "key_id", "code_hash", "scope", "issued_at", "expires_at")
+_REFRESH_COLUMNS = ("token_hash", "code_hash", "app_id", "user_id", "scope", "access_jti", "issued_at", "expires_at")
+
+
+def _rotate_and_issue() -> Prepared:
+    # Uncorrelated, the EXISTS is a one-time filter evaluated before the UPDATE scans: the family's
+    # lock is held before the token's row is, the order every other writer of a family takes them in.
+    lock = select(func.pg_advisory_xact_lock(bindparam("lock_key", type_=BigInteger)).label("locked")).cte("lock")
+    spent = (
+        update(refresh_tokens)
+        .where(
+            refresh_tokens.c.token_hash == bindparam("token_hash", type_=refresh_tokens.c.token_hash.type),
+            refresh_tokens.c.app_id == bindparam("app_id", type_=refresh_tokens.c.app_id.type),
+            refresh_tokens.c.rotated_at.is_(None),
+            refresh_tokens.c.revoked_at.is_(None),
+            refresh_tokens.c.expires_at > bindparam("now", type_=BigInteger),
+            select(lock.c.locked).exists(),
+        )
+        .values(rotated_at=bindparam("now", type_=BigInteger))
+        .returning(refresh_tokens.c.code_hash)
+        .cte("spent")
+    )
+    access = insert_from(access_tokens, _ACCESS_COLUMNS, "access_", spent).cte("access")
+    statement = insert_from(refresh_tokens, _REFRESH_COLUMNS, "refresh_", spent).add_cte(access)
+    return Prepared(statement.returning(refresh_tokens.c.token_hash))
+
+
+# Built once: it runs on every refresh-token rotation on PostgreSQL.
+_ROTATE_AND_ISSUE = _rotate_and_issue()
+
+
+async def rotate_and_issue(
+    conn: AsyncConnection,
+    token_hash: str,
+    app_id: str,
+    now: int,
+    code_hash: str,
+    *,
+    access: dict[str, Any],
+    refresh: dict[str, Any],
+) -> bool:
+    """PostgreSQL, in autocommit: rotate the refresh token if it is still the app's, live and
+    unrotated, and in the same statement (one round trip, one transaction) insert the access token
+    and the successor: all three or none. Whether this call rotated the token.
+
+    The statement first takes the family's transaction-scoped advisory lock (``code_hash``'s, as
+    ``lock_refresh_family`` and ``revoke_family`` do), then the token's row: of concurrent callers
+    one rotates, the others wait, see it rotated and write nothing. The caller has read the token
+    (``find_refresh_token``) and checked it in Python first; ``access`` and ``refresh`` are the new
+    rows' columns as the caller made them."""
+    params: dict[str, Any] = {
+        "token_hash": token_hash, "app_id": app_id, "now": now, "lock_key": family_lock_key(code_hash)
+    }
+    for name, value in access.items():
+        params["access_" + name] = value
+    for name, value in refresh.items():
+        params["refresh_" + name] = value
+    return await fetch_one(conn, _ROTATE_AND_ISSUE, **params) is not None

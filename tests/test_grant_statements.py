@@ -1,0 +1,245 @@
+"""The hot grants' writes, on the database the session runs on (SQLite, or PostgreSQL with
+GRANTD_TEST_DB=postgres), through grantd's own functions and a real database.
+
+On PostgreSQL a code redemption reads the code, checks it in Python, then spends it and writes
+the access token, the refresh token and the audit row in one statement
+(``store.codes.spend_and_issue``); a refresh rotation likewise (``store.tokens.rotate_and_issue``).
+On SQLite both run in one write transaction. Either way: a code is spent at most once, a failed
+check spends nothing, and what a redemption writes is written together or not at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from sqlalchemy import func, select
+
+from conftest import new_flow
+from grantd.core import tokens
+from grantd.core.clients import Client
+from grantd.core.errors import InvalidGrant, InvalidScope
+from grantd.crypto.secrets import s256
+from grantd.store import codes as code_store
+from grantd.store import tokens as token_store
+from grantd.store.schema import access_tokens, audit_events, authorization_codes, refresh_tokens
+
+pytestmark = pytest.mark.db
+
+REDIRECT_URI = "https://app.example.com/callback"
+
+
+async def _setup(app: Any, client: httpx.AsyncClient) -> tuple[Any, Client, str]:
+    flow = await new_flow(client)
+    return app.state.ctx, Client(flow.app_id, flow.key_id), flow.user_id
+
+
+async def _new_code(ctx: Any, who: Client, user_id: str, challenge: str | None = None) -> str:
+    code = secrets.token_urlsafe(32)
+    now = ctx.now()
+    async with ctx.db.write() as tx:
+        await code_store.insert_code(
+            tx, code_hash=ctx.hasher.hash(code), app_id=who.app_id, user_id=user_id, redirect_uri=REDIRECT_URI,
+            permissions="read_profile,write_data", state="s", code_challenge=challenge, now=now, expires_at=now + 60,
+        )
+    return code
+
+
+async def _rows(ctx: Any, query: Any) -> list[Any]:
+    async with ctx.db.read() as conn:
+        return list((await conn.execute(query)).all())
+
+
+async def _count(ctx: Any, table: Any, *conditions: Any) -> int:
+    return (await _rows(ctx, select(func.count()).select_from(table).where(*conditions)))[0][0]
+
+
+def _jti(access_token: str) -> str:
+    return jwt.decode(access_token, options={"verify_signature": False})["jti"]
+
+
+async def test_a_redemption_writes_its_tokens_and_audit_row_together(app: Any, client: httpx.AsyncClient) -> None:
+    ctx, who, user_id = await _setup(app, client)
+    code = await _new_code(ctx, who, user_id)
+    issued = await tokens.redeem_code(ctx, who, code, redirect_uri=REDIRECT_URI, with_refresh_token=True, address="192.0.2.7")
+    jti = _jti(issued.access_token)
+    code_hash = ctx.hasher.hash(code)
+
+    [token] = await _rows(ctx, select(access_tokens).where(access_tokens.c.code_hash == code_hash))
+    assert (token.jti, token.app_id, token.user_id, token.key_id, token.scope) == (
+        jti, who.app_id, user_id, who.key_id, "read_profile write_data"
+    )
+    assert token.expires_at - token.issued_at == ctx.settings.access_token_ttl and token.revoked_at is None
+    [refresh] = await _rows(ctx, select(refresh_tokens).where(refresh_tokens.c.code_hash == code_hash))
+    assert refresh.token_hash == ctx.hasher.hash(issued.refresh_token)
+    assert (refresh.access_jti, refresh.user_id, refresh.scope) == (jti, user_id, "read_profile write_data")
+    [event] = await _rows(ctx, select(audit_events).where(audit_events.c.event == "code_redeemed", audit_events.c.user_id == user_id))
+    assert (event.actor, event.app_id, event.address, event.occurred_at) == (who.app_id, who.app_id, "192.0.2.7", token.issued_at)
+    assert jti in event.detail and who.key_id in event.detail
+    [spent] = await _rows(ctx, select(authorization_codes.c.redeemed_at).where(authorization_codes.c.code_hash == code_hash))
+    assert spent.redeemed_at == token.issued_at
+
+
+@pytest.mark.parametrize("bad", ["verifier", "redirect_uri"])
+async def test_a_failed_check_leaves_the_code_unspent(app: Any, client: httpx.AsyncClient, bad: str) -> None:
+    ctx, who, user_id = await _setup(app, client)
+    verifier = secrets.token_urlsafe(48)
+    code = await _new_code(ctx, who, user_id, challenge=s256(verifier))
+    code_hash = ctx.hasher.hash(code)
+    wrong = {"code_verifier": secrets.token_urlsafe(48)} if bad == "verifier" else {
+        "code_verifier": verifier, "redirect_uri": "https://evil.example.com/callback"
+    }
+    with pytest.raises(InvalidGrant):
+        await tokens.redeem_code(ctx, who, code, with_refresh_token=True, **wrong)
+
+    [row] = await _rows(ctx, select(authorization_codes.c.redeemed_at).where(authorization_codes.c.code_hash == code_hash))
+    assert row.redeemed_at is None
+    assert await _count(ctx, access_tokens, access_tokens.c.code_hash == code_hash) == 0
+    assert await _count(ctx, refresh_tokens, refresh_tokens.c.code_hash == code_hash) == 0
+    assert await _count(ctx, audit_events, audit_events.c.user_id == user_id, audit_events.c.event.like("code_re%")) == 0
+    # Not a replay either: the right verifier still redeems it, and its token stays live.
+    issued = await tokens.redeem_code(ctx, who, code, code_verifier=verifier, redirect_uri=REDIRECT_URI)
+    [token] = await _rows(ctx, select(access_tokens).where(access_tokens.c.code_hash == code_hash))
+    assert token.jti == _jti(issued.access_token) and token.revoked_at is None
+
+
+async def test_concurrent_redemptions_of_one_code_issue_one_token(app: Any, client: httpx.AsyncClient) -> None:
+    ctx, who, user_id = await _setup(app, client)
+    code = await _new_code(ctx, who, user_id)
+    code_hash = ctx.hasher.hash(code)
+    results = await asyncio.gather(
+        *(tokens.redeem_code(ctx, who, code, with_refresh_token=True) for _ in range(20)), return_exceptions=True
+    )
+    won = [r for r in results if isinstance(r, tokens.IssuedToken)]
+    assert len(won) == 1, results
+    assert all(isinstance(r, InvalidGrant) for r in results if r is not won[0])
+    assert await _count(ctx, access_tokens, access_tokens.c.code_hash == code_hash) == 1
+    assert await _count(ctx, refresh_tokens, refresh_tokens.c.code_hash == code_hash) == 1
+    redeemed = audit_events.c.event == "code_redeemed"
+    assert await _count(ctx, audit_events, audit_events.c.user_id == user_id, redeemed) == 1
+    # The losers were replays: the family is revoked, and audited as such.
+    assert await _count(ctx, audit_events, audit_events.c.user_id == user_id, audit_events.c.event == "code_replayed") >= 1
+    [token] = await _rows(ctx, select(access_tokens.c.jti, access_tokens.c.revoked_at).where(access_tokens.c.code_hash == code_hash))
+    assert token.jti == _jti(won[0].access_token) and token.revoked_at is not None
+
+
+async def test_the_one_statement_spends_a_code_once(app: Any, client: httpx.AsyncClient) -> None:
+    """PostgreSQL: the statement itself, run by two connections at once on one code."""
+    ctx, who, user_id = await _setup(app, client)
+    if ctx.db.is_sqlite:
+        pytest.skip("the one-statement redemption is PostgreSQL's")
+    code = await _new_code(ctx, who, user_id)
+    code_hash, now = ctx.hasher.hash(code), ctx.now()
+
+    async def spend(n: int) -> bool:
+        jti = f"00000000-0000-7000-8000-{secrets.token_hex(6)}"
+        access = {"jti": jti, "app_id": who.app_id, "user_id": user_id, "key_id": who.key_id, "code_hash": code_hash,
+                  "scope": "read_profile", "issued_at": now, "expires_at": now + 60}
+        event = tokens.audit.entry(ctx, "code_redeemed", actor=who.app_id, user_id=user_id, app_id=who.app_id, now=now, jti=jti)
+        async with ctx.db.autocommit() as conn:
+            return await code_store.spend_and_issue(conn, code_hash, who.app_id, now, access=access, refresh=None, audit=event)
+
+    assert sorted(await asyncio.gather(*(spend(n) for n in range(8)))) == [False] * 7 + [True]
+    assert await _count(ctx, access_tokens, access_tokens.c.code_hash == code_hash) == 1
+    assert await _count(ctx, audit_events, audit_events.c.user_id == user_id, audit_events.c.event == "code_redeemed") == 1
+    # Spent: once more writes nothing.
+    assert await spend(9) is False
+    assert await _count(ctx, access_tokens, access_tokens.c.code_hash == code_hash) == 1
+
+
+async def test_a_refresh_scope_beyond_the_grant_leaves_the_token_unrotated(app: Any, client: httpx.AsyncClient) -> None:
+    ctx, who, user_id = await _setup(app, client)
+    code = await _new_code(ctx, who, user_id)
+    first = await tokens.redeem_code(ctx, who, code, with_refresh_token=True)
+    token_hash = ctx.hasher.hash(first.refresh_token)
+    code_hash = ctx.hasher.hash(code)
+    with pytest.raises(InvalidScope):
+        await tokens.refresh(ctx, who, first.refresh_token, "read_profile admin")
+    [row] = await _rows(ctx, select(refresh_tokens.c.rotated_at).where(refresh_tokens.c.token_hash == token_hash))
+    assert row.rotated_at is None
+    assert await _count(ctx, access_tokens, access_tokens.c.code_hash == code_hash) == 1
+
+    rotated = await tokens.refresh(ctx, who, first.refresh_token, "read_profile")
+    assert rotated.scope == "read_profile"
+    [successor] = await _rows(ctx, select(refresh_tokens).where(refresh_tokens.c.token_hash == ctx.hasher.hash(rotated.refresh_token)))
+    assert (successor.scope, successor.access_jti, successor.code_hash) == ("read_profile write_data", _jti(rotated.access_token), code_hash)
+    [access] = await _rows(ctx, select(access_tokens).where(access_tokens.c.jti == _jti(rotated.access_token)))
+    assert (access.scope, access.code_hash, access.user_id) == ("read_profile", code_hash, user_id)
+
+
+async def test_the_one_statement_rotates_a_refresh_token_once(app: Any, client: httpx.AsyncClient) -> None:
+    """PostgreSQL: the rotation statement itself, run by several connections at once on one token."""
+    ctx, who, user_id = await _setup(app, client)
+    if ctx.db.is_sqlite:
+        pytest.skip("the one-statement rotation is PostgreSQL's")
+    code = await _new_code(ctx, who, user_id)
+    first = await tokens.redeem_code(ctx, who, code, with_refresh_token=True)
+    token_hash, code_hash, now = ctx.hasher.hash(first.refresh_token), ctx.hasher.hash(code), ctx.now()
+
+    async def rotate(n: int) -> bool:
+        jti = f"00000000-0000-7000-8000-{secrets.token_hex(6)}"
+        access = {"jti": jti, "app_id": who.app_id, "user_id": user_id, "key_id": who.key_id, "code_hash": code_hash,
+                  "scope": "read_profile", "issued_at": now, "expires_at": now + 60}
+        successor = {"token_hash": secrets.token_hex(32), "code_hash": code_hash, "app_id": who.app_id,
+                     "user_id": user_id, "scope": "read_profile", "access_jti": jti, "issued_at": now, "expires_at": now + 60}
+        async with ctx.db.autocommit() as conn:
+            return await token_store.rotate_and_issue(
+                conn, token_hash, who.app_id, now, code_hash, access=access, refresh=successor
+            )
+
+    assert sorted(await asyncio.gather(*(rotate(n) for n in range(8)))) == [False] * 7 + [True]
+    assert await _count(ctx, refresh_tokens, refresh_tokens.c.code_hash == code_hash) == 2
+    assert await _count(ctx, access_tokens, access_tokens.c.code_hash == code_hash) == 2
+
+
+async def test_the_neucron_request_verifies_the_key_before_the_code(app: Any, client: httpx.AsyncClient) -> None:
+    """tokens.redeem_code_with_key (on PostgreSQL the key and the code in one read): a wrong or
+    unknown key is refused without spending the code; then the right key redeems it once."""
+    from grantd.core.errors import InvalidClient
+
+    flow = await new_flow(client)
+    ctx, who = app.state.ctx, Client(flow.app_id, flow.key_id)
+    code = await _new_code(ctx, who, flow.user_id)
+    code_hash = ctx.hasher.hash(code)
+    for key_id, secret in ((flow.key_id, flow.key_secret[:-4] + "AAAA"), ("nokey" + flow.key_id[5:], flow.key_secret)):
+        with pytest.raises(InvalidClient):
+            await tokens.redeem_code_with_key(ctx, key_id, secret, code)
+    [row] = await _rows(ctx, select(authorization_codes.c.redeemed_at).where(authorization_codes.c.code_hash == code_hash))
+    assert row.redeemed_at is None
+    issued = await tokens.redeem_code_with_key(ctx, flow.key_id, flow.key_secret, code, address="192.0.2.9")
+    [token] = await _rows(ctx, select(access_tokens).where(access_tokens.c.code_hash == code_hash))
+    assert (token.jti, token.key_id, token.revoked_at) == (_jti(issued.access_token), flow.key_id, None)
+    # Unknown code with the right key: invalid_grant, nothing written.
+    with pytest.raises(InvalidGrant):
+        await tokens.redeem_code_with_key(ctx, flow.key_id, flow.key_secret, secrets.token_urlsafe(32))
+    # Replayed: refused, and the family it issued is revoked.
+    with pytest.raises(InvalidGrant):
+        await tokens.redeem_code_with_key(ctx, flow.key_id, flow.key_secret, code)
+    [token] = await _rows(ctx, select(access_tokens.c.revoked_at).where(access_tokens.c.code_hash == code_hash))
+    assert token.revoked_at is not None
+
+
+async def test_the_refresh_request_verifies_the_key_before_the_token(app: Any, client: httpx.AsyncClient) -> None:
+    """tokens.refresh_with_secret (on PostgreSQL the key and the refresh token in one read): a wrong
+    secret, or a client_id of another app, is refused without rotating; the right one rotates."""
+    from grantd.core.errors import InvalidClient
+
+    flow = await new_flow(client)
+    ctx, who = app.state.ctx, Client(flow.app_id, flow.key_id)
+    first = await tokens.redeem_code(ctx, who, await _new_code(ctx, who, flow.user_id), with_refresh_token=True)
+    token_hash = ctx.hasher.hash(first.refresh_token)
+    for client_id, secret in ((None, flow.key_secret[:-4] + "AAAA"), ("another-app", flow.key_secret), (None, "nokey")):
+        with pytest.raises(InvalidClient):
+            await tokens.refresh_with_secret(ctx, client_id, secret, first.refresh_token)
+    [row] = await _rows(ctx, select(refresh_tokens.c.rotated_at).where(refresh_tokens.c.token_hash == token_hash))
+    assert row.rotated_at is None
+    rotated = await tokens.refresh_with_secret(ctx, flow.app_id, flow.key_secret, first.refresh_token, "read_profile")
+    assert rotated.scope == "read_profile"
+    [row] = await _rows(ctx, select(refresh_tokens.c.rotated_at).where(refresh_tokens.c.token_hash == token_hash))
+    assert row.rotated_at is not None
+    with pytest.raises(InvalidGrant):
+        await tokens.refresh_with_secret(ctx, None, flow.key_secret, secrets.token_urlsafe(32))
