@@ -45,7 +45,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, quote, quote_plus, unquote_plus, urlsplit
+from urllib.parse import parse_qsl, quote, quote_plus, unquote, unquote_plus, urlsplit
 
 import ahocorasick
 import pytest
@@ -261,6 +261,10 @@ class Harvest:
 
     def keep_url(self, url: str, how: str, *, issued: bool) -> None:
         parts = urlsplit(url)
+        if not issued:
+            # Path segments are public (an app id, a key id) and grantd logs the path; the
+            # schema fuzzer may send one same random string as a path segment and a bearer token.
+            self.public.update(unquote(segment) for segment in parts.path.split("/") if segment)
         for part in (parts.query, parts.fragment):
             if part:
                 self.keep_fields(dict(parse_qsl(part, keep_blank_values=True)), how, issued=issued)
