@@ -93,13 +93,15 @@ class Database:
             # Requests are served from asyncpg's pool (below). The engine serves Alembic at start
             # and tests: without a pool of its own, each use opens a fresh connection, so none of
             # them can meet one that a database restart left dead (no pre-ping needed).
-            self._pg = _PgPool(self.engine.dialect.create_connect_args(parsed)[1], pool_size, pool_size + max_overflow)
+            # The connect arguments as SQLAlchemy's asyncpg dialect reads them from the URL; the
+            # engine itself (and the asyncio extension and ORM it imports) is made only if used.
+            self._pg = _PgPool(_pg_dialect().create_connect_args(parsed)[1], pool_size, pool_size + max_overflow)
 
     @property
     def engine(self) -> AsyncEngine:
-        """SQLAlchemy's async engine, made on first use. On a file SQLite database requests never
-        use it (Alembic and tests do): SQLAlchemy's asyncio extension, and the ORM it imports,
-        cost each server process ~7 MB that it then does not carry."""
+        """SQLAlchemy's async engine, made on first use. Requests never use it (Alembic and tests
+        do): SQLAlchemy's asyncio extension, and the ORM it imports, cost each server process
+        ~7 MB that it then does not carry."""
         if self._engine is None:
             from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -158,7 +160,7 @@ class Database:
         if self._loop_sqlite is not None:
             return self._loop_sqlite.read()
         if self._pg is not None:
-            return _PgRead(self._pg, self._autocommit)
+            return _PgRead(self._pg, self)
         return self._autocommit.connect()
 
     def pool_status(self) -> tuple[int, int, int, int] | None:
@@ -1007,11 +1009,11 @@ class _PgRead:
     """``async with db.read() as conn``: a pooled connection in autocommit (``single``: for
     ``write_one()``, allowed one statement)."""
 
-    __slots__ = ("_pg", "_engine", "_conn", "_pool", "_single")
+    __slots__ = ("_pg", "_db", "_conn", "_pool", "_single")
 
-    def __init__(self, pg: _PgPool, engine: Any, single: bool = False) -> None:
+    def __init__(self, pg: _PgPool, db: Database | None, single: bool = False) -> None:
         self._pg = pg
-        self._engine = engine
+        self._db = db  # for run_sync, on SQLAlchemy's engine
         self._single = single
 
     async def __aenter__(self) -> _PgConnection:
@@ -1019,7 +1021,7 @@ class _PgRead:
         if self._single:
             self._conn = conn = _PgConnection(await _acquire(pool), self._pg, pool, None, 1)
         else:
-            self._conn = conn = _PgConnection(await _acquire(pool), self._pg, pool, self._engine)
+            self._conn = conn = _PgConnection(await _acquire(pool), self._pg, pool, self._db)
         return conn
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
@@ -1097,13 +1099,13 @@ class _PgConnection:
     engine raised it. On a read connection, a SELECT that finds the connection dead (a restart
     since it was pooled) runs once more on a fresh one, if it is the block's first statement."""
 
-    __slots__ = ("_raw", "_pg", "_retry_pool", "_engine", "_statements_left")
+    __slots__ = ("_raw", "_pg", "_retry_pool", "_db", "_statements_left")
 
-    def __init__(self, raw: Any, pg: _PgPool, retry_pool: Any, engine: Any, statements: int = -1) -> None:
+    def __init__(self, raw: Any, pg: _PgPool, retry_pool: Any, db: Database | None, statements: int = -1) -> None:
         self._raw = raw
         self._pg = pg
         self._retry_pool = retry_pool  # a read's pool until its first statement has run
-        self._engine = engine
+        self._db = db
         self._statements_left = statements  # a write_one() block's budget (-1: no limit)
 
     @property
@@ -1151,9 +1153,9 @@ class _PgConnection:
     async def run_sync(self, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn(sync_connection, *args)`` on a connection of SQLAlchemy's engine (Alembic needs
         one): for reads only, since it is not this connection."""
-        if self._engine is None:
+        if self._db is None:
             raise NotImplementedError("run_sync needs SQLAlchemy's connection: use db.engine_write()")
-        async with self._engine.connect() as conn:
+        async with self._db._autocommit.connect() as conn:
             return await conn.run_sync(fn, *args)
 
     async def _call(self, how: Callable[..., Any], sql: str, args: Any, retryable: bool) -> Any:
