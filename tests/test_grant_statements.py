@@ -243,3 +243,35 @@ async def test_the_refresh_request_verifies_the_key_before_the_token(app: Any, c
     assert row.rotated_at is not None
     with pytest.raises(InvalidGrant):
         await tokens.refresh_with_secret(ctx, None, flow.key_secret, secrets.token_urlsafe(32))
+
+
+async def test_the_code_grant_verifies_the_key_before_the_code(app: Any, client: httpx.AsyncClient) -> None:
+    """tokens.redeem_code_with_secret (the OAuth 2.0 authorization_code grant; on PostgreSQL the key
+    and the code in one read): a wrong secret, a client_id of another app or a wrong PKCE verifier
+    is refused without spending the code; then the right request redeems it, with a refresh token."""
+    from grantd.core.errors import InvalidClient
+
+    flow = await new_flow(client)
+    ctx, who = app.state.ctx, Client(flow.app_id, flow.key_id)
+    verifier = secrets.token_urlsafe(48)
+    code = await _new_code(ctx, who, flow.user_id, challenge=s256(verifier))
+    code_hash = ctx.hasher.hash(code)
+    for client_id, secret in ((None, flow.key_secret[:-4] + "AAAA"), ("another-app", flow.key_secret), (None, "nokey")):
+        with pytest.raises(InvalidClient):
+            await tokens.redeem_code_with_secret(ctx, client_id, secret, code, code_verifier=verifier)
+    with pytest.raises(InvalidGrant):
+        await tokens.redeem_code_with_secret(ctx, flow.app_id, flow.key_secret, code, code_verifier=secrets.token_urlsafe(48))
+    [row] = await _rows(ctx, select(authorization_codes.c.redeemed_at).where(authorization_codes.c.code_hash == code_hash))
+    assert row.redeemed_at is None
+
+    issued = await tokens.redeem_code_with_secret(
+        ctx, flow.app_id, flow.key_secret, code, code_verifier=verifier, redirect_uri=REDIRECT_URI, with_refresh_token=True
+    )
+    [token] = await _rows(ctx, select(access_tokens).where(access_tokens.c.code_hash == code_hash))
+    assert (token.jti, token.key_id, token.user_id) == (_jti(issued.access_token), flow.key_id, flow.user_id)
+    [refresh] = await _rows(ctx, select(refresh_tokens.c.token_hash).where(refresh_tokens.c.code_hash == code_hash))
+    assert refresh.token_hash == ctx.hasher.hash(issued.refresh_token)
+    with pytest.raises(InvalidGrant):  # replayed: refused, and the family revoked
+        await tokens.redeem_code_with_secret(ctx, None, flow.key_secret, code, code_verifier=verifier)
+    [token] = await _rows(ctx, select(access_tokens.c.revoked_at).where(access_tokens.c.code_hash == code_hash))
+    assert token.revoked_at is not None

@@ -265,6 +265,20 @@ async def issue_token(
     """The token endpoint (RFC 6749 §3.2) past the wire: this route and the hot path (grantd.api.hot) call it."""
     grant_type = form.get("grant_type")
     telemetry.note_grant_type(scope.setdefault("state", {}), grant_type)
+    if grant_type == "authorization_code" and "code" in form:
+        grant: dict[str, Any] = {
+            "code_verifier": form.get("code_verifier"),
+            "redirect_uri": form.get("redirect_uri"),
+            "with_refresh_token": True,
+            "address": address,
+        }
+        async with _Credentials(ctx, authorization, form, address) as (client_id, secret):
+            if secret:  # authenticated by tokens.redeem_code_with_secret (on PostgreSQL with the code's read)
+                issued = await tokens.redeem_code_with_secret(ctx, client_id, secret, form["code"], **grant)
+            else:
+                client = await clients.authenticate_client(ctx, client_id, secret)
+                issued = await tokens.redeem_code(ctx, client, form["code"], **grant)
+        return _issued(issued)
     if grant_type == "refresh_token" and "refresh_token" in form:
         async with _Credentials(ctx, authorization, form, address) as (client_id, secret):
             if secret:  # authenticated by tokens.refresh_with_secret (on PostgreSQL with the token's read)

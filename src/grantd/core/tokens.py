@@ -107,16 +107,55 @@ async def redeem_code_with_key(
     if ctx.db.is_sqlite:
         client = await authenticate_key(ctx, key_id, key_secret)
         return await redeem_code(ctx, client, auth_code, address=address)
+    return await _redeem_reading_key(ctx, key_id, key_secret, None, auth_code, None, None, False, address)
+
+
+async def redeem_code_with_secret(
+    ctx: Context,
+    client_id: str | None,
+    client_secret: str,
+    auth_code: str,
+    *,
+    code_verifier: str | None = None,
+    redirect_uri: str | None = None,
+    with_refresh_token: bool = False,
+    address: str | None = None,
+) -> IssuedToken:
+    """``clients.authenticate_client`` of a confidential client, then ``redeem_code`` (the OAuth 2.0
+    authorization_code grant), with the same rules and errors. On PostgreSQL the key and the code
+    are read by one SELECT (one round trip less)."""
+    if ctx.db.is_sqlite:
+        client = await authenticate_client(ctx, client_id, client_secret)
+        return await redeem_code(
+            ctx, client, auth_code, code_verifier=code_verifier, redirect_uri=redirect_uri,
+            with_refresh_token=with_refresh_token, address=address,
+        )
+    return await _redeem_reading_key(
+        ctx, key_named_by(client_secret), client_secret, client_id, auth_code, code_verifier, redirect_uri,
+        with_refresh_token, address,
+    )
+
+
+async def _redeem_reading_key(
+    ctx: Context, key_id: str, key_secret: str, client_id: str | None, auth_code: str, code_verifier: str | None,
+    redirect_uri: str | None, with_refresh_token: bool, address: str | None,
+) -> IssuedToken:
+    """PostgreSQL: the key and the code in one SELECT. The key's secret is verified (and
+    ``client_id``, when sent, matched to its app) before anything about the code is looked at;
+    then the code is checked and spent in one statement."""
     code_hash = ctx.hasher.hash(auth_code)
     now = ctx.now()
     jti = new_token_id()
+    refresh_token = new_secret() if with_refresh_token else None
     async with ctx.db.autocommit() as conn:
         key, code = await code_store.live_key_and_code(conn, key_id, code_hash)
-        client = verified_key(ctx, key_id, key_secret, key)
-        spent = await _spend_in_one_statement(ctx, conn, client, code, code_hash, now, jti, None, None, None, address)
+        client = same_client(verified_key(ctx, key_id, key_secret, key), client_id)
+        spent = await _spend_in_one_statement(
+            ctx, conn, client, code, code_hash, now, jti, refresh_token, code_verifier, redirect_uri, address
+        )
     if not spent:
         await _not_spent(ctx, client, code, code_hash, now, address)
-    return _issued_for_code(ctx, client, code, now, jti, None)
+    return _issued_for_code(ctx, client, code, now, jti, refresh_token)
 
 
 async def _spend_in_one_statement(  # type: ignore[no-untyped-def]
