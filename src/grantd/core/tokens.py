@@ -68,33 +68,26 @@ async def redeem_code(
     then one statement that spends it and writes the rest (``code_store.spend_and_issue``). A code
     found already redeemed (or spent by a concurrent caller in between) is a replay: the family is
     revoked and code_replayed audited, in a transaction of their own."""
+    if not ctx.db.is_sqlite:
+        return await _redeem_on_postgres(ctx, auth_code, code_verifier, redirect_uri, with_refresh_token, address, client)
     code_hash = ctx.hasher.hash(auth_code)
     now = ctx.now()
     jti = new_token_id()
     refresh_token = new_secret() if with_refresh_token else None
-    if ctx.db.is_sqlite:
-        async with ctx.db.write() as tx:
-            code = await code_store.redeem(tx, code_hash, client.app_id, now)
-            if code is not None:
-                # A failed check raises inside the transaction: the code is not spent.
-                _check_code(code, client, now, code_verifier, redirect_uri)
-                access, refresh, event = _redemption_rows(ctx, client, code, code_hash, now, jti, refresh_token, address)
-                await token_store.insert_access_token(tx, **access)
-                if refresh is not None:
-                    await token_store.insert_refresh_token(tx, **refresh)
-                await audit_store.insert_event(tx, **event)
-            else:
-                await _replayed_code(ctx, tx, client, code_hash, now, address)
-        if code is None:
-            raise InvalidGrant(_BAD_CODE)
-    else:
-        async with ctx.db.autocommit() as conn:
-            code = await code_store.find(conn, code_hash)
-            spent = await _spend_in_one_statement(
-                ctx, conn, client, code, code_hash, now, jti, refresh_token, code_verifier, redirect_uri, address
-            )
-        if not spent:
-            await _not_spent(ctx, client, code, code_hash, now, address)
+    async with ctx.db.write() as tx:
+        code = await code_store.redeem(tx, code_hash, client.app_id, now)
+        if code is not None:
+            # A failed check raises inside the transaction: the code is not spent.
+            _check_code(code, client, now, code_verifier, redirect_uri)
+            access, refresh, event = _redemption_rows(ctx, client, code, code_hash, now, jti, refresh_token, address)
+            await token_store.insert_access_token(tx, **access)
+            if refresh is not None:
+                await token_store.insert_refresh_token(tx, **refresh)
+            await audit_store.insert_event(tx, **event)
+        else:
+            await _replayed_code(ctx, tx, client, code_hash, now, address)
+    if code is None:
+        raise InvalidGrant(_BAD_CODE)
     return _issued_for_code(ctx, client, code, now, jti, refresh_token)
 
 
@@ -107,7 +100,7 @@ async def redeem_code_with_key(
     if ctx.db.is_sqlite:
         client = await authenticate_key(ctx, key_id, key_secret)
         return await redeem_code(ctx, client, auth_code, address=address)
-    return await _redeem_reading_key(ctx, key_id, key_secret, None, auth_code, None, None, False, address)
+    return await _redeem_on_postgres(ctx, auth_code, None, None, False, address, key=(key_id, key_secret, None))
 
 
 async def redeem_code_with_secret(
@@ -130,26 +123,32 @@ async def redeem_code_with_secret(
             ctx, client, auth_code, code_verifier=code_verifier, redirect_uri=redirect_uri,
             with_refresh_token=with_refresh_token, address=address,
         )
-    return await _redeem_reading_key(
-        ctx, key_named_by(client_secret), client_secret, client_id, auth_code, code_verifier, redirect_uri,
-        with_refresh_token, address,
+    return await _redeem_on_postgres(
+        ctx, auth_code, code_verifier, redirect_uri, with_refresh_token, address,
+        key=(key_named_by(client_secret), client_secret, client_id),
     )
 
 
-async def _redeem_reading_key(
-    ctx: Context, key_id: str, key_secret: str, client_id: str | None, auth_code: str, code_verifier: str | None,
-    redirect_uri: str | None, with_refresh_token: bool, address: str | None,
+async def _redeem_on_postgres(
+    ctx: Context, auth_code: str, code_verifier: str | None, redirect_uri: str | None, with_refresh_token: bool,
+    address: str | None, client: Client | None = None, key: tuple[str, str, str | None] | None = None,
 ) -> IssuedToken:
-    """PostgreSQL: the key and the code in one SELECT. The key's secret is verified (and
-    ``client_id``, when sent, matched to its app) before anything about the code is looked at;
-    then the code is checked and spent in one statement."""
+    """PostgreSQL: read the code, check it, then spend it with what it issues in one statement.
+
+    ``client`` is the caller already authenticated; else ``key`` = (key_id, key_secret, client_id)
+    is read with the code in one SELECT, and its secret verified (``client_id``, when sent, matched
+    to its app) before anything about the code is looked at."""
     code_hash = ctx.hasher.hash(auth_code)
     now = ctx.now()
     jti = new_token_id()
     refresh_token = new_secret() if with_refresh_token else None
     async with ctx.db.autocommit() as conn:
-        key, code = await code_store.live_key_and_code(conn, key_id, code_hash)
-        client = same_client(verified_key(ctx, key_id, key_secret, key), client_id)
+        if client is None:
+            key_id, key_secret, client_id = key  # type: ignore[misc]
+            row, code = await code_store.live_key_and_code(conn, key_id, code_hash)
+            client = same_client(verified_key(ctx, key_id, key_secret, row), client_id)
+        else:
+            code = await code_store.find(conn, code_hash)
         spent = await _spend_in_one_statement(
             ctx, conn, client, code, code_hash, now, jti, refresh_token, code_verifier, redirect_uri, address
         )
