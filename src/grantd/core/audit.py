@@ -97,22 +97,10 @@ def entry(
     }
 
 
-async def record(  # type: ignore[no-untyped-def]
-    ctx: Context,
-    tx,
-    event: str,
-    *,
-    actor: str,
-    user_id: str | None = None,
-    app_id: str | None = None,
-    address: str | None = None,
-    now: int | None = None,
-    **detail: Any,
-) -> None:
-    """Record ``event`` in ``tx`` (one INSERT): it commits or rolls back with the caller's change."""
-    await store.insert_event(
-        tx, **entry(ctx, event, actor=actor, user_id=user_id, app_id=app_id, address=address, now=now, **detail)
-    )
+async def record(ctx: Context, tx, event: str, **fields: Any) -> None:  # type: ignore[no-untyped-def]
+    """Record ``event`` in ``tx`` (one INSERT): it commits or rolls back with the caller's change.
+    ``fields`` are ``entry``'s."""
+    await store.insert_event(tx, **entry(ctx, event, **fields))
 
 
 async def record_alone(ctx: Context, event: str, **fields: Any) -> None:
