@@ -28,9 +28,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from fastapi import FastAPI
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -65,6 +66,7 @@ _TABLE = {
 }
 ROUTES = frozenset(_TABLE)
 
+_Model = TypeVar("_Model", bound=BaseModel)
 Handler = Callable[[Context, Scope, bytes, dict[bytes, bytes]], Awaitable[Response | None]]
 
 
@@ -149,24 +151,18 @@ class HotRoutes:
 
     @staticmethod
     async def _neucron_token(ctx: Context, scope: Scope, body: bytes, headers: dict[bytes, bytes]) -> Response | None:
-        if not _json_body(headers):
+        request = _valid_json(neucron.TokenBody, headers, body)
+        if request is None:
             return None
-        try:
-            params = neucron.TokenBody.model_validate_json(body).token
-        except ValidationError:
-            return None
-        return await neucron.redeem(ctx, params, _address(scope))
+        return await neucron.redeem(ctx, request.token, _address(scope))
 
     @staticmethod
     async def _neucron_authorize(ctx: Context, scope: Scope, body: bytes, headers: dict[bytes, bytes]) -> Response | None:
-        if not _json_body(headers):
-            return None
-        try:
-            params = neucron.AuthorizeBody.model_validate_json(body).params
-        except ValidationError:
+        request = _valid_json(neucron.AuthorizeBody, headers, body)
+        if request is None:
             return None
         user = await signed_in(ctx, _text(headers.get(b"authorization")))
-        return await neucron.issue_code(ctx, user, params, _address(scope))
+        return await neucron.issue_code(ctx, user, request.params, _address(scope))
 
     @staticmethod
     async def _oauth2_token(ctx: Context, scope: Scope, body: bytes, headers: dict[bytes, bytes]) -> Response:
@@ -189,9 +185,15 @@ class HotRoutes:
 _WANTED = frozenset({b"content-type", b"content-length", b"authorization", telemetry.REQUEST_ID_HEADER})
 
 
-def _json_body(headers: dict[bytes, bytes]) -> bool:
-    """Whether the body is declared JSON; any other goes to FastAPI, whose answer it gets."""
-    return headers.get(b"content-type", b"").split(b";")[0].strip().lower() == b"application/json"
+def _valid_json(model: type[_Model], headers: dict[bytes, bytes], body: bytes) -> _Model | None:
+    """The body as ``model``, when it is declared JSON and validates; None sends the request on to
+    FastAPI, so that it gets exactly the answer FastAPI's validation gives it."""
+    if headers.get(b"content-type", b"").split(b";")[0].strip().lower() != b"application/json":
+        return None
+    try:
+        return model.model_validate_json(body)
+    except ValidationError:
+        return None
 
 
 def _address(scope: Scope) -> str | None:
