@@ -347,6 +347,12 @@ def test_the_verified_tokens_remembered_are_bounded_oldest_first(grantd: ServerP
     assert signature_checks == [*tokens, tokens[0]], "the oldest was forgotten"
 
 
+def test_negative_settings_are_refused() -> None:
+    for setting in ({"leeway": -1}, {"introspection_cache_ttl": -1}, {"jwks_max_age": 0}, {"min_refetch_interval": -1}, {"cache_size": -1}):
+        with pytest.raises(ValueError):
+            TokenVerifier("https://issuer.example", **setting)
+
+
 def test_a_remembered_token_goes_with_its_key(tmp_path: Path) -> None:
     """When the JWKS is read again, a token whose key has left it, or whose kid now names
     another key, is refused: remembering a signature never outlives the key that made it."""
