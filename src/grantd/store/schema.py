@@ -111,9 +111,12 @@ access_tokens = Table(
     Column("expires_at", BigInteger, nullable=False),
     Column("revoked_at", BigInteger),
 )
-Index("ix_access_tokens_code_hash", access_tokens.c.code_hash)
+# client_credentials tokens have no code and no user: the two indexes leave them out (partial).
+_HAS_CODE = access_tokens.c.code_hash.isnot(None)
+_HAS_USER = access_tokens.c.user_id.isnot(None)
+Index("ix_access_tokens_code_hash", access_tokens.c.code_hash, sqlite_where=_HAS_CODE, postgresql_where=_HAS_CODE)
 Index("ix_access_tokens_key_id_issued_at", access_tokens.c.key_id, access_tokens.c.issued_at)
-Index("ix_access_tokens_user_app", access_tokens.c.user_id, access_tokens.c.app_id)
+Index("ix_access_tokens_user_app", access_tokens.c.user_id, access_tokens.c.app_id, sqlite_where=_HAS_USER, postgresql_where=_HAS_USER)
 
 # Refresh tokens rotate on every use: a used one records when (rotated_at) and is never honoured
 # again, except within the grace window, where the same successor is handed out once more.
