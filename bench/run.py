@@ -23,6 +23,7 @@ import base64
 import json
 import os
 import re
+import resource
 import secrets
 import shutil
 import signal
@@ -91,6 +92,17 @@ class Server:
             if match:
                 values.append(int(match.group(1)) / 1024)
         return max(values) if values else float("nan")
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user and system) the server's processes have used so far."""
+        ticks = 0
+        for pid in self.pids():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+        return ticks / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -241,6 +253,8 @@ class Row:
     checked: str = ""
     per: float = 1.0  # requests per counted operation (the full flow is two)
     floor_rps: float = 0.0  # the floor measured just before this row
+    cpu_us: float = float("nan")  # the server's CPU time (all its processes) per request
+    wrk_cpus: float = float("nan")  # the CPUs wrk kept busy during the row (its CPU time / the row's length)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -396,6 +410,12 @@ def main() -> None:
     finally:
         if drop:
             drop()
+        # The database and the seeded codes are a few hundred MB a run: only the server log stays.
+        for path in workdir.iterdir():
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path != log:
+                path.unlink()
     report = render(args, rows, two_rows, memory, memory_two, cold, verifier)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(report)
@@ -419,6 +439,12 @@ def measure_verifier(issuer: str, seeded: Seed, args: argparse.Namespace, workdi
     if result.returncode != 0:
         raise SystemExit(f"bench/verifier.py failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout)
+
+
+def _children_cpu_seconds() -> float:
+    """CPU time of this script's finished child processes (wrk, once a row is done)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def measure_floor(server: Server, args: argparse.Namespace) -> Row:
@@ -470,7 +496,11 @@ def measure_grantd(
         floor_row = floor() if floor is not None else None
         spy_key = key if cpu is not None else f"{key}-workers"
         spy = sample(server, spy_key, args) if args.py_spy else None
+        cpu_before, wrk_before = server.cpu_seconds(), _children_cpu_seconds()
         row = wrk(server.base_url, script, env, args.duration, args.connections, cpu)
+        if row.requests:
+            row.cpu_us = (server.cpu_seconds() - cpu_before) / row.requests * 1e6
+            row.wrk_cpus = (_children_cpu_seconds() - wrk_before) / args.duration
         if spy is not None:
             spy.wait()
             print(summarize(args.py_spy / f"{spy_key}.txt", name), flush=True)
@@ -565,8 +595,8 @@ def render(
         "app returning fixed JSON, served the same way) is measured right before each row; "
         "\"× floor\" divides the row by that measurement.",
         "",
-        "| row | req/s | ops/s | p50 ms | p99 ms | non-2xx | floor req/s | × floor | result |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| row | req/s | ops/s | p50 ms | p99 ms | non-2xx | server CPU µs/req | floor req/s | × floor | result |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for row in [*rows, *[_renamed(r, " — 2 workers, unpinned") for r in two]]:
         ratio = f"{row.rps / row.floor_rps:.3f}" if row.floor_rps else "—"
@@ -574,7 +604,7 @@ def render(
         status = row.checked if row.ok else f"FAILED ({row.checked}; socket errors {row.socket_errors})"
         lines.append(
             f"| {row.name} | {row.rps:,.0f} | {row.ops:,.0f} | {row.p50_ms:.2f} | {row.p99_ms:.2f} | "
-            f"{row.non_2xx} | {floor_text} | {ratio} | {status} |"
+            f"{row.non_2xx} | {row.cpu_us:.0f} | {floor_text} | {ratio} | {status} |"
         )
     by_name = {r.name: r for r in rows}
     lines += [
@@ -588,7 +618,11 @@ def render(
     for two_row in two:
         one = by_name.get(two_row.name)
         if one and one.rps:
-            lines.append(f"- {two_row.name.split('. ', 1)[-1]}: 2 workers = {two_row.rps / one.rps:.2f} × one worker.")
+            lines.append(
+                f"- {two_row.name.split('. ', 1)[-1]}: 2 workers = {two_row.rps / one.rps:.2f} × one worker; "
+                f"the workers kept {two_row.rps * two_row.cpu_us / 1e6:.2f} CPUs busy and wrk {two_row.wrk_cpus:.2f} "
+                f"(one worker: {one.rps * one.cpu_us / 1e6:.2f}, at {one.cpu_us:.0f} µs a request; two: {two_row.cpu_us:.0f} µs)."
+            )
     if verifier:
         floor_rate = verifier["floor"]
         lines += [
