@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import base64
 import json
+import math
 import os
 import re
 import resource
@@ -95,14 +96,7 @@ class Server:
 
     def cpu_seconds(self) -> float:
         """CPU time (user and system) the server's processes have used so far."""
-        ticks = 0
-        for pid in self.pids():
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            ticks += int(fields[11]) + int(fields[12])  # utime, stime
-        return ticks / os.sysconf("SC_CLK_TCK")
+        return _cpu_seconds_of(self.pids())
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -254,6 +248,7 @@ class Row:
     per: float = 1.0  # requests per counted operation (the full flow is two)
     floor_rps: float = 0.0  # the floor measured just before this row
     cpu_us: float = float("nan")  # the server's CPU time (all its processes) per request
+    db_cpu_us: float = float("nan")  # PostgreSQL's CPU time (all its processes) per request, on PostgreSQL
     wrk_cpus: float = float("nan")  # the CPUs wrk kept busy during the row (its CPU time / the row's length)
     notes: list[str] = field(default_factory=list)
 
@@ -441,6 +436,26 @@ def measure_verifier(issuer: str, seeded: Seed, args: argparse.Namespace, workdi
     return json.loads(result.stdout)
 
 
+def _cpu_seconds_of(pids: list[int]) -> float:
+    """CPU time (user and system) the processes have used so far."""
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _postgres_cpu_seconds(args: argparse.Namespace) -> float | None:
+    """On a PostgreSQL run, the CPU time of this machine's PostgreSQL processes (backends included)."""
+    if args.db != "postgres":
+        return None
+    found = subprocess.run(["pgrep", "-x", "postgres"], capture_output=True, text=True).stdout.split()
+    return _cpu_seconds_of([int(pid) for pid in found])
+
+
 def _children_cpu_seconds() -> float:
     """CPU time of this script's finished child processes (wrk, once a row is done)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -496,11 +511,13 @@ def measure_grantd(
         floor_row = floor() if floor is not None else None
         spy_key = key if cpu is not None else f"{key}-workers"
         spy = sample(server, spy_key, args) if args.py_spy else None
-        cpu_before, wrk_before = server.cpu_seconds(), _children_cpu_seconds()
+        cpu_before, wrk_before, db_before = server.cpu_seconds(), _children_cpu_seconds(), _postgres_cpu_seconds(args)
         row = wrk(server.base_url, script, env, args.duration, args.connections, cpu)
         if row.requests:
             row.cpu_us = (server.cpu_seconds() - cpu_before) / row.requests * 1e6
             row.wrk_cpus = (_children_cpu_seconds() - wrk_before) / args.duration
+            if db_before is not None:
+                row.db_cpu_us = (_postgres_cpu_seconds(args) - db_before) / row.requests * 1e6  # type: ignore[operator]
         if spy is not None:
             spy.wait()
             print(summarize(args.py_spy / f"{spy_key}.txt", name), flush=True)
@@ -576,6 +593,12 @@ def database(kind: str, workdir: Path) -> tuple[str, Any]:
     )
 
 
+def _cpu_text(row: Row) -> str:
+    if math.isnan(row.db_cpu_us):
+        return f"{row.cpu_us:.0f}"
+    return f"{row.cpu_us:.0f} (+ {row.db_cpu_us:.0f} PostgreSQL)"
+
+
 def render(
     args: argparse.Namespace,
     rows: list[Row],
@@ -604,7 +627,7 @@ def render(
         status = row.checked if row.ok else f"FAILED ({row.checked}; socket errors {row.socket_errors})"
         lines.append(
             f"| {row.name} | {row.rps:,.0f} | {row.ops:,.0f} | {row.p50_ms:.2f} | {row.p99_ms:.2f} | "
-            f"{row.non_2xx} | {row.cpu_us:.0f} | {floor_text} | {ratio} | {status} |"
+            f"{row.non_2xx} | {_cpu_text(row)} | {floor_text} | {ratio} | {status} |"
         )
     by_name = {r.name: r for r in rows}
     lines += [
