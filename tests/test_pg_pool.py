@@ -1,7 +1,8 @@
-"""PostgreSQL requests run on asyncpg's own pool (store.db._PgConnection): what the store gets back
-must be what SQLAlchemy's engine gave (types, rows by attribute, IntegrityError), the pool gauges
-must read that pool, and a connection that a database restart killed while it sat in the pool
-must not fail the next request.
+"""PostgreSQL requests run on asyncpg connections in grantd's own pool (store.db._Pool,
+_PgConnection): what the store gets back must be what SQLAlchemy's engine gave (types, rows by
+attribute, IntegrityError), the pool gauges must read that pool, a connection that a database
+restart killed while it sat in the pool must not fail the next request, and the pool must hand
+out, wait for, cut and close connections as a pool should.
 
 A restart is played by ``pg_terminate_backend`` on the pool's own connections (the shared
 PostgreSQL server is not restarted), once while the event loop is blocked, so that the pool has
@@ -160,7 +161,7 @@ async def test_connections_killed_in_the_pool_fail_no_request(db: Database, post
     assert not (await _pids(db, 3)) & pids
 
 
-async def test_pool_gauges_read_the_asyncpg_pool(db: Database) -> None:
+async def test_pool_gauges_read_the_pool(db: Database) -> None:
     size, used, idle, overflow = db.pool_status()  # type: ignore[misc]
     assert (size, used, idle, overflow) == (10, 0, 0, 0)  # nothing opened before the first use
     async with db.read() as conn:
@@ -190,3 +191,110 @@ async def test_a_block_waits_for_a_connection_at_most_the_checkout_timeout(
             await tx.execute(select(users.c.id).limit(1))
     finally:
         await small.dispose()
+
+
+async def _backend_pid(conn) -> int:  # type: ignore[no-untyped-def]
+    return int((await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one())
+
+
+async def test_blocks_take_turns_on_a_full_pool(postgres_url: str) -> None:
+    """With every connection in use, blocks wait and each gets the next one returned: none fails,
+    and no more connections are opened than the pool allows."""
+    small = Database(postgres_url, pool_size=2, max_overflow=0)
+    seen: set[int] = set()
+    largest = 0
+
+    async def block() -> None:
+        nonlocal largest
+        async with small.read() as conn:
+            seen.add(await _backend_pid(conn))
+            largest = max(largest, small.pool_status()[1])  # type: ignore[index]
+            await asyncio.sleep(0.02)
+
+    try:
+        await asyncio.gather(*(block() for _ in range(12)))
+        assert largest == 2 and len(seen) == 2
+        assert small.pool_status() == (2, 0, 2, 0)
+    finally:
+        await small.dispose()
+
+
+async def test_a_cancelled_block_does_not_hand_on_its_connection(db: Database) -> None:
+    """A block cancelled in the middle of a statement leaves that statement running on its
+    connection: the next block gets another connection, and at once."""
+
+    pids: list[int] = []
+
+    async def slow() -> None:
+        async with db.read() as conn:
+            pids.append(await _backend_pid(conn))
+            await conn.execute(text("SELECT pg_sleep(5)"))
+
+    task = asyncio.create_task(slow())
+    await asyncio.sleep(0.3)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    started = time.monotonic()
+    async with db.read() as conn:
+        assert (await conn.execute(text("SELECT 41 + 1"))).scalar_one() == 42
+        assert await _backend_pid(conn) != pids[0]  # the cancelled block's connection was cut, not kept
+    assert time.monotonic() - started < 2
+    assert db.pool_status() == (10, 0, 1, 0)
+
+
+async def test_a_connection_lost_in_use_lets_a_waiting_block_open_another(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A one-connection pool whose connection dies while a block holds it: the block fails, and the
+    block waiting for that connection opens a new one instead of waiting out its timeout."""
+    from grantd.store import db as db_module
+
+    monkeypatch.setattr(db_module, "PG_CHECKOUT_TIMEOUT", 5.0)
+    small = Database(postgres_url, pool_size=1, max_overflow=0)
+    holding = asyncio.Event()
+
+    async def doomed() -> None:
+        async with small.read() as conn:
+            pid = await _backend_pid(conn)
+            holding.set()
+            await asyncio.sleep(0.2)  # meanwhile the other block queues for this connection
+            _terminate_blocking(postgres_url, {pid})
+            await conn.execute(text("SELECT 1"))
+
+    async def waiting() -> int:
+        await holding.wait()
+        started = time.monotonic()
+        async with small.read() as conn:
+            pid = await _backend_pid(conn)
+        assert time.monotonic() - started < 3
+        return pid
+
+    try:
+        results = await asyncio.gather(doomed(), waiting(), return_exceptions=True)
+        assert isinstance(results[0], Exception)  # the block on the killed connection failed
+        assert isinstance(results[1], int)  # the waiting one ran, on a new connection
+        assert small.pool_status() == (1, 0, 1, 0)
+    finally:
+        await small.dispose()
+
+
+async def test_idle_connections_are_closed_after_the_idle_lifetime(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from grantd.store import db as db_module
+
+    monkeypatch.setattr(db_module, "PG_IDLE_LIFETIME", 0.3)
+    database = Database(postgres_url)
+    try:
+        async with database.read() as conn:
+            pid = await _backend_pid(conn)
+        assert database.pool_status() == (10, 0, 1, 0)
+        await asyncio.sleep(0.8)
+        assert database.pool_status() == (10, 0, 0, 0)
+        async with database.read() as conn:  # a new connection is opened for the next block
+            assert await _backend_pid(conn) != pid
+            alive = await conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"), {"pid": pid})
+            assert alive.scalar_one() == 0
+    finally:
+        await database.dispose()
