@@ -1,4 +1,4 @@
-"""Rate limiting shared by every server process: fixed-window counters in the database, or in Redis.
+"""Rate limiting shared by every server process: sliding-window counters in the database, or in Redis.
 
 The interface is small::
 
@@ -7,9 +7,12 @@ The interface is small::
     await limiter.fail(Limit(...))                       # count a failure after the fact
     limiter.check_marked(Limit(...))                     # no I/O: refuse a bucket this process saw go over
 
-Counting is fixed-window: the window of an attempt at time t starts at ``t - t % window``.
-An attacker gets at most ``limit`` attempts per window (up to twice that across a window
-boundary). Bucket names are keyed hashes, so no email or client address is stored in clear.
+Counting is by sliding window, estimated from two fixed ones: the window of an attempt at time
+t starts at ``t - t % window``, and the attempts of the window before are counted in proportion
+to how much of it lies within the last ``window`` seconds (``estimate``). So a limit holds across
+a window boundary too, where plain fixed windows let through up to twice as many attempts. (The
+estimate assumes the previous window's attempts were spread evenly across it.) Bucket names
+are keyed hashes, so no email or client address is stored in clear.
 
 The rules, in one place (``login_limits``, ``signup_limits``, ``token_endpoint``):
 
@@ -17,7 +20,7 @@ The rules, in one place (``login_limits``, ``signup_limits``, ``token_endpoint``
   the password is checked (one atomic upsert per bucket), so that concurrent guesses cannot
   all slip past a check; a successful log-in gives its attempt back (only failures use up
   the budget). Over the limit the attempt is refused before argon2 runs, whatever the
-  password — a correct one too, until the window ends.
+  password — a correct one too, until enough failures have slid out of the last window.
 - **sign-up**, per client address: every attempt counts, before the password is hashed.
 - **token endpoint failures** (``invalid_client``, ``invalid_grant``), per key_id or
   client_id and per client address, at every endpoint that authenticates a client with
@@ -25,9 +28,9 @@ The rules, in one place (``login_limits``, ``signup_limits``, ``token_endpoint``
   introspection (RFC 7662), all counting in the same buckets, so that spreading guesses of
   one key's secret over several endpoints buys no extra attempts. The success path stays
   free of rate-limit I/O: a failure is counted when it happens (one upsert); the failure
-  that reaches the limit marks the bucket in this process's memory until the window ends,
-  and later requests on a marked bucket are refused before any work at the cost of a dict
-  lookup. Another process learns of the lock-out on its own next failure of that bucket
+  that reaches the limit marks the bucket in this process's memory until there is room for
+  an attempt again (``free_at``), and later requests on a marked bucket are refused before
+  any work at the cost of a dict lookup. Another process learns of the lock-out on its own next failure of that bucket
   (its upsert sees the shared count over the limit and answers 429); until then it may
   still serve a *correct* request of that client. That is the trade-off: exact counting
   of failures across processes, no write and no read on a success.
@@ -45,6 +48,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from grantd.core.errors import InvalidClient, InvalidGrant, RateLimited
 from grantd.store import ratelimits as store
+from grantd.store.ratelimits import Counts
 
 if TYPE_CHECKING:
     from grantd.config import Settings
@@ -53,8 +57,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("grantd.ratelimit")
 
-# Counters older than this are deleted now and then (no window is longer: see config).
-_PRUNE_AGE = 86400
+# Counters older than this are deleted now and then: two of the longest window (see config), since
+# a window's count is read until the next one has passed.
+_PRUNE_AGE = 2 * 86400
 _PRUNE_EVERY = 1000
 _MAX_MARKS = 10_000
 
@@ -77,10 +82,30 @@ class Hit:
     window: int
 
 
+def estimate(counts: Counts, hit: Hit, now: int) -> float:
+    """The attempts of the last ``window`` seconds: the current window's, and the previous window's
+    weighted by the share of it still within them."""
+    elapsed = now - hit.window_start
+    return counts.current + counts.previous * max(hit.window - elapsed, 0) / hit.window
+
+
+def free_at(counts: Counts, hit: Hit, limit: int) -> float:
+    """When the estimate will leave room for one more attempt (``estimate + 1 <= limit``), if no
+    other attempt is counted meanwhile."""
+    window, start = hit.window, hit.window_start
+    current, previous = counts
+    if current + 1 <= limit:  # within this window, once enough of the previous one has slid out
+        if previous == 0:
+            return start
+        return start + window * max(0.0, 1 - (limit - current - 1) / previous)
+    # In the next window, once enough of this one has slid out (this window's count is then the previous).
+    return start + window + window * max(0.0, 1 - (limit - 1) / current)
+
+
 class Backend(Protocol):
-    async def add(self, hits: Sequence[Hit]) -> list[int]: ...
+    async def add(self, hits: Sequence[Hit]) -> list[Counts]: ...
     async def refund(self, hits: Sequence[Hit]) -> None: ...
-    async def counts(self, hits: Sequence[Hit]) -> list[int]: ...
+    async def counts(self, hits: Sequence[Hit]) -> list[Counts]: ...
     async def close(self) -> None: ...
 
 
@@ -91,9 +116,9 @@ class DatabaseBackend:
         self.db = db
         self._adds = 0
 
-    async def add(self, hits: Sequence[Hit]) -> list[int]:
+    async def add(self, hits: Sequence[Hit]) -> list[Counts]:
         async with self.db.write() as tx:
-            totals = [await store.add(tx, hit.key, hit.window_start) for hit in hits]
+            totals = [await store.add(tx, hit.key, hit.window_start, hit.window) for hit in hits]
         self._adds += 1
         if self._adds % _PRUNE_EVERY == 0:
             async with self.db.write() as tx:
@@ -105,20 +130,25 @@ class DatabaseBackend:
             for hit in hits:
                 await store.refund(tx, hit.key, hit.window_start)
 
-    async def counts(self, hits: Sequence[Hit]) -> list[int]:
+    async def counts(self, hits: Sequence[Hit]) -> list[Counts]:
         async with self.db.read() as conn:
             found = {}
-            for window_start in {hit.window_start for hit in hits}:
-                keys = [hit.key for hit in hits if hit.window_start == window_start]
-                found.update({(k, window_start): n for k, n in (await store.counts(conn, keys, window_start)).items()})
-        return [found.get((hit.key, hit.window_start), 0) for hit in hits]
+            for window_start, window in {(hit.window_start, hit.window) for hit in hits}:
+                keys = [hit.key for hit in hits if (hit.window_start, hit.window) == (window_start, window)]
+                counted = await store.counts(conn, keys, window_start, window)
+                found.update({(k, window_start): n for k, n in counted.items()})
+        return [found.get((hit.key, hit.window_start), _NONE) for hit in hits]
 
     async def close(self) -> None:
         pass
 
 
+_NONE = Counts(0, 0)
+
+
 class RedisBackend:
-    """With GRANTD_REDIS_URL: INCR + EXPIRE in one pipeline per attempt.
+    """With GRANTD_REDIS_URL: INCR + EXPIRE of the window's counter and GET of the previous
+    window's, in one pipeline per attempt. A counter lives two windows: it is read in the next.
 
     When Redis fails, the database counts instead (and a warning is logged): the limits hold,
     at the database's cost, rather than the front door opening or closing.
@@ -132,17 +162,21 @@ class RedisBackend:
         self.prefix = prefix
         self.fallback = fallback
 
-    def _name(self, hit: Hit) -> str:
-        return f"{self.prefix}rl:{hit.key}:{hit.window_start}"
+    def _name(self, hit: Hit, window_start: int | None = None) -> str:
+        return f"{self.prefix}rl:{hit.key}:{hit.window_start if window_start is None else window_start}"
 
-    async def add(self, hits: Sequence[Hit]) -> list[int]:
+    def _previous(self, hit: Hit) -> str:
+        return self._name(hit, hit.window_start - hit.window)
+
+    async def add(self, hits: Sequence[Hit]) -> list[Counts]:
         try:
             pipe = self.client.pipeline(transaction=False)
             for hit in hits:
                 pipe.incr(self._name(hit))
-                pipe.expire(self._name(hit), hit.window + 1)
+                pipe.expire(self._name(hit), 2 * hit.window + 1)
+                pipe.get(self._previous(hit))
             results = await pipe.execute()
-            return [int(n) for n in results[::2]]
+            return [Counts(int(results[i]), int(results[i + 2] or 0)) for i in range(0, len(results), 3)]
         except self._errors as exc:
             log.warning("redis rate limiter failed (%s); counting in the database", exc.__class__.__name__)
             return await self.fallback.add(hits)
@@ -152,15 +186,15 @@ class RedisBackend:
             pipe = self.client.pipeline(transaction=False)
             for hit in hits:
                 pipe.decr(self._name(hit))
-                pipe.expire(self._name(hit), hit.window + 1)
+                pipe.expire(self._name(hit), 2 * hit.window + 1)
             await pipe.execute()
         except self._errors as exc:
             log.warning("redis rate limiter failed (%s); refund lost", exc.__class__.__name__)
 
-    async def counts(self, hits: Sequence[Hit]) -> list[int]:
+    async def counts(self, hits: Sequence[Hit]) -> list[Counts]:
         try:
-            values = await self.client.mget([self._name(hit) for hit in hits])
-            return [int(v) if v is not None else 0 for v in values]
+            values = await self.client.mget([name for hit in hits for name in (self._name(hit), self._previous(hit))])
+            return [Counts(int(values[i] or 0), int(values[i + 1] or 0)) for i in range(0, len(values), 2)]
         except self._errors as exc:
             log.warning("redis rate limiter failed (%s); reading the database", exc.__class__.__name__)
             return await self.fallback.counts(hits)
@@ -188,8 +222,8 @@ class RateLimiter:
         return [Hit(self._name(lim.bucket), now - now % lim.window, lim.window) for lim in limits]
 
     @staticmethod
-    def _refuse(hits: Sequence[Hit], now: int) -> RateLimited:
-        retry_after = max(max(hit.window_start + hit.window - now for hit in hits), 1)
+    def _refuse(free: Sequence[float], now: int) -> RateLimited:
+        retry_after = max(math.ceil(max(free) - now), 1)
         return RateLimited(f"Too many attempts. Try again in {retry_after} seconds.", retry_after)
 
     async def hit(self, *limits: Limit) -> list[Hit]:
@@ -199,7 +233,7 @@ class RateLimiter:
         now = int(self._clock())
         hits = self._hits(limits, now)
         totals = await self.backend.add(hits)
-        over = [hit for hit, total, lim in zip(hits, totals, limits) if total > lim.limit]
+        over = [free_at(n, hit, lim.limit) for hit, n, lim in zip(hits, totals, limits) if estimate(n, hit, now) > lim.limit]
         if over:
             raise self._refuse(over, now)
         return hits
@@ -215,7 +249,7 @@ class RateLimiter:
         now = int(self._clock())
         hits = self._hits(limits, now)
         totals = await self.backend.counts(hits)
-        over = [hit for hit, total, lim in zip(hits, totals, limits) if total >= lim.limit]
+        over = [free_at(n, hit, lim.limit) for hit, n, lim in zip(hits, totals, limits) if estimate(n, hit, now) + 1 > lim.limit]
         if over:
             raise self._refuse(over, now)
 
@@ -225,7 +259,7 @@ class RateLimiter:
         return self.enabled and bool(self._marks)
 
     def check_marked(self, *limits: Limit) -> None:
-        """No I/O: RateLimited when this process saw one of the buckets use up its limit in this window."""
+        """No I/O: RateLimited while a bucket this process saw use up its limit has no room yet."""
         if not self.enabled or not self._marks:
             return
         now = self._clock()
@@ -241,10 +275,13 @@ class RateLimiter:
         now = int(self._clock())
         hits = self._hits(limits, now)
         totals = await self.backend.add(hits)
-        for hit, total, lim in zip(hits, totals, limits):
-            if total >= lim.limit:
-                self._mark(hit.key, hit.window_start + hit.window)
-        over = [hit for hit, total, lim in zip(hits, totals, limits) if total > lim.limit]
+        over = []
+        for hit, n, lim in zip(hits, totals, limits):
+            used = estimate(n, hit, now)
+            if used + 1 > lim.limit:  # no room for another attempt: refuse the bucket until there is
+                self._mark(hit.key, free_at(n, hit, lim.limit))
+            if used > lim.limit:
+                over.append(free_at(n, hit, lim.limit))
         if over:
             raise self._refuse(over, now)
 

@@ -1,17 +1,18 @@
 """The rate limiter's counters: one atomic upsert per counted attempt.
 
-``INSERT … ON CONFLICT (key) DO UPDATE … RETURNING count`` runs on SQLite ≥ 3.35 and
-PostgreSQL alike: concurrent attempts on any number of processes each get their own
-count, and a row whose window has passed starts again at 1.
+``INSERT … ON CONFLICT (key) DO UPDATE … RETURNING`` runs on SQLite ≥ 3.35 and PostgreSQL
+alike: concurrent attempts on any number of processes each get their own count. A row holds the
+current window's count and the previous window's; when an attempt opens a new window, the count
+of the window it ended moves to ``previous_count`` (or 0, if a whole window passed without one).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from collections.abc import Sequence
 
-from sqlalchemy import case, delete, select, update
+from sqlalchemy import case, delete, literal, select, update
 from sqlalchemy.dialects import sqlite
 
 from grantd.store.schema import rate_limits
@@ -20,22 +21,37 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
 
 
-async def add(conn: AsyncConnection, key: str, window_start: int, delta: int = 1) -> int:
-    """Count ``delta`` attempts in the window starting at ``window_start``; the window's new total."""
+class Counts(NamedTuple):
+    """The attempts of a bucket in the window starting at ``window_start`` and in the one before."""
+
+    current: int
+    previous: int
+
+
+async def add(conn: AsyncConnection, key: str, window_start: int, window: int, delta: int = 1) -> Counts:
+    """Count ``delta`` attempts in the ``window``-second window starting at ``window_start``; that
+    window's new total, and the previous window's."""
     if conn.dialect.name == "postgresql":
         from sqlalchemy.dialects import postgresql as dialect  # its import loads every PostgreSQL driver module
     else:
         dialect = sqlite  # type: ignore[assignment]
-    stmt = dialect.insert(rate_limits).values(key=key, window_start=window_start, count=max(delta, 0))
-    current = rate_limits.c.window_start >= stmt.excluded.window_start
+    stmt = dialect.insert(rate_limits).values(key=key, window_start=window_start, count=max(delta, 0), previous_count=0)
+    new_start = stmt.excluded.window_start
+    current = rate_limits.c.window_start >= new_start
+    # The row's window ends where the new one starts: its count is now the previous window's.
+    adjacent = rate_limits.c.window_start == new_start - literal(window)
     stmt = stmt.on_conflict_do_update(
         index_elements=[rate_limits.c.key],
         set_={
             "count": case((current, rate_limits.c.count + delta), else_=stmt.excluded["count"]),
-            "window_start": case((current, rate_limits.c.window_start), else_=stmt.excluded.window_start),
+            "previous_count": case(
+                (current, rate_limits.c.previous_count), (adjacent, rate_limits.c.count), else_=0
+            ),
+            "window_start": case((current, rate_limits.c.window_start), else_=new_start),
         },
-    ).returning(rate_limits.c.count)
-    return int((await conn.execute(stmt)).scalar_one())
+    ).returning(rate_limits.c.count, rate_limits.c.previous_count)
+    row = (await conn.execute(stmt)).one()
+    return Counts(int(row[0]), int(row[1]))
 
 
 async def refund(conn: AsyncConnection, key: str, window_start: int) -> None:
@@ -47,14 +63,21 @@ async def refund(conn: AsyncConnection, key: str, window_start: int) -> None:
     )
 
 
-async def counts(conn: AsyncConnection, keys: Sequence[str], window_start: int) -> dict[str, int]:
-    """The attempts counted in that window, by key (absent: none)."""
+async def counts(conn: AsyncConnection, keys: Sequence[str], window_start: int, window: int) -> dict[str, Counts]:
+    """The attempts counted in the ``window``-second window starting at ``window_start`` and in the
+    one before, by key (absent: none in either)."""
     rows = await conn.execute(
-        select(rate_limits.c.key, rate_limits.c.count).where(
-            rate_limits.c.key.in_(list(keys)), rate_limits.c.window_start == window_start
+        select(rate_limits.c.key, rate_limits.c.window_start, rate_limits.c.count, rate_limits.c.previous_count).where(
+            rate_limits.c.key.in_(list(keys)), rate_limits.c.window_start >= window_start - window
         )
     )
-    return {row.key: int(row.count) for row in rows}
+    found = {}
+    for row in rows:
+        if row.window_start >= window_start:
+            found[row.key] = Counts(int(row.count), int(row.previous_count))
+        else:  # the row's window is the previous one: nothing counted in this one yet
+            found[row.key] = Counts(0, int(row.count))
+    return found
 
 
 async def prune(conn: AsyncConnection, before: int) -> int:

@@ -148,15 +148,17 @@ signing_keys = Table(
     Column("retired_at", BigInteger),
 )
 
-# Fixed-window counters of the rate limiter (grantd.core.ratelimit): one row per bucket, holding the
-# current window's start and the attempts counted in it. ``key`` is a keyed hash of the bucket name,
-# so no email address or client address is stored in clear.
+# The rate limiter's counters (grantd.core.ratelimit): one row per bucket, holding the current
+# window's start, the attempts counted in it and those of the window before. ``key`` is a keyed hash
+# of the bucket name, so no email address or client address is stored in clear.
 rate_limits = Table(
     "rate_limits",
     metadata,
     Column("key", String(64), primary_key=True),
     Column("window_start", BigInteger, nullable=False, index=True),
     Column("count", Integer, nullable=False),
+    # The attempts of the window before ``window_start``'s (0 when that window saw none).
+    Column("previous_count", Integer, nullable=False, server_default="0"),
 )
 
 # The audit log (grantd.core.audit): who did what, when, from which address. Append-only; never a
