@@ -45,3 +45,24 @@ async def test_garbage_and_unknown_tokens_are_inactive_not_errors(flow: Flow) ->
         assert response.status_code == 200, response.text
         assert response.json() == {"active": False}
         assert response.headers["cache-control"] == "no-store"
+
+
+async def test_a_revoked_key_cannot_introspect_and_another_key_of_the_app_can(flow: Flow) -> None:
+    """The caller's key is read with the token: a revoked key is refused before anything about the
+    token is answered, and the app's other live key sees its tokens."""
+    body = (await flow.redeem(await flow.code())).json()["data"]
+    created = await flow.client.post(f"/v1/apps/{flow.app_id}/keys", headers={"Authorization": flow.dev_token})
+    assert created.status_code == 200, created.text
+    spare = created.json()["data"]["key_secret"]
+    revoked = await flow.client.delete(f"/v1/apps/{flow.app_id}/keys/{flow.key_id}", headers={"Authorization": flow.dev_token})
+    assert revoked.status_code == 200, revoked.text
+    for token in (body["access_token"], "not-a-token"):
+        refused = await flow.client.post("/oauth2/introspect", data={"token": token}, headers=basic(flow.app_id, flow.key_secret))
+        assert refused.status_code == 401 and refused.json()["error"] == "invalid_client", refused.text
+    own = await flow.client.post("/oauth2/introspect", data={"token": body["access_token"]}, headers=basic(flow.app_id, spare))
+    assert own.status_code == 200 and own.json()["active"] is True and own.json()["client_id"] == flow.app_id
+    # client_id beside a secret must name the secret's app
+    mismatched = await flow.client.post(
+        "/oauth2/introspect", data={"token": body["access_token"], "client_id": "someone-else", "client_secret": spare}
+    )
+    assert mismatched.status_code == 401 and mismatched.json()["error"] == "invalid_client"

@@ -174,8 +174,12 @@ class _Authenticated(_Credentials):
 def _required(form: dict[str, str], name: str) -> str:
     value = form.get(name)
     if value is None:
-        raise InvalidRequest(f"{name} is required.")
+        raise _missing(name)
     return value
+
+
+def _missing(name: str) -> InvalidRequest:
+    return InvalidRequest(f"{name} is required.")
 
 
 def _issued(issued: tokens.IssuedToken) -> Response:
@@ -351,10 +355,15 @@ async def introspect(request: Request) -> Response:
 
 async def introspect_token(ctx: Context, authorization: str | None, form: dict[str, str], address: str | None) -> Response:
     """RFC 7662 past the wire: this route and the hot path (grantd.api.hot) call it."""
-    async with _Authenticated(ctx, authorization, form, address) as client:
+    async with _Credentials(ctx, authorization, form, address) as (client_id, secret):
+        token = form.get("token")
+        if secret and token is not None:  # authenticated by tokens.introspect, with the token's read
+            return _json(await tokens.introspect(ctx, client_id, secret, token))
+        # Refused, the client's authentication first: a public client (no secret), or no token.
+        client = await clients.authenticate_client(ctx, client_id, secret)
         if client.is_public:
             raise InvalidClient("Introspection needs a confidential client's secret.")
-        return _json(await tokens.introspect(ctx, client, _required(form, "token")))
+        raise _missing("token")
 
 
 @router.get(

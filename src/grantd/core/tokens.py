@@ -501,27 +501,32 @@ def _access_token_claims(ctx: Context, token: str) -> dict[str, Any] | None:
         return None
 
 
-async def introspect(ctx: Context, client: Client, token: str) -> dict[str, Any]:
-    """RFC 7662: what the token is, if it is active and the caller's own; otherwise only ``active: false``."""
-    inactive: dict[str, Any] = {"active": False}
-    now = ctx.now()
+async def introspect(ctx: Context, client_id: str | None, client_secret: str, token: str) -> dict[str, Any]:
+    """RFC 7662 for a confidential client (``clients.authenticate_client``'s rules and errors): what
+    the token is, if it is active and the caller's own; otherwise only ``active: false``.
+
+    The key and the token's state are read by one SELECT; the key's secret is verified before
+    anything about the token is looked at."""
+    key_id = key_named_by(client_secret)
     claims = _access_token_claims(ctx, token)
     async with ctx.db.read() as conn:
         if claims is not None:
-            row = await token_store.access_token_state(conn, claims["jti"])
-            if row is None or row.app_id != client.app_id or row.revoked_at is not None:
-                return inactive
-            if row.expires_at <= now or row.app_disabled_at is not None:
-                return inactive
-            result = {key: claims[key] for key in ("scope", "client_id", "sub", "aud", "iss", "exp", "iat", "jti")}
-            if "user_id" in claims:
-                result["user_id"] = claims["user_id"]
-            return {"active": True, **result, "token_type": "Bearer"}
-        row = await token_store.refresh_token_state(conn, ctx.hasher.hash(token))
-    if row is None or row.app_id != client.app_id or row.revoked_at is not None or row.rotated_at is not None:
-        return inactive
+            key, row = await token_store.live_key_and_access_token_state(conn, key_id, claims["jti"])
+        else:
+            key, row = await token_store.live_key_and_refresh_token_state(conn, key_id, ctx.hasher.hash(token))
+    client = same_client(verified_key(ctx, key_id, client_secret, key), client_id)
+    now = ctx.now()
+    if row is None or row.app_id != client.app_id or row.revoked_at is not None:
+        return {"active": False}
     if row.expires_at <= now or row.app_disabled_at is not None:
-        return inactive
+        return {"active": False}
+    if claims is not None:
+        result = {key: claims[key] for key in ("scope", "client_id", "sub", "aud", "iss", "exp", "iat", "jti")}
+        if "user_id" in claims:
+            result["user_id"] = claims["user_id"]
+        return {"active": True, **result, "token_type": "Bearer"}
+    if row.rotated_at is not None:
+        return {"active": False}
     return {
         "active": True,
         "scope": row.scope,

@@ -226,6 +226,22 @@ async def live_key_and_refresh_token(conn: AsyncConnection, key_id: str, token_h
     return await _LIVE_KEY_AND_REFRESH.fetch(conn, key_id, token_hash=token_hash)
 
 
+_LIVE_KEY_AND_ACCESS_STATE = LiveKeyAnd(_ACCESS_STATE.statement)
+_LIVE_KEY_AND_REFRESH_STATE = LiveKeyAnd(_REFRESH_STATE.statement)
+
+
+async def live_key_and_access_token_state(conn: AsyncConnection, key_id: str, jti: str) -> tuple[Any, Any]:
+    """What ``store.apps.live_key`` and ``access_token_state`` read, in one SELECT (one round trip).
+    Neither is judged here: the caller verifies the key's secret before it looks at the token."""
+    return await _LIVE_KEY_AND_ACCESS_STATE.fetch(conn, key_id, jti=jti)
+
+
+async def live_key_and_refresh_token_state(conn: AsyncConnection, key_id: str, token_hash: str) -> tuple[Any, Any]:
+    """What ``store.apps.live_key`` and ``refresh_token_state`` read, in one SELECT (one round trip).
+    Neither is judged here: the caller verifies the key's secret before it looks at the token."""
+    return await _LIVE_KEY_AND_REFRESH_STATE.fetch(conn, key_id, token_hash=token_hash)
+
+
 _ACCESS_COLUMNS = ("jti", "app_id", "user_id", "key_id", "code_hash", "scope", "issued_at", "expires_at")
 _REFRESH_COLUMNS = ("token_hash", "code_hash", "app_id", "user_id", "scope", "access_jti", "issued_at", "expires_at")
 
