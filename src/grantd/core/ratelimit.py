@@ -30,9 +30,9 @@ The rules, in one place (``login_limits``, ``signup_limits``, ``token_endpoint``
   free of rate-limit I/O: a failure is counted when it happens (one upsert); the failure
   that reaches the limit marks the bucket in this process's memory until there is room for
   an attempt again (``free_at``), and later requests on a marked bucket are refused before
-  any work at the cost of a dict lookup. Another process learns of the lock-out on its own next failure of that bucket
-  (its upsert sees the shared count over the limit and answers 429); until then it may
-  still serve a *correct* request of that client. That is the trade-off: exact counting
+  any work at the cost of a dict lookup. Another process learns of the lock-out on its own
+  next failure of that bucket (its upsert sees the shared count over the limit and answers
+  429); until then it may still serve a *correct* request of that client. That is the trade-off: exact counting
   of failures across processes, no write and no read on a success.
 """
 
@@ -233,7 +233,9 @@ class RateLimiter:
         now = int(self._clock())
         hits = self._hits(limits, now)
         totals = await self.backend.add(hits)
-        over = [free_at(n, hit, lim.limit) for hit, n, lim in zip(hits, totals, limits) if estimate(n, hit, now) > lim.limit]
+        over = [
+            free_at(n, hit, lim.limit) for hit, n, lim in zip(hits, totals, limits) if estimate(n, hit, now) > lim.limit
+        ]
         if over:
             raise self._refuse(over, now)
         return hits
@@ -249,7 +251,11 @@ class RateLimiter:
         now = int(self._clock())
         hits = self._hits(limits, now)
         totals = await self.backend.counts(hits)
-        over = [free_at(n, hit, lim.limit) for hit, n, lim in zip(hits, totals, limits) if estimate(n, hit, now) + 1 > lim.limit]
+        over = [
+            free_at(n, hit, lim.limit)
+            for hit, n, lim in zip(hits, totals, limits)
+            if estimate(n, hit, now) + 1 > lim.limit  # no room for one more
+        ]
         if over:
             raise self._refuse(over, now)
 

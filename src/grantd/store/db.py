@@ -90,9 +90,10 @@ class Database:
         self._engine: AsyncEngine | None = None
         self._engine_autocommit: AsyncEngine | None = None
         if not self.is_sqlite:
-            # Requests are served from asyncpg connections in grantd's pool (below). The engine serves Alembic at start
-            # and tests: without a pool of its own, each use opens a fresh connection, so none of
-            # them can meet one that a database restart left dead (no pre-ping needed).
+            # Requests are served from asyncpg connections in grantd's pool (below). The engine
+            # serves Alembic at start and tests: without a pool of its own, each use opens a fresh
+            # connection, so none of them can meet one that a database restart left dead (no
+            # pre-ping needed).
             # The connect arguments as SQLAlchemy's asyncpg dialect reads them from the URL; the
             # engine itself (and the asyncio extension and ORM it imports) is made only if used.
             self._pg = _PgPool(_pg_dialect().create_connect_args(parsed)[1], pool_size, pool_size + max_overflow)
@@ -1055,8 +1056,12 @@ class _Pool:
                 conn.terminate()
 
     def terminate(self) -> None:
+        """Cut every idle connection at once (also from another event loop, whose own may be closed)."""
         for conn in self._stop():
-            conn.terminate()
+            try:
+                conn.terminate()
+            except Exception:  # noqa: BLE001 - that loop is gone; so are its sockets, or soon
+                pass
 
 
 class _PgWrite:
