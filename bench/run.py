@@ -108,6 +108,10 @@ class Server:
                 self.process.wait()
 
 
+# Every server started, so that a run that fails midway stops them too (each runs in a session of its own).
+_STARTED: list[Server] = []
+
+
 def start(name: str, argv: list[str], env: dict[str, str], base_url: str, probe: str, log: Path) -> Server:
     """Start a server and wait for its first 200 on ``probe``; the time that took is its cold start."""
     started = time.perf_counter()
@@ -118,9 +122,12 @@ def start(name: str, argv: list[str], env: dict[str, str], base_url: str, probe:
             raise SystemExit(f"{name} exited early; see {log}:\n{log.read_text()[-3000:]}")
         try:
             if httpx.get(base_url + probe, timeout=1).status_code == 200:
-                return Server(name, process, base_url, time.perf_counter() - started)
+                server = Server(name, process, base_url, time.perf_counter() - started)
+                _STARTED.append(server)
+                return server
         except httpx.HTTPError:
             time.sleep(0.01)
+    os.killpg(process.pid, signal.SIGTERM)
     raise SystemExit(f"{name} did not answer within 60 s; see {log}")
 
 
@@ -403,6 +410,8 @@ def main() -> None:
             two.stop()
         floor_server.stop()
     finally:
+        for started in _STARTED:  # those a failure left running
+            started.stop()
         if drop:
             drop()
         # The database and the seeded codes are a few hundred MB a run: only the server log stays.
