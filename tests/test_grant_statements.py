@@ -18,9 +18,10 @@ import httpx
 import jwt
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
 from conftest import new_flow
-from grantd.core import tokens
+from grantd.core import audit, tokens
 from grantd.core.clients import Client
 from grantd.core.errors import InvalidGrant, InvalidScope
 from grantd.crypto.secrets import s256
@@ -38,14 +39,21 @@ async def _setup(app: Any, client: httpx.AsyncClient) -> tuple[Any, Client, str]
     return app.state.ctx, Client(flow.app_id, flow.key_id), flow.user_id
 
 
+def _code_rows(ctx: Any, code: str, who: Client, user_id: str, challenge: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    now = ctx.now()
+    row = {
+        "code_hash": ctx.hasher.hash(code), "app_id": who.app_id, "user_id": user_id, "redirect_uri": REDIRECT_URI,
+        "permissions": "read_profile,write_data", "state": "s", "code_challenge": challenge, "created_at": now,
+        "expires_at": now + 60,
+    }
+    event = audit.entry(ctx, "code_issued", actor=user_id, user_id=user_id, app_id=who.app_id, now=now, permissions=["read_profile"])
+    return row, event
+
+
 async def _new_code(ctx: Any, who: Client, user_id: str, challenge: str | None = None) -> str:
     code = secrets.token_urlsafe(32)
-    now = ctx.now()
     async with ctx.db.write() as tx:
-        await code_store.insert_code(
-            tx, code_hash=ctx.hasher.hash(code), app_id=who.app_id, user_id=user_id, redirect_uri=REDIRECT_URI,
-            permissions="read_profile,write_data", state="s", code_challenge=challenge, now=now, expires_at=now + 60,
-        )
+        await code_store.insert_code(tx, *_code_rows(ctx, code, who, user_id, challenge))
     return code
 
 
@@ -275,3 +283,20 @@ async def test_the_code_grant_verifies_the_key_before_the_code(app: Any, client:
         await tokens.redeem_code_with_secret(ctx, None, flow.key_secret, code, code_verifier=verifier)
     [token] = await _rows(ctx, select(access_tokens.c.revoked_at).where(access_tokens.c.code_hash == code_hash))
     assert token.revoked_at is not None
+
+
+async def test_a_new_code_is_written_with_its_audit_row(app: Any, client: httpx.AsyncClient) -> None:
+    """The code and its code_issued row are one write (on PostgreSQL one statement in autocommit,
+    run again when its connection is found dead): the same code written twice fails, whole, and
+    leaves one code and one audit row."""
+    ctx, who, user_id = await _setup(app, client)
+    code = secrets.token_urlsafe(32)
+    row, event = _code_rows(ctx, code, who, user_id)
+    event["detail"] = f'{{"marker":"{code[:12]}"}}'  # to find this row among the app's others
+    async with ctx.db.write_one() as tx:
+        await code_store.insert_code(tx, row, event)
+    with pytest.raises(IntegrityError):
+        async with ctx.db.write_one() as tx:
+            await code_store.insert_code(tx, row, event)
+    assert await _count(ctx, authorization_codes, authorization_codes.c.code_hash == row["code_hash"]) == 1
+    assert await _count(ctx, audit_events, audit_events.c.detail == event["detail"]) == 1

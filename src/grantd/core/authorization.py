@@ -9,6 +9,7 @@ redirected), then asks the signed-in user on a consent page for what is not yet 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from grantd.core import audit
@@ -119,22 +120,22 @@ async def _issue_code(  # type: ignore[no-untyped-def]
 ) -> tuple[str, int]:
     code = new_secret()
     expires_at = now + ctx.settings.authorization_code_ttl
-    await code_store.insert_code(
-        tx,
-        code_hash=ctx.hasher.hash(code),
-        app_id=app_id,
-        user_id=user_id,
-        redirect_uri=redirect_uri,
-        permissions=perms.join(permissions),
-        state=state or "",
-        code_challenge=code_challenge,
-        now=now,
-        expires_at=expires_at,
-    )
-    await audit.record(
-        ctx, tx, "code_issued", actor=user_id, user_id=user_id, app_id=app_id, address=address, now=now,
+    row = {
+        "code_hash": ctx.hasher.hash(code),
+        "app_id": app_id,
+        "user_id": user_id,
+        "redirect_uri": redirect_uri,
+        "permissions": perms.join(permissions),
+        "state": state or "",
+        "code_challenge": code_challenge,
+        "created_at": now,
+        "expires_at": expires_at,
+    }
+    event = audit.entry(
+        ctx, "code_issued", actor=user_id, user_id=user_id, app_id=app_id, address=address, now=now,
         permissions=list(permissions),
     )
+    await code_store.insert_code(tx, row, event)
     return code, expires_at
 
 
@@ -152,8 +153,12 @@ def with_query(uri: str, **params: str | None) -> str:
 
 async def _checked(ctx: Context, conn, request: AuthorizationRequest) -> tuple[str, ...]:  # type: ignore[no-untyped-def]
     """The requested permissions, once the app, its key, the redirect URI and the permissions all check out."""
+    return _checked_app(ctx, await app_store.live(conn, request.app_id), request)
+
+
+def _checked_app(ctx: Context, app: Any, request: AuthorizationRequest) -> tuple[str, ...]:
+    """``_checked`` of the app as read (a live app's row, or None)."""
     requested = perms.parse(request.permissions)
-    app = await app_store.live(conn, request.app_id)
     if app is None or not ctx.hasher.verify(request.app_key, app.app_key_hash):
         raise InvalidClient("Unknown app, wrong app_key, or the app is disabled.")
     if request.redirect_uri not in app_store.redirect_uris_of(app):
@@ -165,32 +170,38 @@ async def _checked(ctx: Context, conn, request: AuthorizationRequest) -> tuple[s
 async def authorize(
     ctx: Context, user: Principal, request: AuthorizationRequest, *, address: str | None = None
 ) -> IssuedCode:
-    """Issue a code for the requested permissions: the first request records consent, later ones must lie within it."""
+    """Issue a code for the requested permissions: the first request records consent, later ones must lie within it.
+
+    The app and the user's grant are read by one SELECT. With a grant, the code and its audit row
+    are one write (on PostgreSQL one statement in autocommit: ``code_store.insert_code``); the
+    first authorization records consent and issues the code in one transaction."""
     now = ctx.now()
-    async with ctx.db.write() as tx:
-        requested = await _checked(ctx, tx, request)
-        grant = await grant_store.of(tx, user.user_id, request.app_id)
-        if grant is None:
+    async with ctx.db.read() as conn:
+        app, grant = await grant_store.live_app_and_grant(conn, request.app_id, user.user_id)
+    requested = _checked_app(ctx, app, request)
+    issue = {
+        "user_id": user.user_id,
+        "app_id": request.app_id,
+        "redirect_uri": request.redirect_uri,
+        "permissions": requested,
+        "state": request.state,
+        "code_challenge": None,
+        "now": now,
+        "address": address,
+    }
+    if grant is not None:
+        missing = missing_from_grant(grant.permissions, requested)
+        if missing:
+            raise ConsentRequired(
+                f"The user has not granted: {', '.join(missing)}. "
+                "Add them with PATCH /oauth/permissions/grant, then authorize again."
+            )
+        async with ctx.db.write_one() as tx:
+            code, expires_at = await _issue_code(ctx, tx, **issue)
+    else:
+        async with ctx.db.write() as tx:
             await _record_consent(ctx, tx, user.user_id, request.app_id, requested, now, address)
-        else:
-            missing = missing_from_grant(grant.permissions, requested)
-            if missing:
-                raise ConsentRequired(
-                    f"The user has not granted: {', '.join(missing)}. "
-                    "Add them with PATCH /oauth/permissions/grant, then authorize again."
-                )
-        code, expires_at = await _issue_code(
-            ctx,
-            tx,
-            user_id=user.user_id,
-            app_id=request.app_id,
-            redirect_uri=request.redirect_uri,
-            permissions=requested,
-            state=request.state,
-            code_challenge=None,
-            now=now,
-            address=address,
-        )
+            code, expires_at = await _issue_code(ctx, tx, **issue)
     redirect_url = with_query(request.redirect_uri, code=code, state=request.state)
     return IssuedCode(code, user.user_id, request.state, redirect_url, expires_at)
 

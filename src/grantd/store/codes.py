@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import Row
 
+from grantd.store import audit as audit_store
 from grantd.store.apps import LiveKeyAnd
 from grantd.store.db import Prepared, fetch_one, insert_from, run
 from grantd.store.schema import access_tokens, audit_events, refresh_tokens
@@ -14,44 +15,31 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
 
 
-_INSERT = Prepared(
-    insert(codes).values(
-        {
-            name: bindparam(name)
-            for name in (
-                "code_hash", "app_id", "user_id", "redirect_uri", "permissions", "state", "code_challenge", "created_at", "expires_at",
-            )
-        }
+_CODE = ("code_hash", "app_id", "user_id", "redirect_uri", "permissions", "state", "code_challenge", "created_at", "expires_at")
+_AUDIT = ("occurred_at", "event", "actor", "user_id", "app_id", "address", "detail")
+_INSERT = Prepared(insert(codes).values({name: bindparam(name) for name in _CODE}))
+
+# PostgreSQL: the code and its audit row in one statement (the audit row is selected from the
+# INSERT's RETURNING, so it is written with the code or not at all).
+_INSERT_WITH_AUDIT = Prepared(
+    insert_from(
+        audit_events,
+        _AUDIT,
+        "audit_",
+        _INSERT.statement.returning(codes.c.code_hash).cte("issued"),
     )
 )
 
 
-async def insert_code(
-    conn: AsyncConnection,
-    *,
-    code_hash: str,
-    app_id: str,
-    user_id: str,
-    redirect_uri: str,
-    permissions: str,
-    state: str,
-    code_challenge: str | None,
-    now: int,
-    expires_at: int,
-) -> None:
-    await run(
-        conn,
-        _INSERT,
-        code_hash=code_hash,
-        app_id=app_id,
-        user_id=user_id,
-        redirect_uri=redirect_uri,
-        permissions=permissions,
-        state=state,
-        code_challenge=code_challenge,
-        created_at=now,
-        expires_at=expires_at,
-    )
+async def insert_code(conn: AsyncConnection, code: dict[str, Any], audit: dict[str, Any]) -> None:
+    """A new code (``code``: the values of its columns) and its ``code_issued`` audit row
+    (``audit.entry``'s). On PostgreSQL one statement, so that in autocommit (``Database.write_one``)
+    it is one round trip and one transaction; on SQLite the two INSERTs of the caller's write block."""
+    if conn.dialect.name == "postgresql":
+        await run(conn, _INSERT_WITH_AUDIT, **code, **{"audit_" + name: value for name, value in audit.items()})
+        return
+    await run(conn, _INSERT, **code)
+    await audit_store.insert_event(conn, **audit)
 
 
 # What the rules of redemption (grantd.core.tokens) look at, in the same columns for both reads:
@@ -102,7 +90,6 @@ async def live_key_and_code(conn: AsyncConnection, key_id: str, code_hash: str) 
 
 _ACCESS = ("jti", "app_id", "user_id", "key_id", "code_hash", "scope", "issued_at", "expires_at")
 _REFRESH = ("token_hash", "code_hash", "app_id", "user_id", "scope", "access_jti", "issued_at", "expires_at")
-_AUDIT = ("occurred_at", "event", "actor", "user_id", "app_id", "address", "detail")
 
 
 def _spend_and_issue(with_refresh: bool) -> Prepared:

@@ -314,8 +314,14 @@ class _LoopConnection:
     async def run_sync(self, fn: Callable[..., Any], *args: Any) -> Any:
         return fn(self._sync, *args)
 
+    # A unique (or other integrity) violation is raised as SQLAlchemy's ``IntegrityError``, as from
+    # a statement that SQLAlchemy runs and as on PostgreSQL (written out in each: a hot path).
+
     def raw_one(self, prepared: Prepared, params: dict[str, Any]) -> Any:
-        cursor = self._raw.execute(prepared._sqlite_sql, prepared.sqlite_params(params))
+        try:
+            cursor = self._raw.execute(prepared._sqlite_sql, prepared.sqlite_params(params))
+        except sqlite3.IntegrityError as error:
+            raise IntegrityError(prepared._sqlite_sql, None, error) from error
         row = cursor.fetchone()
         if row is None:
             return None
@@ -324,11 +330,17 @@ class _LoopConnection:
         return prepared.row(row, cursor.description)
 
     def raw_all(self, prepared: Prepared, params: dict[str, Any]) -> list[Any]:
-        cursor = self._raw.execute(prepared._sqlite_sql, prepared.sqlite_params(params))
+        try:
+            cursor = self._raw.execute(prepared._sqlite_sql, prepared.sqlite_params(params))
+        except sqlite3.IntegrityError as error:
+            raise IntegrityError(prepared._sqlite_sql, None, error) from error
         return [prepared.row(row, cursor.description) for row in cursor.fetchall()]
 
     def raw_run(self, prepared: Prepared, params: dict[str, Any]) -> int:
-        cursor = self._raw.execute(prepared._sqlite_sql, prepared.sqlite_params(params))
+        try:
+            cursor = self._raw.execute(prepared._sqlite_sql, prepared.sqlite_params(params))
+        except sqlite3.IntegrityError as error:
+            raise IntegrityError(prepared._sqlite_sql, None, error) from error
         if prepared.returns_rows:
             cursor.fetchall()
         return cursor.rowcount

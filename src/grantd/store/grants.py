@@ -1,11 +1,11 @@
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from collections.abc import Sequence
 
 from sqlalchemy import delete as delete_
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import and_, bindparam, func, insert, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 
@@ -22,6 +22,28 @@ _OF = Prepared(select(grants).where(grants.c.user_id == bindparam("user_id"), gr
 async def of(conn: AsyncConnection, user_id: str, app_id: str) -> Row | None:
     """Read on every authorization request."""
     return await fetch_one(conn, _OF, user_id=user_id, app_id=app_id)
+
+
+class Grant(NamedTuple):
+    id: str
+    permissions: str
+
+
+# The live app (as store.apps.live reads it) and the user's grant to it, LEFT JOINed: one row.
+_LIVE_APP_AND_GRANT = Prepared(
+    select(apps, grants.c.id.label("grant_id"), grants.c.permissions.label("grant_permissions"))
+    .select_from(apps.outerjoin(grants, and_(grants.c.app_id == apps.c.id, grants.c.user_id == bindparam("user_id"))))
+    .where(apps.c.id == bindparam("app_id"), apps.c.disabled_at.is_(None))
+)
+
+
+async def live_app_and_grant(conn: AsyncConnection, app_id: str, user_id: str) -> tuple[Any, Grant | None]:
+    """What ``store.apps.live`` and ``of`` read, in one SELECT (one round trip): the live app (None
+    when unknown or disabled; its row carries two more columns) and the user's grant to it."""
+    row = await fetch_one(conn, _LIVE_APP_AND_GRANT, app_id=app_id, user_id=user_id)
+    if row is None:
+        return None, None
+    return row, (None if row.grant_id is None else Grant(row.grant_id, row.grant_permissions))
 
 
 async def insert_if_absent(
