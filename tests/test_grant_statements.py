@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import uuid
 from typing import Any
 
 import httpx
@@ -26,6 +27,7 @@ from grantd.core.clients import Client
 from grantd.core.errors import InvalidGrant, InvalidScope
 from grantd.crypto.secrets import s256
 from grantd.store import codes as code_store
+from grantd.store import grants as grant_store
 from grantd.store import tokens as token_store
 from grantd.store.schema import access_tokens, audit_events, authorization_codes, refresh_tokens
 
@@ -300,3 +302,22 @@ async def test_a_new_code_is_written_with_its_audit_row(app: Any, client: httpx.
             await code_store.insert_code(tx, row, event)
     assert await _count(ctx, authorization_codes, authorization_codes.c.code_hash == row["code_hash"]) == 1
     assert await _count(ctx, audit_events, audit_events.c.detail == event["detail"]) == 1
+
+
+async def test_a_code_issued_while_granted_needs_the_grant(app: Any, client: httpx.AsyncClient) -> None:
+    """An authorization checks the user's grant, then writes the code only while the grant still
+    exists: for a user with no grant to the app (one revoked in between), nothing is written."""
+    ctx, who, user_id = await _setup(app, client)  # new_flow's user has not authorized the app
+    for granted in (False, True):
+        if granted:
+            async with ctx.db.write() as tx:
+                await grant_store.insert_if_absent(
+                    tx, grant_id=str(uuid.uuid4()), user_id=user_id, app_id=who.app_id, permissions="read_profile", now=1
+                )
+        code = secrets.token_urlsafe(32)
+        row, event = _code_rows(ctx, code, who, user_id)
+        event["detail"] = f'{{"marker":"{code[:12]}"}}'
+        async with ctx.db.write_one() as tx:
+            assert await code_store.insert_code(tx, row, event, while_granted=True) is granted
+        assert await _count(ctx, authorization_codes, authorization_codes.c.code_hash == row["code_hash"]) == granted
+        assert await _count(ctx, audit_events, audit_events.c.detail == event["detail"]) == granted

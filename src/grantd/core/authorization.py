@@ -9,7 +9,7 @@ redirected), then asks the signed-in user on a consent page for what is not yet 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from grantd.core import audit
@@ -105,9 +105,18 @@ async def _record_consent(  # type: ignore[no-untyped-def]
         )
 
 
-async def _issue_code(  # type: ignore[no-untyped-def]
+class _NewCode(NamedTuple):
+    """A code to issue: the code itself, when it expires, its row and its ``code_issued`` audit row
+    (what ``code_store.insert_code`` writes)."""
+
+    code: str
+    expires_at: int
+    row: dict[str, Any]
+    event: dict[str, Any]
+
+
+def _new_code(
     ctx: Context,
-    tx,
     *,
     user_id: str,
     app_id: str,
@@ -117,7 +126,7 @@ async def _issue_code(  # type: ignore[no-untyped-def]
     code_challenge: str | None,
     now: int,
     address: str | None = None,
-) -> tuple[str, int]:
+) -> _NewCode:
     code = new_secret()
     expires_at = now + ctx.settings.authorization_code_ttl
     row = {
@@ -135,8 +144,7 @@ async def _issue_code(  # type: ignore[no-untyped-def]
         ctx, "code_issued", actor=user_id, user_id=user_id, app_id=app_id, address=address, now=now,
         permissions=list(permissions),
     )
-    await code_store.insert_code(tx, row, event)
-    return code, expires_at
+    return _NewCode(code, expires_at, row, event)
 
 
 def with_query(uri: str, **params: str | None) -> str:
@@ -179,16 +187,11 @@ async def authorize(
     async with ctx.db.read() as conn:
         app, grant = await grant_store.live_app_and_grant(conn, request.app_id, user.user_id)
     requested = _checked_app(ctx, app, request)
-    issue = {
-        "user_id": user.user_id,
-        "app_id": request.app_id,
-        "redirect_uri": request.redirect_uri,
-        "permissions": requested,
-        "state": request.state,
-        "code_challenge": None,
-        "now": now,
-        "address": address,
-    }
+    new = _new_code(
+        ctx, user_id=user.user_id, app_id=request.app_id, redirect_uri=request.redirect_uri, permissions=requested,
+        state=request.state, code_challenge=None, now=now, address=address,
+    )
+    written = False
     if grant is not None:
         missing = missing_from_grant(grant.permissions, requested)
         if missing:
@@ -197,13 +200,15 @@ async def authorize(
                 "Add them with PATCH /oauth/permissions/grant, then authorize again."
             )
         async with ctx.db.write_one() as tx:
-            code, expires_at = await _issue_code(ctx, tx, **issue)
-    else:
+            # Written only while the grant exists: one revoked since it was read is recorded again
+            # below, as the first authorization records it.
+            written = await code_store.insert_code(tx, new.row, new.event, while_granted=True)
+    if not written:
         async with ctx.db.write() as tx:
             await _record_consent(ctx, tx, user.user_id, request.app_id, requested, now, address)
-            code, expires_at = await _issue_code(ctx, tx, **issue)
-    redirect_url = with_query(request.redirect_uri, code=code, state=request.state)
-    return IssuedCode(code, user.user_id, request.state, redirect_url, expires_at)
+            await code_store.insert_code(tx, new.row, new.event)
+    redirect_url = with_query(request.redirect_uri, code=new.code, state=request.state)
+    return IssuedCode(new.code, user.user_id, request.state, redirect_url, new.expires_at)
 
 
 async def grant_permissions(
@@ -288,9 +293,8 @@ async def approve(ctx: Context, user: Principal, request: StandardRequest, *, ad
     target = request.target
     async with ctx.db.write() as tx:
         await _record_consent(ctx, tx, user.user_id, target.app_id, request.permissions, now, address)
-        code, _ = await _issue_code(
+        new = _new_code(
             ctx,
-            tx,
             user_id=user.user_id,
             app_id=target.app_id,
             redirect_uri=target.redirect_uri,
@@ -300,7 +304,8 @@ async def approve(ctx: Context, user: Principal, request: StandardRequest, *, ad
             now=now,
             address=address,
         )
-    return with_query(target.redirect_uri, code=code, state=request.state, iss=ctx.settings.issuer)
+        await code_store.insert_code(tx, new.row, new.event)
+    return with_query(target.redirect_uri, code=new.code, state=request.state, iss=ctx.settings.issuer)
 
 
 def error_redirect(ctx: Context, target: Target, error: str, description: str, state: str | None) -> str:

@@ -8,7 +8,7 @@ from sqlalchemy.engine import Row
 from grantd.store import audit as audit_store
 from grantd.store.apps import LiveKeyAnd
 from grantd.store.db import Prepared, fetch_one, insert_from, run
-from grantd.store.schema import access_tokens, audit_events, refresh_tokens
+from grantd.store.schema import access_tokens, audit_events, grants, refresh_tokens
 from grantd.store.schema import authorization_codes as codes
 
 if TYPE_CHECKING:
@@ -17,29 +17,47 @@ if TYPE_CHECKING:
 
 _CODE = ("code_hash", "app_id", "user_id", "redirect_uri", "permissions", "state", "code_challenge", "created_at", "expires_at")
 _AUDIT = ("occurred_at", "event", "actor", "user_id", "app_id", "address", "detail")
-_INSERT = Prepared(insert(codes).values({name: bindparam(name) for name in _CODE}))
-
-# PostgreSQL: the code and its audit row in one statement (the audit row is selected from the
-# INSERT's RETURNING, so it is written with the code or not at all).
-_INSERT_WITH_AUDIT = Prepared(
-    insert_from(
-        audit_events,
-        _AUDIT,
-        "audit_",
-        _INSERT.statement.returning(codes.c.code_hash).cte("issued"),
+# The user's grant to the app, for a code written only while it exists.
+_GRANTED = (
+    select(grants.c.id)
+    .where(
+        grants.c.user_id == bindparam("user_id", type_=grants.c.user_id.type),
+        grants.c.app_id == bindparam("app_id", type_=grants.c.app_id.type),
     )
+    .exists()
 )
 
 
-async def insert_code(conn: AsyncConnection, code: dict[str, Any], audit: dict[str, Any]) -> None:
+def _code_statements(while_granted: bool) -> tuple[Prepared, Prepared]:
+    """The code's INSERT, and (PostgreSQL) the code's and its audit row's in one statement: the
+    audit row is selected from the code's ``INSERT … RETURNING``, so it is written with the code or
+    not at all."""
+    values = select(*(bindparam(name, type_=codes.c[name].type) for name in _CODE))
+    code = insert(codes).from_select(list(_CODE), values.where(_GRANTED) if while_granted else values)
+    with_audit = insert_from(audit_events, _AUDIT, "audit_", code.returning(codes.c.code_hash).cte("issued"))
+    return Prepared(code), Prepared(with_audit.returning(audit_events.c.id))
+
+
+_INSERT = {True: _code_statements(True), False: _code_statements(False)}
+
+
+async def insert_code(
+    conn: AsyncConnection, code: dict[str, Any], audit: dict[str, Any], *, while_granted: bool = False
+) -> bool:
     """A new code (``code``: the values of its columns) and its ``code_issued`` audit row
-    (``audit.entry``'s). On PostgreSQL one statement, so that in autocommit (``Database.write_one``)
-    it is one round trip and one transaction; on SQLite the two INSERTs of the caller's write block."""
+    (``audit.entry``'s); with ``while_granted``, only if the user's grant to the app still exists.
+    Whether they were written.
+
+    On PostgreSQL one statement, so that in autocommit (``Database.write_one``) it is one round
+    trip and one transaction; on SQLite the two INSERTs of the caller's write block."""
+    alone, with_audit = _INSERT[while_granted]
     if conn.dialect.name == "postgresql":
-        await run(conn, _INSERT_WITH_AUDIT, **code, **{"audit_" + name: value for name, value in audit.items()})
-        return
-    await run(conn, _INSERT, **code)
+        params = {**code, **{"audit_" + name: value for name, value in audit.items()}}
+        return await fetch_one(conn, with_audit, **params) is not None
+    if await run(conn, alone, **code) != 1:
+        return False
     await audit_store.insert_event(conn, **audit)
+    return True
 
 
 # What the rules of redemption (grantd.core.tokens) look at, in the same columns for both reads:
