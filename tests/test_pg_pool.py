@@ -15,11 +15,13 @@ import asyncio
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
+import httpx
 import pytest
 from sqlalchemy import func, insert, select, text, update
 
+from conftest import ServerProcess, new_flow
 from grantd.store import signing_keys as signing_key_store
 from grantd.store import users as user_store
 from grantd.store.db import Database
@@ -298,3 +300,30 @@ async def test_idle_connections_are_closed_after_the_idle_lifetime(
             assert alive.scalar_one() == 0
     finally:
         await database.dispose()
+
+
+async def test_the_pool_size_is_the_operators(
+    server_factory: Callable[..., ServerProcess], postgres_url: str
+) -> None:
+    """GRANTD_DB_POOL_SIZE and GRANTD_DB_MAX_OVERFLOW bound a worker's connections: a burst of
+    concurrent token requests is served, on at most size + overflow connections."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    env = {"GRANTD_DB_POOL_SIZE": "2", "GRANTD_DB_MAX_OVERFLOW": "1", "GRANTD_METRICS_ENABLED": "true"}
+    server = server_factory(postgres_url, env=env)
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
+        flow = await new_flow(client)
+        form = {"grant_type": "client_credentials", "client_id": flow.app_id, "client_secret": flow.key_secret}
+        responses = await asyncio.gather(*(client.post("/oauth2/token", data=form) for _ in range(40)))
+        assert [r.status_code for r in responses] == [200] * 40
+        metrics = (await client.get("/metrics")).text
+    gauges = {
+        s.name: s.value
+        for family in text_string_to_metric_families(metrics)
+        for s in family.samples
+        if s.name.startswith("grantd_db_pool_")
+    }
+    # The connections the burst opened stay idle in the pool: size 2, one beyond it, no more.
+    assert gauges == {
+        "grantd_db_pool_size": 2, "grantd_db_pool_checked_out": 0, "grantd_db_pool_idle": 3, "grantd_db_pool_overflow": 1
+    }

@@ -40,6 +40,14 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL: sqlite+aiosqlite:///path or postgresql+asyncpg://user@host/db. "
         "Empty means an SQLite file grantd.db in the data directory.",
     )
+    db_pool_size: int = Field(
+        default=10, ge=1, le=1000,
+        description="PostgreSQL: connections per worker, opened as requests need them and closed after five idle "
+        "minutes (SQLite uses two).",
+    )
+    db_max_overflow: int = Field(
+        default=10, ge=0, le=1000, description="PostgreSQL: connections per worker beyond db_pool_size when all are busy."
+    )
     data_dir: Path = Field(default=Path("var"), description="Where the embedded database and generated secret live.")
     issuer: str = Field(default="http://127.0.0.1:8000", description="The `iss` of every token: this server's public URL.")
     secret_key: str = Field(
