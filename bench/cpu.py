@@ -25,7 +25,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from run import REDIRECT_URI, seed  # noqa: E402
+from run import REDIRECT_URI, postgres_cpu_seconds, seed  # noqa: E402
 
 CONCURRENCY = 32
 
@@ -149,9 +149,12 @@ async def main() -> None:
 
             profiler = Profiler(async_mode="disabled")
             profiler.start()
+        on_postgres = not settings.resolved_database_url.startswith("sqlite")
+        postgres = postgres_cpu_seconds() if on_postgres else 0.0
         cpu, wall = time.process_time(), time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        postgres = postgres_cpu_seconds() - postgres if on_postgres else 0.0
         if flat is not None:
             import pstats
 
@@ -161,7 +164,8 @@ async def main() -> None:
             profiler.stop()
             print(profiler.output_text(unicode=False, color=False, show_all=False))
     n = len(requests)
-    print(f"{args.kind}: {n} requests, statuses {statuses}, {cpu / n * 1e6:.0f} µs CPU and {wall / n * 1e6:.0f} µs wall each")
+    also = f" (+ {postgres / n * 1e6:.0f} µs of PostgreSQL's)" if postgres else ""
+    print(f"{args.kind}: {n} requests, statuses {statuses}, {cpu / n * 1e6:.0f} µs CPU{also} and {wall / n * 1e6:.0f} µs wall each")
 
 
 if __name__ == "__main__":

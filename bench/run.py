@@ -457,10 +457,8 @@ def _cpu_seconds_of(pids: list[int]) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def _postgres_cpu_seconds(args: argparse.Namespace) -> float | None:
-    """On a PostgreSQL run, the CPU time of this machine's PostgreSQL processes (backends included)."""
-    if args.db != "postgres":
-        return None
+def postgres_cpu_seconds() -> float:
+    """The CPU time of this machine's PostgreSQL processes (backends included) so far."""
     found = subprocess.run(["pgrep", "-x", "postgres"], capture_output=True, text=True).stdout.split()
     return _cpu_seconds_of([int(pid) for pid in found])
 
@@ -520,13 +518,14 @@ def measure_grantd(
         floor_row = floor() if floor is not None else None
         spy_key = key if cpu is not None else f"{key}-workers"
         spy = sample(server, spy_key, args) if args.py_spy else None
-        cpu_before, wrk_before, db_before = server.cpu_seconds(), _children_cpu_seconds(), _postgres_cpu_seconds(args)
+        db_before = postgres_cpu_seconds() if args.db == "postgres" else None
+        cpu_before, wrk_before = server.cpu_seconds(), _children_cpu_seconds()
         row = wrk(server.base_url, script, env, args.duration, args.connections, cpu)
         if row.requests:
             row.cpu_us = (server.cpu_seconds() - cpu_before) / row.requests * 1e6
             row.wrk_cpus = (_children_cpu_seconds() - wrk_before) / args.duration
             if db_before is not None:
-                row.db_cpu_us = (_postgres_cpu_seconds(args) - db_before) / row.requests * 1e6  # type: ignore[operator]
+                row.db_cpu_us = (postgres_cpu_seconds() - db_before) / row.requests * 1e6
         if spy is not None:
             spy.wait()
             print(summarize(args.py_spy / f"{spy_key}.txt", name), flush=True)
