@@ -106,6 +106,10 @@ async def test_a_failed_block_rolls_back(db: Database) -> None:
         assert (await conn.execute(select(users).where(users.c.id == row["id"]))).first() is None
 
 
+async def _backend_pid(conn) -> int:  # type: ignore[no-untyped-def]
+    return int((await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one())
+
+
 async def _pids(db: Database, n: int) -> set[int]:
     """The backend pids of ``n`` pooled connections (held at once, so they are distinct)."""
     pids: set[int] = set()
@@ -113,7 +117,7 @@ async def _pids(db: Database, n: int) -> set[int]:
 
     async def hold() -> None:
         async with db.read() as conn:
-            pids.add((await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one())
+            pids.add(await _backend_pid(conn))
             if len(pids) == n:
                 everyone.set()
             await asyncio.wait_for(everyone.wait(), 10)
@@ -193,10 +197,6 @@ async def test_a_block_waits_for_a_connection_at_most_the_checkout_timeout(
             await tx.execute(select(users.c.id).limit(1))
     finally:
         await small.dispose()
-
-
-async def _backend_pid(conn) -> int:  # type: ignore[no-untyped-def]
-    return int((await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one())
 
 
 async def test_blocks_take_turns_on_a_full_pool(postgres_url: str) -> None:

@@ -187,18 +187,18 @@ async def authorize(
     async with ctx.db.read() as conn:
         app, grant = await grant_store.live_app_and_grant(conn, request.app_id, user.user_id)
     requested = _checked_app(ctx, app, request)
+    missing = missing_from_grant(grant.permissions, requested) if grant is not None else []
+    if missing:
+        raise ConsentRequired(
+            f"The user has not granted: {', '.join(missing)}. "
+            "Add them with PATCH /oauth/permissions/grant, then authorize again."
+        )
     new = _new_code(
         ctx, user_id=user.user_id, app_id=request.app_id, redirect_uri=request.redirect_uri, permissions=requested,
         state=request.state, code_challenge=None, now=now, address=address,
     )
     written = False
     if grant is not None:
-        missing = missing_from_grant(grant.permissions, requested)
-        if missing:
-            raise ConsentRequired(
-                f"The user has not granted: {', '.join(missing)}. "
-                "Add them with PATCH /oauth/permissions/grant, then authorize again."
-            )
         async with ctx.db.write_one() as tx:
             # Written only while the grant exists: one revoked since it was read is recorded again
             # below, as the first authorization records it.

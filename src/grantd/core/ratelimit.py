@@ -285,9 +285,10 @@ class RateLimiter:
         for hit, n, lim in zip(hits, totals, limits):
             used = estimate(n, hit, now)
             if used + 1 > lim.limit:  # no room for another attempt: refuse the bucket until there is
-                self._mark(hit.key, free_at(n, hit, lim.limit))
-            if used > lim.limit:
-                over.append(free_at(n, hit, lim.limit))
+                free = free_at(n, hit, lim.limit)
+                self._mark(hit.key, free)
+                if used > lim.limit:
+                    over.append(free)
         if over:
             raise self._refuse(over, now)
 

@@ -521,7 +521,7 @@ async def introspect(ctx: Context, client_id: str | None, client_secret: str, to
     if row.expires_at <= now or row.app_disabled_at is not None:
         return {"active": False}
     if claims is not None:
-        result = {key: claims[key] for key in ("scope", "client_id", "sub", "aud", "iss", "exp", "iat", "jti")}
+        result = {name: claims[name] for name in ("scope", "client_id", "sub", "aud", "iss", "exp", "iat", "jti")}
         if "user_id" in claims:
             result["user_id"] = claims["user_id"]
         return {"active": True, **result, "token_type": "Bearer"}
