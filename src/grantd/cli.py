@@ -336,15 +336,16 @@ def signing_keys_list(as_json: JsonOption = False) -> None:
             typer.echo("")
 
 
-def _since(value: str, now: int) -> int:
-    """Unix seconds of ``--since``: an RFC 3339 date-time, or a duration back from now (90s, 15m, 24h, 7d)."""
+def _since(value: str, now: int, option: str = "--since") -> int:
+    """Unix seconds of a moment option (``--since``): an RFC 3339 date-time, or a duration back
+    from now (90s, 15m, 24h, 7d)."""
     from grantd.api.audit import parse_rfc3339
 
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     text = value.strip()
     if text[:-1].isdigit() and text[-1:].lower() in units:
         return now - int(text[:-1]) * units[text[-1].lower()]
-    return parse_rfc3339(text, "--since")
+    return parse_rfc3339(text, option)
 
 
 @app.command()
@@ -377,6 +378,27 @@ def audit(
             detail,
         ]
         typer.echo("  ".join(field for field in fields if field))
+
+
+@app.command()
+def prune(
+    expired_before: Annotated[str, typer.Option(help="Delete what expired before this moment: RFC 3339, or a duration back from now (90s, 15m, 24h, 7d).")] = "1d",
+    audit_before: Annotated[str | None, typer.Option(help="Also delete audit events that occurred before this moment (same forms); kept by default.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Delete the expired tokens, codes and sessions that nothing can use any more; run it daily."""
+    from grantd.core import retention
+
+    async def use_case(ctx: Context) -> dict[str, Any]:
+        now = ctx.now()
+        pruned = await retention.prune(
+            ctx,
+            expired_before=_since(expired_before, now, "--expired-before"),
+            audit_before=None if audit_before is None else _since(audit_before, now, "--audit-before"),
+        )
+        return pruned._asdict()
+
+    _emit(_run(use_case), as_json)
 
 
 @config_app.command("show")

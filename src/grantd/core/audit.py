@@ -44,11 +44,12 @@ EVENTS = frozenset(
         "code_replayed",
         "refresh_token_reused",
         "signing_key_rotated",
+        "audit_pruned",
     }
 )
 # What a detail may carry: identifiers, permissions, names of changed fields, a reason. Nothing else.
 DETAIL_KEYS = frozenset(
-    {"jti", "key_id", "kid", "permissions", "fields", "client_type", "reason", "activates_at", "family_revoked"}
+    {"jti", "key_id", "kid", "permissions", "fields", "client_type", "reason", "activates_at", "family_revoked", "before"}
 )
 LIMIT_DEFAULT = 100
 LIMIT_MAX = 500

@@ -9,7 +9,7 @@ from collections import namedtuple
 from sqlalchemy import bindparam, func, insert, literal_column, select, true, update
 from sqlalchemy.engine import Row
 
-from grantd.store.db import Prepared, fetch_one
+from grantd.store.db import Prepared, fetch_one, later_of
 from grantd.store.schema import access_tokens, app_keys, apps
 
 if TYPE_CHECKING:
@@ -97,12 +97,8 @@ async def insert_key(conn: AsyncConnection, *, key_id: str, app_id: str, secret_
 
 
 async def keys_of(conn: AsyncConnection, app_id: str) -> Sequence[Row]:
-    last_used = (
-        select(func.max(access_tokens.c.issued_at))
-        .where(access_tokens.c.key_id == app_keys.c.id)
-        .scalar_subquery()
-        .label("last_used_at")
-    )
+    newest_token = select(func.max(access_tokens.c.issued_at)).where(access_tokens.c.key_id == app_keys.c.id).scalar_subquery()
+    last_used = later_of(newest_token, app_keys.c.last_used_at).label("last_used_at")
     query = (
         select(app_keys.c.id, app_keys.c.created_at, app_keys.c.revoked_at, last_used)
         .where(app_keys.c.app_id == app_id)

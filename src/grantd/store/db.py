@@ -54,7 +54,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcon
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, create_engine, event, insert, select
+from sqlalchemy import bindparam, case, create_engine, event, func, insert, literal_column, select
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import IntegrityError, MultipleResultsFound, NoResultFound
 from sqlalchemy.pool import NullPool, StaticPool
@@ -265,6 +265,13 @@ async def run(conn: Any, prepared: Prepared, **params: Any) -> int:
     if isinstance(conn, _PgConnection):
         return await conn.raw_run(prepared, params)
     return (await prepared.execute(conn, params)).rowcount  # type: ignore[no-any-return]
+
+
+def later_of(first: Any, second: Any) -> Any:
+    """The later of two nullable times, NULL only when both are (SQLite's two-argument ``max`` is
+    NULL when either is; PostgreSQL's ``greatest`` ignores NULLs: this is both's answer)."""
+    zero = literal_column("0")
+    return case((func.coalesce(first, zero) >= func.coalesce(second, zero), first), else_=second)
 
 
 def insert_from(table: Any, columns: Sequence[str], prefix: str, source: Any) -> Any:

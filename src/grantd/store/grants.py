@@ -9,7 +9,7 @@ from sqlalchemy import and_, bindparam, func, insert, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 
-from grantd.store.db import Prepared, fetch_one
+from grantd.store.db import Prepared, fetch_one, later_of
 from grantd.store.schema import access_tokens, apps, grants
 
 if TYPE_CHECKING:
@@ -68,14 +68,14 @@ async def set_permissions(conn: AsyncConnection, grant_id: str, permissions: str
 
 async def of_user(conn: AsyncConnection, user_id: str) -> Sequence[Row]:
     """The user's grants with each app's name and when its tokens were last issued."""
-    last_used = (
+    newest_token = (
         select(func.max(access_tokens.c.issued_at))
         .where(access_tokens.c.user_id == grants.c.user_id, access_tokens.c.app_id == grants.c.app_id)
         .scalar_subquery()
-        .label("last_used_at")
     )
+    last_used = later_of(newest_token, grants.c.last_used_at).label("last_used_at")
     query = (
-        select(grants, apps.c.name.label("app_name"), last_used)
+        select(*(c for c in grants.c if c.name != "last_used_at"), apps.c.name.label("app_name"), last_used)
         .join(apps, apps.c.id == grants.c.app_id)
         .where(grants.c.user_id == user_id)
         .order_by(grants.c.created_at, grants.c.app_id)

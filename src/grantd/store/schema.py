@@ -66,6 +66,9 @@ app_keys = Table(
     Column("secret_hash", String(64), nullable=False),
     Column("created_at", BigInteger, nullable=False),
     Column("revoked_at", BigInteger),
+    # When the newest of its access tokens that `grantd prune` deleted was issued: its last use is
+    # the later of this and its remaining tokens' (store.db.later_of).
+    Column("last_used_at", BigInteger),
 )
 
 # A user's consent to an app: the permissions granted so far.
@@ -78,6 +81,7 @@ grants = Table(
     Column("permissions", Text, nullable=False),
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
+    Column("last_used_at", BigInteger),  # as app_keys.last_used_at, for the user's tokens of the app
     UniqueConstraint("user_id", "app_id", name="uq_grants_user_app"),
 )
 

@@ -1,0 +1,99 @@
+"""The statements of `grantd prune`: rows that can no longer matter, found and deleted in batches.
+
+Each batch walks one table in primary-key order from where the last one stopped (keyset
+pagination: a run reads each table once), selects up to ``limit`` rows that may go, and deletes
+them, re-checking the condition in the DELETE itself. What may go is ``core.retention``'s rule;
+these are its statements.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import BigInteger, Column, ColumnElement, Table, and_, bindparam, delete, exists, not_, or_, select, update
+
+from grantd.store.db import later_of
+from grantd.store.schema import access_tokens, app_keys, audit_events, authorization_codes, grants, refresh_tokens, user_sessions
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
+
+def _family_alive(code_hash: Column[Any], before: Any) -> ColumnElement[bool]:
+    """Whether a token of the family descending from ``code_hash`` is unexpired at ``before``: its
+    code and rotated refresh tokens are then still needed to detect a replay and revoke it."""
+    live_refresh = refresh_tokens.alias("live_refresh")
+    return or_(
+        exists().where(access_tokens.c.code_hash == code_hash, access_tokens.c.expires_at >= before),
+        exists().where(live_refresh.c.code_hash == code_hash, live_refresh.c.expires_at >= before),
+    )
+
+
+class _Batch:
+    """One table's prunable rows: ``key`` orders the walk; ``columns`` are read back for the caller."""
+
+    def __init__(self, table: Table, key: Column[Any], condition: ColumnElement[bool], columns: Sequence[Column[Any]] = ()) -> None:
+        self._select = (
+            select(key.label("key"), *columns).where(key > bindparam("after"), condition).order_by(key).limit(bindparam("limit"))
+        )
+        self._delete = delete(table).where(key.in_(bindparam("keys", expanding=True)), condition)
+
+    async def next(self, conn: AsyncConnection, after: Any, before: int, limit: int) -> Sequence[Any]:
+        """Up to ``limit`` rows after key ``after`` that may go (those expired before ``before``)."""
+        return (await conn.execute(self._select, {"after": after, "before": before, "limit": limit})).all()  # type: ignore[no-any-return]
+
+    async def delete(self, conn: AsyncConnection, keys: Sequence[Any], before: int) -> int:
+        if not keys:
+            return 0
+        return (await conn.execute(self._delete, {"keys": list(keys), "before": before})).rowcount  # type: ignore[no-any-return]
+
+
+_BEFORE = bindparam("before")
+
+ACCESS_TOKENS = _Batch(
+    access_tokens,
+    access_tokens.c.jti,
+    access_tokens.c.expires_at < _BEFORE,
+    (access_tokens.c.key_id, access_tokens.c.user_id, access_tokens.c.app_id, access_tokens.c.issued_at),
+)
+REFRESH_TOKENS = _Batch(
+    refresh_tokens,
+    refresh_tokens.c.token_hash,
+    and_(refresh_tokens.c.expires_at < _BEFORE, not_(_family_alive(refresh_tokens.c.code_hash, _BEFORE))),
+)
+AUTHORIZATION_CODES = _Batch(
+    authorization_codes,
+    authorization_codes.c.code_hash,
+    and_(authorization_codes.c.expires_at < _BEFORE, not_(_family_alive(authorization_codes.c.code_hash, _BEFORE))),
+)
+USER_SESSIONS = _Batch(user_sessions, user_sessions.c.jti, user_sessions.c.expires_at < _BEFORE)
+AUDIT_EVENTS = _Batch(audit_events, audit_events.c.id, audit_events.c.occurred_at < _BEFORE)
+
+_KEY_USED = (
+    update(app_keys)
+    .where(app_keys.c.id == bindparam("of_key"))
+    .values(last_used_at=later_of(bindparam("at", type_=BigInteger), app_keys.c.last_used_at))
+)
+_GRANT_USED = (
+    update(grants)
+    .where(grants.c.user_id == bindparam("of_user"), grants.c.app_id == bindparam("of_app"))
+    .values(last_used_at=later_of(bindparam("at", type_=BigInteger), grants.c.last_used_at))
+)
+
+
+async def keep_last_use(conn: AsyncConnection, tokens: Sequence[Any]) -> None:
+    """Before ``tokens`` (rows of ``ACCESS_TOKENS.next``) are deleted: fold the newest issue time
+    among them into their keys' and their users' grants' ``last_used_at``."""
+    by_key: dict[str, int] = {}
+    by_grant: dict[tuple[str, str], int] = {}
+    for token in tokens:
+        if token.key_id is not None:
+            by_key[token.key_id] = max(by_key.get(token.key_id, 0), token.issued_at)
+        if token.user_id is not None:
+            grant = (token.user_id, token.app_id)
+            by_grant[grant] = max(by_grant.get(grant, 0), token.issued_at)
+    for key_id, at in by_key.items():
+        await conn.execute(_KEY_USED, {"of_key": key_id, "at": at})
+    for (user_id, app_id), at in by_grant.items():
+        await conn.execute(_GRANT_USED, {"of_user": user_id, "of_app": app_id, "at": at})

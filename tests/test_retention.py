@@ -1,0 +1,222 @@
+"""`grantd prune`: what expired goes, what a token family still needs stays, last use survives.
+
+Each test has a database of its own (pruning deletes across the whole database), on SQLite and
+on PostgreSQL, and moves the server's clock forward instead of waiting for expiry.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from acting_user import developer, new_app
+from conftest import UNTHROTTLED, Flow, _migrate, _pg_admin
+from grantd.api.wire import rfc3339
+from grantd.config import Settings
+from grantd.core import retention
+from grantd.server import create_app
+from grantd.store.schema import access_tokens, audit_events, authorization_codes, refresh_tokens, user_sessions
+from test_cli import Cli
+from test_oauth2_security import introspect, token, tokens_of
+
+pytestmark = pytest.mark.db
+
+ISSUER = "http://testserver"
+DAY = 86400
+TABLES = {
+    "access_tokens": access_tokens,
+    "refresh_tokens": refresh_tokens,
+    "authorization_codes": authorization_codes,
+    "user_sessions": user_sessions,
+}
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def fresh(request: pytest.FixtureRequest, tmp_path: Path, secret_key: str) -> AsyncIterator[tuple[Any, httpx.AsyncClient]]:
+    """The in-process app on a new, migrated database of its own, and a client of it."""
+    drop = None
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'prune.db'}"
+    else:
+        try:
+            admin = await _pg_admin()
+        except Exception as exc:  # noqa: BLE001 - any failure means: not available here
+            pytest.skip(f"PostgreSQL is not reachable: {exc.__class__.__name__}: {exc}")
+        name = f"grantd_prune_{secrets.token_hex(6)}"
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        await admin.close()
+        url, drop = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}", name
+    await _migrate(url)
+    settings = Settings(
+        database_url=url, secret_key=secret_key, data_dir=tmp_path / "data", issuer=ISSUER,
+        refresh_token_grace=0,  # any reuse of a rotated refresh token revokes its family
+        **UNTHROTTLED,
+    )
+    application = create_app(settings)
+    try:
+        async with application.router.lifespan_context(application):
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=application), base_url=ISSUER) as client:
+                yield application, client
+    finally:
+        if drop is not None:
+            admin = await _pg_admin()
+            await admin.execute(f'DROP DATABASE IF EXISTS "{drop}" WITH (FORCE)')
+            await admin.close()
+
+
+async def _counts(ctx: Any) -> dict[str, int]:
+    async with ctx.db.read() as conn:
+        return {name: (await conn.execute(select(func.count()).select_from(table))).scalar_one() for name, table in TABLES.items()}
+
+
+async def _newest(ctx: Any, flow: Flow) -> tuple[str | None, str | None]:
+    """The newest issue time among the key's tokens, and among the user's tokens of the app."""
+    async with ctx.db.read() as conn:
+        newest = select(func.max(access_tokens.c.issued_at))
+        of_key = (await conn.execute(newest.where(access_tokens.c.key_id == flow.key_id))).scalar_one()
+        of_grant = (
+            await conn.execute(newest.where(access_tokens.c.user_id == flow.user_id, access_tokens.c.app_id == flow.app_id))
+        ).scalar_one()
+    return rfc3339(of_key), rfc3339(of_grant)
+
+
+async def _last_uses(flow: Flow) -> tuple[str | None, str | None]:
+    """(the key's last use as its developer sees it, the grant's as its user sees it)."""
+    keys = await flow.client.get(f"/v1/apps/{flow.app_id}/keys", headers={"Authorization": flow.dev_token})
+    assert keys.status_code == 200, keys.text
+    (key,) = [k for k in keys.json()["data"]["keys"] if k["key_id"] == flow.key_id]
+    grants = await flow.client.get("/v1/grants", headers={"Authorization": flow.user_token})
+    assert grants.status_code == 200, grants.text
+    (grant,) = [g for g in grants.json()["data"]["grants"] if g["app_id"] == flow.app_id]
+    return key["last_used_at"], grant["last_used_at"]
+
+
+async def test_prune_deletes_what_expired_and_keeps_what_a_family_needs(fresh: tuple[Any, httpx.AsyncClient]) -> None:
+    app, client = fresh
+    ctx = app.state.ctx
+    flow = await new_app(await developer(client))
+
+    # A code redeemed at the Neucron endpoint (an access token), one redeemed at the standard one
+    # (access + refresh token) and rotated once, a code never redeemed, a client_credentials token.
+    assert (await flow.redeem(await flow.code())).status_code == 200
+    family_code = await flow.code()
+    first = tokens_of(await token(client, flow, grant_type="authorization_code", code=family_code, redirect_uri=flow.redirect_uri))
+    second = tokens_of(await token(client, flow, grant_type="refresh_token", refresh_token=first["refresh_token"]))
+    await flow.code()
+    tokens_of(await token(client, flow, grant_type="client_credentials"))
+    before = await _counts(ctx)
+    assert before == {"access_tokens": 4, "refresh_tokens": 2, "authorization_codes": 3, "user_sessions": 2}
+    newest = await _newest(ctx, flow)
+    assert None not in newest
+    assert await _last_uses(flow) == newest
+
+    # Two days on, prune what expired over a day ago: every access token (an hour each) and the two
+    # codes whose families are dead. The rotated refresh family lives 30 days: its code and both
+    # refresh tokens stay, the rotated one included.
+    now = ctx.now()
+    ctx.now = lambda: now + 2 * DAY
+    pruned = await retention.prune(ctx, expired_before=ctx.now() - DAY)
+    assert pruned == retention.Pruned(access_tokens=4, refresh_tokens=0, authorization_codes=2, user_sessions=0, audit_events=0)
+    assert await _counts(ctx) == {"access_tokens": 0, "refresh_tokens": 2, "authorization_codes": 1, "user_sessions": 2}
+
+    # Back to today. The deleted tokens' last use is still shown, and a token issued now is newer.
+    del ctx.now
+    assert await _last_uses(flow) == newest
+    third = tokens_of(await token(client, flow, grant_type="refresh_token", refresh_token=second["refresh_token"]))
+    assert await _last_uses(flow) == await _newest(ctx, flow)  # the one token left, issued just now
+
+    # What was kept still does its work: the rotated refresh token, reused, revokes the live one.
+    reused = await token(client, flow, grant_type="refresh_token", refresh_token=first["refresh_token"])
+    assert reused.status_code == 400 and reused.json()["error"] == "invalid_grant"
+    assert await introspect(client, flow, third["refresh_token"]) == {"active": False}
+
+    # Past the refresh tokens' 30 days, the family goes whole, and so do the expired sessions.
+    now = ctx.now()
+    ctx.now = lambda: now + 40 * DAY
+    pruned = await retention.prune(ctx, expired_before=ctx.now() - DAY)
+    assert pruned == retention.Pruned(access_tokens=1, refresh_tokens=3, authorization_codes=1, user_sessions=2, audit_events=0)
+    assert await _counts(ctx) == dict.fromkeys(TABLES, 0)
+
+
+async def test_a_replayed_code_still_revokes_its_family_after_a_prune(fresh: tuple[Any, httpx.AsyncClient]) -> None:
+    app, client = fresh
+    ctx = app.state.ctx
+    flow = await new_app(await developer(client))
+    code = await flow.code()
+    body = tokens_of(await token(client, flow, grant_type="authorization_code", code=code, redirect_uri=flow.redirect_uri))
+
+    now = ctx.now()
+    ctx.now = lambda: now + 2 * DAY  # the access token expired; the refresh token lives on
+    assert (await retention.prune(ctx, expired_before=ctx.now() - DAY)).authorization_codes == 0
+    del ctx.now
+
+    again = await flow.redeem(code)
+    assert again.status_code == 401 and again.json()["error"] == "invalid_grant", again.text
+    assert await introspect(client, flow, body["refresh_token"]) == {"active": False}
+
+
+async def test_prune_takes_nothing_unexpired_even_when_asked(fresh: tuple[Any, httpx.AsyncClient]) -> None:
+    app, client = fresh
+    ctx = app.state.ctx
+    flow = await new_app(await developer(client))
+    body = tokens_of(await token(client, flow, grant_type="client_credentials"))
+    await flow.code()
+    before = await _counts(ctx)
+    pruned = await retention.prune(ctx, expired_before=ctx.now() + 365 * DAY)
+    assert pruned == retention.Pruned(0, 0, 0, 0, 0)
+    assert await _counts(ctx) == before
+    assert (await introspect(client, flow, body["access_token"]))["active"] is True
+
+
+async def test_audit_events_are_kept_unless_asked_and_their_pruning_is_recorded(fresh: tuple[Any, httpx.AsyncClient]) -> None:
+    app, client = fresh
+    ctx = app.state.ctx
+    flow = await new_app(await developer(client))
+    await flow.redeem(await flow.code())
+
+    async def events() -> list[str]:
+        async with ctx.db.read() as conn:
+            return list((await conn.execute(select(audit_events.c.event).order_by(audit_events.c.id))).scalars().all())
+
+    recorded = await events()
+    assert {"signup", "app_created", "key_created", "consent_granted", "code_issued", "code_redeemed"} <= set(recorded)
+    now = ctx.now()
+    ctx.now = lambda: now + 100 * DAY
+    assert (await retention.prune(ctx, expired_before=ctx.now() - DAY)).audit_events == 0
+    assert await events() == recorded
+
+    pruned = await retention.prune(ctx, expired_before=ctx.now() - DAY, audit_before=ctx.now() - 90 * DAY)
+    assert pruned.audit_events == len(recorded)
+    async with ctx.db.read() as conn:
+        (row,) = (await conn.execute(select(audit_events))).all()
+    assert (row.event, row.actor, row.occurred_at) == ("audit_pruned", "operator", now + 100 * DAY)
+    assert row.detail == '{"before":%d}' % (now + 10 * DAY)
+
+
+def test_the_prune_command(tmp_path: Path, secret_key: str) -> None:
+    cli = Cli(tmp_path, secret_key)
+    cli.user("owner@example.com")
+    app = cli.app("owner@example.com")
+    path = tmp_path / "cli.db"
+    with sqlite3.connect(path) as db:  # a token that expired two days ago, one that is live
+        for jti, expires_at in (("expired-token", 1), ("live-token", 2**40)):
+            db.execute(
+                "INSERT INTO access_tokens (jti, app_id, scope, issued_at, expires_at) VALUES (?, ?, '', 0, ?)",
+                (jti, app["app_id"], expires_at),
+            )
+    assert cli.json("prune") == {
+        "access_tokens": 1, "refresh_tokens": 0, "authorization_codes": 0, "user_sessions": 0, "audit_events": 0,
+    }  # fmt: skip
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT jti FROM access_tokens").fetchall() == [("live-token",)]
+
+    wrong = cli.run("prune", "--expired-before", "last week")
+    assert wrong.returncode == 1
+    assert "--expired-before must be an RFC 3339 date-time" in wrong.stderr
