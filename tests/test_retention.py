@@ -6,9 +6,11 @@ on PostgreSQL, and moves the server's clock forward instead of waiting for expir
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import sqlite3
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +19,12 @@ import pytest
 from sqlalchemy import func, select
 
 from acting_user import developer, new_app
-from conftest import UNTHROTTLED, Flow, _migrate, _pg_admin
+from conftest import UNTHROTTLED, Flow, ServerProcess, _migrate, _pg_admin
 from grantd.api.wire import rfc3339
 from grantd.config import Settings
 from grantd.core import retention
 from grantd.server import create_app
+from grantd.store import retention as retention_store
 from grantd.store.schema import access_tokens, audit_events, authorization_codes, refresh_tokens, user_sessions
 from test_cli import Cli
 from test_oauth2_security import introspect, token, tokens_of
@@ -220,3 +223,47 @@ def test_the_prune_command(tmp_path: Path, secret_key: str) -> None:
     wrong = cli.run("prune", "--expired-before", "last week")
     assert wrong.returncode == 1
     assert "--expired-before must be an RFC 3339 date-time" in wrong.stderr
+
+
+async def test_one_caller_takes_each_turn(fresh: tuple[Any, httpx.AsyncClient]) -> None:
+    app, _ = fresh
+    ctx = app.state.ctx
+    now = ctx.now()
+
+    async def claim(at: int) -> bool:
+        async with ctx.db.write() as tx:
+            return await retention_store.claim(tx, retention.TASK, at, at + 60)
+
+    assert sorted(await asyncio.gather(*(claim(now) for _ in range(8)))) == [False] * 7 + [True]
+    assert await claim(now + 59) is False  # not due again before the interval is over
+    assert await claim(now + 60) is True
+
+
+def test_a_server_prunes_by_itself_once_per_interval_across_its_workers(
+    tmp_path: Path, secret_key: str, server_factory: Callable[..., ServerProcess]
+) -> None:
+    cli = Cli(tmp_path, secret_key)
+    cli.user("owner@example.com")
+    app = cli.app("owner@example.com")
+    path = tmp_path / "cli.db"
+    started = time.monotonic()
+    server = server_factory(cli.database_url, workers=2, env={"GRANTD_PRUNE_INTERVAL": "2"})
+    with sqlite3.connect(path, timeout=10) as db:
+        db.executemany(
+            "INSERT INTO access_tokens (jti, app_id, scope, issued_at, expires_at) VALUES (?, ?, '', 0, ?)",
+            [(f"expired-{n}", app["app_id"], 1) for n in range(120)] + [("live", app["app_id"], 2**40)],
+        )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with sqlite3.connect(path, timeout=10) as db:
+            left = [jti for (jti,) in db.execute("SELECT jti FROM access_tokens")]
+        if left == ["live"]:
+            break
+        time.sleep(0.2)
+    assert left == ["live"], server.log()[-3000:]
+    time.sleep(4)
+    elapsed = time.monotonic() - started
+    # Each worker looks every 0.5–1 s; the turns let one of them prune every 2 s at most.
+    runs = [line for line in server.log().splitlines() if "pruned expired rows" in line]
+    assert 1 <= len(runs) <= elapsed / 2 + 1, (elapsed, runs)
+    assert sum("120 access_tokens" in line for line in runs) == 1, runs

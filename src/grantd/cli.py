@@ -382,7 +382,7 @@ def audit(
 
 @app.command()
 def prune(
-    expired_before: Annotated[str, typer.Option(help="Delete what expired before this moment: RFC 3339, or a duration back from now (90s, 15m, 24h, 7d).")] = "1d",
+    expired_before: Annotated[str | None, typer.Option(help="Delete what expired before this moment: RFC 3339, or a duration back from now (90s, 15m, 24h, 7d). Default: a day ago.")] = None,
     audit_before: Annotated[str | None, typer.Option(help="Also delete audit events that occurred before this moment (same forms); kept by default.")] = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -393,7 +393,7 @@ def prune(
         now = ctx.now()
         pruned = await retention.prune(
             ctx,
-            expired_before=_since(expired_before, now, "--expired-before"),
+            expired_before=None if expired_before is None else _since(expired_before, now, "--expired-before"),
             audit_before=None if audit_before is None else _since(audit_before, now, "--audit-before"),
         )
         return pruned._asdict()

@@ -66,6 +66,13 @@ class Settings(BaseSettings):
         description="Seconds after a refresh token's rotation during which presenting it again returns the same "
         "result instead of revoking its family (tabs refreshing at once).",
     )
+    prune_interval: int = Field(
+        default=3600,
+        ge=0,
+        le=7 * 86400,
+        description="Seconds between two prunings of expired rows by the servers (one process of the deployment "
+        "prunes each time, in small paced batches); 0: never (then run `grantd prune` on a schedule).",
+    )
     authorization_code_ttl: int = Field(default=300, ge=10, le=3600, description="Authorization code lifetime, seconds.")
     signing_key_activation_delay: int = Field(
         default=600,

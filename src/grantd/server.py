@@ -25,7 +25,7 @@ from grantd.api.validation import describe_validation_error
 from grantd.api.headers import SecurityHeaders
 from grantd.api.limits import BodyReadTimeout, BodySizeLimit
 from grantd.config import Settings
-from grantd.core import signing_keys
+from grantd.core import retention, signing_keys
 from grantd.core.context import Context
 from grantd.core.errors import GrantdError, InvalidRequest
 from grantd.telemetry import RequestTelemetry
@@ -45,16 +45,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.ctx = ctx
             metrics.pools.watch(ctx.db)
             refresher = asyncio.create_task(signing_keys.keep_fresh(ctx))
+            tasks = [refresher]
+            if settings.prune_interval:
+                tasks.append(asyncio.create_task(retention.keep_pruned(ctx)))
             # What start-up made (modules, tables, the app) lives as long as the process: move it
             # out of the garbage collector's way, so collections during requests stay short.
             gc.freeze()
             try:
                 yield
             finally:
-                refresher.cancel()
-                # Let it finish before the engine is disposed, so that it holds no connection.
-                with contextlib.suppress(asyncio.CancelledError):
-                    await refresher
+                for task in tasks:
+                    task.cancel()
+                # Let them finish before the engine is disposed, so that they hold no connection.
+                for task in tasks:
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
         finally:
             metrics.pools.forget(ctx.db)
             await ctx.close()

@@ -15,11 +15,17 @@ in the past), and:
   first, as ``audit_pruned``.
 
 Deletion runs in batches, each its own short write transaction, so the servers' writes wait
-for at most one batch.
+for at most one batch. The servers prune by themselves every ``GRANTD_PRUNE_INTERVAL``
+(``keep_pruned``): one process of the deployment each time, in smaller batches with pauses
+between them, so that its own requests wait little.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import random
+import time
 from typing import Any, NamedTuple
 
 from grantd.core import audit
@@ -29,6 +35,15 @@ from grantd.store import retention as store
 # Rows a batch deletes: on SQLite the servers' writes wait for at most one batch (measured on a
 # slow 2-CPU machine: ~5 ms of access tokens, ~20 ms of refresh tokens with their family checks).
 BATCH = 200
+# In a server: smaller batches, each followed by a pause of PACE times its duration (a prune then
+# takes at most a fifth of the process's time while it runs).
+SERVER_BATCH = 50
+PACE = 4
+# What expired less than this long ago is kept, by default.
+KEEP_EXPIRED_FOR = 86400
+TASK = "prune"
+
+log = logging.getLogger("grantd")
 
 
 class Pruned(NamedTuple):
@@ -41,25 +56,33 @@ class Pruned(NamedTuple):
     audit_events: int
 
 
-async def prune(ctx: Context, *, expired_before: int, audit_before: int | None = None, batch: int = BATCH) -> Pruned:
-    """Delete what the rules above allow. ``expired_before`` later than now is taken as now."""
+async def prune(
+    ctx: Context, *, expired_before: int | None = None, audit_before: int | None = None, paced: bool = False
+) -> Pruned:
+    """Delete what the rules above allow: what expired before ``expired_before`` (default: a day
+    ago; later than now is taken as now), and audit events before ``audit_before`` if given.
+    ``paced``: in SERVER_BATCH batches with pauses between them, as a server prunes."""
     now = ctx.now()
-    before = min(expired_before, now)
-    access = await _prune(ctx, store.ACCESS_TOKENS, "", before, batch, keep_last_use=True)
-    refresh = await _prune(ctx, store.REFRESH_TOKENS, "", before, batch)
-    codes = await _prune(ctx, store.AUTHORIZATION_CODES, "", before, batch)
-    sessions = await _prune(ctx, store.USER_SESSIONS, "", before, batch)
+    before = now - KEEP_EXPIRED_FOR if expired_before is None else min(expired_before, now)
+    batch = SERVER_BATCH if paced else BATCH
+    access = await _prune(ctx, store.ACCESS_TOKENS, "", before, batch, paced, keep_last_use=True)
+    refresh = await _prune(ctx, store.REFRESH_TOKENS, "", before, batch, paced)
+    codes = await _prune(ctx, store.AUTHORIZATION_CODES, "", before, batch, paced)
+    sessions = await _prune(ctx, store.USER_SESSIONS, "", before, batch, paced)
     events = 0
     if audit_before is not None:
         audit_before = min(audit_before, now)
         await audit.record_alone(ctx, "audit_pruned", actor=audit.OPERATOR, now=now, before=audit_before)
-        events = await _prune(ctx, store.AUDIT_EVENTS, 0, audit_before, batch)
+        events = await _prune(ctx, store.AUDIT_EVENTS, 0, audit_before, batch, paced)
     return Pruned(access, refresh, codes, sessions, events)
 
 
-async def _prune(ctx: Context, table: Any, after: Any, before: int, batch: int, keep_last_use: bool = False) -> int:
+async def _prune(
+    ctx: Context, table: Any, after: Any, before: int, batch: int, paced: bool, keep_last_use: bool = False
+) -> int:
     deleted = 0
     while True:
+        started = time.perf_counter()
         async with ctx.db.write() as tx:
             rows = await table.next(tx, after, before, batch)
             if keep_last_use:
@@ -68,3 +91,30 @@ async def _prune(ctx: Context, table: Any, after: Any, before: int, batch: int, 
         if len(rows) < batch:
             return deleted
         after = rows[-1].key
+        if paced:
+            await asyncio.sleep(PACE * (time.perf_counter() - started))
+
+
+async def keep_pruned(ctx: Context) -> None:
+    """A server's task, when ``prune_interval`` is set: every now and then, take the prune's turn
+    if it is due (``store.claim``: one process of the deployment per interval) and prune, paced."""
+    interval = ctx.settings.prune_interval
+    while True:
+        # Processes started together wake apart; each looks several times an interval, so the
+        # deployment prunes every interval to 1.5 intervals whichever processes are up.
+        await asyncio.sleep(interval * random.uniform(0.25, 0.5))
+        try:
+            now = ctx.now()
+            async with ctx.db.write() as tx:
+                mine = await store.claim(tx, TASK, now, now + interval)
+            if mine:
+                started = time.perf_counter()
+                pruned = await prune(ctx, paced=True)
+                log.info(
+                    "pruned expired rows in %.1f s: %s", time.perf_counter() - started,
+                    ", ".join(f"{count} {table}" for table, count in pruned._asdict().items() if count) or "none",
+                )
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - keep serving; the next turn tries again
+            log.exception("pruning expired rows failed")

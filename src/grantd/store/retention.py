@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import BigInteger, Column, ColumnElement, Table, and_, bindparam, delete, exists, not_, or_, select, update
 
 from grantd.store.db import later_of
-from grantd.store.schema import access_tokens, app_keys, audit_events, authorization_codes, grants, refresh_tokens, user_sessions
+from grantd.store.schema import (
+    access_tokens, app_keys, audit_events, authorization_codes, grants, maintenance, refresh_tokens, user_sessions,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
@@ -97,3 +99,17 @@ async def keep_last_use(conn: AsyncConnection, tokens: Sequence[Any]) -> None:
         await conn.execute(_KEY_USED, {"of_key": key_id, "at": at})
     for (user_id, app_id), at in by_grant.items():
         await conn.execute(_GRANT_USED, {"of_user": user_id, "of_app": app_id, "at": at})
+
+
+_CLAIM = (
+    update(maintenance)
+    .where(maintenance.c.task == bindparam("of_task"), maintenance.c.due_at <= bindparam("now"))
+    .values(due_at=bindparam("next_due"))
+)
+
+
+async def claim(conn: AsyncConnection, task: str, now: int, next_due: int) -> bool:
+    """Whether this caller takes ``task``'s turn: it was due by ``now``, and is now due at
+    ``next_due`` for everyone (one atomic UPDATE: of concurrent callers, one wins)."""
+    result = await conn.execute(_CLAIM, {"of_task": task, "now": now, "next_due": next_due})
+    return result.rowcount == 1  # type: ignore[no-any-return]

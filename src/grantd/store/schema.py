@@ -168,6 +168,15 @@ rate_limits = Table(
 # The audit log (grantd.core.audit): who did what, when, from which address. Append-only; never a
 # secret, token, code, password or hash. No foreign keys, so that the record outlives what it describes.
 # ``actor`` is a user id, an app id, "operator" (the CLI) or "anonymous" (a failed log-in).
+# When each periodic task of the servers is next due (one row per task, made by the migration):
+# the process whose UPDATE moves it forward runs the task (store.retention.claim).
+maintenance = Table(
+    "maintenance",
+    metadata,
+    Column("task", String(40), primary_key=True),
+    Column("due_at", BigInteger, nullable=False),
+)
+
 audit_events = Table(
     "audit_events",
     metadata,

@@ -1,9 +1,12 @@
-"""Keys and grants remember when they were last used, for `grantd prune`.
+"""Pruning expired rows: keys and grants remember their last use; the servers take turns.
 
 A key's (or a user's grant's) last use was the newest issue time among its access tokens. Pruning
 deletes expired tokens, so before it does, it folds the newest issue time of what it deletes into
 ``app_keys.last_used_at`` and ``grants.last_used_at``; the last use shown is the later of that
 and the remaining tokens'.
+
+``maintenance`` holds, per periodic task of the servers (``prune``), when it is next due: the
+process whose UPDATE moves that time forward runs it, so one process of a deployment does.
 
 Revision ID: 0007
 Revises: 0006
@@ -23,9 +26,16 @@ def upgrade() -> None:
     for table in ("app_keys", "grants"):
         with op.batch_alter_table(table) as batch:
             batch.add_column(sa.Column("last_used_at", sa.BigInteger))
+    maintenance = op.create_table(
+        "maintenance",
+        sa.Column("task", sa.String(40), primary_key=True),
+        sa.Column("due_at", sa.BigInteger, nullable=False),
+    )
+    op.bulk_insert(maintenance, [{"task": "prune", "due_at": 0}])
 
 
 def downgrade() -> None:
+    op.drop_table("maintenance")
     for table in ("app_keys", "grants"):
         with op.batch_alter_table(table) as batch:
             batch.drop_column("last_used_at")
