@@ -1,9 +1,9 @@
 """The statements of `grantd prune`: rows that can no longer matter, found and deleted in batches.
 
-Each batch walks one table in primary-key order from where the last one stopped (keyset
-pagination: a run reads each table once), selects up to ``limit`` rows that may go, and deletes
-them, re-checking the condition in the DELETE itself. What may go is ``core.retention``'s rule;
-these are its statements.
+Each batch reads the next ``limit`` rows of one table in primary-key order from where the last
+one stopped (keyset pagination: a run reads each table once, and a batch costs the same however
+few of its rows may go), with whether each may go, and deletes those, re-checking the condition
+in the DELETE itself. What may go is ``core.retention``'s rule; these are its statements.
 """
 
 from __future__ import annotations
@@ -33,16 +33,21 @@ def _family_alive(code_hash: Column[Any], before: Any) -> ColumnElement[bool]:
 
 
 class _Batch:
-    """One table's prunable rows: ``key`` orders the walk; ``columns`` are read back for the caller."""
+    """One table's walk: ``key`` orders it; ``condition`` says whether a row may go; ``columns``
+    are read back for the caller."""
 
     def __init__(self, table: Table, key: Column[Any], condition: ColumnElement[bool], columns: Sequence[Column[Any]] = ()) -> None:
         self._select = (
-            select(key.label("key"), *columns).where(key > bindparam("after"), condition).order_by(key).limit(bindparam("limit"))
+            select(key.label("key"), condition.label("prunable"), *columns)
+            .where(key > bindparam("after"))
+            .order_by(key)
+            .limit(bindparam("limit"))
         )
         self._delete = delete(table).where(key.in_(bindparam("keys", expanding=True)), condition)
 
     async def next(self, conn: AsyncConnection, after: Any, before: int, limit: int) -> Sequence[Any]:
-        """Up to ``limit`` rows after key ``after`` that may go (those expired before ``before``)."""
+        """The ``limit`` rows after key ``after`` (fewer at the end), each with ``prunable``:
+        whether it may go (expired before ``before``, and what else the table's condition says)."""
         return (await conn.execute(self._select, {"after": after, "before": before, "limit": limit})).all()  # type: ignore[no-any-return]
 
     async def delete(self, conn: AsyncConnection, keys: Sequence[Any], before: int) -> int:
