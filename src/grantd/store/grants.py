@@ -68,15 +68,18 @@ async def set_permissions(conn: AsyncConnection, grant_id: str, permissions: str
 
 async def of_user(conn: AsyncConnection, user_id: str) -> Sequence[Row]:
     """The user's grants with each app's name and when its tokens were last issued."""
-    newest_token = (
-        select(func.max(access_tokens.c.issued_at))
-        .where(access_tokens.c.user_id == grants.c.user_id, access_tokens.c.app_id == grants.c.app_id)
-        .scalar_subquery()
+    # The newest of the user's tokens of each app, read once (one walk of the (user, app) index).
+    newest = (
+        select(access_tokens.c.app_id, func.max(access_tokens.c.issued_at).label("issued_at"))
+        .where(access_tokens.c.user_id == user_id)
+        .group_by(access_tokens.c.app_id)
+        .subquery("newest")
     )
-    last_used = later_of(newest_token, grants.c.last_used_at).label("last_used_at")
+    last_used = later_of(newest.c.issued_at, grants.c.last_used_at).label("last_used_at")
     query = (
         select(*(c for c in grants.c if c.name != "last_used_at"), apps.c.name.label("app_name"), last_used)
         .join(apps, apps.c.id == grants.c.app_id)
+        .outerjoin(newest, newest.c.app_id == grants.c.app_id)
         .where(grants.c.user_id == user_id)
         .order_by(grants.c.created_at, grants.c.app_id)
     )
