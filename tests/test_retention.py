@@ -196,6 +196,9 @@ async def test_audit_events_are_kept_unless_asked_and_their_pruning_is_recorded(
     assert (await retention.prune(ctx, expired_before=ctx.now() - DAY)).audit_events == 0
     assert await events() == recorded
 
+    assert (await retention.prune(ctx, audit_before=now - DAY)).audit_events == 0  # none that old: nothing recorded
+    assert await events() == recorded
+
     pruned = await retention.prune(ctx, expired_before=ctx.now() - DAY, audit_before=ctx.now() - 90 * DAY)
     assert pruned.audit_events == len(recorded)
     async with ctx.db.read() as conn:
@@ -270,12 +273,16 @@ def test_a_server_prunes_by_itself_once_per_interval_across_its_workers(
     app = cli.app("owner@example.com")
     path = tmp_path / "cli.db"
     started = time.monotonic()
-    server = server_factory(cli.database_url, workers=2, env={"GRANTD_PRUNE_INTERVAL": "2"})
+    server = server_factory(
+        cli.database_url, workers=2, env={"GRANTD_PRUNE_INTERVAL": "2", "GRANTD_AUDIT_RETENTION_DAYS": "1"}
+    )
     with sqlite3.connect(path, timeout=10) as db:
         db.executemany(
             "INSERT INTO access_tokens (jti, app_id, scope, issued_at, expires_at) VALUES (?, ?, '', 0, ?)",
             [(f"expired-{n}", app["app_id"], 1) for n in range(120)] + [("live", app["app_id"], 2**40)],
         )
+        old_event = "INSERT INTO audit_events (occurred_at, event, actor, detail) VALUES (?, 'signup', 'operator', '{}')"
+        db.execute(old_event, (int(time.time()) - 2 * DAY,))
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         with sqlite3.connect(path, timeout=10) as db:
@@ -290,3 +297,7 @@ def test_a_server_prunes_by_itself_once_per_interval_across_its_workers(
     runs = [line for line in server.log().splitlines() if "pruned expired rows" in line]
     assert 1 <= len(runs) <= elapsed / 2 + 1, (elapsed, runs)
     assert sum("120 access_tokens" in line for line in runs) == 1, runs
+    with sqlite3.connect(path, timeout=10) as db:  # the event older than a day went, recorded once
+        events = [event for (event,) in db.execute("SELECT event FROM audit_events WHERE occurred_at < ?", (int(time.time()) - DAY,))]
+        pruned = db.execute("SELECT count(*) FROM audit_events WHERE event = 'audit_pruned'").fetchone()[0]
+    assert (events, pruned) == ([], 1)

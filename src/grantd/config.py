@@ -73,6 +73,12 @@ class Settings(BaseSettings):
         description="Seconds between two prunings of expired rows by the servers (one process of the deployment "
         "prunes each time, in small paced batches); 0: never (then run `grantd prune` on a schedule).",
     )
+    audit_retention_days: int = Field(
+        default=0,
+        ge=0,
+        le=36500,
+        description="Days the servers keep audit events when they prune (GRANTD_PRUNE_INTERVAL); 0: for ever.",
+    )
     authorization_code_ttl: int = Field(default=300, ge=10, le=3600, description="Authorization code lifetime, seconds.")
     signing_key_activation_delay: int = Field(
         default=600,

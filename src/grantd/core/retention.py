@@ -11,8 +11,9 @@ in the past), and:
   the same code) is unexpired at the cut-off. While one is, a replayed code or a reused rotated
   refresh token must still be recognised, to revoke that family.
 - a user session: always (an expired session is refused as an unknown one is).
-- an audit event: only when the operator asks (``audit_before``); the pruning is itself recorded
-  first, as ``audit_pruned``.
+- an audit event: only when the operator asks (``audit_before``, or ``GRANTD_AUDIT_RETENTION_DAYS``
+  for the servers); the pruning is itself recorded first, as ``audit_pruned``, when there is
+  anything to prune.
 
 Deletion runs in batches, each its own short write transaction, so the servers' writes wait
 for at most one batch. The servers prune by themselves every ``GRANTD_PRUNE_INTERVAL``
@@ -73,8 +74,11 @@ async def prune(
     events = 0
     if audit_before is not None:
         audit_before = min(audit_before, now)
-        await audit.record_alone(ctx, "audit_pruned", actor=audit.OPERATOR, now=now, before=audit_before)
-        events = await _prune(ctx, store.AUDIT_EVENTS, 0, audit_before, batch, paced)
+        async with ctx.db.read() as conn:
+            due = await store.any_audit_event_before(conn, audit_before)
+        if due:
+            await audit.record_alone(ctx, "audit_pruned", actor=audit.OPERATOR, now=now, before=audit_before)
+            events = await _prune(ctx, store.AUDIT_EVENTS, 0, audit_before, batch, paced)
     return Pruned(access, refresh, codes, sessions, events)
 
 
@@ -111,7 +115,8 @@ async def keep_pruned(ctx: Context) -> None:
                 mine = await store.claim(tx, TASK, now, now + interval)
             if mine:
                 started = time.perf_counter()
-                pruned = await prune(ctx, paced=True)
+                days = ctx.settings.audit_retention_days
+                pruned = await prune(ctx, audit_before=now - days * 86400 if days else None, paced=True)
                 log.info(
                     "pruned expired rows in %.1f s: %s", time.perf_counter() - started,
                     ", ".join(f"{count} {table}" for table, count in pruned._asdict().items() if count) or "none",

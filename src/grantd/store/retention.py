@@ -106,6 +106,13 @@ async def keep_last_use(conn: AsyncConnection, tokens: Sequence[Any]) -> None:
         await conn.execute(_GRANT_USED, {"of_user": user_id, "of_app": app_id, "at": at})
 
 
+_AUDIT_BEFORE = select(audit_events.c.id).where(audit_events.c.occurred_at < bindparam("before")).limit(1)
+
+
+async def any_audit_event_before(conn: AsyncConnection, before: int) -> bool:
+    return (await conn.execute(_AUDIT_BEFORE, {"before": before})).first() is not None
+
+
 _CLAIM = (
     update(maintenance)
     .where(maintenance.c.task == bindparam("of_task"), maintenance.c.due_at <= bindparam("now"))
