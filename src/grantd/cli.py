@@ -386,7 +386,8 @@ def prune(
     audit_before: Annotated[str | None, typer.Option(help="Also delete audit events that occurred before this moment (same forms); kept by default.")] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Delete the expired tokens, codes and sessions that nothing can use any more; run it daily."""
+    """Delete the expired tokens, codes and sessions that nothing can use any more, now (the servers
+    also do it every GRANTD_PRUNE_INTERVAL)."""
     from grantd.core import retention
 
     async def use_case(ctx: Context) -> dict[str, Any]:

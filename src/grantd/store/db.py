@@ -268,8 +268,8 @@ async def run(conn: Any, prepared: Prepared, **params: Any) -> int:
 
 
 def later_of(first: Any, second: Any) -> Any:
-    """The later of two nullable times, NULL only when both are (SQLite's two-argument ``max`` is
-    NULL when either is; PostgreSQL's ``greatest`` ignores NULLs: this is both's answer)."""
+    """The later of two nullable times, NULL only when both are: the same on both databases
+    (SQLite's two-argument ``max`` is NULL when either is, PostgreSQL's ``greatest`` ignores NULLs)."""
     zero = literal_column("0")
     return case((func.coalesce(first, zero) >= func.coalesce(second, zero), first), else_=second)
 

@@ -66,7 +66,7 @@ app_keys = Table(
     Column("secret_hash", String(64), nullable=False),
     Column("created_at", BigInteger, nullable=False),
     Column("revoked_at", BigInteger),
-    # When the newest of its access tokens that `grantd prune` deleted was issued: its last use is
+    # When the newest of its access tokens that pruning deleted was issued: its last use is
     # the later of this and its remaining tokens' (store.db.later_of).
     Column("last_used_at", BigInteger),
 )
@@ -165,9 +165,6 @@ rate_limits = Table(
     Column("previous_count", Integer, nullable=False, server_default="0"),
 )
 
-# The audit log (grantd.core.audit): who did what, when, from which address. Append-only; never a
-# secret, token, code, password or hash. No foreign keys, so that the record outlives what it describes.
-# ``actor`` is a user id, an app id, "operator" (the CLI) or "anonymous" (a failed log-in).
 # When each periodic task of the servers is next due (one row per task, made by the migration):
 # the process whose UPDATE moves it forward runs the task (store.retention.claim).
 maintenance = Table(
@@ -177,6 +174,10 @@ maintenance = Table(
     Column("due_at", BigInteger, nullable=False),
 )
 
+# The audit log (grantd.core.audit): who did what, when, from which address. Append-only (pruning
+# deletes old events only where the operator sets a retention, core.retention); never a
+# secret, token, code, password or hash. No foreign keys, so that the record outlives what it describes.
+# ``actor`` is a user id, an app id, "operator" (the CLI) or "anonymous" (a failed log-in).
 audit_events = Table(
     "audit_events",
     metadata,
