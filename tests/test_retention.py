@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, insert, select
+from sqlalchemy import delete, func, insert, select
 
 from acting_user import developer, new_app
 from conftest import UNTHROTTLED, Flow, ServerProcess, _migrate, _pg_admin
@@ -25,7 +25,7 @@ from grantd.config import Settings
 from grantd.core import retention
 from grantd.server import create_app
 from grantd.store import retention as retention_store
-from grantd.store.schema import access_tokens, audit_events, authorization_codes, refresh_tokens, user_sessions
+from grantd.store.schema import access_tokens, audit_events, authorization_codes, maintenance, refresh_tokens, user_sessions
 from test_cli import Cli
 from test_oauth2_security import introspect, token, tokens_of
 
@@ -263,6 +263,11 @@ async def test_one_caller_takes_each_turn(fresh: tuple[Any, httpx.AsyncClient]) 
     assert sorted(await asyncio.gather(*(claim(now) for _ in range(8)))) == [False] * 7 + [True]
     assert await claim(now + 59) is False  # not due again before the interval is over
     assert await claim(now + 60) is True
+
+    # The turn's row, deleted by hand, is made again by the next claim.
+    async with ctx.db.write() as tx:
+        await tx.execute(delete(maintenance))
+    assert sorted(await asyncio.gather(*(claim(now) for _ in range(4)))) == [False] * 3 + [True]
 
 
 def test_a_server_prunes_by_itself_once_per_interval_across_its_workers(

@@ -267,6 +267,16 @@ async def run(conn: Any, prepared: Prepared, **params: Any) -> int:
     return (await prepared.execute(conn, params)).rowcount  # type: ignore[no-any-return]
 
 
+def upsert(conn: Any, table: Any) -> Any:
+    """The dialect's ``INSERT`` of ``table``, which has ``on_conflict_do_update`` (both databases
+    speak ``INSERT … ON CONFLICT``)."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects import postgresql as dialect  # its import loads every PostgreSQL driver module
+    else:
+        dialect = _sqlite_dialects  # type: ignore[assignment]
+    return dialect.insert(table)
+
+
 def later_of(first: Any, second: Any) -> Any:
     """The later of two nullable times, NULL only when both are: the same on both databases
     (SQLite's two-argument ``max`` is NULL when either is, PostgreSQL's ``greatest`` ignores NULLs)."""

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, NamedTuple
 from collections.abc import Sequence
 
 from sqlalchemy import case, delete, literal, select, update
-from sqlalchemy.dialects import sqlite
 
+from grantd.store.db import upsert
 from grantd.store.schema import rate_limits
 
 if TYPE_CHECKING:
@@ -31,11 +31,7 @@ class Counts(NamedTuple):
 async def add(conn: AsyncConnection, key: str, window_start: int, window: int, delta: int = 1) -> Counts:
     """Count ``delta`` attempts in the ``window``-second window starting at ``window_start``; that
     window's new total, and the previous window's."""
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects import postgresql as dialect  # its import loads every PostgreSQL driver module
-    else:
-        dialect = sqlite  # type: ignore[assignment]
-    stmt = dialect.insert(rate_limits).values(key=key, window_start=window_start, count=max(delta, 0), previous_count=0)
+    stmt = upsert(conn, rate_limits).values(key=key, window_start=window_start, count=max(delta, 0), previous_count=0)
     new_start = stmt.excluded.window_start
     current = rate_limits.c.window_start >= new_start
     # The row's window ends where the new one starts: its count is now the previous window's.

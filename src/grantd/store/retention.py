@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import BigInteger, Column, ColumnElement, Table, and_, bindparam, delete, exists, not_, or_, select, update
 
-from grantd.store.db import later_of
+from grantd.store.db import later_of, upsert
 from grantd.store.schema import (
     access_tokens, app_keys, audit_events, authorization_codes, grants, maintenance, refresh_tokens, user_sessions,
 )
@@ -113,15 +113,13 @@ async def any_audit_event_before(conn: AsyncConnection, before: int) -> bool:
     return (await conn.execute(_AUDIT_BEFORE, {"before": before})).first() is not None
 
 
-_CLAIM = (
-    update(maintenance)
-    .where(maintenance.c.task == bindparam("of_task"), maintenance.c.due_at <= bindparam("now"))
-    .values(due_at=bindparam("next_due"))
-)
-
-
 async def claim(conn: AsyncConnection, task: str, now: int, next_due: int) -> bool:
-    """Whether this caller takes ``task``'s turn: it was due by ``now``, and is now due at
-    ``next_due`` for everyone (one atomic UPDATE: of concurrent callers, one wins)."""
-    result = await conn.execute(_CLAIM, {"of_task": task, "now": now, "next_due": next_due})
-    return result.rowcount == 1  # type: ignore[no-any-return]
+    """Whether this caller takes ``task``'s turn: it was due by ``now`` (or never ran), and is now
+    due at ``next_due`` for everyone (one atomic upsert: of concurrent callers, one wins)."""
+    stmt = upsert(conn, maintenance).values(task=task, due_at=next_due)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[maintenance.c.task],
+        set_={"due_at": stmt.excluded.due_at},
+        where=maintenance.c.due_at <= now,
+    ).returning(maintenance.c.task)
+    return (await conn.execute(stmt)).first() is not None

@@ -165,8 +165,8 @@ rate_limits = Table(
     Column("previous_count", Integer, nullable=False, server_default="0"),
 )
 
-# When each periodic task of the servers is next due (one row per task, made by the migration):
-# the process whose UPDATE moves it forward runs the task (store.retention.claim).
+# When each periodic task of the servers is next due (one row per task, made by its first run): the
+# process whose upsert moves it forward runs the task (store.retention.claim).
 maintenance = Table(
     "maintenance",
     metadata,

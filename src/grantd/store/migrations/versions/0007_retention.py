@@ -6,7 +6,8 @@ deletes expired tokens, so before it does, it folds the newest issue time of wha
 and the remaining tokens'.
 
 ``maintenance`` holds, per periodic task of the servers (``prune``), when it is next due: the
-process whose UPDATE moves that time forward runs it, so one process of a deployment does.
+process whose upsert moves that time forward (or makes the row) runs it, so one process of a
+deployment does.
 
 Revision ID: 0007
 Revises: 0006
@@ -26,12 +27,11 @@ def upgrade() -> None:
     for table in ("app_keys", "grants"):
         with op.batch_alter_table(table) as batch:
             batch.add_column(sa.Column("last_used_at", sa.BigInteger))
-    maintenance = op.create_table(
+    op.create_table(
         "maintenance",
         sa.Column("task", sa.String(40), primary_key=True),
         sa.Column("due_at", sa.BigInteger, nullable=False),
     )
-    op.bulk_insert(maintenance, [{"task": "prune", "due_at": 0}])
 
 
 def downgrade() -> None:
