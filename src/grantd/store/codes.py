@@ -8,6 +8,7 @@ from sqlalchemy.engine import Row
 from grantd.store import audit as audit_store
 from grantd.store.apps import LiveKeyAnd
 from grantd.store.db import Prepared, fetch_one, insert_from, run
+from grantd.store.tokens import ACCESS_COLUMNS, REFRESH_COLUMNS
 from grantd.store.schema import access_tokens, audit_events, grants, refresh_tokens
 from grantd.store.schema import authorization_codes as codes
 
@@ -106,10 +107,6 @@ async def live_key_and_code(conn: AsyncConnection, key_id: str, code_hash: str) 
     return await _LIVE_KEY_AND_CODE.fetch(conn, key_id, code_hash=code_hash)
 
 
-_ACCESS = ("jti", "app_id", "user_id", "key_id", "code_hash", "scope", "issued_at", "expires_at")
-_REFRESH = ("token_hash", "code_hash", "app_id", "user_id", "scope", "access_jti", "issued_at", "expires_at")
-
-
 def _spend_and_issue(with_refresh: bool) -> Prepared:
     spent = (
         update(codes)
@@ -123,9 +120,9 @@ def _spend_and_issue(with_refresh: bool) -> Prepared:
         .returning(codes.c.code_hash)
         .cte("spent")
     )
-    issued = [insert_from(access_tokens, _ACCESS, "access_", spent).cte("access")]
+    issued = [insert_from(access_tokens, ACCESS_COLUMNS, "access_", spent).cte("access")]
     if with_refresh:
-        issued.append(insert_from(refresh_tokens, _REFRESH, "refresh_", spent).cte("refresh"))
+        issued.append(insert_from(refresh_tokens, REFRESH_COLUMNS, "refresh_", spent).cte("refresh"))
     statement = insert_from(audit_events, _AUDIT, "audit_", spent).add_cte(*issued).returning(audit_events.c.id)
     return Prepared(statement)
 

@@ -15,16 +15,13 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
 
 
-_INSERT_ACCESS = Prepared(
-    insert(access_tokens).values(
-        {name: bindparam(name) for name in ("jti", "app_id", "user_id", "key_id", "code_hash", "scope", "issued_at", "expires_at")}
-    )
-)
-_INSERT_REFRESH = Prepared(
-    insert(refresh_tokens).values(
-        {name: bindparam(name) for name in ("token_hash", "code_hash", "app_id", "user_id", "scope", "access_jti", "issued_at", "expires_at")}
-    )
-)
+# The columns a new token's row is written with (here, and by the one-statement grants of
+# store.codes on PostgreSQL).
+ACCESS_COLUMNS = ("jti", "app_id", "user_id", "key_id", "code_hash", "scope", "issued_at", "expires_at")
+REFRESH_COLUMNS = ("token_hash", "code_hash", "app_id", "user_id", "scope", "access_jti", "issued_at", "expires_at")
+
+_INSERT_ACCESS = Prepared(insert(access_tokens).values({name: bindparam(name) for name in ACCESS_COLUMNS}))
+_INSERT_REFRESH = Prepared(insert(refresh_tokens).values({name: bindparam(name) for name in REFRESH_COLUMNS}))
 
 
 async def insert_access_token(
@@ -242,10 +239,6 @@ async def live_key_and_refresh_token_state(conn: AsyncConnection, key_id: str, t
     return await _LIVE_KEY_AND_REFRESH_STATE.fetch(conn, key_id, token_hash=token_hash)
 
 
-_ACCESS_COLUMNS = ("jti", "app_id", "user_id", "key_id", "code_hash", "scope", "issued_at", "expires_at")
-_REFRESH_COLUMNS = ("token_hash", "code_hash", "app_id", "user_id", "scope", "access_jti", "issued_at", "expires_at")
-
-
 def _rotate_and_issue() -> Prepared:
     # Uncorrelated, the EXISTS is a one-time filter evaluated before the UPDATE scans: the family's
     # lock is held before the token's row is, the order every other writer of a family takes them in.
@@ -264,8 +257,8 @@ def _rotate_and_issue() -> Prepared:
         .returning(refresh_tokens.c.code_hash)
         .cte("spent")
     )
-    access = insert_from(access_tokens, _ACCESS_COLUMNS, "access_", spent).cte("access")
-    statement = insert_from(refresh_tokens, _REFRESH_COLUMNS, "refresh_", spent).add_cte(access)
+    access = insert_from(access_tokens, ACCESS_COLUMNS, "access_", spent).cte("access")
+    statement = insert_from(refresh_tokens, REFRESH_COLUMNS, "refresh_", spent).add_cte(access)
     return Prepared(statement.returning(refresh_tokens.c.token_hash))
 
 
