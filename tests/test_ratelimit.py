@@ -356,8 +356,8 @@ async def test_revocation_failures_per_key_and_per_address(settings: Settings) -
 
         # Per address: failures naming five different keys lock the address, not the keys.
         attacker = client(_address())
-        for i in range(5):
-            guess = httpx.BasicAuth(flow.app_id, f"gks_{i:016x}_{secrets.token_urlsafe(32)}")
+        for _ in range(5):
+            guess = httpx.BasicAuth(flow.app_id, f"gks_{secrets.token_hex(8)}_{secrets.token_urlsafe(32)}")
             assert (await attacker.post("/oauth2/revoke", data={"token": "x"}, auth=guess)).status_code == 401
         assert_rfc6749_429(await attacker.post("/oauth2/revoke", data={"token": "x"}, auth=(flow.app_id, spare)))
         bystander = client(_address())
@@ -386,8 +386,8 @@ async def test_introspection_failures_per_key_and_per_address(settings: Settings
         assert await _is_active(c, flow.app_id, spare, token)
 
         attacker = client(_address())
-        for i in range(5):
-            guess = httpx.BasicAuth(flow.app_id, f"gks_{i:016x}_{secrets.token_urlsafe(32)}")
+        for _ in range(5):
+            guess = httpx.BasicAuth(flow.app_id, f"gks_{secrets.token_hex(8)}_{secrets.token_urlsafe(32)}")
             assert (await attacker.post("/oauth2/introspect", data={"token": "x"}, auth=guess)).status_code == 401
         assert_rfc6749_429(await attacker.post("/oauth2/introspect", data={"token": token}, auth=(flow.app_id, spare)))
         # The address's budget covers the token endpoint too.
