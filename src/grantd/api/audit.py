@@ -74,6 +74,6 @@ async def list_events(
     limit: Annotated[int, Query(ge=1, le=audit.LIMIT_MAX, description="At most this many events.")] = audit.LIMIT_DEFAULT,
 ) -> Response:
     events = await audit.events_for_user(
-        ctx, user, since=parse_rfc3339(since) if since is not None else None, limit=limit
+        ctx, user.user_id, since=parse_rfc3339(since) if since is not None else None, limit=limit
     )
     return envelope({"events": [event_data(event) for event in events]})

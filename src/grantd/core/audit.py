@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
 from grantd.core.context import Context
 from grantd.store import audit as store
-
-if TYPE_CHECKING:
-    from grantd.core.accounts import Principal
 
 OPERATOR = "operator"  # the actor of an operator's CLI command
 ANONYMOUS = "anonymous"  # the actor of a failed log-in: nobody proved who they are
@@ -125,18 +122,18 @@ def _limit(limit: int | None) -> int:
     return LIMIT_DEFAULT if limit is None else max(1, min(limit, LIMIT_MAX))
 
 
-async def events_for_user(ctx: Context, user: Principal, *, since: int | None = None, limit: int | None = None) -> list[AuditEvent]:
+async def events_for_user(ctx: Context, user_id: str, *, since: int | None = None, limit: int | None = None) -> list[AuditEvent]:
     """The events about the user and about the apps they own, newest first.
 
     On an event another user caused at one of their apps (a consent, a code issued), the
     other user's client address is not shown to the developer.
     """
     async with ctx.db.read() as conn:
-        rows = await store.about_user(conn, user.user_id, since, _limit(limit))
+        rows = await store.about_user(conn, user_id, since, _limit(limit))
     events = []
     for row in rows:
         event = _event(row)
-        if event.user_id not in (None, user.user_id) and event.actor == event.user_id:
+        if event.user_id not in (None, user_id) and event.actor == event.user_id:
             event = AuditEvent(
                 event.id, event.occurred_at, event.event, event.user_id, event.app_id, event.actor, None, event.detail
             )

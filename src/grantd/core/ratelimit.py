@@ -52,7 +52,6 @@ from grantd.store.ratelimits import Counts
 
 if TYPE_CHECKING:
     from grantd.config import Settings
-    from grantd.core.context import Context
     from grantd.store.db import Database
 
 log = logging.getLogger("grantd.ratelimit")
@@ -341,6 +340,14 @@ def token_limits(settings: Settings, client: str | None, address: str | None) ->
     return limits
 
 
+class Limited(Protocol):
+    """What the rules need of the use cases' context (``grantd.core.context.Context``, which builds
+    its limiter here)."""
+
+    settings: Settings
+    limiter: RateLimiter
+
+
 class TokenEndpoint:
     """``async with token_endpoint(ctx, client, address):`` around the work of a request that
     authenticates a client (token, revocation, introspection): refuse marked buckets first, count
@@ -349,7 +356,7 @@ class TokenEndpoint:
 
     __slots__ = ("_ctx", "_client", "_address")
 
-    def __init__(self, ctx: Context, client: str | None, address: str | None) -> None:
+    def __init__(self, ctx: Limited, client: str | None, address: str | None) -> None:
         self._ctx, self._client, self._address = ctx, client, address
 
     async def __aenter__(self) -> None:
