@@ -177,7 +177,9 @@ async def seed(settings: Any, count: int, workdir: Path) -> Seed:
     """A developer, an app, a key, a consenting user, and ``count`` fresh codes and refresh tokens."""
     from sqlalchemy import insert
 
-    from grantd.core import accounts, apps, authorization, clients, signing_keys, tokens
+    from grantd.core import accounts, apps, authorization, signing_keys
+    from grantd.core.client_auth import KeyPair
+    from grantd.core.grants import client_credentials
     from grantd.core.context import Context
     from grantd.store.migrate import upgrade
     from grantd.store.schema import authorization_codes, refresh_tokens
@@ -195,8 +197,7 @@ async def seed(settings: Any, count: int, workdir: Path) -> Seed:
         principal = await accounts.authenticate(ctx, user.access_token)
         request = authorization.AuthorizationRequest(app_id, created.app_key, "s", REDIRECT_URI, "read_profile")
         await authorization.grant_permissions(ctx, principal, request)
-        client = clients.Client(app_id, key.key_id)
-        access_token = (await tokens.client_credentials(ctx, client, None)).access_token
+        access_token = (await client_credentials.token_request(ctx, KeyPair(key.key_id, key.key_secret), {}, None)).access_token
 
         now = ctx.now()
         codes = [secrets.token_urlsafe(32) for _ in range(count)]

@@ -22,8 +22,11 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from conftest import new_flow
-from grantd.core import audit, tokens
+from grantd.core import audit
+from grantd.core.access_token import IssuedToken
+from grantd.core.client_auth import ClientSecret, KeyPair
 from grantd.core.clients import Client
+from grantd.core.grants import authorization_code, refresh_token
 from grantd.core.errors import InvalidGrant, InvalidScope
 from grantd.crypto.secrets import s256
 from grantd.store import codes as code_store
@@ -36,9 +39,10 @@ pytestmark = pytest.mark.db
 REDIRECT_URI = "https://app.example.com/callback"
 
 
-async def _setup(app: Any, client: httpx.AsyncClient) -> tuple[Any, Client, str]:
+async def _setup(app: Any, client: httpx.AsyncClient) -> tuple[Any, Client, str, KeyPair]:
+    """The context, the app's client, its user, and the app's key pair to authenticate with."""
     flow = await new_flow(client)
-    return app.state.ctx, Client(flow.app_id, flow.key_id), flow.user_id
+    return app.state.ctx, Client(flow.app_id, flow.key_id), flow.user_id, KeyPair(flow.key_id, flow.key_secret)
 
 
 def _code_rows(ctx: Any, code: str, who: Client, user_id: str, challenge: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -73,9 +77,9 @@ def _jti(access_token: str) -> str:
 
 
 async def test_a_redemption_writes_its_tokens_and_audit_row_together(app: Any, client: httpx.AsyncClient) -> None:
-    ctx, who, user_id = await _setup(app, client)
+    ctx, who, user_id, auth = await _setup(app, client)
     code = await _new_code(ctx, who, user_id)
-    issued = await tokens.redeem_code(ctx, who, code, redirect_uri=REDIRECT_URI, with_refresh_token=True, address="192.0.2.7")
+    issued = await authorization_code.redeem(ctx, auth, code, redirect_uri=REDIRECT_URI, with_refresh_token=True, address="192.0.2.7")
     jti = _jti(issued.access_token)
     code_hash = ctx.hasher.hash(code)
 
@@ -96,7 +100,7 @@ async def test_a_redemption_writes_its_tokens_and_audit_row_together(app: Any, c
 
 @pytest.mark.parametrize("bad", ["verifier", "redirect_uri"])
 async def test_a_failed_check_leaves_the_code_unspent(app: Any, client: httpx.AsyncClient, bad: str) -> None:
-    ctx, who, user_id = await _setup(app, client)
+    ctx, who, user_id, auth = await _setup(app, client)
     verifier = secrets.token_urlsafe(48)
     code = await _new_code(ctx, who, user_id, challenge=s256(verifier))
     code_hash = ctx.hasher.hash(code)
@@ -104,7 +108,7 @@ async def test_a_failed_check_leaves_the_code_unspent(app: Any, client: httpx.As
         "code_verifier": verifier, "redirect_uri": "https://evil.example.com/callback"
     }
     with pytest.raises(InvalidGrant):
-        await tokens.redeem_code(ctx, who, code, with_refresh_token=True, **wrong)
+        await authorization_code.redeem(ctx, auth, code, with_refresh_token=True, **wrong)
 
     [row] = await _rows(ctx, select(authorization_codes.c.redeemed_at).where(authorization_codes.c.code_hash == code_hash))
     assert row.redeemed_at is None
@@ -112,19 +116,19 @@ async def test_a_failed_check_leaves_the_code_unspent(app: Any, client: httpx.As
     assert await _count(ctx, refresh_tokens, refresh_tokens.c.code_hash == code_hash) == 0
     assert await _count(ctx, audit_events, audit_events.c.user_id == user_id, audit_events.c.event.like("code_re%")) == 0
     # Not a replay either: the right verifier still redeems it, and its token stays live.
-    issued = await tokens.redeem_code(ctx, who, code, code_verifier=verifier, redirect_uri=REDIRECT_URI)
+    issued = await authorization_code.redeem(ctx, auth, code, code_verifier=verifier, redirect_uri=REDIRECT_URI)
     [token] = await _rows(ctx, select(access_tokens).where(access_tokens.c.code_hash == code_hash))
     assert token.jti == _jti(issued.access_token) and token.revoked_at is None
 
 
 async def test_concurrent_redemptions_of_one_code_issue_one_token(app: Any, client: httpx.AsyncClient) -> None:
-    ctx, who, user_id = await _setup(app, client)
+    ctx, who, user_id, auth = await _setup(app, client)
     code = await _new_code(ctx, who, user_id)
     code_hash = ctx.hasher.hash(code)
     results = await asyncio.gather(
-        *(tokens.redeem_code(ctx, who, code, with_refresh_token=True) for _ in range(20)), return_exceptions=True
+        *(authorization_code.redeem(ctx, auth, code, with_refresh_token=True) for _ in range(20)), return_exceptions=True
     )
-    won = [r for r in results if isinstance(r, tokens.IssuedToken)]
+    won = [r for r in results if isinstance(r, IssuedToken)]
     assert len(won) == 1, results
     assert all(isinstance(r, InvalidGrant) for r in results if r is not won[0])
     assert await _count(ctx, access_tokens, access_tokens.c.code_hash == code_hash) == 1
@@ -139,7 +143,7 @@ async def test_concurrent_redemptions_of_one_code_issue_one_token(app: Any, clie
 
 async def test_the_one_statement_spends_a_code_once(app: Any, client: httpx.AsyncClient) -> None:
     """PostgreSQL: the statement itself, run by two connections at once on one code."""
-    ctx, who, user_id = await _setup(app, client)
+    ctx, who, user_id, auth = await _setup(app, client)
     if ctx.db.is_sqlite:
         pytest.skip("the one-statement redemption is PostgreSQL's")
     code = await _new_code(ctx, who, user_id)
@@ -149,7 +153,7 @@ async def test_the_one_statement_spends_a_code_once(app: Any, client: httpx.Asyn
         jti = f"00000000-0000-7000-8000-{secrets.token_hex(6)}"
         access = {"jti": jti, "app_id": who.app_id, "user_id": user_id, "key_id": who.key_id, "code_hash": code_hash,
                   "scope": "read_profile", "issued_at": now, "expires_at": now + 60}
-        event = tokens.audit.entry(ctx, "code_redeemed", actor=who.app_id, user_id=user_id, app_id=who.app_id, now=now, jti=jti)
+        event = audit.entry(ctx, "code_redeemed", actor=who.app_id, user_id=user_id, app_id=who.app_id, now=now, jti=jti)
         async with ctx.db.autocommit() as conn:
             return await code_store.spend_and_issue(conn, code_hash, who.app_id, now, access=access, refresh=None, audit=event)
 
@@ -162,18 +166,18 @@ async def test_the_one_statement_spends_a_code_once(app: Any, client: httpx.Asyn
 
 
 async def test_a_refresh_scope_beyond_the_grant_leaves_the_token_unrotated(app: Any, client: httpx.AsyncClient) -> None:
-    ctx, who, user_id = await _setup(app, client)
+    ctx, who, user_id, auth = await _setup(app, client)
     code = await _new_code(ctx, who, user_id)
-    first = await tokens.redeem_code(ctx, who, code, with_refresh_token=True)
+    first = await authorization_code.redeem(ctx, auth, code, with_refresh_token=True)
     token_hash = ctx.hasher.hash(first.refresh_token)
     code_hash = ctx.hasher.hash(code)
     with pytest.raises(InvalidScope):
-        await tokens.refresh(ctx, who, first.refresh_token, "read_profile admin")
+        await refresh_token.refresh(ctx, auth, first.refresh_token, "read_profile admin")
     [row] = await _rows(ctx, select(refresh_tokens.c.rotated_at).where(refresh_tokens.c.token_hash == token_hash))
     assert row.rotated_at is None
     assert await _count(ctx, access_tokens, access_tokens.c.code_hash == code_hash) == 1
 
-    rotated = await tokens.refresh(ctx, who, first.refresh_token, "read_profile")
+    rotated = await refresh_token.refresh(ctx, auth, first.refresh_token, "read_profile")
     assert rotated.scope == "read_profile"
     [successor] = await _rows(ctx, select(refresh_tokens).where(refresh_tokens.c.token_hash == ctx.hasher.hash(rotated.refresh_token)))
     assert (successor.scope, successor.access_jti, successor.code_hash) == ("read_profile write_data", _jti(rotated.access_token), code_hash)
@@ -183,11 +187,11 @@ async def test_a_refresh_scope_beyond_the_grant_leaves_the_token_unrotated(app: 
 
 async def test_the_one_statement_rotates_a_refresh_token_once(app: Any, client: httpx.AsyncClient) -> None:
     """PostgreSQL: the rotation statement itself, run by several connections at once on one token."""
-    ctx, who, user_id = await _setup(app, client)
+    ctx, who, user_id, auth = await _setup(app, client)
     if ctx.db.is_sqlite:
         pytest.skip("the one-statement rotation is PostgreSQL's")
     code = await _new_code(ctx, who, user_id)
-    first = await tokens.redeem_code(ctx, who, code, with_refresh_token=True)
+    first = await authorization_code.redeem(ctx, auth, code, with_refresh_token=True)
     token_hash, code_hash, now = ctx.hasher.hash(first.refresh_token), ctx.hasher.hash(code), ctx.now()
 
     async def rotate(n: int) -> bool:
@@ -207,7 +211,7 @@ async def test_the_one_statement_rotates_a_refresh_token_once(app: Any, client: 
 
 
 async def test_the_neucron_request_verifies_the_key_before_the_code(app: Any, client: httpx.AsyncClient) -> None:
-    """tokens.redeem_code_with_key (on PostgreSQL the key and the code in one read): a wrong or
+    """The Neucron key pair (on PostgreSQL the key and the code in one read): a wrong or
     unknown key is refused without spending the code; then the right key redeems it once."""
     from grantd.core.errors import InvalidClient
 
@@ -217,46 +221,46 @@ async def test_the_neucron_request_verifies_the_key_before_the_code(app: Any, cl
     code_hash = ctx.hasher.hash(code)
     for key_id, secret in ((flow.key_id, flow.key_secret[:-4] + "AAAA"), ("nokey" + flow.key_id[5:], flow.key_secret)):
         with pytest.raises(InvalidClient):
-            await tokens.redeem_code_with_key(ctx, key_id, secret, code)
+            await authorization_code.redeem(ctx, KeyPair(key_id, secret), code)
     [row] = await _rows(ctx, select(authorization_codes.c.redeemed_at).where(authorization_codes.c.code_hash == code_hash))
     assert row.redeemed_at is None
-    issued = await tokens.redeem_code_with_key(ctx, flow.key_id, flow.key_secret, code, address="192.0.2.9")
+    issued = await authorization_code.redeem(ctx, KeyPair(flow.key_id, flow.key_secret), code, address="192.0.2.9")
     [token] = await _rows(ctx, select(access_tokens).where(access_tokens.c.code_hash == code_hash))
     assert (token.jti, token.key_id, token.revoked_at) == (_jti(issued.access_token), flow.key_id, None)
     # Unknown code with the right key: invalid_grant, nothing written.
     with pytest.raises(InvalidGrant):
-        await tokens.redeem_code_with_key(ctx, flow.key_id, flow.key_secret, secrets.token_urlsafe(32))
+        await authorization_code.redeem(ctx, KeyPair(flow.key_id, flow.key_secret), secrets.token_urlsafe(32))
     # Replayed: refused, and the family it issued is revoked.
     with pytest.raises(InvalidGrant):
-        await tokens.redeem_code_with_key(ctx, flow.key_id, flow.key_secret, code)
+        await authorization_code.redeem(ctx, KeyPair(flow.key_id, flow.key_secret), code)
     [token] = await _rows(ctx, select(access_tokens.c.revoked_at).where(access_tokens.c.code_hash == code_hash))
     assert token.revoked_at is not None
 
 
 async def test_the_refresh_request_verifies_the_key_before_the_token(app: Any, client: httpx.AsyncClient) -> None:
-    """tokens.refresh_with_secret (on PostgreSQL the key and the refresh token in one read): a wrong
+    """A client secret at the refresh grant (on PostgreSQL the key and the refresh token in one read): a wrong
     secret, or a client_id of another app, is refused without rotating; the right one rotates."""
     from grantd.core.errors import InvalidClient
 
     flow = await new_flow(client)
     ctx, who = app.state.ctx, Client(flow.app_id, flow.key_id)
-    first = await tokens.redeem_code(ctx, who, await _new_code(ctx, who, flow.user_id), with_refresh_token=True)
+    first = await authorization_code.redeem(ctx, KeyPair(flow.key_id, flow.key_secret), await _new_code(ctx, who, flow.user_id), with_refresh_token=True)
     token_hash = ctx.hasher.hash(first.refresh_token)
     for client_id, secret in ((None, flow.key_secret[:-4] + "AAAA"), ("another-app", flow.key_secret), (None, "nokey")):
         with pytest.raises(InvalidClient):
-            await tokens.refresh_with_secret(ctx, client_id, secret, first.refresh_token)
+            await refresh_token.refresh(ctx, ClientSecret(client_id, secret), first.refresh_token)
     [row] = await _rows(ctx, select(refresh_tokens.c.rotated_at).where(refresh_tokens.c.token_hash == token_hash))
     assert row.rotated_at is None
-    rotated = await tokens.refresh_with_secret(ctx, flow.app_id, flow.key_secret, first.refresh_token, "read_profile")
+    rotated = await refresh_token.refresh(ctx, ClientSecret(flow.app_id, flow.key_secret), first.refresh_token, "read_profile")
     assert rotated.scope == "read_profile"
     [row] = await _rows(ctx, select(refresh_tokens.c.rotated_at).where(refresh_tokens.c.token_hash == token_hash))
     assert row.rotated_at is not None
     with pytest.raises(InvalidGrant):
-        await tokens.refresh_with_secret(ctx, None, flow.key_secret, secrets.token_urlsafe(32))
+        await refresh_token.refresh(ctx, ClientSecret(None, flow.key_secret), secrets.token_urlsafe(32))
 
 
 async def test_the_code_grant_verifies_the_key_before_the_code(app: Any, client: httpx.AsyncClient) -> None:
-    """tokens.redeem_code_with_secret (the OAuth 2.0 authorization_code grant; on PostgreSQL the key
+    """A client secret at the authorization_code grant (the OAuth 2.0 authorization_code grant; on PostgreSQL the key
     and the code in one read): a wrong secret, a client_id of another app or a wrong PKCE verifier
     is refused without spending the code; then the right request redeems it, with a refresh token."""
     from grantd.core.errors import InvalidClient
@@ -268,21 +272,20 @@ async def test_the_code_grant_verifies_the_key_before_the_code(app: Any, client:
     code_hash = ctx.hasher.hash(code)
     for client_id, secret in ((None, flow.key_secret[:-4] + "AAAA"), ("another-app", flow.key_secret), (None, "nokey")):
         with pytest.raises(InvalidClient):
-            await tokens.redeem_code_with_secret(ctx, client_id, secret, code, code_verifier=verifier)
+            await authorization_code.redeem(ctx, ClientSecret(client_id, secret), code, code_verifier=verifier)
     with pytest.raises(InvalidGrant):
-        await tokens.redeem_code_with_secret(ctx, flow.app_id, flow.key_secret, code, code_verifier=secrets.token_urlsafe(48))
+        await authorization_code.redeem(ctx, ClientSecret(flow.app_id, flow.key_secret), code, code_verifier=secrets.token_urlsafe(48))
     [row] = await _rows(ctx, select(authorization_codes.c.redeemed_at).where(authorization_codes.c.code_hash == code_hash))
     assert row.redeemed_at is None
 
-    issued = await tokens.redeem_code_with_secret(
-        ctx, flow.app_id, flow.key_secret, code, code_verifier=verifier, redirect_uri=REDIRECT_URI, with_refresh_token=True
+    issued = await authorization_code.redeem(ctx, ClientSecret(flow.app_id, flow.key_secret), code, code_verifier=verifier, redirect_uri=REDIRECT_URI, with_refresh_token=True
     )
     [token] = await _rows(ctx, select(access_tokens).where(access_tokens.c.code_hash == code_hash))
     assert (token.jti, token.key_id, token.user_id) == (_jti(issued.access_token), flow.key_id, flow.user_id)
     [refresh] = await _rows(ctx, select(refresh_tokens.c.token_hash).where(refresh_tokens.c.code_hash == code_hash))
     assert refresh.token_hash == ctx.hasher.hash(issued.refresh_token)
     with pytest.raises(InvalidGrant):  # replayed: refused, and the family revoked
-        await tokens.redeem_code_with_secret(ctx, None, flow.key_secret, code, code_verifier=verifier)
+        await authorization_code.redeem(ctx, ClientSecret(None, flow.key_secret), code, code_verifier=verifier)
     [token] = await _rows(ctx, select(access_tokens.c.revoked_at).where(access_tokens.c.code_hash == code_hash))
     assert token.revoked_at is not None
 
@@ -291,7 +294,7 @@ async def test_a_new_code_is_written_with_its_audit_row(app: Any, client: httpx.
     """The code and its code_issued row are one write (on PostgreSQL one statement in autocommit,
     run again when its connection is found dead): the same code written twice fails, whole, and
     leaves one code and one audit row."""
-    ctx, who, user_id = await _setup(app, client)
+    ctx, who, user_id, auth = await _setup(app, client)
     code = secrets.token_urlsafe(32)
     row, event = _code_rows(ctx, code, who, user_id)
     event["detail"] = f'{{"marker":"{code[:12]}"}}'  # to find this row among the app's others
@@ -307,7 +310,7 @@ async def test_a_new_code_is_written_with_its_audit_row(app: Any, client: httpx.
 async def test_a_code_issued_while_granted_needs_the_grant(app: Any, client: httpx.AsyncClient) -> None:
     """An authorization checks the user's grant, then writes the code only while the grant still
     exists: for a user with no grant to the app (one revoked in between), nothing is written."""
-    ctx, who, user_id = await _setup(app, client)  # new_flow's user has not authorized the app
+    ctx, who, user_id, auth = await _setup(app, client)  # new_flow's user has not authorized the app
     for granted in (False, True):
         if granted:
             async with ctx.db.write() as tx:

@@ -11,7 +11,7 @@ from starlette.responses import Response
 from grantd.api.deps import context, current_user, peer_address
 from grantd.api.envelope import Envelope, envelope, error_responses
 from grantd.api.wire import NO_NUL, rfc3339
-from grantd.core import grants
+from grantd.core import consents
 from grantd.core.accounts import Principal
 from grantd.core.context import Context
 
@@ -49,7 +49,7 @@ async def list_grants(
             "updated_at": rfc3339(g.updated_at),
             "last_used_at": rfc3339(g.last_used_at),
         }
-        for g in await grants.list_grants(ctx, user)
+        for g in await consents.list_grants(ctx, user)
     ]
     return envelope({"grants": items})
 
@@ -66,5 +66,5 @@ async def revoke_grant(
     ctx: Annotated[Context, Depends(context)],
     address: Annotated[str | None, Depends(peer_address)],
 ) -> Response:
-    await grants.revoke_grant(ctx, user, app_id, address=address)
+    await consents.revoke_grant(ctx, user, app_id, address=address)
     return envelope({"app_id": app_id, "message": "Access revoked."})

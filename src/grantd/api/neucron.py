@@ -11,7 +11,8 @@ from starlette.responses import Response
 from grantd.api.deps import client_address, context, current_user
 from grantd.api.envelope import Envelope, envelope, error_responses
 from grantd.api.wire import STRICT, Text, rfc3339
-from grantd.core import authorization, ratelimit, tokens
+from grantd.core import authorization, client_auth, ratelimit
+from grantd.core.grants import authorization_code
 from grantd.core.accounts import Principal
 from grantd.core.context import Context
 
@@ -154,8 +155,8 @@ async def token(body: TokenBody, request: Request, ctx: Annotated[Context, Depen
 async def redeem(ctx: Context, params: TokenParams, address: str | None) -> Response:
     """The Neucron token exchange past the wire: this route and the hot path (grantd.api.hot) call it."""
     async with ratelimit.token_endpoint(ctx, params.key_id, address):
-        # clients.authenticate_key, then tokens.redeem_code (on PostgreSQL the key and code in one read)
-        issued = await tokens.redeem_code_with_key(ctx, params.key_id, params.key_secret, params.auth_code, address=address)
+        auth = client_auth.KeyPair(params.key_id, params.key_secret)
+        issued = await authorization_code.redeem(ctx, auth, params.auth_code, address=address)
     return envelope(
         {
             "access_token": issued.access_token,

@@ -8,7 +8,7 @@ with ``WWW-Authenticate``.
 from __future__ import annotations
 
 import base64
-from typing import Any, NoReturn
+from typing import Any
 from urllib.parse import parse_qsl, unquote_plus
 
 from fastapi import APIRouter, Request
@@ -17,10 +17,11 @@ from starlette.responses import Response
 from grantd import telemetry
 from grantd.api.deps import client_address
 from grantd.api.jsonbody import JSONBody
-from grantd.core import clients, ratelimit, tokens
+from grantd.core import client_auth, grants, introspection, ratelimit, revocation
+from grantd.core.access_token import IssuedToken
 from grantd.core.context import Context
 from grantd.crypto.secrets import key_id_of_secret
-from grantd.core.errors import GrantdError, InvalidClient, InvalidRequest, UnsupportedGrantType
+from grantd.core.errors import GrantdError, InvalidClient, InvalidRequest
 
 router = APIRouter(tags=["OAuth 2.0"])
 
@@ -106,16 +107,16 @@ def _basic_credentials(header: str | None) -> tuple[str, str] | None:
     return client_id, client_secret
 
 
-class _Credentials:
-    """``async with _Credentials(ctx, authorization, form, address) as (client_id, secret):`` the
-    calling client's credentials, to authenticate inside the block (RFC 6749 §2.3:
-    client_secret_basic, client_secret_post, or a public client's bare client_id; one method
-    only), inside the rate limit every endpoint that checks a client secret shares: a failure to
-    authenticate, or the grant's own ``invalid_grant`` in the block, counts against the key named
-    and the address. A class rather than ``@asynccontextmanager``: every token request goes
+class _ClientRequest:
+    """``async with _ClientRequest(ctx, authorization, form, address) as auth:`` how the calling
+    client authenticates (``core.client_auth.from_credentials``: client_secret_basic,
+    client_secret_post, or a public client's bare client_id; one method only), to be proven inside
+    the block, inside the rate limit every endpoint that checks a client secret shares: a failure
+    to authenticate, or the grant's own ``invalid_grant`` in the block, counts against the key
+    named and the address. A class rather than ``@asynccontextmanager``: every token request goes
     through it."""
 
-    __slots__ = ("_form", "_basic", "_malformed", "_client_id", "_secret", "_limit")
+    __slots__ = ("_form", "_basic", "_malformed", "_limit")
 
     def __init__(self, ctx: Context, authorization: str | None, form: dict[str, str], address: str | None) -> None:
         try:
@@ -123,66 +124,29 @@ class _Credentials:
         except InvalidClient as exc:
             self._basic, self._malformed = None, exc
         basic = self._basic
-        self._client_id, self._secret = basic if basic is not None else (form.get("client_id"), form.get("client_secret"))
+        client_id, secret = basic if basic is not None else (form.get("client_id"), form.get("client_secret"))
         self._form = form
         # Whom the request claims to be: the key named by the secret, else the client_id.
-        claimed = (key_id_of_secret(self._secret) if self._secret else None) or self._client_id
+        claimed = (key_id_of_secret(secret) if secret else None) or client_id
         self._limit = ratelimit.token_endpoint(ctx, claimed, address)
 
-    async def __aenter__(self) -> Any:
+    async def __aenter__(self) -> client_auth.ClientAuthentication:
         await self._limit.__aenter__()
         try:
             if self._malformed is not None:
                 raise self._malformed
-            basic, form = self._basic, self._form
-            if basic is not None:
-                if "client_secret" in form:
-                    raise InvalidRequest("Use one client authentication method, not both Basic and client_secret.")
-                if "client_id" in form and form["client_id"] != basic[0]:
-                    raise InvalidClient("client_id differs from the authenticated client.")
+            form = self._form
+            return client_auth.from_credentials(self._basic, form.get("client_id"), form.get("client_secret"))
         except BaseException as exc:
-            await self._failed(exc)
-        return self._client_id, self._secret
-
-    async def _failed(self, exc: BaseException) -> NoReturn:
-        """An error while entering: counted as the block's own would be (it may become a 429)."""
-        await self._limit.__aexit__(type(exc), exc, exc.__traceback__)
-        raise exc
+            # An error while entering is counted as the block's own would be (it may become a 429).
+            await self._limit.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
         return await self._limit.__aexit__(exc_type, exc, tb)
 
 
-class _Authenticated(_Credentials):
-    """``async with _Authenticated(ctx, authorization, form, address) as client:`` the calling
-    client, authenticated inside ``_Credentials``' block."""
-
-    __slots__ = ("_ctx",)
-
-    def __init__(self, ctx: Context, authorization: str | None, form: dict[str, str], address: str | None) -> None:
-        super().__init__(ctx, authorization, form, address)
-        self._ctx = ctx
-
-    async def __aenter__(self) -> clients.Client:
-        client_id, secret = await super().__aenter__()
-        try:
-            return await clients.authenticate_client(self._ctx, client_id, secret)
-        except BaseException as exc:
-            await self._failed(exc)
-
-
-def _required(form: dict[str, str], name: str) -> str:
-    value = form.get(name)
-    if value is None:
-        raise _missing(name)
-    return value
-
-
-def _missing(name: str) -> InvalidRequest:
-    return InvalidRequest(f"{name} is required.")
-
-
-def _issued(issued: tokens.IssuedToken) -> Response:
+def _issued(issued: IssuedToken) -> Response:
     body: dict[str, Any] = {
         "access_token": issued.access_token,
         "token_type": "Bearer",
@@ -197,7 +161,7 @@ def _issued(issued: tokens.IssuedToken) -> Response:
 _STRING: dict[str, Any] = {"type": "string"}
 _CLIENT_FIELDS = {"client_id": _STRING, "client_secret": _STRING}
 _TOKEN_REQUEST = {
-    "grant_type": {"type": "string", "enum": ["authorization_code", "refresh_token", "client_credentials"]},
+    "grant_type": {"type": "string", "enum": list(grants.GRANT_TYPES)},
     "code": _STRING,
     "redirect_uri": _STRING,
     "code_verifier": _STRING,
@@ -267,51 +231,9 @@ async def issue_token(
     ctx: Context, authorization: str | None, form: dict[str, str], address: str | None, scope: dict[str, Any]
 ) -> Response:
     """The token endpoint (RFC 6749 §3.2) past the wire: this route and the hot path (grantd.api.hot) call it."""
-    grant_type = form.get("grant_type")
-    telemetry.note_grant_type(scope.setdefault("state", {}), grant_type)
-    if grant_type == "authorization_code" and "code" in form:
-        grant: dict[str, Any] = {
-            "code_verifier": form.get("code_verifier"),
-            "redirect_uri": form.get("redirect_uri"),
-            "with_refresh_token": True,
-            "address": address,
-        }
-        async with _Credentials(ctx, authorization, form, address) as (client_id, secret):
-            if secret:  # authenticated by tokens.redeem_code_with_secret (on PostgreSQL with the code's read)
-                issued = await tokens.redeem_code_with_secret(ctx, client_id, secret, form["code"], **grant)
-            else:
-                client = await clients.authenticate_client(ctx, client_id, secret)
-                issued = await tokens.redeem_code(ctx, client, form["code"], **grant)
-        return _issued(issued)
-    if grant_type == "refresh_token" and "refresh_token" in form:
-        async with _Credentials(ctx, authorization, form, address) as (client_id, secret):
-            if secret:  # authenticated by tokens.refresh_with_secret (on PostgreSQL with the token's read)
-                issued = await tokens.refresh_with_secret(
-                    ctx, client_id, secret, form["refresh_token"], form.get("scope"), address=address
-                )
-            else:
-                client = await clients.authenticate_client(ctx, client_id, secret)
-                issued = await tokens.refresh(ctx, client, form["refresh_token"], form.get("scope"), address=address)
-        return _issued(issued)
-    async with _Authenticated(ctx, authorization, form, address) as client:
-        if grant_type == "authorization_code":
-            issued = await tokens.redeem_code(
-                ctx,
-                client,
-                _required(form, "code"),
-                code_verifier=form.get("code_verifier"),
-                redirect_uri=form.get("redirect_uri"),
-                with_refresh_token=True,
-                address=address,
-            )
-        elif grant_type == "refresh_token":
-            issued = await tokens.refresh(ctx, client, _required(form, "refresh_token"), form.get("scope"), address=address)
-        elif grant_type == "client_credentials":
-            issued = await tokens.client_credentials(ctx, client, form.get("scope"))
-        elif grant_type is None:
-            raise InvalidRequest("grant_type is required.")
-        else:
-            raise UnsupportedGrantType(f"grant_type {grant_type[:64]!r} is not supported.")
+    telemetry.note_grant_type(scope.setdefault("state", {}), form.get("grant_type"))
+    async with _ClientRequest(ctx, authorization, form, address) as auth:
+        issued = await grants.token_request(ctx, auth, form, address)
     return _issued(issued)
 
 
@@ -326,8 +248,8 @@ async def revoke(request: Request) -> Response:
     ctx: Context = request.app.state.ctx
     form = await read_form(request)
     # A client secret can be guessed here as at the token endpoint: failures count in the same buckets.
-    async with _Authenticated(ctx, request.headers.get("authorization"), form, client_address(request)) as client:
-        await tokens.revoke(ctx, client, _required(form, "token"))
+    async with _ClientRequest(ctx, request.headers.get("authorization"), form, client_address(request)) as auth:
+        await revocation.revoke(ctx, auth, form.get("token"))
     return Response(b"", 200, headers=NO_STORE)
 
 
@@ -355,15 +277,8 @@ async def introspect(request: Request) -> Response:
 
 async def introspect_token(ctx: Context, authorization: str | None, form: dict[str, str], address: str | None) -> Response:
     """RFC 7662 past the wire: this route and the hot path (grantd.api.hot) call it."""
-    async with _Credentials(ctx, authorization, form, address) as (client_id, secret):
-        token = form.get("token")
-        if secret and token is not None:  # authenticated by tokens.introspect, with the token's read
-            return _json(await tokens.introspect(ctx, client_id, secret, token))
-        # Refused, the client's authentication first: a public client (no secret), or no token.
-        client = await clients.authenticate_client(ctx, client_id, secret)
-        if client.is_public:
-            raise InvalidClient("Introspection needs a confidential client's secret.")
-        raise _missing("token")
+    async with _ClientRequest(ctx, authorization, form, address) as auth:
+        return _json(await introspection.introspect(ctx, auth, form.get("token")))
 
 
 @router.get(
@@ -374,7 +289,7 @@ async def introspect_token(ctx: Context, authorization: str | None, form: dict[s
 async def metadata(request: Request) -> Response:
     ctx: Context = request.app.state.ctx
     issuer = ctx.settings.issuer
-    auth_methods = ["client_secret_basic", "client_secret_post"]
+    auth_methods = [client_auth.CLIENT_SECRET_BASIC, client_auth.CLIENT_SECRET_POST]
     document = {
         "issuer": issuer,
         "authorization_endpoint": f"{issuer}/oauth2/authorize",
@@ -385,9 +300,9 @@ async def metadata(request: Request) -> Response:
         "scopes_supported": list(ctx.catalog.descriptions),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
-        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
-        "token_endpoint_auth_methods_supported": [*auth_methods, "none"],
-        "revocation_endpoint_auth_methods_supported": [*auth_methods, "none"],
+        "grant_types_supported": list(grants.GRANT_TYPES),
+        "token_endpoint_auth_methods_supported": [*auth_methods, client_auth.NONE],
+        "revocation_endpoint_auth_methods_supported": [*auth_methods, client_auth.NONE],
         "introspection_endpoint_auth_methods_supported": auth_methods,
         "code_challenge_methods_supported": ["S256"],
         "authorization_response_iss_parameter_supported": True,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from grantd.core import audit
+from grantd.core import audit, pkce
 from grantd.core import permissions as perms
 from grantd.core.accounts import Principal
 from grantd.core.clients import PUBLIC
@@ -24,7 +24,6 @@ from grantd.core.errors import (
     InvalidRequest,
     UnsupportedResponseType,
 )
-from grantd.core.tokens import valid_pkce_value
 from grantd.crypto.secrets import new_secret, new_uuid
 from grantd.store import apps as app_store
 from grantd.store import codes as code_store
@@ -266,15 +265,7 @@ def validate_request(
         raise UnsupportedResponseType("Only response_type=code is supported.")
     if state is not None and "\x00" in state:  # stored with the code; PostgreSQL text cannot hold U+0000
         raise InvalidRequest("state must not contain the NUL character (%00).")
-    if code_challenge is not None:
-        if code_challenge_method != "S256":
-            raise InvalidRequest("code_challenge_method must be S256; plain is not accepted.")
-        if not valid_pkce_value(code_challenge):
-            raise InvalidRequest("code_challenge must be 43 to 128 characters of base64url.")
-    elif code_challenge_method is not None:
-        raise InvalidRequest("code_challenge_method was sent without a code_challenge.")
-    elif target.public:
-        raise InvalidRequest("PKCE is required for this client: send code_challenge with code_challenge_method=S256.")
+    pkce.check_challenge(code_challenge, code_challenge_method, public=target.public)
     requested = target.allowed if not scope else perms.parse(scope, field="scope", separator=" ")
     ctx.catalog.require_allowed(requested, target.allowed)
     return StandardRequest(target, requested, state, code_challenge)

@@ -8,12 +8,15 @@ from sqlalchemy.engine import Row
 from grantd.store import audit as audit_store
 from grantd.store.apps import LiveKeyAnd
 from grantd.store.db import Prepared, fetch_one, insert_from, run
-from grantd.store.tokens import ACCESS_COLUMNS, REFRESH_COLUMNS
+from grantd.store import tokens as token_store
+from grantd.store.tokens import ACCESS_COLUMNS, REFRESH_COLUMNS, Spender
 from grantd.store.schema import access_tokens, audit_events, grants, refresh_tokens
 from grantd.store.schema import authorization_codes as codes
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
+
+    from grantd.store.db import Database
 
 
 _CODE = ("code_hash", "app_id", "user_id", "redirect_uri", "permissions", "state", "code_challenge", "created_at", "expires_at")
@@ -61,7 +64,7 @@ async def insert_code(
     return True
 
 
-# What the rules of redemption (grantd.core.tokens) look at, in the same columns for both reads:
+# What the rules of redemption (grantd.core.grants.authorization_code) look at, in the same columns for both reads:
 # the UPDATE that spends a code on SQLite, and the plain read before it is spent on PostgreSQL.
 _CHECKED = (
     codes.c.app_id,
@@ -85,11 +88,47 @@ _REDEEM = Prepared(
 _FIND = Prepared(select(*_CHECKED, codes.c.redeemed_at).where(codes.c.code_hash == bindparam("code_hash")))
 
 
-async def redeem(conn: AsyncConnection, code_hash: str, app_id: str, now: int) -> Row | None:
-    """Mark the code redeemed if it is the app's, unexpired and unused: atomic, so at most one caller wins.
+async def spend(db: Database, code_hash: str, now: int, spender: Spender) -> tuple[bool, Row | None]:
+    """Redeem a code with what it issues (``spender.issue``: the access token, a refresh token, the
+    code_redeemed audit row), exactly once on either database. Whether this call spent it, and the
+    code's row (None if unknown): what the caller judges a replay by when it was not spent.
 
-    Inside a write transaction: the caller checks the row it returns and raises to undo the spend."""
-    return await fetch_one(conn, _REDEEM, code_hash=code_hash, app_id=app_id, now=now)
+    - SQLite: the caller proves itself, then one write transaction spends the code (conditional
+      ``UPDATE … RETURNING``: at most one caller wins), checks it (``spender.issue`` raising rolls
+      the spend back) and inserts the rows. When nothing was spent, the code is read in the same
+      transaction.
+    - PostgreSQL: in autocommit, the key (``spender.key_id``) and the code are read by one SELECT
+      and the key judged; the code is checked in Python, then one statement spends it and writes
+      the rows (``spend_and_issue``): one round trip, one transaction.
+    """
+    if db.is_sqlite:
+        app_id = await spender.authenticate()
+        async with db.write() as tx:
+            code = await fetch_one(tx, _REDEEM, code_hash=code_hash, app_id=app_id, now=now)
+            if code is None:
+                return False, await find(tx, code_hash)
+            issue = spender.issue(code)  # raises inside the transaction: the code is not spent
+            await token_store.insert_access_token(tx, **issue.access)
+            if issue.refresh is not None:
+                await token_store.insert_refresh_token(tx, **issue.refresh)
+            if issue.audit is not None:
+                await audit_store.insert_event(tx, **issue.audit)
+        return True, code
+    key_id = spender.key_id
+    app_id = None if key_id is not None else await spender.authenticate()
+    async with db.autocommit() as conn:
+        if key_id is not None:
+            key, code = await live_key_and_code(conn, key_id, code_hash)
+            app_id = spender.proven(key)
+        else:
+            code = await find(conn, code_hash)
+        if code is None or code.redeemed_at is not None:
+            return False, code
+        issue = spender.issue(code)  # raises before anything is written
+        spent = await spend_and_issue(
+            conn, code_hash, app_id, now, access=issue.access, refresh=issue.refresh, audit=issue.audit  # type: ignore[arg-type]
+        )
+    return spent, code
 
 
 async def find(conn: AsyncConnection, code_hash: str) -> Row | None:

@@ -1,8 +1,7 @@
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from sqlalchemy import BigInteger, ColumnElement, Table, and_, bindparam, func, insert, select, text, update
 from sqlalchemy.engine import Row
@@ -14,11 +13,46 @@ from grantd.store.schema import access_tokens, apps, refresh_tokens
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
 
+    from grantd.store.db import Database
+
 
 # The columns a new token's row is written with (here, and by the one-statement grants of
 # store.codes on PostgreSQL).
 ACCESS_COLUMNS = ("jti", "app_id", "user_id", "key_id", "code_hash", "scope", "issued_at", "expires_at")
 REFRESH_COLUMNS = ("token_hash", "code_hash", "app_id", "user_id", "scope", "access_jti", "issued_at", "expires_at")
+
+
+
+class Issue(NamedTuple):
+    """What spending a single-use row writes with it: the new access token's row, a refresh
+    token's (or None) and an audit event's (or None), as ``ACCESS_COLUMNS``, ``REFRESH_COLUMNS``
+    and ``store.audit.insert_event`` name their columns."""
+
+    access: dict[str, Any]
+    refresh: dict[str, Any] | None
+    audit: dict[str, Any] | None
+
+
+class Spender(Protocol):
+    """The caller of a spend (a code's redemption, a refresh token's rotation), as the use case
+    describes it to the store, which chooses how the spend runs on its database:
+
+    - ``key_id``: a key to read in the same round trip as the row, to prove the caller with
+      (``proven``); None when the caller proves itself otherwise (``authenticate``);
+    - ``authenticate()`` / ``proven(key_row)``: the caller's app id, or an exception;
+    - ``issue(row)``: the rules of the spend, judged on the row; what to write with it, or an
+      exception, which leaves the row unspent and nothing written.
+    """
+
+    @property
+    def key_id(self) -> str | None: ...
+
+    async def authenticate(self) -> str: ...
+
+    def proven(self, key: Any) -> str: ...
+
+    def issue(self, row: Any) -> Issue: ...
+
 
 _INSERT_ACCESS = Prepared(insert(access_tokens).values({name: bindparam(name) for name in ACCESS_COLUMNS}))
 _INSERT_REFRESH = Prepared(insert(refresh_tokens).values({name: bindparam(name) for name in REFRESH_COLUMNS}))
@@ -167,7 +201,7 @@ async def insert_refresh_token(
     )
 
 
-# What the rules of rotation (grantd.core.tokens) look at, in the same columns for both reads: the
+# What the rules of rotation (grantd.core.grants.refresh_token) look at, in the same columns for both reads: the
 # UPDATE that rotates a token on SQLite, and the plain read before it is rotated on PostgreSQL.
 _CHECKED = (
     refresh_tokens.c.app_id,
@@ -293,3 +327,51 @@ async def rotate_and_issue(
     for name, value in refresh.items():
         params["refresh_" + name] = value
     return await fetch_one(conn, _ROTATE_AND_ISSUE, **params) is not None
+
+
+async def rotate(db: Database, token_hash: str, now: int, spender: Spender) -> tuple[bool, Row | None]:
+    """Rotate a refresh token with what it issues (``spender.issue``: the new access token and the
+    successor), exactly once on either database. Whether this call rotated it, and the token's row
+    (None if unknown): what the caller judges a reuse by when it was not rotated.
+
+    - SQLite: the caller proves itself, then one write transaction rotates the token (conditional
+      ``UPDATE … RETURNING``: at most one caller wins), checks it (``spender.issue`` raising rolls
+      the rotation back) and inserts the two rows. When nothing was rotated, the token is read in
+      the same transaction.
+    - PostgreSQL: in autocommit, the key (``spender.key_id``) and the token are read by one SELECT
+      and the key judged; the token is checked in Python, then one statement takes the family's
+      lock, rotates the token and inserts both rows (``rotate_and_issue``): one round trip, one
+      transaction.
+    """
+    if db.is_sqlite:
+        app_id = await spender.authenticate()
+        async with db.write() as tx:
+            row = await fetch_one(tx, _ROTATE, token_hash=token_hash, app_id=app_id, now=now)
+            if row is None:
+                return False, await fetch_one(tx, _FIND_REFRESH, token_hash=token_hash)
+            issue = spender.issue(row)  # raises inside the transaction: the token is not rotated
+            await run(tx, _INSERT_ACCESS, **issue.access)
+            await run(tx, _INSERT_REFRESH, **issue.refresh)  # type: ignore[arg-type]
+        return True, row
+    key_id = spender.key_id
+    app_id = None if key_id is not None else await spender.authenticate()
+    async with db.autocommit() as conn:
+        if key_id is not None:
+            key, row = await live_key_and_refresh_token(conn, key_id, token_hash)
+            app_id = spender.proven(key)
+        else:
+            row = await fetch_one(conn, _FIND_REFRESH, token_hash=token_hash)
+        if row is None or row.rotated_at is not None:
+            return False, row
+        issue = spender.issue(row)  # raises before anything is written
+        rotated = await rotate_and_issue(
+            conn, token_hash, app_id, now, row.code_hash, access=issue.access, refresh=issue.refresh  # type: ignore[arg-type]
+        )
+    return rotated, row
+
+
+async def record_access_token(db: Database, row: dict[str, Any]) -> None:
+    """One access token's row (``ACCESS_COLUMNS``), in a transaction of its own: one INSERT, which
+    on PostgreSQL is one autocommit statement (no BEGIN/COMMIT round trips)."""
+    async with db.write_one() as tx:
+        await run(tx, _INSERT_ACCESS, **row)

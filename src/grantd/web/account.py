@@ -1,7 +1,7 @@
 """The signed-in user's own pages: the account (email, password change) and connected apps.
 
 Like ``grantd.web.routes`` a dialect: it parses forms and cookies, calls ``grantd.core.accounts``
-and ``grantd.core.grants``, and renders a page or a 303 redirect (POST, then redirect, then GET).
+and ``grantd.core.consents``, and renders a page or a 303 redirect (POST, then redirect, then GET).
 Every form posts its session's ``csrf_token``; a form without a session goes to the sign-in page.
 """
 
@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from grantd.api.oauth2 import read_form
-from grantd.core import accounts, grants
+from grantd.core import accounts, consents
 from grantd.core import permissions as perms
 from grantd.core.accounts import Principal
 from grantd.core.context import Context
@@ -127,7 +127,7 @@ async def connected_apps(request: Request) -> Response:
             "granted_at": grant.created_at,
             "last_used_at": grant.last_used_at,
         }
-        for grant in await grants.list_grants(ctx, principal)
+        for grant in await consents.list_grants(ctx, principal)
     ]
     revoked = request.query_params.get("revoked") == "1"
     notice = "Access revoked: the app's tokens no longer work." if revoked else None
@@ -146,7 +146,7 @@ async def revoke(request: Request, app_id: str) -> Response:
     try:
         if len(app_id) > _APP_ID_MAX or "\x00" in app_id:  # no app id is like this; never look it up
             raise NotFound("You have not granted this app access.")
-        await grants.revoke_grant(ctx, principal, app_id, address=_address(request))
+        await consents.revoke_grant(ctx, principal, app_id, address=_address(request))
     except NotFound as exc:
         return error_page(404, "Nothing to revoke", exc.message, link=("/account/apps", "Connected apps"))
     except GrantdError as exc:

@@ -1,0 +1,174 @@
+"""Client authentication (RFC 6749 §2.3): one type per method, each a value.
+
+A dialect turns what a request sends into one of these values (``from_credentials``, or a
+``KeyPair`` for the Neucron token request), and a use case asks it to prove the client:
+
+- ``await auth.authenticate(ctx)`` reads what it needs and returns the ``Client``, or raises
+  ``InvalidClient``;
+- ``auth.key_id`` names the app key a store read may fetch together with what the request is
+  about (one SELECT instead of two), and ``auth.proven(ctx, key_row)`` then judges that row as
+  ``authenticate`` would have. ``key_id`` is None for a method that proves itself without a key.
+
+The methods: ``ClientSecret`` (a key secret by HTTP Basic, ``client_secret_basic``, or in the
+form, ``client_secret_post``; the secret names its key, ``gks_<key id>_…``, so one lookup finds
+it), ``KeyPair`` (the Neucron ``key_id`` + ``key_secret``), ``PublicClient`` (a public client's
+bare ``client_id``, method ``none``), and ``Unauthenticated``. Another method (RFC 7523's
+``private_key_jwt``) is one more type with the same members.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Protocol
+
+from grantd.core.clients import PUBLIC, Client
+from grantd.core.context import Context
+from grantd.core.errors import InvalidClient, InvalidRequest
+from grantd.crypto.secrets import key_id_of_secret
+from grantd.store import apps as app_store
+
+CLIENT_SECRET_BASIC = "client_secret_basic"
+CLIENT_SECRET_POST = "client_secret_post"
+NONE = "none"
+# The methods of RFC 8414's *_endpoint_auth_methods_supported, as the token endpoint accepts them.
+TOKEN_ENDPOINT_METHODS = (CLIENT_SECRET_BASIC, CLIENT_SECRET_POST, NONE)
+
+_WRONG_KEY = "Unknown key, wrong key secret, or the key or its app is disabled."
+
+
+class ClientAuthentication(Protocol):
+    @property
+    def method(self) -> str: ...
+
+    @property
+    def claimed(self) -> str | None:
+        """Whom the request claims to be (a key id or a client id), before anything is proven."""
+
+    @property
+    def key_id(self) -> str | None: ...
+
+    async def authenticate(self, ctx: Context) -> Client: ...
+
+    def proven(self, ctx: Context, key: Any) -> Client: ...
+
+
+def verified_key(ctx: Context, key_id: str, key_secret: str, key: Any) -> Client:
+    """The app proven by ``key`` (a live key's row as ``store.apps.live_key`` reads it, or None), if
+    ``key_secret`` is its secret; InvalidClient otherwise."""
+    if key is None or not ctx.hasher.verify(key_secret, key.secret_hash):
+        raise InvalidClient(_WRONG_KEY)
+    return Client(key.app_id, key_id, key.permissions)
+
+
+async def _live_key(ctx: Context, key_id: str) -> Any:
+    async with ctx.db.read() as conn:
+        return await app_store.live_key(conn, key_id)
+
+
+class KeyPair(NamedTuple):
+    """The Neucron token request's ``key_id`` and ``key_secret``: a live key of a live app."""
+
+    key_id: str
+    key_secret: str
+
+    method = "neucron_key_pair"
+
+    @property
+    def claimed(self) -> str:
+        return self.key_id
+
+    async def authenticate(self, ctx: Context) -> Client:
+        return self.proven(ctx, await _live_key(ctx, self.key_id))
+
+    def proven(self, ctx: Context, key: Any) -> Client:
+        return verified_key(ctx, self.key_id, self.key_secret, key)
+
+
+class ClientSecret(NamedTuple):
+    """A confidential client's secret (``client_secret_basic`` or ``client_secret_post``), with the
+    ``client_id`` sent beside it, if any, which must then name the key's app."""
+
+    client_id: str | None
+    secret: str
+    method: str = CLIENT_SECRET_POST
+
+    @property
+    def claimed(self) -> str | None:
+        return key_id_of_secret(self.secret) or self.client_id
+
+    @property
+    def key_id(self) -> str:
+        """The key the secret names; InvalidClient if it names none."""
+        key_id = key_id_of_secret(self.secret)
+        if key_id is None:
+            raise InvalidClient(_WRONG_KEY)
+        return key_id
+
+    async def authenticate(self, ctx: Context) -> Client:
+        key_id = self.key_id
+        return self._same_client(verified_key(ctx, key_id, self.secret, await _live_key(ctx, key_id)))
+
+    def proven(self, ctx: Context, key: Any) -> Client:
+        return self._same_client(verified_key(ctx, self.key_id, self.secret, key))
+
+    def _same_client(self, client: Client) -> Client:
+        if self.client_id is not None and self.client_id != client.app_id:
+            raise InvalidClient(_WRONG_KEY)
+        return client
+
+
+class PublicClient(NamedTuple):
+    """A public client (RFC 6749 §2.1) naming itself by ``client_id`` alone: method ``none``."""
+
+    client_id: str
+
+    method = NONE
+    key_id = None
+
+    @property
+    def claimed(self) -> str:
+        return self.client_id
+
+    async def authenticate(self, ctx: Context) -> Client:
+        async with ctx.db.read() as conn:
+            app = await app_store.live(conn, self.client_id)
+        if app is None or app.client_type != PUBLIC:
+            raise InvalidClient("Unknown client, or the client must authenticate with its secret.")
+        return Client(self.client_id, None)
+
+    def proven(self, ctx: Context, key: Any) -> Client:  # no key to judge: key_id is None
+        raise InvalidClient("Unknown client, or the client must authenticate with its secret.")
+
+
+class Unauthenticated(NamedTuple):
+    """No client authentication at all."""
+
+    method = NONE
+    key_id = None
+    claimed = None
+
+    async def authenticate(self, ctx: Context) -> Client:
+        raise InvalidClient("Client authentication is required.")
+
+    def proven(self, ctx: Context, key: Any) -> Client:
+        raise InvalidClient("Client authentication is required.")
+
+
+def from_credentials(
+    basic: tuple[str, str] | None, client_id: str | None, client_secret: str | None
+) -> ClientAuthentication:
+    """The one method a request uses (RFC 6749 §2.3.1): HTTP Basic (``basic``: its user name and
+    password, decoded), else ``client_id``/``client_secret`` from the form. Both at once is refused;
+    a ``client_id`` in the form beside Basic must name the same client. A secret that is empty is
+    none: the client is then public, named by its id."""
+    method = CLIENT_SECRET_POST
+    if basic is not None:
+        if client_secret is not None:
+            raise InvalidRequest("Use one client authentication method, not both Basic and client_secret.")
+        if client_id is not None and client_id != basic[0]:
+            raise InvalidClient("client_id differs from the authenticated client.")
+        (client_id, client_secret), method = basic, CLIENT_SECRET_BASIC
+    if client_secret:
+        return ClientSecret(client_id, client_secret, method)
+    if client_id:
+        return PublicClient(client_id)
+    return Unauthenticated()

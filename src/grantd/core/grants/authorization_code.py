@@ -1,0 +1,140 @@
+"""The authorization_code grant at the token endpoint (RFC 6749 §4.1.3, RFC 7636 §4.6, RFC 9700
+§4.5): a code is redeemed at most once, and a code presented again revokes everything it issued.
+
+Spending the code is atomic and writes the tokens and the code_redeemed audit row with it or not
+at all (``store.codes.spend``, on either database). A code found already redeemed, or spent by a
+concurrent caller in between, is a replay: its family is revoked and code_replayed audited, in a
+transaction of their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from grantd.core import access_token, audit, pkce
+from grantd.core.access_token import IssuedToken
+from grantd.core.client_auth import ClientAuthentication
+from grantd.core.clients import Client
+from grantd.core.context import Context
+from grantd.core.errors import InvalidGrant, InvalidRequest
+from grantd.crypto.secrets import new_secret, new_token_id
+from grantd.store import codes as code_store
+from grantd.store import tokens as token_store
+from grantd.store.tokens import Issue
+
+GRANT_TYPE = "authorization_code"
+_BAD_CODE = "The authorization code is unknown, expired, already used, or belongs to another app."
+
+
+async def token_request(ctx: Context, auth: ClientAuthentication, params: Mapping[str, str], address: str | None) -> IssuedToken:
+    """``grant_type=authorization_code`` (RFC 6749 §4.1.3), with a refresh token."""
+    code = params.get("code")
+    if code is None:
+        await auth.authenticate(ctx)  # the client's own errors first
+        raise InvalidRequest("code is required.")
+    return await redeem(
+        ctx, auth, code, code_verifier=params.get("code_verifier"), redirect_uri=params.get("redirect_uri"),
+        with_refresh_token=True, address=address,
+    )
+
+
+async def redeem(
+    ctx: Context,
+    auth: ClientAuthentication,
+    auth_code: str,
+    *,
+    code_verifier: str | None = None,
+    redirect_uri: str | None = None,
+    with_refresh_token: bool = False,
+    address: str | None = None,
+) -> IssuedToken:
+    """Exchange a code for tokens, at most once, for the client ``auth`` proves (the Neucron token
+    request and the OAuth 2.0 grant alike). The client is proven before anything about the code is
+    looked at; on PostgreSQL its key is read with the code, in one SELECT."""
+    code_hash = ctx.hasher.hash(auth_code)
+    redemption = _Redemption(ctx, auth, code_hash, code_verifier, redirect_uri, with_refresh_token, address)
+    spent, code = await code_store.spend(ctx.db, code_hash, redemption.now, redemption)
+    client = redemption.client
+    if not spent:
+        if code is not None and client is not None and code.app_id == client.app_id:
+            await _replayed(ctx, client, code_hash, redemption.now, address)
+        raise InvalidGrant(_BAD_CODE)
+    return access_token.issue(
+        ctx, client, jti=redemption.jti, user_id=code.user_id, permissions=tuple(code.permissions.split(",")),  # type: ignore[union-attr]
+        now=redemption.now, refresh_token=redemption.refresh_token,
+    )
+
+
+class _Redemption:
+    """One redemption as ``store.codes.spend`` asks for it (a ``store.tokens.Spender``)."""
+
+    __slots__ = ("ctx", "auth", "code_hash", "code_verifier", "redirect_uri", "address", "now", "jti", "refresh_token", "client")
+
+    def __init__(
+        self, ctx: Context, auth: ClientAuthentication, code_hash: str, code_verifier: str | None,
+        redirect_uri: str | None, with_refresh_token: bool, address: str | None,
+    ) -> None:
+        self.ctx, self.auth, self.code_hash = ctx, auth, code_hash
+        self.code_verifier, self.redirect_uri, self.address = code_verifier, redirect_uri, address
+        self.now = ctx.now()
+        self.jti = new_token_id()
+        self.refresh_token = new_secret() if with_refresh_token else None
+        self.client: Client | None = None
+
+    @property
+    def key_id(self) -> str | None:
+        return self.auth.key_id
+
+    async def authenticate(self) -> str:
+        self.client = await self.auth.authenticate(self.ctx)
+        return self.client.app_id
+
+    def proven(self, key: Any) -> str:
+        self.client = self.auth.proven(self.ctx, key)
+        return self.client.app_id
+
+    def issue(self, code: Any) -> Issue:
+        """The rules of redeeming ``code`` (its row, unspent or as the spend returned it); raises
+        InvalidGrant. Unredeemed is the spend's own condition (atomic). What the spend writes."""
+        ctx, client, now = self.ctx, self.client, self.now
+        assert client is not None  # proven before the code is judged
+        if code.app_id != client.app_id or code.expires_at <= now:
+            raise InvalidGrant(_BAD_CODE)
+        pkce.check(code.code_challenge, self.code_verifier, client)
+        if self.redirect_uri is not None and self.redirect_uri != code.redirect_uri:
+            raise InvalidGrant("redirect_uri does not match the one the code was issued for.")
+        scope = " ".join(code.permissions.split(","))
+        access = access_token.row(ctx, client, jti=self.jti, user_id=code.user_id, code_hash=self.code_hash, scope=scope, now=now)
+        refresh = None
+        if self.refresh_token is not None:
+            refresh = {
+                "token_hash": ctx.hasher.hash(self.refresh_token),
+                "code_hash": self.code_hash,
+                "app_id": client.app_id,
+                "user_id": code.user_id,
+                "scope": scope,
+                "access_jti": self.jti,
+                "issued_at": now,
+                "expires_at": now + ctx.settings.refresh_token_ttl,
+            }
+        event = audit.entry(
+            ctx, "code_redeemed", actor=client.app_id, user_id=code.user_id, app_id=client.app_id,
+            address=self.address, now=now, jti=self.jti, key_id=client.key_id,
+        )
+        return Issue(access, refresh, event)
+
+
+async def _replayed(ctx: Context, client: Client, code_hash: str, now: int, address: str | None) -> None:
+    """A code of the caller's that this call did not spend: if it was redeemed before (or just now,
+    by a concurrent caller), it is a replay (RFC 6749 §4.1.2, RFC 9700 §4.5): revoke every token it
+    issued and audit code_replayed, in one transaction."""
+    async with ctx.db.write() as tx:
+        known = await code_store.find(tx, code_hash)
+        if known is None or known.redeemed_at is None:
+            return
+        await token_store.revoke_family(tx, code_hash, now)
+        await audit.record(
+            ctx, tx, "code_replayed", actor=client.app_id, user_id=known.user_id, app_id=client.app_id,
+            address=address, now=now, key_id=client.key_id, family_revoked=True,
+        )

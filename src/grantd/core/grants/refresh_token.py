@@ -1,0 +1,150 @@
+"""The refresh_token grant (RFC 6749 §6) with rotation (RFC 9700 §4.14.2).
+
+A refresh token is rotated at most once: the new access token and the successor are written with
+the rotation or not at all (``store.tokens.rotate``, on either database). A rotated token presented
+again revokes its whole family, except within the grace window (``refresh_token_grace``), where the
+duplicate gets the same successor and an equivalent access token. A successful rotation is not
+audited (a hot path); a reuse that revokes the family is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from grantd.core import access_token, audit
+from grantd.core import permissions as perms
+from grantd.core.access_token import IssuedToken
+from grantd.core.client_auth import ClientAuthentication
+from grantd.core.clients import Client
+from grantd.core.context import Context
+from grantd.core.errors import InvalidGrant, InvalidRequest, InvalidScope
+from grantd.crypto.secrets import new_token_id
+from grantd.store import tokens as token_store
+from grantd.store.tokens import Issue
+
+GRANT_TYPE = "refresh_token"
+_BAD_REFRESH = "The refresh token is unknown, expired, revoked, or belongs to another app."
+
+
+async def token_request(ctx: Context, auth: ClientAuthentication, params: Mapping[str, str], address: str | None) -> IssuedToken:
+    """``grant_type=refresh_token`` (RFC 6749 §6), ``scope`` narrowing the grant if sent."""
+    refresh_token = params.get("refresh_token")
+    if refresh_token is None:
+        await auth.authenticate(ctx)  # the client's own errors first
+        raise InvalidRequest("refresh_token is required.")
+    return await refresh(ctx, auth, refresh_token, params.get("scope"), address=address)
+
+
+async def refresh(
+    ctx: Context, auth: ClientAuthentication, refresh_token: str, scope: str | None = None, *, address: str | None = None
+) -> IssuedToken:
+    """Rotate ``refresh_token`` for the client ``auth`` proves. The client is proven before anything
+    about the token is looked at; on PostgreSQL its key is read with the token, in one SELECT."""
+    successor = ctx.hasher.successor(refresh_token)
+    token_hash = ctx.hasher.hash(refresh_token)
+    rotation = _Rotation(ctx, auth, scope, successor)
+    rotated, row = await token_store.rotate(ctx.db, token_hash, rotation.now, rotation)
+    client = rotation.client
+    if not rotated:
+        replay = None
+        if row is not None and client is not None and row.app_id == client.app_id and row.revoked_at is None:
+            replay = await _reused(ctx, client, token_hash, successor, rotation.now, address)
+        if replay is None:
+            raise InvalidGrant(_BAD_REFRESH)
+        return replay
+    return access_token.issue(
+        ctx, client, jti=rotation.jti, user_id=row.user_id, permissions=rotation.permissions,  # type: ignore[union-attr,arg-type]
+        now=rotation.now, refresh_token=successor,
+    )
+
+
+class _Rotation:
+    """One rotation as ``store.tokens.rotate`` asks for it (a ``store.tokens.Spender``)."""
+
+    __slots__ = ("ctx", "auth", "scope", "successor", "now", "jti", "client", "permissions")
+
+    def __init__(self, ctx: Context, auth: ClientAuthentication, scope: str | None, successor: str) -> None:
+        self.ctx, self.auth, self.scope, self.successor = ctx, auth, scope, successor
+        self.now = ctx.now()
+        self.jti = new_token_id()
+        self.client: Client | None = None
+        self.permissions: tuple[str, ...] = ()
+
+    @property
+    def key_id(self) -> str | None:
+        return self.auth.key_id
+
+    async def authenticate(self) -> str:
+        self.client = await self.auth.authenticate(self.ctx)
+        return self.client.app_id
+
+    def proven(self, key: Any) -> str:
+        self.client = self.auth.proven(self.ctx, key)
+        return self.client.app_id
+
+    def issue(self, row: Any) -> Issue:
+        """The rules of rotating the token ``row`` (unrotated, or as the rotation returned it): the
+        caller's app, not revoked, unexpired, a scope within the grant; raises. Unrotated is the
+        rotation's own condition (atomic). What the rotation writes."""
+        ctx, client, now = self.ctx, self.client, self.now
+        assert client is not None  # proven before the token is judged
+        if row.app_id != client.app_id or row.revoked_at is not None or row.expires_at <= now:
+            raise InvalidGrant(_BAD_REFRESH)
+        self.permissions = permissions = _narrowed(tuple(row.scope.split(" ")), self.scope)
+        access = access_token.row(
+            ctx, client, jti=self.jti, user_id=row.user_id, code_hash=row.code_hash, scope=" ".join(permissions), now=now
+        )
+        successor = {
+            "token_hash": ctx.hasher.hash(self.successor),
+            "code_hash": row.code_hash,
+            "app_id": client.app_id,
+            "user_id": row.user_id,
+            "scope": row.scope,  # the successor keeps the whole grant, whatever this access token narrowed
+            "access_jti": self.jti,
+            "issued_at": now,
+            "expires_at": now + ctx.settings.refresh_token_ttl,
+        }
+        return Issue(access, successor, None)
+
+
+def _narrowed(granted: tuple[str, ...], scope: str | None) -> tuple[str, ...]:
+    """RFC 6749 §6: the requested scope, which must lie within the original grant; all of it by default."""
+    if scope is None:
+        return granted
+    permissions = perms.parse(scope, field="scope", separator=" ")
+    beyond = [p for p in permissions if p not in granted]
+    if beyond:
+        raise InvalidScope(f"scope exceeds the original grant: {', '.join(beyond)}.")
+    return permissions
+
+
+async def _reused(
+    ctx: Context, client: Client, token_hash: str, successor: str, now: int, address: str | None
+) -> IssuedToken | None:
+    """A live token of the caller's that this call did not rotate (rotated before, or just now by a
+    concurrent caller), in a transaction of its own under the family's lock: within the grace
+    window, the answer its rotation gave; otherwise its family is revoked (audited) and None."""
+    async with ctx.db.write() as tx:
+        await token_store.lock_refresh_family(tx, token_hash)
+        known = await token_store.refresh_token_state(tx, token_hash)
+        if known is None or known.app_id != client.app_id or known.rotated_at is None or known.revoked_at is not None:
+            return None
+        grace = ctx.settings.refresh_token_grace
+        # Timestamps are whole seconds: a grace of 0 must mean none, not "within the same second".
+        if grace > 0 and now - known.rotated_at <= grace:
+            child = await token_store.refresh_token_state(tx, ctx.hasher.hash(successor))
+            if child is not None and child.revoked_at is None:
+                access = await token_store.by_jti(tx, child.access_jti)
+                if access is not None and access.revoked_at is None:
+                    token = access_token.sign(
+                        ctx, jti=access.jti, app_id=access.app_id, user_id=access.user_id,
+                        permissions=tuple(access.scope.split(" ")), iat=access.issued_at, exp=access.expires_at,
+                    )
+                    return IssuedToken(token, access.expires_at - now, access.scope, successor)
+        await token_store.revoke_family(tx, known.code_hash, now)
+        await audit.record(
+            ctx, tx, "refresh_token_reused", actor=client.app_id, user_id=known.user_id, app_id=client.app_id,
+            address=address, now=now, key_id=client.key_id, family_revoked=True,
+        )
+    return None

@@ -1,0 +1,60 @@
+"""Token introspection (RFC 7662), for a confidential client about its own tokens.
+
+The caller's key and the token's state are read by one SELECT; the key's secret is verified
+before anything about the token is looked at. A token that is not the caller's, or not active,
+is only ``{"active": false}`` (RFC 7662 §2.2).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from grantd.core import access_token
+from grantd.core.client_auth import ClientAuthentication
+from grantd.core.context import Context
+from grantd.core.errors import InvalidClient, InvalidRequest
+from grantd.store import tokens as token_store
+
+_INACTIVE = {"active": False}
+_ACCESS_CLAIMS = ("scope", "client_id", "sub", "aud", "iss", "exp", "iat", "jti")
+
+
+async def introspect(ctx: Context, auth: ClientAuthentication, token: str | None) -> dict[str, Any]:
+    """What ``token`` is, if it is active and the caller's own. A public client, or a request
+    without a token, is refused, the client's authentication first."""
+    key_id = auth.key_id
+    if key_id is None or token is None:
+        client = await auth.authenticate(ctx)
+        if client.is_public:
+            raise InvalidClient("Introspection needs a confidential client's secret.")
+        raise InvalidRequest("token is required.")
+    claims = access_token.claims_of(ctx, token)
+    async with ctx.db.read() as conn:
+        if claims is not None:
+            key, row = await token_store.live_key_and_access_token_state(conn, key_id, claims["jti"])
+        else:
+            key, row = await token_store.live_key_and_refresh_token_state(conn, key_id, ctx.hasher.hash(token))
+    client = auth.proven(ctx, key)
+    now = ctx.now()
+    if row is None or row.app_id != client.app_id or row.revoked_at is not None:
+        return _INACTIVE
+    if row.expires_at <= now or row.app_disabled_at is not None:
+        return _INACTIVE
+    if claims is not None:
+        result = {name: claims[name] for name in _ACCESS_CLAIMS}
+        if "user_id" in claims:
+            result["user_id"] = claims["user_id"]
+        return {"active": True, **result, "token_type": "Bearer"}
+    if row.rotated_at is not None:
+        return _INACTIVE
+    return {
+        "active": True,
+        "scope": row.scope,
+        "client_id": row.app_id,
+        "sub": row.user_id,
+        "user_id": row.user_id,
+        "exp": row.expires_at,
+        "iat": row.issued_at,
+        "iss": ctx.settings.issuer,
+        "token_type": "refresh_token",
+    }
