@@ -1,8 +1,8 @@
-"""PostgreSQL requests run on asyncpg connections in grantd's own pool (store.db._Pool,
-_PgConnection): what the store gets back must be what SQLAlchemy's engine gave (types, rows by
-attribute, IntegrityError), the pool gauges must read that pool, a connection that a database
-restart killed while it sat in the pool must not fail the next request, and the pool must hand
-out, wait for, cut and close connections as a pool should.
+"""PostgreSQL requests run on asyncpg connections in grantd's own pool (store.pg_pool.Pool,
+store.postgres.PgConnection): what the store gets back must be what SQLAlchemy's engine gave
+(types, rows by attribute, IntegrityError), the pool gauges must read that pool, a connection that
+a database restart killed while it sat in the pool must not fail the next request, and the pool
+must hand out, wait for, cut and close connections as a pool should.
 
 A restart is played by ``pg_terminate_backend`` on the pool's own connections (the shared
 PostgreSQL server is not restarted), once while the event loop is blocked, so that the pool has
@@ -181,9 +181,9 @@ async def test_pool_gauges_read_the_pool(db: Database) -> None:
 async def test_a_block_waits_for_a_connection_at_most_the_checkout_timeout(
     postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from grantd.store import db as db_module
+    from grantd.store import pg_pool
 
-    monkeypatch.setattr(db_module, "PG_CHECKOUT_TIMEOUT", 0.3)
+    monkeypatch.setattr(pg_pool, "CHECKOUT_TIMEOUT", 0.3)
     small = Database(postgres_url, pool_size=1, max_overflow=0)
     try:
         async with small.read() as held:
@@ -250,9 +250,9 @@ async def test_a_connection_lost_in_use_lets_a_waiting_block_open_another(
 ) -> None:
     """A one-connection pool whose connection dies while a block holds it: the block fails, and the
     block waiting for that connection opens a new one instead of waiting out its timeout."""
-    from grantd.store import db as db_module
+    from grantd.store import pg_pool
 
-    monkeypatch.setattr(db_module, "PG_CHECKOUT_TIMEOUT", 5.0)
+    monkeypatch.setattr(pg_pool, "CHECKOUT_TIMEOUT", 5.0)
     small = Database(postgres_url, pool_size=1, max_overflow=0)
     holding = asyncio.Event()
 
@@ -284,9 +284,9 @@ async def test_a_connection_lost_in_use_lets_a_waiting_block_open_another(
 async def test_idle_connections_are_closed_after_the_idle_lifetime(
     postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from grantd.store import db as db_module
+    from grantd.store import pg_pool
 
-    monkeypatch.setattr(db_module, "PG_IDLE_LIFETIME", 0.3)
+    monkeypatch.setattr(pg_pool, "IDLE_LIFETIME", 0.3)
     database = Database(postgres_url)
     try:
         async with database.read() as conn:

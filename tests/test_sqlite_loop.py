@@ -1,4 +1,4 @@
-"""The SQLite write path (grantd.store.db): group commit on the event loop, seen from another connection.
+"""The SQLite write path (grantd.store.sqlite): group commit on the event loop, seen from another connection.
 
 Another process sees only what is committed, so each test checks through a second, plain
 ``sqlite3`` connection, as a second grantd process or the CLI would.

@@ -81,7 +81,7 @@ class PoolCollector(Collector):
         overflow = GaugeMetricFamily("grantd_db_pool_overflow", "Connections open beyond the pool size now.")
         totals = [0, 0, 0, 0]
         for db in list(self._databases):
-            # On PostgreSQL, the pool that requests are served from (store.db._Pool); on SQLite, its two
+            # On PostgreSQL, the pool that requests are served from (store.pg_pool.Pool); on SQLite, its two
             # connections (the writer in use while a transaction is open).
             values = db.pool_status()
             if values is None:  # a pool kind without these counters
