@@ -9,7 +9,8 @@ from collections import namedtuple
 from sqlalchemy import bindparam, func, insert, literal_column, select, true, update
 from sqlalchemy.engine import Row
 
-from grantd.store.db import Prepared, fetch_one, later_of
+from grantd.store.db import fetch_one, later_of
+from grantd.store.prepared import Prepared
 from grantd.store.schema import access_tokens, app_keys, apps
 
 if TYPE_CHECKING:

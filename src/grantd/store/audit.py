@@ -9,7 +9,8 @@ from collections.abc import Sequence
 from sqlalchemy import bindparam, insert, or_, select
 from sqlalchemy.engine import Row
 
-from grantd.store.db import Prepared, run
+from grantd.store.db import run
+from grantd.store.prepared import Prepared
 from grantd.store.schema import apps, audit_events
 
 if TYPE_CHECKING:

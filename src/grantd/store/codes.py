@@ -7,7 +7,8 @@ from sqlalchemy.engine import Row
 
 from grantd.store import audit as audit_store
 from grantd.store.apps import LiveKeyAnd
-from grantd.store.db import Prepared, fetch_one, insert_from, run
+from grantd.store.db import fetch_one, insert_from, run
+from grantd.store.prepared import Prepared
 from grantd.store import tokens as token_store
 from grantd.store.tokens import ACCESS_COLUMNS, REFRESH_COLUMNS, Spender
 from grantd.store.schema import access_tokens, audit_events, grants, refresh_tokens

@@ -33,7 +33,7 @@ from grantd.store.sqlite import LoopConnection, LoopSQLite, configure_engine
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-__all__ = ["Database", "Prepared", "fetch_all", "fetch_one", "insert_from", "later_of", "run", "upsert"]
+__all__ = ["Database", "fetch_all", "fetch_one", "insert_from", "later_of", "run", "upsert"]
 
 
 class Database:

@@ -9,7 +9,8 @@ from sqlalchemy import and_, bindparam, func, insert, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 
-from grantd.store.db import Prepared, fetch_one, later_of
+from grantd.store.db import fetch_one, later_of
+from grantd.store.prepared import Prepared
 from grantd.store.schema import access_tokens, apps, grants
 
 if TYPE_CHECKING:

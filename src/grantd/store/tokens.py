@@ -7,7 +7,8 @@ from sqlalchemy import BigInteger, ColumnElement, Table, and_, bindparam, func, 
 from sqlalchemy.engine import Row
 
 from grantd.store.apps import LiveKeyAnd
-from grantd.store.db import Prepared, fetch_one, insert_from, run
+from grantd.store.db import fetch_one, insert_from, run
+from grantd.store.prepared import Prepared
 from grantd.store.schema import access_tokens, apps, refresh_tokens
 
 if TYPE_CHECKING:

@@ -6,7 +6,8 @@ from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 
-from grantd.store.db import Prepared, fetch_one
+from grantd.store.db import fetch_one
+from grantd.store.prepared import Prepared
 from grantd.store.schema import user_sessions, users
 
 if TYPE_CHECKING:
