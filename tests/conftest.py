@@ -10,11 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import signal
-import socket
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -30,6 +25,7 @@ from grantd.config import Settings
 from grantd.server import create_app
 from grantd.store.db import Database
 from grantd.store.migrate import upgrade
+from support.servers import UNTHROTTLED, ServerProcess, start_server
 
 # The whole-suite secret scan: harvests every secret the suite creates or sends (see its docstring);
 # tests/test_secret_scan.py searches every database and log for them after every other test.
@@ -37,16 +33,6 @@ pytest_plugins = ["secret_harvest"]
 
 PG_ADMIN_DSN = os.environ.get("GRANTD_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 PASSWORD = "correct horse battery"
-# Every in-process request comes from one client address, and so does every request to a real
-# server process: the shared app and servers get limits no test reaches by accident. The rate
-# limits themselves are tested in test_ratelimit.py, with apps and servers of their own.
-UNTHROTTLED: dict[str, int] = {
-    "rate_limit_login_per_account": 1_000_000,
-    "rate_limit_login_per_address": 1_000_000,
-    "rate_limit_signup_per_address": 1_000_000,
-    "rate_limit_token_failures_per_client": 1_000_000,
-    "rate_limit_token_failures_per_address": 1_000_000,
-}
 
 
 # ---------------------------------------------------------------- databases
@@ -250,70 +236,6 @@ async def flow(client: httpx.AsyncClient) -> Flow:
 # ---------------------------------------------------------------- real server processes
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class ServerProcess:
-    base_url: str
-    log_path: Path
-    process: subprocess.Popen[bytes]
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
-def start_server(
-    database_url: str, secret_key: str, data_dir: Path, *, workers: int = 1, env: dict[str, str] | None = None
-) -> ServerProcess:
-    """`grantd serve` in its own process on a free port; returns once it answers."""
-    port = free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    log_path = data_dir / f"server-{port}.log"
-    environment = {
-        **os.environ,
-        "GRANTD_DATABASE_URL": database_url,
-        "GRANTD_SECRET_KEY": secret_key,
-        "GRANTD_DATA_DIR": str(data_dir),
-        "GRANTD_ISSUER": base_url,
-        **{f"GRANTD_{name.upper()}": str(value) for name, value in UNTHROTTLED.items()},
-        **(env or {}),
-    }
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "grantd", "serve", "--port", str(port), "--workers", str(workers)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=environment,
-            start_new_session=True,
-        )
-    server = ServerProcess(base_url, log_path, process)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"grantd serve exited with {process.returncode}:\n{server.log()}")
-        try:
-            if httpx.get(f"{base_url}/.well-known/jwks.json", timeout=1).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    server.stop(signal.SIGKILL)
-    raise RuntimeError(f"grantd serve did not answer within 30 s:\n{server.log()}")
-
-
 @pytest.fixture
 def server_factory(secret_key: str, tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     """Start real `grantd serve` processes; all are stopped after the test."""
@@ -327,3 +249,27 @@ def server_factory(secret_key: str, tmp_path: Path) -> Iterator[Callable[..., Se
     yield factory
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+def deployment(server_factory: Callable[..., ServerProcess]) -> Callable[..., list[ServerProcess]]:
+    """Start ``processes`` real `grantd serve` processes of one deployment: one database, one secret
+    key and one issuer, ``issuer`` or else the first one's base URL; stopped after the test.
+
+    One after the other: each migrates on start, and the later ones find the schema and the signing
+    key in place. They share GRANTD_ISSUER, or a user token from one is (rightly) refused by another.
+    """
+
+    def start(
+        database_url: str, *, env: dict[str, str] | None = None, issuer: str | None = None, processes: int = 2
+    ) -> list[ServerProcess]:
+        servers: list[ServerProcess] = []
+        if issuer is None:
+            servers.append(server_factory(database_url, env=env))
+            issuer = servers[0].base_url
+        while len(servers) < processes:
+            servers.append(server_factory(database_url, env={**(env or {}), "GRANTD_ISSUER": issuer}))
+        return servers
+
+    return start
+

@@ -13,7 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import PASSWORD, Flow, ServerProcess, unique_email
+from conftest import PASSWORD, Flow, unique_email
+from support.servers import ServerProcess
 
 REDIRECT = "https://cli.example.com/callback"
 REDIRECT_2 = "http://127.0.0.1:3000/cb"

@@ -19,13 +19,14 @@ import pytest
 from sqlalchemy import delete, func, insert, select
 
 from acting_user import developer, new_app
-from conftest import UNTHROTTLED, Flow, ServerProcess, _migrate, _pg_admin
+from conftest import Flow, _migrate, _pg_admin
 from grantd.api.wire import rfc3339
 from grantd.config import Settings
 from grantd.core import retention
 from grantd.server import create_app
 from grantd.store import retention as retention_store
 from grantd.store.schema import access_tokens, audit_events, authorization_codes, maintenance, refresh_tokens, user_sessions
+from support.servers import UNTHROTTLED, ServerProcess
 from test_cli import Cli
 from test_oauth2_security import introspect, token, tokens_of
 
