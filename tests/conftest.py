@@ -25,7 +25,7 @@ from grantd.config import Settings
 from grantd.server import create_app
 from grantd.store.db import Database
 from grantd.store.migrate import upgrade
-from support.servers import UNTHROTTLED, ServerProcess, start_server
+from support.servers import UNTHROTTLED, ServerProcess, server_on_new_sqlite, start_server
 
 # The whole-suite secret scan: harvests every secret the suite creates or sends (see its docstring);
 # tests/test_secret_scan.py searches every database and log for them after every other test.
@@ -273,3 +273,27 @@ def deployment(server_factory: Callable[..., ServerProcess]) -> Callable[..., li
 
     return start
 
+
+# ---------------------------------------------------------------- a real server for a third-party client library
+
+
+@pytest.fixture(scope="module")
+def interop_server(
+    request: pytest.FixtureRequest, secret_key: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """One real `grantd serve` for the test module, on a new SQLite file (serve migrates it).
+
+    GRANTD_ISSUER is its base URL. Each test registers its own apps and users on it.
+    """
+    name = request.module.__name__.removeprefix("test_").replace("_", "-")  # test_interop_node: interop-node
+    with server_on_new_sqlite(tmp_path_factory, secret_key, name) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+async def interop_dev(interop_server: ServerProcess) -> AsyncIterator[Flow]:
+    """A developer on ``interop_server`` registering each test's apps, and the end user who signs in on the pages."""
+    from acting_user import developer  # acting_user imports this module's Flow helpers
+
+    async with httpx.AsyncClient(base_url=interop_server.base_url, timeout=10) as http:
+        yield await developer(http)

@@ -3,4 +3,5 @@
 Each module is named by what it helps with:
 
 - ``servers``: real `grantd serve` processes, alone or two as one deployment, and what is asked of them.
+- ``interop``: a real server's app and user for a third-party OAuth 2.0 client library.
 """
