@@ -4,4 +4,5 @@ Each module is named by what it helps with:
 
 - ``servers``: real `grantd serve` processes, alone or two as one deployment, and what is asked of them.
 - ``interop``: a real server's app and user for a third-party OAuth 2.0 client library.
+- ``routes``: every route of the app, derived from the app itself.
 """
