@@ -10,7 +10,7 @@ import httpx
 import jwt
 import pytest
 
-from conftest import PASSWORD, sign_up, unique_email
+from support.neucron import PASSWORD, sign_up, unique_email
 
 pytestmark = pytest.mark.db
 

@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import Flow, new_flow, sign_up
+from support.neucron import Flow, new_flow, sign_up
 
 pytestmark = pytest.mark.db
 

@@ -11,7 +11,7 @@ import jwt
 import pytest
 from sqlalchemy import select, update
 
-from conftest import Flow, new_flow, sign_up
+from support.neucron import Flow, new_flow, sign_up
 from grantd.store.schema import access_tokens, authorization_codes
 
 pytestmark = pytest.mark.db

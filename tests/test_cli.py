@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import PASSWORD, Flow, unique_email
+from support.neucron import PASSWORD, Flow, unique_email
 from support.servers import ServerProcess
 
 REDIRECT = "https://cli.example.com/callback"

@@ -19,8 +19,8 @@ import httpx
 import pytest
 
 from acting_user import ActingUser, parse_forms
-from conftest import PASSWORD, sign_up, unique_email
 from grantd.crypto.secrets import s256
+from support.neucron import PASSWORD, sign_up, unique_email
 
 pytestmark = pytest.mark.db
 

@@ -17,9 +17,9 @@ import jwt
 import pytest
 from sqlalchemy import func, select
 
-from conftest import Flow, new_flow
 from grantd.store.db import Database
 from grantd.store.schema import access_tokens, authorization_codes
+from support.neucron import Flow, new_flow
 from support.servers import (
     TIMEOUT,
     Results,

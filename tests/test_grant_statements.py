@@ -21,7 +21,6 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from conftest import new_flow
 from grantd.core import audit, tokens
 from grantd.core.clients import Client
 from grantd.core.errors import InvalidGrant, InvalidScope
@@ -30,6 +29,7 @@ from grantd.store import codes as code_store
 from grantd.store import grants as grant_store
 from grantd.store import tokens as token_store
 from grantd.store.schema import access_tokens, audit_events, authorization_codes, refresh_tokens
+from support.neucron import new_flow
 
 pytestmark = pytest.mark.db
 

@@ -22,8 +22,8 @@ from authlib.integrations.requests_client import OAuth2Session
 from authlib.oauth2.rfc8414 import AuthorizationServerMetadata
 
 from acting_user import new_app
-from conftest import Flow
 from support.interop import AUTH_METHODS, SCOPE, app_for, consent
+from support.neucron import Flow
 from support.servers import ServerProcess
 
 ENDPOINT_KEYS = (

@@ -20,8 +20,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from conftest import Flow
 from support.interop import AUTH_METHODS, SCOPE, app_for, consent
+from support.neucron import Flow
 from support.servers import ServerProcess
 
 NODE_DIR = Path(__file__).parent / "interop" / "node"

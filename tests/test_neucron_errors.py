@@ -22,7 +22,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import update
 
-from conftest import PASSWORD, Flow, new_flow, sign_up, unique_email
+from support.neucron import PASSWORD, Flow, new_flow, sign_up, unique_email
 from support.routes import api_routes, needs_user, neucron_paths
 
 PREFIXES = ["", "/v1"]

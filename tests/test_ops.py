@@ -23,7 +23,6 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
-from conftest import PASSWORD, new_flow, unique_email
 from grantd import logs
 from grantd.config import Settings
 from grantd.sdk import TokenVerifier
@@ -31,6 +30,7 @@ from grantd.server import create_app
 from grantd.store.db import Database
 from grantd.store.migrate import upgrade
 from grantd.telemetry import RequestTelemetry
+from support.neucron import PASSWORD, new_flow, unique_email
 from support.servers import ServerProcess, free_port
 
 ROOT = Path(__file__).resolve().parent.parent

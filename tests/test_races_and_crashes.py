@@ -27,9 +27,9 @@ import jwt
 import pytest
 from sqlalchemy import select
 
-from conftest import PASSWORD, Flow, new_flow, sign_up
 from grantd.store.db import Database
 from grantd.store.schema import access_tokens, refresh_tokens
+from support.neucron import PASSWORD, Flow, new_flow, sign_up
 from support.servers import (
     TIMEOUT,
     Results,

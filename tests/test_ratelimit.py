@@ -23,7 +23,7 @@ from grantd.core.errors import RateLimited
 from grantd.server import create_app
 from grantd.store import ratelimits as store
 from grantd.store.db import Database
-from conftest import PASSWORD, new_flow, unique_email
+from support.neucron import PASSWORD, new_flow, unique_email
 from support.servers import ServerProcess
 
 REDIS_URL = "redis://127.0.0.1:6379/0"

@@ -34,8 +34,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from conftest import Flow, new_flow
 from grantd.sdk import AccessToken, InvalidTokenError, RequirePermissionsMiddleware, TokenVerifier
+from support.neucron import Flow, new_flow
 from support.servers import ServerProcess, free_port, server_on_new_sqlite, wait_until_answers
 
 ROOT = Path(__file__).resolve().parent.parent

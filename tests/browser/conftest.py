@@ -30,7 +30,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import httpx
 import pytest
 
-from conftest import PASSWORD, unique_email
+from support.neucron import PASSWORD, unique_email
 from support.servers import ServerProcess, server_on_new_sqlite
 
 CHROMIUM = os.environ.get("GRANTD_TEST_CHROMIUM", "/usr/bin/chromium")

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from browser.conftest import follow, launch_server, new_account, sign_in
-from conftest import PASSWORD, unique_email
+from support.neucron import PASSWORD, unique_email
 from support.servers import ServerProcess
 
 

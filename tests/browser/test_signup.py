@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 
 from browser.conftest import follow, new_account
-from conftest import PASSWORD, unique_email
+from support.neucron import PASSWORD, unique_email
 
 
 def field_error(page: Any, label: str) -> Any:

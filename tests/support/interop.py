@@ -10,7 +10,7 @@ from __future__ import annotations
 import httpx
 
 from acting_user import ActingUser, new_app
-from conftest import PASSWORD, Flow
+from support.neucron import PASSWORD, Flow
 
 SCOPE = "read_profile write_data"
 # Each library is tried once for each: two confidential clients, and a public one (PKCE alone).
