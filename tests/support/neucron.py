@@ -1,5 +1,5 @@
 """The Neucron dialect from a client's side: accounts, a developer's app with a key and an end user
-ready to authorize (``Flow``).
+ready to authorize (``Flow``), and the shapes of its answers (the envelope, the error body).
 
 The fixture ``flow`` (tests/conftest.py) is a ``new_flow`` on the in-process app; the same helpers
 drive real server processes when given a client of one.
@@ -94,3 +94,22 @@ async def new_flow(client: httpx.AsyncClient, **app_fields: Any) -> Flow:
     flow.key_id, flow.key_secret = key["key_id"], key["key_secret"]
     return flow
 
+
+def ok(response: httpx.Response) -> Any:
+    """The response is a Neucron success: 200, exactly ``{"data", "status_code"}``; returns the data."""
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert set(body) == {"data", "status_code"}, body
+    assert body["status_code"] == 200
+    return body["data"]
+
+
+def assert_error(response: httpx.Response, status: int, error: str) -> dict[str, Any]:
+    """The response is the Neucron error body with this status and code, and a message; returns the body."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error", "message", "status_code"}, body
+    assert body["error"] == error, body
+    assert body["status_code"] == status
+    assert isinstance(body["message"], str) and body["message"]
+    return body
