@@ -160,6 +160,11 @@ def shoot() -> Callable[[Any, str], Path]:
 # ---------------------------------------------------------------- people
 
 
+def field_error(page: Any, label: str) -> Any:
+    """The error shown in the same form row as the control labelled ``label``."""
+    return page.locator(".field", has=page.get_by_label(label, exact=True)).locator(".error")
+
+
 def follow(page: Any, control: Any) -> None:
     """Click a link or submit button and wait for the page it leads to (not the one it leaves)."""
     with page.expect_navigation():
