@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 
 from grantd.store.db import Database
 from grantd.store.schema import access_tokens, authorization_codes
+from support.databases import access_token_rows
 from support.neucron import Flow, new_flow
 from support.servers import (
     TIMEOUT,
@@ -183,12 +184,7 @@ async def test_fifty_different_codes_concurrently_on_two_processes_all_succeed(
     await _verify_access_token(tokens[0], servers, flow)  # issued by the first process
     await _verify_access_token(tokens[1], servers, flow)  # issued by the second
 
-    db = Database(any_database_url)
-    try:
-        async with db.read() as conn:
-            rows = (await conn.execute(select(access_tokens).where(access_tokens.c.jti.in_(jtis)))).all()
-    finally:
-        await db.dispose()
+    rows = await access_token_rows(any_database_url, jtis)
     assert len(rows) == CONCURRENCY
     assert len({row.code_hash for row in rows}) == CONCURRENCY
     assert all(row.revoked_at is None for row in rows), "a token was revoked although its code was used once"

@@ -29,6 +29,7 @@ from sqlalchemy import select
 
 from grantd.store.db import Database
 from grantd.store.schema import access_tokens, refresh_tokens
+from support.databases import access_token_rows
 from support.neucron import PASSWORD, Flow, new_flow, sign_up
 from support.servers import (
     TIMEOUT,
@@ -386,12 +387,7 @@ async def test_kill_9_under_load_loses_nothing_acknowledged(
 
     # Every acknowledged token is recorded, live, and verifies against the restarted server's JWKS.
     jtis = [jti for jti, _ in acked.tokens]
-    db = Database(any_database_url)
-    try:
-        async with db.read() as conn:
-            rows = (await conn.execute(select(access_tokens).where(access_tokens.c.jti.in_(jtis)))).all()
-    finally:
-        await db.dispose()
+    rows = await access_token_rows(any_database_url, jtis)
     found = {row.jti: row for row in rows}
     assert set(found) == set(jtis), f"lost token rows: {sorted(set(jtis) - set(found))[:5]}"
     for row in rows:
