@@ -22,7 +22,8 @@ from urllib.parse import urlencode, urljoin, urlsplit
 
 import httpx
 
-from conftest import Flow, sign_up, unique_email
+from support.neucron import Flow, sign_up, unique_email
+
 
 REDIRECTS = (301, 302, 303, 307, 308)
 
@@ -157,7 +158,7 @@ class ActingUser:
 
 
 async def new_person(http: httpx.AsyncClient) -> tuple[str, str]:
-    """(user_id, email) of a new account with conftest.PASSWORD, created over the Neucron API."""
+    """(user_id, email) of a new account with support.neucron.PASSWORD, created over the Neucron API."""
     email = unique_email()
     user_id, _ = await sign_up(http, email)
     return user_id, email
@@ -174,7 +175,7 @@ async def developer(http: httpx.AsyncClient) -> Flow:
 
 
 async def new_app(dev: Flow, **fields: Any) -> Flow:
-    """A new app of ``dev`` (redirect URI ``dev.redirect_uri``) with one key: what conftest.new_flow makes,
+    """A new app of ``dev`` (redirect URI ``dev.redirect_uri``) with one key: what support.neucron.new_flow makes,
     without its two sign-ups (a password hash each)."""
     flow = dataclasses.replace(dev, extra=dict(dev.extra))
     body = {"name": "Test App", "redirect_uris": [flow.redirect_uri], "permissions": flow.app_permissions, **fields}

@@ -1,5 +1,6 @@
-"""Shared fixtures: a migrated database (SQLite, or PostgreSQL with GRANTD_TEST_DB=postgres),
-the app in-process over httpx, real server processes, and helpers for the Neucron flow.
+"""The fixtures: a migrated database (SQLite, or PostgreSQL with GRANTD_TEST_DB=postgres), the app
+in-process over httpx, a Neucron flow on it, and real server processes (alone, two as one deployment,
+one for a third-party client library). The plain helpers they use are in tests/support/.
 
 PostgreSQL is expected on 127.0.0.1:5432 (user postgres, trust auth, database test);
 where it does not answer, the tests that need it are skipped, saying so.
@@ -10,105 +11,52 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import signal
-import socket
-import subprocess
-import sys
-import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-pytest.register_assert_rewrite("secret_harvest")
+# The helper modules' asserts report their values, as the tests' own do.
+pytest.register_assert_rewrite("secret_harvest", "acting_user", "support")
 import secret_harvest  # noqa: E402
+from acting_user import developer
 from grantd.config import Settings
 from grantd.server import create_app
-from grantd.store.db import Database
-from grantd.store.migrate import upgrade
+from support.databases import migrate, pg_execute, postgres_available
+from support.neucron import Flow, new_flow
+from support.servers import UNTHROTTLED, ServerProcess, server_on_new_sqlite, start_server
 
 # The whole-suite secret scan: harvests every secret the suite creates or sends (see its docstring);
 # tests/test_secret_scan.py searches every database and log for them after every other test.
 pytest_plugins = ["secret_harvest"]
 
-PG_ADMIN_DSN = os.environ.get("GRANTD_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
-PASSWORD = "correct horse battery"
-# Every in-process request comes from one client address, and so does every request to a real
-# server process: the shared app and servers get limits no test reaches by accident. The rate
-# limits themselves are tested in test_ratelimit.py, with apps and servers of their own.
-UNTHROTTLED: dict[str, int] = {
-    "rate_limit_login_per_account": 1_000_000,
-    "rate_limit_login_per_address": 1_000_000,
-    "rate_limit_signup_per_address": 1_000_000,
-    "rate_limit_token_failures_per_client": 1_000_000,
-    "rate_limit_token_failures_per_address": 1_000_000,
-}
-
 
 # ---------------------------------------------------------------- databases
-
-
-async def _pg_admin():  # type: ignore[no-untyped-def]
-    import asyncpg
-
-    return await asyncpg.connect(PG_ADMIN_DSN, timeout=3)
-
-
-def _postgres_available() -> str | None:
-    """None when PostgreSQL answers; the reason it does not otherwise."""
-
-    async def probe() -> None:
-        conn = await _pg_admin()
-        await conn.close()
-
-    try:
-        asyncio.run(probe())
-    except Exception as exc:  # noqa: BLE001 - any failure means: not available here
-        return f"PostgreSQL is not reachable at {PG_ADMIN_DSN}: {exc.__class__.__name__}: {exc}"
-    return None
 
 
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A fresh PostgreSQL database for this test session, migrated; dropped afterwards."""
-    reason = _postgres_available()
+    reason = postgres_available()
     if reason:
         pytest.skip(reason)
     name = f"grantd_test_{secrets.token_hex(6)}"
-
-    async def admin(sql: str) -> None:
-        conn = await _pg_admin()
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    asyncio.run(pg_execute(f'CREATE DATABASE "{name}"'))
     url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
     secret_harvest.HARVEST.postgres_urls.append(url)  # scanned by the last test, before the drop below
-    asyncio.run(_migrate(url))
+    asyncio.run(migrate(url))
     yield url
-    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    asyncio.run(pg_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(scope="session")
 def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     path = tmp_path_factory.mktemp("sqlite") / "grantd.db"
     url = f"sqlite+aiosqlite:///{path}"
-    asyncio.run(_migrate(url))
+    asyncio.run(migrate(url))
     return url
-
-
-async def _migrate(url: str) -> None:
-    db = Database(url)
-    try:
-        await upgrade(db)
-    finally:
-        await db.dispose()
 
 
 @pytest.fixture(scope="session")
@@ -163,155 +111,12 @@ async def client(app: Any) -> AsyncIterator[httpx.AsyncClient]:
 # ---------------------------------------------------------------- the Neucron flow
 
 
-def unique_email() -> str:
-    return f"user-{uuid.uuid4().hex[:12]}@example.com"
-
-
-@dataclass
-class Flow:
-    """One developer with one app and key, and one end user, ready to authorize."""
-
-    client: httpx.AsyncClient
-    user_token: str = ""
-    user_id: str = ""
-    dev_token: str = ""
-    app_id: str = ""
-    app_key: str = ""
-    key_id: str = ""
-    key_secret: str = ""
-    redirect_uri: str = "https://app.example.com/callback"
-    app_permissions: str = "read_profile,write_data"
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def params(self, **overrides: Any) -> dict[str, Any]:
-        params = {
-            "app_id": self.app_id,
-            "app_key": self.app_key,
-            "state": "state-123",
-            "redirect_uri": self.redirect_uri,
-            "permissions": "read_profile",
-        }
-        params.update(overrides)
-        return params
-
-    async def authorize(self, **overrides: Any) -> httpx.Response:
-        return await self.client.post(
-            "/oauth/authorize", json={"token": self.params(**overrides)}, headers={"Authorization": f"Bearer {self.user_token}"}
-        )
-
-    async def grant(self, **overrides: Any) -> httpx.Response:
-        return await self.client.patch(
-            "/oauth/permissions/grant",
-            json={"permissions": self.params(**overrides)},
-            headers={"Authorization": f"Bearer {self.user_token}"},
-        )
-
-    async def code(self, **overrides: Any) -> str:
-        response = await self.authorize(**overrides)
-        assert response.status_code == 200, response.text
-        return response.json()["data"]["code"]
-
-    async def redeem(self, code: str, **overrides: Any) -> httpx.Response:
-        body = {"auth_code": code, "key_id": self.key_id, "key_secret": self.key_secret}
-        body.update(overrides)
-        return await self.client.post("/oauth/token", json={"token": body})
-
-
-async def sign_up(client: httpx.AsyncClient, email: str | None = None) -> tuple[str, str]:
-    """(user_id, user token) of a new account."""
-    response = await client.post("/v1/auth/signup", json={"email": email or unique_email(), "password": PASSWORD})
-    assert response.status_code == 200, response.text
-    data = response.json()["data"]
-    return data["user_id"], data["access_token"]
-
-
-async def new_flow(client: httpx.AsyncClient, **app_fields: Any) -> Flow:
-    flow = Flow(client)
-    _, flow.dev_token = await sign_up(client)
-    flow.user_id, flow.user_token = await sign_up(client)
-    body = {"name": "Test App", "redirect_uris": [flow.redirect_uri], "permissions": flow.app_permissions}
-    body.update(app_fields)
-    response = await client.post("/v1/apps", json=body, headers={"Authorization": flow.dev_token})
-    assert response.status_code == 200, response.text
-    app_data = response.json()["data"]
-    flow.app_id, flow.app_key = app_data["app_id"], app_data["app_key"]
-    response = await client.post(f"/v1/apps/{flow.app_id}/keys", headers={"Authorization": flow.dev_token})
-    assert response.status_code == 200, response.text
-    key = response.json()["data"]
-    flow.key_id, flow.key_secret = key["key_id"], key["key_secret"]
-    return flow
-
-
 @pytest.fixture
 async def flow(client: httpx.AsyncClient) -> Flow:
     return await new_flow(client)
 
 
 # ---------------------------------------------------------------- real server processes
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class ServerProcess:
-    base_url: str
-    log_path: Path
-    process: subprocess.Popen[bytes]
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
-def start_server(
-    database_url: str, secret_key: str, data_dir: Path, *, workers: int = 1, env: dict[str, str] | None = None
-) -> ServerProcess:
-    """`grantd serve` in its own process on a free port; returns once it answers."""
-    port = free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    log_path = data_dir / f"server-{port}.log"
-    environment = {
-        **os.environ,
-        "GRANTD_DATABASE_URL": database_url,
-        "GRANTD_SECRET_KEY": secret_key,
-        "GRANTD_DATA_DIR": str(data_dir),
-        "GRANTD_ISSUER": base_url,
-        **{f"GRANTD_{name.upper()}": str(value) for name, value in UNTHROTTLED.items()},
-        **(env or {}),
-    }
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "grantd", "serve", "--port", str(port), "--workers", str(workers)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=environment,
-            start_new_session=True,
-        )
-    server = ServerProcess(base_url, log_path, process)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"grantd serve exited with {process.returncode}:\n{server.log()}")
-        try:
-            if httpx.get(f"{base_url}/.well-known/jwks.json", timeout=1).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    server.stop(signal.SIGKILL)
-    raise RuntimeError(f"grantd serve did not answer within 30 s:\n{server.log()}")
 
 
 @pytest.fixture
@@ -327,3 +132,49 @@ def server_factory(secret_key: str, tmp_path: Path) -> Iterator[Callable[..., Se
     yield factory
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+def deployment(server_factory: Callable[..., ServerProcess]) -> Callable[..., list[ServerProcess]]:
+    """Start ``processes`` real `grantd serve` processes of one deployment: one database, one secret
+    key and one issuer, ``issuer`` or else the first one's base URL; stopped after the test.
+
+    One after the other: each migrates on start, and the later ones find the schema and the signing
+    key in place. They share GRANTD_ISSUER, or a user token from one is (rightly) refused by another.
+    """
+
+    def start(
+        database_url: str, *, env: dict[str, str] | None = None, issuer: str | None = None, processes: int = 2
+    ) -> list[ServerProcess]:
+        servers: list[ServerProcess] = []
+        if issuer is None:
+            servers.append(server_factory(database_url, env=env))
+            issuer = servers[0].base_url
+        while len(servers) < processes:
+            servers.append(server_factory(database_url, env={**(env or {}), "GRANTD_ISSUER": issuer}))
+        return servers
+
+    return start
+
+
+# ---------------------------------------------------------------- a real server for a third-party client library
+
+
+@pytest.fixture(scope="module")
+def interop_server(
+    request: pytest.FixtureRequest, secret_key: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """One real `grantd serve` for the test module, on a new SQLite file (serve migrates it).
+
+    GRANTD_ISSUER is its base URL. Each test registers its own apps and users on it.
+    """
+    name = request.module.__name__.removeprefix("test_").replace("_", "-")  # test_interop_node: interop-node
+    with server_on_new_sqlite(tmp_path_factory, secret_key, name) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+async def interop_dev(interop_server: ServerProcess) -> AsyncIterator[Flow]:
+    """A developer on ``interop_server`` registering each test's apps, and the end user who signs in on the pages."""
+    async with httpx.AsyncClient(base_url=interop_server.base_url, timeout=10) as http:
+        yield await developer(http)

@@ -10,7 +10,8 @@ import httpx
 import jwt
 import pytest
 
-from conftest import PASSWORD, sign_up, unique_email
+from support.neucron import PASSWORD, assert_error, sign_up, unique_email
+
 
 pytestmark = pytest.mark.db
 
@@ -30,15 +31,6 @@ def rfc3339_to_epoch(value: str) -> int:
     assert value.endswith("Z"), value
     parsed = datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
     return int(parsed.timestamp())
-
-
-def assert_error(response: httpx.Response, status: int, error: str) -> None:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error", "message", "status_code"}, body
-    assert body["error"] == error, body
-    assert body["status_code"] == status
-    assert isinstance(body["message"], str) and body["message"]
 
 
 async def assert_token_works(client: httpx.AsyncClient, token: str) -> None:

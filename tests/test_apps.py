@@ -7,7 +7,8 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import Flow, new_flow, sign_up
+from support.neucron import Flow, assert_error, new_flow, ok, sign_up
+
 
 pytestmark = pytest.mark.db
 
@@ -17,24 +18,6 @@ APP_FIELDS = {"app_id", "app_key", "name", "redirect_uris", "permissions"}
 
 def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
-
-
-def ok(response: httpx.Response) -> Any:
-    assert response.status_code == 200, response.text
-    body = response.json()
-    assert set(body) == {"data", "status_code"}, body
-    assert body["status_code"] == 200
-    return body["data"]
-
-
-def assert_error(response: httpx.Response, status: int, error: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error", "message", "status_code"}, body
-    assert body["error"] == error, body
-    assert body["status_code"] == status
-    assert isinstance(body["message"], str) and body["message"]
-    return body
 
 
 def strings_in(value: Any) -> list[str]:

@@ -17,8 +17,8 @@ import httpx
 import pytest
 from sqlalchemy import or_, select, update
 
-from conftest import PASSWORD, Flow, new_flow, sign_up, unique_email
 from grantd.store.schema import audit_events, refresh_tokens, users
+from support.neucron import PASSWORD, Flow, new_flow, sign_up, unique_email
 
 pytestmark = pytest.mark.db
 

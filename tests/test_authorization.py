@@ -11,30 +11,12 @@ import jwt
 import pytest
 from sqlalchemy import select, update
 
-from conftest import Flow, new_flow, sign_up
 from grantd.store.schema import access_tokens, authorization_codes
+from support.neucron import Flow, assert_error, new_flow, ok, sign_up
 
 pytestmark = pytest.mark.db
 
 ACCESS_CLAIMS = {"iss", "sub", "aud", "client_id", "scope", "iat", "exp", "jti", "user_id", "permissions"}
-
-
-def ok(response: httpx.Response) -> Any:
-    assert response.status_code == 200, response.text
-    body = response.json()
-    assert set(body) == {"data", "status_code"}, body
-    assert body["status_code"] == 200
-    return body["data"]
-
-
-def assert_error(response: httpx.Response, status: int, error: str) -> str:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error", "message", "status_code"}, body
-    assert body["error"] == error, body
-    assert body["status_code"] == status
-    assert isinstance(body["message"], str) and body["message"]
-    return body["message"]
 
 
 async def jwks(client: httpx.AsyncClient) -> jwt.PyJWKSet:
@@ -84,7 +66,7 @@ async def test_first_authorize_records_consent(flow: Flow) -> None:
 
 async def test_beyond_the_grant_needs_consent(flow: Flow) -> None:
     ok(await flow.authorize(permissions="read_profile"))
-    message = assert_error(await flow.authorize(permissions="read_profile,write_data"), 400, "consent_required")
+    message = assert_error(await flow.authorize(permissions="read_profile,write_data"), 400, "consent_required")["message"]
     assert "write_data" in message
     assert "read_profile" not in message
     # The refused request changed nothing: it is refused again.
@@ -112,7 +94,7 @@ async def test_grant_creates_the_grant_when_there_is_none(client: httpx.AsyncCli
     response = await flow.grant(permissions="read_profile,manage_notifications")
     assert response.json() == {"data": {"message": "Permissions granted successfully."}, "status_code": 200}
     ok(await flow.authorize(permissions="manage_notifications,read_profile"))
-    message = assert_error(await flow.authorize(permissions="write_data"), 400, "consent_required")
+    message = assert_error(await flow.authorize(permissions="write_data"), 400, "consent_required")["message"]
     assert "write_data" in message
 
 
@@ -134,15 +116,15 @@ async def test_grant_runs_the_same_checks_as_authorize(flow: Flow) -> None:
     assert_error(await flow.grant(app_key="wrong"), 401, "invalid_client")
     assert_error(await flow.grant(app_id="00000000-0000-4000-8000-000000000000"), 401, "invalid_client")
     assert_error(await flow.grant(redirect_uri="https://app.example.com/other"), 400, "invalid_redirect_uri")
-    assert "manage_notifications" in assert_error(await flow.grant(permissions="manage_notifications"), 400, "invalid_scope")
-    assert "nope" in assert_error(await flow.grant(permissions="read_profile,nope"), 400, "invalid_scope")
+    assert "manage_notifications" in assert_error(await flow.grant(permissions="manage_notifications"), 400, "invalid_scope")["message"]
+    assert "nope" in assert_error(await flow.grant(permissions="read_profile,nope"), 400, "invalid_scope")["message"]
     assert_error(await flow.grant(permissions="read_profile,,write_data"), 400, "invalid_request")
     response = await flow.client.patch("/oauth/permissions/grant", json={"permissions": flow.params()})
     assert_error(response, 401, "invalid_token")
     response = await flow.client.patch(
         "/oauth/permissions/grant", json={"token": flow.params()}, headers={"Authorization": flow.user_token}
     )
-    assert "permissions" in assert_error(response, 400, "invalid_request")
+    assert "permissions" in assert_error(response, 400, "invalid_request")["message"]
     # None of these created a grant: the first authorize still records consent for what it asks.
     ok(await flow.authorize(permissions="read_profile,write_data"))
 
@@ -153,8 +135,8 @@ async def test_authorize_checks(flow: Flow) -> None:
     assert_error(await flow.authorize(app_id="00000000-0000-4000-8000-000000000000"), 401, "invalid_client")
     for uri in ("https://app.example.com/callback/", "https://APP.example.com/callback", "https://app.example.com/callback?x=1"):
         assert_error(await flow.authorize(redirect_uri=uri), 400, "invalid_redirect_uri")
-    assert "manage_notifications" in assert_error(await flow.authorize(permissions="manage_notifications"), 400, "invalid_scope")
-    assert "nope" in assert_error(await flow.authorize(permissions="nope"), 400, "invalid_scope")
+    assert "manage_notifications" in assert_error(await flow.authorize(permissions="manage_notifications"), 400, "invalid_scope")["message"]
+    assert "nope" in assert_error(await flow.authorize(permissions="nope"), 400, "invalid_scope")["message"]
     # None of the refused requests recorded consent.
     ok(await flow.authorize(permissions="read_profile,write_data"))
 

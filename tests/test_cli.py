@@ -13,7 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import PASSWORD, Flow, ServerProcess, unique_email
+from support.neucron import PASSWORD, Flow, ok, unique_email
+from support.servers import ServerProcess
 
 REDIRECT = "https://cli.example.com/callback"
 REDIRECT_2 = "http://127.0.0.1:3000/cb"
@@ -72,13 +73,6 @@ def assert_failed(result: subprocess.CompletedProcess[str], *words: str) -> None
     assert "Traceback" not in result.stderr + result.stdout, result.stderr
     for word in words:
         assert word in result.stderr, result.stderr
-
-
-def ok(response: httpx.Response) -> Any:
-    assert response.status_code == 200, response.text
-    body = response.json()
-    assert set(body) == {"data", "status_code"}, body
-    return body["data"]
 
 
 def test_migrate_is_repeatable(tmp_path: Path, secret_key: str) -> None:

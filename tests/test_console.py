@@ -10,6 +10,7 @@ import base64
 import hashlib
 import re
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from typing import Any
@@ -19,8 +20,8 @@ import httpx
 import pytest
 
 from acting_user import ActingUser, parse_forms
-from conftest import PASSWORD, sign_up, unique_email
 from grantd.crypto.secrets import s256
+from support.neucron import PASSWORD, sign_up, unique_email
 
 pytestmark = pytest.mark.db
 
@@ -156,35 +157,34 @@ class Developer:
         return text_of(response, "key-id"), text_of(response, "key-secret"), response
 
 
-async def signed_in(app: Any, email: str | None = None) -> tuple[httpx.AsyncClient, str, str]:
-    """A browser of its own (cookie jar), signed in through the form as a new account."""
+@asynccontextmanager
+async def signed_in(app: Any) -> AsyncIterator[Developer]:
+    """A browser of its own (cookie jar), signed in through the form as a new account; closed on leaving."""
     http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=ISSUER)
-    email = email or unique_email()
-    user_id, _ = await sign_up(http, email)
-    form = await http.get("/signin")
-    response = await http.post(
-        "/signin", data={"email": email, "password": PASSWORD, "csrf_token": csrf_of(form), "next": "/console"}
-    )
-    assert response.status_code == 303 and response.headers["location"] == "/console", response.text
-    return http, email, user_id
+    try:
+        email = unique_email()
+        user_id, _ = await sign_up(http, email)
+        form = await http.get("/signin")
+        response = await http.post(
+            "/signin", data={"email": email, "password": PASSWORD, "csrf_token": csrf_of(form), "next": "/console"}
+        )
+        assert response.status_code == 303 and response.headers["location"] == "/console", response.text
+        yield Developer(http, email, user_id)
+    finally:
+        await http.aclose()
 
 
 @pytest.fixture
 async def dev(app: Any) -> AsyncIterator[Developer]:
-    http, email, user_id = await signed_in(app)
-    try:
-        yield Developer(http, email, user_id)
-    finally:
-        await http.aclose()
+    async with signed_in(app) as developer:
+        yield developer
 
 
 @pytest.fixture
 async def other(app: Any) -> AsyncIterator[Developer]:
-    http, email, user_id = await signed_in(app)
-    try:
-        yield Developer(http, email, user_id)
-    finally:
-        await http.aclose()
+    """Another developer, in a browser of their own."""
+    async with signed_in(app) as developer:
+        yield developer
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -16,14 +17,23 @@ import jwt
 import pytest
 from sqlalchemy import func, select
 
-from conftest import Flow, ServerProcess, new_flow
 from grantd.store.db import Database
 from grantd.store.schema import access_tokens, authorization_codes
+from support.databases import access_token_rows
+from support.neucron import Flow, new_flow
+from support.servers import (
+    TIMEOUT,
+    Results,
+    ServerProcess,
+    all_at_once,
+    assert_clean_logs,
+    describe,
+    verify_on_every_server,
+)
 
 pytestmark = pytest.mark.db
 
 CONCURRENCY = 50
-TIMEOUT = httpx.Timeout(60.0)
 LIMITS = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
 ERROR_KEYS = {"error", "message", "status_code"}
 
@@ -32,34 +42,18 @@ def _token_body(flow: Flow, code: str) -> dict[str, Any]:
     return {"token": {"auth_code": code, "key_id": flow.key_id, "key_secret": flow.key_secret}}
 
 
-async def _redeem_all(
-    servers: list[ServerProcess], flow: Flow, codes: list[str]
-) -> list[tuple[ServerProcess, httpx.Response]]:
+async def _redeem_all(servers: list[ServerProcess], flow: Flow, codes: list[str]) -> Results:
     """POST /oauth/token once per code, all at once, alternating between the servers."""
-    clients = [httpx.AsyncClient(base_url=s.base_url, timeout=TIMEOUT, limits=LIMITS) for s in servers]
-    try:
-        # Open the connections first so the requests themselves start as close together as possible.
-        await asyncio.gather(*(c.get("/.well-known/jwks.json") for c in clients))
-        start = asyncio.Event()
 
-        async def one(i: int, code: str) -> tuple[ServerProcess, httpx.Response]:
-            await start.wait()
-            index = i % len(servers)
-            return servers[index], await clients[index].post("/oauth/token", json=_token_body(flow, code))
+    async def redeem(client: httpx.AsyncClient, i: int) -> httpx.Response:
+        return await client.post("/oauth/token", json=_token_body(flow, codes[i]))
 
-        tasks = [asyncio.ensure_future(one(i, code)) for i, code in enumerate(codes)]
-        await asyncio.sleep(0)
-        start.set()
-        return await asyncio.gather(*tasks)
-    finally:
-        await asyncio.gather(*(c.aclose() for c in clients))
+    results, _ = await all_at_once(servers, len(codes), redeem)
+    return results
 
 
-def _describe(results: list[tuple[ServerProcess, httpx.Response]], servers: list[ServerProcess]) -> str:
-    statuses = Counter(r.status_code for _, r in results)
-    bad = [f"{s.base_url} {r.status_code} {r.text[:300]}" for s, r in results if r.status_code >= 500]
-    logs = "\n".join(f"--- {s.base_url}\n{s.log()[-4000:]}" for s in servers) if bad else ""
-    return f"statuses={dict(statuses)}\n" + "\n".join(bad[:5]) + logs
+def _describe(results: Results, servers: list[ServerProcess]) -> str:
+    return describe(results, servers, expected=lambda status: status < 500)
 
 
 async def _verify_access_token(token: str, servers: list[ServerProcess], flow: Flow) -> dict:
@@ -68,27 +62,7 @@ async def _verify_access_token(token: str, servers: list[ServerProcess], flow: F
     ``iss`` and ``aud`` are the deployment's GRANTD_ISSUER: the first server's base URL.
     """
     issuer = servers[0]
-    header = jwt.get_unverified_header(token)
-    assert header["alg"] == "ES256", header
-    assert header["typ"] == "at+jwt", header
-    assert isinstance(header.get("kid"), str) and header["kid"], header
-
-    claims: dict[str, Any] = {}
-    for server in servers:
-        async with httpx.AsyncClient(base_url=server.base_url, timeout=TIMEOUT) as client:
-            response = await client.get("/.well-known/jwks.json")
-        assert response.status_code == 200, response.text
-        key_set = jwt.PyJWKSet.from_dict(response.json())
-        key = next((k for k in key_set.keys if k.key_id == header["kid"]), None)
-        assert key is not None, f"kid {header['kid']} is not in the JWKS of {server.base_url}: {response.text}"
-        claims = jwt.decode(
-            token,
-            key.key,
-            algorithms=["ES256"],
-            audience=issuer.base_url,
-            issuer=issuer.base_url,
-            options={"require": ["iss", "sub", "aud", "client_id", "scope", "iat", "exp", "jti"]},
-        )
+    claims = await verify_on_every_server(token, servers, issuer.base_url)
 
     assert claims["iss"] == issuer.base_url
     assert claims["sub"] == flow.user_id
@@ -102,28 +76,10 @@ async def _verify_access_token(token: str, servers: list[ServerProcess], flow: F
     return claims
 
 
-def _assert_clean_logs(servers: list[ServerProcess]) -> None:
-    for server in servers:
-        log = server.log()
-        for sign in ("Traceback", "database is locked", "unhandled error"):
-            assert sign not in log, f"{sign!r} in the log of {server.base_url}:\n{log[-4000:]}"
-
-
-def _start_two(server_factory, database_url: str) -> list[ServerProcess]:  # type: ignore[no-untyped-def]
-    """Two processes of one deployment: one database, one issuer (the first one's base URL).
-
-    Sequentially: both migrate on start; the second finds the schema and the signing key in place.
-    They must share GRANTD_ISSUER, or a user token from one is (rightly) refused by the other.
-    """
-    first = server_factory(database_url)
-    second = server_factory(database_url, env={"GRANTD_ISSUER": first.base_url})
-    return [first, second]
-
-
 async def test_one_code_fifty_concurrent_redemptions_on_two_processes(
-    any_database_url: str, server_factory  # type: ignore[no-untyped-def]
+    any_database_url: str, deployment: Callable[..., list[ServerProcess]]
 ) -> None:
-    servers = _start_two(server_factory, any_database_url)
+    servers = deployment(any_database_url)
     async with httpx.AsyncClient(base_url=servers[0].base_url, timeout=TIMEOUT) as client:
         flow = await new_flow(client)
         code = await flow.code()
@@ -185,13 +141,13 @@ async def test_one_code_fifty_concurrent_redemptions_on_two_processes(
         again = await client.post("/oauth/token", json=_token_body(flow, code))
     assert again.status_code == 401, again.text
     assert again.json()["error"] == "invalid_grant"
-    _assert_clean_logs(servers)
+    assert_clean_logs(servers)
 
 
 async def test_fifty_different_codes_concurrently_on_two_processes_all_succeed(
-    any_database_url: str, server_factory  # type: ignore[no-untyped-def]
+    any_database_url: str, deployment: Callable[..., list[ServerProcess]]
 ) -> None:
-    servers = _start_two(server_factory, any_database_url)
+    servers = deployment(any_database_url)
     async with httpx.AsyncClient(base_url=servers[0].base_url, timeout=TIMEOUT) as client:
         flow = await new_flow(client)
         await flow.code()  # records consent once, so the concurrent authorizations below only issue codes
@@ -228,13 +184,8 @@ async def test_fifty_different_codes_concurrently_on_two_processes_all_succeed(
     await _verify_access_token(tokens[0], servers, flow)  # issued by the first process
     await _verify_access_token(tokens[1], servers, flow)  # issued by the second
 
-    db = Database(any_database_url)
-    try:
-        async with db.read() as conn:
-            rows = (await conn.execute(select(access_tokens).where(access_tokens.c.jti.in_(jtis)))).all()
-    finally:
-        await db.dispose()
+    rows = await access_token_rows(any_database_url, jtis)
     assert len(rows) == CONCURRENCY
     assert len({row.code_hash for row in rows}) == CONCURRENCY
     assert all(row.revoked_at is None for row in rows), "a token was revoked although its code was used once"
-    _assert_clean_logs(servers)
+    assert_clean_logs(servers)

@@ -47,7 +47,7 @@ from grantd.config import Settings
 from grantd.server import create_app
 
 from acting_user import new_app
-from conftest import Flow, new_flow, sign_up
+from support.neucron import Flow, new_flow, sign_up
 
 MAX_EXAMPLES = 25  # per operation, positive and negative data at random
 DEEP_EXAMPLES = 10  # per operation, valid data with real ids and credentials

@@ -21,7 +21,6 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from conftest import new_flow
 from grantd.core import audit
 from grantd.core.access_token import IssuedToken
 from grantd.core.client_auth import ClientSecret, KeyPair
@@ -33,6 +32,7 @@ from grantd.store import codes as code_store
 from grantd.store import grants as grant_store
 from grantd.store import tokens as token_store
 from grantd.store.schema import access_tokens, audit_events, authorization_codes, refresh_tokens
+from support.neucron import new_flow
 
 pytestmark = pytest.mark.db
 

@@ -7,7 +7,8 @@ import base64
 import httpx
 import pytest
 
-from conftest import Flow
+from support.neucron import Flow
+
 
 pytestmark = pytest.mark.db
 

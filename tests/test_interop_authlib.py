@@ -10,7 +10,6 @@ client_secret_basic, client_secret_post, and a public client (none, PKCE).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -22,10 +21,11 @@ from authlib.integrations.base_client import OAuthError
 from authlib.integrations.requests_client import OAuth2Session
 from authlib.oauth2.rfc8414 import AuthorizationServerMetadata
 
-from acting_user import ActingUser, developer, new_app
-from conftest import PASSWORD, Flow, ServerProcess, start_server
+from acting_user import new_app
+from support.interop import AUTH_METHODS, SCOPE, app_for, consent
+from support.neucron import Flow
+from support.servers import ServerProcess
 
-SCOPE = "read_profile write_data"
 ENDPOINT_KEYS = (
     "authorization_endpoint",
     "token_endpoint",
@@ -33,25 +33,6 @@ ENDPOINT_KEYS = (
     "revocation_endpoint",
     "introspection_endpoint",
 )
-
-
-@pytest.fixture(scope="module")
-def server(secret_key: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """One real `grantd serve` for this module, on a new SQLite file (serve migrates it).
-
-    GRANTD_ISSUER is its base URL. Each test registers its own apps and users on it.
-    """
-    data_dir = tmp_path_factory.mktemp("interop-authlib")
-    process = start_server(f"sqlite+aiosqlite:///{data_dir / 'interop.db'}", secret_key, data_dir)
-    yield process
-    process.stop()
-
-
-@pytest.fixture(scope="module")
-async def dev(server: ServerProcess) -> AsyncIterator[Flow]:
-    """A developer registering each test's apps, and the end user who signs in on the pages."""
-    async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
-        yield await developer(http)
 
 
 async def discover(http: httpx.AsyncClient, issuer: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
@@ -104,16 +85,16 @@ def introspect(introspector: OAuth2Session, metadata: dict[str, Any], token: str
     return response.json()
 
 
-@pytest.mark.parametrize("auth_method", ["client_secret_basic", "client_secret_post", "none"])
+@pytest.mark.parametrize("auth_method", AUTH_METHODS)
 async def test_authlib_authorization_code_flow(
-    auth_method: str, server: ServerProcess, dev: Flow, monkeypatch: pytest.MonkeyPatch
+    auth_method: str, interop_server: ServerProcess, interop_dev: Flow, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    issuer = server.base_url
+    issuer = interop_server.base_url
     public = auth_method == "none"
-    async with httpx.AsyncClient(timeout=10) as http, httpx.AsyncClient(timeout=10) as browser:
+    async with httpx.AsyncClient(timeout=10) as http:
         metadata = await discover(http, issuer, monkeypatch)
-        flow = await new_app(dev, client_type="public" if public else "confidential")
-        user_id, email = flow.user_id, flow.extra["email"]
+        flow = await app_for(interop_dev, auth_method)
+        user_id = flow.user_id
         redirect_uri = flow.redirect_uri
 
         # The app's side, all by Authlib. A public client holds no secret.
@@ -140,7 +121,7 @@ async def test_authlib_authorization_code_flow(
             assert "code_challenge=" in url and "code_challenge_method=S256" in url
 
             # The user's side: sign in and consent on the real pages.
-            callback = await ActingUser(browser, email, PASSWORD).authorize(url, redirect_uri)
+            callback = await consent(flow, url)
             params = parse_qs(urlsplit(callback).query, keep_blank_values=True)
             assert set(params) == {"code", "state", "iss"}, callback
             assert params["state"] == [state] and params["iss"] == [issuer]
@@ -187,11 +168,13 @@ async def test_authlib_authorization_code_flow(
             assert revoked.value.error == "invalid_grant"
 
 
-async def test_authlib_client_credentials(server: ServerProcess, dev: Flow, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_authlib_client_credentials(
+    interop_server: ServerProcess, interop_dev: Flow, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """An app on its own behalf, by Authlib: sub is the app, no user_id; introspection agrees."""
     async with httpx.AsyncClient(timeout=10) as http:
-        metadata = await discover(http, server.base_url, monkeypatch)
-    flow = await new_app(dev)
+        metadata = await discover(http, interop_server.base_url, monkeypatch)
+    flow = await new_app(interop_dev)
     with OAuth2Session(client_id=flow.app_id, client_secret=flow.key_secret, scope="read_profile") as oauth:
         token = oauth.fetch_token(metadata["token_endpoint"], grant_type="client_credentials")
         assert token["scope"] == "read_profile" and "refresh_token" not in token

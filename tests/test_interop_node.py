@@ -14,41 +14,20 @@ import asyncio
 import json
 import os
 import shutil
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import httpx
 import pytest
 
-from acting_user import ActingUser, developer, new_app
-from conftest import PASSWORD, Flow, ServerProcess, start_server
+from support.interop import AUTH_METHODS, SCOPE, app_for, consent
+from support.neucron import Flow
+from support.servers import ServerProcess
 
 NODE_DIR = Path(__file__).parent / "interop" / "node"
-SCOPE = "read_profile write_data"
 TIMEOUT = 60
 
 pytestmark = pytest.mark.skipif(shutil.which("node") is None, reason="node (Node.js) is not installed on this machine")
-
-
-@pytest.fixture(scope="module")
-def server(secret_key: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """One real `grantd serve` for this module, on a new SQLite file (serve migrates it).
-
-    GRANTD_ISSUER is its base URL. Each test registers its own apps and users on it.
-    """
-    data_dir = tmp_path_factory.mktemp("interop-node")
-    process = start_server(f"sqlite+aiosqlite:///{data_dir / 'interop.db'}", secret_key, data_dir)
-    yield process
-    process.stop()
-
-
-@pytest.fixture(scope="module")
-async def dev(server: ServerProcess) -> AsyncIterator[Flow]:
-    """A developer registering each test's apps, and the end user who signs in on the pages."""
-    async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
-        yield await developer(http)
 
 
 def _require_packages() -> None:
@@ -66,13 +45,13 @@ async def _json_line(stream: asyncio.StreamReader, process: asyncio.subprocess.P
     return json.loads(line)
 
 
-@pytest.mark.parametrize("auth_method", ["client_secret_basic", "client_secret_post", "none"])
-async def test_oauth4webapi_authorization_code_flow(auth_method: str, server: ServerProcess, dev: Flow) -> None:
+@pytest.mark.parametrize("auth_method", AUTH_METHODS)
+async def test_oauth4webapi_authorization_code_flow(auth_method: str, interop_server: ServerProcess, interop_dev: Flow) -> None:
     _require_packages()
-    issuer = server.base_url
+    issuer = interop_server.base_url
     public = auth_method == "none"
-    flow = await new_app(dev, client_type="public" if public else "confidential")
-    user_id, email = flow.user_id, flow.extra["email"]
+    flow = await app_for(interop_dev, auth_method)
+    user_id = flow.user_id
 
     environment = {
         **os.environ,
@@ -99,8 +78,7 @@ async def test_oauth4webapi_authorization_code_flow(auth_method: str, server: Se
         authorization_url = (await _json_line(process.stdout, process))["authorization_url"]
         assert authorization_url.startswith(f"{issuer}/oauth2/authorize?")
 
-        async with httpx.AsyncClient(timeout=10) as browser:
-            callback = await ActingUser(browser, email, PASSWORD).authorize(authorization_url, flow.redirect_uri)
+        callback = await consent(flow, authorization_url)
         assert set(parse_qs(urlsplit(callback).query)) == {"code", "state", "iss"}, callback
         process.stdin.write(callback.encode() + b"\n")
         await process.stdin.drain()

@@ -6,7 +6,8 @@ import base64
 
 import pytest
 
-from conftest import Flow, new_flow
+from support.neucron import Flow, new_flow
+
 
 pytestmark = pytest.mark.db
 

@@ -20,12 +20,10 @@ import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
-from fastapi.routing import APIRoute
 from sqlalchemy import update
 
-from grantd.api.deps import current_user
-
-from conftest import PASSWORD, Flow, new_flow, sign_up, unique_email
+from support.neucron import PASSWORD, Flow, new_flow, sign_up, unique_email
+from support.routes import api_routes, needs_user, neucron_paths
 
 PREFIXES = ["", "/v1"]
 JSON = {"Content-Type": "application/json"}
@@ -145,20 +143,6 @@ def raw_body(endpoint: str, flow: Flow, name: str, raw_value: str) -> str:
     fields = inner(flow, endpoint)
     pairs = [(k, raw_value if k == name else json.dumps(v)) for k, v in fields.items()]
     return raw_object([(OAUTH[endpoint][2], raw_object(pairs))])
-
-
-def api_routes(app: Any) -> list[tuple[str, str, APIRoute]]:
-    """(method, path, route) of every API route, with router prefixes applied."""
-    try:
-        from fastapi.routing import iter_route_contexts
-    except ImportError:  # FastAPI before included routers were kept as wrappers
-        return [(m, r.path, r) for r in app.routes if isinstance(r, APIRoute) for m in sorted(r.methods)]
-    return [
-        (m, context.path, context.original_route)
-        for context in iter_route_contexts(app.routes)
-        if isinstance(context.original_route, APIRoute)
-        for m in sorted(context.methods)
-    ]
 
 
 @pytest.fixture(scope="module")
@@ -695,20 +679,10 @@ EXPECTED_BEARER_ROUTES = {
 }
 
 
-def _needs_user(route: APIRoute) -> bool:
-    stack = list(route.dependant.dependencies)
-    while stack:
-        dependency = stack.pop()
-        if dependency.call is current_user:
-            return True
-        stack.extend(dependency.dependencies)
-    return False
-
-
 def bearer_routes(app: Any) -> list[tuple[str, str]]:
     """(method, path) of every root Neucron route that needs a user token; DELETEs last."""
     routes = sorted(
-        {(m, p) for m, p, r in api_routes(app) if not p.startswith("/v1/") and _needs_user(r)},
+        {(m, p) for m, p, r in api_routes(app) if not p.startswith("/v1/") and needs_user(r)},
         key=lambda r: (r[0] == "DELETE", r),
     )
     assert EXPECTED_BEARER_ROUTES <= set(routes), routes
@@ -1108,12 +1082,6 @@ async def _all(requests: Iterable[Any], limit: int = 12) -> list[httpx.Response]
             return await request
 
     return await asyncio.gather(*(one(r) for r in requests))
-
-
-def neucron_paths(app: Any) -> set[str]:
-    """The Neucron routes: those served both at the root and under /v1."""
-    paths = {path for _, path, _ in api_routes(app)}
-    return {p for p in paths if "/v1" + p in paths} | {"/v1" + p for p in paths if "/v1" + p in paths}
 
 
 async def test_no_input_yields_a_server_error(client: httpx.AsyncClient, app: Any) -> None:

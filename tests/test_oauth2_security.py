@@ -29,8 +29,8 @@ import pytest
 from sqlalchemy import update
 
 from acting_user import ActingUser, developer, new_app, new_person, parse_forms
-from conftest import PASSWORD, Flow, new_flow
 from grantd.store.schema import refresh_tokens
+from support.neucron import PASSWORD, Flow, new_flow
 
 pytestmark = pytest.mark.db
 

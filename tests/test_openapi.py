@@ -15,7 +15,7 @@ import httpx
 import pytest
 from fastapi.routing import APIRoute
 
-from grantd.api.deps import current_user
+from support.routes import documented_routes, needs_user, neucron_paths
 
 # Routes that are not the Neucron dialect, by path prefix: RFC 6749/7009/7662 JSON, RFC 8414/7517
 # documents, and liveness/readiness probes.
@@ -59,42 +59,8 @@ SUCCESS_DATA: dict[tuple[str, str], set[str]] = {
 # ---------------------------------------------------------------- helpers
 
 
-def api_routes(app: Any) -> list[tuple[str, str, APIRoute]]:
-    """(method, path, route) of every API route, with router prefixes applied."""
-    try:
-        from fastapi.routing import iter_route_contexts
-    except ImportError:  # FastAPI before included routers were kept as wrappers
-        return [(m, r.path, r) for r in app.routes if isinstance(r, APIRoute) for m in sorted(r.methods)]
-    return [
-        (m, context.path, context.original_route)
-        for context in iter_route_contexts(app.routes)
-        if isinstance(context.original_route, APIRoute)
-        for m in sorted(context.methods)
-    ]
-
-
-def documented_routes(app: Any) -> list[tuple[str, str, APIRoute]]:
-    return [(m, p, r) for m, p, r in api_routes(app) if r.include_in_schema]
-
-
-def neucron_paths(app: Any) -> set[str]:
-    """The Neucron routes: those served both at the root and under /v1."""
-    paths = {path for _, path, _ in api_routes(app)}
-    return {p for p in paths if "/v1" + p in paths} | {"/v1" + p for p in paths if "/v1" + p in paths}
-
-
 def root(path: str) -> str:
     return path.removeprefix("/v1")
-
-
-def needs_user(route: APIRoute) -> bool:
-    stack = list(route.dependant.dependencies)
-    while stack:
-        dependency = stack.pop()
-        if dependency.call is current_user:
-            return True
-        stack.extend(dependency.dependencies)
-    return False
 
 
 class Document:

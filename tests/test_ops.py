@@ -23,7 +23,6 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
-from conftest import PASSWORD, ServerProcess, free_port, new_flow, unique_email
 from grantd import logs
 from grantd.config import Settings
 from grantd.sdk import TokenVerifier
@@ -31,6 +30,8 @@ from grantd.server import create_app
 from grantd.store.db import Database
 from grantd.store.migrate import upgrade
 from grantd.telemetry import RequestTelemetry
+from support.neucron import PASSWORD, new_flow, unique_email
+from support.servers import ServerProcess, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -443,12 +444,12 @@ def test_config_show_masks_secrets(tmp_path: Path) -> None:
 
 @pytest.mark.db
 async def test_a_code_issued_by_one_process_is_redeemed_by_another(
-    postgres_url: str, server_factory: Callable[..., ServerProcess]
+    postgres_url: str, deployment: Callable[..., list[ServerProcess]]
 ) -> None:
     """Two `grantd serve` processes on different ports share one PostgreSQL database and one
     GRANTD_SECRET_KEY and GRANTD_ISSUER, as behind a load balancer."""
     issuer = "https://auth.example.test"
-    first, second = (server_factory(postgres_url, env={"GRANTD_ISSUER": issuer}) for _ in range(2))
+    first, second = deployment(postgres_url, issuer=issuer)
     for server in (first, second):
         assert httpx.get(f"{server.base_url}/readyz", timeout=10).json()["status"] == "ready"
 

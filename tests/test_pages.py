@@ -17,10 +17,10 @@ from urllib.parse import parse_qs, quote, urlencode, urlsplit
 import httpx
 import pytest
 
-from conftest import PASSWORD, sign_up, unique_email
 from grantd.config import Settings
 from grantd.crypto.secrets import s256
 from grantd.server import create_app
+from support.neucron import PASSWORD, sign_up, unique_email
 
 pytestmark = pytest.mark.db
 
@@ -189,7 +189,7 @@ async def confidential_client(client: httpx.AsyncClient) -> Client:
 
 @pytest.fixture
 async def user(client: httpx.AsyncClient) -> tuple[str, str]:
-    """(user_id, email) of a user with conftest.PASSWORD."""
+    """(user_id, email) of a user with support.neucron.PASSWORD."""
     email = unique_email()
     user_id, _ = await sign_up(client, email)
     return user_id, email

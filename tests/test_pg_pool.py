@@ -21,11 +21,12 @@ import httpx
 import pytest
 from sqlalchemy import func, insert, select, text, update
 
-from conftest import ServerProcess, new_flow
 from grantd.store import signing_keys as signing_key_store
 from grantd.store import users as user_store
 from grantd.store.db import Database
 from grantd.store.schema import rate_limits, signing_keys, users
+from support.neucron import new_flow
+from support.servers import ServerProcess
 
 pytestmark = pytest.mark.db
 

@@ -17,7 +17,7 @@ import os
 import signal
 import time
 import uuid
-from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
@@ -27,26 +27,27 @@ import jwt
 import pytest
 from sqlalchemy import select
 
-from conftest import PASSWORD, Flow, ServerProcess, new_flow, sign_up
 from grantd.store.db import Database
 from grantd.store.schema import access_tokens, refresh_tokens
+from support.databases import access_token_rows
+from support.neucron import PASSWORD, Flow, new_flow, sign_up
+from support.servers import (
+    TIMEOUT,
+    Results,
+    ServerProcess,
+    all_at_once,
+    assert_clean_logs,
+    describe,
+    verify_on_every_server,
+)
 
 pytestmark = pytest.mark.db
 
 CONCURRENCY = 50
-TIMEOUT = httpx.Timeout(60.0)
-LIMITS = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
 OAUTH_ERROR_KEYS = {"error", "error_description"}
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def _start_two(server_factory, database_url: str, env: dict[str, str] | None = None) -> list[ServerProcess]:  # type: ignore[no-untyped-def]
-    """Two processes of one deployment: one database, one issuer (the first one's base URL)."""
-    first = server_factory(database_url, env=env)
-    second = server_factory(database_url, env={**(env or {}), "GRANTD_ISSUER": first.base_url})
-    return [first, second]
 
 
 async def _oauth2_token(client: httpx.AsyncClient, flow: Flow, **form: str) -> httpx.Response:
@@ -94,45 +95,17 @@ async def _first_tokens(server: ServerProcess) -> tuple[Flow, dict[str, Any]]:
     return flow, first
 
 
-async def _refresh_all(
-    servers: list[ServerProcess], flow: Flow, refresh_token: str
-) -> tuple[list[tuple[ServerProcess, httpx.Response]], float]:
+async def _refresh_all(servers: list[ServerProcess], flow: Flow, refresh_token: str) -> tuple[Results, float]:
     """POST the same refresh token CONCURRENCY times at once, alternating between the servers."""
-    clients = [httpx.AsyncClient(base_url=s.base_url, timeout=TIMEOUT, limits=LIMITS) for s in servers]
-    try:
-        # Open connections first so the requests themselves start as close together as possible.
-        await asyncio.gather(*(c.get("/.well-known/jwks.json") for c in clients for _ in range(10)))
-        start = asyncio.Event()
 
-        async def one(i: int) -> tuple[ServerProcess, httpx.Response]:
-            await start.wait()
-            index = i % len(servers)
-            return servers[index], await _oauth2_token(
-                clients[index], flow, grant_type="refresh_token", refresh_token=refresh_token
-            )
+    async def refresh(client: httpx.AsyncClient, _: int) -> httpx.Response:
+        return await _oauth2_token(client, flow, grant_type="refresh_token", refresh_token=refresh_token)
 
-        tasks = [asyncio.ensure_future(one(i)) for i in range(CONCURRENCY)]
-        await asyncio.sleep(0)
-        began = time.monotonic()
-        start.set()
-        results = await asyncio.wait_for(asyncio.gather(*tasks), timeout=120)
-        return results, time.monotonic() - began
-    finally:
-        await asyncio.gather(*(c.aclose() for c in clients))
+    return await all_at_once(servers, CONCURRENCY, refresh, warm_up=10, timeout=120)
 
 
-def _describe(results: list[tuple[ServerProcess, httpx.Response]], servers: list[ServerProcess]) -> str:
-    statuses = Counter(r.status_code for _, r in results)
-    bad = [f"{s.base_url} {r.status_code} {r.text[:300]}" for s, r in results if r.status_code not in (200, 400)]
-    logs = "\n".join(f"--- {s.base_url}\n{s.log()[-4000:]}" for s in servers) if bad else ""
-    return f"statuses={dict(statuses)}\n" + "\n".join(bad[:5]) + logs
-
-
-def _assert_clean_logs(servers: list[ServerProcess]) -> None:
-    for server in servers:
-        log = server.log()
-        for sign in ("Traceback", "database is locked", "unhandled error"):
-            assert sign not in log, f"{sign!r} in the log of {server.base_url}:\n{log[-4000:]}"
+def _describe(results: Results, servers: list[ServerProcess]) -> str:
+    return describe(results, servers, expected=lambda status: status in (200, 400))
 
 
 async def _family(database_url: str, first_jti: str) -> tuple[Any, list[Any], list[Any]]:
@@ -162,10 +135,10 @@ async def _family(database_url: str, first_jti: str) -> tuple[Any, list[Any], li
 
 
 async def test_one_refresh_token_fifty_concurrent_uses_within_the_grace_window(
-    any_database_url: str, server_factory  # type: ignore[no-untyped-def]
+    any_database_url: str, deployment: Callable[..., list[ServerProcess]]
 ) -> None:
     """Default grace window (5 s): every duplicate gets the one successor and the same access token."""
-    servers = _start_two(server_factory, any_database_url)
+    servers = deployment(any_database_url)
     flow, first = await _first_tokens(servers[0])
     first_jti = _jti(first["access_token"])
 
@@ -190,7 +163,7 @@ async def test_one_refresh_token_fifty_concurrent_uses_within_the_grace_window(
     assert {_jti(w["access_token"]) for w in winners} == {successor_jti}, detail
     # Every copy verifies against the deployment's JWKS, with the deployment's issuer.
     for winner in (winners[0], winners[1], winners[-1]):
-        claims = await _verify(winner["access_token"], servers, servers[0].base_url)
+        claims = await verify_on_every_server(winner["access_token"], servers, servers[0].base_url)
         assert claims["sub"] == flow.user_id and claims["client_id"] == flow.app_id
         assert claims["jti"] == successor_jti
 
@@ -214,14 +187,14 @@ async def test_one_refresh_token_fifty_concurrent_uses_within_the_grace_window(
     assert _jti(third["access_token"]) not in (first_jti, successor_jti)
     _, family, _ = await _family(any_database_url, first_jti)
     assert len(family) == 3
-    _assert_clean_logs(servers)
+    assert_clean_logs(servers)
 
 
 async def test_one_refresh_token_fifty_concurrent_uses_without_a_grace_window(
-    any_database_url: str, server_factory  # type: ignore[no-untyped-def]
+    any_database_url: str, deployment: Callable[..., list[ServerProcess]]
 ) -> None:
     """GRANTD_REFRESH_TOKEN_GRACE=0: exactly one winner; the reuse revokes the whole family."""
-    servers = _start_two(server_factory, any_database_url, env={"GRANTD_REFRESH_TOKEN_GRACE": "0"})
+    servers = deployment(any_database_url, env={"GRANTD_REFRESH_TOKEN_GRACE": "0"})
     flow, first = await _first_tokens(servers[0])
     first_jti = _jti(first["access_token"])
 
@@ -237,7 +210,7 @@ async def test_one_refresh_token_fifty_concurrent_uses_without_a_grace_window(
         _assert_invalid_grant(response)
     successor = winners[0]["refresh_token"]
     successor_jti = _jti(winners[0]["access_token"])
-    await _verify(winners[0]["access_token"], servers, servers[0].base_url)
+    await verify_on_every_server(winners[0]["access_token"], servers, servers[0].base_url)
 
     # The database: one successor only, and the whole family (successor included) revoked.
     parent, family, accesses = await _family(any_database_url, first_jti)
@@ -257,33 +230,10 @@ async def test_one_refresh_token_fifty_concurrent_uses_without_a_grace_window(
             )
     _, family_after, _ = await _family(any_database_url, first_jti)
     assert len(family_after) == 2, family_after
-    _assert_clean_logs(servers)
+    assert_clean_logs(servers)
 
 
 # ---------------------------------------------------------------- crash
-
-
-async def _verify(token: str, servers: list[ServerProcess], issuer: str) -> dict[str, Any]:
-    """The access token verifies against the JWKS of every given process; returns its claims."""
-    header = jwt.get_unverified_header(token)
-    assert header["alg"] == "ES256" and header["typ"] == "at+jwt", header
-    claims: dict[str, Any] = {}
-    for server in servers:
-        async with httpx.AsyncClient(base_url=server.base_url, timeout=TIMEOUT) as client:
-            response = await client.get("/.well-known/jwks.json")
-        assert response.status_code == 200, response.text
-        key_set = jwt.PyJWKSet.from_dict(response.json())
-        key = next((k for k in key_set.keys if k.key_id == header["kid"]), None)
-        assert key is not None, f"kid {header['kid']} is not in the JWKS of {server.base_url}"
-        claims = jwt.decode(
-            token,
-            key.key,
-            algorithms=["ES256"],
-            audience=issuer,
-            issuer=issuer,
-            options={"require": ["iss", "sub", "aud", "client_id", "scope", "iat", "exp", "jti"]},
-        )
-    return claims
 
 
 @dataclass
@@ -437,18 +387,13 @@ async def test_kill_9_under_load_loses_nothing_acknowledged(
 
     # Every acknowledged token is recorded, live, and verifies against the restarted server's JWKS.
     jtis = [jti for jti, _ in acked.tokens]
-    db = Database(any_database_url)
-    try:
-        async with db.read() as conn:
-            rows = (await conn.execute(select(access_tokens).where(access_tokens.c.jti.in_(jtis)))).all()
-    finally:
-        await db.dispose()
+    rows = await access_token_rows(any_database_url, jtis)
     found = {row.jti: row for row in rows}
     assert set(found) == set(jtis), f"lost token rows: {sorted(set(jtis) - set(found))[:5]}"
     for row in rows:
         assert row.app_id == flow.app_id and row.user_id == flow.user_id and row.revoked_at is None, row
     for jti, token in acked.tokens:
-        claims = await _verify(token, [restarted], issuer)
+        claims = await verify_on_every_server(token, [restarted], issuer)
         assert claims["jti"] == jti and claims["sub"] == flow.user_id and claims["client_id"] == flow.app_id
 
     # The restarted server serves: a fresh full flow, end to end.
@@ -457,6 +402,6 @@ async def test_kill_9_under_load_loses_nothing_acknowledged(
         code = await fresh.code()
         r = await fresh.redeem(code)
         assert r.status_code == 200, r.text
-        claims = await _verify(r.json()["data"]["access_token"], [restarted], issuer)
+        claims = await verify_on_every_server(r.json()["data"]["access_token"], [restarted], issuer)
         assert claims["sub"] == fresh.user_id and claims["client_id"] == fresh.app_id
-    _assert_clean_logs([server, restarted])  # no error before the kill either
+    assert_clean_logs([server, restarted])  # no error before the kill either

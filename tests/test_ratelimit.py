@@ -23,7 +23,8 @@ from grantd.core.errors import RateLimited
 from grantd.server import create_app
 from grantd.store import ratelimits as store
 from grantd.store.db import Database
-from conftest import PASSWORD, ServerProcess, new_flow, unique_email
+from support.neucron import PASSWORD, new_flow, unique_email
+from support.servers import ServerProcess
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -453,10 +454,10 @@ async def _shared_lockout(servers: list[ServerProcess], limit: int) -> None:
 
 @pytest.mark.db
 async def test_limits_are_shared_by_two_processes_on_one_database(
-    server_factory: Callable[..., ServerProcess], sqlite_url: str
+    deployment: Callable[..., list[ServerProcess]], sqlite_url: str
 ) -> None:
     env = _server_env(rate_limit_login_per_account=5, rate_limit_token_failures_per_client=3)
-    servers = [server_factory(sqlite_url, env=env), server_factory(sqlite_url, env=env)]
+    servers = deployment(sqlite_url, env=env)
     await _shared_lockout(servers, 5)
     # Token failures too: 3 failures spread over both processes, then both refuse.
     async with httpx.AsyncClient(timeout=30) as c:
@@ -494,12 +495,12 @@ def redis_prefix() -> Any:
 
 @pytest.mark.db
 async def test_limits_are_shared_by_two_processes_through_redis(
-    server_factory: Callable[..., ServerProcess], sqlite_url: str, redis_prefix: str
+    deployment: Callable[..., list[ServerProcess]], sqlite_url: str, redis_prefix: str
 ) -> None:
     import redis
 
     env = {**_server_env(rate_limit_login_per_account=4), "GRANTD_REDIS_URL": REDIS_URL, "GRANTD_REDIS_KEY_PREFIX": redis_prefix}
-    servers = [server_factory(sqlite_url, env=env), server_factory(sqlite_url, env=env)]
+    servers = deployment(sqlite_url, env=env)
     await _shared_lockout(servers, 4)
     names = list(redis.Redis.from_url(REDIS_URL).scan_iter(match=redis_prefix + "*"))
     assert names, "the counters should be in Redis"

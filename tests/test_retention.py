@@ -19,13 +19,15 @@ import pytest
 from sqlalchemy import delete, func, insert, select
 
 from acting_user import developer, new_app
-from conftest import UNTHROTTLED, Flow, ServerProcess, _migrate, _pg_admin
 from grantd.api.wire import rfc3339
 from grantd.config import Settings
 from grantd.core import retention
 from grantd.server import create_app
 from grantd.store import retention as retention_store
 from grantd.store.schema import access_tokens, audit_events, authorization_codes, maintenance, refresh_tokens, user_sessions
+from support.databases import migrate, pg_admin, pg_execute
+from support.neucron import Flow
+from support.servers import UNTHROTTLED, ServerProcess
 from test_cli import Cli
 from test_oauth2_security import introspect, token, tokens_of
 
@@ -49,14 +51,14 @@ async def fresh(request: pytest.FixtureRequest, tmp_path: Path, secret_key: str)
         url = f"sqlite+aiosqlite:///{tmp_path / 'prune.db'}"
     else:
         try:
-            admin = await _pg_admin()
+            admin = await pg_admin()
         except Exception as exc:  # noqa: BLE001 - any failure means: not available here
             pytest.skip(f"PostgreSQL is not reachable: {exc.__class__.__name__}: {exc}")
         name = f"grantd_prune_{secrets.token_hex(6)}"
         await admin.execute(f'CREATE DATABASE "{name}"')
         await admin.close()
         url, drop = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}", name
-    await _migrate(url)
+    await migrate(url)
     settings = Settings(
         database_url=url, secret_key=secret_key, data_dir=tmp_path / "data", issuer=ISSUER,
         refresh_token_grace=0,  # any reuse of a rotated refresh token revokes its family
@@ -69,9 +71,7 @@ async def fresh(request: pytest.FixtureRequest, tmp_path: Path, secret_key: str)
                 yield application, client
     finally:
         if drop is not None:
-            admin = await _pg_admin()
-            await admin.execute(f'DROP DATABASE IF EXISTS "{drop}" WITH (FORCE)')
-            await admin.close()
+            await pg_execute(f'DROP DATABASE IF EXISTS "{drop}" WITH (FORCE)')
 
 
 async def _counts(ctx: Any) -> dict[str, int]:

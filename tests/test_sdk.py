@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -34,8 +34,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from conftest import Flow, ServerProcess, free_port, new_flow, start_server
 from grantd.sdk import AccessToken, InvalidTokenError, RequirePermissionsMiddleware, TokenVerifier
+from support.neucron import Flow, new_flow
+from support.servers import ServerProcess, free_port, server_on_new_sqlite, wait_until_answers
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "examples"))
@@ -52,10 +53,8 @@ SERVER_PACKAGES = ("fastapi", "starlette", "sqlalchemy", "alembic", "pydantic", 
 @pytest.fixture(scope="module")
 def grantd(tmp_path_factory: pytest.TempPathFactory, secret_key: str) -> Iterator[ServerProcess]:
     """One grantd process for this module, on its own SQLite file."""
-    data_dir = tmp_path_factory.mktemp("sdk")
-    server = start_server(f"sqlite+aiosqlite:///{data_dir / 'grantd.db'}", secret_key, data_dir)
-    yield server
-    server.stop()
+    with server_on_new_sqlite(tmp_path_factory, secret_key, "sdk") as server:
+        yield server
 
 
 @contextmanager
@@ -508,63 +507,60 @@ async def test_the_starlette_middleware_guards_a_whole_app(grantd: ServerProcess
 # ---------------------------------------------------------------- key rotation and revocation
 
 
-async def test_no_request_fails_across_a_signing_key_rotation(tmp_path: Path, secret_key: str) -> None:
+async def test_no_request_fails_across_a_signing_key_rotation(
+    tmp_path: Path, secret_key: str, server_factory: Callable[..., ServerProcess]
+) -> None:
     """grantd rotates its signing key (`--delay 0`: the new key signs at once) while a resource
     server keeps verifying fresh tokens and old ones: every request succeeds, and the resource
     server learns the new key from the JWKS by itself."""
     database_url = f"sqlite+aiosqlite:///{tmp_path / 'rotation.db'}"
-    server = start_server(
-        database_url, secret_key, tmp_path, env={"GRANTD_SIGNING_KEY_RELOAD_INTERVAL": "1"}
-    )
-    try:
-        first_token, flow = await user_token(server)
-        old_kid = jwt.get_unverified_header(first_token)["kid"]
-        statuses: list[int] = []
-        kids: list[str] = []
-        with serve(profile_api.create_app(TokenVerifier(server.base_url))) as api:
-            async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as issuer, httpx.AsyncClient(
-                base_url=api, timeout=30
-            ) as resource:
-                flow.client = issuer
+    server = server_factory(database_url, env={"GRANTD_SIGNING_KEY_RELOAD_INTERVAL": "1"})
+    first_token, flow = await user_token(server)
+    old_kid = jwt.get_unverified_header(first_token)["kid"]
+    statuses: list[int] = []
+    kids: list[str] = []
+    with serve(profile_api.create_app(TokenVerifier(server.base_url))) as api:
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as issuer, httpx.AsyncClient(
+            base_url=api, timeout=30
+        ) as resource:
+            flow.client = issuer
 
-                async def one_round() -> str:
-                    token = (await flow.redeem(await flow.code(permissions="read_profile,write_data"))).json()["data"]["access_token"]
-                    # Several at once: those arriving while the resource server re-reads the JWKS wait for it.
-                    responses = await asyncio.gather(
-                        *(resource.get("/me", headers={"Authorization": f"Bearer {bearer}"}) for bearer in [token] * 4 + [first_token])
-                    )
-                    statuses.extend(response.status_code for response in responses)
-                    kids.append(jwt.get_unverified_header(token)["kid"])
-                    return kids[-1]
-
-                for _ in range(5):
-                    await one_round()
-                env = {
-                    **{k: v for k, v in os.environ.items() if not k.startswith("GRANTD_")},
-                    "GRANTD_DATABASE_URL": database_url,
-                    "GRANTD_SECRET_KEY": secret_key,
-                    "GRANTD_DATA_DIR": str(tmp_path),
-                    "GRANTD_ISSUER": server.base_url,
-                }
-                rotate = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "grantd", "signing-keys", "rotate", "--delay", "0", "--json",
-                    env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            async def one_round() -> str:
+                token = (await flow.redeem(await flow.code(permissions="read_profile,write_data"))).json()["data"]["access_token"]
+                # Several at once: those arriving while the resource server re-reads the JWKS wait for it.
+                responses = await asyncio.gather(
+                    *(resource.get("/me", headers={"Authorization": f"Bearer {bearer}"}) for bearer in [token] * 4 + [first_token])
                 )
-                while rotate.returncode is None:  # keep the traffic going while the rotation runs
-                    await one_round()
-                    try:
-                        await asyncio.wait_for(rotate.wait(), 0.01)
-                    except TimeoutError:
-                        pass
-                out, err = await rotate.communicate()
-                assert rotate.returncode == 0, err.decode()
-                new_kid = json.loads(out)["kid"]
-                deadline = time.monotonic() + 20
-                while kids[-1] != new_kid or kids.count(new_kid) < 5:
-                    assert time.monotonic() < deadline, f"grantd never signed with {new_kid}; kids seen: {set(kids)}"
-                    await one_round()
-    finally:
-        server.stop()
+                statuses.extend(response.status_code for response in responses)
+                kids.append(jwt.get_unverified_header(token)["kid"])
+                return kids[-1]
+
+            for _ in range(5):
+                await one_round()
+            env = {
+                **{k: v for k, v in os.environ.items() if not k.startswith("GRANTD_")},
+                "GRANTD_DATABASE_URL": database_url,
+                "GRANTD_SECRET_KEY": secret_key,
+                "GRANTD_DATA_DIR": str(tmp_path),
+                "GRANTD_ISSUER": server.base_url,
+            }
+            rotate = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "grantd", "signing-keys", "rotate", "--delay", "0", "--json",
+                env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            )
+            while rotate.returncode is None:  # keep the traffic going while the rotation runs
+                await one_round()
+                try:
+                    await asyncio.wait_for(rotate.wait(), 0.01)
+                except TimeoutError:
+                    pass
+            out, err = await rotate.communicate()
+            assert rotate.returncode == 0, err.decode()
+            new_kid = json.loads(out)["kid"]
+            deadline = time.monotonic() + 20
+            while kids[-1] != new_kid or kids.count(new_kid) < 5:
+                assert time.monotonic() < deadline, f"grantd never signed with {new_kid}; kids seen: {set(kids)}"
+                await one_round()
     assert old_kid != new_kid and {old_kid, new_kid} <= set(kids)
     assert set(statuses) == {200}, f"{len([s for s in statuses if s != 200])} of {len(statuses)} requests failed"
 
@@ -614,15 +610,7 @@ def test_the_readme_calls_the_example_api_with_the_walkthroughs_token(grantd: Se
         stderr=subprocess.STDOUT,
     )
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert api.poll() is None and time.monotonic() < deadline, (tmp_path / "profile_api.log").read_text()
-            time.sleep(0.1)
+        wait_until_answers(f"http://127.0.0.1:{port}/healthz", api, tmp_path / "profile_api.log", seconds=20, what="uvicorn")
         script = readme_block("walkthrough") + readme_block("resource-server")
         result = subprocess.run(
             ["bash", "-euo", "pipefail", "-c", script],

@@ -18,7 +18,6 @@ from urllib.parse import quote_plus
 import httpx
 import pytest
 
-from conftest import PASSWORD, PG_ADMIN_DSN, Flow, _pg_admin, _postgres_available, new_flow
 from grantd.config import Settings
 from secret_harvest import (
     HARVEST,
@@ -31,6 +30,8 @@ from secret_harvest import (
     public_values_sent_as_secrets,
     report,
 )
+from support.databases import PG_ADMIN_DSN, pg_execute, postgres_available
+from support.neucron import PASSWORD, Flow, new_flow
 
 # A run of the whole suite harvests thousands; a floor well below that catches a harvest that broke.
 WHOLE_SUITE_FLOOR = 300
@@ -96,20 +97,13 @@ async def test_the_scanner_finds_secrets_planted_in_a_log_line_and_a_database_co
 
 @pytest.mark.db
 async def test_the_scanner_finds_a_secret_planted_in_a_postgres_column(flow: Flow) -> None:
-    reason = await asyncio.to_thread(_postgres_available)
+    reason = await asyncio.to_thread(postgres_available)
     if reason:
         pytest.skip(reason)
     _harvested(flow)
     name = f"grantd_planted_{secrets.token_hex(6)}"  # a throwaway database, not registered for the final scan
 
-    async def admin(sql: str) -> None:
-        conn = await _pg_admin()
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    await admin(f'CREATE DATABASE "{name}"')
+    await pg_execute(f'CREATE DATABASE "{name}"')
     try:
         import asyncpg
 
@@ -124,7 +118,7 @@ async def test_the_scanner_finds_a_secret_planted_in_a_postgres_column(flow: Flo
         scanner = Scanner(iter_secrets(), controls={"key_id": flow.key_id})
         findings, rows = await scanner.scan_postgres(f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}")
     finally:
-        await admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await pg_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     assert rows == {"app.keys": 1, "public.clean": 1}
     assert [(f.place, f.kind, f.form) for f in findings] == [(f"postgres {name} app.keys", "key_secret", "hex")], findings
     assert scanner.seen["key_id"] == {f"postgres {name} app.keys", f"postgres {name} public.clean"}

@@ -19,8 +19,8 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from conftest import ServerProcess
 from grantd.store.db import Database
+from support.servers import ServerProcess
 
 pytestmark = pytest.mark.db
 

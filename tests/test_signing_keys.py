@@ -10,13 +10,13 @@ import httpx
 import jwt
 import pytest
 
-from conftest import Flow
 from cryptography.exceptions import InvalidTag
 
 from grantd.config import Settings
 from grantd.core import signing_keys
 from grantd.core.context import Context
 from grantd.crypto.jws import KeySealer
+from support.neucron import Flow
 
 pytestmark = pytest.mark.db
 

@@ -1,6 +1,7 @@
 import pytest
 
-from conftest import Flow, new_flow
+from support.neucron import Flow, new_flow
+
 
 
 async def test_code_flow_in_process(flow: Flow) -> None:

@@ -18,8 +18,8 @@ import pytest
 
 from grantd.config import Settings
 from grantd.server import create_app
+from support.neucron import PASSWORD, sign_up, unique_email
 
-from conftest import PASSWORD, sign_up, unique_email
 
 pytestmark = pytest.mark.db
 

@@ -22,8 +22,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from grantd.sdk import InvalidTokenError, TokenVerifier
+from support.neucron import Flow
 
-from conftest import Flow
 
 SKEW = 30  # the leeway of both the server (crypto/jws.py) and the SDK's default
 Forge = Callable[[str], str]

@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import httpx
 import pytest
 
-from conftest import PASSWORD, ServerProcess, start_server, unique_email
+from support.neucron import PASSWORD, unique_email
+from support.servers import ServerProcess, server_on_new_sqlite
 
 CHROMIUM = os.environ.get("GRANTD_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -73,20 +75,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 # ---------------------------------------------------------------- the server
 
 
-def launch_server(tmp_path_factory: pytest.TempPathFactory, secret_key: str, **env: Any) -> ServerProcess:
-    """A real `grantd serve` on a fresh SQLite database (it migrates itself); ``env``: GRANTD_* overrides
-    by setting name, e.g. ``rate_limit_signup_per_address=2``."""
-    data_dir = tmp_path_factory.mktemp("browser-server")
-    database_url = f"sqlite+aiosqlite:///{data_dir / 'grantd.db'}"
+@contextmanager
+def launch_server(tmp_path_factory: pytest.TempPathFactory, secret_key: str, **env: Any) -> Iterator[ServerProcess]:
+    """A real `grantd serve` on a fresh SQLite database (it migrates itself), stopped on leaving the
+    block; ``env``: GRANTD_* overrides by setting name, e.g. ``rate_limit_signup_per_address=2``."""
     overrides = {f"GRANTD_{name.upper()}": str(value) for name, value in env.items()}
-    return start_server(database_url, secret_key, data_dir, env=overrides)
+    with server_on_new_sqlite(tmp_path_factory, secret_key, "browser-server", env=overrides) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
 def live_server(tmp_path_factory: pytest.TempPathFactory, secret_key: str) -> Iterator[ServerProcess]:
-    server = launch_server(tmp_path_factory, secret_key)
-    yield server
-    server.stop()
+    with launch_server(tmp_path_factory, secret_key) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
@@ -157,6 +158,11 @@ def shoot() -> Callable[[Any, str], Path]:
 
 
 # ---------------------------------------------------------------- people
+
+
+def field_error(page: Any, label: str) -> Any:
+    """The error shown in the same form row as the control labelled ``label``."""
+    return page.locator(".field", has=page.get_by_label(label, exact=True)).locator(".error")
 
 
 def follow(page: Any, control: Any) -> None:

@@ -7,13 +7,9 @@ from collections.abc import Callable
 
 import httpx
 
-from browser.conftest import follow, new_user, sign_in
+from browser.conftest import field_error, follow, new_user, sign_in
 
 NEW_PASSWORD = "a brand new passphrase"
-
-
-def field_error(page: Any, label: str) -> Any:
-    return page.locator(".field", has=page.get_by_label(label, exact=True)).locator(".error")
 
 
 def change_password(page: Any, current: str, new: str) -> None:

@@ -12,14 +12,9 @@ from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 
-from browser.conftest import PHONE, new_account, sign_in
+from browser.conftest import PHONE, field_error, new_account, sign_in
 
 REDIRECT_URI = "https://printer.example/oauth/callback"
-
-
-def field_error(page: Any, label: str) -> Any:
-    """The error shown in the same form row as the control labelled ``label``."""
-    return page.locator(".field", has=page.get_by_label(label, exact=True)).locator(".error")
 
 
 def open_console(page: Any) -> None:

@@ -23,7 +23,8 @@ from urllib.parse import parse_qsl, urlsplit
 import httpx
 import pytest
 
-from conftest import PASSWORD, unique_email
+from support.neucron import PASSWORD, unique_email
+
 
 
 class AppSite:

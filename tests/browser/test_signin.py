@@ -10,7 +10,8 @@ import httpx
 import pytest
 
 from browser.conftest import follow, launch_server, new_account, sign_in
-from conftest import PASSWORD, ServerProcess, unique_email
+from support.neucron import PASSWORD, unique_email
+from support.servers import ServerProcess
 
 
 def test_wrong_password_then_sign_in(page: Any, api: httpx.Client, base_url: str, shoot: Any) -> None:
@@ -52,14 +53,13 @@ def test_sign_out_ends_the_session(signed_in_page: tuple[Any, str, str], base_ur
 
 @pytest.fixture(scope="module")
 def strict_server(tmp_path_factory: pytest.TempPathFactory, secret_key: str) -> Iterator[ServerProcess]:
-    server = launch_server(
+    with launch_server(
         tmp_path_factory,
         secret_key,
         rate_limit_login_per_account=3,
         rate_limit_signup_per_address=2,
-    )
-    yield server
-    server.stop()
+    ) as server:
+        yield server
 
 
 def test_sign_in_lock_out(page: Any, strict_server: ServerProcess, shoot: Any) -> None:

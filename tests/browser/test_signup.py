@@ -6,13 +6,8 @@ from typing import Any
 
 import httpx
 
-from browser.conftest import follow, new_account
-from conftest import PASSWORD, unique_email
-
-
-def field_error(page: Any, label: str) -> Any:
-    """The error shown in the same form row as the control labelled ``label``."""
-    return page.locator(".field", has=page.get_by_label(label, exact=True)).locator(".error")
+from browser.conftest import field_error, follow, new_account
+from support.neucron import PASSWORD, unique_email
 
 
 def submit_signup(page: Any, email: str, password: str) -> None:

@@ -56,6 +56,14 @@ async function introspect(as, token, hint) {
   return oauth.processIntrospectionResponse(as, client, response);
 }
 
+async function revoke(as, token, hint) {
+  const response = await oauth.revocationRequest(as, client, clientAuth, token, {
+    ...insecure,
+    additionalParameters: { token_type_hint: hint },
+  });
+  await oauth.processRevocationResponse(response);
+}
+
 async function validateAccessToken(as, accessToken) {
   // oauth4webapi's RFC 9068 validation (typ at+jwt, required claims, signature by the jwks_uri keys)...
   const request = new Request(issuer, { headers: { authorization: `Bearer ${accessToken}` } });
@@ -136,22 +144,12 @@ async function main() {
   };
 
   // Revocation (RFC 7009) of the access token, then of the refresh token.
-  await oauth.processRevocationResponse(
-    await oauth.revocationRequest(as, client, clientAuth, refreshed.access_token, {
-      ...insecure,
-      additionalParameters: { token_type_hint: 'access_token' },
-    }),
-  );
+  await revoke(as, refreshed.access_token, 'access_token');
   const afterAccessRevoked = {
     access: await introspect(as, refreshed.access_token, 'access_token'),
     refresh: await introspect(as, refreshed.refresh_token, 'refresh_token'),
   };
-  await oauth.processRevocationResponse(
-    await oauth.revocationRequest(as, client, clientAuth, refreshed.refresh_token, {
-      ...insecure,
-      additionalParameters: { token_type_hint: 'refresh_token' },
-    }),
-  );
+  await revoke(as, refreshed.refresh_token, 'refresh_token');
   report.revocation = {
     after_access_revoked: afterAccessRevoked,
     after_refresh_revoked: await introspect(as, refreshed.refresh_token, 'refresh_token'),

@@ -1,0 +1,47 @@
+"""Every route of the app, derived from the app itself (its ``routes``), never from a list kept by hand:
+a route added to grantd is in every test that walks them (the error tests, the OpenAPI tests).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.routing import APIRoute
+
+from grantd.api.deps import current_user
+
+
+def api_routes(app: Any) -> list[tuple[str, str, APIRoute]]:
+    """(method, path, route) of every API route, with router prefixes applied."""
+    try:
+        from fastapi.routing import iter_route_contexts
+    except ImportError:  # FastAPI before included routers were kept as wrappers
+        return [(m, r.path, r) for r in app.routes if isinstance(r, APIRoute) for m in sorted(r.methods)]
+    return [
+        (m, context.path, context.original_route)
+        for context in iter_route_contexts(app.routes)
+        if isinstance(context.original_route, APIRoute)
+        for m in sorted(context.methods)
+    ]
+
+
+def documented_routes(app: Any) -> list[tuple[str, str, APIRoute]]:
+    """The API routes that /openapi.json documents."""
+    return [(m, p, r) for m, p, r in api_routes(app) if r.include_in_schema]
+
+
+def neucron_paths(app: Any) -> set[str]:
+    """The Neucron routes: those served both at the root and under /v1."""
+    paths = {path for _, path, _ in api_routes(app)}
+    return {p for p in paths if "/v1" + p in paths} | {"/v1" + p for p in paths if "/v1" + p in paths}
+
+
+def needs_user(route: APIRoute) -> bool:
+    """Whether the route asks for a user's token: ``current_user`` is among its dependencies, at any depth."""
+    stack = list(route.dependant.dependencies)
+    while stack:
+        dependency = stack.pop()
+        if dependency.call is current_user:
+            return True
+        stack.extend(dependency.dependencies)
+    return False
