@@ -44,6 +44,7 @@ from grantd.api.limits import declared_too_large, receive_within, timed_out, too
 from grantd.config import Settings
 from grantd.core.context import Context
 from grantd.core.errors import GrantdError
+from grantd.forms import parse_form
 
 log = logging.getLogger("grantd")
 
@@ -166,12 +167,12 @@ class HotRoutes:
 
     @staticmethod
     async def _oauth2_token(ctx: Context, scope: Scope, body: bytes, headers: dict[bytes, bytes]) -> Response:
-        form = oauth2.parse_form(_text(headers.get(b"content-type")) or "", body)
+        form = parse_form(_text(headers.get(b"content-type")) or "", body)
         return await oauth2.issue_token(ctx, _text(headers.get(b"authorization")), form, _address(scope), scope)
 
     @staticmethod
     async def _introspect(ctx: Context, scope: Scope, body: bytes, headers: dict[bytes, bytes]) -> Response:
-        form = oauth2.parse_form(_text(headers.get(b"content-type")) or "", body)
+        form = parse_form(_text(headers.get(b"content-type")) or "", body)
         return await oauth2.introspect_token(ctx, _text(headers.get(b"authorization")), form, _address(scope))
 
     async def _jwks_document(self, ctx: Context, scope: Scope, body: bytes, headers: dict[bytes, bytes]) -> Response:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 from typing import Any, NoReturn
-from urllib.parse import parse_qsl, unquote_plus
+from urllib.parse import unquote_plus
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
@@ -21,12 +21,11 @@ from grantd.core import clients, ratelimit, tokens
 from grantd.core.context import Context
 from grantd.crypto.secrets import key_id_of_secret
 from grantd.core.errors import GrantdError, InvalidClient, InvalidRequest, UnsupportedGrantType
+from grantd.forms import FORM, read_form
 
 router = APIRouter(tags=["OAuth 2.0"])
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
-FORM = "application/x-www-form-urlencoded"
-MAX_PARAMETER_LENGTH = 4096
 
 
 def document_client_auth(schema: dict[str, Any]) -> dict[str, Any]:
@@ -62,31 +61,6 @@ def render_error(exc: GrantdError) -> Response:
 
 def _json(data: dict[str, Any]) -> Response:
     return JSONBody(data, 200, NO_STORE)
-
-
-def parse_form(content_type: str, body: bytes) -> dict[str, str]:
-    """A form body; every parameter at most once (RFC 6749 §3.2), an empty value counting as absent."""
-    if content_type.split(";")[0].strip().lower() != FORM:
-        raise InvalidRequest(f"The body must be {FORM}.")
-    try:
-        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
-    except (UnicodeDecodeError, ValueError):
-        raise InvalidRequest("The body is not valid form encoding.") from None
-    form: dict[str, str] = {}
-    for name, value in pairs:
-        if "\x00" in name or "\x00" in value:  # no parameter holds U+0000; PostgreSQL text cannot
-            raise InvalidRequest("The body must not contain the NUL character (%00).")
-        if name in form:
-            raise InvalidRequest(f"{name} is repeated.")
-        if len(value) > MAX_PARAMETER_LENGTH:
-            raise InvalidRequest(f"{name} is too long.")
-        if value != "":
-            form[name] = value
-    return form
-
-
-async def read_form(request: Request) -> dict[str, str]:
-    return parse_form(request.headers.get("content-type", ""), await request.body())
 
 
 def _basic_credentials(header: str | None) -> tuple[str, str] | None:

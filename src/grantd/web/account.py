@@ -10,12 +10,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from grantd.api.oauth2 import read_form
 from grantd.core import accounts, grants
 from grantd.core import permissions as perms
 from grantd.core.accounts import Principal
 from grantd.core.context import Context
 from grantd.core.errors import GrantdError, InvalidGrant, InvalidRequest, NotFound, RateLimited
+from grantd.forms import read_form
 from grantd.web import session
 from grantd.web.pages import error_page, redirect, to_signin, user_page, wait_time
 

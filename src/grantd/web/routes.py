@@ -15,7 +15,6 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from grantd.api.oauth2 import MAX_PARAMETER_LENGTH, read_form
 from grantd.core import accounts, authorization
 from grantd.core.accounts import Principal
 from grantd.core.context import Context
@@ -29,6 +28,7 @@ from grantd.core.errors import (
     InvalidToken,
     RateLimited,
 )
+from grantd.forms import MAX_PARAMETER_LENGTH, read_form
 from grantd.web import session
 from grantd.web.pages import error_page, form_target, page, redirect, safe_next, user_page, wait_time
 
