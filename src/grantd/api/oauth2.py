@@ -11,7 +11,7 @@ import base64
 from typing import Any, NoReturn
 from urllib.parse import unquote_plus
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from starlette.responses import Response
 
 from grantd import telemetry
@@ -22,8 +22,6 @@ from grantd.core.context import Context
 from grantd.crypto.secrets import key_id_of_secret
 from grantd.core.errors import GrantdError, InvalidClient, InvalidRequest, UnsupportedGrantType
 from grantd.forms import FORM, read_form
-
-router = APIRouter(tags=["OAuth 2.0"])
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
@@ -168,9 +166,10 @@ def _issued(issued: tokens.IssuedToken) -> Response:
     return _json(body)
 
 
+# The OpenAPI documentation of the form endpoints, which the route table (grantd.routes) declares them with.
 _STRING: dict[str, Any] = {"type": "string"}
 _CLIENT_FIELDS = {"client_id": _STRING, "client_secret": _STRING}
-_TOKEN_REQUEST = {
+TOKEN_REQUEST = {
     "grant_type": {"type": "string", "enum": ["authorization_code", "refresh_token", "client_credentials"]},
     "code": _STRING,
     "redirect_uri": _STRING,
@@ -179,14 +178,14 @@ _TOKEN_REQUEST = {
     "scope": _STRING,
     **_CLIENT_FIELDS,
 }
-_TOKEN_PARAMETER = {
+TOKEN_PARAMETER = {
     "token": _STRING,
     "token_type_hint": {"type": "string", "description": "access_token or refresh_token; a hint only, any value is accepted."},
     **_CLIENT_FIELDS,
 }
 
 
-def _form_doc(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
+def form_doc(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
     """OpenAPI for a form-encoded body, authenticated by Basic or by client_id/client_secret in the form."""
     schema = {"type": "object", "properties": properties, "required": required}
     return {
@@ -200,7 +199,7 @@ _ERROR_SCHEMA = {
     "properties": {"error": {"type": "string"}, "error_description": {"type": "string"}},
     "required": ["error", "error_description"],
 }
-_ERRORS_DOC = {
+ERRORS_DOC = {
     400: {"description": "RFC 6749 §5.2 error", "content": {"application/json": {"schema": _ERROR_SCHEMA}}},
     401: {"description": "invalid_client", "content": {"application/json": {"schema": _ERROR_SCHEMA}}},
     429: {
@@ -208,7 +207,7 @@ _ERRORS_DOC = {
         "content": {"application/json": {"schema": _ERROR_SCHEMA}},
     },
 }
-_TOKEN_SCHEMA = {
+TOKEN_SCHEMA = {
     "type": "object",
     "properties": {
         "access_token": {"type": "string"},
@@ -219,17 +218,9 @@ _TOKEN_SCHEMA = {
     },
     "required": ["access_token", "token_type", "expires_in", "scope"],
 }
+INTROSPECTION_SCHEMA = {"type": "object", "properties": {"active": {"type": "boolean"}}, "required": ["active"]}
 
 
-@router.post(
-    "/oauth2/token",
-    summary="Token endpoint (RFC 6749 §3.2): authorization_code with PKCE, refresh_token, client_credentials",
-    openapi_extra=_form_doc(_TOKEN_REQUEST, ["grant_type"]),
-    responses={
-        200: {"content": {"application/json": {"schema": _TOKEN_SCHEMA}}},
-        **_ERRORS_DOC,
-    },
-)
 async def token(request: Request) -> Response:
     form = await read_form(request)
     return await issue_token(
@@ -289,13 +280,6 @@ async def issue_token(
     return _issued(issued)
 
 
-@router.post(
-    "/oauth2/revoke",
-    summary="Token revocation (RFC 7009): access or refresh tokens of the calling app",
-    openapi_extra=_form_doc(_TOKEN_PARAMETER, ["token"]),
-    response_class=Response,  # the 200 has an empty body (RFC 7009 §2.2), not JSON
-    responses={200: {"description": "Revoked, or was not the caller's to revoke"}, **_ERRORS_DOC},
-)
 async def revoke(request: Request) -> Response:
     ctx: Context = request.app.state.ctx
     form = await read_form(request)
@@ -305,21 +289,6 @@ async def revoke(request: Request) -> Response:
     return Response(b"", 200, headers=NO_STORE)
 
 
-@router.post(
-    "/oauth2/introspect",
-    summary="Token introspection (RFC 7662) of the calling app's tokens",
-    openapi_extra=_form_doc(_TOKEN_PARAMETER, ["token"]),
-    responses={
-        200: {
-            "content": {
-                "application/json": {
-                    "schema": {"type": "object", "properties": {"active": {"type": "boolean"}}, "required": ["active"]}
-                }
-            }
-        },
-        **_ERRORS_DOC,
-    },
-)
 async def introspect(request: Request) -> Response:
     form = await read_form(request)
     return await introspect_token(
@@ -340,11 +309,6 @@ async def introspect_token(ctx: Context, authorization: str | None, form: dict[s
         raise _missing("token")
 
 
-@router.get(
-    "/.well-known/oauth-authorization-server",
-    tags=["Discovery"],
-    summary="Authorization server metadata (RFC 8414)",
-)
 async def metadata(request: Request) -> Response:
     ctx: Context = request.app.state.ctx
     issuer = ctx.settings.issuer

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from starlette.responses import Response
 
 from grantd import metrics
 from grantd.api.jsonbody import JSONBody
 from grantd.core.health import CHECKS, readiness
-
-router = APIRouter(tags=["Operations"])
 
 NO_STORE = {"Cache-Control": "no-store"}
 
@@ -26,8 +24,8 @@ def _json(body: dict[str, Any], status: int) -> Response:
     return JSONBody(body, status, NO_STORE)
 
 
-_STATUS_SCHEMA = {"type": "object", "properties": {"status": {"type": "string"}}, "required": ["status"]}
-_READY_SCHEMA = {
+STATUS_SCHEMA = {"type": "object", "properties": {"status": {"type": "string"}}, "required": ["status"]}
+READY_SCHEMA = {
     "type": "object",
     "properties": {
         "status": {"type": "string", "enum": ["ready", "not_ready"]},
@@ -40,23 +38,10 @@ _READY_SCHEMA = {
 }
 
 
-@router.get(
-    "/healthz",
-    summary="Liveness: the process answers (the database is not consulted)",
-    responses={200: {"content": {"application/json": {"schema": _STATUS_SCHEMA}}}},
-)
 async def healthz() -> Response:
     return _json({"status": "ok"}, 200)
 
 
-@router.get(
-    "/readyz",
-    summary="Readiness: database reachable, migrations current, a signing key active",
-    responses={
-        200: {"description": "Ready", "content": {"application/json": {"schema": _READY_SCHEMA}}},
-        503: {"description": "Not ready; `checks` says which check failed", "content": {"application/json": {"schema": _READY_SCHEMA}}},
-    },
-)
 async def readyz(request: Request) -> Response:
     checks = await readiness(getattr(request.app.state, "ctx", None))
     ready = all(value == "ok" for value in checks.values())
