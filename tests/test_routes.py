@@ -8,12 +8,16 @@ malformed body is pinned here, to the message.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 
-from conftest import sign_up
+from grantd import metrics, routes
+from grantd.api.errors import Dialects
+
+from conftest import new_flow, sign_up
 
 JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"
@@ -96,7 +100,8 @@ async def test_an_unknown_path_is_answered_in_its_neighbours_dialect(
     ],
 )
 async def test_beside_a_hot_route_an_unknown_path_is_a_404(client: httpx.AsyncClient, path: str, dialect: str) -> None:
-    assert_error(await client.post(path, content=b"{}", headers={"Content-Type": JSON}), 404, dialect, "not_found", NOT_FOUND)
+    response = await client.post(path, content=b"{}", headers={"Content-Type": JSON})
+    assert_error(response, 404, dialect, "not_found", NOT_FOUND)
 
 
 # ---------------------------------------------------------------- methods a route does not take
@@ -182,8 +187,24 @@ FORM_BODIES = [
 ]
 
 
-def neucron_cases(paths: list[str], bodies: list[tuple[bytes, str | None, str]]) -> list[Any]:
-    return [pytest.param(path, *case, id=f"{path} {case[1]} {case[0][:40]!r}") for path in paths for case in bodies]
+HOT_PATHS = {
+    "/oauth/token": "neucron",
+    "/v1/oauth/token": "neucron",
+    "/oauth/authorize": "neucron",
+    "/v1/oauth/authorize": "neucron",
+    "/oauth2/token": "oauth2",
+    "/oauth2/introspect": "oauth2",
+}
+MALFORMED = [
+    pytest.param(path, *case, id=f"{path} {case[1]} {case[0][:40]!r}")
+    for paths, bodies in (
+        (["/oauth/token", "/v1/oauth/token"], NEUCRON_TOKEN_BODIES),
+        (["/oauth/authorize", "/v1/oauth/authorize"], NEUCRON_AUTHORIZE_BODIES),
+        (["/oauth2/token", "/oauth2/introspect"], FORM_BODIES),
+    )
+    for path in paths
+    for case in bodies
+]
 
 
 @pytest.fixture(scope="module")
@@ -191,54 +212,36 @@ async def user_token(client: httpx.AsyncClient) -> str:
     return (await sign_up(client))[1]
 
 
-async def post(client: httpx.AsyncClient, path: str, body: bytes, content_type: str | None, **headers: str) -> httpx.Response:
+@pytest.fixture(scope="module")
+async def fastapi_alone(app: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """The app without its hot dispatch: FastAPI, which the dispatch hands every other request to,
+    answers the hot routes too, with their FastAPI handlers."""
+    transport = httpx.ASGITransport(app=app.hot_routes.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        yield c
+
+
+@pytest.fixture(params=["hot", "fastapi"], ids=["served", "by-fastapi-alone"])
+def served_by(request: pytest.FixtureRequest) -> httpx.AsyncClient:
+    """Each hot route as served, and by its FastAPI handler: the two answer alike."""
+    return request.getfixturevalue("client" if request.param == "hot" else "fastapi_alone")  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize(("path", "body", "content_type", "text"), MALFORMED)
+async def test_a_hot_route_refuses_a_malformed_body(
+    served_by: httpx.AsyncClient, user_token: str, path: str, body: bytes, content_type: str | None, text: str
+) -> None:
+    headers = {"Authorization": f"Bearer {user_token}"} if path.endswith("/authorize") else {}
     if content_type is not None:
         headers["Content-Type"] = content_type
-    return await client.post(path, content=body, headers=headers)
+    response = await served_by.post(path, content=body, headers=headers)
+    assert_error(response, 400, HOT_PATHS[path], "invalid_request", text)
 
 
-@pytest.mark.parametrize(
-    ("path", "body", "content_type", "text"), neucron_cases(["/oauth/token", "/v1/oauth/token"], NEUCRON_TOKEN_BODIES)
-)
-async def test_the_neucron_token_endpoint_refuses_a_malformed_body(
-    client: httpx.AsyncClient, path: str, body: bytes, content_type: str | None, text: str
-) -> None:
-    assert_error(await post(client, path, body, content_type), 400, "neucron", "invalid_request", text)
-
-
-@pytest.mark.parametrize(
-    ("path", "body", "content_type", "text"), neucron_cases(["/oauth/authorize", "/v1/oauth/authorize"], NEUCRON_AUTHORIZE_BODIES)
-)
-async def test_the_neucron_authorize_endpoint_refuses_a_malformed_body(
-    client: httpx.AsyncClient, user_token: str, path: str, body: bytes, content_type: str | None, text: str
-) -> None:
-    response = await post(client, path, body, content_type, Authorization=f"Bearer {user_token}")
-    assert_error(response, 400, "neucron", "invalid_request", text)
-
-
-@pytest.mark.parametrize(
-    ("path", "body", "content_type", "text"), neucron_cases(["/oauth2/token", "/oauth2/introspect"], FORM_BODIES)
-)
-async def test_the_form_endpoints_refuse_a_malformed_body(
-    client: httpx.AsyncClient, path: str, body: bytes, content_type: str | None, text: str
-) -> None:
-    assert_error(await post(client, path, body, content_type), 400, "oauth2", "invalid_request", text)
-
-
-@pytest.mark.parametrize(
-    ("path", "dialect"),
-    [
-        ("/oauth/token", "neucron"),
-        ("/v1/oauth/token", "neucron"),
-        ("/oauth/authorize", "neucron"),
-        ("/v1/oauth/authorize", "neucron"),
-        ("/oauth2/token", "oauth2"),
-        ("/oauth2/introspect", "oauth2"),
-    ],
-)
+@pytest.mark.parametrize(("path", "dialect"), HOT_PATHS.items())
 @pytest.mark.parametrize("declared", [True, False], ids=["declared", "streamed"])
 async def test_a_hot_route_refuses_a_body_too_large_in_its_dialect(
-    client: httpx.AsyncClient, app: Any, path: str, dialect: str, declared: bool
+    served_by: httpx.AsyncClient, app: Any, path: str, dialect: str, declared: bool
 ) -> None:
     limit = app.state.ctx.settings.max_body_bytes
     body = b"x" * (limit + 1)
@@ -248,5 +251,98 @@ async def test_a_hot_route_refuses_a_body_too_large_in_its_dialect(
         yield body[limit:]
 
     content_type = JSON if dialect == "neucron" else FORM
-    response = await client.post(path, content=body if declared else streamed(), headers={"Content-Type": content_type})
+    response = await served_by.post(path, content=body if declared else streamed(), headers={"Content-Type": content_type})
     assert_error(response, 413, dialect, "invalid_request", f"Request body is larger than {limit} bytes.")
+
+
+async def test_a_hot_route_and_its_fastapi_handler_answer_alike(
+    client: httpx.AsyncClient, fastapi_alone: httpx.AsyncClient
+) -> None:
+    """A success and the errors of the handlers' own: the same status, body and headers."""
+    flow = await new_flow(client)
+    basic = httpx.BasicAuth(flow.app_id, flow.key_secret)
+    form = {"Content-Type": FORM}
+    requests: list[tuple[str, str, dict[str, Any]]] = [
+        ("GET", "/.well-known/jwks.json", {}),
+        ("POST", "/oauth2/token", {"content": b"grant_type=password", "headers": form, "auth": basic}),
+        ("POST", "/oauth2/token", {"content": b"grant_type=client_credentials", "headers": form}),
+        ("POST", "/oauth2/introspect", {"content": b"token=not-a-token", "headers": form, "auth": basic}),
+        ("POST", "/oauth/token", {"json": {"token": {"auth_code": "spent", "key_id": flow.key_id, "key_secret": "wrong"}}}),
+        (
+            "POST",
+            "/v1/oauth/authorize",
+            {
+                "json": {"token": flow.params(redirect_uri="https://elsewhere.example/cb")},
+                "headers": {"Authorization": flow.user_token},
+            },
+        ),
+        ("POST", "/oauth/authorize", {"json": {"token": flow.params()}, "headers": {"Authorization": "Bearer nonsense"}}),
+    ]
+    for method, path, options in requests:
+        hot, fastapi = [await c.request(method, path, **options) for c in (client, fastapi_alone)]
+        assert (hot.status_code, hot.content) == (fastapi.status_code, fastapi.content), (path, hot.text, fastapi.text)
+        assert without_request_id(hot.headers) == without_request_id(fastapi.headers), path
+    counted = metrics.tokens_issued.labels("client_credentials")
+    before = counted._value.get()
+    issued = [
+        await c.post("/oauth2/token", content=b"grant_type=client_credentials", headers=form, auth=basic)
+        for c in (client, fastapi_alone)
+    ]
+    assert [r.status_code for r in issued] == [200, 200], [r.text for r in issued]
+    assert counted._value.get() == before + 2, "each counted by the route's declared issues"
+    assert set(issued[0].json()) == set(issued[1].json())
+    assert without_request_id(issued[0].headers) == without_request_id(issued[1].headers)
+
+
+def without_request_id(headers: httpx.Headers) -> list[tuple[str, str]]:
+    return sorted((name, value) for name, value in headers.multi_items() if name not in ("x-request-id", "content-length"))
+
+
+# ---------------------------------------------------------------- what comes from the route table
+
+
+def test_the_hot_dispatch_serves_exactly_the_routes_declared_hot(app: Any) -> None:
+    served = routes.served(app.state.ctx.settings)
+    declared_hot = {(route.method, route.path): route for route in served if route.hot is not None}
+    assert set(app.hot_routes.routes) == set(declared_hot)
+    assert {path for _, path in declared_hot} == set(HOT_PATHS) | {"/.well-known/jwks.json"}
+    for key, hot in app.hot_routes.routes.items():
+        route = declared_hot[key]
+        assert (hot.label, hot.handler, hot.dialect, hot.issues) == (route.path, route.hot, route.dialect, route.issues)
+        assert hot.reads_body == (route.method == "POST")
+
+
+async def test_every_declared_route_is_in_the_openapi_document_unless_hidden(
+    app: Any, client: httpx.AsyncClient
+) -> None:
+    document = (await client.get("/openapi.json")).json()["paths"]
+    served = routes.served(app.state.ctx.settings)
+    documented = {(method.upper(), path) for path, operations in document.items() for method in operations}
+    assert documented == {(route.method, route.path) for route in served if not route.hidden}
+    hidden = [route for route in served if route.hidden]
+    assert {"/signin", "/oauth2/authorize", "/console/apps/{app_id}", "/static/grantd.css"} <= {r.path for r in hidden}
+    assert all(route.dialect is routes.PAGE for route in hidden if route.path.startswith(("/account", "/console")))
+
+
+def test_every_declared_route_is_served_once_under_its_whole_path(app: Any) -> None:
+    """The Neucron API, declared once, comes twice: under /v1 and at the root."""
+    served = routes.served(app.state.ctx.settings)
+    keys = [(route.method, route.path) for route in served]
+    assert len(keys) == len(set(keys))
+    registered = {
+        (method, route.path): route
+        for route in app.routes
+        if isinstance(route, routes.DeclaredRoute)
+        for method in route.methods
+    }
+    assert set(registered) == set(keys)
+    for declared in served:
+        route = registered[(declared.method, declared.path)]
+        assert route.endpoint is declared.handler and route.dialect is declared.dialect
+    neucron = {(r.method, r.path) for r in served if r.dialect is routes.NEUCRON and r.path.startswith("/v1/")}
+    assert len(neucron) >= 18 and {(m, p.removeprefix("/v1")) for m, p in neucron} <= set(keys)
+
+
+def test_one_path_answers_errors_in_one_dialect() -> None:
+    with pytest.raises(ValueError, match="/x"):
+        Dialects([("/x", routes.NEUCRON), ("/y", routes.PAGE), ("/x", routes.PAGE)])
