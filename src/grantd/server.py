@@ -1,4 +1,5 @@
-"""create_app(settings): the ASGI application, its routes, error rendering and lifespan."""
+"""create_app(settings): the ASGI application (``Grantd``, made from the route table in
+``grantd.routes``) and its lifespan."""
 
 from __future__ import annotations
 
@@ -6,24 +7,24 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 import grantd
-from grantd.api import apps, audit, auth, envelope, grants, hot, neucron, oauth2, wellknown
-from grantd import metrics, web
-from grantd.web import console
-from grantd.api import ops
+from grantd import metrics, routes
+from grantd.api import envelope, oauth2
 from grantd.api.errors import from_http, render
-from grantd.api.validation import describe_validation_error
 from grantd.api.headers import SecurityHeaders
+from grantd.api.hot import HotRoutes
 from grantd.api.limits import BodyReadTimeout, BodySizeLimit
+from grantd.api.validation import describe_validation_error
 from grantd.config import Settings
 from grantd.core import retention, signing_keys
 from grantd.core.context import Context
@@ -33,7 +34,7 @@ from grantd.telemetry import RequestTelemetry
 log = logging.getLogger("grantd")
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None) -> Grantd:
     settings = settings or Settings()
 
     @asynccontextmanager
@@ -65,6 +66,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await ctx.close()
 
     app = Grantd(
+        settings,
+        routes.served(settings),
         title="grantd",
         version=grantd.__version__,
         summary="An OAuth 2.0 authorization server speaking the Neucron OAuth API and standard OAuth 2.0.",
@@ -74,69 +77,60 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "endpoints under `/oauth2/` take form-encoded bodies and answer RFC 6749 JSON.",
         lifespan=lifespan,
     )
-
-    for prefix in ("/v1", ""):
-        app.include_router(auth.router, prefix=prefix)
-        app.include_router(neucron.router, prefix=prefix)
-        app.include_router(apps.router, prefix=prefix)
-        app.include_router(grants.router, prefix=prefix)
-        app.include_router(audit.router, prefix=prefix)
-    app.include_router(oauth2.router)
-    app.include_router(web.router)
-    app.include_router(console.router)  # the developer console
-    app.include_router(wellknown.router)
-    app.include_router(ops.router)
-    if settings.metrics_enabled:
-        app.add_route("/metrics", ops.metrics_endpoint, methods=["GET"], include_in_schema=False)
-
-    @app.exception_handler(GrantdError)
-    async def _grantd_error(request: Request, exc: GrantdError) -> Response:
-        return render(request.url.path, exc)
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
-        message = describe_validation_error(exc.errors())
-        content_type = request.headers.get("content-type", "")
-        if content_type and "json" not in content_type:
-            message += " Send it as Content-Type: application/json."
-        return render(request.url.path, InvalidRequest(message))
-
-    @app.exception_handler(HTTPException)
-    async def _http_error(request: Request, exc: HTTPException) -> Response:
-        return render(request.url.path, from_http(exc))
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return render(request.url.path, GrantdError("The server failed to handle the request."))
-
-    generate_openapi = app.openapi
-    app.openapi = lambda: oauth2.document_client_auth(  # type: ignore[method-assign]
-        envelope.without_validation_422(generate_openapi())
-    )
-
     app.add_middleware(BodyReadTimeout, timeout=settings.request_body_timeout)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    # Outside even the 500 handler: telemetry times, counts and logs every request, and gives every
-    # response (a 413, a crash's 500) its X-Request-ID; then the security headers. The hot routes
-    # (grantd.api.hot) are answered in front of all of it, and do both themselves.
-    inner_stack = app.build_middleware_stack
-    app.build_middleware_stack = lambda: hot.HotRoutes(  # type: ignore[method-assign]
-        RequestTelemetry(SecurityHeaders(inner_stack())), app, settings
-    )
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, dialect_of=app.dialects.of_path)
     return app
 
 
 class Grantd(FastAPI):
-    """FastAPI, with the hot routes handed straight to the middleware stack (``grantd.api.hot``):
-    FastAPI's own per-request check for OpenTelemetry providers (environment lookups, a
-    request's worth of the token endpoint's budget) is skipped for them."""
+    """FastAPI, made from the route table (``grantd.routes``).
+
+    - Its routes are the declared ones, each under its whole path; an error is answered in the
+      dialect of the route it happened on (``grantd.api.errors.Dialects``).
+    - The routes declared hot are answered ahead of FastAPI, by ``grantd.api.hot.HotRoutes``:
+      FastAPI's own per-request work (its check for OpenTelemetry providers, environment
+      lookups, costs a request's worth of the token endpoint's budget) is skipped for them.
+    - Telemetry, then the security headers, wrap the whole middleware stack, outside even the
+      500 handler: every response (a 413, a crash's 500) is timed, counted, logged and given
+      its X-Request-ID and headers. The hot routes do both themselves.
+    - The OpenAPI document is FastAPI's, as the dialects document themselves.
+    """
+
+    def __init__(self, settings: Settings, declared: Sequence[routes.Route], **options: Any) -> None:
+        handlers = {
+            GrantdError: self._grantd_error,
+            RequestValidationError: self._validation_error,
+            HTTPException: self._http_error,
+            Exception: self._unexpected,
+        }
+        super().__init__(exception_handlers=handlers, **options)
+        routes.register(self, declared)
+        self.dialects = routes.dialects(declared)
+        self.hot_routes = HotRoutes(super().__call__, self.state, settings, routes.hot_routes(declared))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        stack = self.middleware_stack
-        if stack is not None and scope["type"] == "http" and (scope["method"], scope["path"]) in hot.ROUTES:
-            scope["app"] = self
-            await stack(scope, receive, send)
-            return
-        await super().__call__(scope, receive, send)
+        await self.hot_routes(scope, receive, send)
 
+    def build_middleware_stack(self) -> ASGIApp:
+        return RequestTelemetry(SecurityHeaders(super().build_middleware_stack()))
+
+    def openapi(self) -> dict[str, Any]:
+        # No 422 (a malformed request is a 400 in its dialect), and the client authentication of /oauth2/.
+        return oauth2.document_client_auth(envelope.without_validation_422(super().openapi()))
+
+    async def _grantd_error(self, request: Request, exc: GrantdError) -> Response:
+        return render(self.dialects.of(request.scope), exc)
+
+    async def _validation_error(self, request: Request, exc: RequestValidationError) -> Response:
+        message = describe_validation_error(exc.errors())
+        content_type = request.headers.get("content-type", "")
+        if content_type and "json" not in content_type:
+            message += " Send it as Content-Type: application/json."
+        return render(self.dialects.of(request.scope), InvalidRequest(message))
+
+    async def _http_error(self, request: Request, exc: HTTPException) -> Response:
+        return render(self.dialects.of(request.scope), from_http(exc))
+
+    async def _unexpected(self, request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return render(self.dialects.of(request.scope), GrantdError("The server failed to handle the request."))

@@ -2,9 +2,14 @@
 
 ``RequestTelemetry`` is a pure ASGI middleware: it wraps ``send`` only to read the status and
 add ``X-Request-ID``; nothing is buffered, parsed or copied. The hot routes (``grantd.api.hot``)
-are answered outside it and call ``request_id`` and ``record`` themselves. The token endpoint,
-which has parsed its form anyway, tells them the grant type of an issued token
-(``note_grant_type``).
+are answered outside it and call ``request_id`` and ``record`` themselves.
+
+A request's ``route`` label is the path its route is declared with (``/v1/apps/{app_id}``): the
+route table (``grantd.routes``) registers every route under its whole path. What a route's
+success issues, for ``grantd_tokens_issued_total``, is declared there too (``issues``): a grant
+type, or ``NOTED_GRANT`` for the OAuth 2.0 token endpoint, which has parsed its form anyway and
+tells which grant was asked for (``note_grant_type``). So is whether a route is a ``probe``, whose
+requests are logged at debug level, so that a load balancer's health checks do not drown the log.
 """
 
 from __future__ import annotations
@@ -18,16 +23,15 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from grantd import logs, metrics
+from grantd.core import grants
 
 REQUEST_ID_HEADER = b"x-request-id"
 # An incoming X-Request-ID is kept when it looks like an id (a load balancer's, a client's);
 # anything else is replaced, so that logs cannot be forged or flooded through it.
 _SANE_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:@/+=-]{1,128}$")
-GRANT_TYPES = frozenset({"authorization_code", "refresh_token", "client_credentials"})
-NEUCRON_TOKEN_PATHS = frozenset({"/oauth/token", "/v1/oauth/token"})
-OAUTH2_TOKEN_PATH = "/oauth2/token"
-# Probes are logged at debug level, so that a load balancer's health checks do not drown the log.
-PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+GRANT_TYPES = frozenset(grants.GRANT_TYPES)  # the metrics' grant label: the token endpoint's grant types
+# A route's ``issues``: the token it issued is of the grant type its handler noted (note_grant_type).
+NOTED_GRANT = "noted"
 
 access_log = logging.getLogger(logs.ACCESS_LOGGER)
 # The labelled children of the request metrics, so that a request costs no label validation.
@@ -72,7 +76,10 @@ class RequestTelemetry:
             await self.app(scope, receive, send_with_id)
         finally:
             logs.request_id.reset(reset)
-            record(scope, path, route_template(scope), status, time.perf_counter() - start, rid)
+            route = scope.get("route")  # the route matched, if any (for a 405, the route with that path)
+            label = getattr(route, "path", None) or metrics.UNMATCHED
+            issues, probe = getattr(route, "issues", None), getattr(route, "probe", False)
+            record(scope, path, label, status, time.perf_counter() - start, rid, issues, probe)
 
 
 def request_id(incoming: bytes | None) -> str:
@@ -82,8 +89,18 @@ def request_id(incoming: bytes | None) -> str:
     return new_request_id()
 
 
-def record(scope: Scope, path: str, route: str, status: int, duration: float, rid: str) -> None:
-    """Count, time and log one answered request (``route`` is its path template)."""
+def record(
+    scope: Scope,
+    path: str,
+    route: str,
+    status: int,
+    duration: float,
+    rid: str,
+    issues: str | None = None,
+    probe: bool = False,
+) -> None:
+    """Count, time and log one answered request. ``route`` is its route's path template;
+    ``issues`` and ``probe`` are what the route table declares of the route."""
     method = scope["method"]
     counter = _request_counters.get((method, route, status))
     if counter is None:
@@ -93,15 +110,13 @@ def record(scope: Scope, path: str, route: str, status: int, duration: float, ri
     if histogram is None:
         histogram = _latency_histograms[(method, route)] = metrics.latency.labels(method, route)
     histogram.observe(duration)
-    if status == 200 and method == "POST":
-        if path in NEUCRON_TOKEN_PATHS:
-            _tokens_issued["authorization_code"].inc()
-        elif path == OAUTH2_TOKEN_PATH:
-            _tokens_issued[scope["state"].get(_GRANT_TYPE_KEY, "other")].inc()
+    if status == 200:
+        if issues is not None:
+            _tokens_issued[scope["state"].get(_GRANT_TYPE_KEY, "other") if issues == NOTED_GRANT else issues].inc()
     elif status == 429:
         metrics.rate_limited.labels(route).inc()
 
-    level = logging.DEBUG if path in PROBE_PATHS else logging.WARNING if status >= 500 else logging.INFO
+    level = logging.DEBUG if probe else logging.WARNING if status >= 500 else logging.INFO
     if access_log.isEnabledFor(level):
         client = scope.get("client")
         # makeRecord + handle: logger.log() would walk the stack to find the caller, for nothing.
@@ -124,28 +139,6 @@ def record(scope: Scope, path: str, route: str, status: int, duration: float, ri
             },
         )
         access_log.handle(entry)
-
-
-def route_template(scope: Scope) -> str:
-    """The matched route's path template ("/v1/apps/{app_id}"), or "unmatched".
-
-    Recent FastAPI versions keep an included router's routes as they were declared: the route
-    in the scope then lacks the include prefix ("/v1"), which is recovered from the path.
-    """
-    route = scope.get("route")
-    template = getattr(route, "path", None)
-    if not template:
-        return metrics.UNMATCHED
-    regex = getattr(route, "path_regex", None)
-    path = scope["path"]
-    if regex is None or regex.match(path):
-        return template
-    slash = path.find("/", 1)
-    while slash != -1:
-        if regex.match(path[slash:]):
-            return path[:slash] + template
-        slash = path.find("/", slash + 1)
-    return template
 
 
 _GRANT_TYPE_KEY = "grantd_grant_type"

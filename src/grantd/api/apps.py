@@ -4,18 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import Depends, Path
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from grantd.api.deps import context, current_user, peer_address
-from grantd.api.envelope import Envelope, envelope, error_responses
+from grantd.api.envelope import envelope
 from grantd.api.wire import NO_NUL, STRICT, rfc3339
 from grantd.core import apps
 from grantd.core.accounts import Principal
 from grantd.core.context import Context
-
-router = APIRouter(tags=["Apps"])
 
 RedirectUri = Annotated[str, Field(max_length=2000)]
 AppId = Annotated[str, Path(max_length=64), NO_NUL]
@@ -112,7 +110,6 @@ def created_key_data(key: apps.CreatedKey) -> dict[str, object]:
     return {"key_id": key.key_id, "key_secret": key.key_secret, "created_at": rfc3339(key.created_at)}
 
 
-@router.post("/apps", response_model=Envelope[CreatedAppData], responses=error_responses(400, 401), summary="Register an app")
 async def create_app(body: AppCreate, user: User, ctx: Ctx, address: Address) -> Response:
     created = await apps.create(
         ctx, user.user_id, body.name, body.redirect_uris, body.permissions, body.client_type, address=address
@@ -120,22 +117,14 @@ async def create_app(body: AppCreate, user: User, ctx: Ctx, address: Address) ->
     return envelope({**app_data(created.app), "app_key": created.app_key}, no_store=True)
 
 
-@router.get("/apps", response_model=Envelope[AppList], responses=error_responses(401), summary="Your apps")
 async def list_apps(user: User, ctx: Ctx) -> Response:
     return envelope({"apps": [app_data(app) for app in await apps.list_owned(ctx, user.user_id)]})
 
 
-@router.get("/apps/{app_id}", response_model=Envelope[AppData], responses=error_responses(401, 404), summary="One of your apps")
 async def get_app(app_id: AppId, user: User, ctx: Ctx) -> Response:
     return envelope(app_data(await apps.get_owned(ctx, user.user_id, app_id)))
 
 
-@router.patch(
-    "/apps/{app_id}",
-    response_model=Envelope[AppData],
-    responses=error_responses(400, 401, 404),
-    summary="Change an app's name, redirect URIs or permissions",
-)
 async def update_app(app_id: AppId, body: AppUpdate, user: User, ctx: Ctx, address: Address) -> Response:
     app = await apps.update(
         ctx,
@@ -149,40 +138,19 @@ async def update_app(app_id: AppId, body: AppUpdate, user: User, ctx: Ctx, addre
     return envelope(app_data(app))
 
 
-@router.delete(
-    "/apps/{app_id}",
-    response_model=Envelope[AppData],
-    responses=error_responses(401, 404),
-    summary="Disable an app: its keys and unredeemed codes stop working at once",
-)
 async def disable_app(app_id: AppId, user: User, ctx: Ctx, address: Address) -> Response:
     return envelope(app_data(await apps.disable(ctx, user.user_id, app_id, address=address)))
 
 
-@router.post(
-    "/apps/{app_id}/keys",
-    response_model=Envelope[CreatedKeyData],
-    responses=error_responses(400, 401, 404),
-    summary="Create an API key pair (the secret is shown once)",
-)
 async def create_key(app_id: AppId, user: User, ctx: Ctx, address: Address) -> Response:
     return envelope(
         created_key_data(await apps.create_key(ctx, user.user_id, app_id, address=address)), no_store=True
     )
 
 
-@router.get(
-    "/apps/{app_id}/keys", response_model=Envelope[KeyList], responses=error_responses(401, 404), summary="The app's keys"
-)
 async def list_keys(app_id: AppId, user: User, ctx: Ctx) -> Response:
     return envelope({"keys": [key_data(key) for key in await apps.list_keys(ctx, user.user_id, app_id)]})
 
 
-@router.delete(
-    "/apps/{app_id}/keys/{key_id}",
-    response_model=Envelope[KeyData],
-    responses=error_responses(401, 404),
-    summary="Revoke a key",
-)
 async def revoke_key(app_id: AppId, key_id: KeyId, user: User, ctx: Ctx, address: Address) -> Response:
     return envelope(key_data(await apps.revoke_key(ctx, user.user_id, app_id, key_id, address=address)))

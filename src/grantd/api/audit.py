@@ -5,19 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import Depends, Query
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from grantd.api.deps import context, current_user
-from grantd.api.envelope import Envelope, envelope, error_responses
+from grantd.api.envelope import envelope
 from grantd.api.wire import NO_NUL, rfc3339
 from grantd.core import audit
 from grantd.core.accounts import Principal
 from grantd.core.context import Context
 from grantd.core.errors import InvalidRequest
-
-router = APIRouter(tags=["Audit"])
 
 
 class AuditEventData(BaseModel):
@@ -59,12 +57,6 @@ def event_data(event: audit.AuditEvent) -> dict[str, Any]:
     }
 
 
-@router.get(
-    "/audit",
-    response_model=Envelope[AuditEventList],
-    responses=error_responses(400, 401),
-    summary="Audit events about you and the apps you own, newest first",
-)
 async def list_events(
     user: Annotated[Principal, Depends(current_user)],
     ctx: Annotated[Context, Depends(context)],

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from grantd.api.deps import client_address, context, current_user
-from grantd.api.envelope import Envelope, envelope, error_responses
+from grantd.api.envelope import envelope
 from grantd.api.wire import STRICT, rfc3339
 from grantd.core import accounts
 from grantd.core.context import Context
-
-router = APIRouter(tags=["Auth"])
 
 
 class Credentials(BaseModel):
@@ -40,32 +38,14 @@ def _token(token: accounts.UserToken) -> Response:
     )
 
 
-@router.post(
-    "/auth/signup",
-    response_model=Envelope[UserTokenData],
-    responses=error_responses(400, 409, 429),
-    summary="Create an account and sign in",
-)
 async def signup(body: Credentials, request: Request, ctx: Annotated[Context, Depends(context)]) -> Response:
     return _token(await accounts.sign_up(ctx, body.email, body.password, address=client_address(request)))
 
 
-@router.post(
-    "/auth/login",
-    response_model=Envelope[UserTokenData],
-    responses=error_responses(400, 401, 429),
-    summary="Sign in",
-)
 async def login(body: Credentials, request: Request, ctx: Annotated[Context, Depends(context)]) -> Response:
     return _token(await accounts.log_in(ctx, body.email, body.password, address=client_address(request)))
 
 
-@router.post(
-    "/auth/logout",
-    response_model=Envelope[MessageData],
-    responses=error_responses(401),
-    summary="Sign out: revoke the user token sent",
-)
 async def logout(
     user: Annotated[accounts.Principal, Depends(current_user)], ctx: Annotated[Context, Depends(context)]
 ) -> Response:

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import Depends, Path
 from pydantic import BaseModel
 from starlette.responses import Response
 
 from grantd.api.deps import context, current_user, peer_address
-from grantd.api.envelope import Envelope, envelope, error_responses
+from grantd.api.envelope import envelope
 from grantd.api.wire import NO_NUL, rfc3339
 from grantd.core import consents
 from grantd.core.accounts import Principal
 from grantd.core.context import Context
-
-router = APIRouter(tags=["Grants"])
 
 
 class GrantData(BaseModel):
@@ -36,7 +34,6 @@ class RevokedData(BaseModel):
     message: str
 
 
-@router.get("/grants", response_model=Envelope[GrantList], responses=error_responses(401), summary="Apps you granted access")
 async def list_grants(
     user: Annotated[Principal, Depends(current_user)], ctx: Annotated[Context, Depends(context)]
 ) -> Response:
@@ -54,12 +51,6 @@ async def list_grants(
     return envelope({"grants": items})
 
 
-@router.delete(
-    "/grants/{app_id}",
-    response_model=Envelope[RevokedData],
-    responses=error_responses(401, 404),
-    summary="End an app's access: revoke every token of the grant",
-)
 async def revoke_grant(
     app_id: Annotated[str, Path(max_length=64), NO_NUL],
     user: Annotated[Principal, Depends(current_user)],

@@ -2,21 +2,24 @@
 
 An authorization server is judged by its token endpoint, and FastAPI's routing, dependency
 injection, request object and middleware stack cost far more than the work of a token
-request. So these routes are served here, from the ASGI scope:
+request. So the routes the route table (``grantd.routes``) declares ``hot`` are served here,
+from the ASGI scope, each by one of the handlers below:
 
-- ``POST /oauth/token`` and ``/v1/oauth/token`` (Neucron), ``POST /oauth2/token``,
-  ``POST /oauth2/introspect`` and ``GET /.well-known/jwks.json``;
-- ``POST /oauth/authorize`` and ``/v1/oauth/authorize`` (Neucron), which every sign-in to an app
-  goes through.
+- ``POST /oauth/token`` and ``/v1/oauth/token`` (Neucron: ``neucron_token``), ``POST /oauth2/token``
+  (``oauth2_token``), ``POST /oauth2/introspect`` (``introspect``) and ``GET /.well-known/jwks.json``
+  (``jwks_document``);
+- ``POST /oauth/authorize`` and ``/v1/oauth/authorize`` (Neucron: ``neucron_authorize``), which
+  every sign-in to an app goes through.
 
-They call the very same functions the FastAPI routes call (``neucron.redeem``,
+They call the very same functions the routes' FastAPI handlers call (``neucron.redeem``,
 ``neucron.issue_code``, ``deps.signed_in``, ``oauth2.issue_token``, ``oauth2.introspect_token``)
-and render errors with the same ``render``; the FastAPI routes stay, for the OpenAPI document
-and as the fallback. A Neucron body that is not a well-formed request goes on to FastAPI, so
-that every malformed input gets exactly the answer FastAPI's validation gives it.
+and render errors in the dialect the route declares; the FastAPI routes stay, for the OpenAPI
+document, for the other methods of these paths (405) and as the fallback. A Neucron body that is
+not a well-formed request goes on to FastAPI, so that every malformed input gets exactly the
+answer FastAPI's validation gives it.
 
-This is the outermost layer, and ``grantd.server.Grantd`` hands these routes straight to it.
-So it does for them what the layers behind it do for every other route, by calling the same
+``HotRoutes`` is the outermost layer: ``grantd.server.Grantd`` is FastAPI behind it. So it does
+for these routes what the layers behind it do for every other route, by calling the same
 functions: the request id and the metrics and access log (``telemetry.request_id``,
 ``telemetry.record``), the security headers (``headers.secured``), and the request limits: the
 body size cap (413) and the per-chunk body timeout (408). A response is sent from the
@@ -27,60 +30,63 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Mapping
+from typing import NamedTuple, TypeVar
 
-from fastapi import FastAPI
 from pydantic import BaseModel, ValidationError
+from starlette.datastructures import State
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from grantd import logs, telemetry
 from grantd.api import neucron, oauth2
-from grantd.api.errors import from_http, render
 from grantd.api.deps import signed_in
+from grantd.api.errors import Dialect, from_http, render
 from grantd.api.headers import secured
 from grantd.api.limits import declared_too_large, receive_within, timed_out, too_large
 from grantd.config import Settings
 from grantd.core.context import Context
 from grantd.core.errors import GrantdError
+from grantd.forms import parse_form
 
 log = logging.getLogger("grantd")
 
 JSON_MEDIA_TYPE = "application/json"
+
+# A hot route's handler: (the server's context, the request's scope, its whole body, the headers
+# named in ``_WANTED``) → the response; None hands the request to FastAPI, which answers it from
+# the body already read.
+Handler = Callable[[Context, Scope, bytes, dict[bytes, bytes]], Awaitable[Response | None]]
+
+
+class HotRoute(NamedTuple):
+    """What serving one declared hot route takes."""
+
+    label: str  # the metrics' route label: the declared path
+    handler: Handler
+    reads_body: bool
+    dialect: Dialect  # of its errors
+    issues: str | None  # what its success issues (telemetry.record)
 
 
 class _Disconnected(Exception):
     """The client went away before its body arrived."""
 
 
-# The routes served here: (method, path) → (the handler's name, whether it reads a body).
-_TABLE = {
-    ("POST", "/oauth/token"): ("_neucron_token", True),
-    ("POST", "/v1/oauth/token"): ("_neucron_token", True),
-    ("POST", "/oauth/authorize"): ("_neucron_authorize", True),
-    ("POST", "/v1/oauth/authorize"): ("_neucron_authorize", True),
-    ("POST", "/oauth2/token"): ("_oauth2_token", True),
-    ("POST", "/oauth2/introspect"): ("_introspect", True),
-    ("GET", "/.well-known/jwks.json"): ("_jwks_document", False),
-}
-ROUTES = frozenset(_TABLE)
-
 _Model = TypeVar("_Model", bound=BaseModel)
-Handler = Callable[[Context, Scope, bytes, dict[bytes, bytes]], Awaitable[Response | None]]
 
 
 class HotRoutes:
-    def __init__(self, app: ASGIApp, fastapi_app: FastAPI, settings: Settings) -> None:
+    """Serves ``routes`` ((method, path) → its ``HotRoute``) and hands every other request to ``app``."""
+
+    def __init__(
+        self, app: ASGIApp, state: State, settings: Settings, routes: Mapping[tuple[str, str], HotRoute]
+    ) -> None:
         self.app = app
-        self.state = fastapi_app.state
+        self.state = state
         self.max_body_bytes = settings.max_body_bytes
         self.body_timeout = settings.request_body_timeout
-        self._jwks: tuple[bytes, Response] | None = None
-        # (method, path) → (the metrics' route label, the handler, whether a body is read)
-        self.routes: dict[tuple[str, str], tuple[str, Handler, bool]] = {
-            route: (route[1], getattr(self, handler), has_body) for route, (handler, has_body) in _TABLE.items()
-        }
+        self.routes = dict(routes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -91,26 +97,26 @@ class HotRoutes:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        route, handler, has_body = found
+        route, handler, reads_body, dialect, issues = found
         headers = {name: value for name, value in scope["headers"] if name in _WANTED}
         rid = telemetry.request_id(headers.get(telemetry.REQUEST_ID_HEADER))
         reset = logs.request_id.set(rid)
         try:
             try:
-                body = await self._read_body(headers, receive) if has_body else b""
+                body = await self._read_body(headers, receive) if reads_body else b""
             except _Disconnected:
                 return  # nobody to answer, and nothing to count: the client went away
             except GrantdError as exc:
-                response = render(scope["path"], exc)
+                response = render(dialect, exc)
                 response.headers["Connection"] = "close"
             else:
                 try:
                     response = await handler(self.state.ctx, scope, body, headers)
                 except GrantdError as exc:
-                    response = render(scope["path"], exc)
+                    response = render(dialect, exc)
                 except Exception:
                     log.exception("unhandled error on %s %s", scope["method"], scope["path"])
-                    response = render(scope["path"], GrantdError("The server failed to handle the request."))
+                    response = render(dialect, GrantdError("The server failed to handle the request."))
                 if response is None:  # not ours after all: FastAPI answers, from the body already read
                     logs.request_id.reset(reset)
                     reset = None
@@ -125,7 +131,7 @@ class HotRoutes:
                 }
             )
             await send({"type": "http.response.body", "body": response.body})
-            telemetry.record(scope, scope["path"], route, status, time.perf_counter() - start, rid)
+            telemetry.record(scope, scope["path"], route, status, time.perf_counter() - start, rid, issues)
         finally:
             if reset is not None:
                 logs.request_id.reset(reset)
@@ -149,37 +155,51 @@ class HotRoutes:
             if not message.get("more_body", False):
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
-    @staticmethod
-    async def _neucron_token(ctx: Context, scope: Scope, body: bytes, headers: dict[bytes, bytes]) -> Response | None:
-        request = _valid_json(neucron.TokenBody, headers, body)
-        if request is None:
-            return None
-        return await neucron.redeem(ctx, request.token, _address(scope))
 
-    @staticmethod
-    async def _neucron_authorize(ctx: Context, scope: Scope, body: bytes, headers: dict[bytes, bytes]) -> Response | None:
-        request = _valid_json(neucron.AuthorizeBody, headers, body)
-        if request is None:
-            return None
-        user = await signed_in(ctx, _text(headers.get(b"authorization")))
-        return await neucron.issue_code(ctx, user, request.params, _address(scope))
+# ---------------------------------------------------------------- the handlers
 
-    @staticmethod
-    async def _oauth2_token(ctx: Context, scope: Scope, body: bytes, headers: dict[bytes, bytes]) -> Response:
-        form = oauth2.parse_form(_text(headers.get(b"content-type")) or "", body)
-        return await oauth2.issue_token(ctx, _text(headers.get(b"authorization")), form, _address(scope), scope)
 
-    @staticmethod
-    async def _introspect(ctx: Context, scope: Scope, body: bytes, headers: dict[bytes, bytes]) -> Response:
-        form = oauth2.parse_form(_text(headers.get(b"content-type")) or "", body)
-        return await oauth2.introspect_token(ctx, _text(headers.get(b"authorization")), form, _address(scope))
+async def neucron_token(ctx: Context, scope: Scope, body: bytes, headers: dict[bytes, bytes]) -> Response | None:
+    request = _valid_json(neucron.TokenBody, headers, body)
+    if request is None:
+        return None
+    return await neucron.redeem(ctx, request.token, _address(scope))
 
-    async def _jwks_document(self, ctx: Context, scope: Scope, body: bytes, headers: dict[bytes, bytes]) -> Response:
-        # The document changes only when signing keys are reloaded: one response object per version.
+
+async def neucron_authorize(ctx: Context, scope: Scope, body: bytes, headers: dict[bytes, bytes]) -> Response | None:
+    request = _valid_json(neucron.AuthorizeBody, headers, body)
+    if request is None:
+        return None
+    user = await signed_in(ctx, _text(headers.get(b"authorization")))
+    return await neucron.issue_code(ctx, user, request.params, _address(scope))
+
+
+async def oauth2_token(ctx: Context, scope: Scope, body: bytes, headers: dict[bytes, bytes]) -> Response:
+    form = parse_form(_text(headers.get(b"content-type")) or "", body)
+    return await oauth2.issue_token(ctx, _text(headers.get(b"authorization")), form, _address(scope), scope)
+
+
+async def introspect(ctx: Context, scope: Scope, body: bytes, headers: dict[bytes, bytes]) -> Response:
+    form = parse_form(_text(headers.get(b"content-type")) or "", body)
+    return await oauth2.introspect_token(ctx, _text(headers.get(b"authorization")), form, _address(scope))
+
+
+class _JwksDocument:
+    """The JSON Web Key Set. The document changes only when signing keys are reloaded: one
+    response object per version of it."""
+
+    def __init__(self) -> None:
+        self._cached: tuple[bytes, Response] | None = None
+
+    async def __call__(self, ctx: Context, scope: Scope, body: bytes, headers: dict[bytes, bytes]) -> Response:
         document = ctx.signing.jwks_document
-        if self._jwks is None or self._jwks[0] is not document:
-            self._jwks = (document, _cached_json(document, "public, max-age=300"))
-        return self._jwks[1]
+        cached = self._cached
+        if cached is None or cached[0] is not document:
+            cached = self._cached = (document, _cached_json(document, "public, max-age=300"))
+        return cached[1]
+
+
+jwks_document = _JwksDocument()
 
 
 _WANTED = frozenset({b"content-type", b"content-length", b"authorization", telemetry.REQUEST_ID_HEADER})

@@ -14,11 +14,12 @@ routes (``grantd.api.hot``) read their own bodies with the same functions.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from grantd.api.errors import render
+from grantd.api.errors import Dialect, render
 from grantd.core.errors import PayloadTooLarge
 
 
@@ -90,11 +91,13 @@ class BodyReadTimeout:
 
 
 class BodySizeLimit:
-    """Refuses request bodies over the limit with 413 before the application reads them."""
+    """Refuses request bodies over the limit with 413 before the application reads them; a body
+    refused by its ``Content-Length`` is answered here, before routing, in ``dialect_of(path)``."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, dialect_of: Callable[[str], Dialect]) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.dialect_of = dialect_of
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -103,7 +106,7 @@ class BodySizeLimit:
         for key, value in scope["headers"]:
             if key == b"content-length":
                 if declared_too_large(value, self.max_bytes):
-                    response = render(scope["path"], too_large(self.max_bytes))
+                    response = render(self.dialect_of(scope["path"]), too_large(self.max_bytes))
                     response.headers["Connection"] = "close"
                     await response(scope, receive, send)
                     return

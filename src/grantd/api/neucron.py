@@ -4,19 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request
 from pydantic import BaseModel, Field, model_validator
 from starlette.responses import Response
 
 from grantd.api.deps import client_address, context, current_user
-from grantd.api.envelope import Envelope, envelope, error_responses
+from grantd.api.envelope import envelope
 from grantd.api.wire import STRICT, Text, rfc3339
 from grantd.core import authorization, client_auth, ratelimit
 from grantd.core.grants import authorization_code
 from grantd.core.accounts import Principal
 from grantd.core.context import Context
-
-router = APIRouter(tags=["OAuth"])
 
 
 class AuthorizationParams(BaseModel):
@@ -96,12 +94,6 @@ class CatalogData(BaseModel):
     permissions: list[Permission]
 
 
-@router.post(
-    "/oauth/authorize",
-    response_model=Envelope[CodeData],
-    responses=error_responses(400, 401),
-    summary="Issue an authorization code for the signed-in user",
-)
 async def authorize(
     body: AuthorizeBody,
     request: Request,
@@ -126,12 +118,6 @@ async def issue_code(ctx: Context, user: Principal, params: AuthorizationParams,
     )
 
 
-@router.patch(
-    "/oauth/permissions/grant",
-    response_model=Envelope[GrantedData],
-    responses=error_responses(400, 401),
-    summary="Add permissions to the signed-in user's grant for an app",
-)
 async def grant_permissions(
     body: GrantBody,
     request: Request,
@@ -142,12 +128,6 @@ async def grant_permissions(
     return envelope({"message": "Permissions granted successfully."})
 
 
-@router.post(
-    "/oauth/token",
-    response_model=Envelope[TokenData],
-    responses=error_responses(400, 401, 429),
-    summary="Exchange an authorization code for an access token",
-)
 async def token(body: TokenBody, request: Request, ctx: Annotated[Context, Depends(context)]) -> Response:
     return await redeem(ctx, body.token, client_address(request))
 
@@ -168,7 +148,6 @@ async def redeem(ctx: Context, params: TokenParams, address: str | None) -> Resp
     )
 
 
-@router.get("/oauth/permissions", response_model=Envelope[CatalogData], summary="The permission catalog")
 async def permission_catalog(ctx: Annotated[Context, Depends(context)]) -> Response:
     items = [{"name": name, "description": text} for name, text in ctx.catalog.descriptions.items()]
     return envelope({"permissions": items})

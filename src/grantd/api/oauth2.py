@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import base64
 from typing import Any
-from urllib.parse import parse_qsl, unquote_plus
+from urllib.parse import unquote_plus
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from starlette.responses import Response
 
 from grantd import telemetry
@@ -21,13 +21,10 @@ from grantd.core import client_auth, grants, introspection, ratelimit, revocatio
 from grantd.core.access_token import IssuedToken
 from grantd.core.context import Context
 from grantd.crypto.secrets import key_id_of_secret
-from grantd.core.errors import GrantdError, InvalidClient, InvalidRequest
-
-router = APIRouter(tags=["OAuth 2.0"])
+from grantd.core.errors import GrantdError, InvalidClient
+from grantd.forms import FORM, read_form
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
-FORM = "application/x-www-form-urlencoded"
-MAX_PARAMETER_LENGTH = 4096
 
 
 def document_client_auth(schema: dict[str, Any]) -> dict[str, Any]:
@@ -63,31 +60,6 @@ def render_error(exc: GrantdError) -> Response:
 
 def _json(data: dict[str, Any]) -> Response:
     return JSONBody(data, 200, NO_STORE)
-
-
-def parse_form(content_type: str, body: bytes) -> dict[str, str]:
-    """A form body; every parameter at most once (RFC 6749 §3.2), an empty value counting as absent."""
-    if content_type.split(";")[0].strip().lower() != FORM:
-        raise InvalidRequest(f"The body must be {FORM}.")
-    try:
-        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
-    except (UnicodeDecodeError, ValueError):
-        raise InvalidRequest("The body is not valid form encoding.") from None
-    form: dict[str, str] = {}
-    for name, value in pairs:
-        if "\x00" in name or "\x00" in value:  # no parameter holds U+0000; PostgreSQL text cannot
-            raise InvalidRequest("The body must not contain the NUL character (%00).")
-        if name in form:
-            raise InvalidRequest(f"{name} is repeated.")
-        if len(value) > MAX_PARAMETER_LENGTH:
-            raise InvalidRequest(f"{name} is too long.")
-        if value != "":
-            form[name] = value
-    return form
-
-
-async def read_form(request: Request) -> dict[str, str]:
-    return parse_form(request.headers.get("content-type", ""), await request.body())
 
 
 def _basic_credentials(header: str | None) -> tuple[str, str] | None:
@@ -158,9 +130,10 @@ def _issued(issued: IssuedToken) -> Response:
     return _json(body)
 
 
+# The OpenAPI documentation of the form endpoints, which the route table (grantd.routes) declares them with.
 _STRING: dict[str, Any] = {"type": "string"}
 _CLIENT_FIELDS = {"client_id": _STRING, "client_secret": _STRING}
-_TOKEN_REQUEST = {
+TOKEN_REQUEST = {
     "grant_type": {"type": "string", "enum": list(grants.GRANT_TYPES)},
     "code": _STRING,
     "redirect_uri": _STRING,
@@ -169,14 +142,14 @@ _TOKEN_REQUEST = {
     "scope": _STRING,
     **_CLIENT_FIELDS,
 }
-_TOKEN_PARAMETER = {
+TOKEN_PARAMETER = {
     "token": _STRING,
     "token_type_hint": {"type": "string", "description": "access_token or refresh_token; a hint only, any value is accepted."},
     **_CLIENT_FIELDS,
 }
 
 
-def _form_doc(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
+def form_doc(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
     """OpenAPI for a form-encoded body, authenticated by Basic or by client_id/client_secret in the form."""
     schema = {"type": "object", "properties": properties, "required": required}
     return {
@@ -190,7 +163,7 @@ _ERROR_SCHEMA = {
     "properties": {"error": {"type": "string"}, "error_description": {"type": "string"}},
     "required": ["error", "error_description"],
 }
-_ERRORS_DOC = {
+ERRORS_DOC = {
     400: {"description": "RFC 6749 §5.2 error", "content": {"application/json": {"schema": _ERROR_SCHEMA}}},
     401: {"description": "invalid_client", "content": {"application/json": {"schema": _ERROR_SCHEMA}}},
     429: {
@@ -198,7 +171,7 @@ _ERRORS_DOC = {
         "content": {"application/json": {"schema": _ERROR_SCHEMA}},
     },
 }
-_TOKEN_SCHEMA = {
+TOKEN_SCHEMA = {
     "type": "object",
     "properties": {
         "access_token": {"type": "string"},
@@ -209,17 +182,9 @@ _TOKEN_SCHEMA = {
     },
     "required": ["access_token", "token_type", "expires_in", "scope"],
 }
+INTROSPECTION_SCHEMA = {"type": "object", "properties": {"active": {"type": "boolean"}}, "required": ["active"]}
 
 
-@router.post(
-    "/oauth2/token",
-    summary="Token endpoint (RFC 6749 §3.2): authorization_code with PKCE, refresh_token, client_credentials",
-    openapi_extra=_form_doc(_TOKEN_REQUEST, ["grant_type"]),
-    responses={
-        200: {"content": {"application/json": {"schema": _TOKEN_SCHEMA}}},
-        **_ERRORS_DOC,
-    },
-)
 async def token(request: Request) -> Response:
     form = await read_form(request)
     return await issue_token(
@@ -237,13 +202,6 @@ async def issue_token(
     return _issued(issued)
 
 
-@router.post(
-    "/oauth2/revoke",
-    summary="Token revocation (RFC 7009): access or refresh tokens of the calling app",
-    openapi_extra=_form_doc(_TOKEN_PARAMETER, ["token"]),
-    response_class=Response,  # the 200 has an empty body (RFC 7009 §2.2), not JSON
-    responses={200: {"description": "Revoked, or was not the caller's to revoke"}, **_ERRORS_DOC},
-)
 async def revoke(request: Request) -> Response:
     ctx: Context = request.app.state.ctx
     form = await read_form(request)
@@ -253,21 +211,6 @@ async def revoke(request: Request) -> Response:
     return Response(b"", 200, headers=NO_STORE)
 
 
-@router.post(
-    "/oauth2/introspect",
-    summary="Token introspection (RFC 7662) of the calling app's tokens",
-    openapi_extra=_form_doc(_TOKEN_PARAMETER, ["token"]),
-    responses={
-        200: {
-            "content": {
-                "application/json": {
-                    "schema": {"type": "object", "properties": {"active": {"type": "boolean"}}, "required": ["active"]}
-                }
-            }
-        },
-        **_ERRORS_DOC,
-    },
-)
 async def introspect(request: Request) -> Response:
     form = await read_form(request)
     return await introspect_token(
@@ -281,11 +224,6 @@ async def introspect_token(ctx: Context, authorization: str | None, form: dict[s
         return _json(await introspection.introspect(ctx, auth, form.get("token")))
 
 
-@router.get(
-    "/.well-known/oauth-authorization-server",
-    tags=["Discovery"],
-    summary="Authorization server metadata (RFC 8414)",
-)
 async def metadata(request: Request) -> Response:
     ctx: Context = request.app.state.ctx
     issuer = ctx.settings.issuer

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from pydantic import BaseModel
 from starlette.responses import Response
-
-router = APIRouter(tags=["Discovery"])
 
 
 class JWKS(BaseModel):
     keys: list[dict[str, str]]
 
 
-@router.get("/.well-known/jwks.json", response_model=JWKS, summary="Public keys of the token signatures")
 async def jwks(request: Request) -> Response:
     return Response(
         request.app.state.ctx.signing.jwks_document,

@@ -7,19 +7,17 @@ Every form posts its session's ``csrf_token``; a form without a session goes to 
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from starlette.responses import Response
 
-from grantd.api.oauth2 import read_form
 from grantd.core import accounts, consents
 from grantd.core import permissions as perms
 from grantd.core.accounts import Principal
 from grantd.core.context import Context
 from grantd.core.errors import GrantdError, InvalidGrant, InvalidRequest, NotFound, RateLimited
+from grantd.forms import read_form
 from grantd.web import session
 from grantd.web.pages import error_page, redirect, to_signin, user_page, wait_time
-
-router = APIRouter(include_in_schema=False)
 
 _FORGED = (
     "The form was not sent from this site, or it has expired. "
@@ -62,7 +60,6 @@ async def _account_page(
     )
 
 
-@router.get("/account")
 async def account(request: Request) -> Response:
     ctx = _ctx(request)
     principal = await session.current(ctx, request)
@@ -73,7 +70,6 @@ async def account(request: Request) -> Response:
     return await _account_page(ctx, principal, notice=notice)
 
 
-@router.post("/account/password")
 async def change_password(request: Request) -> Response:
     ctx = _ctx(request)
     form = await read_form(request)  # a malformed form raises; render_error answers with the error page
@@ -112,7 +108,6 @@ async def change_password(request: Request) -> Response:
 # ---------------------------------------------------------------- connected apps
 
 
-@router.get("/account/apps")
 async def connected_apps(request: Request) -> Response:
     ctx = _ctx(request)
     principal = await session.current(ctx, request)
@@ -134,7 +129,6 @@ async def connected_apps(request: Request) -> Response:
     return user_page(ctx, principal, "apps.html", "apps", grants=items, notice=notice)
 
 
-@router.post("/account/apps/{app_id}/revoke")
 async def revoke(request: Request, app_id: str) -> Response:
     ctx = _ctx(request)
     form = await read_form(request)  # a malformed form raises; render_error answers with the error page

@@ -13,7 +13,7 @@ token, and renders pages: a refused field is shown next to that field, with stat
 - ``POST /console/apps/{id}/disable``                  disable the app
 - ``GET  /console/apps/{id}/try``                      an authorization URL for the app, with PKCE
 
-Another user's app is answered like a missing one: 404.
+The routes are declared in ``grantd.routes``. Another user's app is answered like a missing one: 404.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from starlette.responses import Response
 
 from grantd.core import apps
@@ -35,8 +35,6 @@ from grantd.core.errors import GrantdError, InvalidRequest, NotFound
 from grantd.web import session
 from grantd.web.pages import error_page, redirect, to_signin, user_page
 from grantd.web.routes import AUTHORIZE
-
-router = APIRouter(include_in_schema=False)
 
 CONSOLE = "/console"
 _FORM = "application/x-www-form-urlencoded"
@@ -229,7 +227,6 @@ def _app_path(app_id: str) -> str:
 # ---------------------------------------------------------------- the list and creation
 
 
-@router.get(CONSOLE)
 async def console(request: Request) -> Response:
     principal = await _signed_in(request)
     if isinstance(principal, Response):
@@ -253,7 +250,6 @@ def _new_app_page(
     )
 
 
-@router.get(f"{CONSOLE}/apps/new")
 async def new_app(request: Request) -> Response:
     principal = await _signed_in(request)
     if isinstance(principal, Response):
@@ -261,7 +257,6 @@ async def new_app(request: Request) -> Response:
     return _new_app_page(_ctx(request), principal, form=_app_form(), errors={})
 
 
-@router.post(f"{CONSOLE}/apps")
 async def create_app(request: Request) -> Response:
     posted = await _posted(request, f"{CONSOLE}/apps/new")
     if isinstance(posted, Response):
@@ -312,7 +307,6 @@ async def _owned(request: Request, principal: Principal, app_id: str) -> apps.Ap
         return None
 
 
-@router.get(f"{CONSOLE}/apps/{{app_id}}")
 async def app_page(request: Request, app_id: str) -> Response:
     principal = await _signed_in(request)
     if isinstance(principal, Response):
@@ -324,7 +318,6 @@ async def app_page(request: Request, app_id: str) -> Response:
     return await _app_page(_ctx(request), principal, app, notice=notice)
 
 
-@router.post(f"{CONSOLE}/apps/{{app_id}}")
 async def update_app(request: Request, app_id: str) -> Response:
     posted = await _posted_to_app(request, app_id)
     if isinstance(posted, Response):
@@ -352,7 +345,6 @@ async def update_app(request: Request, app_id: str) -> Response:
     return redirect(_app_path(app_id) + "?saved=1")
 
 
-@router.post(f"{CONSOLE}/apps/{{app_id}}/disable")
 async def disable_app(request: Request, app_id: str) -> Response:
     posted = await _posted_to_app(request, app_id)
     if isinstance(posted, Response):
@@ -372,7 +364,6 @@ async def disable_app(request: Request, app_id: str) -> Response:
 # ---------------------------------------------------------------- keys
 
 
-@router.post(f"{CONSOLE}/apps/{{app_id}}/keys")
 async def create_key(request: Request, app_id: str) -> Response:
     posted = await _posted_to_app(request, app_id)
     if isinstance(posted, Response):
@@ -391,7 +382,6 @@ async def create_key(request: Request, app_id: str) -> Response:
     return _render("console_key.html", principal, ctx, script=True, app=app, key=key)
 
 
-@router.post(f"{CONSOLE}/apps/{{app_id}}/keys/{{key_id}}/revoke")
 async def revoke_key(request: Request, app_id: str, key_id: str) -> Response:
     posted = await _posted(request, _app_path(app_id))
     if isinstance(posted, Response):
@@ -410,7 +400,6 @@ async def revoke_key(request: Request, app_id: str, key_id: str) -> Response:
 # ---------------------------------------------------------------- try it
 
 
-@router.get(f"{CONSOLE}/apps/{{app_id}}/try")
 async def try_app(request: Request, app_id: str) -> Response:
     principal = await _signed_in(request)
     if isinstance(principal, Response):

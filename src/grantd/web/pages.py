@@ -17,10 +17,6 @@ from grantd.core.context import Context
 from grantd.core.errors import GrantdError
 from grantd.web import session
 
-PAGE_PATHS = frozenset({"/", "/signin", "/signup", "/signout", "/oauth2/authorize", "/account", "/console"})
-# Every path under these is a page too (connected apps, the password form, the developer console).
-PAGE_PREFIXES = ("/account/", "/console/")
-
 templates = Environment(
     loader=PackageLoader("grantd.web", "templates"),
     autoescape=True,
@@ -33,11 +29,6 @@ NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache", "Referrer-Policy"
 _CSP = "default-src 'none'; style-src 'self'; img-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action {}"
 _HOST = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
 _SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*$")
-
-
-def is_page(path: str) -> bool:
-    """Whether errors on this path are shown as an HTML page."""
-    return path in PAGE_PATHS or path.startswith(PAGE_PREFIXES)
 
 
 def when(timestamp: int | None) -> str:
@@ -143,7 +134,8 @@ def redirect(url: str) -> RedirectResponse:
 
 
 def render_error(exc: GrantdError) -> HTMLResponse:
-    """An error raised anywhere under a page path (a wrong method, a body too large, a bug) as a page."""
+    """The pages' error dialect: an error raised on a page's route (a wrong method, a body too large,
+    a bug), or under a folder of pages, as a page."""
     status = exc.status_code if 400 <= exc.status_code < 500 else 500
     if status == 500:
         return error_page(500, "Something went wrong", "The server failed to handle the request. Try again later.")

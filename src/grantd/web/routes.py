@@ -12,10 +12,9 @@ from collections import Counter
 from importlib.resources import files
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from starlette.responses import Response
 
-from grantd.api.oauth2 import MAX_PARAMETER_LENGTH, read_form
 from grantd.core import accounts, authorization
 from grantd.core.accounts import Principal
 from grantd.core.context import Context
@@ -26,13 +25,11 @@ from grantd.core.errors import (
     InvalidGrant,
     InvalidRedirectUri,
     InvalidRequest,
-    InvalidToken,
     RateLimited,
 )
+from grantd.forms import MAX_PARAMETER_LENGTH, read_form
 from grantd.web import session
 from grantd.web.pages import error_page, form_target, page, redirect, safe_next, user_page, wait_time
-
-router = APIRouter(include_in_schema=False)
 
 AUTHORIZE = "/oauth2/authorize"
 # Form fields of the consent page itself, never carried over from the authorization request.
@@ -111,7 +108,6 @@ def _authorize_path(params: dict[str, str]) -> str:
 # ---------------------------------------------------------------- consent
 
 
-@router.get(AUTHORIZE)
 async def authorize_page(request: Request) -> Response:
     ctx = _ctx(request)
     params, faulty, problem = _query(request)
@@ -164,7 +160,6 @@ def _consent_page(
     )
 
 
-@router.post(AUTHORIZE)
 async def authorize_decision(request: Request) -> Response:
     ctx = _ctx(request)
     form = await read_form(request)  # a malformed form raises; render_error answers with the error page
@@ -250,13 +245,11 @@ async def _entry_page(
     return response
 
 
-@router.get("/signin")
 async def signin_form(request: Request) -> Response:
     params, _, _ = _query(request)
     return await _signin_page(_ctx(request), request, safe_next(params.get("next")))
 
 
-@router.post("/signin")
 async def signin(request: Request) -> Response:
     ctx = _ctx(request)
     form = await read_form(request)  # a malformed form raises; render_error answers with the error page
@@ -321,13 +314,11 @@ async def _signup_page(
     )
 
 
-@router.get("/signup")
 async def signup_form(request: Request) -> Response:
     params, _, _ = _query(request)
     return await _signup_page(_ctx(request), request, safe_next(params.get("next")))
 
 
-@router.post("/signup")
 async def signup(request: Request) -> Response:
     ctx = _ctx(request)
     form = await read_form(request)  # a malformed form raises; render_error answers with the error page
@@ -371,7 +362,6 @@ async def signup(request: Request) -> Response:
     return response
 
 
-@router.post("/signout")
 async def signout(request: Request) -> Response:
     ctx = _ctx(request)
     form = await read_form(request)  # a malformed form raises; render_error answers with the error page
@@ -385,7 +375,6 @@ async def signout(request: Request) -> Response:
     return response
 
 
-@router.get("/")
 async def home(request: Request) -> Response:
     ctx = _ctx(request)
     principal = await session.current(ctx, request)
@@ -399,7 +388,6 @@ async def home(request: Request) -> Response:
 _STYLESHEET = (files("grantd.web") / "static" / "grantd.css").read_bytes()
 
 
-@router.get("/static/grantd.css")
 async def stylesheet() -> Response:
     return Response(
         _STYLESHEET,

@@ -1,0 +1,326 @@
+"""Every route of grantd, declared once.
+
+A ``Route`` is a method and a whole path; the handler FastAPI calls; the error dialect its errors
+are answered in; whether the hot path answers it ahead of FastAPI, and with which handler
+(``grantd.api.hot``); what its success issues and whether it is a probe, for the metrics and
+the access log (``grantd.telemetry``); and its OpenAPI documentation. From this table come:
+
+- the FastAPI routes, and so the OpenAPI document (``register``): each route under its whole
+  path, which is also its ``route`` label in the metrics and the access log;
+- the hot dispatch (``hot_routes``);
+- the dialect of every request (``dialects``): the route's own, and for a path no route
+  matches a rule drawn from the table (``grantd.api.errors.Dialects``).
+
+The Neucron API is declared once and served twice: under ``/v1`` and at the root.
+
+The table names the handlers and dialects of both ``grantd.api`` and ``grantd.web``, so it
+stands above both, where neither has to import the other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, replace
+from functools import partial
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+from starlette.responses import Response
+
+from grantd.api import apps, audit, auth, envelope, grants, hot, neucron, oauth2, ops, wellknown
+from grantd.api.envelope import Envelope, error_responses
+from grantd.api.errors import Dialect, Dialects
+from grantd.api.hot import Handler as HotHandler, HotRoute
+from grantd.config import Settings
+from grantd.telemetry import NOTED_GRANT
+from grantd.web import account, console, pages
+from grantd.web import routes as web
+
+# The error dialects. NEUCRON is also the shape of the routes of no dialect of their own
+# (discovery, operations, the stylesheet) and of FastAPI's own (/docs, /openapi.json).
+NEUCRON: Dialect = envelope.render_error  # {"error", "message", "status_code"}
+OAUTH2: Dialect = oauth2.render_error  # RFC 6749 §5.2: {"error", "error_description"}
+PAGE: Dialect = pages.render_error  # an HTML page
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One route: one method of one whole path."""
+
+    method: str
+    path: str
+    handler: Callable[..., Awaitable[Response]]
+    dialect: Dialect
+    hot: HotHandler | None = None  # served ahead of FastAPI by this handler
+    issues: str | None = None  # the token a 200 issued: its grant type, or NOTED_GRANT (telemetry)
+    probe: bool = False  # logged at debug level (telemetry)
+    # The OpenAPI documentation, as FastAPI takes it (``add_api_route``); a hidden route is not in it.
+    summary: str | None = None
+    tags: tuple[str, ...] = ()
+    response_model: Any = None
+    responses: dict[int | str, dict[str, Any]] | None = None
+    openapi_extra: dict[str, Any] | None = None
+    response_class: type[Response] | None = None
+    hidden: bool = False
+
+
+def _neucron(
+    method: str,
+    path: str,
+    handler: Callable[..., Awaitable[Response]],
+    data: Any,
+    errors: tuple[int, ...] | None,
+    summary: str,
+    **more: Any,
+) -> Route:
+    """A route of the Neucron API: its 200 is the envelope around ``data``, its ``errors`` the error body."""
+    responses = error_responses(*errors) if errors is not None else None
+    return Route(
+        method, path, handler, NEUCRON, summary=summary, response_model=Envelope[data], responses=responses, **more
+    )
+
+
+def _oauth2(
+    path: str,
+    handler: Callable[..., Awaitable[Response]],
+    form: dict[str, Any],
+    required: list[str],
+    success: dict[str, Any],
+    summary: str,
+    **more: Any,
+) -> Route:
+    """An endpoint of standard OAuth 2.0: a POST of ``form`` (client authentication in it or by
+    Basic), its 200 ``success``, its errors RFC 6749 §5.2 JSON."""
+    return Route(
+        "POST",
+        path,
+        handler,
+        OAUTH2,
+        summary=summary,
+        tags=("OAuth 2.0",),
+        openapi_extra=oauth2.form_doc(form, required),
+        responses={200: success, **oauth2.ERRORS_DOC},
+        **more,
+    )
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"content": {"application/json": {"schema": schema}}}
+
+
+def _tagged(tag: str, *routes: Route) -> tuple[Route, ...]:
+    return tuple(replace(route, tags=(*route.tags, tag)) for route in routes)
+
+
+def _page(method: str, path: str, handler: Callable[..., Awaitable[Response]]) -> Route:
+    return Route(method, path, handler, PAGE, hidden=True)
+
+
+_NEUCRON_API = (
+    *_tagged(
+        "Auth",
+        _neucron(
+            "POST", "/auth/signup", auth.signup, auth.UserTokenData, (400, 409, 429), "Create an account and sign in"
+        ),
+        _neucron("POST", "/auth/login", auth.login, auth.UserTokenData, (400, 401, 429), "Sign in"),
+        _neucron("POST", "/auth/logout", auth.logout, auth.MessageData, (401,), "Sign out: revoke the user token sent"),
+    ),
+    *_tagged(
+        "OAuth",
+        _neucron(
+            "POST", "/oauth/authorize", neucron.authorize, neucron.CodeData, (400, 401),
+            "Issue an authorization code for the signed-in user",
+            hot=hot.neucron_authorize,
+        ),
+        _neucron(
+            "PATCH", "/oauth/permissions/grant", neucron.grant_permissions, neucron.GrantedData, (400, 401),
+            "Add permissions to the signed-in user's grant for an app",
+        ),
+        _neucron(
+            "POST", "/oauth/token", neucron.token, neucron.TokenData, (400, 401, 429),
+            "Exchange an authorization code for an access token",
+            hot=hot.neucron_token, issues="authorization_code",
+        ),
+        _neucron(
+            "GET", "/oauth/permissions", neucron.permission_catalog, neucron.CatalogData, None, "The permission catalog"
+        ),
+    ),
+    *_tagged(
+        "Apps",
+        _neucron("POST", "/apps", apps.create_app, apps.CreatedAppData, (400, 401), "Register an app"),
+        _neucron("GET", "/apps", apps.list_apps, apps.AppList, (401,), "Your apps"),
+        _neucron("GET", "/apps/{app_id}", apps.get_app, apps.AppData, (401, 404), "One of your apps"),
+        _neucron(
+            "PATCH", "/apps/{app_id}", apps.update_app, apps.AppData, (400, 401, 404),
+            "Change an app's name, redirect URIs or permissions",
+        ),
+        _neucron(
+            "DELETE", "/apps/{app_id}", apps.disable_app, apps.AppData, (401, 404),
+            "Disable an app: its keys and unredeemed codes stop working at once",
+        ),
+        _neucron(
+            "POST", "/apps/{app_id}/keys", apps.create_key, apps.CreatedKeyData, (400, 401, 404),
+            "Create an API key pair (the secret is shown once)",
+        ),
+        _neucron("GET", "/apps/{app_id}/keys", apps.list_keys, apps.KeyList, (401, 404), "The app's keys"),
+        _neucron("DELETE", "/apps/{app_id}/keys/{key_id}", apps.revoke_key, apps.KeyData, (401, 404), "Revoke a key"),
+    ),
+    *_tagged(
+        "Grants",
+        _neucron("GET", "/grants", grants.list_grants, grants.GrantList, (401,), "Apps you granted access"),
+        _neucron(
+            "DELETE", "/grants/{app_id}", grants.revoke_grant, grants.RevokedData, (401, 404),
+            "End an app's access: revoke every token of the grant",
+        ),
+    ),
+    *_tagged(
+        "Audit",
+        _neucron(
+            "GET", "/audit", audit.list_events, audit.AuditEventList, (400, 401),
+            "Audit events about you and the apps you own, newest first",
+        ),
+    ),
+)
+
+_OAUTH2 = (
+    _oauth2(
+        "/oauth2/token", oauth2.token, oauth2.TOKEN_REQUEST, ["grant_type"], _json(oauth2.TOKEN_SCHEMA),
+        "Token endpoint (RFC 6749 §3.2): authorization_code with PKCE, refresh_token, client_credentials",
+        hot=hot.oauth2_token, issues=NOTED_GRANT,
+    ),
+    _oauth2(
+        "/oauth2/revoke", oauth2.revoke, oauth2.TOKEN_PARAMETER, ["token"],
+        {"description": "Revoked, or was not the caller's to revoke"},
+        "Token revocation (RFC 7009): access or refresh tokens of the calling app",
+        response_class=Response,  # the 200 has an empty body (RFC 7009 §2.2), not JSON
+    ),
+    _oauth2(
+        "/oauth2/introspect", oauth2.introspect, oauth2.TOKEN_PARAMETER, ["token"], _json(oauth2.INTROSPECTION_SCHEMA),
+        "Token introspection (RFC 7662) of the calling app's tokens",
+        hot=hot.introspect,
+    ),
+    Route(
+        "GET", "/.well-known/oauth-authorization-server", oauth2.metadata, NEUCRON,
+        summary="Authorization server metadata (RFC 8414)",
+        tags=("OAuth 2.0", "Discovery"),
+    ),
+)
+
+_PAGES = (
+    _page("GET", "/oauth2/authorize", web.authorize_page),
+    _page("POST", "/oauth2/authorize", web.authorize_decision),
+    _page("GET", "/signin", web.signin_form),
+    _page("POST", "/signin", web.signin),
+    _page("GET", "/signup", web.signup_form),
+    _page("POST", "/signup", web.signup),
+    _page("POST", "/signout", web.signout),
+    _page("GET", "/", web.home),
+    Route("GET", "/static/grantd.css", web.stylesheet, NEUCRON, hidden=True),
+    _page("GET", "/account", account.account),
+    _page("POST", "/account/password", account.change_password),
+    _page("GET", "/account/apps", account.connected_apps),
+    _page("POST", "/account/apps/{app_id}/revoke", account.revoke),
+    # the developer console; /console/apps/new before /console/apps/{app_id}
+    _page("GET", "/console", console.console),
+    _page("GET", "/console/apps/new", console.new_app),
+    _page("POST", "/console/apps", console.create_app),
+    _page("GET", "/console/apps/{app_id}", console.app_page),
+    _page("POST", "/console/apps/{app_id}", console.update_app),
+    _page("POST", "/console/apps/{app_id}/disable", console.disable_app),
+    _page("POST", "/console/apps/{app_id}/keys", console.create_key),
+    _page("POST", "/console/apps/{app_id}/keys/{key_id}/revoke", console.revoke_key),
+    _page("GET", "/console/apps/{app_id}/try", console.try_app),
+)
+
+_DISCOVERY_AND_OPERATIONS = (
+    Route(
+        "GET", "/.well-known/jwks.json", wellknown.jwks, NEUCRON, hot=hot.jwks_document,
+        summary="Public keys of the token signatures", tags=("Discovery",), response_model=wellknown.JWKS,
+    ),
+    Route(
+        "GET", "/healthz", ops.healthz, NEUCRON, probe=True,
+        summary="Liveness: the process answers (the database is not consulted)",
+        tags=("Operations",),
+        responses={200: _json(ops.STATUS_SCHEMA)},
+    ),
+    Route(
+        "GET", "/readyz", ops.readyz, NEUCRON, probe=True,
+        summary="Readiness: database reachable, migrations current, a signing key active",
+        tags=("Operations",),
+        responses={
+            200: {"description": "Ready", **_json(ops.READY_SCHEMA)},
+            503: {"description": "Not ready; `checks` says which check failed", **_json(ops.READY_SCHEMA)},
+        },
+    ),
+)
+
+ROUTES: tuple[Route, ...] = (
+    *(replace(route, path="/v1" + route.path) for route in _NEUCRON_API),
+    *_NEUCRON_API,
+    *_OAUTH2,
+    *_PAGES,
+    *_DISCOVERY_AND_OPERATIONS,
+)
+
+# Served only when GRANTD_METRICS_ENABLED is true (else on the metrics port alone, if any).
+METRICS = Route("GET", "/metrics", ops.metrics_endpoint, NEUCRON, probe=True, hidden=True)
+
+
+def served(settings: Settings) -> tuple[Route, ...]:
+    """The routes a server with ``settings`` serves."""
+    return (*ROUTES, METRICS) if settings.metrics_enabled else ROUTES
+
+
+# ---------------------------------------------------------------- what comes from the table
+
+
+class DeclaredRoute(APIRoute):
+    """A FastAPI route made from a declaration: it carries the declared dialect (for the error
+    handlers, ``grantd.api.errors.Dialects``) and ``issues`` and ``probe`` (for telemetry)."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], *, declared: Route, **options: Any) -> None:
+        super().__init__(path, endpoint, **options)
+        self.dialect = declared.dialect
+        self.issues = declared.issues
+        self.probe = declared.probe
+
+
+def register(app: FastAPI, routes: Iterable[Route]) -> None:
+    """Each route as a FastAPI route of ``app``, under its whole path, in the table's order."""
+    for route in routes:
+        # What the table leaves unsaid is left to FastAPI's defaults.
+        documented: dict[str, Any] = {
+            name: value
+            for name, value in (
+                ("summary", route.summary),
+                ("response_model", route.response_model),
+                ("responses", route.responses),
+                ("openapi_extra", route.openapi_extra),
+                ("response_class", route.response_class),
+            )
+            if value is not None
+        }
+        app.router.add_api_route(
+            route.path,
+            route.handler,
+            methods=[route.method],
+            tags=list(route.tags),
+            include_in_schema=not route.hidden,
+            route_class_override=partial(DeclaredRoute, declared=route),  # type: ignore[arg-type]
+            **documented,
+        )
+
+
+def hot_routes(routes: Iterable[Route]) -> dict[tuple[str, str], HotRoute]:
+    """The hot dispatch: (method, path) → how to serve it, for the routes declared hot."""
+    return {
+        (route.method, route.path): HotRoute(route.path, route.hot, route.method != "GET", route.dialect, route.issues)
+        for route in routes
+        if route.hot is not None
+    }
+
+
+def dialects(routes: Iterable[Route]) -> Dialects:
+    """Which dialect a request's errors are answered in."""
+    return Dialects((route.path, route.dialect) for route in routes)
