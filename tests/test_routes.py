@@ -17,7 +17,7 @@ import pytest
 from grantd import metrics, routes
 from grantd.api.errors import Dialects
 
-from conftest import new_flow, sign_up
+from support.neucron import new_flow, sign_up
 
 JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"
