@@ -153,6 +153,30 @@ class Unauthenticated(NamedTuple):
         raise InvalidClient("Client authentication is required.")
 
 
+class Caller:
+    """The caller's half of a spend the store runs (``store.tokens.Spender``): it proves the client
+    with ``auth`` when the store asks, and keeps the ``Client`` for the rest of the request. A
+    grant's spend subclasses it and adds ``issue``."""
+
+    __slots__ = ("ctx", "auth", "client")
+
+    def __init__(self, ctx: Context, auth: ClientAuthentication) -> None:
+        self.ctx, self.auth = ctx, auth
+        self.client: Client | None = None
+
+    @property
+    def key_id(self) -> str | None:
+        return self.auth.key_id
+
+    async def authenticate(self) -> str:
+        self.client = await self.auth.authenticate(self.ctx)
+        return self.client.app_id
+
+    def proven(self, key: Any) -> str:
+        self.client = self.auth.proven(self.ctx, key)
+        return self.client.app_id
+
+
 def from_credentials(
     basic: tuple[str, str] | None, client_id: str | None, client_secret: str | None
 ) -> ClientAuthentication:

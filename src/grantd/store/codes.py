@@ -115,14 +115,9 @@ async def spend(db: Database, code_hash: str, now: int, spender: Spender) -> tup
             if issue.audit is not None:
                 await audit_store.insert_event(tx, **issue.audit)
         return True, code
-    key_id = spender.key_id
-    app_id = None if key_id is not None else await spender.authenticate()
+    app_id = None if spender.key_id is not None else await spender.authenticate()
     async with db.autocommit() as conn:
-        if key_id is not None:
-            key, code = await live_key_and_code(conn, key_id, code_hash)
-            app_id = spender.proven(key)
-        else:
-            code = await find(conn, code_hash)
+        app_id, code = await token_store.read_for(conn, spender, app_id, _LIVE_KEY_AND_CODE, _FIND, code_hash=code_hash)
         if code is None or code.redeemed_at is not None:
             return False, code
         issue = spender.issue(code)  # raises before anything is written
@@ -137,14 +132,9 @@ async def find(conn: AsyncConnection, code_hash: str) -> Row | None:
     return await fetch_one(conn, _FIND, code_hash=code_hash)
 
 
+# The live key (None when unknown, revoked or of a disabled app) and the code (None when unknown),
+# in one SELECT: a spend's first read on PostgreSQL (``store.tokens.read_for``).
 _LIVE_KEY_AND_CODE = LiveKeyAnd(_FIND.statement)
-
-
-async def live_key_and_code(conn: AsyncConnection, key_id: str, code_hash: str) -> tuple[Any, Any]:
-    """What ``store.apps.live_key`` and ``find`` read, in one SELECT (one round trip): the live key
-    (None when unknown, revoked or of a disabled app) and the code (None when unknown). Neither is
-    judged here: the caller verifies the key's secret before it looks at the code."""
-    return await _LIVE_KEY_AND_CODE.fetch(conn, key_id, code_hash=code_hash)
 
 
 def _spend_and_issue(with_refresh: bool) -> Prepared:

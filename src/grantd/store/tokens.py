@@ -248,14 +248,8 @@ async def find_refresh_token(conn: AsyncConnection, token_hash: str) -> Row | No
     return await fetch_one(conn, _FIND_REFRESH, token_hash=token_hash)
 
 
+# The live key and the refresh token in one SELECT: a rotation's first read on PostgreSQL (``read_for``).
 _LIVE_KEY_AND_REFRESH = LiveKeyAnd(_FIND_REFRESH.statement)
-
-
-async def live_key_and_refresh_token(conn: AsyncConnection, key_id: str, token_hash: str) -> tuple[Any, Any]:
-    """What ``store.apps.live_key`` and ``find_refresh_token`` read, in one SELECT (one round trip):
-    the live key (None when unknown, revoked or of a disabled app) and the refresh token (None when
-    unknown). Neither is judged here: the caller verifies the key's secret before the token."""
-    return await _LIVE_KEY_AND_REFRESH.fetch(conn, key_id, token_hash=token_hash)
 
 
 _LIVE_KEY_AND_ACCESS_STATE = LiveKeyAnd(_ACCESS_STATE.statement)
@@ -354,14 +348,9 @@ async def rotate(db: Database, token_hash: str, now: int, spender: Spender) -> t
             await run(tx, _INSERT_ACCESS, **issue.access)
             await run(tx, _INSERT_REFRESH, **issue.refresh)  # type: ignore[arg-type]
         return True, row
-    key_id = spender.key_id
-    app_id = None if key_id is not None else await spender.authenticate()
+    app_id = None if spender.key_id is not None else await spender.authenticate()
     async with db.autocommit() as conn:
-        if key_id is not None:
-            key, row = await live_key_and_refresh_token(conn, key_id, token_hash)
-            app_id = spender.proven(key)
-        else:
-            row = await fetch_one(conn, _FIND_REFRESH, token_hash=token_hash)
+        app_id, row = await read_for(conn, spender, app_id, _LIVE_KEY_AND_REFRESH, _FIND_REFRESH, token_hash=token_hash)
         if row is None or row.rotated_at is not None:
             return False, row
         issue = spender.issue(row)  # raises before anything is written
@@ -369,6 +358,18 @@ async def rotate(db: Database, token_hash: str, now: int, spender: Spender) -> t
             conn, token_hash, app_id, now, row.code_hash, access=issue.access, refresh=issue.refresh  # type: ignore[arg-type]
         )
     return rotated, row
+
+
+async def read_for(
+    conn: AsyncConnection, spender: Spender, app_id: str | None, with_key: LiveKeyAnd, alone: Prepared, **params: Any
+) -> tuple[str, Row | None]:
+    """PostgreSQL's first step of a spend: the row to spend (``alone``'s read), and the caller's app
+    id. A caller not yet proven (``app_id`` None) has its key read with the row in one SELECT
+    (``with_key``) and judged (``spender.proven``) before the row is looked at."""
+    if app_id is None:
+        key, row = await with_key.fetch(conn, spender.key_id, **params)  # type: ignore[arg-type]
+        return spender.proven(key), row
+    return app_id, await fetch_one(conn, alone, **params)
 
 
 async def record_access_token(db: Database, row: dict[str, Any]) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from grantd.core import access_token, audit, pkce
 from grantd.core.access_token import IssuedToken
-from grantd.core.client_auth import ClientAuthentication
+from grantd.core.client_auth import Caller, ClientAuthentication
 from grantd.core.clients import Client
 from grantd.core.context import Context
 from grantd.core.errors import InvalidGrant, InvalidRequest
@@ -66,33 +66,20 @@ async def redeem(
     )
 
 
-class _Redemption:
+class _Redemption(Caller):
     """One redemption as ``store.codes.spend`` asks for it (a ``store.tokens.Spender``)."""
 
-    __slots__ = ("ctx", "auth", "code_hash", "code_verifier", "redirect_uri", "address", "now", "jti", "refresh_token", "client")
+    __slots__ = ("code_hash", "code_verifier", "redirect_uri", "address", "now", "jti", "refresh_token")
 
     def __init__(
         self, ctx: Context, auth: ClientAuthentication, code_hash: str, code_verifier: str | None,
         redirect_uri: str | None, with_refresh_token: bool, address: str | None,
     ) -> None:
-        self.ctx, self.auth, self.code_hash = ctx, auth, code_hash
-        self.code_verifier, self.redirect_uri, self.address = code_verifier, redirect_uri, address
+        super().__init__(ctx, auth)
+        self.code_hash, self.code_verifier, self.redirect_uri, self.address = code_hash, code_verifier, redirect_uri, address
         self.now = ctx.now()
         self.jti = new_token_id()
         self.refresh_token = new_secret() if with_refresh_token else None
-        self.client: Client | None = None
-
-    @property
-    def key_id(self) -> str | None:
-        return self.auth.key_id
-
-    async def authenticate(self) -> str:
-        self.client = await self.auth.authenticate(self.ctx)
-        return self.client.app_id
-
-    def proven(self, key: Any) -> str:
-        self.client = self.auth.proven(self.ctx, key)
-        return self.client.app_id
 
     def issue(self, code: Any) -> Issue:
         """The rules of redeeming ``code`` (its row, unspent or as the spend returned it); raises

@@ -15,7 +15,7 @@ from typing import Any
 from grantd.core import access_token, audit
 from grantd.core import permissions as perms
 from grantd.core.access_token import IssuedToken
-from grantd.core.client_auth import ClientAuthentication
+from grantd.core.client_auth import Caller, ClientAuthentication
 from grantd.core.clients import Client
 from grantd.core.context import Context
 from grantd.core.errors import InvalidGrant, InvalidRequest, InvalidScope
@@ -59,29 +59,17 @@ async def refresh(
     )
 
 
-class _Rotation:
+class _Rotation(Caller):
     """One rotation as ``store.tokens.rotate`` asks for it (a ``store.tokens.Spender``)."""
 
-    __slots__ = ("ctx", "auth", "scope", "successor", "now", "jti", "client", "permissions")
+    __slots__ = ("scope", "successor", "now", "jti", "permissions")
 
     def __init__(self, ctx: Context, auth: ClientAuthentication, scope: str | None, successor: str) -> None:
-        self.ctx, self.auth, self.scope, self.successor = ctx, auth, scope, successor
+        super().__init__(ctx, auth)
+        self.scope, self.successor = scope, successor
         self.now = ctx.now()
         self.jti = new_token_id()
-        self.client: Client | None = None
         self.permissions: tuple[str, ...] = ()
-
-    @property
-    def key_id(self) -> str | None:
-        return self.auth.key_id
-
-    async def authenticate(self) -> str:
-        self.client = await self.auth.authenticate(self.ctx)
-        return self.client.app_id
-
-    def proven(self, key: Any) -> str:
-        self.client = self.auth.proven(self.ctx, key)
-        return self.client.app_id
 
     def issue(self, row: Any) -> Issue:
         """The rules of rotating the token ``row`` (unrotated, or as the rotation returned it): the
