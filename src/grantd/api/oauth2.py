@@ -227,7 +227,6 @@ async def introspect_token(ctx: Context, authorization: str | None, form: dict[s
 async def metadata(request: Request) -> Response:
     ctx: Context = request.app.state.ctx
     issuer = ctx.settings.issuer
-    auth_methods = [client_auth.CLIENT_SECRET_BASIC, client_auth.CLIENT_SECRET_POST]
     document = {
         "issuer": issuer,
         "authorization_endpoint": f"{issuer}/oauth2/authorize",
@@ -239,9 +238,9 @@ async def metadata(request: Request) -> Response:
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
         "grant_types_supported": list(grants.GRANT_TYPES),
-        "token_endpoint_auth_methods_supported": [*auth_methods, client_auth.NONE],
-        "revocation_endpoint_auth_methods_supported": [*auth_methods, client_auth.NONE],
-        "introspection_endpoint_auth_methods_supported": auth_methods,
+        "token_endpoint_auth_methods_supported": list(client_auth.TOKEN_ENDPOINT_METHODS),
+        "revocation_endpoint_auth_methods_supported": list(client_auth.TOKEN_ENDPOINT_METHODS),
+        "introspection_endpoint_auth_methods_supported": list(client_auth.SECRET_METHODS),
         "code_challenge_methods_supported": ["S256"],
         "authorization_response_iss_parameter_supported": True,
     }

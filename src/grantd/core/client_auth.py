@@ -29,8 +29,10 @@ from grantd.store import apps as app_store
 CLIENT_SECRET_BASIC = "client_secret_basic"
 CLIENT_SECRET_POST = "client_secret_post"
 NONE = "none"
-# The methods of RFC 8414's *_endpoint_auth_methods_supported, as the token endpoint accepts them.
-TOKEN_ENDPOINT_METHODS = (CLIENT_SECRET_BASIC, CLIENT_SECRET_POST, NONE)
+# RFC 8414's *_endpoint_auth_methods_supported: the methods a confidential client proves itself by,
+# and with NONE those the token and revocation endpoints take.
+SECRET_METHODS = (CLIENT_SECRET_BASIC, CLIENT_SECRET_POST)
+TOKEN_ENDPOINT_METHODS = (*SECRET_METHODS, NONE)
 
 _WRONG_KEY = "Unknown key, wrong key secret, or the key or its app is disabled."
 
@@ -38,10 +40,6 @@ _WRONG_KEY = "Unknown key, wrong key secret, or the key or its app is disabled."
 class ClientAuthentication(Protocol):
     @property
     def method(self) -> str: ...
-
-    @property
-    def claimed(self) -> str | None:
-        """Whom the request claims to be (a key id or a client id), before anything is proven."""
 
     @property
     def key_id(self) -> str | None: ...
@@ -72,10 +70,6 @@ class KeyPair(NamedTuple):
 
     method = "neucron_key_pair"
 
-    @property
-    def claimed(self) -> str:
-        return self.key_id
-
     async def authenticate(self, ctx: Context) -> Client:
         return self.proven(ctx, await _live_key(ctx, self.key_id))
 
@@ -83,25 +77,23 @@ class KeyPair(NamedTuple):
         return verified_key(ctx, self.key_id, self.key_secret, key)
 
 
-class ClientSecret(NamedTuple):
+class ClientSecret:
     """A confidential client's secret (``client_secret_basic`` or ``client_secret_post``), with the
-    ``client_id`` sent beside it, if any, which must then name the key's app."""
+    ``client_id`` sent beside it, if any, which must then name the key's app. The key the secret
+    names is read from it once."""
 
-    client_id: str | None
-    secret: str
-    method: str = CLIENT_SECRET_POST
+    __slots__ = ("client_id", "secret", "method", "_key_id")
 
-    @property
-    def claimed(self) -> str | None:
-        return key_id_of_secret(self.secret) or self.client_id
+    def __init__(self, client_id: str | None, secret: str, method: str = CLIENT_SECRET_POST) -> None:
+        self.client_id, self.secret, self.method = client_id, secret, method
+        self._key_id = key_id_of_secret(secret)
 
     @property
     def key_id(self) -> str:
         """The key the secret names; InvalidClient if it names none."""
-        key_id = key_id_of_secret(self.secret)
-        if key_id is None:
+        if self._key_id is None:
             raise InvalidClient(_WRONG_KEY)
-        return key_id
+        return self._key_id
 
     async def authenticate(self, ctx: Context) -> Client:
         key_id = self.key_id
@@ -124,10 +116,6 @@ class PublicClient(NamedTuple):
     method = NONE
     key_id = None
 
-    @property
-    def claimed(self) -> str:
-        return self.client_id
-
     async def authenticate(self, ctx: Context) -> Client:
         async with ctx.db.read() as conn:
             app = await app_store.live(conn, self.client_id)
@@ -144,7 +132,6 @@ class Unauthenticated(NamedTuple):
 
     method = NONE
     key_id = None
-    claimed = None
 
     async def authenticate(self, ctx: Context) -> Client:
         raise InvalidClient("Client authentication is required.")
@@ -158,15 +145,12 @@ class Caller:
     with ``auth`` when the store asks, and keeps the ``Client`` for the rest of the request. A
     grant's spend subclasses it and adds ``issue``."""
 
-    __slots__ = ("ctx", "auth", "client")
+    __slots__ = ("ctx", "auth", "key_id", "client")
 
     def __init__(self, ctx: Context, auth: ClientAuthentication) -> None:
         self.ctx, self.auth = ctx, auth
+        self.key_id = auth.key_id  # InvalidClient for a secret that names no key, before anything is read
         self.client: Client | None = None
-
-    @property
-    def key_id(self) -> str | None:
-        return self.auth.key_id
 
     async def authenticate(self) -> str:
         self.client = await self.auth.authenticate(self.ctx)
@@ -175,6 +159,13 @@ class Caller:
     def proven(self, key: Any) -> str:
         self.client = self.auth.proven(self.ctx, key)
         return self.client.app_id
+
+
+async def missing(ctx: Context, auth: ClientAuthentication, parameter: str) -> Any:
+    """A request without a ``parameter`` it needs: refused after the client's authentication, so
+    that the client's own errors come first."""
+    await auth.authenticate(ctx)
+    raise InvalidRequest(f"{parameter} is required.")
 
 
 def from_credentials(

@@ -15,7 +15,6 @@ from grantd.core.context import Context
 from grantd.core.errors import InvalidClient, InvalidRequest
 from grantd.store import tokens as token_store
 
-_INACTIVE = {"active": False}
 _ACCESS_CLAIMS = ("scope", "client_id", "sub", "aud", "iss", "exp", "iat", "jti")
 
 
@@ -37,16 +36,16 @@ async def introspect(ctx: Context, auth: ClientAuthentication, token: str | None
     client = auth.proven(ctx, key)
     now = ctx.now()
     if row is None or row.app_id != client.app_id or row.revoked_at is not None:
-        return _INACTIVE
+        return {"active": False}
     if row.expires_at <= now or row.app_disabled_at is not None:
-        return _INACTIVE
+        return {"active": False}
     if claims is not None:
         result = {name: claims[name] for name in _ACCESS_CLAIMS}
         if "user_id" in claims:
             result["user_id"] = claims["user_id"]
         return {"active": True, **result, "token_type": "Bearer"}
     if row.rotated_at is not None:
-        return _INACTIVE
+        return {"active": False}
     return {
         "active": True,
         "scope": row.scope,

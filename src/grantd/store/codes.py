@@ -90,9 +90,11 @@ _FIND = Prepared(select(*_CHECKED, codes.c.redeemed_at).where(codes.c.code_hash 
 
 
 async def spend(db: Database, code_hash: str, now: int, spender: Spender) -> tuple[bool, Row | None]:
-    """Redeem a code with what it issues (``spender.issue``: the access token, a refresh token, the
-    code_redeemed audit row), exactly once on either database. Whether this call spent it, and the
-    code's row (None if unknown): what the caller judges a replay by when it was not spent.
+    """Redeem a code with what it issues (``spender.issue``: the access token, a refresh token or
+    None, and the code_redeemed audit row, which a redemption always writes), exactly once on
+    either database. Whether this call spent it, and the code's row: when it was not spent, the row
+    only if the code was spent before or by a concurrent caller (a replay for the caller to judge),
+    else None.
 
     - SQLite: the caller proves itself, then one write transaction spends the code (conditional
       ``UPDATE … RETURNING``: at most one caller wins), checks it (``spender.issue`` raising rolls
@@ -100,31 +102,35 @@ async def spend(db: Database, code_hash: str, now: int, spender: Spender) -> tup
       transaction.
     - PostgreSQL: in autocommit, the key (``spender.key_id``) and the code are read by one SELECT
       and the key judged; the code is checked in Python, then one statement spends it and writes
-      the rows (``spend_and_issue``): one round trip, one transaction.
+      the rows (``spend_and_issue``): one round trip, one transaction. A statement that spent
+      nothing lost the code to a concurrent caller.
     """
     if db.is_sqlite:
         app_id = await spender.authenticate()
         async with db.write() as tx:
             code = await fetch_one(tx, _REDEEM, code_hash=code_hash, app_id=app_id, now=now)
             if code is None:
-                return False, await find(tx, code_hash)
+                known = await find(tx, code_hash)
+                return False, known if known is not None and known.redeemed_at is not None else None
             issue = spender.issue(code)  # raises inside the transaction: the code is not spent
-            await token_store.insert_access_token(tx, **issue.access)
+            await run(tx, token_store.INSERT_ACCESS, **issue.access)
             if issue.refresh is not None:
-                await token_store.insert_refresh_token(tx, **issue.refresh)
-            if issue.audit is not None:
-                await audit_store.insert_event(tx, **issue.audit)
+                await run(tx, token_store.INSERT_REFRESH, **issue.refresh)
+            await audit_store.insert_event(tx, **issue.audit)  # type: ignore[arg-type]
         return True, code
-    app_id = None if spender.key_id is not None else await spender.authenticate()
+    key_id = spender.key_id
+    app_id = None if key_id is not None else await spender.authenticate()
     async with db.autocommit() as conn:
-        app_id, code = await token_store.read_for(conn, spender, app_id, _LIVE_KEY_AND_CODE, _FIND, code_hash=code_hash)
-        if code is None or code.redeemed_at is not None:
+        app_id, code = await token_store.read_for(conn, key_id, spender, app_id, _LIVE_KEY_AND_CODE, _FIND, code_hash=code_hash)
+        if code is None:
+            return False, None
+        if code.redeemed_at is not None:
             return False, code
         issue = spender.issue(code)  # raises before anything is written
         spent = await spend_and_issue(
             conn, code_hash, app_id, now, access=issue.access, refresh=issue.refresh, audit=issue.audit  # type: ignore[arg-type]
         )
-    return spent, code
+    return spent, code  # spent, or lost to a concurrent caller: a replay to judge
 
 
 async def find(conn: AsyncConnection, code_hash: str) -> Row | None:

@@ -26,8 +26,9 @@ REFRESH_COLUMNS = ("token_hash", "code_hash", "app_id", "user_id", "scope", "acc
 
 class Issue(NamedTuple):
     """What spending a single-use row writes with it: the new access token's row, a refresh
-    token's (or None) and an audit event's (or None), as ``ACCESS_COLUMNS``, ``REFRESH_COLUMNS``
-    and ``store.audit.insert_event`` name their columns."""
+    token's and an audit event's, as ``ACCESS_COLUMNS``, ``REFRESH_COLUMNS`` and
+    ``store.audit.insert_event`` name their columns. Which may be None is each spend's to say
+    (``store.codes.spend``, ``rotate``)."""
 
     access: dict[str, Any]
     refresh: dict[str, Any] | None
@@ -55,34 +56,8 @@ class Spender(Protocol):
     def issue(self, row: Any) -> Issue: ...
 
 
-_INSERT_ACCESS = Prepared(insert(access_tokens).values({name: bindparam(name) for name in ACCESS_COLUMNS}))
-_INSERT_REFRESH = Prepared(insert(refresh_tokens).values({name: bindparam(name) for name in REFRESH_COLUMNS}))
-
-
-async def insert_access_token(
-    conn: AsyncConnection,
-    *,
-    jti: str,
-    app_id: str,
-    user_id: str | None,
-    key_id: str | None,
-    code_hash: str | None,
-    scope: str,
-    issued_at: int,
-    expires_at: int,
-) -> None:
-    await run(
-        conn,
-        _INSERT_ACCESS,
-        jti=jti,
-        app_id=app_id,
-        user_id=user_id,
-        key_id=key_id,
-        code_hash=code_hash,
-        scope=scope,
-        issued_at=issued_at,
-        expires_at=expires_at,
-    )
+INSERT_ACCESS = Prepared(insert(access_tokens).values({name: bindparam(name) for name in ACCESS_COLUMNS}))
+INSERT_REFRESH = Prepared(insert(refresh_tokens).values({name: bindparam(name) for name in REFRESH_COLUMNS}))
 
 
 async def _revoke(conn: AsyncConnection, now: int, condition: Callable[[Table], ColumnElement[bool]]) -> None:
@@ -167,39 +142,8 @@ async def revoke_access_token(conn: AsyncConnection, jti: str, app_id: str, now:
     await run(conn, _REVOKE_ACCESS, jti=jti, app_id=app_id, now=now)
 
 
-async def access_token_state(conn: AsyncConnection, jti: str) -> Row | None:
-    """An access token's record with whether its app is disabled."""
-    return await fetch_one(conn, _ACCESS_STATE, jti=jti)
-
-
 async def by_jti(conn: AsyncConnection, jti: str) -> Row | None:
     return await fetch_one(conn, _BY_JTI, jti=jti)
-
-
-async def insert_refresh_token(
-    conn: AsyncConnection,
-    *,
-    token_hash: str,
-    code_hash: str,
-    app_id: str,
-    user_id: str,
-    scope: str,
-    access_jti: str,
-    issued_at: int,
-    expires_at: int,
-) -> None:
-    await run(
-        conn,
-        _INSERT_REFRESH,
-        token_hash=token_hash,
-        code_hash=code_hash,
-        app_id=app_id,
-        user_id=user_id,
-        scope=scope,
-        access_jti=access_jti,
-        issued_at=issued_at,
-        expires_at=expires_at,
-    )
 
 
 # What the rules of rotation (grantd.core.grants.refresh_token) look at, in the same columns for both reads: the
@@ -234,18 +178,8 @@ _REFRESH_STATE = Prepared(
 )
 
 
-async def rotate_refresh_token(conn: AsyncConnection, token_hash: str, app_id: str, now: int) -> Row | None:
-    """Mark a live refresh token used: atomic, so at most one caller rotates it."""
-    return await fetch_one(conn, _ROTATE, token_hash=token_hash, app_id=app_id, now=now)
-
-
 async def refresh_token_state(conn: AsyncConnection, token_hash: str) -> Row | None:
     return await fetch_one(conn, _REFRESH_STATE, token_hash=token_hash)
-
-
-async def find_refresh_token(conn: AsyncConnection, token_hash: str) -> Row | None:
-    """The refresh token as it is, rotated or not (no lock)."""
-    return await fetch_one(conn, _FIND_REFRESH, token_hash=token_hash)
 
 
 # The live key and the refresh token in one SELECT: a rotation's first read on PostgreSQL (``read_for``).
@@ -257,7 +191,7 @@ _LIVE_KEY_AND_REFRESH_STATE = LiveKeyAnd(_REFRESH_STATE.statement)
 
 
 async def live_key_and_access_token_state(conn: AsyncConnection, key_id: str, jti: str) -> tuple[Any, Any]:
-    """What ``store.apps.live_key`` and ``access_token_state`` read, in one SELECT (one round trip).
+    """What ``store.apps.live_key`` and an access token's state with its app's ``disabled_at`` read, in one SELECT (one round trip).
     Neither is judged here: the caller verifies the key's secret before it looks at the token."""
     return await _LIVE_KEY_AND_ACCESS_STATE.fetch(conn, key_id, jti=jti)
 
@@ -312,7 +246,7 @@ async def rotate_and_issue(
     The statement first takes the family's transaction-scoped advisory lock (``code_hash``'s, as
     ``lock_refresh_family`` and ``revoke_family`` do), then the token's row: of concurrent callers
     one rotates, the others wait, see it rotated and write nothing. The caller has read the token
-    (``find_refresh_token``) and checked it in Python first; ``access`` and ``refresh`` are the new
+    (``read_for``) and checked it in Python first; ``access`` and ``refresh`` are the new
     rows' columns as the caller made them."""
     params: dict[str, Any] = {
         "token_hash": token_hash, "app_id": app_id, "now": now, "lock_key": family_lock_key(code_hash)
@@ -326,8 +260,9 @@ async def rotate_and_issue(
 
 async def rotate(db: Database, token_hash: str, now: int, spender: Spender) -> tuple[bool, Row | None]:
     """Rotate a refresh token with what it issues (``spender.issue``: the new access token and the
-    successor), exactly once on either database. Whether this call rotated it, and the token's row
-    (None if unknown): what the caller judges a reuse by when it was not rotated.
+    successor, both always; a rotation writes no audit row), exactly once on either database.
+    Whether this call rotated it, and the token's row: when it was not rotated, the row only if it
+    was rotated before or by a concurrent caller (a reuse for the caller to judge), else None.
 
     - SQLite: the caller proves itself, then one write transaction rotates the token (conditional
       ``UPDATE … RETURNING``: at most one caller wins), checks it (``spender.issue`` raising rolls
@@ -336,38 +271,43 @@ async def rotate(db: Database, token_hash: str, now: int, spender: Spender) -> t
     - PostgreSQL: in autocommit, the key (``spender.key_id``) and the token are read by one SELECT
       and the key judged; the token is checked in Python, then one statement takes the family's
       lock, rotates the token and inserts both rows (``rotate_and_issue``): one round trip, one
-      transaction.
+      transaction. A statement that rotated nothing lost the token to a concurrent caller.
     """
     if db.is_sqlite:
         app_id = await spender.authenticate()
         async with db.write() as tx:
             row = await fetch_one(tx, _ROTATE, token_hash=token_hash, app_id=app_id, now=now)
             if row is None:
-                return False, await fetch_one(tx, _FIND_REFRESH, token_hash=token_hash)
+                known = await fetch_one(tx, _FIND_REFRESH, token_hash=token_hash)
+                return False, known if known is not None and known.rotated_at is not None else None
             issue = spender.issue(row)  # raises inside the transaction: the token is not rotated
-            await run(tx, _INSERT_ACCESS, **issue.access)
-            await run(tx, _INSERT_REFRESH, **issue.refresh)  # type: ignore[arg-type]
+            await run(tx, INSERT_ACCESS, **issue.access)
+            await run(tx, INSERT_REFRESH, **issue.refresh)  # type: ignore[arg-type]
         return True, row
-    app_id = None if spender.key_id is not None else await spender.authenticate()
+    key_id = spender.key_id
+    app_id = None if key_id is not None else await spender.authenticate()
     async with db.autocommit() as conn:
-        app_id, row = await read_for(conn, spender, app_id, _LIVE_KEY_AND_REFRESH, _FIND_REFRESH, token_hash=token_hash)
-        if row is None or row.rotated_at is not None:
+        app_id, row = await read_for(conn, key_id, spender, app_id, _LIVE_KEY_AND_REFRESH, _FIND_REFRESH, token_hash=token_hash)
+        if row is None:
+            return False, None
+        if row.rotated_at is not None:
             return False, row
         issue = spender.issue(row)  # raises before anything is written
         rotated = await rotate_and_issue(
             conn, token_hash, app_id, now, row.code_hash, access=issue.access, refresh=issue.refresh  # type: ignore[arg-type]
         )
-    return rotated, row
+    return rotated, row  # rotated, or lost to a concurrent caller: a reuse to judge
 
 
 async def read_for(
-    conn: AsyncConnection, spender: Spender, app_id: str | None, with_key: LiveKeyAnd, alone: Prepared, **params: Any
+    conn: AsyncConnection, key_id: str | None, spender: Spender, app_id: str | None, with_key: LiveKeyAnd,
+    alone: Prepared, **params: Any
 ) -> tuple[str, Row | None]:
     """PostgreSQL's first step of a spend: the row to spend (``alone``'s read), and the caller's app
-    id. A caller not yet proven (``app_id`` None) has its key read with the row in one SELECT
-    (``with_key``) and judged (``spender.proven``) before the row is looked at."""
+    id. A caller not yet proven (``app_id`` None) has its key (``key_id``) read with the row in one
+    SELECT (``with_key``) and judged (``spender.proven``) before the row is looked at."""
     if app_id is None:
-        key, row = await with_key.fetch(conn, spender.key_id, **params)  # type: ignore[arg-type]
+        key, row = await with_key.fetch(conn, key_id, **params)  # type: ignore[arg-type]
         return spender.proven(key), row
     return app_id, await fetch_one(conn, alone, **params)
 
@@ -376,4 +316,4 @@ async def record_access_token(db: Database, row: dict[str, Any]) -> None:
     """One access token's row (``ACCESS_COLUMNS``), in a transaction of its own: one INSERT, which
     on PostgreSQL is one autocommit statement (no BEGIN/COMMIT round trips)."""
     async with db.write_one() as tx:
-        await run(tx, _INSERT_ACCESS, **row)
+        await run(tx, INSERT_ACCESS, **row)

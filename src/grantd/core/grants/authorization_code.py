@@ -9,15 +9,15 @@ transaction of their own.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Any
 
 from grantd.core import access_token, audit, pkce
 from grantd.core.access_token import IssuedToken
-from grantd.core.client_auth import Caller, ClientAuthentication
+from grantd.core.client_auth import Caller, ClientAuthentication, missing
 from grantd.core.clients import Client
 from grantd.core.context import Context
-from grantd.core.errors import InvalidGrant, InvalidRequest
+from grantd.core.errors import InvalidGrant
 from grantd.crypto.secrets import new_secret, new_token_id
 from grantd.store import codes as code_store
 from grantd.store import tokens as token_store
@@ -27,13 +27,14 @@ GRANT_TYPE = "authorization_code"
 _BAD_CODE = "The authorization code is unknown, expired, already used, or belongs to another app."
 
 
-async def token_request(ctx: Context, auth: ClientAuthentication, params: Mapping[str, str], address: str | None) -> IssuedToken:
+def token_request(
+    ctx: Context, auth: ClientAuthentication, params: Mapping[str, str], address: str | None
+) -> Awaitable[IssuedToken]:
     """``grant_type=authorization_code`` (RFC 6749 §4.1.3), with a refresh token."""
     code = params.get("code")
     if code is None:
-        await auth.authenticate(ctx)  # the client's own errors first
-        raise InvalidRequest("code is required.")
-    return await redeem(
+        return missing(ctx, auth, "code")
+    return redeem(
         ctx, auth, code, code_verifier=params.get("code_verifier"), redirect_uri=params.get("redirect_uri"),
         with_refresh_token=True, address=address,
     )

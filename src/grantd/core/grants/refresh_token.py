@@ -9,16 +9,16 @@ audited (a hot path); a reuse that revokes the family is.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Any
 
 from grantd.core import access_token, audit
 from grantd.core import permissions as perms
 from grantd.core.access_token import IssuedToken
-from grantd.core.client_auth import Caller, ClientAuthentication
+from grantd.core.client_auth import Caller, ClientAuthentication, missing
 from grantd.core.clients import Client
 from grantd.core.context import Context
-from grantd.core.errors import InvalidGrant, InvalidRequest, InvalidScope
+from grantd.core.errors import InvalidGrant, InvalidScope
 from grantd.crypto.secrets import new_token_id
 from grantd.store import tokens as token_store
 from grantd.store.tokens import Issue
@@ -27,13 +27,14 @@ GRANT_TYPE = "refresh_token"
 _BAD_REFRESH = "The refresh token is unknown, expired, revoked, or belongs to another app."
 
 
-async def token_request(ctx: Context, auth: ClientAuthentication, params: Mapping[str, str], address: str | None) -> IssuedToken:
+def token_request(
+    ctx: Context, auth: ClientAuthentication, params: Mapping[str, str], address: str | None
+) -> Awaitable[IssuedToken]:
     """``grant_type=refresh_token`` (RFC 6749 §6), ``scope`` narrowing the grant if sent."""
     refresh_token = params.get("refresh_token")
     if refresh_token is None:
-        await auth.authenticate(ctx)  # the client's own errors first
-        raise InvalidRequest("refresh_token is required.")
-    return await refresh(ctx, auth, refresh_token, params.get("scope"), address=address)
+        return missing(ctx, auth, "refresh_token")
+    return refresh(ctx, auth, refresh_token, params.get("scope"), address=address)
 
 
 async def refresh(
