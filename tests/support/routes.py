@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi.routing import APIRoute
 
-from grantd.api.deps import current_user
+from grantd.api.deps import account_holder, current_user
 
 
 def api_routes(app: Any) -> list[tuple[str, str, APIRoute]]:
@@ -37,11 +37,12 @@ def neucron_paths(app: Any) -> set[str]:
 
 
 def needs_user(route: APIRoute) -> bool:
-    """Whether the route asks for a user's token: ``current_user`` is among its dependencies, at any depth."""
+    """Whether the route asks for a user's token: ``current_user`` (or ``account_holder``, which also
+    takes an access token issued for a user) is among its dependencies, at any depth."""
     stack = list(route.dependant.dependencies)
     while stack:
         dependency = stack.pop()
-        if dependency.call is current_user:
+        if dependency.call in (current_user, account_holder):
             return True
         stack.extend(dependency.dependencies)
     return False
