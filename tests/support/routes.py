@@ -9,6 +9,7 @@ from typing import Any
 from fastapi.routing import APIRoute
 
 from grantd.api.deps import account_holder, current_user
+from grantd.api.envelope import Envelope
 
 
 def api_routes(app: Any) -> list[tuple[str, str, APIRoute]]:
@@ -46,3 +47,15 @@ def needs_user(route: APIRoute) -> bool:
             return True
         stack.extend(dependency.dependencies)
     return False
+
+
+def takes_access_token(route: APIRoute) -> bool:
+    """Whether the route also takes an access token an app was issued for a user (``account_holder``:
+    ``GET /auth/user/info``, which Neucron's v2 SDK calls with the token of the code exchange)."""
+    return any(dependency.call is account_holder for dependency in route.dependant.dependencies)
+
+
+def flat_success(route: APIRoute) -> bool:
+    """Whether the route's 200 is its body itself rather than the envelope (Neucron's v2 SDK calls)."""
+    model = route.response_model
+    return isinstance(model, type) and not issubclass(model, Envelope)
