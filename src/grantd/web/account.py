@@ -34,6 +34,20 @@ def _address(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
+async def _posted(request: Request, page: tuple[str, str]) -> tuple[Context, Principal, dict[str, str]] | Response:
+    """A form posted from ``page`` (its path and title): the context, the signed-in user and the
+    form; or the answer when there is no session (to sign in, then back to the page) or the form's
+    CSRF token is not the session's (403)."""
+    ctx = _ctx(request)
+    form = await read_form(request)  # a malformed form raises; render_error answers with the error page
+    principal = await session.current(ctx, request)
+    if principal is None:
+        return redirect(f"/signin?next={page[0]}")
+    if not session.check_session_csrf(ctx, principal, form.get("csrf_token")):
+        return error_page(403, "This form cannot be accepted", _FORGED, link=page)
+    return ctx, principal, form
+
+
 # ---------------------------------------------------------------- account
 
 
@@ -82,13 +96,10 @@ async def account(request: Request) -> Response:
 
 
 async def update_profile(request: Request) -> Response:
-    ctx = _ctx(request)
-    form = await read_form(request)  # a malformed form raises; render_error answers with the error page
-    principal = await session.current(ctx, request)
-    if principal is None:
-        return redirect("/signin?next=/account")
-    if not session.check_session_csrf(ctx, principal, form.get("csrf_token")):
-        return error_page(403, "This form cannot be accepted", _FORGED, link=("/account", "Account"))
+    posted = await _posted(request, ("/account", "Account"))
+    if isinstance(posted, Response):
+        return posted
+    ctx, principal, form = posted
     # Every field of the form is sent: an empty one clears the field.
     entered = {name: form.get(name) or "" for name in profile.FIELDS}
     try:
@@ -104,13 +115,10 @@ async def update_profile(request: Request) -> Response:
 
 
 async def change_password(request: Request) -> Response:
-    ctx = _ctx(request)
-    form = await read_form(request)  # a malformed form raises; render_error answers with the error page
-    principal = await session.current(ctx, request)
-    if principal is None:
-        return redirect("/signin?next=/account")
-    if not session.check_session_csrf(ctx, principal, form.get("csrf_token")):
-        return error_page(403, "This form cannot be accepted", _FORGED, link=("/account", "Account"))
+    posted = await _posted(request, ("/account", "Account"))
+    if isinstance(posted, Response):
+        return posted
+    ctx, principal, form = posted
     current, new = form.get("current_password") or "", form.get("new_password") or ""
     errors = {}
     if not current:
@@ -163,13 +171,10 @@ async def connected_apps(request: Request) -> Response:
 
 
 async def revoke(request: Request, app_id: str) -> Response:
-    ctx = _ctx(request)
-    form = await read_form(request)  # a malformed form raises; render_error answers with the error page
-    principal = await session.current(ctx, request)
-    if principal is None:
-        return redirect("/signin?next=/account/apps")
-    if not session.check_session_csrf(ctx, principal, form.get("csrf_token")):
-        return error_page(403, "This form cannot be accepted", _FORGED, link=("/account/apps", "Connected apps"))
+    posted = await _posted(request, ("/account/apps", "Connected apps"))
+    if isinstance(posted, Response):
+        return posted
+    ctx, principal, _ = posted
     try:
         if len(app_id) > _APP_ID_MAX or "\x00" in app_id:  # no app id is like this; never look it up
             raise NotFound("You have not granted this app access.")
