@@ -264,7 +264,10 @@ class Harvest:
         if not issued:
             # Path segments are public (an app id, a key id) and grantd logs the path; the
             # schema fuzzer may send one same random string as a path segment and a bearer token.
+            # So is a whole path: Hypothesis draws strings from the constants of the code under
+            # test, and has sent a route's path (``/oauth2/introspect``) as a bearer token.
             self.public.update(unquote(segment) for segment in parts.path.split("/") if segment)
+            self.public.add(unquote(parts.path))
         for part in (parts.query, parts.fragment):
             if part:
                 self.keep_fields(dict(parse_qsl(part, keep_blank_values=True)), how, issued=issued)

@@ -29,7 +29,7 @@ from fastapi.routing import APIRoute
 from starlette.responses import Response
 
 from grantd.api import apps, audit, auth, envelope, grants, hot, neucron, oauth2, ops, wellknown
-from grantd.api.envelope import Envelope, error_responses
+from grantd.api.envelope import Envelope, ErrorBody, error_responses
 from grantd.api.errors import Dialect, Dialects
 from grantd.api.hot import Handler as HotHandler, HotRoute
 from grantd.config import Settings
@@ -81,6 +81,19 @@ def _neucron(
     )
 
 
+def _neucron_v2(
+    method: str,
+    path: str,
+    handler: Callable[..., Awaitable[Response]],
+    body: Any,
+    errors: dict[int | str, dict[str, Any]],
+    summary: str,
+) -> Route:
+    """A call of Neucron's v2 SDK: its 200 is ``body`` itself (the SDK does not unwrap an
+    envelope), its ``errors`` the Neucron error body."""
+    return Route(method, path, handler, NEUCRON, summary=summary, response_model=body, responses=errors)
+
+
 def _oauth2(
     path: str,
     handler: Callable[..., Awaitable[Response]],
@@ -123,8 +136,33 @@ _NEUCRON_API = (
         _neucron(
             "POST", "/auth/signup", auth.signup, auth.UserTokenData, (400, 409, 429), "Create an account and sign in"
         ),
-        _neucron("POST", "/auth/login", auth.login, auth.UserTokenData, (400, 401, 429), "Sign in"),
+        _neucron(
+            "POST", "/auth/login", auth.login, auth.UserTokenData, (400, 401, 429),
+            "Sign in (with `X-Neucron-SDK`, as Neucron's v2 SDK sends it, the body also has top-level "
+            "`token`, the same token, and `platforms`)",
+        ),
         _neucron("POST", "/auth/logout", auth.logout, auth.MessageData, (401,), "Sign out: revoke the user token sent"),
+        _neucron_v2(
+            "GET", "/auth/user/info", auth.user_info, auth.UserInfo, error_responses(401),
+            "The user a user token, or an access token issued to an app for the user, stands for (flat)",
+        ),
+        _neucron_v2(
+            "PUT", "/auth/user/update", auth.update_user, auth.AccountMessage, error_responses(400, 401, 409),
+            "Change the signed-in user's profile: any of its fields; an empty string clears one",
+        ),
+        _neucron_v2(
+            "PUT", "/auth/user/password", auth.update_password, auth.AccountMessage,
+            {
+                **error_responses(400),
+                401: {
+                    "model": ErrorBody,
+                    "description": "Missing or bad user token (`invalid_token`), or a session signed in more than "
+                    "5 minutes ago (`insufficient_user_authentication`, RFC 9470): sign in again, then retry.",
+                },
+            },
+            "Set a new password without the current one, from a session signed in within 5 minutes; "
+            "every other session is signed out",
+        ),
     ),
     *_tagged(
         "OAuth",
@@ -219,6 +257,7 @@ _PAGES = (
     Route("GET", "/static/grantd.css", web.stylesheet, NEUCRON, hidden=True),
     _page("GET", "/account", account.account),
     _page("POST", "/account/password", account.change_password),
+    _page("POST", "/account/profile", account.update_profile),
     _page("GET", "/account/apps", account.connected_apps),
     _page("POST", "/account/apps/{app_id}/revoke", account.revoke),
     # the developer console; /console/apps/new before /console/apps/{app_id}

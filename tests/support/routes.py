@@ -8,7 +8,8 @@ from typing import Any
 
 from fastapi.routing import APIRoute
 
-from grantd.api.deps import current_user
+from grantd.api.deps import account_holder, current_user
+from grantd.api.envelope import Envelope
 
 
 def api_routes(app: Any) -> list[tuple[str, str, APIRoute]]:
@@ -37,11 +38,24 @@ def neucron_paths(app: Any) -> set[str]:
 
 
 def needs_user(route: APIRoute) -> bool:
-    """Whether the route asks for a user's token: ``current_user`` is among its dependencies, at any depth."""
+    """Whether the route asks for a user's token: ``current_user`` (or ``account_holder``, which also
+    takes an access token issued for a user) is among its dependencies, at any depth."""
     stack = list(route.dependant.dependencies)
     while stack:
         dependency = stack.pop()
-        if dependency.call is current_user:
+        if dependency.call in (current_user, account_holder):
             return True
         stack.extend(dependency.dependencies)
     return False
+
+
+def takes_access_token(route: APIRoute) -> bool:
+    """Whether the route also takes an access token an app was issued for a user (``account_holder``:
+    ``GET /auth/user/info``, which Neucron's v2 SDK calls with the token of the code exchange)."""
+    return any(dependency.call is account_holder for dependency in route.dependant.dependencies)
+
+
+def flat_success(route: APIRoute) -> bool:
+    """Whether the route's 200 is its body itself rather than the envelope (Neucron's v2 SDK calls)."""
+    model = route.response_model
+    return isinstance(model, type) and not issubclass(model, Envelope)

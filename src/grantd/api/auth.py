@@ -1,4 +1,9 @@
-"""Neucron user accounts: sign-up, log-in, log-out."""
+"""Neucron user accounts: sign-up, log-in, log-out (v1); the user's profile and password (v2).
+
+v1 answers in the envelope ``{"data", "status_code"}``. Neucron's v2 SDK reads bodies as they
+are, so the v2 calls (``/auth/user/*``) answer flat JSON, and the log-in both SDKs call answers
+the v2 SDK (it says who it is in ``X-Neucron-SDK``) the envelope with the v2 keys beside it.
+Errors are the Neucron error body in both (the v2 SDK shows its ``message``)."""
 
 from __future__ import annotations
 
@@ -8,11 +13,15 @@ from fastapi import Depends, Request
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
-from grantd.api.deps import client_address, context, current_user
-from grantd.api.envelope import envelope
-from grantd.api.wire import STRICT, rfc3339
-from grantd.core import accounts
+from grantd.api.deps import account_holder, client_address, context, current_user
+from grantd.api.envelope import NO_STORE, envelope
+from grantd.api.jsonbody import JSONBody
+from grantd.api.wire import STRICT, Text, rfc3339
+from grantd.core import accounts, profile
 from grantd.core.context import Context
+
+# The header every request of Neucron's v2 SDK carries (``neucron-ts-sdk/2.2.3``).
+SDK_HEADER = "x-neucron-sdk"
 
 
 class Credentials(BaseModel):
@@ -31,19 +40,58 @@ class MessageData(BaseModel):
     message: str
 
 
-def _token(token: accounts.UserToken) -> Response:
-    return envelope(
-        {"user_id": token.user_id, "access_token": token.access_token, "expires_at": rfc3339(token.expires_at)},
-        no_store=True,
-    )
+class ProfileFields(BaseModel):
+    """The profile fields of ``PUT /auth/user/update``: each optional; an empty string clears it."""
+
+    model_config = STRICT
+    first_name: Text | None = Field(None, max_length=1024, examples=["Ada"])
+    last_name: Text | None = Field(None, max_length=1024, examples=["Lovelace"])
+    user_name: Text | None = Field(None, max_length=1024, examples=["ada.l"])
+    avatar: Text | None = Field(None, max_length=4096, examples=["https://images.example.com/ada.png"])
+    phone_number: Text | None = Field(None, max_length=1024, examples=["+14155550123"])
+    language: Text | None = Field(None, max_length=1024, examples=["en"])
+
+
+class NewPassword(BaseModel):
+    model_config = STRICT
+    new_password: str = Field(max_length=1024, examples=["another good passphrase"])
+
+
+class AccountMessage(BaseModel):
+    message: str
+
+
+class UserInfo(BaseModel):
+    """The signed-in user, flat; a field not set is absent (never null)."""
+
+    id: str = Field(examples=["6f1c…"])
+    email: str = Field(None, examples=["ada@example.com"])  # type: ignore[assignment]
+    first_name: str = Field(None)  # type: ignore[assignment]
+    last_name: str = Field(None)  # type: ignore[assignment]
+    full_name: str = Field(None, description="first_name and last_name, when either is set.")  # type: ignore[assignment]
+    user_name: str = Field(None)  # type: ignore[assignment]
+    avatar: str = Field(None, description="An https URL.")  # type: ignore[assignment]
+    phone_number: str = Field(None, description="E.164: + and 7 to 15 digits.")  # type: ignore[assignment]
+    language: str = Field(None, description="A BCP 47 tag.")  # type: ignore[assignment]
+    is_email_verified: bool = Field(False, description="Always false: grantd does not verify email addresses yet.")
+    is_phone_verified: bool = Field(False, description="Always false: grantd does not verify phone numbers.")
+    platform: list[str] = Field(default_factory=list, description="Always empty.")
+
+
+def _token(token: accounts.UserToken, request: Request) -> Response:
+    data = {"user_id": token.user_id, "access_token": token.access_token, "expires_at": rfc3339(token.expires_at)}
+    if SDK_HEADER not in request.headers:
+        return envelope(data, no_store=True)
+    # Neucron's v2 SDK reads top-level ``token``: the same token, beside v1's envelope.
+    return JSONBody({"data": data, "status_code": 200, "token": token.access_token, "platforms": []}, 200, NO_STORE)
 
 
 async def signup(body: Credentials, request: Request, ctx: Annotated[Context, Depends(context)]) -> Response:
-    return _token(await accounts.sign_up(ctx, body.email, body.password, address=client_address(request)))
+    return _token(await accounts.sign_up(ctx, body.email, body.password, address=client_address(request)), request)
 
 
 async def login(body: Credentials, request: Request, ctx: Annotated[Context, Depends(context)]) -> Response:
-    return _token(await accounts.log_in(ctx, body.email, body.password, address=client_address(request)))
+    return _token(await accounts.log_in(ctx, body.email, body.password, address=client_address(request)), request)
 
 
 async def logout(
@@ -51,3 +99,41 @@ async def logout(
 ) -> Response:
     await accounts.log_out(ctx, user)
     return envelope({"message": "Logged out."})
+
+
+# ---------------------------------------------------------------- v2: the user's own account
+
+
+async def user_info(user_id: Annotated[str, Depends(account_holder)], ctx: Annotated[Context, Depends(context)]) -> Response:
+    person = await profile.profile_of(ctx, user_id)
+    info = {
+        "id": person.id,
+        "email": person.email,
+        **{name: value for name, value in person.fields().items() if value is not None},
+        "is_email_verified": False,
+        "is_phone_verified": False,
+        "platform": [],
+    }
+    if person.full_name is not None:
+        info["full_name"] = person.full_name
+    return JSONBody(info, 200, NO_STORE)
+
+
+async def update_user(
+    body: ProfileFields,
+    request: Request,
+    user: Annotated[accounts.Principal, Depends(current_user)],
+    ctx: Annotated[Context, Depends(context)],
+) -> Response:
+    changed = await profile.update(ctx, user, body.model_dump(), address=client_address(request))
+    return JSONBody({"message": "Profile updated." if changed else "Profile unchanged."})
+
+
+async def update_password(
+    body: NewPassword,
+    request: Request,
+    user: Annotated[accounts.Principal, Depends(current_user)],
+    ctx: Annotated[Context, Depends(context)],
+) -> Response:
+    await accounts.change_password_signed_in_now(ctx, user, body.new_password, address=client_address(request))
+    return JSONBody({"message": "Password changed. Every other session was signed out."}, 200, NO_STORE)

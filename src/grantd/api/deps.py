@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import Request, Security
 from fastapi.security import APIKeyHeader
 
-from grantd.core import accounts
+from grantd.core import accounts, profile
 from grantd.core.context import Context
 from grantd.core.errors import InvalidToken
 
@@ -53,3 +53,9 @@ async def current_user(request: Request, authorization: str | None = Security(au
 async def signed_in(ctx: Context, authorization: str | None) -> accounts.Principal:
     """The user whose token the Authorization header carries (the hot routes call this too)."""
     return await accounts.authenticate(ctx, bearer_token(authorization))
+
+
+async def account_holder(request: Request, authorization: str | None = Security(authorization_header)) -> str:
+    """The user a user token, or an access token grantd issued to an app for that user, stands for
+    (``GET /auth/user/info``: Neucron's v2 SDK calls it with either)."""
+    return await profile.holder_of(request.app.state.ctx, bearer_token(authorization))

@@ -8,7 +8,7 @@ from email_validator import EmailNotValidError, validate_email
 
 from grantd.core import audit, ratelimit
 from grantd.core.context import Context
-from grantd.core.errors import Conflict, InvalidGrant, InvalidRequest, InvalidToken
+from grantd.core.errors import Conflict, InsufficientUserAuthentication, InvalidGrant, InvalidRequest, InvalidToken
 from grantd.crypto.jws import InvalidSignature
 from grantd.crypto.passwords import hash_password, verify_password
 from grantd.crypto.secrets import new_uuid
@@ -16,6 +16,8 @@ from grantd.store import users as store
 
 USER_TOKEN_TYPE = "JWT"
 PASSWORD_MAX_LENGTH = 256
+# How recently a session must have been signed in to change the password without the current one.
+FRESH_SIGN_IN = 300
 _COMMON_PASSWORDS = frozenset(
     {
         "password", "password1", "password123", "12345678", "123456789", "1234567890", "qwertyui",
@@ -39,6 +41,7 @@ class Principal:
 
     user_id: str
     jti: str
+    issued_at: int = 0  # when the user signed in for this token (its ``iat``)
 
 
 def normalize_email(email: str) -> str:
@@ -154,7 +157,8 @@ async def authenticate(ctx: Context, token: str) -> Principal:
         session = await store.live_session(conn, jti, ctx.now())
     if session is None or session.user_id != user_id:
         raise InvalidToken("The bearer token has been revoked or has expired.")
-    return Principal(user_id=user_id, jti=jti)
+    issued_at = claims.get("iat")
+    return Principal(user_id=user_id, jti=jti, issued_at=issued_at if isinstance(issued_at, int) else 0)
 
 
 async def log_out(ctx: Context, principal: Principal) -> None:
@@ -191,9 +195,38 @@ async def change_password(
         )
         raise InvalidGrant("The current password is wrong.")
     await ctx.limiter.refund(attempt)
-    check_password_strength(new_password, row.email, ctx.settings.password_min_length)
     if new_password == current_password:
+        check_password_strength(new_password, row.email, ctx.settings.password_min_length)
         raise InvalidRequest("password is unchanged: choose a new one.", field="password")
+    return await _replace_password(ctx, user, row.email, new_password, address)
+
+
+async def change_password_signed_in_now(
+    ctx: Context, user: Principal, new_password: str, *, address: str | None = None
+) -> int:
+    """Neucron v2's ``PUT /auth/user/password``: the same change as ``change_password`` (the same
+    rule for the new password, every other session ended), without the current password. That is
+    only as safe as the session is fresh: a token signed in for within ``FRESH_SIGN_IN`` seconds
+    stands for a password just typed; an older one (a token left on a device, a stolen one) does
+    not, and gets InsufficientUserAuthentication, which tells the client to sign the user in again."""
+    if ctx.now() - user.issued_at > FRESH_SIGN_IN:
+        raise InsufficientUserAuthentication(
+            f"Sign in again: changing the password without the current one needs a session signed in "
+            f"within the last {FRESH_SIGN_IN // 60} minutes.",
+            max_age=FRESH_SIGN_IN,
+        )
+    async with ctx.db.read() as conn:
+        row = await store.by_id(conn, user.user_id)
+    if row is None:
+        raise InvalidToken("The account no longer exists.")
+    return await _replace_password(ctx, user, row.email, new_password, address)
+
+
+async def _replace_password(ctx: Context, user: Principal, email: str, new_password: str, address: str | None) -> int:
+    """The one rule of a password change, however the user proved who they are: the password
+    rule, then in one transaction the new hash, every other session of the user ended (the one
+    ``user`` signed in with stays) and ``password_changed`` audited. How many sessions ended."""
+    check_password_strength(new_password, email, ctx.settings.password_min_length)
     password_hash = await hash_password(new_password)
     now = ctx.now()
     async with ctx.db.write() as tx:

@@ -29,6 +29,7 @@ EVENTS = frozenset(
         "login_succeeded",
         "login_failed",
         "password_changed",
+        "profile_updated",
         "consent_granted",
         "grant_revoked",
         "app_created",

@@ -47,6 +47,17 @@ class InvalidToken(GrantdError):
     error, status_code = "invalid_token", 401
 
 
+class InsufficientUserAuthentication(GrantdError):
+    """RFC 9470 §3: the token is valid, but its user signed in too long ago for what is asked;
+    ``max_age``: how recent a sign-in would do, in seconds."""
+
+    error, status_code = "insufficient_user_authentication", 401
+
+    def __init__(self, message: str, *, max_age: int) -> None:
+        super().__init__(message)
+        self.max_age = max_age
+
+
 class InvalidClient(GrantdError):
     error, status_code = "invalid_client", 401
 

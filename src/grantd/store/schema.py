@@ -29,7 +29,17 @@ users = Table(
     Column("email", String(320), nullable=False, unique=True),
     Column("password_hash", String(255), nullable=False),
     Column("created_at", BigInteger, nullable=False),
+    # The profile (grantd.core.profile holds its rules); every field optional.
+    Column("first_name", String(100)),
+    Column("last_name", String(100)),
+    Column("user_name", String(32)),  # as its owner wrote it
+    Column("user_name_key", String(32)),  # user_name in lower case: unique, so unique whatever the case
+    Column("avatar", String(2048)),  # an https URL
+    Column("phone_number", String(16)),  # + and 7 to 15 digits
+    Column("language", String(35)),  # a BCP 47 tag
+    Column("updated_at", BigInteger),  # when the profile last changed (OpenID Connect's updated_at)
 )
+Index("ux_users_user_name_key", users.c.user_name_key, unique=True)
 
 # One row per signed-in user token (its jti), so that log-out revokes it.
 user_sessions = Table(

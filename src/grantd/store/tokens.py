@@ -146,6 +146,12 @@ async def by_jti(conn: AsyncConnection, jti: str) -> Row | None:
     return await fetch_one(conn, _BY_JTI, jti=jti)
 
 
+async def access_token_state(conn: AsyncConnection, jti: str) -> Row | None:
+    """The access token's row and its app's ``app_disabled_at``: what introspection judges, read
+    without a caller's key (a resource of grantd's own, ``GET /auth/user/info``, judges it)."""
+    return await fetch_one(conn, _ACCESS_STATE, jti=jti)
+
+
 # What the rules of rotation (grantd.core.grants.refresh_token) look at, in the same columns for both reads: the
 # UPDATE that rotates a token on SQLite, and the plain read before it is rotated on PostgreSQL.
 _CHECKED = (

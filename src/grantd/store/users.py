@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from sqlalchemy import bindparam, insert, select, update
@@ -19,7 +20,9 @@ async def insert_user(conn: AsyncConnection, *, user_id: str, email: str, passwo
     try:
         async with conn.begin_nested():
             await conn.execute(
-                insert(users).values(id=user_id, email=email, password_hash=password_hash, created_at=now)
+                insert(users).values(
+                    id=user_id, email=email, password_hash=password_hash, created_at=now, updated_at=now
+                )
             )
     except IntegrityError:
         return False
@@ -28,6 +31,21 @@ async def insert_user(conn: AsyncConnection, *, user_id: str, email: str, passwo
 
 async def by_email(conn: AsyncConnection, email: str) -> Row | None:
     return (await conn.execute(select(users).where(users.c.email == email))).first()
+
+
+async def set_profile(conn: AsyncConnection, user_id: str, values: Mapping[str, str | None], now: int) -> bool:
+    """Write these profile columns (a None clears one) and ``updated_at``; False when the user name
+    is another account's, in any case (``user_name_key``, its unique lower-case twin)."""
+    columns: dict[str, str | int | None] = {**values, "updated_at": now}
+    if "user_name" in values:
+        user_name = values["user_name"]
+        columns["user_name_key"] = user_name.lower() if user_name is not None else None
+    try:
+        async with conn.begin_nested():
+            await conn.execute(update(users).where(users.c.id == user_id).values(columns))
+    except IntegrityError:
+        return False
+    return True
 
 
 _BY_ID = Prepared(select(users).where(users.c.id == bindparam("user_id")))

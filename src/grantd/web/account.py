@@ -1,4 +1,4 @@
-"""The signed-in user's own pages: the account (email, password change) and connected apps.
+"""The signed-in user's own pages: the account (email, profile, password change) and connected apps.
 
 Like ``grantd.web.routes`` a dialect: it parses forms and cookies, calls ``grantd.core.accounts``
 and ``grantd.core.consents``, and renders a page or a 303 redirect (POST, then redirect, then GET).
@@ -10,11 +10,11 @@ from __future__ import annotations
 from fastapi import Request
 from starlette.responses import Response
 
-from grantd.core import accounts, consents
+from grantd.core import accounts, consents, profile
 from grantd.core import permissions as perms
 from grantd.core.accounts import Principal
 from grantd.core.context import Context
-from grantd.core.errors import GrantdError, InvalidGrant, InvalidRequest, NotFound, RateLimited
+from grantd.core.errors import Conflict, GrantdError, InvalidGrant, InvalidRequest, NotFound, RateLimited
 from grantd.forms import read_form
 from grantd.web import session
 from grantd.web.pages import error_page, redirect, to_signin, user_page, wait_time
@@ -34,6 +34,20 @@ def _address(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
+async def _posted(request: Request, page: tuple[str, str]) -> tuple[Context, Principal, dict[str, str]] | Response:
+    """A form posted from ``page`` (its path and title): the context, the signed-in user and the
+    form; or the answer when there is no session (to sign in, then back to the page) or the form's
+    CSRF token is not the session's (403)."""
+    ctx = _ctx(request)
+    form = await read_form(request)  # a malformed form raises; render_error answers with the error page
+    principal = await session.current(ctx, request)
+    if principal is None:
+        return redirect(f"/signin?next={page[0]}")
+    if not session.check_session_csrf(ctx, principal, form.get("csrf_token")):
+        return error_page(403, "This form cannot be accepted", _FORGED, link=page)
+    return ctx, principal, form
+
+
 # ---------------------------------------------------------------- account
 
 
@@ -45,14 +59,22 @@ async def _account_page(
     errors: dict[str, str] | None = None,
     message: str | None = None,
     notice: str | None = None,
+    entered: dict[str, str] | None = None,
+    profile_errors: dict[str, str] | None = None,
 ) -> Response:
+    """``entered``: the profile form as sent, shown again beside ``profile_errors``."""
+    person = await profile.profile_of(ctx, principal.user_id)
     return user_page(
         ctx,
         principal,
         "account.html",
         "account",
         status_code,
-        email=await accounts.email_of(ctx, principal),
+        email=person.email,
+        profile=entered if entered is not None else {k: v or "" for k, v in person.fields().items()},
+        avatar=person.avatar,
+        profile_hints=profile.RULES,
+        profile_errors=profile_errors or {},
         errors=errors or {},
         message=message,
         notice=notice,
@@ -65,19 +87,38 @@ async def account(request: Request) -> Response:
     principal = await session.current(ctx, request)
     if principal is None:
         return to_signin(request)
-    changed = request.query_params.get("changed") == "1"
-    notice = "Your password was changed. Every other session of yours was signed out." if changed else None
+    notice = None
+    if request.query_params.get("changed") == "1":
+        notice = "Your password was changed. Every other session of yours was signed out."
+    elif request.query_params.get("saved") == "1":
+        notice = "Your profile was saved."
     return await _account_page(ctx, principal, notice=notice)
 
 
+async def update_profile(request: Request) -> Response:
+    posted = await _posted(request, ("/account", "Account"))
+    if isinstance(posted, Response):
+        return posted
+    ctx, principal, form = posted
+    # Every field of the form is sent: an empty one clears the field.
+    entered = {name: form.get(name) or "" for name in profile.FIELDS}
+    try:
+        await profile.update(ctx, principal, entered, address=_address(request))
+    except InvalidRequest as exc:
+        text = exc.message[:1].upper() + exc.message[1:]
+        field_errors = {exc.field or "": text}
+        return await _account_page(ctx, principal, status_code=400, entered=entered, profile_errors=field_errors)
+    except Conflict as exc:
+        field_errors = {"user_name": exc.message}
+        return await _account_page(ctx, principal, status_code=409, entered=entered, profile_errors=field_errors)
+    return redirect("/account?saved=1")
+
+
 async def change_password(request: Request) -> Response:
-    ctx = _ctx(request)
-    form = await read_form(request)  # a malformed form raises; render_error answers with the error page
-    principal = await session.current(ctx, request)
-    if principal is None:
-        return redirect("/signin?next=/account")
-    if not session.check_session_csrf(ctx, principal, form.get("csrf_token")):
-        return error_page(403, "This form cannot be accepted", _FORGED, link=("/account", "Account"))
+    posted = await _posted(request, ("/account", "Account"))
+    if isinstance(posted, Response):
+        return posted
+    ctx, principal, form = posted
     current, new = form.get("current_password") or "", form.get("new_password") or ""
     errors = {}
     if not current:
@@ -130,13 +171,10 @@ async def connected_apps(request: Request) -> Response:
 
 
 async def revoke(request: Request, app_id: str) -> Response:
-    ctx = _ctx(request)
-    form = await read_form(request)  # a malformed form raises; render_error answers with the error page
-    principal = await session.current(ctx, request)
-    if principal is None:
-        return redirect("/signin?next=/account/apps")
-    if not session.check_session_csrf(ctx, principal, form.get("csrf_token")):
-        return error_page(403, "This form cannot be accepted", _FORGED, link=("/account/apps", "Connected apps"))
+    posted = await _posted(request, ("/account/apps", "Connected apps"))
+    if isinstance(posted, Response):
+        return posted
+    ctx, principal, _ = posted
     try:
         if len(app_id) > _APP_ID_MAX or "\x00" in app_id:  # no app id is like this; never look it up
             raise NotFound("You have not granted this app access.")
