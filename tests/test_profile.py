@@ -211,9 +211,12 @@ async def test_login_answers_both_sdks(client: httpx.AsyncClient, prefix: str) -
     assert body["platforms"] == []
     # The token is a user token: it reads the user, bare (as the v2 SDK sends it) or as Bearer.
     assert flat(await info(client, body["token"], prefix))["id"] == user_id
-    # A v1 client (no X-Neucron-SDK): exactly v1's envelope, as ever.
+    # A v1 client (no X-Neucron-SDK) gets the same body: v1's envelope is all of it that v1 reads.
     response = await client.post(prefix + "/auth/login", json={"email": email, "password": PASSWORD})
-    assert set(response.json()) == {"data", "status_code"}, response.text
+    v1 = response.json()
+    assert set(v1) == {"data", "status_code", "token", "platforms"}, response.text
+    assert v1["status_code"] == 200 and set(v1["data"]) == {"user_id", "access_token", "expires_at"}
+    assert v1["data"]["user_id"] == user_id and v1["token"] == v1["data"]["access_token"]
     # Wrong credentials: the same error body for both.
     wrong = await client.post(prefix + "/auth/login", json={"email": email, "password": "nope " + PASSWORD}, headers=V2_SDK)
     assert_error(wrong, 401, "invalid_grant")

@@ -138,8 +138,8 @@ _NEUCRON_API = (
         ),
         _neucron(
             "POST", "/auth/login", auth.login, auth.UserTokenData, (400, 401, 429),
-            "Sign in (with `X-Neucron-SDK`, as Neucron's v2 SDK sends it, the body also has top-level "
-            "`token`, the same token, and `platforms`)",
+            "Sign in: one answer for both SDKs, v1's envelope with v2's top-level `token` (the same "
+            "token) and `platforms` beside it",
         ),
         _neucron("POST", "/auth/logout", auth.logout, auth.MessageData, (401,), "Sign out: revoke the user token sent"),
         _neucron_v2(

@@ -96,10 +96,16 @@ async def new_flow(client: httpx.AsyncClient, **app_fields: Any) -> Flow:
 
 
 def ok(response: httpx.Response) -> Any:
-    """The response is a Neucron success: 200, exactly ``{"data", "status_code"}``; returns the data."""
+    """The response is a Neucron success: 200, exactly ``{"data", "status_code"}``; returns the data.
+    A log-in's answer serves both SDKs: v2's top-level ``token`` (the same token as v1's
+    ``data.access_token``) and ``platforms`` stand beside the envelope, and nothing else."""
     assert response.status_code == 200, response.text
     body = response.json()
-    assert set(body) == {"data", "status_code"}, body
+    if response.request.url.path.endswith("/auth/login"):
+        assert set(body) == {"data", "status_code", "token", "platforms"}, body
+        assert body["token"] == body["data"]["access_token"] and body["platforms"] == [], body
+    else:
+        assert set(body) == {"data", "status_code"}, body
     assert body["status_code"] == 200
     return body["data"]
 

@@ -2,7 +2,8 @@
 
 v1 answers in the envelope ``{"data", "status_code"}``. Neucron's v2 SDK reads bodies as they
 are, so the v2 calls (``/auth/user/*``) answer flat JSON, and the log-in both SDKs call answers
-the v2 SDK (it says who it is in ``X-Neucron-SDK``) the envelope with the v2 keys beside it.
+one body for both: v1's envelope with v2's top-level ``token`` and ``platforms`` beside it (v1's
+SDK reads ``data`` and ignores the rest; v2's reads ``token``).
 Errors are the Neucron error body in both (the v2 SDK shows its ``message``)."""
 
 from __future__ import annotations
@@ -19,10 +20,6 @@ from grantd.api.jsonbody import JSONBody
 from grantd.api.wire import STRICT, Text, rfc3339
 from grantd.core import accounts, profile
 from grantd.core.context import Context
-
-# The header every request of Neucron's v2 SDK carries (``neucron-ts-sdk/2.2.3``).
-SDK_HEADER = "x-neucron-sdk"
-
 
 class Credentials(BaseModel):
     model_config = STRICT
@@ -78,20 +75,20 @@ class UserInfo(BaseModel):
     platform: list[str] = Field(default_factory=list, description="Always empty.")
 
 
-def _token(token: accounts.UserToken, request: Request) -> Response:
-    data = {"user_id": token.user_id, "access_token": token.access_token, "expires_at": rfc3339(token.expires_at)}
-    if SDK_HEADER not in request.headers:
-        return envelope(data, no_store=True)
-    # Neucron's v2 SDK reads top-level ``token``: the same token, beside v1's envelope.
-    return JSONBody({"data": data, "status_code": 200, "token": token.access_token, "platforms": []}, 200, NO_STORE)
+def _token_data(token: accounts.UserToken) -> dict[str, str]:
+    return {"user_id": token.user_id, "access_token": token.access_token, "expires_at": rfc3339(token.expires_at)}
 
 
 async def signup(body: Credentials, request: Request, ctx: Annotated[Context, Depends(context)]) -> Response:
-    return _token(await accounts.sign_up(ctx, body.email, body.password, address=client_address(request)), request)
+    token = await accounts.sign_up(ctx, body.email, body.password, address=client_address(request))
+    return envelope(_token_data(token), no_store=True)  # v1 only: v2 signs up on the hosted page
 
 
 async def login(body: Credentials, request: Request, ctx: Annotated[Context, Depends(context)]) -> Response:
-    return _token(await accounts.log_in(ctx, body.email, body.password, address=client_address(request)), request)
+    token = await accounts.log_in(ctx, body.email, body.password, address=client_address(request))
+    # Both SDKs: v1's envelope, and v2's top-level token (the same one) and platforms beside it.
+    body = {"data": _token_data(token), "status_code": 200, "token": token.access_token, "platforms": []}
+    return JSONBody(body, 200, NO_STORE)
 
 
 async def logout(
