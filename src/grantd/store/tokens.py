@@ -141,7 +141,7 @@ _BY_JTI = Prepared(select(access_tokens).where(access_tokens.c.jti == bindparam(
 # What one authorization code issued: its access tokens, and whether it issued a refresh token.
 _FAMILY_ACCESS = Prepared(select(access_tokens).where(access_tokens.c.code_hash == bindparam("code_hash")))
 _FAMILY_REFRESH = Prepared(
-    select(refresh_tokens.c.token_hash).where(refresh_tokens.c.code_hash == bindparam("code_hash")).limit(1)
+    select(select(refresh_tokens.c.token_hash).where(refresh_tokens.c.code_hash == bindparam("code_hash")).exists())
 )
 
 
@@ -149,7 +149,7 @@ async def issued_from_code(conn: AsyncConnection, code_hash: str) -> tuple[Seque
     """The access tokens of one authorization code's family (revoked or not), and whether the family
     holds a refresh token."""
     access = await fetch_all(conn, _FAMILY_ACCESS, code_hash=code_hash)
-    return access, await fetch_one(conn, _FAMILY_REFRESH, code_hash=code_hash) is not None
+    return access, bool((await fetch_one(conn, _FAMILY_REFRESH, code_hash=code_hash))[0])
 
 
 async def revoke_access_token(conn: AsyncConnection, jti: str, app_id: str, now: int) -> None:
