@@ -28,7 +28,7 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from starlette.responses import Response
 
-from grantd.api import apps, audit, auth, envelope, grants, hot, neucron, oauth2, ops, wellknown
+from grantd.api import apps, audit, auth, envelope, grants, hot, neucron, neucron_v2, oauth2, ops, wellknown
 from grantd.api.envelope import Envelope, error_responses
 from grantd.api.errors import Dialect, Dialects
 from grantd.api.hot import Handler as HotHandler, HotRoute
@@ -78,6 +78,31 @@ def _neucron(
     responses = error_responses(*errors) if errors is not None else None
     return Route(
         method, path, handler, NEUCRON, summary=summary, response_model=Envelope[data], responses=responses, **more
+    )
+
+
+# The OpenAPI tag of the calls of Neucron's SDK 2.x (grantd.api.neucron_v2): flat JSON, no envelope.
+NEUCRON_V2 = "Neucron v2"
+
+
+def _neucron_v2(
+    path: str,
+    handler: Callable[..., Awaitable[Response]],
+    query: list[dict[str, Any]],
+    success: dict[str, Any],
+    errors: tuple[int, ...],
+    summary: str,
+    **more: Any,
+) -> Route:
+    """A call of Neucron v2 (Neucron's SDK 2.x): a GET of ``query`` parameters, its 200 the flat
+    JSON ``success`` (the SDK reads the body as it is), its ``errors`` the Neucron error body."""
+    return Route(
+        "GET", path, handler, NEUCRON,
+        summary=summary,
+        tags=(NEUCRON_V2,),
+        responses={200: {"description": "Success", **_json(success)}, **error_responses(*errors)},
+        openapi_extra={"parameters": query},
+        **more,
     )
 
 
@@ -145,6 +170,20 @@ _NEUCRON_API = (
         _neucron(
             "GET", "/oauth/permissions", neucron.permission_catalog, neucron.CatalogData, None, "The permission catalog"
         ),
+    ),
+    # Neucron v2, as Neucron's SDK 2.x calls it: the same authorization, codes and token rule.
+    _neucron_v2(
+        "/oauth/authorize", neucron_v2.authorize, neucron_v2.AUTHORIZE_QUERY, neucron_v2.AUTHORIZE_SCHEMA, (400, 401),
+        "Check an authorization request; the hosted page to send the user to (sign-in or sign-up, then consent)",
+    ),
+    _neucron_v2(
+        "/oauth/token", neucron_v2.token, neucron_v2.TOKEN_QUERY, neucron_v2.TOKEN_SCHEMA, (400, 401, 429),
+        "Exchange an authorization code for an access token (client_id and client_secret in the query)",
+        issues="authorization_code",
+    ),
+    _neucron_v2(
+        "/oauth/client-info", neucron_v2.client_info, neucron_v2.CLIENT_INFO_QUERY, neucron_v2.CLIENT_INFO_SCHEMA,
+        (400, 404), "What anyone may see of an app before signing in",
     ),
     *_tagged(
         "Apps",
