@@ -210,6 +210,10 @@ class Codes:
         assert back["state"] == state and back["iss"] == ISSUER, location
         return back["code"]
 
+    async def token_request(self, api: httpx.AsyncClient, flow: Flow) -> dict[str, str | None]:
+        """The SDK's token request for a new code of ``flow``'s app."""
+        return token_params(flow, await self.code(api, flow))
+
     async def aclose(self) -> None:
         await self.http.aclose()
 
@@ -379,6 +383,7 @@ REFUSED = [
     ("no client_id", {"client_id": None}, 400, "invalid_request", "client_id is required"),
     ("no state", {"state": None}, 400, "invalid_request", "state is required"),
     ("empty state", {"state": ""}, 400, "invalid_request", "state is required"),
+    ("a state too long to carry through sign-in", {"state": "é" * 1000}, 400, "invalid_request", "state is too long"),
     ("response_type token", {"response_type": "token"}, 400, "unsupported_response_type", "response_type=code"),
     ("no response_type", {"response_type": None}, 400, "unsupported_response_type", "response_type=code"),
     ("another app's name as platform", {"platform": "Some Other App"}, 400, "invalid_request", "platform"),
@@ -483,8 +488,7 @@ async def test_the_answer_is_a_bearer_token_of_the_app_for_the_user(
 async def test_a_retry_within_the_window_gets_the_same_token(
     client: httpx.AsyncClient, codes: Codes, v2_app: Flow
 ) -> None:
-    code = await codes.code(client, v2_app)
-    request = token_params(v2_app, code)
+    request = await codes.token_request(client, v2_app)
     first = sdk_ok(await sdk_get(client, "/oauth/token", request), TOKEN)
     second = sdk_ok(await sdk_get(client, "/oauth/token", request), TOKEN)
     a, b = claims(first["access_token"]), claims(second["access_token"])
@@ -499,24 +503,28 @@ async def test_a_retry_within_the_window_gets_the_same_token(
 async def test_identical_requests_at_once_all_get_the_one_token(
     client: httpx.AsyncClient, codes: Codes, v2_app: Flow
 ) -> None:
-    code = await codes.code(client, v2_app)
-    request = token_params(v2_app, code)
+    request = await codes.token_request(client, v2_app)
     answers = await asyncio.gather(*(sdk_get(client, "/oauth/token", request) for _ in range(4)))
     jtis = {claims(sdk_ok(answer, TOKEN)["access_token"])["jti"] for answer in answers}
     assert len(jtis) == 1, jtis
 
 
+async def redeemed(application: Any, http: httpx.AsyncClient, dev: Flow) -> tuple[Flow, dict[str, str | None], str]:
+    """On an app of its own (``app_with``): a new app of ``dev``'s, a code granted through the pages,
+    and the SDK's token request for it, made once: (the app, the request, the access token)."""
+    flow = await new_app(dataclasses.replace(dev, client=http))
+    browser = Codes(application, dev)
+    try:
+        request = await browser.token_request(http, flow)
+    finally:
+        await browser.aclose()
+    return flow, request, sdk_ok(await sdk_get(http, "/oauth/token", request), TOKEN)["access_token"]
+
+
 @pytest.mark.db
 async def test_after_the_window_a_retry_is_a_replay(settings: Settings, dev: Flow) -> None:
     async with app_with(settings) as (application, http):
-        flow = await new_app(dataclasses.replace(dev, client=http))
-        browser = Codes(application, dev)
-        try:
-            code = await browser.code(http, flow)
-        finally:
-            await browser.aclose()
-        request = token_params(flow, code)
-        token = sdk_ok(await sdk_get(http, "/oauth/token", request), TOKEN)["access_token"]
+        flow, request, token = await redeemed(application, http, dev)
         ctx = application.state.ctx
         redeemed_at = claims(token)["iat"]
         grace = settings.code_retry_grace
@@ -534,14 +542,7 @@ async def test_after_the_window_a_retry_is_a_replay(settings: Settings, dev: Flo
 @pytest.mark.db
 async def test_a_grace_of_zero_is_none(settings: Settings, dev: Flow) -> None:
     async with app_with(settings, code_retry_grace=0) as (application, http):
-        flow = await new_app(dataclasses.replace(dev, client=http))
-        browser = Codes(application, dev)
-        try:
-            code = await browser.code(http, flow)
-        finally:
-            await browser.aclose()
-        request = token_params(flow, code)
-        token = sdk_ok(await sdk_get(http, "/oauth/token", request), TOKEN)["access_token"]
+        flow, request, token = await redeemed(application, http, dev)
         sdk_error(await sdk_get(http, "/oauth/token", request), 401, "invalid_grant")
         assert not await introspect(http, flow, token)
 
