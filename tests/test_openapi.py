@@ -15,6 +15,7 @@ import httpx
 import pytest
 from fastapi.routing import APIRoute
 
+from grantd.routes import NEUCRON_V2
 from support.routes import documented_routes, needs_user, neucron_paths
 
 # Routes that are not the Neucron dialect, by path prefix: RFC 6749/7009/7662 JSON, RFC 8414/7517
@@ -227,7 +228,7 @@ async def test_neucron_success_is_the_envelope(app: Any, openapi: Document) -> N
     neucron = neucron_paths(app)
     checked = set()
     for method, path, _ in documented_routes(app):
-        if path not in neucron or (method, root(path)) in FLAT_SUCCESS:
+        if path not in neucron or (method, root(path)) in FLAT_SUCCESS or NEUCRON_V2 in openapi.operation(method, path)["tags"]:
             continue
         responses = openapi.operation(method, path)["responses"]
         assert "200" in responses, (method, path)
@@ -253,6 +254,23 @@ async def test_v2_success_is_flat(app: Any, openapi: Document) -> None:
         assert name == expected_name, (method, path, name)
         assert expected <= set(schema["properties"]), (method, path, schema["properties"])
     assert checked == set(FLAT_SUCCESS), set(FLAT_SUCCESS) - checked
+
+
+async def test_neucron_v2_success_is_flat(app: Any, openapi: Document) -> None:
+    """Neucron's SDK 2.x reads the body as it is: its calls answer the object itself, no envelope."""
+    neucron = neucron_paths(app)
+    flat = []
+    for method, path, _ in documented_routes(app):
+        operation = openapi.operation(method, path)
+        if NEUCRON_V2 not in operation["tags"]:
+            continue
+        assert path in neucron, f"{method} {path}: served at the root and under /v1"
+        name, schema = openapi.resolve(openapi.json_schema(operation["responses"]["200"]))
+        assert not (name or "").startswith("Envelope"), f"{method} {path}"
+        assert schema["type"] == "object" and schema["properties"] and schema["required"], (method, path, schema)
+        assert "data" not in schema["properties"], (method, path, schema)
+        flat.append((method, root(path)))
+    assert {("GET", "/oauth/authorize"), ("GET", "/oauth/token"), ("GET", "/oauth/client-info")} <= set(flat), flat
 
 
 async def test_jwks_is_a_plain_jwks(openapi: Document) -> None:

@@ -66,6 +66,14 @@ class Settings(BaseSettings):
         description="Seconds after a refresh token's rotation during which presenting it again returns the same "
         "result instead of revoking its family (tabs refreshing at once).",
     )
+    code_retry_grace: int = Field(
+        default=30,
+        ge=0,
+        le=300,
+        description="Seconds after an authorization code's redemption at the Neucron v2 token endpoint (GET "
+        "/oauth/token) during which the identical request again (same code, key, redirect_uri and state: the SDK's "
+        "retry) gets the same access token instead of revoking it as a replay; 0: none.",
+    )
     prune_interval: int = Field(
         default=3600,
         ge=0,

@@ -28,7 +28,7 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from starlette.responses import Response
 
-from grantd.api import apps, audit, auth, envelope, grants, hot, neucron, oauth2, ops, wellknown
+from grantd.api import apps, audit, auth, envelope, grants, hot, neucron, neucron_v2, oauth2, ops, wellknown
 from grantd.api.envelope import Envelope, ErrorBody, error_responses
 from grantd.api.errors import Dialect, Dialects
 from grantd.api.hot import Handler as HotHandler, HotRoute
@@ -81,7 +81,32 @@ def _neucron(
     )
 
 
+# The OpenAPI tag of the calls of Neucron's SDK 2.x (grantd.api.neucron_v2): flat JSON, no envelope.
+NEUCRON_V2 = "Neucron v2"
+
+
 def _neucron_v2(
+    path: str,
+    handler: Callable[..., Awaitable[Response]],
+    query: list[dict[str, Any]],
+    success: dict[str, Any],
+    errors: tuple[int, ...],
+    summary: str,
+    **more: Any,
+) -> Route:
+    """A call of Neucron v2 (Neucron's SDK 2.x): a GET of ``query`` parameters, its 200 the flat
+    JSON ``success`` (the SDK reads the body as it is), its ``errors`` the Neucron error body."""
+    return Route(
+        "GET", path, handler, NEUCRON,
+        summary=summary,
+        tags=(NEUCRON_V2,),
+        responses={200: {"description": "Success", **_json(success)}, **error_responses(*errors)},
+        openapi_extra={"parameters": query},
+        **more,
+    )
+
+
+def _flat(
     method: str,
     path: str,
     handler: Callable[..., Awaitable[Response]],
@@ -89,7 +114,7 @@ def _neucron_v2(
     errors: dict[int | str, dict[str, Any]],
     summary: str,
 ) -> Route:
-    """A call of Neucron's v2 SDK: its 200 is ``body`` itself (the SDK does not unwrap an
+    """An account call of Neucron's v2 SDK: its 200 is ``body`` itself (the SDK does not unwrap an
     envelope), its ``errors`` the Neucron error body."""
     return Route(method, path, handler, NEUCRON, summary=summary, response_model=body, responses=errors)
 
@@ -142,15 +167,15 @@ _NEUCRON_API = (
             "token) and `platforms` beside it",
         ),
         _neucron("POST", "/auth/logout", auth.logout, auth.MessageData, (401,), "Sign out: revoke the user token sent"),
-        _neucron_v2(
+        _flat(
             "GET", "/auth/user/info", auth.user_info, auth.UserInfo, error_responses(401),
             "The user a user token, or an access token issued to an app for the user, stands for (flat)",
         ),
-        _neucron_v2(
+        _flat(
             "PUT", "/auth/user/update", auth.update_user, auth.AccountMessage, error_responses(400, 401, 409),
             "Change the signed-in user's profile: any of its fields; an empty string clears one",
         ),
-        _neucron_v2(
+        _flat(
             "PUT", "/auth/user/password", auth.update_password, auth.AccountMessage,
             {
                 **error_responses(400),
@@ -183,6 +208,20 @@ _NEUCRON_API = (
         _neucron(
             "GET", "/oauth/permissions", neucron.permission_catalog, neucron.CatalogData, None, "The permission catalog"
         ),
+    ),
+    # Neucron v2, as Neucron's SDK 2.x calls it: the same authorization, codes and token rule.
+    _neucron_v2(
+        "/oauth/authorize", neucron_v2.authorize, neucron_v2.AUTHORIZE_QUERY, neucron_v2.AUTHORIZE_SCHEMA, (400, 401),
+        "Check an authorization request; the hosted page to send the user to (sign-in or sign-up, then consent)",
+    ),
+    _neucron_v2(
+        "/oauth/token", neucron_v2.token, neucron_v2.TOKEN_QUERY, neucron_v2.TOKEN_SCHEMA, (400, 401, 429),
+        "Exchange an authorization code for an access token (client_id and client_secret in the query)",
+        issues="authorization_code",
+    ),
+    _neucron_v2(
+        "/oauth/client-info", neucron_v2.client_info, neucron_v2.CLIENT_INFO_QUERY, neucron_v2.CLIENT_INFO_SCHEMA,
+        (400, 404), "What anyone may see of an app before signing in",
     ),
     *_tagged(
         "Apps",

@@ -54,6 +54,16 @@ def issue(
     return IssuedToken(token, ttl, " ".join(permissions), refresh_token)
 
 
+def reissue(ctx: Context, access: Any, now: int, refresh_token: str | None = None) -> IssuedToken:
+    """The token response again for an access token already issued (``access``: its row, as
+    ``store.tokens`` reads it): the same claims (``jti``, ``iat``, ``exp`` included), signed anew."""
+    token = sign(
+        ctx, jti=access.jti, app_id=access.app_id, user_id=access.user_id,
+        permissions=tuple(access.scope.split(" ")), iat=access.issued_at, exp=access.expires_at,
+    )
+    return IssuedToken(token, access.expires_at - now, access.scope, refresh_token)
+
+
 def row(
     ctx: Context, client: Client, *, jti: str, user_id: str | None, code_hash: str | None, scope: str, now: int
 ) -> dict[str, Any]:

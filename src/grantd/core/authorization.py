@@ -4,6 +4,8 @@ Two front doors share these rules. The Neucron dialect authorizes in one JSON ca
 (the app proves itself with its app_key; the first request records consent). The
 standard dialect resolves the client and redirect URI first (errors there are never
 redirected), then asks the signed-in user on a consent page for what is not yet granted.
+Neucron v2 (Neucron's SDK 2.x) checks its request by the standard rules and a few of its own
+(``validate_v2_request``), then sends the user to that same consent page.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from grantd.core.errors import (
     InvalidClient,
     InvalidRedirectUri,
     InvalidRequest,
+    NotFound,
+    UnauthorizedClient,
     UnsupportedResponseType,
 )
 from grantd.crypto.secrets import new_secret, new_uuid
@@ -304,3 +308,39 @@ def error_redirect(ctx: Context, target: Target, error: str, description: str, s
     return with_query(
         target.redirect_uri, error=error, error_description=description, state=state, iss=ctx.settings.issuer
     )
+
+
+# ---------------------------------------------------------------- the Neucron v2 dialect (Neucron's SDK 2.x)
+
+
+def validate_v2_request(
+    ctx: Context, target: Target, *, response_type: str | None, state: str | None, platform: str | None
+) -> StandardRequest:
+    """A Neucron v2 authorization request: the standard one (``validate_request``, every permission
+    the app may ask for), for a confidential app only (v2 sends no PKCE, which a public client
+    needs), with a ``state``, and naming the app by its registered name as ``platform``. The hosted
+    pages then carry it out as any other (``approve``)."""
+    if target.public:
+        raise UnauthorizedClient(
+            "This app is a public client: Neucron v2 sends no PKCE, so it serves confidential apps only. "
+            "A public client uses /oauth2/authorize with PKCE (S256)."
+        )
+    if platform is None:
+        raise InvalidRequest("platform is required: the app's name as registered.")
+    if platform != target.app_name:
+        raise InvalidRequest("platform does not match the app's registered name (see GET /oauth/client-info).")
+    if state is None:
+        raise InvalidRequest("state is required.")
+    return validate_request(
+        ctx, target, response_type=response_type, scope=None, state=state, code_challenge=None, code_challenge_method=None
+    )
+
+
+async def public_client(ctx: Context, client_id: str) -> Any:
+    """The live app ``client_id`` names (its row), for what anyone may see of it before signing in;
+    NotFound for an unknown or disabled app."""
+    async with ctx.db.read() as conn:
+        app = await app_store.live(conn, client_id) if "\x00" not in client_id else None
+    if app is None:
+        raise NotFound("Unknown client_id, or the app is disabled.")
+    return app

@@ -9,10 +9,11 @@ A dialect turns what a request sends into one of these values (``from_credential
   about (one SELECT instead of two), and ``auth.proven(ctx, key_row)`` then judges that row as
   ``authenticate`` would have. ``key_id`` is None for a method that proves itself without a key.
 
-The methods: ``ClientSecret`` (a key secret by HTTP Basic, ``client_secret_basic``, or in the
-form, ``client_secret_post``; the secret names its key, ``gks_<key id>_…``, so one lookup finds
-it), ``KeyPair`` (the Neucron ``key_id`` + ``key_secret``), ``PublicClient`` (a public client's
-bare ``client_id``, method ``none``), and ``Unauthenticated``. Another method (RFC 7523's
+The methods: ``ClientSecret`` (a key secret by HTTP Basic, ``client_secret_basic``, in the form,
+``client_secret_post``, or in Neucron v2's query, ``neucron_v2_query``; the secret names its key,
+``gks_<key id>_…``, so one lookup finds it), ``KeyPair`` (the Neucron ``key_id`` +
+``key_secret``), ``PublicClient`` (a public client's bare ``client_id``, method ``none``), and
+``Unauthenticated``. Another method (RFC 7523's
 ``private_key_jwt``) is one more type with the same members.
 """
 
@@ -29,6 +30,9 @@ from grantd.store import apps as app_store
 CLIENT_SECRET_BASIC = "client_secret_basic"
 CLIENT_SECRET_POST = "client_secret_post"
 NONE = "none"
+# Neucron v2's token request (a GET): client_id and client_secret in the query, as client_secret_post
+# has them in the form. Not an RFC 8414 method: /oauth2/token does not take it.
+NEUCRON_V2_QUERY = "neucron_v2_query"
 # RFC 8414's *_endpoint_auth_methods_supported: the methods a confidential client proves itself by,
 # and with NONE those the token and revocation endpoints take.
 SECRET_METHODS = (CLIENT_SECRET_BASIC, CLIENT_SECRET_POST)

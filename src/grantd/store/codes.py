@@ -72,6 +72,7 @@ _CHECKED = (
     codes.c.user_id,
     codes.c.permissions,
     codes.c.redirect_uri,
+    codes.c.state,
     codes.c.code_challenge,
     codes.c.expires_at,
 )

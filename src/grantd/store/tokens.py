@@ -1,13 +1,13 @@
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from sqlalchemy import BigInteger, ColumnElement, Table, and_, bindparam, func, insert, select, text, update
 from sqlalchemy.engine import Row
 
 from grantd.store.apps import LiveKeyAnd
-from grantd.store.db import fetch_one, insert_from, run
+from grantd.store.db import fetch_all, fetch_one, insert_from, run
 from grantd.store.prepared import Prepared
 from grantd.store.schema import access_tokens, apps, refresh_tokens
 
@@ -136,6 +136,20 @@ _ACCESS_STATE = Prepared(
     .where(access_tokens.c.jti == bindparam("jti"))
 )
 _BY_JTI = Prepared(select(access_tokens).where(access_tokens.c.jti == bindparam("jti")))
+
+
+# What one authorization code issued: its access tokens, and whether it issued a refresh token.
+_FAMILY_ACCESS = Prepared(select(access_tokens).where(access_tokens.c.code_hash == bindparam("code_hash")))
+_FAMILY_REFRESH = Prepared(
+    select(select(refresh_tokens.c.token_hash).where(refresh_tokens.c.code_hash == bindparam("code_hash")).exists())
+)
+
+
+async def issued_from_code(conn: AsyncConnection, code_hash: str) -> tuple[Sequence[Row], bool]:
+    """The access tokens of one authorization code's family (revoked or not), and whether the family
+    holds a refresh token."""
+    access = await fetch_all(conn, _FAMILY_ACCESS, code_hash=code_hash)
+    return access, bool((await fetch_one(conn, _FAMILY_REFRESH, code_hash=code_hash))[0])
 
 
 async def revoke_access_token(conn: AsyncConnection, jti: str, app_id: str, now: int) -> None:

@@ -126,11 +126,7 @@ async def _reused(
             if child is not None and child.revoked_at is None:
                 access = await token_store.by_jti(tx, child.access_jti)
                 if access is not None and access.revoked_at is None:
-                    token = access_token.sign(
-                        ctx, jti=access.jti, app_id=access.app_id, user_id=access.user_id,
-                        permissions=tuple(access.scope.split(" ")), iat=access.issued_at, exp=access.expires_at,
-                    )
-                    return IssuedToken(token, access.expires_at - now, access.scope, successor)
+                    return access_token.reissue(ctx, access, now, successor)
         await token_store.revoke_family(tx, known.code_hash, now)
         await audit.record(
             ctx, tx, "refresh_token_reused", actor=client.app_id, user_id=known.user_id, app_id=client.app_id,
