@@ -217,6 +217,7 @@ _PAGES = (
     _page("POST", "/signout", web.signout),
     _page("GET", "/", web.home),
     Route("GET", "/static/grantd.css", web.stylesheet, NEUCRON, hidden=True),
+    Route("GET", "/static/accent/{color}.css", web.accent_stylesheet, NEUCRON, hidden=True),  # an app's accent colour
     _page("GET", "/account", account.account),
     _page("POST", "/account/password", account.change_password),
     _page("GET", "/account/apps", account.connected_apps),
