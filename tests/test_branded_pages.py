@@ -13,15 +13,9 @@ import pytest
 
 from support.neucron import ok, sign_up, unique_email
 from test_branding import BRAND, LOGO, LOGO_ORIGIN, auth, create_app, csp
-from test_pages import ISSUER, Client, consent_page, form, new_client, sign_in
+from test_pages import Client, browser, consent_page, form, new_client, sign_in  # noqa: F401 - browser: a fixture
 
 pytestmark = pytest.mark.db
-
-
-@pytest.fixture
-async def browser(app: Any) -> Any:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=ISSUER) as b:
-        yield b
 
 
 @pytest.fixture

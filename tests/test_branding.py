@@ -11,7 +11,7 @@ import pytest
 from grantd.core import apps
 from grantd.core.errors import InvalidRequest
 from support.neucron import assert_error, ok, sign_up
-from test_console import Developer, csrf_of, field_error, post_form, signed_in, text_of, texts
+from test_console import Developer, csrf_of, dev, field_error, post_form, text_of, texts  # noqa: F401 - dev: a fixture
 
 pytestmark = pytest.mark.db
 
@@ -270,12 +270,6 @@ def console_settings(response: httpx.Response) -> dict[str, str]:
     values = {name: parsed.attrs[name].get("value", "") for name in apps.BRANDING_FIELDS if name != "theme"}
     checked = [a["value"] for a in parsed.attrs.values() if a.get("name") == "theme" and "checked" in a]
     return {**values, "theme": checked[0] if checked else "?"}
-
-
-@pytest.fixture
-async def dev(app: Any) -> Any:
-    async with signed_in(app) as developer:
-        yield developer
 
 
 async def test_the_console_registers_shows_and_edits_the_branding(dev: Developer, client: httpx.AsyncClient) -> None:

@@ -6,16 +6,13 @@ Photographs signin-branded.png and consent-branded.png (into docs/screenshots/ b
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlencode
 
 import httpx
 
 from browser.conftest import CLIENT_ORIGIN, Traffic, new_user, register_app, sign_in
+from browser.test_security import AttackerSite
 
 LOGO_ORIGIN = "https://brand.example"  # the app's CDN: answered by the browser's route, never the network
 LOGO = f"{LOGO_ORIGIN}/logo.svg"
@@ -121,36 +118,12 @@ def test_the_violation_listener_hears_a_blocked_image(page: Any, api: httpx.Clie
     assert any("img-src" in text for text in violations), violations
 
 
-@contextmanager
-def logo_server() -> Iterator[str]:
-    """A developer's own machine serving the logo over plain http on 127.0.0.1; yields the logo's URL."""
-
-    class Logo(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
-            body = LOGO_SVG.encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "image/svg+xml")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Logo)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}/logo.svg"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 def test_a_logo_on_a_loopback_host_loads_from_that_origin_alone(page: Any, api: httpx.Client, base_url: str) -> None:
     """http on a loopback host, as redirect URIs allow it: img-src names that one origin
     (``http://127.0.0.1:<port>``), and Chromium loads the logo from it with no violation."""
-    with logo_server() as logo:
+    site = AttackerSite()  # here, the developer's own machine
+    try:
+        logo = site.serve("/logo.svg", LOGO_SVG, content_type="image/svg+xml")
         app = register_app(api, name="Local Printer")
         response = api.patch(
             f"/v1/apps/{app.app_id}", json={"logo_uri": logo}, headers={"Authorization": f"Bearer {app.owner.token}"}
@@ -158,7 +131,10 @@ def test_a_logo_on_a_loopback_host_loads_from_that_origin_alone(page: Any, api: 
         assert response.status_code == 200, response.text
         violations = listen_for_violations(page)
         shown = page.goto(f"{base_url}/signin?" + urlencode({"next": app.authorize_url(base_url)[len(base_url):]}))
-        assert logo.rsplit("/", 1)[0] in shown.headers["content-security-policy"]
+        img_src = next(d.split() for d in shown.headers["content-security-policy"].split(";") if "img-src" in d)
+        assert img_src == ["img-src", "'self'", logo.rsplit("/", 1)[0]]
         page.wait_for_load_state("networkidle")
         assert logo_loaded(page)
         assert violations == []
+    finally:
+        site.close()

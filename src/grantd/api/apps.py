@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, Path
 from pydantic import BaseModel, Field
@@ -25,7 +25,14 @@ Address = Annotated[str | None, Depends(peer_address)]  # for the audit log
 
 
 _URI_DOC = "An absolute https URL (http only on localhost, 127.0.0.1 or [::1]), at most 2048 characters."
-_CHANGE_DOC = 'In PATCH: absent or null leaves it as it is; "" removes it.'
+
+
+def _setting(description: str, example: str, max_length: int | None = None) -> Any:
+    """A branding setting of a request (and of the answer, where null means not set)."""
+    return Field(
+        None, max_length=max_length, examples=[example],
+        description=f'{description} In PATCH: absent or null leaves it as it is; "" removes it.',
+    )
 
 
 class Branding(BaseModel):
@@ -33,38 +40,27 @@ class Branding(BaseModel):
     signs in for the app. Names as RFC 7591 §2 gives them where it names one."""
 
     model_config = STRICT
-    logo_uri: str | None = Field(
-        None, max_length=apps.BRANDING_URI_MAX_LENGTH, examples=["https://yourapp.com/logo.png"],
-        description=f"The app's logo, shown at 48×48 CSS pixels. {_URI_DOC} Its host: a DNS name or IPv4 address. {_CHANGE_DOC}",
+    logo_uri: str | None = _setting(
+        f"The app's logo, shown at 48×48 CSS pixels. {_URI_DOC} Its host: a DNS name or an IPv4 address.",
+        "https://yourapp.com/logo.png", apps.BRANDING_URI_MAX_LENGTH,
     )
-    client_uri: str | None = Field(
-        None, max_length=apps.BRANDING_URI_MAX_LENGTH, examples=["https://yourapp.com"],
-        description=f"The app's website. {_URI_DOC} {_CHANGE_DOC}",
+    client_uri: str | None = _setting(f"The app's website. {_URI_DOC}", "https://yourapp.com", apps.BRANDING_URI_MAX_LENGTH)
+    tos_uri: str | None = _setting(
+        f"The app's terms of service. {_URI_DOC}", "https://yourapp.com/terms", apps.BRANDING_URI_MAX_LENGTH
     )
-    tos_uri: str | None = Field(
-        None, max_length=apps.BRANDING_URI_MAX_LENGTH, examples=["https://yourapp.com/terms"],
-        description=f"The app's terms of service. {_URI_DOC} {_CHANGE_DOC}",
+    policy_uri: str | None = _setting(
+        f"The app's privacy policy. {_URI_DOC}", "https://yourapp.com/privacy", apps.BRANDING_URI_MAX_LENGTH
     )
-    policy_uri: str | None = Field(
-        None, max_length=apps.BRANDING_URI_MAX_LENGTH, examples=["https://yourapp.com/privacy"],
-        description=f"The app's privacy policy. {_URI_DOC} {_CHANGE_DOC}",
+    description: str | None = _setting(
+        "What the app does: at most 500 printable characters, one line.", "Prints your photos.",
+        apps.DESCRIPTION_MAX_LENGTH,
     )
-    description: str | None = Field(
-        None, max_length=apps.DESCRIPTION_MAX_LENGTH, examples=["Prints your photos."],
-        description=f"What the app does: at most 500 printable characters, one line. {_CHANGE_DOC}",
+    domain: str | None = _setting(
+        "The app's host name, as its developer states it (not verified; the pages do not show it).", "yourapp.com",
+        apps.DOMAIN_MAX_LENGTH,
     )
-    domain: str | None = Field(
-        None, max_length=apps.DOMAIN_MAX_LENGTH, examples=["yourapp.com"],
-        description=f"The app's host name, as stated by its developer (not verified). {_CHANGE_DOC}",
-    )
-    accent_color: str | None = Field(
-        None, examples=["#0b5cad"],
-        description=f"The colour of the pages' buttons and links: #rgb or #rrggbb. {_CHANGE_DOC}",
-    )
-    theme: str | None = Field(
-        None, examples=["light"],
-        description=f"light or dark: the pages' colours, whatever the browser prefers. {_CHANGE_DOC}",
-    )
+    accent_color: str | None = _setting("The colour of the pages' buttons and links: #rgb or #rrggbb.", "#0b5cad")
+    theme: str | None = _setting("light or dark: the pages' colours, whatever the browser prefers.", "light")
 
 
 def branding_of(body: Branding) -> dict[str, str | None]:

@@ -320,23 +320,19 @@ def branding(app_row: Any) -> dict[str, Any]:
     so is ``branding`` when none of its keys is set.
     """
     shown = app_row.branding if isinstance(app_row, App) else Branding.of(app_row)
-    answer: dict[str, Any] = {
-        key: value
-        for key, value in (
-            ("app_icon", shown.logo_uri),
-            ("app_domain", shown.domain),
-            ("description", shown.description),
-            ("website_url", shown.client_uri),
-            ("terms_and_conditions", shown.tos_uri),
-            ("privacy_policy", shown.policy_uri),
-        )
-        if value is not None
-    }
-    look = {
-        key: value
-        for key, value in (("accent_color", shown.accent_color), ("theme", shown.theme), ("logo_url", shown.logo_uri))
-        if value is not None
-    }
+
+    def present(pairs: tuple[tuple[str, str | None], ...]) -> dict[str, Any]:
+        return {key: value for key, value in pairs if value is not None}
+
+    answer = present((
+        ("app_icon", shown.logo_uri),
+        ("app_domain", shown.domain),
+        ("description", shown.description),
+        ("website_url", shown.client_uri),
+        ("terms_and_conditions", shown.tos_uri),
+        ("privacy_policy", shown.policy_uri),
+    ))
+    look = present((("accent_color", shown.accent_color), ("theme", shown.theme), ("logo_url", shown.logo_uri)))
     if look:
         answer["branding"] = look
     return answer
