@@ -1,4 +1,5 @@
-"""The page routes: GET/POST /oauth2/authorize (consent), GET/POST /signin and /signup, POST /signout, GET /.
+"""The page routes: GET/POST /oauth2/authorize (consent), GET/POST /signin and /signup, POST /signout, GET /;
+and the pages' stylesheets: /static/grantd.css, /static/accent/{rgb}.css (an app's accent colour).
 
 Each route parses the wire, calls the use cases of ``grantd.core.authorization`` and
 ``grantd.core.accounts``, and answers with a page or a 303 redirect. Errors about the
