@@ -1101,7 +1101,7 @@ async def test_no_input_yields_a_server_error(client: httpx.AsyncClient, app: An
     assert len([r for r in routes if r[1] in neucron]) >= 28, routes
     routes.sort(key=lambda r: r[0] == "DELETE")  # disable the app and revoke its key last
     for method, template, route in routes:
-        path = template.format(app_id=flow.app_id, key_id=flow.key_id)
+        path = template.format(app_id=flow.app_id, key_id=flow.key_id, color="0b5cad")  # color: /static/accent/
         user = logout_token if template.endswith("/logout") else flow.dev_token if "/apps" in template else flow.user_token
         reads_body = route.body_field is not None or template.startswith("/oauth2/") and method == "POST"
         requests: list[tuple[str, Any]] = []

@@ -623,3 +623,25 @@ async def test_client_info_shows_the_app_to_anyone(client: httpx.AsyncClient, v2
         assert body == {"client_id": v2_app.app_id, "app_id": v2_app.app_id, "app_name": "Test App"}
     sdk_error(await sdk_get(client, "/oauth/client-info", {"client_id": "no-such-app"}), 404, "not_found")
     sdk_error(await sdk_get(client, "/oauth/client-info", {}), 400, "invalid_request")
+
+
+@pytest.mark.db
+async def test_client_info_carries_the_apps_branding(client: httpx.AsyncClient, v2_app: Flow) -> None:
+    """What the developer set as the app's branding reaches the SDK's client-info, in its keys."""
+    branding = {
+        "logo_uri": "https://cdn.example.com/logo.png", "client_uri": "https://app.example.com/",
+        "tos_uri": "https://app.example.com/terms", "policy_uri": "https://app.example.com/privacy",
+        "description": "Notes that sync.", "domain": "app.example.com", "accent_color": "#1a7f37", "theme": "dark",
+    }
+    changed = await client.patch(
+        f"/v1/apps/{v2_app.app_id}", json=branding, headers={"Authorization": f"Bearer {v2_app.dev_token}"}
+    )
+    assert changed.status_code == 200, changed.text
+    body = sdk_ok(await sdk_get(client, "/oauth/client-info", {"client_id": v2_app.app_id}), CLIENT_INFO)
+    assert body == {
+        "client_id": v2_app.app_id, "app_id": v2_app.app_id, "app_name": "Test App",
+        "app_icon": "https://cdn.example.com/logo.png", "app_domain": "app.example.com",
+        "description": "Notes that sync.", "website_url": "https://app.example.com/",
+        "terms_and_conditions": "https://app.example.com/terms", "privacy_policy": "https://app.example.com/privacy",
+        "branding": {"accent_color": "#1a7f37", "theme": "dark", "logo_url": "https://cdn.example.com/logo.png"},
+    }

@@ -230,7 +230,7 @@ _NEUCRON_API = (
         _neucron("GET", "/apps/{app_id}", apps.get_app, apps.AppData, (401, 404), "One of your apps"),
         _neucron(
             "PATCH", "/apps/{app_id}", apps.update_app, apps.AppData, (400, 401, 404),
-            "Change an app's name, redirect URIs or permissions",
+            "Change an app's name, redirect URIs, permissions or branding",
         ),
         _neucron(
             "DELETE", "/apps/{app_id}", apps.disable_app, apps.AppData, (401, 404),
@@ -294,6 +294,7 @@ _PAGES = (
     _page("POST", "/signout", web.signout),
     _page("GET", "/", web.home),
     Route("GET", "/static/grantd.css", web.stylesheet, NEUCRON, hidden=True),
+    Route("GET", "/static/accent/{color}.css", web.accent_stylesheet, NEUCRON, hidden=True),  # an app's accent colour
     _page("GET", "/account", account.account),
     _page("POST", "/account/password", account.change_password),
     _page("POST", "/account/profile", account.update_profile),

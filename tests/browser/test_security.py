@@ -23,18 +23,19 @@ FORGED_HOST = "https://evil.example"
 
 
 class AttackerSite:
-    """Serves the HTML put in ``pages`` by path; every other path is a 404."""
+    """Serves what is put in ``pages`` by path (HTML unless said otherwise); every other path is a 404.
+    (tests/browser/test_branding.py plays a developer's own machine with it.)"""
 
     def __init__(self) -> None:
-        self.pages: dict[str, str] = {}
+        self.pages: dict[str, tuple[str, str]] = {}
         site = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 - the http.server name
-                body = site.pages.get(self.path)
+                body, content_type = site.pages.get(self.path, (None, "text/html; charset=utf-8"))
                 data = (body or "not found").encode()
                 self.send_response(200 if body is not None else 404)
-                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -47,9 +48,11 @@ class AttackerSite:
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
-    def serve(self, path: str, body: str, *, host: str = "127.0.0.1") -> str:
+    def serve(
+        self, path: str, body: str, *, host: str = "127.0.0.1", content_type: str = "text/html; charset=utf-8"
+    ) -> str:
         """Put ``body`` at ``path``; its URL on ``host`` (127.0.0.1: same site as grantd; localhost: another)."""
-        self.pages[path] = body
+        self.pages[path] = (body, content_type)
         return f"http://{host}:{self.port}{path}"
 
     def close(self) -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from dataclasses import asdict
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, Path
 from pydantic import BaseModel, Field
@@ -23,7 +24,51 @@ Ctx = Annotated[Context, Depends(context)]
 Address = Annotated[str | None, Depends(peer_address)]  # for the audit log
 
 
-class AppCreate(BaseModel):
+_URI_DOC = "An absolute https URL (http only on localhost, 127.0.0.1 or [::1]), at most 2048 characters."
+
+
+def _setting(description: str, example: str, max_length: int | None = None) -> Any:
+    """A branding setting of a request (and of the answer, where null means not set)."""
+    return Field(
+        None, max_length=max_length, examples=[example],
+        description=f'{description} In PATCH: absent or null leaves it as it is; "" removes it.',
+    )
+
+
+class Branding(BaseModel):
+    """An app's branding, shown on the hosted sign-in, sign-up and consent pages when someone
+    signs in for the app. Names as RFC 7591 §2 gives them where it names one."""
+
+    model_config = STRICT
+    logo_uri: str | None = _setting(
+        f"The app's logo, shown at 48×48 CSS pixels. {_URI_DOC} Its host: a DNS name or an IPv4 address.",
+        "https://yourapp.com/logo.png", apps.BRANDING_URI_MAX_LENGTH,
+    )
+    client_uri: str | None = _setting(f"The app's website. {_URI_DOC}", "https://yourapp.com", apps.BRANDING_URI_MAX_LENGTH)
+    tos_uri: str | None = _setting(
+        f"The app's terms of service. {_URI_DOC}", "https://yourapp.com/terms", apps.BRANDING_URI_MAX_LENGTH
+    )
+    policy_uri: str | None = _setting(
+        f"The app's privacy policy. {_URI_DOC}", "https://yourapp.com/privacy", apps.BRANDING_URI_MAX_LENGTH
+    )
+    description: str | None = _setting(
+        "What the app does: at most 500 printable characters, one line.", "Prints your photos.",
+        apps.DESCRIPTION_MAX_LENGTH,
+    )
+    domain: str | None = _setting(
+        "The app's host name, as its developer states it (not verified; the pages do not show it).", "yourapp.com",
+        apps.DOMAIN_MAX_LENGTH,
+    )
+    accent_color: str | None = _setting("The colour of the pages' buttons and links: #rgb or #rrggbb.", "#0b5cad")
+    theme: str | None = _setting("light or dark: the pages' colours, whatever the browser prefers.", "light")
+
+
+def branding_of(body: Branding) -> dict[str, str | None]:
+    """The settings a request body carries (None: not given)."""
+    return {name: getattr(body, name) for name in apps.BRANDING_FIELDS}
+
+
+class AppCreate(Branding):
     model_config = STRICT
     name: str = Field(max_length=200, examples=["My App"])
     redirect_uris: list[RedirectUri] = Field(max_length=20, examples=[["https://yourapp.com/oauth/callback"]])
@@ -37,14 +82,16 @@ class AppCreate(BaseModel):
     )
 
 
-class AppUpdate(BaseModel):
+class AppUpdate(Branding):
     model_config = STRICT
     name: str | None = Field(None, max_length=200)
     redirect_uris: list[RedirectUri] | None = Field(None, max_length=20)
     permissions: str | None = Field(None, max_length=1024)
 
 
-class AppData(BaseModel):
+class AppData(Branding):
+    """An app; a branding setting that is not set is null."""
+
     app_id: str
     name: str
     redirect_uris: list[str]
@@ -93,6 +140,7 @@ def app_data(app: apps.App) -> dict[str, object]:
         "disabled": app.disabled_at is not None,
         "disabled_at": rfc3339(app.disabled_at),
         "client_type": app.client_type,
+        **asdict(app.branding),
     }
 
 
@@ -112,7 +160,8 @@ def created_key_data(key: apps.CreatedKey) -> dict[str, object]:
 
 async def create_app(body: AppCreate, user: User, ctx: Ctx, address: Address) -> Response:
     created = await apps.create(
-        ctx, user.user_id, body.name, body.redirect_uris, body.permissions, body.client_type, address=address
+        ctx, user.user_id, body.name, body.redirect_uris, body.permissions, body.client_type,
+        brand=branding_of(body), address=address,
     )
     return envelope({**app_data(created.app), "app_key": created.app_key}, no_store=True)
 
@@ -133,6 +182,7 @@ async def update_app(app_id: AppId, body: AppUpdate, user: User, ctx: Ctx, addre
         name=body.name,
         uris=body.redirect_uris,
         permissions=body.permissions,
+        brand=branding_of(body),
         address=address,
     )
     return envelope(app_data(app))

@@ -27,7 +27,7 @@ from starlette.responses import Response
 from grantd.api.deps import client_address
 from grantd.api.envelope import NO_STORE
 from grantd.api.jsonbody import JSONBody
-from grantd.core import authorization, client_auth, ratelimit
+from grantd.core import apps, authorization, client_auth, ratelimit
 from grantd.core.access_token import IssuedToken
 from grantd.core.context import Context
 from grantd.core.errors import InvalidClient, InvalidRequest, UnsupportedGrantType
@@ -130,9 +130,10 @@ async def client_info(request: Request) -> Response:
 def client_info_body(app: Any) -> dict[str, Any]:
     """``GET /oauth/client-info``'s answer, from the app's row (``store.apps``): what anyone may see
     of the app before signing in. Neucron's SDK takes every key but ``client_id`` as optional: a
-    value the app does not have is left out, never sent as null. Keep ``CLIENT_INFO_SCHEMA`` in step."""
+    value the app does not have is left out, never sent as null (``apps.branding`` leaves out the
+    branding the app has not set). Keep ``CLIENT_INFO_SCHEMA`` in step."""
     body = {"client_id": app.id, "app_id": app.id, "app_name": app.name}
-    return {name: value for name, value in body.items() if value is not None}
+    return {**{name: value for name, value in body.items() if value is not None}, **apps.branding(app)}
 
 
 # ---------------------------------------------------------------- the OpenAPI documentation
@@ -187,6 +188,24 @@ TOKEN_SCHEMA = {
 CLIENT_INFO_QUERY = [_CLIENT_ID]
 CLIENT_INFO_SCHEMA = {
     "type": "object",
-    "properties": {"client_id": _STRING, "app_id": _STRING, "app_name": _STRING},
+    "properties": {
+        "client_id": _STRING,
+        "app_id": _STRING,
+        "app_name": _STRING,
+        "app_icon": _STRING,
+        "app_domain": _STRING,
+        "description": _STRING,
+        "website_url": _STRING,
+        "terms_and_conditions": _STRING,
+        "privacy_policy": _STRING,
+        "branding": {
+            "type": "object",
+            "properties": {
+                "accent_color": _STRING,
+                "theme": {"type": "string", "enum": ["light", "dark"]},
+                "logo_url": _STRING,
+            },
+        },
+    },
     "required": ["client_id"],
 }

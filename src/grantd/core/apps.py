@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import TypeVar
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields as dataclass_fields
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from grantd.core import audit, authorization
 from grantd.core import permissions as perms
@@ -22,6 +24,34 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
+class Branding:
+    """What an app shows of itself on the hosted pages (and in the v2 client-info); None: not set.
+
+    Named as RFC 7591 §2 names client metadata where it has a name. Every value has passed
+    ``check_branding``: the URLs are absolute https (http only on a loopback host, as for
+    redirect URIs), the colour is ``#rgb`` or ``#rrggbb`` and nothing else.
+    """
+
+    logo_uri: str | None = None  # the app's logo or icon
+    client_uri: str | None = None  # its website
+    tos_uri: str | None = None  # its terms of service
+    policy_uri: str | None = None  # its privacy policy
+    description: str | None = None
+    domain: str | None = None  # a host name, as the developer states it (not verified)
+    accent_color: str | None = None  # "#rgb" or "#rrggbb", lower case
+    theme: str | None = None  # "light" or "dark"
+
+    @classmethod
+    def of(cls, row: Any) -> Branding:
+        """The branding of an app's row (any object with the ``BRANDING_FIELDS`` as attributes)."""
+        return cls(**{name: getattr(row, name, None) for name in BRANDING_FIELDS})
+
+
+BRANDING_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclass_fields(Branding))
+assert BRANDING_FIELDS == store.BRANDING_COLUMNS  # one name per setting, from the wire to the column
+
+
+@dataclass(frozen=True, slots=True)
 class App:
     app_id: str
     name: str
@@ -31,6 +61,7 @@ class App:
     updated_at: int
     disabled_at: int | None
     client_type: str
+    branding: Branding = Branding()
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +127,7 @@ def _app(row) -> App:  # type: ignore[no-untyped-def]
         updated_at=row.updated_at,
         disabled_at=row.disabled_at,
         client_type=row.client_type,
+        branding=Branding.of(row),
     )
 
 
@@ -157,6 +189,180 @@ def _permissions(ctx: Context, value: str) -> str:
     return perms.join(names)
 
 
+# ---------------------------------------------------------------- branding: the rules
+
+BRANDING_URI_MAX_LENGTH = 2048
+DESCRIPTION_MAX_LENGTH = 500
+DOMAIN_MAX_LENGTH = 253
+THEMES = ("light", "dark")
+# A DNS name or an IPv4 address in lower case, as a URL's host is read (and as a CSP source
+# can name it: web.pages builds the logo's img-src and the forms' form-action from it).
+HOSTNAME = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
+_COLOR = re.compile(r"#(?:[0-9a-f]{3}|[0-9a-f]{6})")
+# What no URL shown on a page may hold, as for redirect URIs: white space, control characters, and
+# the characters a URL must percent-encode (among them the quote and angle brackets of HTML).
+_URI_FORBIDDEN = re.compile(r"[\s\x00-\x1f\x7f<>\"\\^`{|}]")
+
+
+def _hostname(host: str) -> bool:
+    return len(host) <= DOMAIN_MAX_LENGTH and HOSTNAME.fullmatch(host) is not None and all(
+        len(label) <= 63 for label in host.split(".")
+    )
+
+
+def _branding_uri(field: str, value: str) -> str:
+    """An absolute https URL (http only on a loopback host, as ``redirect_uris.validate`` allows),
+    without user information; the logo's host must also be nameable as a CSP source."""
+    if len(value) > BRANDING_URI_MAX_LENGTH:
+        raise InvalidRequest(f"{field} must be at most {BRANDING_URI_MAX_LENGTH} characters.", field=field)
+    if not value.isascii() or _URI_FORBIDDEN.search(value):
+        raise InvalidRequest(
+            f"{field} may not contain white space, control characters, quotes, angle brackets or other characters "
+            "a URL must percent-encode.",
+            field=field,
+        )
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname or ""
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError:
+        raise InvalidRequest(f"{field} is not a valid URL.", field=field) from None
+    if parts.username is not None or parts.password is not None:
+        raise InvalidRequest(f"{field} may not carry user information.", field=field)
+    scheme = parts.scheme.lower()
+    if not (scheme == "https" and host) and not (scheme == "http" and host in redirect_uris.LOOPBACK_HOSTS):
+        raise InvalidRequest(
+            f"{field} must be an absolute https URL (http only on localhost, 127.0.0.1 or [::1]).", field=field
+        )
+    if field == "logo_uri" and not _hostname(host):
+        raise InvalidRequest(
+            "logo_uri's host must be a DNS name or an IPv4 address: the hosted pages allow images from that one "
+            "host, and no other kind of host can be named in their Content-Security-Policy.",
+            field=field,
+        )
+    return value
+
+
+def _description(value: str) -> str:
+    if len(value) > DESCRIPTION_MAX_LENGTH or not value.isprintable():
+        raise InvalidRequest(
+            f"description must be at most {DESCRIPTION_MAX_LENGTH} printable characters, on one line.",
+            field="description",
+        )
+    return value
+
+
+def _domain(value: str) -> str:
+    host = value.lower()
+    if not _hostname(host):
+        raise InvalidRequest(
+            "domain must be a host name such as app.example.com: letters, digits, hyphens and dots; "
+            "no scheme, port or path.",
+            field="domain",
+        )
+    return host
+
+
+def accent_color(value: str) -> str:
+    """``#rgb`` or ``#rrggbb`` in lower case: a colour and nothing else, so it can be written into CSS."""
+    color = value.lower()
+    if _COLOR.fullmatch(color) is None:
+        raise InvalidRequest("accent_color must be a colour written #rgb or #rrggbb, such as #0b5cad.", field="accent_color")
+    return color
+
+
+def _theme(value: str) -> str:
+    if value not in THEMES:
+        raise InvalidRequest(f"theme must be one of: {', '.join(THEMES)}.", field="theme")
+    return value
+
+
+_BRANDING_RULES: dict[str, Callable[[str], str]] = {
+    **{name: (lambda value, name=name: _branding_uri(name, value)) for name in ("logo_uri", "client_uri", "tos_uri", "policy_uri")},
+    "description": _description,
+    "domain": _domain,
+    "accent_color": accent_color,
+    "theme": _theme,
+}
+assert tuple(_BRANDING_RULES) == BRANDING_FIELDS
+
+
+def _branding(fields: _Fields, given: Mapping[str, str | None]) -> dict[str, str | None]:
+    """The branding settings ``given`` (None: leave it as it is), each checked on its own by ``fields``:
+    the value to store, trimmed and normalised; an empty value is None, which removes the setting."""
+    unknown = set(given) - set(BRANDING_FIELDS)
+    if unknown:
+        raise ValueError(f"not a branding setting: {sorted(unknown)}")
+    checked: dict[str, str | None] = {}
+    for name, value in given.items():
+        if value is not None:
+            trimmed = value.strip()
+            checked[name] = fields.check(name, lambda rule=_BRANDING_RULES[name], v=trimmed: rule(v) if v else None)
+    return checked
+
+
+def check_branding(given: Mapping[str, str | None]) -> dict[str, str | None]:
+    """``given`` as it would be stored; InvalidRequest (with ``field``) for the first bad setting,
+    every bad one in ``field_errors``."""
+    fields = _Fields()
+    checked = _branding(fields, given)
+    fields.done()
+    return checked
+
+
+def branding(app_row: Any) -> dict[str, Any]:
+    """The branding of an app in the shape of the v2 ``GET /oauth/client-info`` answer (the Neucron
+    SDK 2.2.3): ``app_icon``, ``app_domain``, ``description``, ``website_url``,
+    ``terms_and_conditions``, ``privacy_policy`` and ``branding: {accent_color, theme, logo_url}``.
+
+    ``app_row``: a row of ``apps`` (``store.apps.live``, ``owned_one``), an ``App`` or a ``Branding``.
+    A setting that is not set is left out, never null (the SDK's zod ``.optional()`` refuses null);
+    so is ``branding`` when none of its keys is set.
+    """
+    shown = app_row.branding if isinstance(app_row, App) else Branding.of(app_row)
+
+    def present(pairs: tuple[tuple[str, str | None], ...]) -> dict[str, Any]:
+        return {key: value for key, value in pairs if value is not None}
+
+    answer = present((
+        ("app_icon", shown.logo_uri),
+        ("app_domain", shown.domain),
+        ("description", shown.description),
+        ("website_url", shown.client_uri),
+        ("terms_and_conditions", shown.tos_uri),
+        ("privacy_policy", shown.policy_uri),
+    ))
+    look = present((("accent_color", shown.accent_color), ("theme", shown.theme), ("logo_url", shown.logo_uri)))
+    if look:
+        answer["branding"] = look
+    return answer
+
+
+def accent_text_color(color: str) -> str:
+    """Black or white, whichever reads better on ``color`` (``#rgb`` or ``#rrggbb``): the text of a
+    button in the app's accent colour (WCAG 2.x relative luminance; the larger contrast ratio wins)."""
+    digits = accent_color(color)[1:]
+    if len(digits) == 3:
+        digits = "".join(d * 2 for d in digits)
+
+    def linear(channel: str) -> float:
+        c = int(channel, 16) / 255
+        return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (linear(digits[i : i + 2]) for i in (0, 2, 4))
+    luminance = 0.2126 * r + 0.7152 * g + 0.0722 * b
+    # contrast with black (L + 0.05) / 0.05 against contrast with white 1.05 / (L + 0.05)
+    return "#000000" if (luminance + 0.05) ** 2 > 0.05 * 1.05 else "#ffffff"
+
+
+async def branding_of(ctx: Context, app_id: str) -> Branding:
+    """The branding of a live app, for the pages that sign in to it or ask consent for it (none for
+    an unknown or disabled app)."""
+    async with ctx.db.read() as conn:
+        row = await store.live(conn, app_id)
+    return Branding() if row is None else Branding.of(row)
+
+
 async def create(
     ctx: Context,
     owner_id: str,
@@ -165,15 +371,20 @@ async def create(
     permissions: str,
     client_type: str = CONFIDENTIAL,
     *,
+    brand: Mapping[str, str | None] | None = None,
     address: str | None = None,
     operator: bool = False,
 ) -> CreatedApp:
-    """Register an app. A public client (a browser or native app) cannot keep a secret: PKCE is required for it."""
+    """Register an app. A public client (a browser or native app) cannot keep a secret: PKCE is required for it.
+
+    ``brand``: some of ``BRANDING_FIELDS`` and their values (None or empty: not set).
+    """
     fields = _Fields()
     fields.check("client_type", lambda: _client_type(client_type))
     name_ = fields.check("name", lambda: _name(name))
     uris_ = fields.check("redirect_uris", lambda: _redirect_uris(uris))
     permissions_ = fields.check("permissions", lambda: _permissions(ctx, permissions))
+    look = {name: value for name, value in _branding(fields, brand or {}).items() if value is not None}
     fields.done()
     assert name_ is not None and uris_ is not None and permissions_ is not None  # else done() raised
     name = name_
@@ -189,12 +400,13 @@ async def create(
             app_key_hash=ctx.hasher.hash(app_key),
             client_type=client_type,
             now=now,
+            branding=look,
         )
         await audit.record(
             ctx, tx, "app_created", actor=audit.OPERATOR if operator else owner_id, user_id=owner_id, app_id=app_id,
             address=address, now=now, client_type=client_type, permissions=perms.parse(permissions_),
         )
-    return CreatedApp(App(app_id, name, uris_, permissions_, now, now, None, client_type), app_key)
+    return CreatedApp(App(app_id, name, uris_, permissions_, now, now, None, client_type, Branding(**look)), app_key)
 
 
 async def list_owned(ctx: Context, owner_id: str) -> list[App]:
@@ -215,8 +427,11 @@ async def update(
     name: str | None = None,
     uris: Sequence[str] | None = None,
     permissions: str | None = None,
+    brand: Mapping[str, str | None] | None = None,
     address: str | None = None,
 ) -> App:
+    """Change what is given (None: leave it). ``brand``: some of ``BRANDING_FIELDS``; an empty
+    value removes that setting. Only what really changes is written, and audited by name."""
     values: dict[str, object] = {}
     fields = _Fields()
     if name is not None:
@@ -225,15 +440,18 @@ async def update(
         values["redirect_uris"] = fields.check("redirect_uris", lambda: _redirect_uris(uris))
     if permissions is not None:
         values["permissions"] = fields.check("permissions", lambda: _permissions(ctx, permissions))
+    values.update(_branding(fields, brand or {}))
     fields.done()
     now = ctx.now()
     async with ctx.db.write() as tx:
         row = await _require_owned(tx, owner_id, app_id)
-        if values:
-            await store.update_app(tx, app_id, values, now)
+        current = {**row._mapping, "redirect_uris": store.redirect_uris_of(row)}
+        changed = {field: value for field, value in values.items() if value != current[field]}
+        if changed:
+            await store.update_app(tx, app_id, changed, now)
             await audit.record(
                 ctx, tx, "app_updated", actor=owner_id or audit.OPERATOR, user_id=row.owner_id, app_id=app_id,
-                address=address, now=now, fields=sorted(values),
+                address=address, now=now, fields=sorted(changed),
             )
         return _app(await store.owned_one(tx, owner_id, app_id))
 

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from collections import namedtuple
@@ -16,6 +16,9 @@ from grantd.store.schema import access_tokens, app_keys, apps
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
 
+# An app's branding (migration 0009): the column names, as core.apps names the settings.
+BRANDING_COLUMNS = ("logo_uri", "client_uri", "tos_uri", "policy_uri", "description", "domain", "accent_color", "theme")
+
 _APP_COLUMNS = (
     apps.c.id,
     apps.c.owner_id,
@@ -26,6 +29,7 @@ _APP_COLUMNS = (
     apps.c.updated_at,
     apps.c.disabled_at,
     apps.c.client_type,
+    *(apps.c[name] for name in BRANDING_COLUMNS),
 )
 
 
@@ -44,9 +48,12 @@ async def insert_app(
     app_key_hash: str,
     client_type: str,
     now: int,
+    branding: Mapping[str, str | None] | None = None,
 ) -> None:
+    """``branding``: some of ``BRANDING_COLUMNS`` and their values (the rest stay NULL)."""
     await conn.execute(
         insert(apps).values(
+            **(branding or {}),
             client_type=client_type,
             id=app_id,
             owner_id=owner_id,

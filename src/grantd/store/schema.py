@@ -66,6 +66,16 @@ apps = Table(
     Column("disabled_at", BigInteger),
     # "confidential" (authenticates with a key secret) or "public" (cannot keep a secret: PKCE required)
     Column("client_type", String(16), nullable=False, server_default="confidential"),
+    # Branding, shown on the hosted pages and by the v2 client-info; NULL: not set. Named as
+    # RFC 7591 §2 names client metadata where it has a name; checked by core.apps (migration 0009).
+    Column("logo_uri", Text),  # an https URL (http on a loopback host), at most 2048 characters
+    Column("client_uri", Text),  # the app's website
+    Column("tos_uri", Text),  # its terms of service
+    Column("policy_uri", Text),  # its privacy policy
+    Column("description", Text),  # at most 500 printable characters
+    Column("domain", String(253)),  # a host name
+    Column("accent_color", String(7)),  # "#rgb" or "#rrggbb", lower case
+    Column("theme", String(5)),  # "light" or "dark"
 )
 
 app_keys = Table(

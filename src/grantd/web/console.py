@@ -7,7 +7,7 @@ token, and renders pages: a refused field is shown next to that field, with stat
 
 - ``GET  /console``                                   the user's apps
 - ``GET  /console/apps/new``, ``POST /console/apps``   register an app (its app_key shown once)
-- ``GET  /console/apps/{id}``, ``POST`` the same       the app; edit its name, redirect URIs, permissions
+- ``GET  /console/apps/{id}``, ``POST`` the same       the app; edit its name, redirect URIs, permissions, branding
 - ``POST /console/apps/{id}/keys``                     create a key pair (its secret shown once)
 - ``POST /console/apps/{id}/keys/{key_id}/revoke``     revoke a key
 - ``POST /console/apps/{id}/disable``                  disable the app
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -139,12 +139,16 @@ def _catalog(ctx: Context) -> list[tuple[str, str]]:
 def _app_form(app: apps.App | None = None) -> dict[str, Any]:
     """The values of the app form: the app's own, or the defaults of a new app."""
     if app is None:
-        return {"name": "", "redirect_uris": "", "permissions": [], "client_type": CONFIDENTIAL}
+        return {
+            "name": "", "redirect_uris": "", "permissions": [], "client_type": CONFIDENTIAL,
+            **dict.fromkeys(apps.BRANDING_FIELDS, ""),
+        }
     return {
         "name": app.name,
         "redirect_uris": "\n".join(app.redirect_uris),
         "permissions": app.permissions.split(","),
         "client_type": app.client_type,
+        **{name: value or "" for name, value in asdict(app.branding).items()},
     }
 
 
@@ -154,7 +158,13 @@ def _posted_app_form(form: Form) -> dict[str, Any]:
         "redirect_uris": form.one("redirect_uris") or "",
         "permissions": form.all("permissions"),
         "client_type": form.one("client_type") or "",
+        **{name: form.one(name) or "" for name in apps.BRANDING_FIELDS},
     }
+
+
+def _brand(values: dict[str, Any]) -> dict[str, str]:
+    """The branding settings of a posted form: each as typed (empty: not set, or removed)."""
+    return {name: values[name] for name in apps.BRANDING_FIELDS}
 
 
 def _field_errors(exc: GrantdError) -> dict[str, str]:
@@ -272,6 +282,7 @@ async def create_app(request: Request) -> Response:
             _lines(values["redirect_uris"]),
             ",".join(values["permissions"]),
             values["client_type"],
+            brand=_brand(values),
             address=_address(request),
         )
     except GrantdError as exc:
@@ -334,6 +345,7 @@ async def update_app(request: Request, app_id: str) -> Response:
             name=values["name"],
             uris=_lines(values["redirect_uris"]),
             permissions=",".join(values["permissions"]),
+            brand=_brand(values),
             address=_address(request),
         )
     except NotFound:

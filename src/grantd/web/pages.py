@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse
 
 from grantd.core.accounts import Principal
+from grantd.core.apps import HOSTNAME
 from grantd.core.context import Context
 from grantd.core.errors import GrantdError
 from grantd.web import session
@@ -26,8 +27,9 @@ templates = Environment(
 )
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache", "Referrer-Policy": "no-referrer"}
-_CSP = "default-src 'none'; style-src 'self'; img-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action {}"
-_HOST = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
+_CSP = (
+    "default-src 'none'; style-src 'self'; img-src {img}; frame-ancestors 'none'; base-uri 'none'; form-action {form}"
+)
 _SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*$")
 
 
@@ -59,39 +61,68 @@ templates.filters["when"] = when
 templates.filters["iso"] = iso
 
 
+def _origin(uri: str) -> tuple[str, str, int | None] | None:
+    """(scheme, host, port) of ``uri`` in lower case; None when it cannot be read."""
+    try:
+        parts = urlsplit(uri)
+        scheme, host, port = parts.scheme.lower(), (parts.hostname or ""), parts.port
+    except ValueError:
+        return None
+    return (scheme, host, port) if _SCHEME.match(scheme) else None
+
+
+def origin_source(uri: str) -> str | None:
+    """The CSP source of the one origin of an http(s) ``uri``, ``scheme://host[:port]``; None when
+    it cannot be written so (another scheme, no host, an IPv6 literal)."""
+    origin = _origin(uri)
+    if origin is None:
+        return None
+    scheme, host, port = origin
+    if scheme not in ("http", "https") or HOSTNAME.fullmatch(host) is None:
+        return None
+    return f"{scheme}://{host}" + (f":{port}" if port is not None else "")
+
+
 def form_target(uri: str) -> str | None:
     """The CSP source that lets a form post end in a redirect to ``uri``; None when none can be written.
 
     Chrome applies ``form-action`` to every redirect that follows a form submission, so a
     page whose form ends at the client's redirect_uri must allow that origin.
     """
-    try:
-        parts = urlsplit(uri)
-        scheme, host, port = parts.scheme.lower(), (parts.hostname or ""), parts.port
-    except ValueError:
+    origin = _origin(uri)
+    if origin is None:
         return None
-    if not _SCHEME.match(scheme):
-        return None
+    scheme, host, _ = origin
     if scheme not in ("http", "https"):
         return f"{scheme}:"  # a native app's private-use scheme
-    if not _HOST.match(host):
-        return f"{scheme}:" if host else None  # an IPv6 literal cannot be written as a CSP host
-    return f"{scheme}://{host}" + (f":{port}" if port is not None else "")
+    # an IPv6 literal cannot be written as a CSP host: the scheme alone
+    return origin_source(uri) or (f"{scheme}:" if host else None)
 
 
-def security_headers(form_action: Iterable[str] = ()) -> dict[str, str]:
-    sources = ["'self'", *dict.fromkeys(s for s in form_action if s)]
+def security_headers(form_action: Iterable[str] = (), img_src: Iterable[str] = ()) -> dict[str, str]:
+    """The pages' headers. ``form_action``, ``img_src``: the sources a page allows beyond its own origin."""
+
+    def sources(more: Iterable[str]) -> str:
+        return " ".join(["'self'", *dict.fromkeys(s for s in more if s)])
+
     return {
         **NO_STORE,
-        "Content-Security-Policy": _CSP.format(" ".join(sources)),
+        "Content-Security-Policy": _CSP.format(img=sources(img_src), form=sources(form_action)),
         "X-Frame-Options": "DENY",
         "X-Content-Type-Options": "nosniff",
     }
 
 
-def page(template: str, status_code: int = 200, *, form_action: Iterable[str] = (), **values: Any) -> HTMLResponse:
+def page(
+    template: str,
+    status_code: int = 200,
+    *,
+    form_action: Iterable[str] = (),
+    img_src: Iterable[str] = (),
+    **values: Any,
+) -> HTMLResponse:
     html = templates.get_template(template).render(**values)
-    return HTMLResponse(html, status_code, headers=security_headers(form_action))
+    return HTMLResponse(html, status_code, headers=security_headers(form_action, img_src))
 
 
 def nav(csrf_token: str, active: str) -> dict[str, str]:

@@ -1,4 +1,5 @@
-"""The page routes: GET/POST /oauth2/authorize (consent), GET/POST /signin and /signup, POST /signout, GET /.
+"""The page routes: GET/POST /oauth2/authorize (consent), GET/POST /signin and /signup, POST /signout, GET /;
+and the pages' stylesheets: /static/grantd.css, /static/accent/{rgb}.css (an app's accent colour).
 
 Each route parses the wire, calls the use cases of ``grantd.core.authorization`` and
 ``grantd.core.accounts``, and answers with a page or a 303 redirect. Errors about the
@@ -15,7 +16,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 from fastapi import Request
 from starlette.responses import Response
 
-from grantd.core import accounts, authorization
+from grantd.core import accounts, apps, authorization
 from grantd.core.accounts import Principal
 from grantd.core.context import Context
 from grantd.core.errors import (
@@ -25,11 +26,21 @@ from grantd.core.errors import (
     InvalidGrant,
     InvalidRedirectUri,
     InvalidRequest,
+    NotFound,
     RateLimited,
 )
 from grantd.forms import MAX_PARAMETER_LENGTH, read_form
 from grantd.web import session
-from grantd.web.pages import error_page, form_target, page, redirect, safe_next, user_page, wait_time
+from grantd.web.pages import (
+    error_page,
+    form_target,
+    origin_source,
+    page,
+    redirect,
+    safe_next,
+    user_page,
+    wait_time,
+)
 
 AUTHORIZE = "/oauth2/authorize"
 # Form fields of the consent page itself, never carried over from the authorization request.
@@ -105,6 +116,50 @@ def _authorize_path(params: dict[str, str]) -> str:
     return AUTHORIZE + ("?" + urlencode(carried) if carried else "")
 
 
+# ---------------------------------------------------------------- the app's branding
+
+ACCENT_STYLESHEETS = "/static/accent"
+
+
+async def _branded(ctx: Context, target: authorization.Target) -> tuple[dict[str, object], list[str]]:
+    """The values of a page that signs in to, or asks consent for, ``target``'s app: its name and
+    branding (``brand``, the ``logo`` shown and the ``accent_stylesheet``); and the ``img-src``
+    the page needs for the logo: that one origin.
+
+    The logo is shown only where its origin can be named exactly in the CSP (``core.apps``
+    accepts no other logo). The accent colour comes from a same-origin stylesheet whose URL is
+    the colour itself (``accent_stylesheet``): the page holds no inline style, and its CSP keeps
+    ``style-src 'self'``.
+    """
+    brand = await apps.branding_of(ctx, target.app_id)
+    source = origin_source(brand.logo_uri) if brand.logo_uri else None
+    values: dict[str, object] = {
+        "app_name": target.app_name,
+        "brand": brand,
+        "logo": brand.logo_uri if source else None,
+        "accent_stylesheet": f"{ACCENT_STYLESHEETS}/{brand.accent_color[1:]}.css" if brand.accent_color else None,
+    }
+    return values, [source] if source else []
+
+
+_UNBRANDED: dict[str, object] = {"app_name": None, "brand": None, "logo": None, "accent_stylesheet": None}
+
+
+async def accent_stylesheet(color: str) -> Response:
+    """``GET /static/accent/{rgb or rrggbb}.css``: the custom properties of an accent colour, for
+    the pages of an app that chose it. The answer depends on the URL alone: cached for a year."""
+    try:
+        accent = apps.accent_color("#" + color)
+    except InvalidRequest:
+        raise NotFound("No such stylesheet.") from None
+    css = f":root {{ --app-accent: {accent}; --app-accent-fg: {apps.accent_text_color(accent)}; }}\n"
+    return Response(
+        css,
+        media_type="text/css; charset=utf-8",
+        headers={"Cache-Control": "public, max-age=31536000, immutable", "X-Content-Type-Options": "nosniff"},
+    )
+
+
 # ---------------------------------------------------------------- consent
 
 
@@ -133,10 +188,10 @@ async def authorize_page(request: Request) -> Response:
     missing = await authorization.missing_consent(ctx, principal, standard)
     if not missing:
         return redirect(await authorization.approve(ctx, principal, standard, address=_address(request)))
-    return _consent_page(ctx, principal, standard, params, missing)
+    return await _consent_page(ctx, principal, standard, params, missing)
 
 
-def _consent_page(
+async def _consent_page(
     ctx: Context,
     principal: Principal,
     standard: authorization.StandardRequest,
@@ -146,10 +201,12 @@ def _consent_page(
     descriptions = ctx.catalog.descriptions
     missing_set = set(missing)
     target = standard.target
+    branded, img_src = await _branded(ctx, target)
     return page(
         "consent.html",
         form_action=[form_target(target.redirect_uri) or ""],
-        app_name=target.app_name,
+        img_src=img_src,
+        **branded,
         owner_email=target.owner_email,
         redirect_host=urlsplit(target.redirect_uri).netloc or target.redirect_uri,
         requested=[(name, descriptions.get(name, name)) for name in missing],
@@ -190,20 +247,15 @@ async def authorize_decision(request: Request) -> Response:
 # ---------------------------------------------------------------- sign-in and sign-out
 
 
-async def _continuing_to(ctx: Context, next_path: str) -> tuple[str | None, list[str]]:
-    """The app a sign-in or sign-up continues to, and the form-action sources its form needs.
-
-    After signing in the browser follows /oauth2/authorize, which may redirect straight on to
-    the client: the form's form-action must allow that origin too.
-    """
+async def _continuing_to(ctx: Context, next_path: str) -> authorization.Target | None:
+    """The app (and redirect URI) a sign-in or sign-up continues to, if any."""
     parts = urlsplit(next_path)
     if parts.path != AUTHORIZE:
-        return None, []
+        return None
     try:
-        target = await _target(ctx, dict(parse_qsl(parts.query)))
+        return await _target(ctx, dict(parse_qsl(parts.query)))
     except GrantdError:
-        return None, []
-    return target.app_name, [form_target(target.redirect_uri) or ""]
+        return None
 
 
 def _with_next(path: str, next_path: str) -> str:
@@ -229,16 +281,25 @@ async def _entry_page(
     ctx: Context, request: Request, next_path: str, template: str, status_code: int, **fields: object
 ) -> Response:
     """The sign-in or sign-up page: its CSRF token bound to the pre-session cookie, and the app the
-    person is on the way to, if any."""
+    person is on the way to, if any, with its branding.
+
+    After signing in the browser follows /oauth2/authorize, which may redirect straight on to
+    the client: the form's form-action must allow that origin too.
+    """
     cookie = session.signin_cookie(request)
-    app_name, form_action = await _continuing_to(ctx, next_path)
+    target = await _continuing_to(ctx, next_path)
+    branded, img_src, form_action = _UNBRANDED, [], []
+    if target is not None:
+        branded, img_src = await _branded(ctx, target)
+        form_action = [form_target(target.redirect_uri) or ""]
     response = page(
         template,
         status_code,
         form_action=form_action,
+        img_src=img_src,
         next=next_path,
         csrf_token=session.signin_csrf(ctx, cookie),
-        app_name=app_name,
+        **branded,
         **fields,
     )
     session.set_signin_cookie(ctx, response, cookie)
