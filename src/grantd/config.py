@@ -81,6 +81,12 @@ class Settings(BaseSettings):
         description="Seconds between two prunings of expired rows by the servers (one process of the deployment "
         "prunes each time, in small paced batches); 0: never (then run `grantd prune` on a schedule).",
     )
+    smtp_url: str = Field(
+        default="",
+        description="Where the mail outbox sends: smtp://user:pass@host:port (plain) or smtp+starttls://user:pass@host:port "
+        "(STARTTLS). Empty: each message is written as an .eml file under <data_dir>/mail/ instead.",
+    )
+    mail_from: str = Field(default="grantd@localhost", description="The From address of the messages grantd sends.")
     audit_retention_days: int = Field(
         default=0,
         ge=0,
@@ -230,6 +236,8 @@ class Settings(BaseSettings):
         if values.get("secret_key"):
             values["secret_key"] = "********"
         values["database_url"] = _mask_url_password(self.resolved_database_url)
+        if values.get("smtp_url"):
+            values["smtp_url"] = _mask_url_password(self.smtp_url)
         return values
 
 

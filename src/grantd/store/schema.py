@@ -213,3 +213,25 @@ audit_events = Table(
 Index("ix_audit_events_user_id_occurred_at", audit_events.c.user_id, audit_events.c.occurred_at)
 Index("ix_audit_events_app_id_occurred_at", audit_events.c.app_id, audit_events.c.occurred_at)
 Index("ix_audit_events_occurred_at", audit_events.c.occurred_at)
+
+
+# The mail outbox (grantd.core.mail): a message is queued in the transaction that makes it (so it
+# is sent if and only if that commits) and delivered by a background task of the servers.
+# ``next_attempt_at``: when it is due (NULL once sent or given up); ``claimed_until``: a sender
+# holds it until then (so two processes never send one message at once).
+mail_outbox = Table(
+    "mail_outbox",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("recipient", String(320), nullable=False),
+    Column("subject", String(200), nullable=False),
+    Column("text_body", Text, nullable=False),
+    Column("html_body", Text),
+    Column("created_at", BigInteger, nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", BigInteger),
+    Column("claimed_until", BigInteger),
+    Column("sent_at", BigInteger),
+    Column("last_error", String(200)),
+)
+Index("ix_mail_outbox_next_attempt_at", mail_outbox.c.next_attempt_at)

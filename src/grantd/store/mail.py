@@ -1,0 +1,70 @@
+"""The mail outbox's statements (``grantd.core.mail`` holds the rules)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy.engine import Row
+
+from grantd.store.schema import mail_outbox
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
+
+async def insert_message(
+    conn: AsyncConnection, *, message_id: str, recipient: str, subject: str, text: str, html: str | None, now: int
+) -> None:
+    await conn.execute(
+        insert(mail_outbox).values(
+            id=message_id, recipient=recipient, subject=subject, text_body=text, html_body=html,
+            created_at=now, attempts=0, next_attempt_at=now,
+        )
+    )
+
+
+def _due(now: int):  # type: ignore[no-untyped-def]
+    return and_(
+        mail_outbox.c.next_attempt_at <= now,
+        mail_outbox.c.sent_at.is_(None),
+        or_(mail_outbox.c.claimed_until.is_(None), mail_outbox.c.claimed_until < now),
+    )
+
+
+async def due_ids(conn: AsyncConnection, now: int, limit: int) -> list[str]:
+    query = select(mail_outbox.c.id).where(_due(now)).order_by(mail_outbox.c.next_attempt_at).limit(limit)
+    return [row.id for row in (await conn.execute(query)).all()]
+
+
+async def claim(conn: AsyncConnection, message_id: str, now: int, until: int) -> bool:
+    """Hold the message until ``until``, if it is still due and nobody holds it: one UPDATE, so of
+    two senders racing for it exactly one gets it."""
+    result = await conn.execute(
+        update(mail_outbox).where(mail_outbox.c.id == message_id, _due(now)).values(claimed_until=until)
+    )
+    return result.rowcount == 1
+
+
+async def by_id(conn: AsyncConnection, message_id: str) -> Row | None:
+    return (await conn.execute(select(mail_outbox).where(mail_outbox.c.id == message_id))).first()
+
+
+async def mark_sent(conn: AsyncConnection, message_id: str, now: int) -> None:
+    await conn.execute(
+        update(mail_outbox)
+        .where(mail_outbox.c.id == message_id)
+        .values(sent_at=now, next_attempt_at=None, claimed_until=None, attempts=mail_outbox.c.attempts + 1, last_error=None)
+    )
+
+
+async def mark_failed(conn: AsyncConnection, message_id: str, *, next_attempt_at: int | None, error: str) -> None:
+    """``next_attempt_at`` None: given up."""
+    await conn.execute(
+        update(mail_outbox)
+        .where(mail_outbox.c.id == message_id)
+        .values(
+            next_attempt_at=next_attempt_at, claimed_until=None,
+            attempts=mail_outbox.c.attempts + 1, last_error=error[:200],
+        )
+    )

@@ -1,0 +1,39 @@
+"""The mail outbox: messages queued in the transaction that makes them, sent by the servers.
+
+``grantd.core.mail`` queues and sends; see ``grantd.store.schema.mail_outbox``.
+
+Revision ID: 0010
+Revises: 0009
+Create Date: 2026-12-02
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0010"
+down_revision = "0009"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "mail_outbox",
+        sa.Column("id", sa.String(36), primary_key=True),
+        sa.Column("recipient", sa.String(320), nullable=False),
+        sa.Column("subject", sa.String(200), nullable=False),
+        sa.Column("text_body", sa.Text, nullable=False),
+        sa.Column("html_body", sa.Text),
+        sa.Column("created_at", sa.BigInteger, nullable=False),
+        sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("next_attempt_at", sa.BigInteger),
+        sa.Column("claimed_until", sa.BigInteger),
+        sa.Column("sent_at", sa.BigInteger),
+        sa.Column("last_error", sa.String(200)),
+    )
+    op.create_index("ix_mail_outbox_next_attempt_at", "mail_outbox", ["next_attempt_at"])
+
+
+def downgrade() -> None:
+    op.drop_index("ix_mail_outbox_next_attempt_at", table_name="mail_outbox")
+    op.drop_table("mail_outbox")
