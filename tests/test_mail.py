@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import email
+import logging
 import socket
 from collections.abc import AsyncIterator, Iterator
 from email.message import Message
@@ -60,6 +61,16 @@ class SmtpServer:
     @property
     def url(self) -> str:
         return f"smtp://127.0.0.1:{self.port}"
+
+
+@pytest.fixture(autouse=True)
+def _quiet_smtp_server_log() -> Iterator[None]:
+    """aiosmtpd logs what it receives at DEBUG: not into the suite's log, where the secret scan looks."""
+    logger = logging.getLogger("mail.log")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    yield
+    logger.setLevel(level)
 
 
 @pytest.fixture
@@ -124,6 +135,14 @@ async def test_a_queued_message_is_delivered_by_smtp_once(ctx_factory: Any, smtp
     assert row.sent_at is not None and row.attempts == 1 and row.next_attempt_at is None
     assert await mail.send_due(ctx) == 0
     assert len(smtp.inbox.messages) == 1
+
+
+async def test_the_bodies_are_sealed_at_rest(ctx_factory: Any) -> None:
+    ctx = ctx_factory("")
+    message_id = await _queue(ctx)
+    row = await _row(ctx, message_id)
+    assert "http://testserver/x" not in row.text_body and "http://testserver/x" not in row.html_body
+    assert "http://testserver/x" in mail.unseal(ctx, message_id, row.text_body)
 
 
 async def test_without_smtp_each_message_is_written_as_an_eml_file(

@@ -13,21 +13,31 @@ Delivery: ``GRANTD_SMTP_URL`` (``smtp://`` plain, ``smtp+starttls://`` STARTTLS)
 message is written as an ``.eml`` file under ``<data_dir>/mail/`` and its path logged (the log line
 holds neither the recipient nor the body: a body may carry a one-time link).
 
+A body may carry a one-time link, so the outbox holds the bodies sealed (AES-256-GCM under a key
+derived from the master secret, the message id as associated data): the database, its backups
+and its free pages never hold a reset token in clear.
+
 Messages are rendered from ``web/templates/mail/<name>.txt`` and ``<name>.html``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import logging
 import os
 import uuid
+from functools import lru_cache
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from grantd.core.context import Context
@@ -59,11 +69,34 @@ def render(name: str, **values: Any) -> tuple[str, str]:
     )
 
 
+@lru_cache(maxsize=8)
+def _aead(master_secret_digest: bytes, master_secret: bytes) -> AESGCM:
+    del master_secret_digest  # the cache key
+    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"grantd mail outbox v1").derive(master_secret)
+    return AESGCM(key)
+
+
+def _cipher(ctx: Context) -> AESGCM:
+    master = ctx.settings.master_secret
+    return _aead(hashlib.sha256(master).digest(), master)
+
+
+def seal(ctx: Context, message_id: str, body: str) -> str:
+    nonce = os.urandom(12)
+    return base64.b64encode(nonce + _cipher(ctx).encrypt(nonce, body.encode(), message_id.encode())).decode()
+
+
+def unseal(ctx: Context, message_id: str, sealed: str) -> str:
+    raw = base64.b64decode(sealed)
+    return _cipher(ctx).decrypt(raw[:12], raw[12:], message_id.encode()).decode()
+
+
 async def enqueue(ctx: Context, tx: Any, to: str, subject: str, text: str, html: str | None = None) -> str:
     """Queue a message in the caller's write transaction ``tx``; its id."""
     message_id = str(uuid.uuid4())
     await store.insert_message(
-        tx, message_id=message_id, recipient=to, subject=subject, text=text, html=html, now=ctx.now()
+        tx, message_id=message_id, recipient=to, subject=subject, text=seal(ctx, message_id, text),
+        html=seal(ctx, message_id, html) if html is not None else None, now=ctx.now(),
     )
     return message_id
 
@@ -73,16 +106,16 @@ def backoff(attempts: int) -> int:
     return int(min(BACKOFF * 2 ** max(attempts - 1, 0), MAX_BACKOFF))
 
 
-def build(settings: Any, row: Any) -> EmailMessage:
+def build(settings: Any, row: Any, text: str, html: str | None) -> EmailMessage:
     message = EmailMessage()
     message["From"] = settings.mail_from
     message["To"] = row.recipient
     message["Subject"] = row.subject
     message["Date"] = formatdate(row.created_at, usegmt=True)
     message["Message-ID"] = make_msgid(idstring=row.id, domain=settings.mail_from.rpartition("@")[2] or "localhost")
-    message.set_content(row.text_body)
-    if row.html_body:
-        message.add_alternative(row.html_body, subtype="html")
+    message.set_content(text)
+    if html:
+        message.add_alternative(html, subtype="html")
     return message
 
 
@@ -116,7 +149,8 @@ def _write_eml(directory: Path, name: str, message: EmailMessage) -> Path:
 
 async def deliver(ctx: Context, row: Any) -> None:
     """Send one message, or write it as a file when no SMTP server is configured."""
-    message = build(ctx.settings, row)
+    html = unseal(ctx, row.id, row.html_body) if row.html_body else None
+    message = build(ctx.settings, row, unseal(ctx, row.id, row.text_body), html)
     if ctx.settings.smtp_url:
         await _send_smtp(ctx.settings.smtp_url, message)
         log.info("mail %s sent", row.id)
