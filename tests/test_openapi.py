@@ -62,6 +62,7 @@ FLAT_SUCCESS: dict[tuple[str, str], tuple[str, set[str]]] = {
     ("GET", "/auth/user/info"): ("UserInfo", {"id", "email", "first_name", "user_name", "is_email_verified", "platform"}),
     ("PUT", "/auth/user/update"): ("AccountMessage", {"message"}),
     ("PUT", "/auth/user/password"): ("AccountMessage", {"message"}),
+    ("POST", "/auth/password/forgot"): ("AccountMessage", {"message"}),
 }
 
 

@@ -122,6 +122,15 @@ class Settings(BaseSettings):
     rate_limit_login_window: int = Field(default=900, ge=1, le=86400, description="Log-in window, seconds.")
     rate_limit_signup_per_address: int = Field(default=20, ge=1, description="Sign-ups allowed per client address per window.")
     rate_limit_signup_window: int = Field(default=3600, ge=1, le=86400, description="Sign-up window, seconds.")
+    rate_limit_password_reset_per_account: int = Field(
+        default=5, ge=1, description="Password-reset requests allowed per email address per password-reset window."
+    )
+    rate_limit_password_reset_per_address: int = Field(
+        default=20, ge=1, description="Password-reset requests allowed per client address per password-reset window."
+    )
+    rate_limit_password_reset_window: int = Field(
+        default=3600, ge=1, le=86400, description="Password-reset request window, seconds."
+    )
     rate_limit_token_failures_per_client: int = Field(
         default=100,
         ge=1,

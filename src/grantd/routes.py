@@ -168,6 +168,11 @@ _NEUCRON_API = (
         ),
         _neucron("POST", "/auth/logout", auth.logout, auth.MessageData, (401,), "Sign out: revoke the user token sent"),
         _flat(
+            "POST", "/auth/password/forgot", auth.forgot_password, auth.AccountMessage, error_responses(400, 429),
+            "Mail a single-use link to reset the password of the account of `email`, if there is one (Neucron "
+            "v2's forgotPassword); the same answer whether or not there is",
+        ),
+        _flat(
             "GET", "/auth/user/info", auth.user_info, auth.UserInfo, error_responses(401),
             "The user a user token, or an access token issued to an app for the user, stands for (flat)",
         ),
@@ -291,6 +296,10 @@ _PAGES = (
     _page("POST", "/signin", web.signin),
     _page("GET", "/signup", web.signup_form),
     _page("POST", "/signup", web.signup),
+    _page("GET", "/password/forgot", web.forgot_form),
+    _page("POST", "/password/forgot", web.forgot),
+    _page("GET", "/password/reset", web.reset_form),
+    _page("POST", "/password/reset", web.reset),
     _page("POST", "/signout", web.signout),
     _page("GET", "/", web.home),
     Route("GET", "/static/grantd.css", web.stylesheet, NEUCRON, hidden=True),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
@@ -134,3 +134,14 @@ async def update_password(
 ) -> Response:
     await accounts.change_password_signed_in_now(ctx, user, body.new_password, address=client_address(request))
     return JSONBody({"message": "Password changed. Every other session was signed out."}, 200, NO_STORE)
+
+
+async def forgot_password(
+    request: Request,
+    ctx: Annotated[Context, Depends(context)],
+    email: Annotated[str, Query(max_length=320, examples=["ada@example.com"])],
+) -> Response:
+    """Neucron v2's ``forgotPassword``: the email in the query, no body; the same answer whether or
+    not the address has an account."""
+    await accounts.request_password_reset(ctx, email, address=client_address(request))
+    return JSONBody({"message": accounts.RESET_REQUESTED}, 200, NO_STORE)

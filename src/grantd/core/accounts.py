@@ -6,18 +6,22 @@ from dataclasses import dataclass
 
 from email_validator import EmailNotValidError, validate_email
 
-from grantd.core import audit, ratelimit
+from grantd.core import audit, mail, ratelimit
 from grantd.core.context import Context
 from grantd.core.errors import Conflict, InsufficientUserAuthentication, InvalidGrant, InvalidRequest, InvalidToken
 from grantd.crypto.jws import InvalidSignature
 from grantd.crypto.passwords import hash_password, verify_password
-from grantd.crypto.secrets import new_uuid
-from grantd.store import users as store
+from grantd.crypto.secrets import new_secret, new_uuid
+from grantd.store import mail as mail_store, users as store
 
 USER_TOKEN_TYPE = "JWT"
 PASSWORD_MAX_LENGTH = 256
 # How recently a session must have been signed in to change the password without the current one.
 FRESH_SIGN_IN = 300
+# A password-reset link's lifetime, seconds.
+RESET_TOKEN_TTL = 3600
+RESET_PURPOSE = "password_reset"
+RESET_REQUESTED = "If an account exists for that address, we sent a link to reset its password."
 _COMMON_PASSWORDS = frozenset(
     {
         "password", "password1", "password123", "12345678", "123456789", "1234567890", "qwertyui",
@@ -240,3 +244,70 @@ async def user_id_by_email(ctx: Context, email: str) -> str | None:
     async with ctx.db.read() as conn:
         user = await store.by_email(conn, normalize_email(email))
     return user.id if user else None
+
+
+# ---------------------------------------------------------------- forgotten password
+
+
+def reset_limits(ctx: Context, email: str, address: str | None) -> list[ratelimit.Limit]:
+    settings = ctx.settings
+    window = settings.rate_limit_password_reset_window
+    limits = [ratelimit.Limit(f"reset:account:{email}", settings.rate_limit_password_reset_per_account, window)]
+    if address:
+        limits.append(ratelimit.Limit(f"reset:address:{address}", settings.rate_limit_password_reset_per_address, window))
+    return limits
+
+
+async def request_password_reset(ctx: Context, email: str, *, address: str | None = None) -> None:
+    """Mail a single-use link to reset the password of the account of ``email``, if there is one.
+
+    The caller answers ``RESET_REQUESTED`` either way, and the work is the same either way (a
+    token made and hashed, the message rendered, one write transaction), so that neither the
+    answer nor its time tells whether the address has an account. Rate limited per address and
+    per email (RateLimited). The token is stored only as its keyed hash; the message (sealed in
+    the outbox, ``core.mail``) is the only place it is written."""
+    email = normalize_email(email)
+    await ctx.limiter.hit(*reset_limits(ctx, email, address))
+    token = new_secret()
+    token_hash = ctx.hasher.hash(token)
+    link = f"{ctx.settings.issuer.rstrip('/')}/password/reset?token={token}"
+    text, html = mail.render("password_reset", issuer=ctx.settings.issuer, link=link)
+    now = ctx.now()
+    async with ctx.db.read() as conn:
+        user = await store.by_email(conn, email)
+    async with ctx.db.write() as tx:
+        if user is None:
+            return
+        await mail_store.insert_token(
+            tx, token_hash=token_hash, user_id=user.id, purpose=RESET_PURPOSE, now=now, expires_at=now + RESET_TOKEN_TTL
+        )
+        await mail.enqueue(ctx, tx, user.email, "Reset your password", text, html)
+        await audit.record(ctx, tx, "password_reset_requested", actor=audit.ANONYMOUS, user_id=user.id, address=address, now=now)
+
+
+async def reset_token_is_live(ctx: Context, token: str) -> bool:
+    async with ctx.db.read() as conn:
+        return await mail_store.live_token(conn, ctx.hasher.hash(token[:128]), RESET_PURPOSE, ctx.now()) is not None
+
+
+async def reset_password(ctx: Context, token: str, new_password: str, *, address: str | None = None) -> int:
+    """Set a new password with a reset link's token, spending it, and end every session of the
+    user. InvalidGrant when the token is unknown, used or expired; InvalidRequest(field="password")
+    when the new password breaks the rule (the token is then not spent). How many sessions ended."""
+    invalid = InvalidGrant("This password-reset link is not valid: it was used already, or it expired.")
+    token_hash = ctx.hasher.hash(token[:128])
+    async with ctx.db.read() as conn:
+        found = await mail_store.live_token(conn, token_hash, RESET_PURPOSE, ctx.now())
+        user = await store.by_id(conn, found.user_id) if found is not None else None
+    if found is None or user is None:
+        raise invalid
+    check_password_strength(new_password, user.email, ctx.settings.password_min_length)
+    password_hash = await hash_password(new_password)
+    now = ctx.now()
+    async with ctx.db.write() as tx:
+        if not await mail_store.spend_token(tx, token_hash, RESET_PURPOSE, now):
+            raise invalid
+        await store.set_password_hash(tx, user.id, password_hash)
+        ended = await store.revoke_other_sessions(tx, user.id, "", now)  # no session is kept
+        await audit.record(ctx, tx, "password_reset", actor=user.id, user_id=user.id, address=address, now=now)
+    return ended

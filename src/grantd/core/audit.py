@@ -29,6 +29,8 @@ EVENTS = frozenset(
         "login_succeeded",
         "login_failed",
         "password_changed",
+        "password_reset_requested",
+        "password_reset",
         "profile_updated",
         "consent_granted",
         "grant_revoked",

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.engine import Row
 
-from grantd.store.schema import mail_outbox
+from grantd.store.schema import email_tokens, mail_outbox
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
@@ -68,3 +68,39 @@ async def mark_failed(conn: AsyncConnection, message_id: str, *, next_attempt_at
             attempts=mail_outbox.c.attempts + 1, last_error=error[:200],
         )
     )
+
+
+async def insert_token(
+    conn: AsyncConnection, *, token_hash: str, user_id: str, purpose: str, now: int, expires_at: int
+) -> None:
+    await conn.execute(
+        insert(email_tokens).values(
+            token_hash=token_hash, user_id=user_id, purpose=purpose, created_at=now, expires_at=expires_at
+        )
+    )
+
+
+async def live_token(conn: AsyncConnection, token_hash: str, purpose: str, now: int) -> Row | None:
+    query = select(email_tokens).where(
+        email_tokens.c.token_hash == token_hash,
+        email_tokens.c.purpose == purpose,
+        email_tokens.c.used_at.is_(None),
+        email_tokens.c.expires_at > now,
+    )
+    return (await conn.execute(query)).first()
+
+
+async def spend_token(conn: AsyncConnection, token_hash: str, purpose: str, now: int) -> bool:
+    """Mark the token used, if it is still unused and unexpired: one UPDATE, so of two uses at
+    once exactly one succeeds."""
+    result = await conn.execute(
+        update(email_tokens)
+        .where(
+            email_tokens.c.token_hash == token_hash,
+            email_tokens.c.purpose == purpose,
+            email_tokens.c.used_at.is_(None),
+            email_tokens.c.expires_at > now,
+        )
+        .values(used_at=now)
+    )
+    return result.rowcount == 1

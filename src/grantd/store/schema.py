@@ -235,3 +235,15 @@ mail_outbox = Table(
     Column("last_error", String(200)),
 )
 Index("ix_mail_outbox_next_attempt_at", mail_outbox.c.next_attempt_at)
+
+# Single-use links sent by email (a password reset): only the token's keyed hash is stored.
+email_tokens = Table(
+    "email_tokens",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("user_id", String(36), ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("purpose", String(20), nullable=False),  # "password_reset"
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("used_at", BigInteger),
+)

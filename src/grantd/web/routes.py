@@ -455,3 +455,90 @@ async def stylesheet() -> Response:
         media_type="text/css; charset=utf-8",
         headers={"Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff"},
     )
+
+
+# ---------------------------------------------------------------- forgotten password
+
+_LINK_UNUSABLE = (
+    "This password-reset link cannot be used: it was used already, or it expired. Request a new one."
+)
+
+
+async def _forgot_page(
+    ctx: Context, request: Request, *, status_code: int = 200, **fields: object
+) -> Response:
+    fields.setdefault("email", "")
+    fields.setdefault("errors", {})
+    fields.setdefault("message", None)
+    fields.setdefault("sent", None)
+    return await _entry_page(ctx, request, "/", "forgot.html", status_code, **fields)
+
+
+async def forgot_form(request: Request) -> Response:
+    return await _forgot_page(_ctx(request), request)
+
+
+async def forgot(request: Request) -> Response:
+    """The same answer whether or not the address has an account (``accounts.request_password_reset``)."""
+    ctx = _ctx(request)
+    form = await read_form(request)
+    if not session.check_signin_csrf(ctx, request, form.get("csrf_token")):
+        return error_page(403, "This form cannot be accepted", _FORGED, link=("/password/forgot", "Forgot password"))
+    email = form.get("email") or ""
+    shown_email = email[:320]
+    if not email:
+        return await _forgot_page(ctx, request, status_code=400, errors={"email": "Enter your email address."})
+    try:
+        await accounts.request_password_reset(ctx, email, address=_address(request))
+    except RateLimited as exc:
+        locked = await _forgot_page(
+            ctx, request, status_code=429, email=shown_email,
+            message=f"Too many password-reset requests. Try again in {wait_time(exc.retry_after)}.",
+        )
+        locked.headers["Retry-After"] = str(exc.retry_after)
+        return locked
+    except InvalidRequest as exc:
+        return await _forgot_page(ctx, request, status_code=400, email=shown_email, errors={"email": _sentence(exc.message)})
+    return await _forgot_page(ctx, request, sent=accounts.RESET_REQUESTED)
+
+
+async def _reset_page(ctx: Context, request: Request, token: str, *, status_code: int = 200, **fields: object) -> Response:
+    fields.setdefault("errors", {})
+    fields.setdefault("message", None)
+    return await _entry_page(
+        ctx, request, "/", "reset.html", status_code, token=token,
+        password_hint=accounts.password_rule(ctx.settings.password_min_length), **fields,
+    )
+
+
+def _unusable_link() -> Response:
+    return error_page(400, "This link cannot be used", _LINK_UNUSABLE, link=("/password/forgot", "Request a new link"))
+
+
+async def reset_form(request: Request) -> Response:
+    ctx = _ctx(request)
+    params, _, _ = _query(request)
+    token = params.get("token") or ""
+    if not token or len(token) > 128 or not await accounts.reset_token_is_live(ctx, token):
+        return _unusable_link()
+    return await _reset_page(ctx, request, token)
+
+
+async def reset(request: Request) -> Response:
+    ctx = _ctx(request)
+    form = await read_form(request)
+    token = (form.get("token") or "")[:128]
+    if not session.check_signin_csrf(ctx, request, form.get("csrf_token")):
+        return error_page(403, "This form cannot be accepted", _FORGED, link=("/password/forgot", "Forgot password"))
+    password = form.get("password") or ""
+    if not token:
+        return _unusable_link()
+    if not password:
+        return await _reset_page(ctx, request, token, status_code=400, errors={"password": "Choose a password."})
+    try:
+        await accounts.reset_password(ctx, token, password, address=_address(request))
+    except InvalidGrant:
+        return _unusable_link()
+    except InvalidRequest as exc:
+        return await _reset_page(ctx, request, token, status_code=400, errors={"password": _sentence(exc.message)})
+    return await _signin_page(ctx, request, "/", message="Your password was changed. Sign in with the new one.")
