@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import email
+import email.policy
 import logging
 import socket
 from collections.abc import AsyncIterator, Iterator
@@ -39,7 +40,7 @@ class Inbox:
         self.messages: list[Message] = []
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd's name
-        self.messages.append(email.message_from_bytes(envelope.content))
+        self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
         return "250 OK"
 
 
@@ -225,3 +226,189 @@ async def test_the_sender_task_delivers_what_is_queued(
 def test_the_smtp_password_is_masked(settings: Settings) -> None:
     masked = settings.model_copy(update={"smtp_url": "smtp+starttls://me:hunter2secret@mail.example.com:587"}).masked()
     assert "hunter2secret" not in masked["smtp_url"]
+
+
+# ---------------------------------------------------------------- forgot password, end to end
+
+import re  # noqa: E402
+from urllib.parse import urlsplit  # noqa: E402
+
+import httpx  # noqa: E402
+
+import secret_harvest  # noqa: E402
+from grantd.server import create_app  # noqa: E402
+from support.neucron import PASSWORD, sign_up, unique_email  # noqa: E402
+from test_pages import form  # noqa: E402
+
+ISSUER = "http://testserver"
+ANSWER = "If an account exists for that address, we sent a link to reset its password."
+NEW_PASSWORD = "a brand new passphrase"
+
+
+class MailApp:
+    def __init__(self, app: Any, smtp: SmtpServer) -> None:
+        self.app = app
+        self.smtp = smtp
+
+    @property
+    def ctx(self) -> Context:
+        return self.app.state.ctx
+
+    def browser(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url=ISSUER)
+
+    async def next_message(self, count: int = 1) -> Message:
+        for _ in range(200):
+            await mail.send_due(self.ctx)
+            if len(self.smtp.inbox.messages) >= count:
+                return self.smtp.inbox.messages[count - 1]
+            await asyncio.sleep(0.02)
+        raise AssertionError("no message arrived")
+
+
+def reset_link(message: Message) -> str:
+    text = next(part for part in message.walk() if part.get_content_type() == "text/plain").get_content()
+    found = re.search(r"(http://testserver/password/reset\?token=[A-Za-z0-9_-]+)", text)
+    assert found, text
+    token = found.group(1).partition("token=")[2]
+    secret_harvest.HARVEST.keep("token", token, "test_mail: a password-reset token")
+    return found.group(1)
+
+
+@pytest.fixture
+async def mail_app(settings: Settings, new_database: str, tmp_path: Path, smtp: SmtpServer) -> AsyncIterator[MailApp]:
+    configured = settings.model_copy(
+        update={
+            "database_url": new_database, "smtp_url": smtp.url, "data_dir": tmp_path,
+            "rate_limit_password_reset_per_account": 3, "rate_limit_password_reset_per_address": 1_000_000,
+        }
+    )
+    application = create_app(configured)
+    async with application.router.lifespan_context(application):
+        yield MailApp(application, smtp)
+
+
+async def _request_on_page(browser: httpx.AsyncClient, email_address: str) -> httpx.Response:
+    signin = await browser.get("/signin")
+    assert 'href="/password/forgot"' in signin.text
+    page = await browser.get("/password/forgot")
+    assert page.status_code == 200
+    return await browser.post("/password/forgot", data=form(page, "/password/forgot").data(email=email_address))
+
+
+async def _set_password(browser: httpx.AsyncClient, link: str, password: str) -> httpx.Response:
+    parts = urlsplit(link)
+    page = await browser.get(f"{parts.path}?{parts.query}")
+    assert page.status_code == 200, page.text
+    assert page.headers["referrer-policy"] == "no-referrer"
+    return await browser.post("/password/reset", data=form(page, "/password/reset").data(password=password))
+
+
+async def _log_in(client: httpx.AsyncClient, email_address: str, password: str) -> int:
+    response = await client.post("/v1/auth/login", json={"email": email_address, "password": password})
+    return response.status_code
+
+
+async def test_a_password_is_reset_through_the_pages(mail_app: MailApp) -> None:
+    async with mail_app.browser() as browser:
+        email_address = unique_email()
+        user_id, token = await sign_up(browser, email_address)
+        other_session = {"Authorization": f"Bearer {token}"}
+        assert (await browser.get("/auth/user/info", headers=other_session)).status_code == 200
+        answer = await _request_on_page(browser, email_address)
+        assert answer.status_code == 200 and ANSWER in answer.text
+        message = await mail_app.next_message()
+        assert message["To"] == email_address
+        link = reset_link(message)
+        done = await _set_password(browser, link, NEW_PASSWORD)
+        assert done.status_code == 200 and "Sign in with the new one" in done.text
+        assert await _log_in(browser, email_address, NEW_PASSWORD) == 200
+        assert await _log_in(browser, email_address, PASSWORD) == 401
+        assert (await browser.get("/auth/user/info", headers=other_session)).status_code == 401  # every session ended
+        # A second use of the link fails with a clear page.
+        again = await browser.get(urlsplit(link).path + "?" + urlsplit(link).query)
+        assert again.status_code == 400 and "cannot be used" in again.text
+        page_token = link.partition("token=")[2]
+        async with mail_app.browser() as other:
+            fresh = await other.get("/password/forgot")
+            data = form(fresh, "/password/forgot").data()
+            refused = await other.post("/password/reset", data={**data, "token": page_token, "password": "yet another passphrase"})
+        assert refused.status_code == 400 and "cannot be used" in refused.text
+        assert await _log_in(browser, email_address, NEW_PASSWORD) == 200
+    async with mail_app.ctx.db.read() as conn:
+        from grantd.store.schema import audit_events
+
+        rows = (await conn.execute(select(audit_events).where(audit_events.c.user_id == user_id))).all()
+    events = [row.event for row in rows]
+    assert "password_reset_requested" in events and "password_reset" in events
+    assert all(email_address not in row.detail for row in rows)
+
+
+async def test_a_password_is_reset_through_the_api(mail_app: MailApp) -> None:
+    async with mail_app.browser() as browser:
+        email_address = unique_email()
+        await sign_up(browser, email_address)
+        for path in ("/auth/password/forgot", "/v1/auth/password/forgot"):
+            answer = await browser.post(path, params={"email": email_address}, headers={"X-Identifier": "NEUCRON"})
+            assert answer.status_code == 200 and answer.json() == {"message": ANSWER}
+        first = reset_link(await mail_app.next_message(1))
+        second = reset_link(await mail_app.next_message(2))
+        assert first != second
+        assert (await _set_password(browser, second, NEW_PASSWORD)).status_code == 200
+        assert await _log_in(browser, email_address, NEW_PASSWORD) == 200
+
+
+async def test_an_unknown_email_gets_the_same_answer_and_no_message(mail_app: MailApp) -> None:
+    async with mail_app.browser() as browser:
+        known = unique_email()
+        await sign_up(browser, known)
+        unknown_answer = await browser.post("/auth/password/forgot", params={"email": unique_email()})
+        known_answer = await browser.post("/auth/password/forgot", params={"email": known})
+        assert unknown_answer.status_code == known_answer.status_code == 200
+        assert unknown_answer.json() == known_answer.json()
+        page = await _request_on_page(browser, unique_email())
+        assert page.status_code == 200 and ANSWER in page.text
+        await mail_app.next_message(1)
+        await asyncio.sleep(0.1)
+        await mail.send_due(mail_app.ctx)
+        assert [m["To"] for m in mail_app.smtp.inbox.messages] == [known]
+
+
+async def test_a_weak_new_password_is_refused_and_leaves_the_link_usable(mail_app: MailApp) -> None:
+    async with mail_app.browser() as browser:
+        email_address = unique_email()
+        await sign_up(browser, email_address)
+        await browser.post("/auth/password/forgot", params={"email": email_address})
+        link = reset_link(await mail_app.next_message())
+        weak = await _set_password(browser, link, "short")
+        assert weak.status_code == 400 and "too weak" in weak.text
+        assert (await _set_password(browser, link, NEW_PASSWORD)).status_code == 200
+
+
+async def test_an_expired_link_is_refused(mail_app: MailApp) -> None:
+    from sqlalchemy import update
+
+    from grantd.store.schema import email_tokens
+
+    async with mail_app.browser() as browser:
+        email_address = unique_email()
+        user_id, _ = await sign_up(browser, email_address)
+        await browser.post("/auth/password/forgot", params={"email": email_address})
+        link = reset_link(await mail_app.next_message())
+        async with mail_app.ctx.db.write() as tx:
+            await tx.execute(update(email_tokens).where(email_tokens.c.user_id == user_id).values(expires_at=mail_app.ctx.now() - 1))
+        parts = urlsplit(link)
+        assert (await browser.get(f"{parts.path}?{parts.query}")).status_code == 400
+        assert await _log_in(browser, email_address, PASSWORD) == 200
+
+
+async def test_reset_requests_are_rate_limited_per_email(mail_app: MailApp) -> None:
+    async with mail_app.browser() as browser:
+        email_address = unique_email()
+        await sign_up(browser, email_address)
+        answers = [
+            (await browser.post("/auth/password/forgot", params={"email": email_address})).status_code for _ in range(4)
+        ]
+        assert answers == [200, 200, 200, 429]
+        page = await _request_on_page(browser, email_address)
+        assert page.status_code == 429
