@@ -90,10 +90,16 @@ async def new_database(tmp_path: Path) -> str:
     return url
 
 
+def _settings(settings: Settings, **update: Any) -> Settings:
+    """The session's settings with ``update``; what they cached (the database URL) forgotten."""
+    copied = settings.model_copy(update=update)
+    copied.__dict__.pop("resolved_database_url", None)
+    assert copied.resolved_database_url == update.get("database_url", settings.database_url)
+    return copied
+
+
 def _context(settings: Settings, database_url: str, tmp_path: Path, smtp_url: str = "") -> Context:
-    return Context.from_settings(
-        settings.model_copy(update={"database_url": database_url, "smtp_url": smtp_url, "data_dir": tmp_path})
-    )
+    return Context.from_settings(_settings(settings, database_url=database_url, smtp_url=smtp_url, data_dir=tmp_path))
 
 
 @pytest.fixture
@@ -277,11 +283,9 @@ def reset_link(message: Message) -> str:
 
 @pytest.fixture
 async def mail_app(settings: Settings, new_database: str, tmp_path: Path, smtp: SmtpServer) -> AsyncIterator[MailApp]:
-    configured = settings.model_copy(
-        update={
-            "database_url": new_database, "smtp_url": smtp.url, "data_dir": tmp_path,
-            "rate_limit_password_reset_per_account": 3, "rate_limit_password_reset_per_address": 1_000_000,
-        }
+    configured = _settings(
+        settings, database_url=new_database, smtp_url=smtp.url, data_dir=tmp_path,
+        rate_limit_password_reset_per_account=3, rate_limit_password_reset_per_address=1_000_000,
     )
     application = create_app(configured)
     async with application.router.lifespan_context(application):
