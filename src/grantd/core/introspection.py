@@ -18,6 +18,13 @@ from grantd.store import tokens as token_store
 _ACCESS_CLAIMS = ("scope", "client_id", "sub", "aud", "iss", "exp", "iat", "jti")
 
 
+def is_live(row: Any, now: int) -> bool:
+    """Whether a token's state (``store.tokens``' access or refresh token state: its row with its
+    app's ``disabled_at``) lets the token act: known, not revoked, unexpired, its app live. The one
+    rule for introspection and every other reader of a token's state."""
+    return row is not None and row.revoked_at is None and row.expires_at > now and row.app_disabled_at is None
+
+
 async def introspect(ctx: Context, auth: ClientAuthentication, token: str | None) -> dict[str, Any]:
     """What ``token`` is, if it is active and the caller's own. A public client, or a request
     without a token, is refused, the client's authentication first."""
@@ -35,9 +42,7 @@ async def introspect(ctx: Context, auth: ClientAuthentication, token: str | None
             key, row = await token_store.live_key_and_refresh_token_state(conn, key_id, ctx.hasher.hash(token))
     client = auth.proven(ctx, key)
     now = ctx.now()
-    if row is None or row.app_id != client.app_id or row.revoked_at is not None:
-        return {"active": False}
-    if row.expires_at <= now or row.app_disabled_at is not None:
+    if not is_live(row, now) or row.app_id != client.app_id:
         return {"active": False}
     if claims is not None:
         result = {name: claims[name] for name in _ACCESS_CLAIMS}

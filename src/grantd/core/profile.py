@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from grantd.core import access_token, accounts, audit
+from grantd.core import access_token, accounts, audit, introspection
 from grantd.core.context import Context
 from grantd.core.errors import Conflict, InvalidRequest, InvalidToken
 from grantd.store import tokens as token_store
@@ -203,8 +203,6 @@ async def holder_of(ctx: Context, token: str) -> str:
         raise refused
     async with ctx.db.read() as conn:
         row = await token_store.access_token_state(conn, jti)
-    if row is None or row.user_id is None or row.user_id != user_id:
-        raise refused
-    if row.revoked_at is not None or row.expires_at <= now or row.app_disabled_at is not None:
+    if not introspection.is_live(row, now) or row.user_id is None or row.user_id != user_id:
         raise refused
     return user_id

@@ -20,6 +20,7 @@ from grantd.core.client_auth import Caller, ClientAuthentication, missing
 from grantd.core.clients import Client
 from grantd.core.context import Context
 from grantd.core.errors import InvalidGrant
+from grantd.core.grants.refresh_token import refresh_row
 from grantd.crypto.secrets import new_secret, new_token_id
 from grantd.store import codes as code_store
 from grantd.store import tokens as token_store
@@ -109,16 +110,10 @@ class _Redemption(Caller):
         access = access_token.row(ctx, client, jti=self.jti, user_id=code.user_id, code_hash=self.code_hash, scope=scope, now=now)
         refresh = None
         if self.refresh_token is not None:
-            refresh = {
-                "token_hash": ctx.hasher.hash(self.refresh_token),
-                "code_hash": self.code_hash,
-                "app_id": client.app_id,
-                "user_id": code.user_id,
-                "scope": scope,
-                "access_jti": self.jti,
-                "issued_at": now,
-                "expires_at": now + ctx.settings.refresh_token_ttl,
-            }
+            refresh = refresh_row(
+                ctx, client, self.refresh_token, code_hash=self.code_hash, user_id=code.user_id, scope=scope,
+                access_jti=self.jti, now=now,
+            )
         event = audit.entry(
             ctx, "code_redeemed", actor=client.app_id, user_id=code.user_id, app_id=client.app_id,
             address=self.address, now=now, jti=self.jti, key_id=client.key_id,

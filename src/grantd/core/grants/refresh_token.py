@@ -84,17 +84,30 @@ class _Rotation(Caller):
         access = access_token.row(
             ctx, client, jti=self.jti, user_id=row.user_id, code_hash=row.code_hash, scope=" ".join(permissions), now=now
         )
-        successor = {
-            "token_hash": ctx.hasher.hash(self.successor),
-            "code_hash": row.code_hash,
-            "app_id": client.app_id,
-            "user_id": row.user_id,
-            "scope": row.scope,  # the successor keeps the whole grant, whatever this access token narrowed
-            "access_jti": self.jti,
-            "issued_at": now,
-            "expires_at": now + ctx.settings.refresh_token_ttl,
-        }
+        # The successor keeps the whole grant, whatever this access token narrowed.
+        successor = refresh_row(
+            ctx, client, self.successor, code_hash=row.code_hash, user_id=row.user_id, scope=row.scope,
+            access_jti=self.jti, now=now,
+        )
         return Issue(access, successor, None)
+
+
+def refresh_row(
+    ctx: Context, client: Client, refresh_token: str, *, code_hash: str, user_id: str, scope: str, access_jti: str,
+    now: int,
+) -> dict[str, Any]:
+    """A refresh token's row (``store.tokens.REFRESH_COLUMNS``), valid ``refresh_token_ttl`` from
+    ``now``: its family (``code_hash``), and the access token issued beside it."""
+    return {
+        "token_hash": ctx.hasher.hash(refresh_token),
+        "code_hash": code_hash,
+        "app_id": client.app_id,
+        "user_id": user_id,
+        "scope": scope,
+        "access_jti": access_jti,
+        "issued_at": now,
+        "expires_at": now + ctx.settings.refresh_token_ttl,
+    }
 
 
 def _narrowed(granted: tuple[str, ...], scope: str | None) -> tuple[str, ...]:
