@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields as dataclass_fields
@@ -51,6 +52,38 @@ BRANDING_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclass_fields(Brandi
 assert BRANDING_FIELDS == store.BRANDING_COLUMNS  # one name per setting, from the wire to the column
 
 
+ID_TOKEN_ALGORITHMS = ("RS256", "ES256")  # the first is the default (OpenID Connect Discovery 1.0 §3)
+SUBJECT_TYPES = ("public", "pairwise")
+
+
+@dataclass(frozen=True, slots=True)
+class OpenIDSettings:
+    """An app's OpenID Connect settings, named as OpenID Connect Dynamic Client Registration 1.0 §2
+    names them (and RFC 7591 the rest), with their defaults when not set."""
+
+    post_logout_redirect_uris: tuple[str, ...] = ()  # exact URIs (RP-Initiated Logout 1.0 §3.1)
+    id_token_signed_response_alg: str = ID_TOKEN_ALGORITHMS[0]
+    subject_type: str = "public"
+    sector_identifier_uri: str | None = None  # pairwise subjects: the host of this URI is the sector
+    require_nonce: bool = False  # grantd's own: an OpenID request without a nonce is refused
+
+    @classmethod
+    def of(cls, row: Any) -> OpenIDSettings:
+        """The settings of an app's row (NULL columns: the defaults)."""
+        uris = getattr(row, "post_logout_redirect_uris", None)
+        return cls(
+            post_logout_redirect_uris=tuple(json.loads(uris)) if uris else (),
+            id_token_signed_response_alg=getattr(row, "id_token_signed_response_alg", None) or ID_TOKEN_ALGORITHMS[0],
+            subject_type=getattr(row, "subject_type", None) or "public",
+            sector_identifier_uri=getattr(row, "sector_identifier_uri", None),
+            require_nonce=bool(getattr(row, "require_nonce", None)),
+        )
+
+
+OPENID_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclass_fields(OpenIDSettings))
+assert OPENID_FIELDS == store.OPENID_COLUMNS
+
+
 @dataclass(frozen=True, slots=True)
 class App:
     app_id: str
@@ -62,6 +95,7 @@ class App:
     disabled_at: int | None
     client_type: str
     branding: Branding = Branding()
+    openid: OpenIDSettings = OpenIDSettings()
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +162,7 @@ def _app(row) -> App:  # type: ignore[no-untyped-def]
         disabled_at=row.disabled_at,
         client_type=row.client_type,
         branding=Branding.of(row),
+        openid=OpenIDSettings.of(row),
     )
 
 

@@ -19,6 +19,11 @@ if TYPE_CHECKING:
 # An app's branding (migration 0009): the column names, as core.apps names the settings.
 BRANDING_COLUMNS = ("logo_uri", "client_uri", "tos_uri", "policy_uri", "description", "domain", "accent_color", "theme")
 
+# An app's OpenID Connect settings (migration 0011), named as core.apps names them.
+OPENID_COLUMNS = (
+    "post_logout_redirect_uris", "id_token_signed_response_alg", "subject_type", "sector_identifier_uri", "require_nonce",
+)
+
 _APP_COLUMNS = (
     apps.c.id,
     apps.c.owner_id,
@@ -30,6 +35,7 @@ _APP_COLUMNS = (
     apps.c.disabled_at,
     apps.c.client_type,
     *(apps.c[name] for name in BRANDING_COLUMNS),
+    *(apps.c[name] for name in OPENID_COLUMNS),
 )
 
 

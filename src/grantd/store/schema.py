@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     ForeignKey,
     Index,
@@ -76,6 +77,12 @@ apps = Table(
     Column("domain", String(253)),  # a host name
     Column("accent_color", String(7)),  # "#rgb" or "#rrggbb", lower case
     Column("theme", String(5)),  # "light" or "dark"
+    # OpenID Connect (migration 0011), named as OpenID Connect Dynamic Client Registration 1.0 §2.
+    Column("post_logout_redirect_uris", Text),  # JSON array of exact URIs
+    Column("id_token_signed_response_alg", String(8)),  # RS256 or ES256; NULL: RS256
+    Column("subject_type", String(8)),  # public or pairwise; NULL: public
+    Column("sector_identifier_uri", Text),
+    Column("require_nonce", Boolean),  # grantd's own: refuse an OpenID request without a nonce
 )
 
 app_keys = Table(
@@ -118,6 +125,11 @@ authorization_codes = Table(
     Column("expires_at", BigInteger, nullable=False),
     Column("redeemed_at", BigInteger),
     Column("code_challenge", String(128)),  # PKCE (RFC 7636), S256 only
+    # OpenID Connect (migration 0011): the request's nonce, when the approving session signed in,
+    # and that session when the grant ends with it (an OpenID request without offline_access).
+    Column("nonce", Text),
+    Column("auth_time", BigInteger),
+    Column("session_jti", String(36)),
 )
 
 # The lineage of every token is the hash of the authorization code it descends from
@@ -157,7 +169,13 @@ refresh_tokens = Table(
     Column("expires_at", BigInteger, nullable=False),
     Column("rotated_at", BigInteger),
     Column("revoked_at", BigInteger),
+    # OpenID Connect (migration 0011), carried from the code: the original sign-in's time, and the
+    # browser session whose end ends the family (NULL: it outlives it, offline_access).
+    Column("auth_time", BigInteger),
+    Column("session_jti", String(36)),
 )
+_HAS_SESSION = refresh_tokens.c.session_jti.isnot(None)
+Index("ix_refresh_tokens_session_jti", refresh_tokens.c.session_jti, sqlite_where=_HAS_SESSION, postgresql_where=_HAS_SESSION)
 Index("ix_refresh_tokens_user_app", refresh_tokens.c.user_id, refresh_tokens.c.app_id)
 
 signing_keys = Table(
