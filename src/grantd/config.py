@@ -57,6 +57,7 @@ class Settings(BaseSettings):
     )
     access_token_audience: str = Field(default="", description="`aud` of access tokens. Empty means the issuer.")
     access_token_ttl: int = Field(default=3600, ge=60, le=86400, description="Access token lifetime, seconds.")
+    id_token_ttl: int = Field(default=3600, ge=60, le=86400, description="OpenID Connect ID token lifetime, seconds.")
     user_token_ttl: int = Field(default=30 * 86400, ge=300, description="Signed-in user token lifetime, seconds.")
     refresh_token_ttl: int = Field(default=30 * 86400, ge=300, description="Refresh token lifetime, seconds.")
     refresh_token_grace: int = Field(

@@ -28,13 +28,13 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from starlette.responses import Response
 
-from grantd.api import apps, audit, auth, envelope, grants, hot, neucron, neucron_v2, oauth2, ops, wellknown
+from grantd.api import apps, audit, auth, envelope, grants, hot, neucron, neucron_v2, oauth2, openid, ops, wellknown
 from grantd.api.envelope import Envelope, ErrorBody, error_responses
 from grantd.api.errors import Dialect, Dialects
 from grantd.api.hot import Handler as HotHandler, HotRoute
 from grantd.config import Settings
 from grantd.telemetry import NOTED_GRANT
-from grantd.web import account, console, pages
+from grantd.web import account, console, logout, pages
 from grantd.web import routes as web
 
 # The error dialects. NEUCRON is also the shape of the routes of no dialect of their own
@@ -287,6 +287,26 @@ _OAUTH2 = (
         summary="Authorization server metadata (RFC 8414)",
         tags=("OAuth 2.0", "Discovery"),
     ),
+    *(
+        Route(
+            method, "/oauth2/userinfo", openid.userinfo, OAUTH2,
+            summary="UserInfo (OpenID Connect Core §5.3): the claims of the granted scopes; a bearer access token",
+            tags=("OpenID Connect",),
+            responses={
+                200: _json(openid.USERINFO_SCHEMA),
+                400: {"description": "invalid_request: the token sent more than one way, or in the URL; a malformed form"},
+                401: {"description": "No access token, or not a live one (RFC 6750 §3.1: WWW-Authenticate)"},
+                403: {"description": "insufficient_scope: the token was not granted openid"},
+            },
+            openapi_extra=openid.USERINFO_FORM if method == "POST" else None,
+        )
+        for method in ("GET", "POST")
+    ),
+    Route(
+        "GET", "/.well-known/openid-configuration", openid.configuration, NEUCRON,
+        summary="OpenID Provider metadata (OpenID Connect Discovery 1.0 §4): the RFC 8414 document",
+        tags=("OpenID Connect", "Discovery"),
+    ),
 )
 
 _PAGES = (
@@ -301,6 +321,9 @@ _PAGES = (
     _page("GET", "/password/reset", web.reset_form),
     _page("POST", "/password/reset", web.reset),
     _page("POST", "/signout", web.signout),
+    _page("GET", "/oauth2/logout", logout.end_session),  # RP-Initiated Logout 1.0
+    _page("POST", "/oauth2/logout", logout.end_session),
+    _page("POST", "/oauth2/logout/confirm", logout.confirm),
     _page("GET", "/", web.home),
     Route("GET", "/static/grantd.css", web.stylesheet, NEUCRON, hidden=True),
     Route("GET", "/static/accent/{color}.css", web.accent_stylesheet, NEUCRON, hidden=True),  # an app's accent colour

@@ -17,7 +17,8 @@ from starlette.responses import Response
 from grantd import telemetry
 from grantd.api.deps import client_address
 from grantd.api.jsonbody import JSONBody
-from grantd.core import client_auth, grants, introspection, ratelimit, revocation
+from grantd.core import authorization, client_auth, grants, introspection, openid, ratelimit, revocation
+from grantd.core.clients import ID_TOKEN_ALGORITHMS, SUBJECT_TYPES
 from grantd.core.access_token import IssuedToken
 from grantd.core.context import Context
 from grantd.crypto.secrets import key_id_of_secret
@@ -127,6 +128,8 @@ def _issued(issued: IssuedToken) -> Response:
     }
     if issued.refresh_token is not None:
         body["refresh_token"] = issued.refresh_token
+    if issued.id_token is not None:
+        body["id_token"] = issued.id_token
     return _json(body)
 
 
@@ -179,6 +182,7 @@ TOKEN_SCHEMA = {
         "expires_in": {"type": "integer"},
         "scope": {"type": "string"},
         "refresh_token": {"type": "string"},
+        "id_token": {"type": "string", "description": "OpenID Connect: for a grant with the openid scope"},
     },
     "required": ["access_token", "token_type", "expires_in", "scope"],
 }
@@ -224,24 +228,42 @@ async def introspect_token(ctx: Context, authorization: str | None, form: dict[s
         return _json(await introspection.introspect(ctx, auth, form.get("token")))
 
 
-async def metadata(request: Request) -> Response:
-    ctx: Context = request.app.state.ctx
+def discovery_document(ctx: Context) -> dict[str, Any]:
+    """The one metadata document of the server: RFC 8414's (``/.well-known/oauth-authorization-server``)
+    and OpenID Connect Discovery 1.0's (``/.well-known/openid-configuration``), every REQUIRED and
+    RECOMMENDED field of both."""
     issuer = ctx.settings.issuer
-    document = {
+    return {
         "issuer": issuer,
         "authorization_endpoint": f"{issuer}/oauth2/authorize",
         "token_endpoint": f"{issuer}/oauth2/token",
+        "userinfo_endpoint": f"{issuer}/oauth2/userinfo",
         "jwks_uri": f"{issuer}/.well-known/jwks.json",
+        "end_session_endpoint": f"{issuer}/oauth2/logout",
         "revocation_endpoint": f"{issuer}/oauth2/revoke",
         "introspection_endpoint": f"{issuer}/oauth2/introspect",
-        "scopes_supported": list(ctx.catalog.descriptions),
+        "scopes_supported": [*openid.SCOPES, *(name for name in ctx.catalog.descriptions if name not in openid.SCOPES)],
         "response_types_supported": ["code"],
-        "response_modes_supported": ["query"],
+        "response_modes_supported": list(authorization.RESPONSE_MODES),
         "grant_types_supported": list(grants.GRANT_TYPES),
+        "subject_types_supported": list(SUBJECT_TYPES),
+        "id_token_signing_alg_values_supported": list(ID_TOKEN_ALGORITHMS),
+        "claims_supported": list(openid.CLAIMS_SUPPORTED),
+        "claim_types_supported": ["normal"],
+        "claims_parameter_supported": False,
+        "request_parameter_supported": False,
+        "request_uri_parameter_supported": False,
+        "prompt_values_supported": list(authorization.PROMPTS),
+        "display_values_supported": ["page"],
+        "ui_locales_supported": ["en"],
         "token_endpoint_auth_methods_supported": list(client_auth.TOKEN_ENDPOINT_METHODS),
         "revocation_endpoint_auth_methods_supported": list(client_auth.TOKEN_ENDPOINT_METHODS),
         "introspection_endpoint_auth_methods_supported": list(client_auth.SECRET_METHODS),
         "code_challenge_methods_supported": ["S256"],
         "authorization_response_iss_parameter_supported": True,
     }
-    return JSONBody(document, 200, {"Cache-Control": "public, max-age=300"})
+
+
+async def metadata(request: Request) -> Response:
+    """``GET /.well-known/oauth-authorization-server`` (RFC 8414)."""
+    return JSONBody(discovery_document(request.app.state.ctx), 200, {"Cache-Control": "public, max-age=300"})

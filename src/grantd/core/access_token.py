@@ -22,6 +22,7 @@ class IssuedToken(NamedTuple):
     expires_in: int
     scope: str  # space-separated, as in the token's `scope` claim
     refresh_token: str | None = None
+    id_token: str | None = None  # OpenID Connect Core §3.1.3.3, for a grant with the openid scope
 
 
 def sign(

@@ -12,7 +12,7 @@ from grantd.core.errors import Conflict, InsufficientUserAuthentication, Invalid
 from grantd.crypto.jws import InvalidSignature
 from grantd.crypto.passwords import hash_password, verify_password
 from grantd.crypto.secrets import new_secret, new_uuid
-from grantd.store import mail as mail_store, users as store
+from grantd.store import mail as mail_store, tokens as token_store, users as store
 
 USER_TOKEN_TYPE = "JWT"
 PASSWORD_MAX_LENGTH = 256
@@ -166,8 +166,11 @@ async def authenticate(ctx: Context, token: str) -> Principal:
 
 
 async def log_out(ctx: Context, principal: Principal) -> None:
+    """End the session, and with it the OpenID grants bound to it (those without offline_access)."""
+    now = ctx.now()
     async with ctx.db.write() as tx:
-        await store.revoke_session(tx, principal.jti, ctx.now())
+        await store.revoke_session(tx, principal.jti, now)
+        await token_store.revoke_session_families(tx, principal.user_id, now, session_jti=principal.jti)
 
 
 async def email_of(ctx: Context, user: Principal) -> str:
@@ -236,6 +239,7 @@ async def _replace_password(ctx: Context, user: Principal, email: str, new_passw
     async with ctx.db.write() as tx:
         await store.set_password_hash(tx, user.user_id, password_hash)
         ended = await store.revoke_other_sessions(tx, user.user_id, user.jti, now)
+        await token_store.revoke_session_families(tx, user.user_id, now, keep_jti=user.jti)
         await audit.record(ctx, tx, "password_changed", actor=user.user_id, user_id=user.user_id, address=address, now=now)
     return ended
 
@@ -309,5 +313,6 @@ async def reset_password(ctx: Context, token: str, new_password: str, *, address
             raise invalid
         await store.set_password_hash(tx, user.id, password_hash)
         ended = await store.revoke_other_sessions(tx, user.id, "", now)  # no session is kept
+        await token_store.revoke_session_families(tx, user.id, now)
         await audit.record(ctx, tx, "password_reset", actor=user.id, user_id=user.id, address=address, now=now)
     return ended

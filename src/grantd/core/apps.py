@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 from grantd.core import audit, authorization
 from grantd.core import permissions as perms
 from grantd.core import redirect_uris
-from grantd.core.clients import CLIENT_TYPES, CONFIDENTIAL
+from grantd.core.clients import CLIENT_TYPES, CONFIDENTIAL, ID_TOKEN_ALGORITHMS, SUBJECT_TYPES, OpenIDSettings
 from grantd.core.context import Context
 from grantd.core.errors import GrantdError, InvalidRequest, NotFound
 from grantd.crypto.secrets import new_app_key, new_key_id, new_key_secret, new_secret, new_uuid, s256
@@ -50,34 +50,6 @@ class Branding:
 
 BRANDING_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclass_fields(Branding))
 assert BRANDING_FIELDS == store.BRANDING_COLUMNS  # one name per setting, from the wire to the column
-
-
-ID_TOKEN_ALGORITHMS = ("RS256", "ES256")  # the first is the default (OpenID Connect Discovery 1.0 §3)
-SUBJECT_TYPES = ("public", "pairwise")
-
-
-@dataclass(frozen=True, slots=True)
-class OpenIDSettings:
-    """An app's OpenID Connect settings, named as OpenID Connect Dynamic Client Registration 1.0 §2
-    names them (and RFC 7591 the rest), with their defaults when not set."""
-
-    post_logout_redirect_uris: tuple[str, ...] = ()  # exact URIs (RP-Initiated Logout 1.0 §3.1)
-    id_token_signed_response_alg: str = ID_TOKEN_ALGORITHMS[0]
-    subject_type: str = "public"
-    sector_identifier_uri: str | None = None  # pairwise subjects: the host of this URI is the sector
-    require_nonce: bool = False  # grantd's own: an OpenID request without a nonce is refused
-
-    @classmethod
-    def of(cls, row: Any) -> OpenIDSettings:
-        """The settings of an app's row (NULL columns: the defaults)."""
-        uris = getattr(row, "post_logout_redirect_uris", None)
-        return cls(
-            post_logout_redirect_uris=tuple(json.loads(uris)) if uris else (),
-            id_token_signed_response_alg=getattr(row, "id_token_signed_response_alg", None) or ID_TOKEN_ALGORITHMS[0],
-            subject_type=getattr(row, "subject_type", None) or "public",
-            sector_identifier_uri=getattr(row, "sector_identifier_uri", None),
-            require_nonce=bool(getattr(row, "require_nonce", None)),
-        )
 
 
 OPENID_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclass_fields(OpenIDSettings))

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from grantd.core import audit, pkce
+from grantd.core import audit, openid, pkce
 from grantd.core import permissions as perms
 from grantd.core.accounts import Principal
-from grantd.core.clients import PUBLIC
+from grantd.core.clients import PUBLIC, OpenIDSettings
 from grantd.core.context import Context
 from grantd.core.errors import (
     ConsentRequired,
@@ -25,6 +25,8 @@ from grantd.core.errors import (
     InvalidRedirectUri,
     InvalidRequest,
     NotFound,
+    RequestNotSupported,
+    RequestUriNotSupported,
     UnauthorizedClient,
     UnsupportedResponseType,
 )
@@ -65,16 +67,35 @@ class Target:
     public: bool
     redirect_uri: str
     allowed: tuple[str, ...]
+    redirect_uris: tuple[str, ...] = ()  # every URI the app registered (its pairwise sector's hosts)
+    openid: OpenIDSettings = OpenIDSettings()
+
+    def audience(self) -> openid.Audience:
+        return openid.Audience(self.app_id, self.openid, self.redirect_uris)
+
+
+# OpenID Connect Core 1.0 §3.1.2.1: the values of ``prompt`` and ``response_mode`` grantd knows.
+PROMPTS = ("none", "login", "consent", "select_account")
+RESPONSE_MODES = ("query", "form_post")
 
 
 @dataclass(frozen=True, slots=True)
 class StandardRequest:
-    """A validated OAuth 2.0 authorization request (RFC 6749 §4.1.1 with PKCE)."""
+    """A validated OAuth 2.0 authorization request (RFC 6749 §4.1.1 with PKCE), and what OpenID
+    Connect adds to it (Core §3.1.2.1): ``nonce``, ``prompt``, ``max_age``, ``response_mode``."""
 
     target: Target
-    permissions: tuple[str, ...]
+    permissions: tuple[str, ...]  # every scope granted: the catalog's permissions and the standard scopes
     state: str | None
     code_challenge: str | None
+    nonce: str | None = None
+    prompt: frozenset[str] = frozenset()
+    max_age: int | None = None
+    response_mode: str = "query"
+
+    @property
+    def is_openid(self) -> bool:
+        return openid.is_openid(self.permissions)
 
 
 # ---------------------------------------------------------------- shared rules
@@ -129,6 +150,9 @@ def _new_code(
     code_challenge: str | None,
     now: int,
     address: str | None = None,
+    nonce: str | None = None,
+    auth_time: int | None = None,
+    session_jti: str | None = None,
 ) -> _NewCode:
     code = new_secret()
     expires_at = now + ctx.settings.authorization_code_ttl
@@ -142,6 +166,9 @@ def _new_code(
         "code_challenge": code_challenge,
         "created_at": now,
         "expires_at": expires_at,
+        "nonce": nonce,
+        "auth_time": auth_time,
+        "session_jti": session_jti,
     }
     event = audit.entry(
         ctx, "code_issued", actor=user_id, user_id=user_id, app_id=app_id, address=address, now=now,
@@ -251,6 +278,8 @@ async def resolve_target(ctx: Context, client_id: str | None, redirect_uri: str 
         public=app.client_type == PUBLIC,
         redirect_uri=redirect_uri,
         allowed=perms.parse(app.permissions),
+        redirect_uris=tuple(registered),
+        openid=OpenIDSettings.of(app),
     )
 
 
@@ -263,16 +292,64 @@ def validate_request(
     state: str | None,
     code_challenge: str | None,
     code_challenge_method: str | None,
+    nonce: str | None = None,
+    prompt: str | None = None,
+    max_age: str | None = None,
+    response_mode: str | None = None,
+    request_object: str | None = None,
+    request_uri: str | None = None,
 ) -> StandardRequest:
-    """The rest of the request; errors here are redirected back to the client with ``state``."""
+    """The rest of the request; errors here are redirected back to the client with ``state``.
+
+    ``scope`` holds the catalog's permissions, which must be the app's, and the standard scopes of
+    OpenID Connect (``openid.SCOPES``), which every app may ask for. Without a scope, the app's
+    permissions. The OpenID Connect parameters (Core §3.1.2.1) are checked whatever the scope."""
     if response_type != "code":
         raise UnsupportedResponseType("Only response_type=code is supported.")
-    if state is not None and "\x00" in state:  # stored with the code; PostgreSQL text cannot hold U+0000
-        raise InvalidRequest("state must not contain the NUL character (%00).")
+    if response_mode is not None and response_mode not in RESPONSE_MODES:
+        raise InvalidRequest(f"response_mode must be one of: {', '.join(RESPONSE_MODES)}.")
+    if request_object is not None:
+        raise RequestNotSupported("Request objects (the request parameter) are not supported.")
+    if request_uri is not None:
+        raise RequestUriNotSupported("request_uri is not supported.")
+    for name, value in (("state", state), ("nonce", nonce)):
+        if value is not None and "\x00" in value:  # stored with the code; PostgreSQL text cannot hold U+0000
+            raise InvalidRequest(f"{name} must not contain the NUL character (%00).")
+    if nonce is not None and len(nonce) > openid.NONCE_MAX_LENGTH:
+        raise InvalidRequest(f"nonce is too long: at most {openid.NONCE_MAX_LENGTH} characters.")
+    prompts = _prompts(prompt)
+    age = _max_age(max_age)
     pkce.check_challenge(code_challenge, code_challenge_method, public=target.public)
     requested = target.allowed if not scope else perms.parse(scope, field="scope", separator=" ")
-    ctx.catalog.require_allowed(requested, target.allowed)
-    return StandardRequest(target, requested, state, code_challenge)
+    ctx.catalog.require_allowed(openid.split(requested)[1], target.allowed)
+    if openid.is_openid(requested) and nonce is None and target.openid.require_nonce:
+        raise InvalidRequest("nonce is required: this app's settings require one in every OpenID request.")
+    return StandardRequest(
+        target, requested, state, code_challenge, nonce=nonce, prompt=prompts, max_age=age,
+        response_mode=response_mode or "query",
+    )
+
+
+def _prompts(value: str | None) -> frozenset[str]:
+    """``prompt`` (Core §3.1.2.1): space-separated values of ``PROMPTS``; ``none`` alone."""
+    if value is None:
+        return frozenset()
+    prompts = frozenset(value.split())
+    unknown = sorted(prompts - set(PROMPTS))
+    if unknown:
+        raise InvalidRequest(f"prompt has an unknown value: {unknown[0][:40]!r}.")
+    if "none" in prompts and len(prompts) > 1:
+        raise InvalidRequest("prompt=none cannot be combined with another value.")
+    return prompts
+
+
+def _max_age(value: str | None) -> int | None:
+    """``max_age`` (Core §3.1.2.1): a number of seconds, 0 or more."""
+    if value is None:
+        return None
+    if not value.isascii() or not value.isdigit() or len(value) > 10:
+        raise InvalidRequest("max_age must be a whole number of seconds.")
+    return int(value)
 
 
 async def missing_consent(ctx: Context, user: Principal, request: StandardRequest) -> list[str]:
@@ -282,10 +359,34 @@ async def missing_consent(ctx: Context, user: Principal, request: StandardReques
     return missing_from_grant(grant.permissions if grant else None, request.permissions)
 
 
-async def approve(ctx: Context, user: Principal, request: StandardRequest, *, address: str | None = None) -> str:
-    """Record consent for the request and issue a code; the URL to send the user back to."""
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What to send the user back to the client with, and how: the redirect URI's query (RFC 6749
+    §4.1.2) or a form the browser posts to it (OAuth 2.0 Form Post Response Mode)."""
+
+    redirect_uri: str
+    params: dict[str, str]
+    response_mode: str = "query"
+
+    def url(self) -> str:
+        return with_query(self.redirect_uri, **self.params)
+
+
+def _answer(ctx: Context, target: Target, response_mode: str, **params: str | None) -> Answer:
+    """Every answer carries ``iss`` (RFC 9207)."""
+    values = {name: value for name, value in params.items() if value is not None}
+    values["iss"] = ctx.settings.issuer
+    return Answer(target.redirect_uri, values, response_mode)
+
+
+async def approve(ctx: Context, user: Principal, request: StandardRequest, *, address: str | None = None) -> Answer:
+    """Record consent for the request and issue a code; what to send the user back with.
+
+    An OpenID request's code carries the nonce, when the session signed in (``auth_time``), and,
+    without ``offline_access``, the session itself: its tokens end when the session does (Core §11)."""
     now = ctx.now()
     target = request.target
+    bound = request.is_openid and openid.OFFLINE_ACCESS not in request.permissions
     async with ctx.db.write() as tx:
         await _record_consent(ctx, tx, user.user_id, target.app_id, request.permissions, now, address)
         new = _new_code(
@@ -298,16 +399,19 @@ async def approve(ctx: Context, user: Principal, request: StandardRequest, *, ad
             code_challenge=request.code_challenge,
             now=now,
             address=address,
+            nonce=request.nonce,
+            auth_time=user.issued_at or None,
+            session_jti=user.jti if bound else None,
         )
         await code_store.insert_code(tx, new.row, new.event)
-    return with_query(target.redirect_uri, code=new.code, state=request.state, iss=ctx.settings.issuer)
+    return _answer(ctx, target, request.response_mode, code=new.code, state=request.state)
 
 
-def error_redirect(ctx: Context, target: Target, error: str, description: str, state: str | None) -> str:
-    """Where to send the user back with an error (RFC 6749 §4.1.2.1, RFC 9207 ``iss``)."""
-    return with_query(
-        target.redirect_uri, error=error, error_description=description, state=state, iss=ctx.settings.issuer
-    )
+def error_redirect(
+    ctx: Context, target: Target, error: str, description: str, state: str | None, response_mode: str = "query"
+) -> Answer:
+    """What to send the user back with on an error (RFC 6749 §4.1.2.1, RFC 9207 ``iss``)."""
+    return _answer(ctx, target, response_mode, error=error, error_description=description, state=state)
 
 
 # ---------------------------------------------------------------- the Neucron v2 dialect (Neucron's SDK 2.x)

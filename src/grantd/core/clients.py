@@ -1,11 +1,14 @@
-"""What a client is: an app of one of two types (RFC 6749 §2.1), and the caller proven to be one.
+"""What a client is: an app of one of two types (RFC 6749 §2.1), its OpenID Connect settings, and the
+caller proven to be one.
 
 How a caller proves it is a client is ``grantd.core.client_auth``'s.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import json
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 CONFIDENTIAL = "confidential"
 PUBLIC = "public"
@@ -25,3 +28,31 @@ class Client(NamedTuple):
     @property
     def is_public(self) -> bool:
         return self.key_id is None
+
+
+ID_TOKEN_ALGORITHMS = ("RS256", "ES256")  # the first is the default (OpenID Connect Discovery 1.0 §3)
+SUBJECT_TYPES = ("public", "pairwise")
+
+
+@dataclass(frozen=True, slots=True)
+class OpenIDSettings:
+    """An app's OpenID Connect settings, named as OpenID Connect Dynamic Client Registration 1.0 §2
+    names them (and RFC 7591 the rest), with their defaults when not set."""
+
+    post_logout_redirect_uris: tuple[str, ...] = ()  # exact URIs (RP-Initiated Logout 1.0 §3.1)
+    id_token_signed_response_alg: str = ID_TOKEN_ALGORITHMS[0]
+    subject_type: str = "public"
+    sector_identifier_uri: str | None = None  # pairwise subjects: the host of this URI is the sector
+    require_nonce: bool = False  # grantd's own: an OpenID request without a nonce is refused
+
+    @classmethod
+    def of(cls, row: Any) -> OpenIDSettings:
+        """The settings of an app's row (NULL columns: the defaults)."""
+        uris = row.post_logout_redirect_uris
+        return cls(
+            post_logout_redirect_uris=tuple(json.loads(uris)) if uris else (),
+            id_token_signed_response_alg=row.id_token_signed_response_alg or ID_TOKEN_ALGORITHMS[0],
+            subject_type=row.subject_type or "public",
+            sector_identifier_uri=row.sector_identifier_uri,
+            require_nonce=bool(row.require_nonce),
+        )

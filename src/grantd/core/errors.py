@@ -92,3 +92,27 @@ class UnauthorizedClient(GrantdError):
 
 class UnsupportedResponseType(GrantdError):
     error, status_code = "unsupported_response_type", 400
+
+
+class InsufficientScope(GrantdError):
+    """RFC 6750 §3.1: the token is valid but was not granted what the resource needs."""
+
+    error, status_code = "insufficient_scope", 403
+
+
+# OpenID Connect Core 1.0 §3.1.2.6: an authorization request that needs the user, sent back to
+# the client because it asked that no page be shown (``prompt=none``), or with what is not supported.
+class LoginRequired(GrantdError):
+    error, status_code = "login_required", 400
+
+
+class InteractionRequired(GrantdError):
+    error, status_code = "interaction_required", 400
+
+
+class RequestNotSupported(GrantdError):
+    error, status_code = "request_not_supported", 400
+
+
+class RequestUriNotSupported(GrantdError):
+    error, status_code = "request_uri_not_supported", 400

@@ -12,7 +12,7 @@ from typing import Any
 from grantd.core import access_token
 from grantd.core.client_auth import ClientAuthentication
 from grantd.core.context import Context
-from grantd.core.errors import InvalidClient, InvalidRequest
+from grantd.core.errors import InvalidClient, InvalidRequest, InvalidToken
 from grantd.store import tokens as token_store
 
 _ACCESS_CLAIMS = ("scope", "client_id", "sub", "aud", "iss", "exp", "iat", "jti")
@@ -23,6 +23,27 @@ def is_live(row: Any, now: int) -> bool:
     app's ``disabled_at``) lets the token act: known, not revoked, unexpired, its app live. The one
     rule for introspection and every other reader of a token's state."""
     return row is not None and row.revoked_at is None and row.expires_at > now and row.app_disabled_at is None
+
+
+async def live_user_claims(ctx: Context, token: str) -> dict[str, Any]:
+    """The claims of an access token grantd issued to an app acting for a user, judged as
+    introspection judges it (``is_live``: signature and ``typ`` at+jwt, not expired, not revoked,
+    its app not disabled), for grantd's own resources (UserInfo, the v2 user info). An app's own
+    token (client_credentials) acts for nobody: InvalidToken, as for anything else."""
+    claims = access_token.claims_of(ctx, token)
+    refused = InvalidToken("The access token is expired, revoked, or not issued for a user.")
+    if claims is None:
+        raise refused
+    jti, user_id, now = claims.get("jti"), claims.get("user_id"), ctx.now()
+    if not isinstance(jti, str) or not isinstance(user_id, str) or not isinstance(claims.get("exp"), int):
+        raise refused
+    if claims["exp"] <= now:
+        raise refused
+    async with ctx.db.read() as conn:
+        row = await token_store.access_token_state(conn, jti)
+    if not is_live(row, now) or row.user_id is None or row.user_id != user_id:
+        raise refused
+    return claims
 
 
 async def introspect(ctx: Context, auth: ClientAuthentication, token: str | None) -> dict[str, Any]:

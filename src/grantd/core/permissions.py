@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from grantd.core import openid
 from grantd.core.errors import InvalidRequest, InvalidScope
 
 
@@ -41,6 +42,11 @@ class Catalog:
     """Every permission an app may ask for, with the description a user is shown."""
 
     descriptions: Mapping[str, str]
+
+    def describe(self, name: str) -> str:
+        """What a user is shown for a scope: a permission of the catalog, or a standard scope of
+        OpenID Connect (which the catalog cannot redefine)."""
+        return openid.SCOPES.get(name) or self.descriptions.get(name, name)
 
     def unknown(self, names: Iterable[str]) -> list[str]:
         return [n for n in names if n not in self.descriptions]

@@ -18,7 +18,6 @@ from urllib.parse import urlsplit
 from grantd.core import access_token, accounts, audit, introspection
 from grantd.core.context import Context
 from grantd.core.errors import Conflict, InvalidRequest, InvalidToken
-from grantd.store import tokens as token_store
 from grantd.store import users as store
 
 FIELDS = ("first_name", "last_name", "user_name", "avatar", "phone_number", "language")
@@ -189,20 +188,7 @@ async def update(
 
 async def holder_of(ctx: Context, token: str) -> str:
     """The user whose profile ``token`` may read: a user token's (``accounts.authenticate``), or
-    the user an access token grantd issued to an app acts for, judged as introspection judges it:
-    signature and ``typ`` at+jwt, not expired, not revoked, its app not disabled. An app's own
-    token (client_credentials) acts for nobody: InvalidToken."""
-    claims = access_token.claims_of(ctx, token)
-    if claims is None:
+    the user an access token grantd issued to an app acts for (``introspection.live_user_claims``)."""
+    if access_token.claims_of(ctx, token) is None:
         return (await accounts.authenticate(ctx, token)).user_id
-    refused = InvalidToken("The access token is expired, revoked, or not issued for a user.")
-    jti, user_id, now = claims.get("jti"), claims.get("user_id"), ctx.now()
-    if not isinstance(jti, str) or not isinstance(user_id, str) or not isinstance(claims.get("exp"), int):
-        raise refused
-    if claims["exp"] <= now:
-        raise refused
-    async with ctx.db.read() as conn:
-        row = await token_store.access_token_state(conn, jti)
-    if not introspection.is_live(row, now) or row.user_id is None or row.user_id != user_id:
-        raise refused
-    return user_id
+    return (await introspection.live_user_claims(ctx, token))["user_id"]

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 ALGORITHM = "ES256"
+ID_TOKEN_ALGORITHMS = ("RS256", "ES256")
 LEEWAY = 30  # seconds of clock skew allowed on exp, nbf and iat
 VERIFIED_CACHE_SIZE = 4096
 _ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
@@ -107,7 +108,7 @@ class Signer:
         # new Signer (a key reload) starts empty, so a token of a withdrawn key is never found here.
         self._verified: dict[tuple[str, str, str, str | None], dict[str, Any]] = {}
 
-    def sign(self, claims: dict[str, Any], typ: str) -> str:
+    def sign(self, claims: dict[str, Any], typ: str, alg: str = ALGORITHM) -> str:  # interim: ES256 only
         """A compact JWS (RFC 7515 §7.1) with ES256 (RFC 7518 §3.4: the signature is R || S, 32 bytes each).
 
         Built here rather than by PyJWT: it is the token endpoint's largest single cost, and
@@ -149,6 +150,24 @@ class Signer:
         try:
             return jwt.decode(
                 token, key, algorithms=[ALGORITHM], issuer=issuer, audience=audience, options=options, leeway=LEEWAY
+            )
+        except jwt.PyJWTError as exc:
+            raise InvalidSignature(str(exc)) from exc
+
+    def verify_id_token(self, token: str, *, issuer: str, audience: str | None) -> dict[str, Any]:
+        """The claims of an ID token signed by a published key (OpenID Connect's ``id_token_hint``):
+        its signature, issuer and audience (unless None), expired or not."""
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise InvalidSignature("malformed token") from exc
+        key = self.published.get(header.get("kid", ""))
+        if key is None or header.get("alg") not in ID_TOKEN_ALGORITHMS:
+            raise InvalidSignature("unknown key")
+        options = {"require": ["iat", "iss", "sub", "aud"], "verify_aud": audience is not None, "verify_exp": False}
+        try:
+            return jwt.decode(
+                token, key, algorithms=[header["alg"]], issuer=issuer, audience=audience, options=options, leeway=LEEWAY
             )
         except jwt.PyJWTError as exc:
             raise InvalidSignature(str(exc)) from exc

@@ -20,7 +20,10 @@ if TYPE_CHECKING:
     from grantd.store.db import Database
 
 
-_CODE = ("code_hash", "app_id", "user_id", "redirect_uri", "permissions", "state", "code_challenge", "created_at", "expires_at")
+_CODE = (
+    "code_hash", "app_id", "user_id", "redirect_uri", "permissions", "state", "code_challenge", "created_at", "expires_at",
+    "nonce", "auth_time", "session_jti",
+)
 _AUDIT = ("occurred_at", "event", "actor", "user_id", "app_id", "address", "detail")
 # The user's grant to the app, for a code written only while it exists.
 _GRANTED = (
@@ -75,6 +78,9 @@ _CHECKED = (
     codes.c.state,
     codes.c.code_challenge,
     codes.c.expires_at,
+    codes.c.nonce,
+    codes.c.auth_time,
+    codes.c.session_jti,
 )
 _REDEEM = Prepared(
     update(codes)

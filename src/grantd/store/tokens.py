@@ -9,7 +9,7 @@ from sqlalchemy.engine import Row
 from grantd.store.apps import LiveKeyAnd
 from grantd.store.db import fetch_all, fetch_one, insert_from, run
 from grantd.store.prepared import Prepared
-from grantd.store.schema import access_tokens, apps, refresh_tokens
+from grantd.store.schema import access_tokens, apps, authorization_codes, refresh_tokens
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
@@ -20,7 +20,9 @@ if TYPE_CHECKING:
 # The columns a new token's row is written with (here, and by the one-statement grants of
 # store.codes on PostgreSQL).
 ACCESS_COLUMNS = ("jti", "app_id", "user_id", "key_id", "code_hash", "scope", "issued_at", "expires_at")
-REFRESH_COLUMNS = ("token_hash", "code_hash", "app_id", "user_id", "scope", "access_jti", "issued_at", "expires_at")
+REFRESH_COLUMNS = (
+    "token_hash", "code_hash", "app_id", "user_id", "scope", "access_jti", "issued_at", "expires_at", "auth_time", "session_jti"
+)
 
 
 
@@ -116,6 +118,28 @@ async def lock_refresh_family(conn: AsyncConnection, token_hash: str) -> None:
         await run(conn, _LOCK_FAMILY, h=token_hash)
 
 
+async def revoke_session_families(
+    conn: AsyncConnection, user_id: str, now: int, *, session_jti: str | None = None, keep_jti: str | None = None
+) -> None:
+    """Revoke every family of the user's that is bound to a browser session which has just ended
+    (an OpenID grant without offline_access): ``session_jti``'s, or every session's but
+    ``keep_jti``; and void the unredeemed codes bound to them."""
+    bound = [refresh_tokens.c.user_id == user_id, refresh_tokens.c.session_jti.isnot(None), refresh_tokens.c.revoked_at.is_(None)]
+    codes_bound = [authorization_codes.c.user_id == user_id, authorization_codes.c.session_jti.isnot(None)]
+    if session_jti is not None:
+        bound.append(refresh_tokens.c.session_jti == session_jti)
+        codes_bound.append(authorization_codes.c.session_jti == session_jti)
+    elif keep_jti is not None:
+        bound.append(refresh_tokens.c.session_jti != keep_jti)
+        codes_bound.append(authorization_codes.c.session_jti != keep_jti)
+    await conn.execute(
+        update(authorization_codes).where(*codes_bound, authorization_codes.c.redeemed_at.is_(None)).values(redeemed_at=now)
+    )
+    families = (await conn.execute(select(refresh_tokens.c.code_hash).where(*bound).distinct())).scalars().all()
+    for code_hash in sorted(families):
+        await revoke_family(conn, code_hash, now)
+
+
 async def revoke_user_app(conn: AsyncConnection, user_id: str, app_id: str, now: int) -> None:
     """Revoke every token a user's grant to an app has produced."""
     await _revoke(conn, now, lambda table: and_(table.c.user_id == user_id, table.c.app_id == app_id))
@@ -175,6 +199,8 @@ _CHECKED = (
     refresh_tokens.c.scope,
     refresh_tokens.c.expires_at,
     refresh_tokens.c.revoked_at,
+    refresh_tokens.c.auth_time,
+    refresh_tokens.c.session_jti,
 )
 _ROTATE = Prepared(
     update(refresh_tokens)

@@ -154,12 +154,12 @@ async def connected_apps(request: Request) -> Response:
     principal = await session.current(ctx, request)
     if principal is None:
         return to_signin(request)
-    descriptions = ctx.catalog.descriptions
+    describe = ctx.catalog.describe
     items = [
         {
             "app_id": grant.app_id,
             "app_name": grant.app_name,
-            "permissions": [(name, descriptions.get(name, name)) for name in perms.parse(grant.permissions)],
+            "permissions": [(name, describe(name)) for name in perms.parse(grant.permissions)],
             "granted_at": grant.created_at,
             "last_used_at": grant.last_used_at,
         }

@@ -30,6 +30,7 @@ NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache", "Referrer-Policy"
 _CSP = (
     "default-src 'none'; style-src 'self'; img-src {img}; frame-ancestors 'none'; base-uri 'none'; form-action {form}"
 )
+_SCRIPT_SRC = "; script-src {scripts}"
 _SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*$")
 
 
@@ -99,15 +100,22 @@ def form_target(uri: str) -> str | None:
     return origin_source(uri) or (f"{scheme}:" if host else None)
 
 
-def security_headers(form_action: Iterable[str] = (), img_src: Iterable[str] = ()) -> dict[str, str]:
-    """The pages' headers. ``form_action``, ``img_src``: the sources a page allows beyond its own origin."""
+def security_headers(
+    form_action: Iterable[str] = (), img_src: Iterable[str] = (), script_src: Iterable[str] = ()
+) -> dict[str, str]:
+    """The pages' headers. ``form_action``, ``img_src``: the sources a page allows beyond its own
+    origin; ``script_src``: the only scripts it may run (none without: ``default-src 'none'``)."""
 
     def sources(more: Iterable[str]) -> str:
         return " ".join(["'self'", *dict.fromkeys(s for s in more if s)])
 
+    csp = _CSP.format(img=sources(img_src), form=sources(form_action))
+    scripts = " ".join(dict.fromkeys(s for s in script_src if s))
+    if scripts:
+        csp += _SCRIPT_SRC.format(scripts=scripts)
     return {
         **NO_STORE,
-        "Content-Security-Policy": _CSP.format(img=sources(img_src), form=sources(form_action)),
+        "Content-Security-Policy": csp,
         "X-Frame-Options": "DENY",
         "X-Content-Type-Options": "nosniff",
     }
@@ -119,10 +127,11 @@ def page(
     *,
     form_action: Iterable[str] = (),
     img_src: Iterable[str] = (),
+    script_src: Iterable[str] = (),
     **values: Any,
 ) -> HTMLResponse:
     html = templates.get_template(template).render(**values)
-    return HTMLResponse(html, status_code, headers=security_headers(form_action, img_src))
+    return HTMLResponse(html, status_code, headers=security_headers(form_action, img_src, script_src))
 
 
 def nav(csrf_token: str, active: str) -> dict[str, str]:

@@ -9,6 +9,8 @@ every other error of an authorization request goes back to the client's redirect
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from collections import Counter
 from importlib.resources import files
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -16,11 +18,13 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 from fastapi import Request
 from starlette.responses import Response
 
-from grantd.core import accounts, apps, authorization
+from grantd.core import accounts, apps, authorization, openid
 from grantd.core.accounts import Principal
 from grantd.core.context import Context
 from grantd.core.errors import (
     Conflict,
+    ConsentRequired,
+    LoginRequired,
     GrantdError,
     InvalidClient,
     InvalidGrant,
@@ -95,11 +99,43 @@ def _validate(ctx: Context, target: authorization.Target, params: dict[str, str]
         state=params.get("state"),
         code_challenge=params.get("code_challenge"),
         code_challenge_method=params.get("code_challenge_method"),
+        nonce=params.get("nonce"),
+        prompt=params.get("prompt"),
+        max_age=params.get("max_age"),
+        response_mode=params.get("response_mode"),
+        request_object=params.get("request"),
+        request_uri=params.get("request_uri"),
     )
 
 
-def _back_with_error(ctx: Context, target: authorization.Target, exc: GrantdError, state: str | None) -> Response:
-    return redirect(authorization.error_redirect(ctx, target, exc.error, exc.message, state))
+def _response_mode(params: dict[str, str]) -> str:
+    """The response mode an error goes back with: the request's, when it is one grantd knows."""
+    mode = params.get("response_mode")
+    return mode if mode in authorization.RESPONSE_MODES else "query"
+
+
+def _back_with_error(ctx: Context, target: authorization.Target, exc: GrantdError, params: dict[str, str]) -> Response:
+    return send_back(authorization.error_redirect(ctx, target, exc.error, exc.message, params.get("state"), _response_mode(params)))
+
+
+def send_back(answer: authorization.Answer) -> Response:
+    """The answer to the client: a 303 to its redirect URI with the answer in the query, or (the
+    form_post response mode) a page whose form the browser posts there at once. The page's only
+    script is that one submit, allowed by its hash."""
+    if answer.response_mode != "form_post":
+        return redirect(answer.url())
+    return page(
+        "form_post.html",
+        form_action=[form_target(answer.redirect_uri) or ""],
+        script_src=[FORM_POST_SCRIPT_HASH],
+        redirect_uri=answer.redirect_uri,
+        params=list(answer.params.items()),
+        script=FORM_POST_SCRIPT,
+    )
+
+
+FORM_POST_SCRIPT = "document.forms[0].submit();"
+FORM_POST_SCRIPT_HASH = "'sha256-" + base64.b64encode(hashlib.sha256(FORM_POST_SCRIPT.encode()).digest()).decode() + "'"
 
 
 def _to_signin(next_path: str) -> Response:
@@ -173,22 +209,65 @@ async def authorize_page(request: Request) -> Response:
     except (InvalidClient, InvalidRedirectUri) as exc:
         return _target_error(exc)
     if problem:
-        return _back_with_error(ctx, target, InvalidRequest(problem), params.get("state"))
+        return _back_with_error(ctx, target, InvalidRequest(problem), params)
     try:
         standard = _validate(ctx, target, params)
+        principal = await session.current(ctx, request)
+        hinted = await _hinted_subject(ctx, target, params.get("id_token_hint"))
     except GrantdError as exc:
-        return _back_with_error(ctx, target, exc, params.get("state"))
-    principal = await session.current(ctx, request)
-    if principal is None:
-        query = request.url.query
-        response = _to_signin(AUTHORIZE + (f"?{query}" if query else ""))
-        if session.SESSION_COOKIE in request.cookies:
+        return _back_with_error(ctx, target, exc, params)
+    if _must_sign_in(ctx, standard, principal, hinted):
+        if "none" in standard.prompt:
+            return _back_with_error(ctx, target, LoginRequired("The user must sign in."), params)
+        response = _to_signin(_authorize_path(_after_sign_in(params)))
+        if principal is None and session.SESSION_COOKIE in request.cookies:
             session.clear_session(ctx, response)
         return response
+    assert principal is not None  # else _must_sign_in
     missing = await authorization.missing_consent(ctx, principal, standard)
-    if not missing:
-        return redirect(await authorization.approve(ctx, principal, standard, address=_address(request)))
-    return await _consent_page(ctx, principal, standard, params, missing)
+    if missing or "consent" in standard.prompt:
+        if "none" in standard.prompt:
+            return _back_with_error(ctx, target, ConsentRequired("The user must consent to this request."), params)
+        return await _consent_page(ctx, principal, standard, params, missing or list(standard.permissions))
+    return send_back(await authorization.approve(ctx, principal, standard, address=_address(request)))
+
+
+async def _hinted_subject(ctx: Context, target: authorization.Target, id_token_hint: str | None) -> str | None:
+    """The subject of ``id_token_hint`` (OpenID Connect Core §3.1.2.1): an ID token grantd issued to
+    this app, expired or not; InvalidRequest for anything else."""
+    if id_token_hint is None:
+        return None
+    return openid.hinted_subject(ctx, id_token_hint, target.app_id)
+
+
+def _must_sign_in(
+    ctx: Context, request: authorization.StandardRequest, principal: Principal | None, hinted: str | None
+) -> bool:
+    """Whether the user must sign in (again) before the request is answered: no session;
+    ``prompt=login`` or ``select_account``; a sign-in older than ``max_age``; or a session of
+    another user than ``id_token_hint`` names."""
+    if principal is None:
+        return True
+    if "login" in request.prompt or "select_account" in request.prompt:
+        return True
+    if request.max_age is not None and ctx.now() - principal.issued_at > request.max_age:
+        return True
+    return hinted is not None and hinted != request.target.audience().subject(ctx, principal.user_id)
+
+
+def _after_sign_in(params: dict[str, str]) -> dict[str, str]:
+    """The request to come back to once signed in: without what would send the user to sign in
+    again however recently they did (``prompt=login``, ``select_account``; ``max_age``, which a
+    sign-in just now meets, but which a slow round trip could miss by a second), and without
+    ``id_token_hint``, which the user has just answered by signing in (kept, it would send someone
+    else back to sign in)."""
+    after = {name: value for name, value in params.items() if name not in ("id_token_hint", "max_age")}
+    prompts = [p for p in after.get("prompt", "").split() if p not in ("login", "select_account")]
+    if prompts:
+        after["prompt"] = " ".join(prompts)
+    else:
+        after.pop("prompt", None)
+    return after
 
 
 async def _consent_page(
@@ -198,7 +277,7 @@ async def _consent_page(
     params: dict[str, str],
     missing: list[str],
 ) -> Response:
-    descriptions = ctx.catalog.descriptions
+    describe = ctx.catalog.describe
     missing_set = set(missing)
     target = standard.target
     branded, img_src = await _branded(ctx, target)
@@ -209,8 +288,8 @@ async def _consent_page(
         **branded,
         owner_email=target.owner_email,
         redirect_host=urlsplit(target.redirect_uri).netloc or target.redirect_uri,
-        requested=[(name, descriptions.get(name, name)) for name in missing],
-        granted=[(name, descriptions.get(name, name)) for name in standard.permissions if name not in missing_set],
+        requested=[(name, describe(name)) for name in missing],
+        granted=[(name, describe(name)) for name in standard.permissions if name not in missing_set],
         hidden=[(k, v) for k, v in params.items() if k not in _PAGE_FIELDS],
         csrf_token=session.session_csrf(ctx, principal),
         signout_next=_authorize_path(params),
@@ -233,14 +312,14 @@ async def authorize_decision(request: Request) -> Response:
     try:
         standard = _validate(ctx, target, form)
     except GrantdError as exc:
-        return _back_with_error(ctx, target, exc, form.get("state"))
+        return _back_with_error(ctx, target, exc, form)
     decision = form.get("decision")
     if decision == "allow":
-        return redirect(await authorization.approve(ctx, principal, standard, address=_address(request)))
+        return send_back(await authorization.approve(ctx, principal, standard, address=_address(request)))
     if decision == "deny":
-        return redirect(
-            authorization.error_redirect(ctx, target, "access_denied", "The user denied the request.", standard.state)
-        )
+        return send_back(authorization.error_redirect(
+            ctx, target, "access_denied", "The user denied the request.", standard.state, standard.response_mode
+        ))
     return error_page(400, "The request cannot be handled", "decision must be allow or deny.")
 
 
@@ -308,7 +387,18 @@ async def _entry_page(
 
 async def signin_form(request: Request) -> Response:
     params, _, _ = _query(request)
-    return await _signin_page(_ctx(request), request, safe_next(params.get("next")))
+    next_path = safe_next(params.get("next"))
+    return await _signin_page(_ctx(request), request, next_path, email=_login_hint(next_path))
+
+
+def _login_hint(next_path: str) -> str:
+    """The email an app suggested the user sign in with (OpenID Connect's ``login_hint``), when the
+    sign-in continues to an authorization request: the email field starts with it."""
+    parts = urlsplit(next_path)
+    if parts.path != AUTHORIZE:
+        return ""
+    hint = dict(parse_qsl(parts.query)).get("login_hint", "")
+    return hint[:320] if "@" in hint else ""
 
 
 async def signin(request: Request) -> Response:

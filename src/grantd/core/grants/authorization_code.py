@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Mapping
 from typing import Any
 
-from grantd.core import access_token, audit, pkce
+from grantd.core import access_token, audit, id_tokens, openid, pkce
 from grantd.core.access_token import IssuedToken
 from grantd.core.client_auth import Caller, ClientAuthentication, missing
 from grantd.core.clients import Client
@@ -72,10 +72,17 @@ async def redeem(
             if retried is not None:
                 return retried
         raise InvalidGrant(_BAD_CODE)
-    return access_token.issue(
-        ctx, client, jti=redemption.jti, user_id=code.user_id, permissions=tuple(code.permissions.split(",")),  # type: ignore[union-attr]
+    permissions = tuple(code.permissions.split(","))  # type: ignore[union-attr]
+    issued = access_token.issue(
+        ctx, client, jti=redemption.jti, user_id=code.user_id, permissions=permissions,  # type: ignore[union-attr]
         now=redemption.now, refresh_token=redemption.refresh_token,
     )
+    if openid.is_openid(permissions):
+        issued = await id_tokens.with_id_token(
+            ctx, issued, app_id=client.app_id, user_id=code.user_id, auth_time=code.auth_time,  # type: ignore[union-attr]
+            nonce=code.nonce, now=redemption.now,  # type: ignore[union-attr]
+        )
+    return issued
 
 
 class _Redemption(Caller):
@@ -112,7 +119,7 @@ class _Redemption(Caller):
         if self.refresh_token is not None:
             refresh = refresh_row(
                 ctx, client, self.refresh_token, code_hash=self.code_hash, user_id=code.user_id, scope=scope,
-                access_jti=self.jti, now=now,
+                access_jti=self.jti, now=now, auth_time=code.auth_time, session_jti=code.session_jti,
             )
         event = audit.entry(
             ctx, "code_redeemed", actor=client.app_id, user_id=code.user_id, app_id=client.app_id,

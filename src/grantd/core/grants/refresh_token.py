@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Mapping
 from typing import Any
 
-from grantd.core import access_token, audit
+from grantd.core import access_token, audit, id_tokens, openid
 from grantd.core import permissions as perms
 from grantd.core.access_token import IssuedToken
 from grantd.core.client_auth import Caller, ClientAuthentication, missing
@@ -54,16 +54,23 @@ async def refresh(
         if replay is None:
             raise InvalidGrant(_BAD_REFRESH)
         return replay
-    return access_token.issue(
+    issued = access_token.issue(
         ctx, client, jti=rotation.jti, user_id=row.user_id, permissions=rotation.permissions,  # type: ignore[union-attr,arg-type]
         now=rotation.now, refresh_token=successor,
     )
+    if openid.is_openid(rotation.permissions):
+        # Core §12.2: a new ID token, with the original sign-in's auth_time and no nonce.
+        issued = await id_tokens.with_id_token(
+            ctx, issued, app_id=client.app_id, user_id=row.user_id, auth_time=rotation.auth_time, nonce=None,  # type: ignore[union-attr]
+            now=rotation.now,
+        )
+    return issued
 
 
 class _Rotation(Caller):
     """One rotation as ``store.tokens.rotate`` asks for it (a ``store.tokens.Spender``)."""
 
-    __slots__ = ("scope", "successor", "now", "jti", "permissions")
+    __slots__ = ("scope", "successor", "now", "jti", "permissions", "auth_time")
 
     def __init__(self, ctx: Context, auth: ClientAuthentication, scope: str | None, successor: str) -> None:
         super().__init__(ctx, auth)
@@ -71,6 +78,7 @@ class _Rotation(Caller):
         self.now = ctx.now()
         self.jti = new_token_id()
         self.permissions: tuple[str, ...] = ()
+        self.auth_time: int | None = None
 
     def issue(self, row: Any) -> Issue:
         """The rules of rotating the token ``row`` (unrotated, or as the rotation returned it): the
@@ -87,18 +95,22 @@ class _Rotation(Caller):
         # The successor keeps the whole grant, whatever this access token narrowed.
         successor = refresh_row(
             ctx, client, self.successor, code_hash=row.code_hash, user_id=row.user_id, scope=row.scope,
-            access_jti=self.jti, now=now,
+            access_jti=self.jti, now=now, auth_time=row.auth_time, session_jti=row.session_jti,
         )
+        self.auth_time = row.auth_time
         return Issue(access, successor, None)
 
 
 def refresh_row(
     ctx: Context, client: Client, refresh_token: str, *, code_hash: str, user_id: str, scope: str, access_jti: str,
-    now: int,
+    now: int, auth_time: int | None, session_jti: str | None,
 ) -> dict[str, Any]:
     """A refresh token's row (``store.tokens.REFRESH_COLUMNS``), valid ``refresh_token_ttl`` from
-    ``now``: its family (``code_hash``), and the access token issued beside it."""
+    ``now``: its family (``code_hash``), the access token issued beside it, and what OpenID Connect
+    carries from the code (when the user signed in; the browser session it ends with, if any)."""
     return {
+        "auth_time": auth_time,
+        "session_jti": session_jti,
         "token_hash": ctx.hasher.hash(refresh_token),
         "code_hash": code_hash,
         "app_id": client.app_id,

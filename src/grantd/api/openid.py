@@ -1,0 +1,99 @@
+"""OpenID Connect's JSON endpoints: UserInfo (Core §5.3) and discovery (Discovery 1.0 §4).
+
+UserInfo takes the access token as a bearer token (RFC 6750): in the ``Authorization`` header
+(GET or POST), or as ``access_token`` in a POST's form body; never in the query, where it
+would be logged. Errors are RFC 6750 §3: a ``WWW-Authenticate: Bearer`` challenge with the
+RFC 6749 §5.2 JSON body.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+from starlette.responses import Response
+
+from grantd.api.jsonbody import JSONBody
+from grantd.api.oauth2 import NO_STORE, discovery_document
+from grantd.core import id_tokens
+from grantd.core.errors import GrantdError, InsufficientScope, InvalidRequest, InvalidToken
+from grantd.forms import FORM, parse_form
+
+_REALM = 'Bearer realm="grantd"'
+
+
+def _challenge(status_code: int, exc: GrantdError | None, scope: str | None = None) -> Response:
+    """RFC 6750 §3: without a token, the bare challenge; otherwise the error in it and in the body."""
+    if exc is None:
+        return Response(b"", 401, headers={**NO_STORE, "WWW-Authenticate": _REALM})
+    # RFC 6750 §3: error_description holds only %x20-21 / %x23-5B / %x5D-7E (a message may quote
+    # what the client sent, in any script: the body keeps it whole).
+    description = "".join(ch if " " <= ch <= "~" and ch not in '"\\' else "?" for ch in exc.message)
+    challenge = f'{_REALM}, error="{exc.error}", error_description="{description}"'
+    if scope:
+        challenge += f', scope="{scope}"'
+    body = {"error": exc.error, "error_description": exc.message}
+    return JSONBody(body, status_code, {**NO_STORE, "WWW-Authenticate": challenge})
+
+
+async def _bearer(request: Request) -> str | None:
+    """The access token of the request: one way only (RFC 6750 §2)."""
+    header = request.headers.get("authorization")
+    in_header = None
+    if header is not None:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise InvalidRequest("The Authorization header must be: Bearer <access token>.")
+        in_header = value.strip()
+    if "access_token" in request.query_params:
+        raise InvalidRequest("Send the access token in the Authorization header or the form body, not in the URL.")
+    in_body = None
+    if request.method == "POST" and request.headers.get("content-type", "").split(";")[0].strip().lower() == FORM:
+        in_body = parse_form(request.headers["content-type"], await request.body()).get("access_token")
+    if in_header is not None and in_body is not None:
+        raise InvalidRequest("Send the access token one way only: the Authorization header or the form body.")
+    return in_header if in_header is not None else in_body
+
+
+async def userinfo(request: Request) -> Response:
+    """``GET|POST /oauth2/userinfo``: the claims of the granted scopes about the signed-in user."""
+    try:
+        token = await _bearer(request)
+    except InvalidRequest as exc:
+        return _challenge(400, exc)
+    if token is None:
+        return _challenge(401, None)
+    try:
+        claims = await id_tokens.userinfo(request.app.state.ctx, token)
+    except InvalidToken as exc:
+        return _challenge(401, exc)
+    except InsufficientScope as exc:
+        return _challenge(403, exc, scope="openid")
+    return JSONBody(claims, 200, NO_STORE)
+
+
+async def configuration(request: Request) -> Response:
+    """``GET /.well-known/openid-configuration`` (Discovery 1.0 §4): the same document as RFC 8414's."""
+    return JSONBody(discovery_document(request.app.state.ctx), 200, {"Cache-Control": "public, max-age=300"})
+
+
+USERINFO_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"sub": {"type": "string"}},
+    "required": ["sub"],
+    "additionalProperties": True,
+}
+# POST's optional form body (RFC 6750 §2.2): the token, when it is not in the Authorization header.
+USERINFO_FORM: dict[str, Any] = {
+    "requestBody": {
+        "required": False,
+        "content": {
+            FORM: {
+                "schema": {
+                    "type": "object",
+                    "properties": {"access_token": {"type": "string", "description": "RFC 6750 §2.2"}},
+                }
+            }
+        },
+    },
+}
