@@ -37,17 +37,18 @@ chromium:
 test-db: $(STAMP)
 	GRANTD_TEST_DB=postgres $(BIN)/pytest -q -m db $(PYTEST_ARGS)
 
-## The npm packages of the Node.js interop test (tests/interop/node), from its package-lock.json;
-## where npm is absent, that test is skipped (it needs node) and this says so
+## The npm packages of the Node.js interop tests, each from its package-lock.json: tests/interop/node
+## (oauth4webapi, jose) and tests/interop/neucron-sdk (Neucron's v1 SDK); where npm is absent, those
+## tests are skipped (they need node) and this says so
 .PHONY: interop-deps
-INTEROP_NODE := tests/interop/node
-interop-deps: $(INTEROP_NODE)/node_modules/.installed
+INTEROP_PACKAGES := tests/interop/node tests/interop/neucron-sdk
+interop-deps: $(addsuffix /node_modules/.installed,$(INTEROP_PACKAGES))
 
-$(INTEROP_NODE)/node_modules/.installed: $(INTEROP_NODE)/package.json $(INTEROP_NODE)/package-lock.json
+tests/interop/%/node_modules/.installed: tests/interop/%/package.json tests/interop/%/package-lock.json
 	@if command -v npm >/dev/null 2>&1; then \
-		cd $(INTEROP_NODE) && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
+		cd $(<D) && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
 	else \
-		echo "npm not found: tests/test_interop_node.py needs Node.js and npm (it is skipped where node is absent)"; \
+		echo "npm not found: the tests of $(<D) need Node.js and npm (they are skipped where node is absent)"; \
 	fi
 
 clean:
