@@ -93,6 +93,19 @@ def post_form(response: httpx.Response, action: str) -> list[tuple[str, str]]:
     return forms[0].inputs
 
 
+def options(response: httpx.Response, select_id: str) -> list[tuple[str, str]]:
+    """The options of the page's select with this id: (value, " selected" or "")."""
+    match = re.search(rf'<select id="{select_id}".*?</select>', response.text, re.S)
+    assert match, f"no select #{select_id} in:\n{response.text}"
+    return re.findall(r'<option value="([^"]*)"( selected)?>', match.group(0))
+
+
+def selected(response: httpx.Response, select_id: str) -> str:
+    """The value of the select's chosen option (the first when none is marked, as a browser does)."""
+    found = options(response, select_id)
+    return next((value for value, chosen in found if chosen), found[0][0])
+
+
 def csrf_of(response: httpx.Response) -> str:
     match = re.search(r'name="csrf_token" value="([^"]+)"', response.text)
     assert match, response.text
@@ -505,7 +518,7 @@ async def test_try_it_builds_a_working_authorization_url(app: Any, dev: Develope
     _, key_secret, _ = await dev.new_key(app_id)
     app_page = await dev.page(f"/console/apps/{app_id}")
     # The panel offers the app's own redirect URIs and permissions, the first URI and every permission chosen.
-    assert re.findall(r'<option value="([^"]+)"( selected)?>', app_page.text) == [(REDIRECT_URI, " selected"), (LOCAL_REDIRECT_URI, "")]
+    assert options(app_page, "try-redirect_uri") == [(REDIRECT_URI, " selected"), (LOCAL_REDIRECT_URI, "")]
     assert re.findall(r'name="scope" value="(\w+)" checked', app_page.text) == ["read_profile", "write_data"]
 
     tried = await dev.page(f"/console/apps/{app_id}/try", redirect_uri=LOCAL_REDIRECT_URI, scope="write_data")
