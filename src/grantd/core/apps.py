@@ -594,12 +594,12 @@ async def update(
         values["permissions"] = fields.check("permissions", lambda: _permissions(ctx, permissions))
     values.update(_branding(fields, brand or {}))
     settings = _openid(fields, openid or {})
-    fields.done()
     now = ctx.now()
     async with ctx.db.write() as tx:
         row = await _require_owned(tx, owner_id, app_id)
         current = {**row._mapping, "redirect_uris": store.redirect_uris_of(row), **_asdict(OpenIDSettings.of(row))}
-        # A rule across settings, with what the app will have: what is given, else what it has.
+        # A rule across settings, with what the app will have: what is given, else what it has;
+        # then every bad field at once (the caller's app first: another's is NotFound).
         _sector_rule(fields, values.get("redirect_uris", current["redirect_uris"]), {**current, **settings})
         fields.done()
         changed = {field: value for field, value in {**values, **settings}.items() if value != current[field]}
