@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict as _asdict, dataclass, fields as dataclass_fields
+from dataclasses import asdict, dataclass, fields as dataclass_fields
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -597,7 +597,7 @@ async def update(
     now = ctx.now()
     async with ctx.db.write() as tx:
         row = await _require_owned(tx, owner_id, app_id)
-        current = {**row._mapping, "redirect_uris": store.redirect_uris_of(row), **_asdict(OpenIDSettings.of(row))}
+        current = {**row._mapping, "redirect_uris": store.redirect_uris_of(row), **asdict(OpenIDSettings.of(row))}
         # A rule across settings, with what the app will have: what is given, else what it has;
         # then every bad field at once (the caller's app first: another's is NotFound).
         _sector_rule(fields, values.get("redirect_uris", current["redirect_uris"]), {**current, **settings})
