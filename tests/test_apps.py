@@ -345,3 +345,212 @@ async def test_app_routes_under_v1_and_root(client: httpx.AsyncClient, prefix: s
     assert [k["key_id"] for k in ok(await client.get(f"{prefix}/apps/{app_id}/keys", headers=headers))["keys"]] == [key["key_id"]]
     ok(await client.delete(f"{prefix}/apps/{app_id}/keys/{key['key_id']}", headers=headers))
     assert ok(await client.delete(f"{prefix}/apps/{app_id}", headers=headers))["disabled"] is True
+
+
+# ---------------------------------------------------------------- OpenID Connect settings
+# Named as OpenID Connect Dynamic Client Registration 1.0 §2 names them; read by the OpenID
+# Connect flow through App.openid (core.apps.OpenIDSettings).
+
+OPENID = {
+    "post_logout_redirect_uris": ["https://app.example.com/signed-out", "http://127.0.0.1:3000/bye", "com.example.app:/out"],
+    "id_token_signed_response_alg": "ES256",
+    "subject_type": "pairwise",
+    "sector_identifier_uri": "https://sector.example.com/redirects.json",
+    "require_nonce": True,
+}
+OPENID_DEFAULTS = {
+    "post_logout_redirect_uris": [],
+    "id_token_signed_response_alg": "RS256",
+    "subject_type": "public",
+    "sector_identifier_uri": None,
+    "require_nonce": False,
+}
+TWO_HOSTS = [REDIRECT, "https://other.example.com/callback"]
+SECTOR_REQUIRED = "sector_identifier_uri is required when subject_type is pairwise and the redirect_uris are on more than one host"
+
+# Each rule, refused: (setting, value, the start of the message).
+OPENID_REFUSED: list[tuple[str, Any, str]] = [
+    ("post_logout_redirect_uris", ["http://app.example.com/bye"], "http post_logout_redirect_uris are allowed only on a loopback host"),
+    ("post_logout_redirect_uris", ["https://app.example.com/bye#x"], "post_logout_redirect_uris items may not have a fragment."),
+    ("post_logout_redirect_uris", ["javascript:alert(1)"], "post_logout_redirect_uris item must be https"),
+    ("post_logout_redirect_uris", ["https://u:p@app.example.com/"], "post_logout_redirect_uris items may not carry user information."),
+    ("post_logout_redirect_uris", ["https://app.example.com/a b"], "post_logout_redirect_uris items may not contain white space"),
+    ("post_logout_redirect_uris", [REDIRECT, ""], "post_logout_redirect_uris items must be 1 to 2000 characters."),
+    ("post_logout_redirect_uris", [f"https://app.example.com/{i}" for i in range(21)], "post_logout_redirect_uris has too many items"),
+    ("id_token_signed_response_alg", "HS256", "id_token_signed_response_alg must be one of: RS256, ES256."),
+    ("id_token_signed_response_alg", "none", "id_token_signed_response_alg must be one of: RS256, ES256."),
+    ("id_token_signed_response_alg", "rs256", "id_token_signed_response_alg must be one of: RS256, ES256."),
+    ("subject_type", "private", "subject_type must be one of: public, pairwise."),
+    ("sector_identifier_uri", "http://sector.example.com/s.json", "sector_identifier_uri must be an absolute https URL"),
+    ("sector_identifier_uri", "sector.example.com", "sector_identifier_uri must be an absolute https URL"),
+    ("sector_identifier_uri", "https://sector.example.com/<s>", "sector_identifier_uri may not contain white space"),
+    ("sector_identifier_uri", "https://u:p@sector.example.com/", "sector_identifier_uri may not carry user information."),
+    ("require_nonce", "yes", "require_nonce must be true or false."),
+    ("require_nonce", 1, "require_nonce must be true or false."),
+]
+
+
+def openid_of(data: dict[str, Any]) -> dict[str, Any]:
+    return {name: data[name] for name in OPENID_DEFAULTS}
+
+
+async def test_openid_settings_round_trip(client: httpx.AsyncClient) -> None:
+    _, token = await sign_up(client)
+    created = ok(await create_app(client, token, redirect_uris=TWO_HOSTS, **OPENID))
+    assert openid_of(created) == OPENID
+    app_id, base = created["app_id"], f"/v1/apps/{created['app_id']}"
+    assert openid_of(ok(await client.get(base, headers=auth(token)))) == OPENID
+    [listed] = ok(await client.get("/v1/apps", headers=auth(token)))["apps"]
+    assert openid_of(listed) == OPENID
+
+    # PATCH: absent or null leaves a setting; a value changes it.
+    patch = {"id_token_signed_response_alg": "RS256", "post_logout_redirect_uris": ["https://app.example.com/bye"],
+             "subject_type": None, "require_nonce": None}
+    patched = ok(await client.patch(base, json=patch, headers=auth(token)))
+    expected = {**OPENID, "id_token_signed_response_alg": "RS256", "post_logout_redirect_uris": ["https://app.example.com/bye"]}
+    assert openid_of(patched) == expected
+    assert openid_of(ok(await client.get(base, headers=auth(token)))) == expected
+
+    # "", [] and false set each back to its default (the sector first: pairwise needs it on two hosts).
+    assert_error(await client.patch(base, json={"sector_identifier_uri": ""}, headers=auth(token)), 400, "invalid_request")
+    clear = {"post_logout_redirect_uris": [], "id_token_signed_response_alg": "", "subject_type": "",
+             "sector_identifier_uri": "", "require_nonce": False}
+    assert openid_of(ok(await client.patch(base, json=clear, headers=auth(token)))) == OPENID_DEFAULTS
+    assert openid_of(ok(await client.get(base, headers=auth(token)))) == OPENID_DEFAULTS
+
+    # Not given at registration: the defaults.
+    assert openid_of(ok(await create_app(client, token))) == OPENID_DEFAULTS
+    assert app_id
+
+
+async def test_openid_settings_reach_the_app_the_flow_reads(app: Any, client: httpx.AsyncClient) -> None:
+    """What the OpenID Connect flow reads (core.apps.App.openid, OpenIDSettings.of a stored row) is what was sent."""
+    from grantd.core import apps
+    from grantd.store import apps as store
+
+    _, token = await sign_up(client)
+    app_id = ok(await create_app(client, token, redirect_uris=TWO_HOSTS, **OPENID))["app_id"]
+    ctx = app.state.ctx
+    settings = (await apps.get_owned(ctx, None, app_id)).openid
+    assert settings == apps.OpenIDSettings(**{**OPENID, "post_logout_redirect_uris": tuple(OPENID["post_logout_redirect_uris"])})
+    async with ctx.db.read() as conn:
+        assert apps.OpenIDSettings.of(await store.live(conn, app_id)) == settings
+    assert settings.sector(TWO_HOSTS) == "sector.example.com"
+    # A default is stored as NULL (the migration's meaning of NULL), whether given or not.
+    plain = ok(await create_app(client, token, id_token_signed_response_alg="RS256", subject_type="public", require_nonce=False))
+    async with ctx.db.read() as conn:
+        row = await store.live(conn, plain["app_id"])
+    assert {name: getattr(row, name) for name in apps.OPENID_FIELDS} == dict.fromkeys(apps.OPENID_FIELDS)
+    assert apps.OpenIDSettings.of(row).sector([REDIRECT]) == "app.example.com"
+
+
+@pytest.mark.parametrize(("setting", "value", "message"), OPENID_REFUSED)
+async def test_each_bad_openid_setting_is_refused_by_name(
+    client: httpx.AsyncClient, setting: str, value: Any, message: str
+) -> None:
+    _, token = await sign_up(client)
+    body = assert_error(await create_app(client, token, **{setting: value}), 400, "invalid_request")
+    assert body["message"].startswith(message), body
+    assert ok(await client.get("/v1/apps", headers=auth(token)))["apps"] == []  # nothing registered
+
+    created = ok(await create_app(client, token, redirect_uris=TWO_HOSTS, **OPENID))
+    response = await client.patch(f"/v1/apps/{created['app_id']}", json={setting: value, "name": "Renamed"}, headers=auth(token))
+    assert assert_error(response, 400, "invalid_request")["message"] == body["message"]
+    unchanged = ok(await client.get(f"/v1/apps/{created['app_id']}", headers=auth(token)))
+    assert unchanged["name"] == "My App" and openid_of(unchanged) == OPENID
+
+
+async def test_pairwise_on_several_hosts_needs_a_sector_identifier_uri(client: httpx.AsyncClient) -> None:
+    """OpenID Connect Core 1.0 §8.1: the redirect URIs' one host is the sector, else the sector_identifier_uri's."""
+    _, token = await sign_up(client)
+    body = assert_error(await create_app(client, token, redirect_uris=TWO_HOSTS, subject_type="pairwise"), 400, "invalid_request")
+    assert body["message"].startswith(SECTOR_REQUIRED)
+    # A private-use scheme's URI has no host: it counts as one of its own.
+    native = [REDIRECT, "com.example.app:/cb"]
+    assert_error(await create_app(client, token, redirect_uris=native, subject_type="pairwise"), 400, "invalid_request")
+    # One host (in any case, on any path or port): no sector_identifier_uri needed.
+    one_host = [REDIRECT, "https://APP.example.com:8443/other"]
+    app_id = ok(await create_app(client, token, redirect_uris=one_host, subject_type="pairwise"))["app_id"]
+    base, headers = f"/v1/apps/{app_id}", auth(token)
+
+    # What the app will have counts: a redirect URI on another host needs the sector too ...
+    body = assert_error(await client.patch(base, json={"redirect_uris": TWO_HOSTS}, headers=headers), 400, "invalid_request")
+    assert body["message"].startswith(SECTOR_REQUIRED)
+    assert ok(await client.get(base, headers=headers))["redirect_uris"] == one_host
+    # ... and given with it, both are saved; then it cannot be removed while pairwise on two hosts.
+    sector = "https://sector.example.com/s.json"
+    both = ok(await client.patch(base, json={"redirect_uris": TWO_HOSTS, "sector_identifier_uri": sector}, headers=headers))
+    assert both["redirect_uris"] == TWO_HOSTS and both["sector_identifier_uri"] == sector
+    assert_error(await client.patch(base, json={"sector_identifier_uri": ""}, headers=headers), 400, "invalid_request")
+    # Public subjects need no sector.
+    public = ok(await client.patch(base, json={"subject_type": "public", "sector_identifier_uri": ""}, headers=headers))
+    assert openid_of(public)["subject_type"] == "public" and public["sector_identifier_uri"] is None
+    assert ok(await create_app(client, token, redirect_uris=TWO_HOSTS, subject_type="public"))
+
+
+async def test_openid_settings_of_the_wrong_type_are_refused(client: httpx.AsyncClient) -> None:
+    _, token = await sign_up(client)
+    cases = {
+        "post_logout_redirect_uris": ("https://app.example.com/bye", "post_logout_redirect_uris must be a list."),
+        "id_token_signed_response_alg": (256, "id_token_signed_response_alg must be a string."),
+        "subject_type": (["public"], "subject_type must be a string."),
+        "sector_identifier_uri": (True, "sector_identifier_uri must be a string."),
+        "require_nonce": ("true", "require_nonce must be true or false."),
+    }
+    for setting, (value, message) in cases.items():
+        body = assert_error(await create_app(client, token, **{setting: value}), 400, "invalid_request")
+        assert body["message"] == message, setting
+
+
+async def test_the_audit_names_the_openid_settings_that_changed(client: httpx.AsyncClient) -> None:
+    _, token = await sign_up(client)
+    app_id = ok(await create_app(client, token))["app_id"]
+    base, headers = f"/v1/apps/{app_id}", auth(token)
+    # Given as they already are (the defaults, spelled out or empty): nothing changes, nothing is audited.
+    same = {"id_token_signed_response_alg": "RS256", "subject_type": "", "require_nonce": False, "post_logout_redirect_uris": []}
+    ok(await client.patch(base, json=same, headers=headers))
+    changes = {"post_logout_redirect_uris": ["https://app.example.com/secret-bye"], "require_nonce": True, "subject_type": "public"}
+    ok(await client.patch(base, json=changes, headers=headers))
+    ok(await client.patch(base, json={"require_nonce": False, "id_token_signed_response_alg": "ES256"}, headers=headers))
+    events = ok(await client.get("/v1/audit", headers=headers))["events"]
+    updated = [e["detail"] for e in events if e["event"] == "app_updated" and e["app_id"] == app_id]
+    assert sorted(updated, key=str) == sorted(
+        [{"fields": ["post_logout_redirect_uris", "require_nonce"]}, {"fields": ["id_token_signed_response_alg", "require_nonce"]}],
+        key=str,
+    )
+    assert "secret-bye" not in str(events)
+
+
+async def test_openapi_documents_the_openid_settings(client: httpx.AsyncClient) -> None:
+    schemas = (await client.get("/openapi.json")).json()["components"]["schemas"]
+    for model in ("AppCreate", "AppUpdate", "AppData", "CreatedAppData"):
+        assert set(OPENID_DEFAULTS) <= set(schemas[model]["properties"]), model
+    create = schemas["AppCreate"]["properties"]
+    assert "RS256" in str(create["id_token_signed_response_alg"]) and "pairwise" in str(create["subject_type"])
+    assert "not fetched" in str(create["sector_identifier_uri"])
+    required = set(schemas["AppData"].get("required", ()))
+    assert {"post_logout_redirect_uris", "id_token_signed_response_alg", "subject_type", "require_nonce"} <= required
+
+
+def test_the_openid_rules_normalise_and_name_every_bad_field() -> None:
+    from grantd.core import apps
+    from grantd.core.errors import InvalidRequest
+
+    uris = ["https://app.example.com/bye", "https://app.example.com/bye", "http://localhost:3000/bye"]
+    assert apps.check_openid({"post_logout_redirect_uris": uris, "subject_type": " pairwise ", "require_nonce": True}) == {
+        "post_logout_redirect_uris": ("https://app.example.com/bye", "http://localhost:3000/bye"),  # once each, in order
+        "subject_type": "pairwise",
+        "require_nonce": True,
+    }
+    assert apps.check_openid({"subject_type": None, "sector_identifier_uri": "  "}) == {"sector_identifier_uri": None}
+    with pytest.raises(ValueError):
+        apps.check_openid({"userinfo_signed_response_alg": "RS256"})
+    with pytest.raises(InvalidRequest) as refused:
+        apps.check_openid(
+            {"id_token_signed_response_alg": "HS256", "subject_type": "pairwise", "require_nonce": "yes"}, TWO_HOSTS
+        )
+    assert list(apps.field_errors(refused.value)) == ["id_token_signed_response_alg", "require_nonce", "sector_identifier_uri"]
+    assert refused.value.field == "id_token_signed_response_alg"
+    assert apps.redirect_hosts([REDIRECT, "https://App.Example.com:8443/x", "com.example.app:/cb"]) == {
+        "app.example.com", "com.example.app",
+    }

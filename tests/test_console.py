@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from acting_user import ActingUser, parse_forms
+from grantd.core import apps
 from grantd.crypto.secrets import s256
 from support.neucron import PASSWORD, sign_up, unique_email
 
@@ -91,6 +92,19 @@ def post_form(response: httpx.Response, action: str) -> list[tuple[str, str]]:
     forms = [f for f in parse_forms(response.text) if f.action == action and f.method == "post"]
     assert len(forms) == 1, f"no single form posting to {action} in:\n{response.text}"
     return forms[0].inputs
+
+
+def options(response: httpx.Response, select_id: str) -> list[tuple[str, str]]:
+    """The options of the page's select with this id: (value, " selected" or "")."""
+    match = re.search(rf'<select id="{select_id}".*?</select>', response.text, re.S)
+    assert match, f"no select #{select_id} in:\n{response.text}"
+    return re.findall(r'<option value="([^"]*)"( selected)?>', match.group(0))
+
+
+def selected(response: httpx.Response, select_id: str) -> str:
+    """The value of the select's chosen option (the first when none is marked, as a browser does)."""
+    found = options(response, select_id)
+    return next((value for value, chosen in found if chosen), found[0][0])
 
 
 def csrf_of(response: httpx.Response) -> str:
@@ -505,7 +519,7 @@ async def test_try_it_builds_a_working_authorization_url(app: Any, dev: Develope
     _, key_secret, _ = await dev.new_key(app_id)
     app_page = await dev.page(f"/console/apps/{app_id}")
     # The panel offers the app's own redirect URIs and permissions, the first URI and every permission chosen.
-    assert re.findall(r'<option value="([^"]+)"( selected)?>', app_page.text) == [(REDIRECT_URI, " selected"), (LOCAL_REDIRECT_URI, "")]
+    assert options(app_page, "try-redirect_uri") == [(REDIRECT_URI, " selected"), (LOCAL_REDIRECT_URI, "")]
     assert re.findall(r'name="scope" value="(\w+)" checked', app_page.text) == ["read_profile", "write_data"]
 
     tried = await dev.page(f"/console/apps/{app_id}/try", redirect_uri=LOCAL_REDIRECT_URI, scope="write_data")
@@ -571,3 +585,127 @@ async def test_try_it_refuses_what_the_authorization_endpoint_would(
     shown = text_of(response, control) if control.endswith("-error") else field_error(response, control)
     assert shown == message
     assert "authorize-link" not in response.text
+
+
+# ---------------------------------------------------------------- OpenID Connect settings
+
+OPENID_FORM = {
+    "post_logout_redirect_uris": f"{REDIRECT_URI}/bye\n  \nhttp://127.0.0.1:8765/out",
+    "id_token_signed_response_alg": "ES256",
+    "subject_type": "pairwise",
+    "sector_identifier_uri": "https://sector.example.com/s.json",
+    "require_nonce": "yes",
+}
+OPENID_SHOWN = {
+    "post_logout_redirect_uris": f"{REDIRECT_URI}/bye http://127.0.0.1:8765/out",  # one a line, blank lines dropped
+    "id_token_signed_response_alg": "ES256",
+    "subject_type": "pairwise",
+    "sector_identifier_uri": "https://sector.example.com/s.json",
+    "require_nonce": True,
+}
+OPENID_DEFAULTS_SHOWN = {
+    "post_logout_redirect_uris": "", "id_token_signed_response_alg": "RS256", "subject_type": "public",
+    "sector_identifier_uri": "", "require_nonce": False,
+}
+
+
+def openid_settings(page: httpx.Response) -> dict[str, Any]:
+    """The OpenID Connect settings the page's form holds."""
+    attrs = texts(page.text).attrs
+    return {
+        "post_logout_redirect_uris": text_of(page, "post_logout_redirect_uris"),
+        "id_token_signed_response_alg": selected(page, "id_token_signed_response_alg"),
+        "subject_type": selected(page, "subject_type"),
+        "sector_identifier_uri": attrs["sector_identifier_uri"].get("value", ""),
+        "require_nonce": "checked" in attrs["require_nonce"],
+    }
+
+
+def settings_form(page: httpx.Response, app_id: str, **changes: str) -> list[tuple[str, str]]:
+    """What a browser posts from the app page's settings form (its text areas and selects too),
+    with ``changes`` in place of what the page holds."""
+    held = post_form(page, f"/console/apps/{app_id}")
+    held += [(area, "\n".join(text_of(page, area).split())) for area in ("redirect_uris", "post_logout_redirect_uris")]
+    held += [(name, selected(page, name)) for name in ("id_token_signed_response_alg", "subject_type")]
+    return [(k, v) for k, v in held if k not in changes] + [(k, v) for k, v in changes.items() if v is not None]
+
+
+async def register_with(dev: Developer, redirect_uris: str = REDIRECT_URI, **settings: str) -> httpx.Response:
+    form = await dev.page("/console/apps/new")
+    data = {"csrf_token": csrf_of(form), "name": "Photo Printer", "redirect_uris": redirect_uris,
+            "permissions": "read_profile", "client_type": "confidential", **settings}
+    return await dev.post("/console/apps", data)
+
+
+async def test_the_console_registers_shows_and_edits_the_openid_settings(app: Any, dev: Developer) -> None:
+    new = await dev.page("/console/apps/new")
+    assert "<legend>OpenID Connect</legend>" in new.text
+    for control in apps.OPENID_FIELDS:
+        assert f'<label for="{control}">' in new.text, control
+    assert openid_settings(new) == OPENID_DEFAULTS_SHOWN
+    assert options(new, "id_token_signed_response_alg") == [("RS256", " selected"), ("ES256", "")]
+    assert options(new, "subject_type") == [("public", " selected"), ("pairwise", "")]
+
+    two_hosts = f"{REDIRECT_URI}\nhttps://other.example.com/cb"
+    created = await register_with(dev, two_hosts, **OPENID_FORM)
+    assert created.status_code == 200, created.text
+    app_id = text_of(created, "app-id")
+    page = await dev.page(f"/console/apps/{app_id}")
+    assert openid_settings(page) == OPENID_SHOWN
+    registered = await apps.get_owned(app.state.ctx, dev.user_id, app_id)
+    assert registered.openid.post_logout_redirect_uris == (f"{REDIRECT_URI}/bye", "http://127.0.0.1:8765/out")
+
+    # The page posts back what it shows: nothing changes.
+    same = await dev.post(f"/console/apps/{app_id}", settings_form(page, app_id))
+    assert same.status_code == 303, re.findall(r"class=\"error\"[^>]*>([^<]*)", same.text)
+    assert openid_settings(await dev.page(f"/console/apps/{app_id}")) == OPENID_SHOWN
+
+    # Unticked, emptied or set back: the defaults.
+    data = settings_form(page, app_id, require_nonce=None, post_logout_redirect_uris="", subject_type="public",
+                         sector_identifier_uri="", id_token_signed_response_alg="RS256")
+    response = await dev.post(f"/console/apps/{app_id}", data)
+    assert response.status_code == 303, response.text
+    assert openid_settings(await dev.page(response.headers["location"])) == OPENID_DEFAULTS_SHOWN
+
+
+@pytest.mark.parametrize(
+    ("changes", "control", "message"),
+    [
+        ({"post_logout_redirect_uris": "http://app.example.com/bye"}, "post_logout_redirect_uris",
+         "http post_logout_redirect_uris are allowed only on a loopback host; use https."),
+        ({"post_logout_redirect_uris": "\n".join(f"https://app.example.com/{i}" for i in range(21))}, "post_logout_redirect_uris",
+         "post_logout_redirect_uris may list at most 20 URIs."),
+        ({"id_token_signed_response_alg": "HS256"}, "id_token_signed_response_alg",
+         "id_token_signed_response_alg must be one of: RS256, ES256."),
+        ({"subject_type": "private"}, "subject_type", "subject_type must be one of: public, pairwise."),
+        ({"sector_identifier_uri": "http://sector.example.com/s.json"}, "sector_identifier_uri",
+         "sector_identifier_uri must be an absolute https URL (http only on localhost, 127.0.0.1 or [::1])."),
+        ({"redirect_uris": f"{REDIRECT_URI}\nhttps://other.example.com/cb", "subject_type": "pairwise"}, "sector_identifier_uri",
+         "sector_identifier_uri is required when subject_type is pairwise and the redirect_uris are on more than one host"),
+    ],
+)
+async def test_each_bad_openid_setting_is_shown_next_to_it(
+    dev: Developer, changes: dict[str, str], control: str, message: str
+) -> None:
+    response = await register_with(dev, **changes)
+    assert response.status_code == 400, response.text
+    assert field_error(response, control).startswith(message), field_error(response, control)
+    assert response.text.count('class="error"') == 1
+    assert "You have no apps yet" in (await dev.page("/console")).text
+
+
+async def test_a_refused_openid_edit_shows_every_bad_field_and_changes_nothing(dev: Developer) -> None:
+    app_id = text_of(await register_with(dev, **OPENID_FORM), "app-id")
+    page = await dev.page(f"/console/apps/{app_id}")
+    data = settings_form(page, app_id, name="Renamed", post_logout_redirect_uris="ftp://app.example.com/bye",
+                         id_token_signed_response_alg="none", redirect_uris=f"{REDIRECT_URI}\ncom.example.app:/cb",
+                         sector_identifier_uri="")
+    response = await dev.post(f"/console/apps/{app_id}", data)
+    assert response.status_code == 400
+    assert field_error(response, "post_logout_redirect_uris").startswith("post_logout_redirect_uris item must be https")
+    assert field_error(response, "id_token_signed_response_alg").startswith("id_token_signed_response_alg must be one of")
+    assert field_error(response, "sector_identifier_uri").startswith("sector_identifier_uri is required")
+    assert response.text.count('class="error"') == 3
+    assert text_of(response, "post_logout_redirect_uris") == "ftp://app.example.com/bye"  # what was typed is kept
+    again = await dev.page(f"/console/apps/{app_id}")
+    assert openid_settings(again) == OPENID_SHOWN and texts(again.text).attrs["name"]["value"] == "Photo Printer"

@@ -235,7 +235,7 @@ _NEUCRON_API = (
         _neucron("GET", "/apps/{app_id}", apps.get_app, apps.AppData, (401, 404), "One of your apps"),
         _neucron(
             "PATCH", "/apps/{app_id}", apps.update_app, apps.AppData, (400, 401, 404),
-            "Change an app's name, redirect URIs, permissions or branding",
+            "Change an app's name, redirect URIs, permissions, branding or OpenID Connect settings",
         ),
         _neucron(
             "DELETE", "/apps/{app_id}", apps.disable_app, apps.AppData, (401, 404),

@@ -1,4 +1,4 @@
-"""The developer console in a real browser: registering an app, its keys, Try it, disabling it.
+"""The developer console in a real browser: registering an app, its keys, its OpenID Connect settings, Try it, disabling it.
 
 Each page is photographed (console-*.png, into docs/screenshots/ by `make screenshots`). Also
 checked here: the copy buttons work (the inline script is allowed by the page's CSP), the pages work with JavaScript
@@ -120,6 +120,22 @@ def test_a_developer_registers_an_app_and_manages_it(
     click(page, "Save changes")
     assert page.get_by_role("status").inner_text() == "Saved."
     assert page.get_by_role("heading", level=1).inner_text() == "Photo Printer Pro"
+    # OpenID Connect: a refused setting next to its field, then saved and shown as chosen.
+    page.get_by_label("Post-logout redirect URIs, each on its own line").fill("https://printer.example/signed-out")
+    page.get_by_label("ID token algorithm").select_option("ES256")
+    page.get_by_label("Subject type").select_option("pairwise")
+    page.get_by_label("Sector identifier URI").fill("http://printer.example/sector.json")
+    page.get_by_label("Require a nonce", exact=False).check()
+    click(page, "Save changes")
+    assert field_error(page, "Sector identifier URI").inner_text().startswith("sector_identifier_uri must be an absolute https URL")
+    assert page.get_by_label("ID token algorithm").input_value() == "ES256"  # what was chosen is kept
+    page.get_by_label("Sector identifier URI").fill("https://printer.example/sector.json")
+    click(page, "Save changes")
+    assert page.get_by_role("status").inner_text() == "Saved."
+    assert page.get_by_label("Post-logout redirect URIs, each on its own line").input_value() == "https://printer.example/signed-out"
+    assert page.get_by_label("Subject type").input_value() == "pairwise"
+    assert page.get_by_label("Require a nonce", exact=False).is_checked()
+    shoot(page, "console-app-openid")
     page.get_by_label("Redirect URIs, one a line").fill("https://printer.example/cb#top")
     click(page, "Save changes")
     assert field_error(page, "Redirect URIs, one a line").inner_text() == "redirect_uris items may not have a fragment."

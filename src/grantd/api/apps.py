@@ -68,7 +68,56 @@ def branding_of(body: Branding) -> dict[str, str | None]:
     return {name: getattr(body, name) for name in apps.BRANDING_FIELDS}
 
 
-class AppCreate(Branding):
+_CLEARS = 'In PATCH: absent or null leaves it as it is; {empty} sets it back to the default.'
+
+
+class OpenIDSettings(BaseModel):
+    """An app's OpenID Connect settings, named as OpenID Connect Dynamic Client Registration 1.0 §2
+    names them, so that the same JSON registers an app here and at a registration endpoint."""
+
+    model_config = STRICT
+    post_logout_redirect_uris: list[RedirectUri] | None = Field(
+        None, max_length=apps.MAX_REDIRECT_URIS, examples=[["https://yourapp.com/signed-out"]],
+        description="Where the end-session endpoint may send the browser back after signing out "
+        "(RP-Initiated Logout 1.0 §3.1): exact URIs, by the rules of redirect_uris. " + _CLEARS.format(empty="[]"),
+    )
+    id_token_signed_response_alg: str | None = Field(
+        None, max_length=16, examples=["RS256"],
+        description="RS256 (the default) or ES256: how the app's ID tokens are signed. " + _CLEARS.format(empty='""'),
+    )
+    subject_type: str | None = Field(
+        None, max_length=16, examples=["public"],
+        description="public (the default: one sub for a user in every app) or pairwise (a sub of the user's own "
+        "for each sector, OpenID Connect Core 1.0 §8). " + _CLEARS.format(empty='""'),
+    )
+    sector_identifier_uri: str | None = Field(
+        None, max_length=apps.BRANDING_URI_MAX_LENGTH, examples=["https://yourapp.com/sector.json"],
+        description="For pairwise subjects: its host is the sector (else the one host of the redirect_uris); "
+        "required with pairwise when the redirect_uris are on more than one host. " + _URI_DOC
+        + " Its document is not fetched. " + _CLEARS.format(empty='""'),
+    )
+    require_nonce: bool | None = Field(
+        None, examples=[True],
+        description="true: an OpenID request (scope openid) without a nonce is refused. " + _CLEARS.format(empty="false"),
+    )
+
+
+def openid_of(body: OpenIDSettings) -> dict[str, Any]:
+    """The OpenID Connect settings a request body carries (None: not given)."""
+    return {name: getattr(body, name) for name in apps.OPENID_FIELDS}
+
+
+class OpenIDSettingsData(BaseModel):
+    """An app's OpenID Connect settings, each with its default when not set."""
+
+    post_logout_redirect_uris: list[str] = Field(description="Exact URIs; [] when none.")
+    id_token_signed_response_alg: str = Field(description="RS256 or ES256.")
+    subject_type: str = Field(description="public or pairwise.")
+    sector_identifier_uri: str | None
+    require_nonce: bool
+
+
+class AppCreate(Branding, OpenIDSettings):
     model_config = STRICT
     name: str = Field(max_length=200, examples=["My App"])
     redirect_uris: list[RedirectUri] = Field(max_length=20, examples=[["https://yourapp.com/oauth/callback"]])
@@ -82,15 +131,15 @@ class AppCreate(Branding):
     )
 
 
-class AppUpdate(Branding):
+class AppUpdate(Branding, OpenIDSettings):
     model_config = STRICT
     name: str | None = Field(None, max_length=200)
     redirect_uris: list[RedirectUri] | None = Field(None, max_length=20)
     permissions: str | None = Field(None, max_length=1024)
 
 
-class AppData(Branding):
-    """An app; a branding setting that is not set is null."""
+class AppData(Branding, OpenIDSettingsData):
+    """An app; a branding setting that is not set is null, an OpenID Connect one is its default."""
 
     app_id: str
     name: str
@@ -141,6 +190,8 @@ def app_data(app: apps.App) -> dict[str, object]:
         "disabled_at": rfc3339(app.disabled_at),
         "client_type": app.client_type,
         **asdict(app.branding),
+        **asdict(app.openid),
+        "post_logout_redirect_uris": list(app.openid.post_logout_redirect_uris),
     }
 
 
@@ -161,7 +212,7 @@ def created_key_data(key: apps.CreatedKey) -> dict[str, object]:
 async def create_app(body: AppCreate, user: User, ctx: Ctx, address: Address) -> Response:
     created = await apps.create(
         ctx, user.user_id, body.name, body.redirect_uris, body.permissions, body.client_type,
-        brand=branding_of(body), address=address,
+        brand=branding_of(body), openid=openid_of(body), address=address,
     )
     return envelope({**app_data(created.app), "app_key": created.app_key}, no_store=True)
 
@@ -183,6 +234,7 @@ async def update_app(app_id: AppId, body: AppUpdate, user: User, ctx: Ctx, addre
         uris=body.redirect_uris,
         permissions=body.permissions,
         brand=branding_of(body),
+        openid=openid_of(body),
         address=address,
     )
     return envelope(app_data(app))

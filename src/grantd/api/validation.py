@@ -25,6 +25,8 @@ def describe_validation_error(errors: Sequence[Any]) -> str:
         return f"{subject} must be a JSON object."
     if kind == "string_type":
         return f"{subject} must be a string."
+    if kind == "bool_type":
+        return f"{subject} must be true or false."
     if kind == "list_type":
         return f"{subject} must be a list."
     if kind == "string_nul":

@@ -5,14 +5,21 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields as dataclass_fields
+from dataclasses import asdict, dataclass, fields as dataclass_fields
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from grantd.core import audit, authorization
 from grantd.core import permissions as perms
 from grantd.core import redirect_uris
-from grantd.core.clients import CLIENT_TYPES, CONFIDENTIAL, ID_TOKEN_ALGORITHMS, SUBJECT_TYPES, OpenIDSettings
+from grantd.core.clients import (
+    CLIENT_TYPES,
+    CONFIDENTIAL,
+    ID_TOKEN_ALGORITHMS,
+    SUBJECT_TYPES,
+    OpenIDSettings,
+    redirect_hosts,
+)
 from grantd.core.context import Context
 from grantd.core.errors import GrantdError, InvalidRequest, NotFound
 from grantd.crypto.secrets import new_app_key, new_key_id, new_key_secret, new_secret, new_uuid, s256
@@ -54,6 +61,9 @@ assert BRANDING_FIELDS == store.BRANDING_COLUMNS  # one name per setting, from t
 
 OPENID_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclass_fields(OpenIDSettings))
 assert OPENID_FIELDS == store.OPENID_COLUMNS
+OPENID_DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclass_fields(OpenIDSettings)}
+
+
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,6 +327,94 @@ def check_branding(given: Mapping[str, str | None]) -> dict[str, str | None]:
     return checked
 
 
+# ---------------------------------------------------------------- OpenID Connect settings: the rules
+
+
+def _post_logout_redirect_uris(value: Any) -> tuple[str, ...]:
+    """Exact URIs, by the rules of redirect URIs (RP-Initiated Logout 1.0 §3.1): at most as many."""
+    field = "post_logout_redirect_uris"
+    if isinstance(value, str) or not isinstance(value, Sequence) or not all(isinstance(uri, str) for uri in value):
+        raise InvalidRequest(f"{field} must be a list of URIs.", field=field)
+    if len(value) > MAX_REDIRECT_URIS:
+        raise InvalidRequest(f"{field} may list at most {MAX_REDIRECT_URIS} URIs.", field=field)
+    return tuple(dict.fromkeys(redirect_uris.validate(uri, field) for uri in value))
+
+
+def _one_of(field: str, choices: Sequence[str]) -> Callable[[Any], str]:
+    def rule(value: Any) -> str:
+        if value not in choices:
+            raise InvalidRequest(f"{field} must be one of: {', '.join(choices)}.", field=field)
+        return value
+
+    return rule
+
+
+def _require_nonce(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidRequest("require_nonce must be true or false.", field="require_nonce")
+    return value
+
+
+_OPENID_RULES: dict[str, Callable[[Any], Any]] = {
+    "post_logout_redirect_uris": _post_logout_redirect_uris,
+    "id_token_signed_response_alg": _one_of("id_token_signed_response_alg", ID_TOKEN_ALGORITHMS),
+    "subject_type": _one_of("subject_type", SUBJECT_TYPES),
+    # Only its host is used (the pairwise sector): the document it names is not fetched.
+    "sector_identifier_uri": lambda value: _branding_uri("sector_identifier_uri", value),
+    "require_nonce": _require_nonce,
+}
+assert tuple(_OPENID_RULES) == OPENID_FIELDS
+
+
+def _openid(fields: _Fields, given: Mapping[str, Any]) -> dict[str, Any]:
+    """The OpenID Connect settings ``given`` (None: leave it as it is), each checked on its own by
+    ``fields``: the value as ``OpenIDSettings`` holds it. An empty value ("" or []) is the
+    setting's default, which clears it (as false does for require_nonce)."""
+    unknown = set(given) - set(OPENID_FIELDS)
+    if unknown:
+        raise ValueError(f"not an OpenID Connect setting: {sorted(unknown)}")
+    checked: dict[str, Any] = {}
+    for name, value in given.items():
+        if value is None:
+            continue
+        if isinstance(value, str):
+            value = value.strip()
+        if isinstance(value, (str, list, tuple)) and not value:
+            checked[name] = OPENID_DEFAULTS[name]
+        else:
+            checked[name] = fields.check(name, lambda rule=_OPENID_RULES[name], v=value: rule(v))
+    return checked
+
+
+def _sector_rule(fields: _Fields, uris: Sequence[str] | None, settings: Mapping[str, Any]) -> None:
+    """Pairwise subjects for redirect URIs on more than one host need a ``sector_identifier_uri``
+    (OpenID Connect Core 1.0 §8.1): without one, the sector of the subjects is ambiguous."""
+    if uris is None or {"subject_type", "sector_identifier_uri"} & set(fields.errors):
+        return  # a field it depends on is refused already
+    if settings["subject_type"] == "pairwise" and not settings["sector_identifier_uri"] and len(redirect_hosts(uris)) > 1:
+        fields.errors.setdefault("sector_identifier_uri", InvalidRequest(
+            "sector_identifier_uri is required when subject_type is pairwise and the redirect_uris are on more "
+            "than one host (OpenID Connect Core 1.0 §8.1): its host names the sector of the app's subjects.",
+            field="sector_identifier_uri",
+        ))
+
+
+def check_openid(given: Mapping[str, Any], uris: Sequence[str] = ()) -> dict[str, Any]:
+    """``given`` as ``OpenIDSettings`` would hold it, for an app with the redirect ``uris``;
+    InvalidRequest (with ``field``) for the first bad setting, every bad one in ``field_errors``."""
+    fields = _Fields()
+    checked = _openid(fields, given)
+    _sector_rule(fields, uris, {**OPENID_DEFAULTS, **checked})
+    fields.done()
+    return checked
+
+
+def _openid_columns(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The columns of some OpenID Connect settings: a default is NULL (the migration's meaning),
+    so there is one way to store each value."""
+    return {name: None if value == OPENID_DEFAULTS[name] else value for name, value in settings.items()}
+
+
 def branding(app_row: Any) -> dict[str, Any]:
     """The branding of an app in the shape of the v2 ``GET /oauth/client-info`` answer (the Neucron
     SDK 2.2.3): ``app_icon``, ``app_domain``, ``description``, ``website_url``,
@@ -379,12 +477,14 @@ async def create(
     client_type: str = CONFIDENTIAL,
     *,
     brand: Mapping[str, str | None] | None = None,
+    openid: Mapping[str, Any] | None = None,
     address: str | None = None,
     operator: bool = False,
 ) -> CreatedApp:
     """Register an app. A public client (a browser or native app) cannot keep a secret: PKCE is required for it.
 
     ``brand``: some of ``BRANDING_FIELDS`` and their values (None or empty: not set).
+    ``openid``: some of ``OPENID_FIELDS`` and their values (None or empty: the default).
     """
     fields = _Fields()
     fields.check("client_type", lambda: _client_type(client_type))
@@ -392,6 +492,8 @@ async def create(
     uris_ = fields.check("redirect_uris", lambda: _redirect_uris(uris))
     permissions_ = fields.check("permissions", lambda: _permissions(ctx, permissions))
     look = {name: value for name, value in _branding(fields, brand or {}).items() if value is not None}
+    settings = {**OPENID_DEFAULTS, **_openid(fields, openid or {})}
+    _sector_rule(fields, uris_, settings)
     fields.done()
     assert name_ is not None and uris_ is not None and permissions_ is not None  # else done() raised
     name = name_
@@ -408,12 +510,14 @@ async def create(
             client_type=client_type,
             now=now,
             branding=look,
+            openid=_openid_columns(settings),
         )
         await audit.record(
             ctx, tx, "app_created", actor=audit.OPERATOR if operator else owner_id, user_id=owner_id, app_id=app_id,
             address=address, now=now, client_type=client_type, permissions=perms.parse(permissions_),
         )
-    return CreatedApp(App(app_id, name, uris_, permissions_, now, now, None, client_type, Branding(**look)), app_key)
+    app = App(app_id, name, uris_, permissions_, now, now, None, client_type, Branding(**look), OpenIDSettings(**settings))
+    return CreatedApp(app, app_key)
 
 
 async def list_owned(ctx: Context, owner_id: str) -> list[App]:
@@ -435,10 +539,12 @@ async def update(
     uris: Sequence[str] | None = None,
     permissions: str | None = None,
     brand: Mapping[str, str | None] | None = None,
+    openid: Mapping[str, Any] | None = None,
     address: str | None = None,
 ) -> App:
     """Change what is given (None: leave it). ``brand``: some of ``BRANDING_FIELDS``; an empty
-    value removes that setting. Only what really changes is written, and audited by name."""
+    value removes that setting. ``openid``: some of ``OPENID_FIELDS``; an empty value ("", [],
+    false) sets it back to its default. Only what really changes is written, and audited by name."""
     values: dict[str, object] = {}
     fields = _Fields()
     if name is not None:
@@ -448,14 +554,19 @@ async def update(
     if permissions is not None:
         values["permissions"] = fields.check("permissions", lambda: _permissions(ctx, permissions))
     values.update(_branding(fields, brand or {}))
-    fields.done()
+    settings = _openid(fields, openid or {})
     now = ctx.now()
     async with ctx.db.write() as tx:
         row = await _require_owned(tx, owner_id, app_id)
-        current = {**row._mapping, "redirect_uris": store.redirect_uris_of(row)}
-        changed = {field: value for field, value in values.items() if value != current[field]}
+        current = {**row._mapping, "redirect_uris": store.redirect_uris_of(row), **asdict(OpenIDSettings.of(row))}
+        # A rule across settings, with what the app will have: what is given, else what it has;
+        # then every bad field at once (the caller's app first: another's is NotFound).
+        _sector_rule(fields, values.get("redirect_uris", current["redirect_uris"]), {**current, **settings})
+        fields.done()
+        changed = {field: value for field, value in {**values, **settings}.items() if value != current[field]}
         if changed:
-            await store.update_app(tx, app_id, changed, now)
+            openid_changed = _openid_columns({k: v for k, v in changed.items() if k in OPENID_DEFAULTS})
+            await store.update_app(tx, app_id, {**changed, **openid_changed}, now)
             await audit.record(
                 ctx, tx, "app_updated", actor=owner_id or audit.OPERATOR, user_id=row.owner_id, app_id=app_id,
                 address=address, now=now, fields=sorted(changed),

@@ -7,7 +7,9 @@ How a caller proves it is a client is ``grantd.core.client_auth``'s.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 from typing import Any, NamedTuple
 
 CONFIDENTIAL = "confidential"
@@ -56,3 +58,23 @@ class OpenIDSettings:
             sector_identifier_uri=row.sector_identifier_uri,
             require_nonce=bool(row.require_nonce),
         )
+
+    def sector(self, uris: Sequence[str]) -> str | None:
+        """The sector of pairwise subjects (OpenID Connect Core 1.0 §8.1): the host of
+        ``sector_identifier_uri`` when set, else the one host of the app's redirect ``uris``
+        (None when they have several: the settings' rules then require a sector_identifier_uri)."""
+        if self.sector_identifier_uri:
+            return urlsplit(self.sector_identifier_uri).hostname
+        hosts = redirect_hosts(uris)
+        return next(iter(hosts)) if len(hosts) == 1 else None
+
+
+def redirect_hosts(uris: Sequence[str]) -> set[str]:
+    """The hosts of redirect URIs, in lower case, as OpenID Connect Core 1.0 §8.1 counts them for
+    a pairwise sector; a URI without a host (a private-use scheme's, ``com.example.app:/cb``)
+    counts as its scheme."""
+    hosts = set()
+    for uri in uris:
+        parts = urlsplit(uri)
+        hosts.add(parts.hostname or parts.scheme.lower())
+    return hosts

@@ -20,7 +20,6 @@ import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from grantd.core.errors import InvalidRequest
 from grantd.crypto.jws import InvalidSignature
@@ -74,19 +73,11 @@ def _pairwise_key(ctx: Context) -> bytes:
     return hmac.new(ctx.settings.master_secret, b"grantd pairwise subject v1", hashlib.sha256).digest()
 
 
-def sector_of(settings: OpenIDSettings, redirect_uris: Iterable[str]) -> str:
-    """The sector of a pairwise app (Core §8.1): the host of its ``sector_identifier_uri``, else
-    the host of its redirect URIs (one host: the app's settings require a sector identifier
-    otherwise)."""
-    uri = settings.sector_identifier_uri or next(iter(redirect_uris), "")
-    return (urlsplit(uri).hostname or "").lower()
-
-
 def subject(ctx: Context, settings: OpenIDSettings, redirect_uris: Iterable[str], user_id: str) -> str:
     """The ``sub`` the app is shown for the user."""
     if settings.subject_type != "pairwise":
         return user_id
-    sector = sector_of(settings, redirect_uris)
+    sector = (settings.sector(tuple(redirect_uris)) or "").lower()
     digest = hmac.new(_pairwise_key(ctx), f"{sector}\x00{user_id}".encode(), hashlib.sha256).digest()
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 

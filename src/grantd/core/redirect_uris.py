@@ -7,6 +7,8 @@ only decides what may be registered:
 - ``http://`` only on a loopback host (``localhost``, ``127.0.0.1``, ``[::1]``), for native and local apps;
 - a private-use scheme with a dot in it (``com.example.app:/callback``), for native apps;
 - never a fragment, user info, white space or control characters.
+
+The same rules hold for an app's ``post_logout_redirect_uris`` (OpenID Connect RP-Initiated Logout 1.0 §3.1).
 """
 
 from __future__ import annotations
@@ -22,33 +24,34 @@ _PRIVATE_USE_SCHEME = re.compile(r"^[a-z][a-z0-9+\-]*(\.[a-z0-9+\-]+)+$")
 _FORBIDDEN_CHARS = re.compile(r"[\s\x00-\x1f\x7f<>\"\\^`{|}]")
 
 
-def validate(uri: str) -> str:
-    """The URI itself when it may be registered; InvalidRequest saying why otherwise."""
+def validate(uri: str, field: str = "redirect_uris") -> str:
+    """The URI itself when it may be registered; InvalidRequest saying why otherwise, naming
+    ``field`` (the list it is an item of: ``redirect_uris`` or ``post_logout_redirect_uris``)."""
     if not uri or len(uri) > MAX_LENGTH:
-        raise InvalidRequest(f"redirect_uris items must be 1 to {MAX_LENGTH} characters.")
+        raise InvalidRequest(f"{field} items must be 1 to {MAX_LENGTH} characters.")
     if _FORBIDDEN_CHARS.search(uri):
-        raise InvalidRequest("redirect_uris items may not contain white space or control characters.")
+        raise InvalidRequest(f"{field} items may not contain white space or control characters.")
     try:
         parts = urlsplit(uri)
         hostname = parts.hostname
         parts.port  # noqa: B018 - raises ValueError on a malformed port
     except ValueError:
-        raise InvalidRequest(f"redirect_uris item is not a valid URI: {uri}") from None
+        raise InvalidRequest(f"{field} item is not a valid URI: {uri}") from None
     scheme = parts.scheme.lower()
     if "#" in uri:
-        raise InvalidRequest("redirect_uris items may not have a fragment.")
+        raise InvalidRequest(f"{field} items may not have a fragment.")
     if parts.username is not None or parts.password is not None:
-        raise InvalidRequest("redirect_uris items may not carry user information.")
+        raise InvalidRequest(f"{field} items may not carry user information.")
     if scheme == "https":
         if not hostname:
-            raise InvalidRequest(f"redirect_uris item has no host: {uri}")
+            raise InvalidRequest(f"{field} item has no host: {uri}")
         return uri
     if scheme == "http":
         if hostname not in LOOPBACK_HOSTS:
-            raise InvalidRequest("http redirect_uris are allowed only on a loopback host; use https.")
+            raise InvalidRequest(f"http {field} are allowed only on a loopback host; use https.")
         return uri
     if _PRIVATE_USE_SCHEME.match(scheme) and uri.startswith(parts.scheme + ":"):
         return uri
     raise InvalidRequest(
-        f"redirect_uris item must be https, http on a loopback host, or a private-use scheme like com.example.app:/cb: {uri}"
+        f"{field} item must be https, http on a loopback host, or a private-use scheme like com.example.app:/cb: {uri}"
     )

@@ -55,11 +55,14 @@ async def insert_app(
     client_type: str,
     now: int,
     branding: Mapping[str, str | None] | None = None,
+    openid: Mapping[str, Any] | None = None,
 ) -> None:
-    """``branding``: some of ``BRANDING_COLUMNS`` and their values (the rest stay NULL)."""
+    """``branding``, ``openid``: some of ``BRANDING_COLUMNS``, ``OPENID_COLUMNS`` and their values
+    (the rest stay NULL; ``post_logout_redirect_uris`` a list, stored as JSON)."""
     await conn.execute(
         insert(apps).values(
             **(branding or {}),
+            **_openid_values(openid or {}),
             client_type=client_type,
             id=app_id,
             owner_id=owner_id,
@@ -94,9 +97,16 @@ async def live(conn: AsyncConnection, app_id: str) -> Row | None:
     return await fetch_one(conn, _LIVE, app_id=app_id)
 
 
+def _openid_values(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` with the list of ``post_logout_redirect_uris`` as JSON (None stays NULL)."""
+    uris = values.get("post_logout_redirect_uris")
+    return {**values, "post_logout_redirect_uris": json.dumps(list(uris))} if uris is not None else dict(values)
+
+
 async def update_app(conn: AsyncConnection, app_id: str, values: dict[str, Any], now: int) -> None:
     if "redirect_uris" in values:
         values = {**values, "redirect_uris": json.dumps(values["redirect_uris"])}
+    values = _openid_values(values)
     await conn.execute(update(apps).where(apps.c.id == app_id).values(**values, updated_at=now))
 
 

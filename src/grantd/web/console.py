@@ -7,7 +7,8 @@ token, and renders pages: a refused field is shown next to that field, with stat
 
 - ``GET  /console``                                   the user's apps
 - ``GET  /console/apps/new``, ``POST /console/apps``   register an app (its app_key shown once)
-- ``GET  /console/apps/{id}``, ``POST`` the same       the app; edit its name, redirect URIs, permissions, branding
+- ``GET  /console/apps/{id}``, ``POST`` the same       the app; edit its name, redirect URIs, permissions, branding,
+                                                      OpenID Connect settings
 - ``POST /console/apps/{id}/keys``                     create a key pair (its secret shown once)
 - ``POST /console/apps/{id}/keys/{key_id}/revoke``     revoke a key
 - ``POST /console/apps/{id}/disable``                  disable the app
@@ -136,12 +137,22 @@ def _catalog(ctx: Context) -> list[tuple[str, str]]:
     return sorted(ctx.catalog.descriptions.items())
 
 
+def _openid_form(settings: apps.OpenIDSettings) -> dict[str, Any]:
+    """The OpenID Connect settings as the form shows them: the URIs one a line, no None."""
+    return {
+        **asdict(settings),
+        "post_logout_redirect_uris": "\n".join(settings.post_logout_redirect_uris),
+        "sector_identifier_uri": settings.sector_identifier_uri or "",
+    }
+
+
 def _app_form(app: apps.App | None = None) -> dict[str, Any]:
     """The values of the app form: the app's own, or the defaults of a new app."""
     if app is None:
         return {
             "name": "", "redirect_uris": "", "permissions": [], "client_type": CONFIDENTIAL,
             **dict.fromkeys(apps.BRANDING_FIELDS, ""),
+            **_openid_form(apps.OpenIDSettings()),
         }
     return {
         "name": app.name,
@@ -149,6 +160,7 @@ def _app_form(app: apps.App | None = None) -> dict[str, Any]:
         "permissions": app.permissions.split(","),
         "client_type": app.client_type,
         **{name: value or "" for name, value in asdict(app.branding).items()},
+        **_openid_form(app.openid),
     }
 
 
@@ -159,12 +171,22 @@ def _posted_app_form(form: Form) -> dict[str, Any]:
         "permissions": form.all("permissions"),
         "client_type": form.one("client_type") or "",
         **{name: form.one(name) or "" for name in apps.BRANDING_FIELDS},
+        **{name: form.one(name) or "" for name in apps.OPENID_FIELDS if name != "require_nonce"},
+        "require_nonce": form.one("require_nonce") == "yes",  # a checkbox: absent when not ticked
     }
 
 
 def _brand(values: dict[str, Any]) -> dict[str, str]:
     """The branding settings of a posted form: each as typed (empty: not set, or removed)."""
     return {name: values[name] for name in apps.BRANDING_FIELDS}
+
+
+def _openid(values: dict[str, Any]) -> dict[str, Any]:
+    """The OpenID Connect settings of a posted form, each as typed (empty: the default). The form
+    holds them all, so a setting left empty or unticked is set back to its default."""
+    return {name: values[name] for name in apps.OPENID_FIELDS} | {
+        "post_logout_redirect_uris": _lines(values["post_logout_redirect_uris"]),
+    }
 
 
 def _field_errors(exc: GrantdError) -> dict[str, str]:
@@ -283,6 +305,7 @@ async def create_app(request: Request) -> Response:
             ",".join(values["permissions"]),
             values["client_type"],
             brand=_brand(values),
+            openid=_openid(values),
             address=_address(request),
         )
     except GrantdError as exc:
@@ -346,6 +369,7 @@ async def update_app(request: Request, app_id: str) -> Response:
             uris=_lines(values["redirect_uris"]),
             permissions=",".join(values["permissions"]),
             brand=_brand(values),
+            openid=_openid(values),
             address=_address(request),
         )
     except NotFound:
