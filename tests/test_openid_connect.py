@@ -406,3 +406,77 @@ async def test_logout_that_cannot_be_attributed_asks_to_confirm(
         "/oauth2/logout", params={"client_id": rp.client_id, "post_logout_redirect_uri": "https://evil.example/"}
     )
     assert unregistered.status_code == 400 and "location" not in unregistered.headers
+
+
+# ---------------------------------------------------------------- per-app settings
+
+
+async def test_pairwise_subjects_differ_by_sector_and_agree_within_one(
+    browser: httpx.AsyncClient, client: httpx.AsyncClient, person: tuple[str, str]
+) -> None:
+    user_id, email = person
+    same_sector = [await new_rp(client, subject_type="pairwise") for _ in range(2)]
+    elsewhere = await new_rp(client, subject_type="pairwise", sector_identifier_uri="https://other.example.org/sector.json")
+    subjects = []
+    for rp in (*same_sector, elsewhere):
+        tokens, _ = await code_flow(browser, client, rp, email, scope="openid email")
+        claims = await verified(client, tokens["id_token"], rp.client_id)
+        info = await client.get("/oauth2/userinfo", headers={"Authorization": f"Bearer {tokens['access_token']}"})
+        assert info.json()["sub"] == claims["sub"]  # UserInfo and the ID token agree
+        assert claims["sub"] != user_id and email not in claims["sub"]
+        subjects.append(claims["sub"])
+    assert subjects[0] == subjects[1] != subjects[2]
+    # The hint of a pairwise app is understood: a silent request names the same person.
+    path, _ = authorization_url(same_sector[0], prompt="none", id_token_hint=tokens["id_token"])
+    assert answer((await browser.get(path)).headers["location"])["error"] == "invalid_request"  # another app's token
+    own, _ = await code_flow(browser, client, same_sector[0], email)
+    path, _ = authorization_url(same_sector[0], prompt="none", id_token_hint=own["id_token"])
+    assert "code" in answer((await browser.get(path)).headers["location"])
+
+
+async def test_require_nonce_refuses_an_openid_request_without_one(
+    browser: httpx.AsyncClient, client: httpx.AsyncClient, person: tuple[str, str]
+) -> None:
+    _, email = person
+    strict = await new_rp(client, require_nonce=True)
+    await code_flow(browser, client, strict, email)  # signed in and consented, with a nonce
+    path, _ = authorization_url(strict)
+    refused = answer((await browser.get(path)).headers["location"])
+    assert refused["error"] == "invalid_request" and "nonce" in refused["error_description"]
+    plain, _ = authorization_url(strict, scope="read_profile")  # not an OpenID request: no nonce needed
+    assert (await browser.get(plain)).status_code in (200, 303)
+
+
+async def test_the_app_chooses_the_id_token_algorithm(
+    browser: httpx.AsyncClient, client: httpx.AsyncClient, person: tuple[str, str]
+) -> None:
+    _, email = person
+    for alg in ("RS256", "ES256"):
+        rp = await new_rp(client, id_token_signed_response_alg=alg)
+        tokens, _ = await code_flow(browser, client, rp, email)
+        assert jwt.get_unverified_header(tokens["id_token"])["alg"] == alg
+        await verified(client, tokens["id_token"], rp.client_id)
+    default = await new_rp(client)
+    tokens, _ = await code_flow(browser, client, default, email)
+    assert jwt.get_unverified_header(tokens["id_token"])["alg"] == "RS256"
+    assert jwt.get_unverified_header(tokens["access_token"])["alg"] == "ES256"  # access tokens stay ES256
+
+
+async def test_logout_goes_back_to_the_registered_uri_with_state(
+    browser: httpx.AsyncClient, client: httpx.AsyncClient, person: tuple[str, str]
+) -> None:
+    _, email = person
+    rp = await new_rp(client, post_logout_redirect_uris=[LOGGED_OUT_URI])
+    tokens, _ = await code_flow(browser, client, rp, email)
+    near_miss = await browser.get(
+        "/oauth2/logout",
+        params={"id_token_hint": tokens["id_token"], "post_logout_redirect_uri": LOGGED_OUT_URI + "/x", "state": "z"},
+    )
+    assert near_miss.status_code == 400 and "location" not in near_miss.headers
+    response = await browser.get(
+        "/oauth2/logout",
+        params={"id_token_hint": tokens["id_token"], "post_logout_redirect_uri": LOGGED_OUT_URI, "state": "bye"},
+    )
+    assert response.status_code == 303 and response.headers["location"] == LOGGED_OUT_URI + "?state=bye"
+    silent = answer((await browser.get(authorization_url(rp, prompt="none")[0])).headers["location"])
+    assert silent["error"] == "login_required"
