@@ -197,8 +197,8 @@ class Signer:
         ``iss``, ``aud`` (when ``audience`` is given), ``exp`` (unless ``verify_exp`` is false),
         ``nbf`` and ``iat`` with ``LEEWAY``, and every claim of ``require`` present.
 
-        Remembered per token and per every one of these parameters, so a token verified one way
-        is never answered from memory for a call that asks otherwise."""
+        Remembered per token and per every one of these parameters (hence tuples, not lists), so a
+        token verified one way is never answered from memory for a call that asks otherwise."""
         cache_key = (token, typ, issuer, audience, algorithms, verify_exp, require)
         claims = self._verified.get(cache_key)
         if claims is not None:
