@@ -336,9 +336,15 @@ class Harvest:
                 log.write(stderr + b"\n")
 
     def signing_key(self, key: Any) -> None:
-        d = key.private_numbers().private_value.to_bytes(32, "big")
-        as_b64 = base64.urlsafe_b64encode(d).rstrip(b"=").decode()
-        self.keep("signing_key", as_b64, "process: a signing key sealed in it", extra_forms=[d, d.hex().encode()])
+        """The private scalar of an EC key; the private exponent and both primes of an RSA key."""
+        numbers = key.private_numbers()
+        if hasattr(numbers, "private_value"):
+            secrets = [numbers.private_value.to_bytes(32, "big")]
+        else:
+            secrets = [value.to_bytes((value.bit_length() + 7) // 8, "big") for value in (numbers.d, numbers.p, numbers.q)]
+        for d in secrets:
+            as_b64 = base64.urlsafe_b64encode(d).rstrip(b"=").decode()
+            self.keep("signing_key", as_b64, "process: a signing key sealed in it", extra_forms=[d, d.hex().encode()])
 
     def counts(self) -> Counter[str]:
         return Counter(secret.kind for secret in list(self.secrets.values()))

@@ -320,12 +320,15 @@ def test_operator_sees_every_event_with_grantd_audit(tmp_path: Path, secret_key:
     output = grantd("audit", "--since", "1h", "--json").stdout
     listed = json.loads(output)["events"]
     by_event = {e["event"]: e for e in listed}
-    assert [e["event"] for e in listed] == ["signing_key_rotated", "key_created", "app_created", "signup"]
+    # One signing_key_rotated per new key: an ES256 and an RS256 one.
+    assert [e["event"] for e in listed] == ["signing_key_rotated"] * 2 + ["key_created", "app_created", "signup"]
     assert by_event["signup"]["user_id"] == user["user_id"]
     assert all(e["actor"] == "operator" and e["address"] is None for e in listed)
     assert by_event["app_created"]["app_id"] == created["app_id"]
     assert by_event["key_created"]["detail"] == {"key_id": key["key_id"]}
-    assert by_event["signing_key_rotated"]["detail"]["kid"] == rotated["kid"]
+    rotations = {e["detail"]["algorithm"]: e["detail"] for e in listed if e["event"] == "signing_key_rotated"}
+    assert {alg: d["kid"] for alg, d in rotations.items()} == {k["algorithm"]: k["kid"] for k in rotated["keys"]}
+    assert {alg for alg in rotations} == {"ES256", "RS256"}
     for secret in (PASSWORD, created["app_key"], key["key_secret"]):
         assert secret not in output
 

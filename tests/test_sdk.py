@@ -556,7 +556,7 @@ async def test_no_request_fails_across_a_signing_key_rotation(
                     pass
             out, err = await rotate.communicate()
             assert rotate.returncode == 0, err.decode()
-            new_kid = json.loads(out)["kid"]
+            new_kid = next(k["kid"] for k in json.loads(out)["keys"] if k["algorithm"] == "ES256")
             deadline = time.monotonic() + 20
             while kids[-1] != new_kid or kids.count(new_kid) < 5:
                 assert time.monotonic() < deadline, f"grantd never signed with {new_kid}; kids seen: {set(kids)}"

@@ -53,7 +53,8 @@ class Forger:
     """Makes forgeries of a genuine token, knowing what an attacker (or the server) holds."""
 
     def __init__(self, app: Any, jwks: dict[str, Any]) -> None:
-        self.active = app.state.ctx.signing.active  # the server's real key: for claim-only forgeries
+        self.active = app.state.ctx.signing.active["ES256"]  # the server's real key: for claim-only forgeries
+        self.rsa = app.state.ctx.signing.active["RS256"]  # its RSA key, which signs ID tokens only
         self.jwks = jwks
         self.attacker = ec.generate_private_key(ec.SECP256R1())
 
@@ -62,6 +63,11 @@ class Forger:
         body.update(claims)
         header["kid"] = kid or header["kid"]
         return jwt.encode(body, key or self.active.private_key, algorithm="ES256", headers=header)
+
+    def rs256(self, token: str, *, kid: str | None = None) -> str:
+        """The token's claims signed RS256 with the server's real RSA key (the one for ID tokens)."""
+        header, body = parts(token)
+        return jwt.encode(body, self.rsa.private_key, algorithm="RS256", headers={**header, "alg": "RS256", "kid": kid or self.rsa.kid})
 
     def public_pem(self, token: str) -> bytes:
         kid = parts(token)[0]["kid"]
@@ -89,6 +95,8 @@ class Forger:
             ),
             "truncated signature": lambda t: t[:-10],
             "signature removed": lambda t: t.rsplit(".", 1)[0] + ".",
+            "RS256 with the server's RSA key": lambda t: self.rs256(t),
+            "RS256 under the ES256 kid": lambda t: self.rs256(t, kid=parts(t)[0]["kid"]),
         }
 
 
@@ -200,6 +208,8 @@ async def test_every_forged_access_token_is_refused_by_the_sdk(
         "claims changed, signature kept": {"bad_signature"},
         "truncated signature": {"bad_signature", "malformed"},
         "signature removed": {"bad_signature", "malformed"},
+        "RS256 with the server's RSA key": {"unsupported_algorithm"},
+        "RS256 under the ES256 kid": {"unsupported_algorithm"},
         "wrong aud": {"wrong_audience"},
         "aud missing": {"missing_claim"},
     }

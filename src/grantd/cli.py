@@ -296,6 +296,7 @@ def _key_info(info: Any) -> dict[str, Any]:
 
     return {
         "kid": info.kid,
+        "algorithm": info.algorithm,
         "created_at": rfc3339(info.created_at),
         "activates_at": rfc3339(info.activates_at),
         "retired_at": rfc3339(info.retired_at),
@@ -310,24 +311,28 @@ def signing_keys_rotate(
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Publish a new signing key now; it signs after the delay, when the current key retires."""
+    """Publish a new signing key of each algorithm (ES256, RS256) now; they sign after the delay,
+    when the current keys retire."""
     from grantd.core import signing_keys
 
     async def use_case(ctx: Context) -> dict[str, Any]:
-        return _key_info(await signing_keys.rotate(ctx, delay))
+        return {"keys": [_key_info(info) for info in await signing_keys.rotate(ctx, delay)]}
 
-    _emit(_run(use_case), as_json)
+    _emit_keys(_run(use_case), as_json)
 
 
 @signing_keys_app.command("list")
 def signing_keys_list(as_json: JsonOption = False) -> None:
-    """The published signing keys, newest first."""
+    """The published signing keys (ES256 and RS256), newest first."""
     from grantd.core import signing_keys
 
     async def use_case(ctx: Context) -> dict[str, Any]:
         return {"keys": [_key_info(info) for info in await signing_keys.list_keys(ctx)]}
 
-    result = _run(use_case)
+    _emit_keys(_run(use_case), as_json)
+
+
+def _emit_keys(result: dict[str, Any], as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(result, indent=2))
     else:

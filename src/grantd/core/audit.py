@@ -49,7 +49,7 @@ EVENTS = frozenset(
 )
 # What a detail may carry: identifiers, permissions, names of changed fields, a reason. Nothing else.
 DETAIL_KEYS = frozenset(
-    {"jti", "key_id", "kid", "permissions", "fields", "client_type", "reason", "activates_at", "family_revoked", "before"}
+    {"jti", "key_id", "kid", "algorithm", "permissions", "fields", "client_type", "reason", "activates_at", "family_revoked", "before"}
 )
 LIMIT_DEFAULT = 100
 LIMIT_MAX = 500

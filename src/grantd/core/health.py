@@ -9,6 +9,7 @@ import logging
 
 from grantd.core import signing_keys
 from grantd.core.context import Context
+from grantd.crypto import jws
 from grantd.store.migrate import is_current
 
 log = logging.getLogger("grantd")
@@ -41,6 +42,6 @@ async def readiness(ctx: Context | None) -> dict[str, str]:
         checks["signing_key"] = "unreadable"
         return checks
     now = ctx.now()
-    active = any(k.activates_at <= now and (k.retired_at is None or k.retired_at > now) for k in keys)
+    active = signing_keys.active_by_algorithm(keys, now).keys() >= set(jws.ALGORITHMS)
     checks["signing_key"] = "ok" if active and ctx.signer is not None else "none_active"
     return checks

@@ -1,9 +1,13 @@
 """Signing keys: created on first start, kept in the database, shared by every process, rotated by the operator.
 
-Rotation publishes the next key at once but lets it sign only after a delay, so every
-process and every resource server caching the JWKS knows it before the first token it
-signs arrives. The previous key retires when its successor activates, and stays published
-until every token it can have signed has expired.
+There is one active key per algorithm (``jws.ALGORITHMS``): ES256 signs access tokens and user
+tokens, RS256 (or ES256, per app) ID tokens. A deployment that had only ES256 keys gets its RS256
+key on its next start.
+
+Rotation replaces the keys of every algorithm at once. It publishes the next keys at once but
+lets them sign only after a delay, so every process and every resource server caching the JWKS
+knows them before the first token they sign arrives. Each previous key retires when its
+successor activates, and stays published until every token it can have signed has expired.
 """
 
 from __future__ import annotations
@@ -11,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from grantd.core import audit
 from grantd.core.context import Context
@@ -26,9 +32,23 @@ RELOAD_INTERVAL = 30
 @dataclass(frozen=True, slots=True)
 class KeyInfo:
     kid: str
+    algorithm: str
     created_at: int
     activates_at: int
     retired_at: int | None
+
+
+def active_by_algorithm(keys: Iterable[Any], now: int) -> dict[str, Any]:
+    """The key that signs now for each algorithm: the newest activated and not yet retired.
+
+    ``keys``: rows of ``store.published`` or ``KeyInfo`` objects, newest activation first, as both come."""
+    active: dict[str, Any] = {}
+    for key in keys:
+        if key.algorithm in jws.ALGORITHMS and key.algorithm not in active and key.activates_at <= now and (
+            key.retired_at is None or key.retired_at > now
+        ):
+            active[key.algorithm] = key
+    return active
 
 
 def _keep_after_retirement(ctx: Context) -> int:
@@ -37,41 +57,46 @@ def _keep_after_retirement(ctx: Context) -> int:
 
 
 async def ensure_active(ctx: Context) -> None:
-    """Create the first signing key if no key is active yet."""
+    """Create a signing key for every algorithm that has no active one yet."""
     now = ctx.now()
     async with ctx.db.write() as tx:
         await store.lock(tx)
-        rows = await store.published(tx, now, _keep_after_retirement(ctx))
-        if any(row.activates_at <= now and (row.retired_at is None or row.retired_at > now) for row in rows):
-            return
-        await _insert_new(ctx, tx, now=now, activates_at=now)
+        active = active_by_algorithm(await store.published(tx, now, _keep_after_retirement(ctx)), now)
+        for algorithm in jws.ALGORITHMS:
+            if algorithm not in active:
+                await _insert(ctx, tx, jws.new_private_key(algorithm), now=now, activates_at=now)
 
 
-async def rotate(ctx: Context, delay: int | None = None) -> KeyInfo:
-    """Publish a new key now; it starts signing after ``delay`` seconds, when the current key retires."""
+async def rotate(ctx: Context, delay: int | None = None) -> list[KeyInfo]:
+    """Publish a new key of every algorithm now; they start signing after ``delay`` seconds,
+    when the current keys retire. One ``signing_key_rotated`` audit event per new key."""
     now = ctx.now()
     activates_at = now + (ctx.settings.signing_key_activation_delay if delay is None else delay)
+    new_keys = [jws.new_private_key(algorithm) for algorithm in jws.ALGORITHMS]  # RSA's takes ~0.1 s: not under the lock
     async with ctx.db.write() as tx:
         await store.lock(tx)
-        kid = await _insert_new(ctx, tx, now=now, activates_at=activates_at)
-        await store.retire_all_but(tx, kid, activates_at)
-        await audit.record(ctx, tx, "signing_key_rotated", actor=audit.OPERATOR, now=now, kid=kid, activates_at=activates_at)
-    return KeyInfo(kid, now, activates_at, None)
+        kids = [await _insert(ctx, tx, key, now=now, activates_at=activates_at) for key in new_keys]
+        await store.retire_all_but(tx, kids, activates_at)
+        for kid, key in zip(kids, new_keys, strict=True):
+            await audit.record(
+                ctx, tx, "signing_key_rotated", actor=audit.OPERATOR, now=now,
+                kid=kid, algorithm=jws.algorithm_of(key), activates_at=activates_at,
+            )
+    return [KeyInfo(kid, jws.algorithm_of(key), now, activates_at, None) for kid, key in zip(kids, new_keys, strict=True)]
 
 
 async def list_keys(ctx: Context) -> list[KeyInfo]:
     async with ctx.db.read() as conn:
         rows = await store.published(conn, ctx.now(), _keep_after_retirement(ctx))
-    return [KeyInfo(row.kid, row.created_at, row.activates_at, row.retired_at) for row in rows]
+    return [KeyInfo(row.kid, row.algorithm, row.created_at, row.activates_at, row.retired_at) for row in rows]
 
 
-async def _insert_new(ctx: Context, tx, *, now: int, activates_at: int) -> str:  # type: ignore[no-untyped-def]
+async def _insert(ctx: Context, tx, private_key: jws.PrivateKey, *, now: int, activates_at: int) -> str:  # type: ignore[no-untyped-def]
     kid = new_uuid()
-    private_key = jws.new_private_key()
     await store.insert_key(
         tx,
         kid=kid,
-        algorithm=jws.ALGORITHM,
+        algorithm=jws.algorithm_of(private_key),
         public_jwk=json.dumps(jws.public_jwk(private_key.public_key(), kid)),
         private_key=ctx.sealer.seal(private_key, kid),
         now=now,
@@ -81,29 +106,28 @@ async def _insert_new(ctx: Context, tx, *, now: int, activates_at: int) -> str: 
 
 
 async def load(ctx: Context) -> jws.Signer:
-    """Read the published keys; sign with the newest one already active. Returns the new signer."""
+    """Read the published keys; sign with the newest one already active of each algorithm. Returns the new signer."""
     now = ctx.now()
     async with ctx.db.read() as conn:
-        rows = await store.published(conn, now, _keep_after_retirement(ctx))
-    active = next(
-        (row for row in rows if row.activates_at <= now and (row.retired_at is None or row.retired_at > now)), None
-    )
-    if active is None:
-        raise RuntimeError("no active signing key; run `grantd migrate` or `grantd serve` once")
+        rows = [row for row in await store.published(conn, now, _keep_after_retirement(ctx)) if row.algorithm in jws.ALGORITHMS]
+    active = active_by_algorithm(rows, now)
+    missing = [algorithm for algorithm in jws.ALGORITHMS if algorithm not in active]
+    if missing:
+        raise RuntimeError(f"no active {' or '.join(missing)} signing key; run `grantd migrate` or `grantd serve` once")
     pending = [row.activates_at for row in rows if row.activates_at > now]
     jwks = [json.loads(row.public_jwk) for row in rows]
     current = ctx.signer
-    private_key = (
-        current.active.private_key
-        if current is not None and current.active.kid == active.kid
-        else ctx.sealer.open(active.private_key, active.kid)
-    )
-    signer = jws.Signer(
-        active=jws.SigningKey(active.kid, private_key),
-        published={jwk["kid"]: jws.public_key_from_jwk(jwk) for jwk in jwks},
-        jwks=jwks,
-        reload_at=min([now + ctx.settings.signing_key_reload_interval, *pending]),
-    )
+    keys = []
+    for algorithm, row in active.items():
+        known = current.active.get(algorithm) if current is not None else None
+        if known is not None and known.kid == row.kid:
+            keys.append(known)
+            continue
+        private_key = ctx.sealer.open(row.private_key, row.kid)
+        if jws.algorithm_of(private_key) != algorithm:
+            raise RuntimeError(f"signing key {row.kid} is stored as {algorithm} but is not one")
+        keys.append(jws.SigningKey(row.kid, private_key))
+    signer = jws.Signer(keys, jwks, reload_at=min([now + ctx.settings.signing_key_reload_interval, *pending]))
     ctx.signer = signer
     return signer
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from sqlalchemy import insert, or_, select, text, update
 from sqlalchemy.engine import Row
@@ -54,10 +54,10 @@ async def insert_key(
     )
 
 
-async def retire_all_but(conn: AsyncConnection, kid: str, at: int) -> None:
-    """Every other unretired key stops signing at ``at``."""
+async def retire_all_but(conn: AsyncConnection, kids: Collection[str], at: int) -> None:
+    """Every unretired key but ``kids`` stops signing at ``at``."""
     await conn.execute(
         update(signing_keys)
-        .where(signing_keys.c.kid != kid, signing_keys.c.retired_at.is_(None))
+        .where(signing_keys.c.kid.not_in(list(kids)), signing_keys.c.retired_at.is_(None))
         .values(retired_at=at)
     )
