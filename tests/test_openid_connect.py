@@ -480,3 +480,13 @@ async def test_logout_goes_back_to_the_registered_uri_with_state(
     assert response.status_code == 303 and response.headers["location"] == LOGGED_OUT_URI + "?state=bye"
     silent = answer((await browser.get(authorization_url(rp, prompt="none")[0])).headers["location"])
     assert silent["error"] == "login_required"
+
+
+async def test_prompt_create_opens_the_sign_up_page(browser: httpx.AsyncClient, rp: RelyingParty) -> None:
+    path, _ = authorization_url(rp, prompt="create")
+    response = await browser.get(path)
+    assert response.status_code == 303 and response.headers["location"].startswith("/signup?")
+    back = parse_qs(urlsplit(response.headers["location"]).query)["next"][0]
+    assert back.startswith("/oauth2/authorize?") and "prompt" not in parse_qs(urlsplit(back).query)
+    document = (await browser.get("/.well-known/openid-configuration")).json()
+    assert "create" in document["prompt_values_supported"]

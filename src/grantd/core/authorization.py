@@ -74,8 +74,9 @@ class Target:
         return openid.Audience(self.app_id, self.openid, self.redirect_uris)
 
 
-# OpenID Connect Core 1.0 §3.1.2.1: the values of ``prompt`` and ``response_mode`` grantd knows.
-PROMPTS = ("none", "login", "consent", "select_account")
+# OpenID Connect Core 1.0 §3.1.2.1: the values of ``prompt`` and ``response_mode`` grantd knows;
+# ``create`` is Initiating User Registration via OpenID Connect 1.0's (the sign-up page).
+PROMPTS = ("none", "login", "consent", "select_account", "create")
 RESPONSE_MODES = ("query", "form_post")
 
 

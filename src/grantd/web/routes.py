@@ -219,7 +219,10 @@ async def authorize_page(request: Request) -> Response:
     if _must_sign_in(ctx, standard, principal, hinted):
         if "none" in standard.prompt:
             return _back_with_error(ctx, target, LoginRequired("The user must sign in."), params)
-        response = _to_signin(_authorize_path(_after_sign_in(params)))
+        next_path = _authorize_path(_after_sign_in(params))
+        # prompt=create (Initiating User Registration via OpenID Connect 1.0): the sign-up page.
+        wanted = "/signup?" if "create" in standard.prompt and principal is None else "/signin?"
+        response = redirect(wanted + urlencode({"next": next_path}))
         if principal is None and session.SESSION_COOKIE in request.cookies:
             session.clear_session(ctx, response)
         return response
@@ -257,12 +260,12 @@ def _must_sign_in(
 
 def _after_sign_in(params: dict[str, str]) -> dict[str, str]:
     """The request to come back to once signed in: without what would send the user to sign in
-    again however recently they did (``prompt=login``, ``select_account``; ``max_age``, which a
+    again however recently they did (``prompt=login``, ``select_account``, ``create``; ``max_age``, which a
     sign-in just now meets, but which a slow round trip could miss by a second), and without
     ``id_token_hint``, which the user has just answered by signing in (kept, it would send someone
     else back to sign in)."""
     after = {name: value for name, value in params.items() if name not in ("id_token_hint", "max_age")}
-    prompts = [p for p in after.get("prompt", "").split() if p not in ("login", "select_account")]
+    prompts = [p for p in after.get("prompt", "").split() if p not in ("login", "select_account", "create")]
     if prompts:
         after["prompt"] = " ".join(prompts)
     else:
