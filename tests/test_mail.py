@@ -249,6 +249,10 @@ from test_pages import form  # noqa: E402
 ISSUER = "http://testserver"
 ANSWER = "If an account exists for that address, we sent a link to reset its password."
 NEW_PASSWORD = "a brand new passphrase"
+RESET_SUBJECT = "Reset your password"
+VERIFY_SUBJECT = "Verify your email address"
+CHANGE_SUBJECT = "Confirm your new email address"
+CHANGED_SUBJECT = "Your email address was changed"
 
 
 class MailApp:
@@ -263,13 +267,27 @@ class MailApp:
     def browser(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url=ISSUER)
 
-    async def next_message(self, count: int = 1) -> Message:
+    def received(self, to: str | None = None, subject: str | None = None) -> list[Message]:
+        """The messages delivered so far, to ``to`` and with ``subject`` when given, oldest first."""
+        return [
+            m for m in self.smtp.inbox.messages
+            if (to is None or m["To"] == to) and (subject is None or m["Subject"] == subject)
+        ]
+
+    async def next_message(self, count: int = 1, *, to: str | None = None, subject: str = RESET_SUBJECT) -> Message:
+        """The ``count``-th message (to ``to``) with ``subject``, once the outbox has delivered it."""
         for _ in range(200):
             await mail.send_due(self.ctx)
-            if len(self.smtp.inbox.messages) >= count:
-                return self.smtp.inbox.messages[count - 1]
+            found = self.received(to, subject)
+            if len(found) >= count:
+                return found[count - 1]
             await asyncio.sleep(0.02)
-        raise AssertionError("no message arrived")
+        raise AssertionError(f"no message {subject!r} arrived")
+
+    async def settle(self) -> None:
+        """Deliver whatever the outbox holds now."""
+        await asyncio.sleep(0.05)
+        await mail.send_due(self.ctx)
 
 
 def reset_link(message: Message) -> str:
@@ -373,9 +391,8 @@ async def test_an_unknown_email_gets_the_same_answer_and_no_message(mail_app: Ma
         page = await _request_on_page(browser, unique_email())
         assert page.status_code == 200 and ANSWER in page.text
         await mail_app.next_message(1)
-        await asyncio.sleep(0.1)
-        await mail.send_due(mail_app.ctx)
-        assert [m["To"] for m in mail_app.smtp.inbox.messages] == [known]
+        await mail_app.settle()
+        assert [m["To"] for m in mail_app.received(subject=RESET_SUBJECT)] == [known]
 
 
 async def test_a_weak_new_password_is_refused_and_leaves_the_link_usable(mail_app: MailApp) -> None:

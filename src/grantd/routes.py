@@ -300,6 +300,8 @@ _PAGES = (
     _page("POST", "/password/forgot", web.forgot),
     _page("GET", "/password/reset", web.reset_form),
     _page("POST", "/password/reset", web.reset),
+    _page("GET", "/email/verify", web.verify_email_form),
+    _page("POST", "/email/verify", web.verify_email),
     _page("POST", "/signout", web.signout),
     _page("GET", "/", web.home),
     Route("GET", "/static/grantd.css", web.stylesheet, NEUCRON, hidden=True),
@@ -307,6 +309,8 @@ _PAGES = (
     _page("GET", "/account", account.account),
     _page("POST", "/account/password", account.change_password),
     _page("POST", "/account/profile", account.update_profile),
+    _page("POST", "/account/email", account.change_email),
+    _page("POST", "/account/email/verify", account.send_verification),
     _page("GET", "/account/apps", account.connected_apps),
     _page("POST", "/account/apps/{app_id}/revoke", account.revoke),
     # the developer console; /console/apps/new before /console/apps/{app_id}

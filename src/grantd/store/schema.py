@@ -38,6 +38,8 @@ users = Table(
     Column("phone_number", String(16)),  # + and 7 to 15 digits
     Column("language", String(35)),  # a BCP 47 tag
     Column("updated_at", BigInteger),  # when the profile last changed (OpenID Connect's updated_at)
+    # When ``email`` was proven by a link sent to it (grantd.core.email_address); NULL: not proven.
+    Column("email_verified_at", BigInteger),
 )
 Index("ux_users_user_name_key", users.c.user_name_key, unique=True)
 
@@ -236,13 +238,15 @@ mail_outbox = Table(
 )
 Index("ix_mail_outbox_next_attempt_at", mail_outbox.c.next_attempt_at)
 
-# Single-use links sent by email (a password reset): only the token's keyed hash is stored.
+# Single-use links sent by email (a password reset, an address's verification, an email change):
+# only the token's keyed hash is stored.
 email_tokens = Table(
     "email_tokens",
     metadata,
     Column("token_hash", String(64), primary_key=True),
     Column("user_id", String(36), ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
-    Column("purpose", String(20), nullable=False),  # "password_reset"
+    Column("purpose", String(20), nullable=False),  # "password_reset", "verify_email", "change_email"
+    Column("email", String(320)),  # the address the link proves (verify_email, change_email)
     Column("created_at", BigInteger, nullable=False),
     Column("expires_at", BigInteger, nullable=False),
     Column("used_at", BigInteger),
