@@ -6,18 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import email
-import email.policy
 import logging
 import os
 import secrets
-import socket
 from collections.abc import AsyncIterator, Iterator
 from email.message import Message
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 from sqlalchemy import select
 
 from grantd.config import Settings
@@ -25,45 +22,9 @@ from grantd.core import mail
 from grantd.core.context import Context
 from grantd.store.schema import mail_outbox
 from support.databases import migrate, pg_execute, postgres_available
+from support.smtp import SmtpServer, free_port
 
 pytestmark = pytest.mark.db
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Inbox:
-    """aiosmtpd's handler: keeps every message received."""
-
-    def __init__(self) -> None:
-        self.messages: list[Message] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd's name
-        self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
-        return "250 OK"
-
-
-class SmtpServer:
-    def __init__(self) -> None:
-        self.port = _free_port()
-        self.inbox = Inbox()
-        self._controller: Controller | None = None
-
-    def start(self) -> None:
-        self._controller = Controller(self.inbox, hostname="127.0.0.1", port=self.port)
-        self._controller.start()
-
-    def stop(self) -> None:
-        if self._controller is not None:
-            self._controller.stop()
-            self._controller = None
-
-    @property
-    def url(self) -> str:
-        return f"smtp://127.0.0.1:{self.port}"
 
 
 @pytest.fixture(autouse=True)
@@ -215,7 +176,7 @@ async def test_a_stopped_smtp_server_leaves_the_message_queued_until_it_is_back(
 
 
 async def test_a_message_is_given_up_after_the_last_attempt(ctx_factory: Any) -> None:
-    ctx = ctx_factory(f"smtp://127.0.0.1:{_free_port()}")  # nobody listens
+    ctx = ctx_factory(f"smtp://127.0.0.1:{free_port()}")  # nobody listens
     message_id = await _queue(ctx)
     now = ctx.now()
     for attempt in range(1, mail.MAX_ATTEMPTS + 1):
@@ -294,11 +255,7 @@ class MailApp:
         return httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url=ISSUER)
 
     def received(self, to: str | None = None, subject: str | None = None) -> list[Message]:
-        """The messages delivered so far, to ``to`` and with ``subject`` when given, oldest first."""
-        return [
-            m for m in self.smtp.inbox.messages
-            if (to is None or m["To"] == to) and (subject is None or m["Subject"] == subject)
-        ]
+        return self.smtp.inbox.received(to, subject)  # type: ignore[return-value]
 
     async def next_message(self, count: int = 1, *, to: str | None = None, subject: str = RESET_SUBJECT) -> Message:
         """The ``count``-th message (to ``to``) with ``subject``, once the outbox has delivered it."""
