@@ -1,6 +1,9 @@
 """The mail outbox (grantd.core.mail): queued in a transaction, delivered by SMTP to a real
 server in-process (aiosmtpd), or written as .eml files; retried while the server is down; never
-sent twice by two senders."""
+sent twice by two senders. Then what it carries, end to end through the pages and the API: the
+password reset, the verification of a sign-up's address, and an email change (the link to the new
+address, the notice to the old one). Each test has a database of its own: SQLite, or PostgreSQL
+under ``make test-db``."""
 
 from __future__ import annotations
 
