@@ -177,8 +177,18 @@ _NEUCRON_API = (
             "The user a user token, or an access token issued to an app for the user, stands for (flat)",
         ),
         _flat(
-            "PUT", "/auth/user/update", auth.update_user, auth.AccountMessage, error_responses(400, 401, 409),
-            "Change the signed-in user's profile: any of its fields; an empty string clears one",
+            "PUT", "/auth/user/update", auth.update_user, auth.AccountMessage,
+            {
+                **error_responses(400, 409, 429),
+                401: {
+                    "model": ErrorBody,
+                    "description": "Missing or bad user token (`invalid_token`); or a new `email` asked from a session "
+                    "signed in more than 5 minutes ago (`insufficient_user_authentication`, RFC 9470): sign in again, "
+                    "then retry.",
+                },
+            },
+            "Change the signed-in user's profile: any of its fields; an empty string clears one. A new `email` "
+            "takes effect when the link sent to it is opened",
         ),
         _flat(
             "PUT", "/auth/user/password", auth.update_password, auth.AccountMessage,

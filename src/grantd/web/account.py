@@ -143,12 +143,7 @@ async def change_password(request: Request) -> Response:
     try:
         await accounts.change_password(ctx, principal, current, new, address=_address(request))
     except RateLimited as exc:
-        response = await _account_page(
-            ctx, principal, status_code=429,
-            message=f"Too many wrong passwords. Try again in {wait_time(exc.retry_after)}.",
-        )
-        response.headers["Retry-After"] = str(exc.retry_after)
-        return response
+        return await _limited(ctx, principal, exc, message=f"Too many wrong passwords. Try again in {wait_time(exc.retry_after)}.")
     except InvalidGrant as exc:
         return await _account_page(ctx, principal, status_code=400, errors={"current_password": exc.message})
     except InvalidRequest as exc:
@@ -157,6 +152,13 @@ async def change_password(request: Request) -> Response:
             return await _account_page(ctx, principal, status_code=400, errors={"new_password": text})
         return await _account_page(ctx, principal, status_code=400, message=text)
     return redirect("/account?changed=1")
+
+
+async def _limited(ctx: Context, principal: Principal, exc: RateLimited, **fields: object) -> Response:
+    """The account page, 429, with ``Retry-After`` and ``fields`` (the message saying so)."""
+    response = await _account_page(ctx, principal, status_code=429, **fields)  # type: ignore[arg-type]
+    response.headers["Retry-After"] = str(exc.retry_after)
+    return response
 
 
 def _too_many(exc: RateLimited) -> str:
@@ -172,9 +174,7 @@ async def send_verification(request: Request) -> Response:
     try:
         await email_address.send_verification_again(ctx, principal.user_id, address=_address(request))
     except RateLimited as exc:
-        response = await _account_page(ctx, principal, status_code=429, notice=_too_many(exc))
-        response.headers["Retry-After"] = str(exc.retry_after)
-        return response
+        return await _limited(ctx, principal, exc, notice=_too_many(exc))
     return redirect("/account?sent=1")
 
 
@@ -197,9 +197,7 @@ async def change_email(request: Request) -> Response:
             ctx, principal, new_email, current_password=password, address=_address(request)
         )
     except RateLimited as exc:
-        response = await _account_page(ctx, principal, status_code=429, new_email=new_email, email_message=_too_many(exc))
-        response.headers["Retry-After"] = str(exc.retry_after)
-        return response
+        return await _limited(ctx, principal, exc, new_email=new_email, email_message=_too_many(exc))
     except InvalidGrant as exc:
         return await _account_page(
             ctx, principal, status_code=400, new_email=new_email, email_errors={"email_password": exc.message}
