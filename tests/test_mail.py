@@ -365,6 +365,9 @@ async def test_a_password_is_reset_through_the_api(mail_app: MailApp) -> None:
         assert first != second
         assert (await _set_password(browser, second, NEW_PASSWORD)).status_code == 200
         assert await _log_in(browser, email_address, NEW_PASSWORD) == 200
+        # The reset link reached the address: that proves it, as a verification link would.
+        login = await browser.post("/v1/auth/login", json={"email": email_address, "password": NEW_PASSWORD})
+        assert (await _user_info(browser, login.json()["token"]))["is_email_verified"] is True
 
 
 async def test_an_unknown_email_gets_the_same_answer_and_no_message(mail_app: MailApp) -> None:
