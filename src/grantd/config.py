@@ -88,6 +88,13 @@ class Settings(BaseSettings):
         "(STARTTLS). Empty: each message is written as an .eml file under <data_dir>/mail/ instead.",
     )
     mail_from: str = Field(default="grantd@localhost", description="The From address of the messages grantd sends.")
+    email_verification_ttl: int = Field(
+        default=86400,
+        ge=300,
+        le=7 * 86400,
+        description="Lifetime, seconds, of the single-use link that verifies an email address (sent at sign-up, on "
+        "request from the account page, and to the new address of an email change).",
+    )
     audit_retention_days: int = Field(
         default=0,
         ge=0,
@@ -131,6 +138,18 @@ class Settings(BaseSettings):
     )
     rate_limit_password_reset_window: int = Field(
         default=3600, ge=1, le=86400, description="Password-reset request window, seconds."
+    )
+    rate_limit_email_verification_per_account: int = Field(
+        default=5,
+        ge=1,
+        description="Verification links (sent again, or for an email change) per account and per address mailed per "
+        "email-verification window.",
+    )
+    rate_limit_email_verification_per_address: int = Field(
+        default=20, ge=1, description="Verification links requested per client address per email-verification window."
+    )
+    rate_limit_email_verification_window: int = Field(
+        default=3600, ge=1, le=86400, description="Email-verification request window, seconds."
     )
     rate_limit_token_failures_per_client: int = Field(
         default=100,

@@ -177,8 +177,18 @@ _NEUCRON_API = (
             "The user a user token, or an access token issued to an app for the user, stands for (flat)",
         ),
         _flat(
-            "PUT", "/auth/user/update", auth.update_user, auth.AccountMessage, error_responses(400, 401, 409),
-            "Change the signed-in user's profile: any of its fields; an empty string clears one",
+            "PUT", "/auth/user/update", auth.update_user, auth.AccountMessage,
+            {
+                **error_responses(400, 409, 429),
+                401: {
+                    "model": ErrorBody,
+                    "description": "Missing or bad user token (`invalid_token`); or a new `email` asked from a session "
+                    "signed in more than 5 minutes ago (`insufficient_user_authentication`, RFC 9470): sign in again, "
+                    "then retry.",
+                },
+            },
+            "Change the signed-in user's profile: any of its fields; an empty string clears one. A new `email` "
+            "takes effect when the link sent to it is opened",
         ),
         _flat(
             "PUT", "/auth/user/password", auth.update_password, auth.AccountMessage,
@@ -320,6 +330,8 @@ _PAGES = (
     _page("POST", "/password/forgot", web.forgot),
     _page("GET", "/password/reset", web.reset_form),
     _page("POST", "/password/reset", web.reset),
+    _page("GET", "/email/verify", web.verify_email_form),
+    _page("POST", "/email/verify", web.verify_email),
     _page("POST", "/signout", web.signout),
     _page("GET", "/oauth2/logout", logout.end_session),  # RP-Initiated Logout 1.0
     _page("POST", "/oauth2/logout", logout.end_session),
@@ -330,6 +342,8 @@ _PAGES = (
     _page("GET", "/account", account.account),
     _page("POST", "/account/password", account.change_password),
     _page("POST", "/account/profile", account.update_profile),
+    _page("POST", "/account/email", account.change_email),
+    _page("POST", "/account/email/verify", account.send_verification),
     _page("GET", "/account/apps", account.connected_apps),
     _page("POST", "/account/apps/{app_id}/revoke", account.revoke),
     # the developer console; /console/apps/new before /console/apps/{app_id}

@@ -18,7 +18,7 @@ from grantd.api.deps import account_holder, client_address, context, current_use
 from grantd.api.envelope import NO_STORE, envelope
 from grantd.api.jsonbody import JSONBody
 from grantd.api.wire import STRICT, Text, rfc3339
-from grantd.core import accounts, profile
+from grantd.core import accounts, email_address, profile
 from grantd.core.context import Context
 
 class Credentials(BaseModel):
@@ -38,9 +38,15 @@ class MessageData(BaseModel):
 
 
 class ProfileFields(BaseModel):
-    """The profile fields of ``PUT /auth/user/update``: each optional; an empty string clears it."""
+    """The profile fields of ``PUT /auth/user/update``: each optional; an empty string clears it.
+    ``email``: a new address takes effect when its owner opens the link sent to it."""
 
     model_config = STRICT
+    email: Text | None = Field(
+        None, max_length=320, examples=["ada@example.com"],
+        description="A new address is not taken at once: a link is sent to it, and the account's address changes "
+        "when it is opened (the old address is told). Needs a session signed in within 5 minutes.",
+    )
     first_name: Text | None = Field(None, max_length=1024, examples=["Ada"])
     last_name: Text | None = Field(None, max_length=1024, examples=["Lovelace"])
     user_name: Text | None = Field(None, max_length=1024, examples=["ada.l"])
@@ -70,7 +76,7 @@ class UserInfo(BaseModel):
     avatar: str = Field(None, description="An https URL.")  # type: ignore[assignment]
     phone_number: str = Field(None, description="E.164: + and 7 to 15 digits.")  # type: ignore[assignment]
     language: str = Field(None, description="A BCP 47 tag.")  # type: ignore[assignment]
-    is_email_verified: bool = Field(False, description="Always false: grantd does not verify email addresses yet.")
+    is_email_verified: bool = Field(False, description="Whether the owner of `email` opened the link grantd sent to it.")
     is_phone_verified: bool = Field(False, description="Always false: grantd does not verify phone numbers.")
     platform: list[str] = Field(default_factory=list, description="Always empty.")
 
@@ -107,7 +113,7 @@ async def user_info(user_id: Annotated[str, Depends(account_holder)], ctx: Annot
         "id": person.id,
         "email": person.email,
         **{name: value for name, value in person.fields().items() if value is not None},
-        "is_email_verified": False,
+        "is_email_verified": person.email_verified,
         "is_phone_verified": False,
         "platform": [],
     }
@@ -122,8 +128,17 @@ async def update_user(
     user: Annotated[accounts.Principal, Depends(current_user)],
     ctx: Annotated[Context, Depends(context)],
 ) -> Response:
-    changed = await profile.update(ctx, user, body.model_dump(), address=client_address(request))
-    return JSONBody({"message": "Profile updated." if changed else "Profile unchanged."})
+    address = client_address(request)
+    changes = body.model_dump()
+    profile.validate(changes)  # every field checked before anything is done
+    changing_email = bool(changes["email"]) and await accounts.request_email_change(
+        ctx, user, changes["email"], address=address
+    )
+    changed = await profile.update(ctx, user, changes, address=address)
+    message = "Profile updated." if changed else "Profile unchanged."
+    if changing_email:
+        message += f" {email_address.CHANGE_SENT}"
+    return JSONBody({"message": message})
 
 
 async def update_password(

@@ -6,12 +6,12 @@ from dataclasses import dataclass
 
 from email_validator import EmailNotValidError, validate_email
 
-from grantd.core import audit, mail, ratelimit
+from grantd.core import audit, email_address, mail, ratelimit
 from grantd.core.context import Context
 from grantd.core.errors import Conflict, InsufficientUserAuthentication, InvalidGrant, InvalidRequest, InvalidToken
 from grantd.crypto.jws import InvalidSignature
 from grantd.crypto.passwords import hash_password, verify_password
-from grantd.crypto.secrets import new_secret, new_uuid
+from grantd.crypto.secrets import new_uuid
 from grantd.store import mail as mail_store, tokens as token_store, users as store
 
 USER_TOKEN_TYPE = "JWT"
@@ -90,6 +90,7 @@ async def sign_up(
         await audit.record(
             ctx, tx, "signup", actor=audit.OPERATOR if operator else user_id, user_id=user_id, address=address, now=now
         )
+        await email_address.queue_verification(ctx, tx, user_id, email, now)
         return await _issue_user_token(ctx, tx, user_id, now)
 
 
@@ -191,17 +192,8 @@ async def change_password(
     given back on success): a stolen session cookie is not a way to guess it.
     InvalidGrant when it is wrong; InvalidRequest(field="password") when the new one breaks the rule.
     """
-    async with ctx.db.read() as conn:
-        row = await store.by_id(conn, user.user_id)
-    if row is None:
-        raise InvalidToken("The account no longer exists.")
-    attempt = await ctx.limiter.hit(*ratelimit.login_limits(ctx.settings, row.email, address))
-    if not await verify_password(row.password_hash, current_password[:PASSWORD_MAX_LENGTH]):
-        await audit.record_alone(
-            ctx, "login_failed", actor=user.user_id, user_id=user.user_id, address=address, reason="wrong_password"
-        )
-        raise InvalidGrant("The current password is wrong.")
-    await ctx.limiter.refund(attempt)
+    row = await _account(ctx, user)
+    await _check_current_password(ctx, user, row, current_password, address)
     if new_password == current_password:
         check_password_strength(new_password, row.email, ctx.settings.password_min_length)
         raise InvalidRequest("password is unchanged: choose a new one.", field="password")
@@ -216,17 +208,63 @@ async def change_password_signed_in_now(
     only as safe as the session is fresh: a token signed in for within ``FRESH_SIGN_IN`` seconds
     stands for a password just typed; an older one (a token left on a device, a stolen one) does
     not, and gets InsufficientUserAuthentication, which tells the client to sign the user in again."""
-    if ctx.now() - user.issued_at > FRESH_SIGN_IN:
-        raise InsufficientUserAuthentication(
-            f"Sign in again: changing the password without the current one needs a session signed in "
-            f"within the last {FRESH_SIGN_IN // 60} minutes.",
-            max_age=FRESH_SIGN_IN,
-        )
+    _require_fresh_sign_in(ctx, user, "changing the password")
+    row = await _account(ctx, user)
+    return await _replace_password(ctx, user, row.email, new_password, address)
+
+
+async def _account(ctx: Context, user: Principal):  # type: ignore[no-untyped-def]
     async with ctx.db.read() as conn:
         row = await store.by_id(conn, user.user_id)
     if row is None:
         raise InvalidToken("The account no longer exists.")
-    return await _replace_password(ctx, user, row.email, new_password, address)
+    return row
+
+
+async def _check_current_password(ctx: Context, user: Principal, row, password: str, address: str | None) -> None:  # type: ignore[no-untyped-def]
+    """The current password, checked like a log-in (the same rate limits, counted before argon2,
+    given back on success): a stolen session cookie is not a way to guess it. InvalidGrant."""
+    attempt = await ctx.limiter.hit(*ratelimit.login_limits(ctx.settings, row.email, address))
+    if not await verify_password(row.password_hash, password[:PASSWORD_MAX_LENGTH]):
+        await audit.record_alone(
+            ctx, "login_failed", actor=user.user_id, user_id=user.user_id, address=address, reason="wrong_password"
+        )
+        raise InvalidGrant("The current password is wrong.")
+    await ctx.limiter.refund(attempt)
+
+
+def _require_fresh_sign_in(ctx: Context, user: Principal, doing: str) -> None:
+    """A session signed in within ``FRESH_SIGN_IN`` seconds stands for a password just typed; an
+    older one does not: InsufficientUserAuthentication, which tells the client to sign in again."""
+    if ctx.now() - user.issued_at > FRESH_SIGN_IN:
+        raise InsufficientUserAuthentication(
+            f"Sign in again: {doing} without the current password needs a session signed in "
+            f"within the last {FRESH_SIGN_IN // 60} minutes.",
+            max_age=FRESH_SIGN_IN,
+        )
+
+
+async def request_email_change(
+    ctx: Context, user: Principal, new_email: str, *, current_password: str | None = None, address: str | None = None
+) -> bool:
+    """Ask to make ``new_email`` the account's address: a link goes to it, and the address changes
+    when its owner opens it (``email_address.request_change``, ``email_address.confirm``). False
+    when it is the account's address already (nothing is done).
+
+    The user proves who they are as for a password change: with the current password (the
+    account page; InvalidGrant when wrong) or, without it, from a session signed in within
+    ``FRESH_SIGN_IN`` seconds (Neucron v2's ``PUT /auth/user/update``; else
+    InsufficientUserAuthentication). InvalidRequest(field="email"), RateLimited."""
+    new_email = normalize_email(new_email)
+    row = await _account(ctx, user)
+    if new_email == row.email:
+        return False
+    if current_password is None:
+        _require_fresh_sign_in(ctx, user, "changing the email address")
+    else:
+        await _check_current_password(ctx, user, row, current_password, address)
+    await email_address.request_change(ctx, user.user_id, new_email, address=address)
+    return True
 
 
 async def _replace_password(ctx: Context, user: Principal, email: str, new_password: str, address: str | None) -> int:
@@ -272,26 +310,24 @@ async def request_password_reset(ctx: Context, email: str, *, address: str | Non
     the outbox, ``core.mail``) is the only place it is written."""
     email = normalize_email(email)
     await ctx.limiter.hit(*reset_limits(ctx, email, address))
-    token = new_secret()
-    token_hash = ctx.hasher.hash(token)
-    link = f"{ctx.settings.issuer.rstrip('/')}/password/reset?token={token}"
-    text, html = mail.render("password_reset", issuer=ctx.settings.issuer, link=link)
+    link = mail.new_link(ctx, "/password/reset")
+    bodies = mail.render("password_reset", issuer=ctx.settings.issuer, link=link.url)
     now = ctx.now()
     async with ctx.db.read() as conn:
         user = await store.by_email(conn, email)
     async with ctx.db.write() as tx:
         if user is None:
             return
-        await mail_store.insert_token(
-            tx, token_hash=token_hash, user_id=user.id, purpose=RESET_PURPOSE, now=now, expires_at=now + RESET_TOKEN_TTL
+        await mail.queue_link(
+            ctx, tx, link, user_id=user.id, purpose=RESET_PURPOSE, to=user.email, subject="Reset your password",
+            bodies=bodies, ttl=RESET_TOKEN_TTL, now=now, email=user.email,
         )
-        await mail.enqueue(ctx, tx, user.email, "Reset your password", text, html)
         await audit.record(ctx, tx, "password_reset_requested", actor=audit.ANONYMOUS, user_id=user.id, address=address, now=now)
 
 
 async def reset_token_is_live(ctx: Context, token: str) -> bool:
     async with ctx.db.read() as conn:
-        return await mail_store.live_token(conn, ctx.hasher.hash(token[:128]), RESET_PURPOSE, ctx.now()) is not None
+        return await mail_store.live_token(conn, mail.token_hash(ctx, token), RESET_PURPOSE, ctx.now()) is not None
 
 
 async def reset_password(ctx: Context, token: str, new_password: str, *, address: str | None = None) -> int:
@@ -299,7 +335,7 @@ async def reset_password(ctx: Context, token: str, new_password: str, *, address
     user. InvalidGrant when the token is unknown, used or expired; InvalidRequest(field="password")
     when the new password breaks the rule (the token is then not spent). How many sessions ended."""
     invalid = InvalidGrant("This password-reset link is not valid: it was used already, or it expired.")
-    token_hash = ctx.hasher.hash(token[:128])
+    token_hash = mail.token_hash(ctx, token)
     async with ctx.db.read() as conn:
         found = await mail_store.live_token(conn, token_hash, RESET_PURPOSE, ctx.now())
         user = await store.by_id(conn, found.user_id) if found is not None else None
@@ -312,6 +348,8 @@ async def reset_password(ctx: Context, token: str, new_password: str, *, address
         if not await mail_store.spend_token(tx, token_hash, RESET_PURPOSE, now):
             raise invalid
         await store.set_password_hash(tx, user.id, password_hash)
+        if found.email is not None:  # the link reached the address: it is proven too
+            await store.mark_email_verified(tx, user.id, found.email, now)
         ended = await store.revoke_other_sessions(tx, user.id, "", now)  # no session is kept
         await token_store.revoke_session_families(tx, user.id, now)
         await audit.record(ctx, tx, "password_reset", actor=user.id, user_id=user.id, address=address, now=now)

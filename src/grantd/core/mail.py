@@ -28,6 +28,7 @@ import hashlib
 import logging
 import os
 import uuid
+from dataclasses import dataclass
 from functools import lru_cache
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
@@ -41,6 +42,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from grantd.core.context import Context
+from grantd.crypto.secrets import new_secret
 from grantd.store import mail as store
 
 MAX_ATTEMPTS = 8
@@ -50,6 +52,7 @@ LEASE = 120  # seconds a sender holds a message it claimed
 POLL = 2.0  # seconds between two looks at the outbox
 BATCH = 20
 SMTP_TIMEOUT = 30.0
+TOKEN_MAX = 128  # a link's token is far shorter; a longer one is cut before it is hashed
 
 log = logging.getLogger("grantd")
 
@@ -67,6 +70,15 @@ def render(name: str, **values: Any) -> tuple[str, str]:
         _templates.get_template(f"{name}.txt").render(**values),
         _templates.get_template(f"{name}.html").render(**values),
     )
+
+
+def duration(seconds: int) -> str:
+    """A link's lifetime in a message's words: "24 hours", "1 hour", "30 minutes"."""
+    if seconds % 3600 == 0:
+        hours = seconds // 3600
+        return "1 hour" if hours == 1 else f"{hours} hours"
+    minutes = max(seconds // 60, 1)
+    return "1 minute" if minutes == 1 else f"{minutes} minutes"
 
 
 @lru_cache(maxsize=8)
@@ -89,6 +101,49 @@ def seal(ctx: Context, message_id: str, body: str) -> str:
 def unseal(ctx: Context, message_id: str, sealed: str) -> str:
     raw = base64.b64decode(sealed)
     return _cipher(ctx).decrypt(raw[:12], raw[12:], message_id.encode()).decode()
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """A single-use link a message carries: its token (written only into the message), the token's
+    keyed hash (all the database keeps), and the URL."""
+
+    token: str
+    token_hash: str
+    url: str
+
+
+def new_link(ctx: Context, path: str) -> Link:
+    """A new single-use link to ``path`` on this server (``path?token=…``)."""
+    token = new_secret()
+    return Link(token, ctx.hasher.hash(token), f"{ctx.settings.issuer.rstrip('/')}{path}?token={token}")
+
+
+def token_hash(ctx: Context, token: str) -> str:
+    """The stored hash of a link's token as a client sent it (cut to ``TOKEN_MAX``: no real one is longer)."""
+    return ctx.hasher.hash(token[:TOKEN_MAX])
+
+
+async def queue_link(
+    ctx: Context,
+    tx: Any,
+    link: Link,
+    *,
+    user_id: str,
+    purpose: str,
+    to: str,
+    subject: str,
+    bodies: tuple[str, str],
+    ttl: int,
+    now: int,
+    email: str | None = None,
+) -> None:
+    """Store ``link``'s token (its hash, for ``purpose``, live ``ttl`` seconds; ``email``: the
+    address it proves) and queue the message that carries it, ``bodies`` (text, HTML), in ``tx``."""
+    await store.insert_token(
+        tx, token_hash=link.token_hash, user_id=user_id, purpose=purpose, now=now, expires_at=now + ttl, email=email
+    )
+    await enqueue(ctx, tx, to, subject, *bodies)
 
 
 async def enqueue(ctx: Context, tx: Any, to: str, subject: str, text: str, html: str | None = None) -> str:

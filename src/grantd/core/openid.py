@@ -112,7 +112,7 @@ def claims_of(profile: Profile, scope: Iterable[str]) -> dict[str, Any]:
             updated_at=profile.updated_at,
         )
     if "email" in granted:
-        values.update(email=profile.email, email_verified=bool(getattr(profile, "email_verified", False)))
+        values.update(email=profile.email, email_verified=profile.email_verified)
     if "phone" in granted:
         values["phone_number"] = profile.phone_number
     return {name: value for name, value in values.items() if value is not None}

@@ -56,6 +56,8 @@ class Profile:
     phone_number: str | None
     language: str | None
     updated_at: int | None
+    # Whether ``email`` was proven by a link sent to it (OpenID Connect's ``email_verified`` claim).
+    email_verified: bool = False
 
     @property
     def full_name(self) -> str | None:
@@ -152,7 +154,7 @@ def validate(changes: Mapping[str, Any]) -> dict[str, str | None]:
 def _profile(row: Any) -> Profile:
     return Profile(
         row.id, row.email, row.first_name, row.last_name, row.user_name, row.avatar, row.phone_number,
-        row.language, row.updated_at,
+        row.language, row.updated_at, row.email_verified_at is not None,
     )
 
 

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 # An app's branding (migration 0009): the column names, as core.apps names the settings.
 BRANDING_COLUMNS = ("logo_uri", "client_uri", "tos_uri", "policy_uri", "description", "domain", "accent_color", "theme")
 
-# An app's OpenID Connect settings (migration 0011), named as core.apps names them.
+# An app's OpenID Connect settings (migration 0012), named as core.apps names them.
 OPENID_COLUMNS = (
     "post_logout_redirect_uris", "id_token_signed_response_alg", "subject_type", "sector_identifier_uri", "require_nonce",
 )

@@ -71,19 +71,32 @@ async def mark_failed(conn: AsyncConnection, message_id: str, *, next_attempt_at
 
 
 async def insert_token(
-    conn: AsyncConnection, *, token_hash: str, user_id: str, purpose: str, now: int, expires_at: int
+    conn: AsyncConnection,
+    *,
+    token_hash: str,
+    user_id: str,
+    purpose: str,
+    now: int,
+    expires_at: int,
+    email: str | None = None,
 ) -> None:
+    """``email``: the address the link proves (a verification, an email change)."""
     await conn.execute(
         insert(email_tokens).values(
-            token_hash=token_hash, user_id=user_id, purpose=purpose, created_at=now, expires_at=expires_at
+            token_hash=token_hash, user_id=user_id, purpose=purpose, created_at=now, expires_at=expires_at, email=email
         )
     )
 
 
-async def live_token(conn: AsyncConnection, token_hash: str, purpose: str, now: int) -> Row | None:
+def _for(purpose: str | tuple[str, ...]):  # type: ignore[no-untyped-def]
+    return email_tokens.c.purpose.in_(purpose) if isinstance(purpose, tuple) else email_tokens.c.purpose == purpose
+
+
+async def live_token(conn: AsyncConnection, token_hash: str, purpose: str | tuple[str, ...], now: int) -> Row | None:
+    """The token, if unused and unexpired and for ``purpose`` (or one of them)."""
     query = select(email_tokens).where(
         email_tokens.c.token_hash == token_hash,
-        email_tokens.c.purpose == purpose,
+        _for(purpose),
         email_tokens.c.used_at.is_(None),
         email_tokens.c.expires_at > now,
     )
@@ -104,3 +117,34 @@ async def spend_token(conn: AsyncConnection, token_hash: str, purpose: str, now:
         .values(used_at=now)
     )
     return result.rowcount == 1
+
+
+async def spend_user_tokens(conn: AsyncConnection, user_id: str, now: int, purposes: tuple[str, ...]) -> int:
+    """Mark every live token of the user for one of ``purposes`` used; how many."""
+    result = await conn.execute(
+        update(email_tokens)
+        .where(
+            email_tokens.c.user_id == user_id,
+            _for(purposes),
+            email_tokens.c.used_at.is_(None),
+            email_tokens.c.expires_at > now,
+        )
+        .values(used_at=now)
+    )
+    return result.rowcount
+
+
+async def newest_live_email(conn: AsyncConnection, user_id: str, purpose: str, now: int) -> str | None:
+    """The address of the user's newest live token for ``purpose`` (an email change waiting for its link)."""
+    query = (
+        select(email_tokens.c.email)
+        .where(
+            email_tokens.c.user_id == user_id,
+            email_tokens.c.purpose == purpose,
+            email_tokens.c.used_at.is_(None),
+            email_tokens.c.expires_at > now,
+        )
+        .order_by(email_tokens.c.created_at.desc())
+        .limit(1)
+    )
+    return (await conn.execute(query)).scalar()

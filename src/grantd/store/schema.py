@@ -39,6 +39,8 @@ users = Table(
     Column("phone_number", String(16)),  # + and 7 to 15 digits
     Column("language", String(35)),  # a BCP 47 tag
     Column("updated_at", BigInteger),  # when the profile last changed (OpenID Connect's updated_at)
+    # When ``email`` was proven by a link sent to it (grantd.core.email_address); NULL: not proven.
+    Column("email_verified_at", BigInteger),
 )
 Index("ux_users_user_name_key", users.c.user_name_key, unique=True)
 
@@ -77,7 +79,7 @@ apps = Table(
     Column("domain", String(253)),  # a host name
     Column("accent_color", String(7)),  # "#rgb" or "#rrggbb", lower case
     Column("theme", String(5)),  # "light" or "dark"
-    # OpenID Connect (migration 0011), named as OpenID Connect Dynamic Client Registration 1.0 §2.
+    # OpenID Connect (migration 0012), named as OpenID Connect Dynamic Client Registration 1.0 §2.
     Column("post_logout_redirect_uris", Text),  # JSON array of exact URIs
     Column("id_token_signed_response_alg", String(8)),  # RS256 or ES256; NULL: RS256
     Column("subject_type", String(8)),  # public or pairwise; NULL: public
@@ -125,7 +127,7 @@ authorization_codes = Table(
     Column("expires_at", BigInteger, nullable=False),
     Column("redeemed_at", BigInteger),
     Column("code_challenge", String(128)),  # PKCE (RFC 7636), S256 only
-    # OpenID Connect (migration 0011): the request's nonce, when the approving session signed in,
+    # OpenID Connect (migration 0012): the request's nonce, when the approving session signed in,
     # and that session when the grant ends with it (an OpenID request without offline_access).
     Column("nonce", Text),
     Column("auth_time", BigInteger),
@@ -169,7 +171,7 @@ refresh_tokens = Table(
     Column("expires_at", BigInteger, nullable=False),
     Column("rotated_at", BigInteger),
     Column("revoked_at", BigInteger),
-    # OpenID Connect (migration 0011), carried from the code: the original sign-in's time, and the
+    # OpenID Connect (migration 0012), carried from the code: the original sign-in's time, and the
     # browser session whose end ends the family (NULL: it outlives it, offline_access).
     Column("auth_time", BigInteger),
     Column("session_jti", String(36)),
@@ -254,13 +256,15 @@ mail_outbox = Table(
 )
 Index("ix_mail_outbox_next_attempt_at", mail_outbox.c.next_attempt_at)
 
-# Single-use links sent by email (a password reset): only the token's keyed hash is stored.
+# Single-use links sent by email (a password reset, an address's verification, an email change):
+# only the token's keyed hash is stored.
 email_tokens = Table(
     "email_tokens",
     metadata,
     Column("token_hash", String(64), primary_key=True),
     Column("user_id", String(36), ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
-    Column("purpose", String(20), nullable=False),  # "password_reset"
+    Column("purpose", String(20), nullable=False),  # "password_reset", "verify_email", "change_email"
+    Column("email", String(320)),  # the address the link proves (verify_email, change_email)
     Column("created_at", BigInteger, nullable=False),
     Column("expires_at", BigInteger, nullable=False),
     Column("used_at", BigInteger),

@@ -3,7 +3,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 
@@ -82,6 +82,32 @@ async def revoke_session(conn: AsyncConnection, jti: str, now: int) -> None:
 
 async def set_password_hash(conn: AsyncConnection, user_id: str, password_hash: str) -> None:
     await conn.execute(update(users).where(users.c.id == user_id).values(password_hash=password_hash))
+
+
+async def mark_email_verified(conn: AsyncConnection, user_id: str, email: str, now: int) -> bool:
+    """Record that ``email`` was proven, if it is still the user's address; False otherwise (it
+    changed since the link was sent). An address verified already keeps its first time."""
+    result = await conn.execute(
+        update(users)
+        .where(users.c.id == user_id, users.c.email == email)
+        .values(email_verified_at=func.coalesce(users.c.email_verified_at, now))
+    )
+    return result.rowcount == 1
+
+
+async def set_verified_email(conn: AsyncConnection, user_id: str, old: str, new: str, now: int) -> bool | None:
+    """Make ``new``, just proven, the user's address in place of ``old``: True; False when another
+    account has it; None when the user's address is no longer ``old``."""
+    try:
+        async with conn.begin_nested():
+            result = await conn.execute(
+                update(users)
+                .where(users.c.id == user_id, users.c.email == old)
+                .values(email=new, email_verified_at=now, updated_at=now)
+            )
+    except IntegrityError:
+        return False
+    return True if result.rowcount == 1 else None
 
 
 async def revoke_other_sessions(conn: AsyncConnection, user_id: str, keep_jti: str, now: int) -> int:

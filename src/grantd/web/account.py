@@ -10,7 +10,7 @@ from __future__ import annotations
 from fastapi import Request
 from starlette.responses import Response
 
-from grantd.core import accounts, consents, profile
+from grantd.core import accounts, consents, email_address, profile
 from grantd.core import permissions as perms
 from grantd.core.accounts import Principal
 from grantd.core.context import Context
@@ -61,8 +61,12 @@ async def _account_page(
     notice: str | None = None,
     entered: dict[str, str] | None = None,
     profile_errors: dict[str, str] | None = None,
+    new_email: str = "",
+    email_errors: dict[str, str] | None = None,
+    email_message: str | None = None,
 ) -> Response:
-    """``entered``: the profile form as sent, shown again beside ``profile_errors``."""
+    """``entered``: the profile form as sent, shown again beside ``profile_errors``; ``new_email``:
+    the email change form's address as sent, beside ``email_errors`` and ``email_message``."""
     person = await profile.profile_of(ctx, principal.user_id)
     return user_page(
         ctx,
@@ -71,6 +75,11 @@ async def _account_page(
         "account",
         status_code,
         email=person.email,
+        email_verified=person.email_verified,
+        pending_email=await email_address.pending_change(ctx, principal.user_id),
+        new_email=new_email,
+        email_errors=email_errors or {},
+        email_message=email_message,
         profile=entered if entered is not None else {k: v or "" for k, v in person.fields().items()},
         avatar=person.avatar,
         profile_hints=profile.RULES,
@@ -92,6 +101,10 @@ async def account(request: Request) -> Response:
         notice = "Your password was changed. Every other session of yours was signed out."
     elif request.query_params.get("saved") == "1":
         notice = "Your profile was saved."
+    elif request.query_params.get("sent") == "1":
+        notice = "We sent a new link to your email address. Open it to verify the address."
+    elif request.query_params.get("sent") == "new":
+        notice = f"{email_address.CHANGE_SENT} Until then, your address stays as it is."
     return await _account_page(ctx, principal, notice=notice)
 
 
@@ -130,12 +143,7 @@ async def change_password(request: Request) -> Response:
     try:
         await accounts.change_password(ctx, principal, current, new, address=_address(request))
     except RateLimited as exc:
-        response = await _account_page(
-            ctx, principal, status_code=429,
-            message=f"Too many wrong passwords. Try again in {wait_time(exc.retry_after)}.",
-        )
-        response.headers["Retry-After"] = str(exc.retry_after)
-        return response
+        return await _limited(ctx, principal, exc, message=f"Too many wrong passwords. Try again in {wait_time(exc.retry_after)}.")
     except InvalidGrant as exc:
         return await _account_page(ctx, principal, status_code=400, errors={"current_password": exc.message})
     except InvalidRequest as exc:
@@ -144,6 +152,63 @@ async def change_password(request: Request) -> Response:
             return await _account_page(ctx, principal, status_code=400, errors={"new_password": text})
         return await _account_page(ctx, principal, status_code=400, message=text)
     return redirect("/account?changed=1")
+
+
+async def _limited(ctx: Context, principal: Principal, exc: RateLimited, **fields: object) -> Response:
+    """The account page, 429, with ``Retry-After`` and ``fields`` (the message saying so)."""
+    response = await _account_page(ctx, principal, status_code=429, **fields)  # type: ignore[arg-type]
+    response.headers["Retry-After"] = str(exc.retry_after)
+    return response
+
+
+def _too_many(exc: RateLimited) -> str:
+    return f"Too many links were sent. Try again in {wait_time(exc.retry_after)}."
+
+
+async def send_verification(request: Request) -> Response:
+    """"Send the link again": a new verification link to the account's address."""
+    posted = await _posted(request, ("/account", "Account"))
+    if isinstance(posted, Response):
+        return posted
+    ctx, principal, _ = posted
+    try:
+        await email_address.send_verification_again(ctx, principal.user_id, address=_address(request))
+    except RateLimited as exc:
+        return await _limited(ctx, principal, exc, notice=_too_many(exc))
+    return redirect("/account?sent=1")
+
+
+async def change_email(request: Request) -> Response:
+    """A new address, proven by the current password: a link goes to it (``accounts.request_email_change``)."""
+    posted = await _posted(request, ("/account", "Account"))
+    if isinstance(posted, Response):
+        return posted
+    ctx, principal, form = posted
+    new_email, password = (form.get("new_email") or "")[:320], form.get("email_password") or ""
+    errors = {}
+    if not new_email:
+        errors["new_email"] = "Enter the new email address."
+    if not password:
+        errors["email_password"] = "Enter your current password."
+    if errors:
+        return await _account_page(ctx, principal, status_code=400, new_email=new_email, email_errors=errors)
+    try:
+        changing = await accounts.request_email_change(
+            ctx, principal, new_email, current_password=password, address=_address(request)
+        )
+    except RateLimited as exc:
+        return await _limited(ctx, principal, exc, new_email=new_email, email_message=_too_many(exc))
+    except InvalidGrant as exc:
+        return await _account_page(
+            ctx, principal, status_code=400, new_email=new_email, email_errors={"email_password": exc.message}
+        )
+    except InvalidRequest as exc:
+        text = exc.message[:1].upper() + exc.message[1:]
+        return await _account_page(ctx, principal, status_code=400, new_email=new_email, email_errors={"new_email": text})
+    if not changing:
+        errors = {"new_email": "This is your email address already."}
+        return await _account_page(ctx, principal, status_code=400, new_email=new_email, email_errors=errors)
+    return redirect("/account?sent=new")
 
 
 # ---------------------------------------------------------------- connected apps

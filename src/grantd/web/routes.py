@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 from fastapi import Request
 from starlette.responses import Response
 
-from grantd.core import accounts, apps, authorization, openid
+from grantd.core import accounts, apps, authorization, email_address, openid
 from grantd.core.accounts import Principal
 from grantd.core.context import Context
 from grantd.core.errors import (
@@ -635,3 +635,44 @@ async def reset(request: Request) -> Response:
     except InvalidRequest as exc:
         return await _reset_page(ctx, request, token, status_code=400, errors={"password": _sentence(exc.message)})
     return await _signin_page(ctx, request, "/", message="Your password was changed. Sign in with the new one.")
+
+
+# ---------------------------------------------------------------- email verification
+
+
+def _unusable_email_link() -> Response:
+    return error_page(
+        400, "This link cannot be used", email_address.UNUSABLE,
+        detail="Signed in, you can have a new one sent from your account page.", link=("/account", "Your account"),
+    )
+
+
+async def verify_email_form(request: Request) -> Response:
+    """``GET /email/verify?token=…``, the link of a message: what it proves, and a button. Opening
+    it spends nothing (a mail scanner may fetch it); the button's POST does."""
+    ctx = _ctx(request)
+    params, _, _ = _query(request)
+    token = params.get("token") or ""
+    found = await email_address.link_of(ctx, token) if token and len(token) <= 128 else None
+    if found is None:
+        return _unusable_email_link()
+    return await _entry_page(
+        ctx, request, "/", "email_verify.html", 200, token=token, email=found.email, is_change=found.is_change
+    )
+
+
+async def verify_email(request: Request) -> Response:
+    ctx = _ctx(request)
+    form = await read_form(request)
+    if not session.check_signin_csrf(ctx, request, form.get("csrf_token")):
+        return error_page(403, "This form cannot be accepted", _FORGED)
+    token = (form.get("token") or "")[:128]
+    if not token:
+        return _unusable_email_link()
+    try:
+        proven = await email_address.confirm(ctx, token, address=_address(request))
+    except InvalidGrant:
+        return _unusable_email_link()
+    except Conflict as exc:
+        return error_page(409, "This address cannot become yours", exc.message, link=("/account", "Your account"))
+    return page("email_verified.html", email=proven.email, is_change=proven.is_change)

@@ -11,16 +11,18 @@
   ``sector_identifier_uri``; and ``require_nonce`` (grantd's own: refuse an OpenID request
   without a nonce). NULL: not set.
 
-Revision ID: 0011
-Revises: 0010
+It follows 0011 (email verification); the two touch different columns.
+
+Revision ID: 0012
+Revises: 0011
 Create Date: 2026-12-02
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0011"
-down_revision = "0010"
+revision = "0012"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 
