@@ -388,6 +388,51 @@ async def test_logout_with_id_token_hint_ends_the_session_and_its_grants(
     assert (await refresh(offline)).status_code == 200  # offline_access outlives it
 
 
+async def test_signing_in_again_leaves_no_grant_behind_the_logout(
+    browser: httpx.AsyncClient, client: httpx.AsyncClient, rp: RelyingParty, person: tuple[str, str]
+) -> None:
+    """prompt=login (or max_age) signs the browser in again over its session: the grants the old
+    session made still end at the logout (found by tests/test_interop_openid_node.py: they were
+    bound to the old session, which nothing ended any more, and outlived the logout)."""
+    _, email = person
+    before, _ = await code_flow(browser, client, rp, email)
+    old_cookie = browser.cookies["grantd_session"]
+    again, _ = await code_flow(browser, client, rp, email, prompt="login")
+    assert browser.cookies["grantd_session"] != old_cookie
+    # The replaced session is over: its cookie, kept by someone, no longer signs anyone in.
+    async with httpx.AsyncClient(transport=browser._transport, base_url=ISSUER, cookies={"grantd_session": old_cookie}) as kept:
+        stale = answer((await kept.get(authorization_url(rp, prompt="none")[0])).headers["location"])
+    assert stale["error"] == "login_required"
+    response = await browser.get("/oauth2/logout", params={"id_token_hint": again["id_token"]})
+    assert response.status_code == 200 and "You are signed out" in response.text
+    for tokens in (before, again):
+        refreshed = await client.post(
+            "/oauth2/token", data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]},
+            auth=(rp.client_id, rp.secret),
+        )
+        assert refreshed.json().get("error") == "invalid_grant", refreshed.text
+
+
+async def test_another_account_signing_in_ends_the_grants_of_the_session_it_replaces(
+    browser: httpx.AsyncClient, client: httpx.AsyncClient, rp: RelyingParty, person: tuple[str, str]
+) -> None:
+    _, email = person
+    online, _ = await code_flow(browser, client, rp, email)
+    offline, _ = await code_flow(browser, client, rp, email, scope="openid offline_access")
+    other = unique_email()
+    await sign_up(client, other)
+    await code_flow(browser, client, rp, other, prompt="login")  # the other person, in the same browser
+
+    def refresh(tokens: dict[str, Any]) -> Any:
+        return client.post(
+            "/oauth2/token", data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]},
+            auth=(rp.client_id, rp.secret),
+        )
+
+    assert (await refresh(online)).json()["error"] == "invalid_grant"  # signed out of this browser
+    assert (await refresh(offline)).status_code == 200  # offline_access outlives it
+
+
 async def test_logout_that_cannot_be_attributed_asks_to_confirm(
     browser: httpx.AsyncClient, client: httpx.AsyncClient, rp: RelyingParty, person: tuple[str, str]
 ) -> None:

@@ -174,6 +174,20 @@ async def log_out(ctx: Context, principal: Principal) -> None:
         await token_store.revoke_session_families(tx, principal.user_id, now, session_jti=principal.jti)
 
 
+async def replace_session(ctx: Context, old: Principal, new: UserToken) -> None:
+    """A browser with a live session has signed in (or up) again, as ``new`` (``prompt=login``,
+    ``max_age``, another account): the old session ends, and the OpenID grants bound to it (those
+    without offline_access) are not left behind, bound to a session no one can end any more. They
+    now end with the new session when it is the same person's, and at once otherwise."""
+    now = ctx.now()
+    async with ctx.db.write() as tx:
+        await store.revoke_session(tx, old.jti, now)
+        if old.user_id == new.user_id:
+            await token_store.rebind_session(tx, old.user_id, old.jti, new.jti)
+        else:
+            await token_store.revoke_session_families(tx, old.user_id, now, session_jti=old.jti)
+
+
 async def email_of(ctx: Context, user: Principal) -> str:
     async with ctx.db.read() as conn:
         row = await store.by_id(conn, user.user_id)

@@ -140,6 +140,29 @@ async def revoke_session_families(
         await revoke_family(conn, code_hash, now)
 
 
+async def rebind_session(conn: AsyncConnection, user_id: str, old_jti: str, new_jti: str) -> None:
+    """The user's grants and unredeemed codes bound to browser session ``old_jti`` are bound to
+    ``new_jti`` instead: the session the same browser signed in again with, which replaces it."""
+    await conn.execute(
+        update(authorization_codes)
+        .where(
+            authorization_codes.c.user_id == user_id,
+            authorization_codes.c.session_jti == old_jti,
+            authorization_codes.c.redeemed_at.is_(None),
+        )
+        .values(session_jti=new_jti)
+    )
+    await conn.execute(
+        update(refresh_tokens)
+        .where(
+            refresh_tokens.c.user_id == user_id,
+            refresh_tokens.c.session_jti == old_jti,
+            refresh_tokens.c.revoked_at.is_(None),
+        )
+        .values(session_jti=new_jti)
+    )
+
+
 async def revoke_user_app(conn: AsyncConnection, user_id: str, app_id: str, now: int) -> None:
     """Revoke every token a user's grant to an app has produced."""
     await _revoke(conn, now, lambda table: and_(table.c.user_id == user_id, table.c.app_id == app_id))

@@ -433,9 +433,17 @@ async def signin(request: Request) -> Response:
     except GrantdError as exc:
         status = exc.status_code if 400 <= exc.status_code < 500 else 400
         return await _signin_page(ctx, request, next_path, status_code=status, message=exc.message, email=shown_email)
+    await _replace_session(ctx, request, token)
     response = redirect(next_path)
     session.set_session(ctx, response, token)
     return response
+
+
+async def _replace_session(ctx: Context, request: Request, token: accounts.UserToken) -> None:
+    """The browser's session, if it had one, gives way to the one just made (accounts.replace_session)."""
+    previous = await session.current(ctx, request)
+    if previous is not None and previous.jti != token.jti:
+        await accounts.replace_session(ctx, previous, token)
 
 
 # ---------------------------------------------------------------- sign-up
@@ -511,6 +519,7 @@ async def signup(request: Request) -> Response:
     except GrantdError as exc:
         status = exc.status_code if 400 <= exc.status_code < 500 else 400
         return await _signup_page(ctx, request, next_path, status_code=status, email=shown_email, message=exc.message)
+    await _replace_session(ctx, request, token)
     response = redirect(next_path)
     session.set_session(ctx, response, token)
     return response
