@@ -38,7 +38,7 @@ test-db: $(STAMP)
 	GRANTD_TEST_DB=postgres $(BIN)/pytest -q -m db $(PYTEST_ARGS)
 
 ## The npm packages of the Node.js interop tests, each from its package-lock.json: tests/interop/node
-## (oauth4webapi, jose) and tests/interop/neucron-sdk (Neucron's v1 SDK); where npm is absent, those
+## (oauth4webapi, jose, openid-client) and tests/interop/neucron-sdk (Neucron's v1 SDK); where npm is absent, those
 ## tests are skipped (they need node) and this says so
 .PHONY: interop-deps
 INTEROP_PACKAGES := tests/interop/node tests/interop/neucron-sdk
