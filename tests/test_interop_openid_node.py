@@ -20,6 +20,8 @@ What the journey proves (the report's assertions below, in order):
 - a replayed code is refused (invalid_grant), and the tokens of its first redemption end;
 - prompt=none with a session answers without a page, max_age=3600 does not ask again; a callback
   whose iss is wrong or missing is refused by the library before the code is sent;
+- response_mode=form_post: Chromium runs the answer page's one script under its CSP and posts
+  the answer to the app, where the library reads it from the POST;
 - max_age=1 on an older session: the user signs in again, and auth_time moves on;
 - prompt=login: the user signs in again (and consents to offline_access);
 - logout with id_token_hint and no post_logout_redirect_uri: the signed-out page at once; the
@@ -87,10 +89,19 @@ def _require_packages() -> None:
 
 
 class AppSite:
-    """The app's site on loopback: answers every GET with a small page."""
+    """The app's site on loopback: answers every GET and POST with a small page, and keeps the
+    bodies posted to it (response_mode=form_post)."""
 
     def __init__(self) -> None:
+        self.posted: list[str] = []
+        site = self
+
         class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - the http.server name
+                length = int(self.headers.get("Content-Length") or 0)
+                site.posted.append(self.rfile.read(length).decode())
+                self.do_GET()
+
             def do_GET(self) -> None:  # noqa: N802 - the http.server name
                 body = b"<!doctype html><title>app</title><h1>App</h1>"
                 self.send_response(200)
@@ -155,8 +166,8 @@ async def _with_profile(flow: Flow) -> None:
 class User:
     """One person in one Chromium context (one cookie jar), on grantd's pages and the app's site."""
 
-    def __init__(self, context: Any, email: str, app_origin: str) -> None:
-        self.context, self.email, self.app_origin = context, email, app_origin
+    def __init__(self, context: Any, email: str, app_site: AppSite) -> None:
+        self.context, self.email, self.app_site = context, email, app_site
         self.page: Any = None
         self.signed_in_at = 0.0
         self.pages: dict[str, list[str]] = {}  # step: the pages the user answered, in order
@@ -164,16 +175,22 @@ class User:
     async def start(self) -> None:
         self.page = await self.context.new_page()
 
-    async def authorize(self, step: str, url: str, min_session_age: float) -> str:
-        """Opens ``url``; signs in and allows where asked; the URL landed on at the app."""
+    async def authorize(self, step: str, url: str, min_session_age: float) -> dict[str, Any]:
+        """Opens ``url``; signs in and allows where asked; the URL landed on at the app (``url``),
+        and the form the browser posted there, if it did (``form``)."""
         wait = self.signed_in_at + min_session_age - time.time()
         if wait > 0:
             await asyncio.sleep(wait)
         page, seen = self.page, self.pages.setdefault(step, [])
+        posts = len(self.app_site.posted)
         await page.goto(url)
-        for _ in range(4):
-            if page.url.startswith(self.app_origin + "/"):
-                return page.url
+        for _ in range(6):
+            if page.url.startswith(self.app_site.origin + "/"):
+                form = self.app_site.posted[posts:]
+                return {"url": page.url, **({"form": form[-1]} if form else {})}
+            if await self._posting_itself(page):  # response_mode=form_post: the page's script submits it
+                await page.wait_for_url(f"{self.app_site.origin}/**")
+                continue
             if await page.locator('form[action="/signin"]').count():
                 seen.append("signin")
                 await page.get_by_label("Email").fill(self.email)
@@ -188,6 +205,15 @@ class User:
             else:
                 raise AssertionError(f"{step}: neither sign-in, consent nor the app at {page.url}:\n{await page.content()}")
         raise AssertionError(f"{step}: too many pages, at {page.url}")
+
+    async def _posting_itself(self, page: Any) -> bool:
+        """Whether the page is the form_post answer: a form to the app, which its script submits."""
+        from playwright.async_api import Error as PlaywrightError
+
+        try:
+            return await page.locator(f'form[action^="{self.app_site.origin}/"]').count() > 0
+        except PlaywrightError:  # the page is already navigating away
+            return True
 
     async def visit(self, step: str, url: str) -> dict[str, Any]:
         """Opens ``url`` (a logout request) and says where the browser landed and what it shows."""
@@ -224,7 +250,7 @@ async def _journey(environment: dict[str, str], user: User) -> dict[str, Any]:
             if "report" in message:
                 break
             if message["ask"] == "authorize":
-                answer: dict[str, Any] = {"url": await user.authorize(message["step"], message["url"], message["min_session_age"])}
+                answer = await user.authorize(message["step"], message["url"], message["min_session_age"])
             else:
                 answer = await user.visit(message["step"], message["url"])
             process.stdin.write(json.dumps(answer).encode() + b"\n")
@@ -267,7 +293,7 @@ async def test_openid_client_journey(interop_server: ServerProcess, interop_dev:
         try:
             context = await browser.new_context()
             context.set_default_timeout(15_000)
-            user = User(context, flow.extra["email"], app_site.origin)
+            user = User(context, flow.extra["email"], app_site)
             await user.start()
             report = await _journey(environment, user)
         finally:
@@ -329,6 +355,10 @@ async def test_openid_client_journey(interop_server: ServerProcess, interop_dev:
     assert iss_check["missing"]["cause"] == 'response parameter "iss" (issuer) missing', iss_check
     assert report["silent"]["id_token_claims"]["sub"] == sub
     assert report["silent"]["id_token_claims"]["auth_time"] == claims["auth_time"]  # the same sign-in
+
+    # response_mode=form_post: Chromium posted the answer (the page's script ran under its CSP).
+    assert pages["form_post"] == []
+    assert report["form_post"] == {"posted": True, "parameters": ["code", "iss", "state"], "sub": sub}
 
     # max_age=1 on an older session: signed in again (consent remembered); a newer auth_time.
     assert pages["max_age"] == ["signin"]

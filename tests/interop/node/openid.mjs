@@ -12,6 +12,8 @@
 //              new ID token, validated); the code replayed, and what that did to its tokens
 //   silent     prompt=none with the session, max_age=3600: the callback with a wrong iss and
 //              without iss is refused by the library, then the real one is redeemed
+//   form_post  prompt=none, response_mode=form_post: the browser posts the answer; the library
+//              reads it from the POST
 //   max_age    max_age=1 once the session is older: the user signs in again; auth_time is checked
 //   login      prompt=login, offline_access added: the user signs in again and consents
 //   logout     end_session_endpoint with id_token_hint (no post_logout_redirect_uri): the
@@ -120,6 +122,7 @@ async function authorize(step, parameters = {}, { maxAge, minSessionAge } = {}) 
   const answer = await ask({ ask: 'authorize', step, url: url.href, min_session_age: minSessionAge ?? 0 });
   return {
     callback: new URL(answer.url),
+    form: answer.form ?? null, // response_mode=form_post: the body the browser posted to the callback
     checks: { pkceCodeVerifier: codeVerifier, expectedNonce: nonce, expectedState: state, maxAge },
   };
 }
@@ -201,6 +204,26 @@ report.iss_check = {
   missing: await errorOf(client.authorizationCodeGrant(config, noIss, silent.checks)),
 };
 const silentTokens = await redeem('silent', silent); // the same code, untouched by the refused attempts
+
+// ---------------------------------------------------------------- response_mode=form_post
+
+// The answer is a page whose form the browser posts to the redirect URI at once (its one script
+// allowed by the page's CSP); the library reads the answer from that POST.
+const formPost = await authorize('form_post', { prompt: 'none', response_mode: 'form_post' });
+const formPostTokens = await client.authorizationCodeGrant(
+  config,
+  new Request(formPost.callback, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: formPost.form ?? '',
+  }),
+  formPost.checks,
+);
+report.form_post = {
+  posted: formPost.form !== null,
+  parameters: [...new URLSearchParams(formPost.form ?? '').keys()].sort(),
+  sub: formPostTokens.claims().sub,
+};
 
 // ---------------------------------------------------------------- max_age, prompt=login
 
