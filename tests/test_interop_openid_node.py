@@ -29,9 +29,7 @@ What the journey proves (the report's assertions below, in order):
   login_required, which the library reports as an authorization response error;
 - logout with a registered post_logout_redirect_uri and state: back at the app with the state.
 
-The app's post_logout_redirect_uris cannot be registered through /v1/apps yet (another branch adds
-the OpenID settings there): ``_register_post_logout`` tries the API first, and until the API takes
-the field, writes the app's column in the server's SQLite file, as that change will.
+The app registers its post_logout_redirect_uri with the rest, in ``POST /v1/apps``.
 
 Skipped where node is absent (like tests/test_interop_node.py) or Chromium is (like tests/browser).
 """
@@ -43,7 +41,6 @@ import dataclasses
 import json
 import os
 import shutil
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -128,27 +125,6 @@ def app_site() -> Iterator[AppSite]:
     site.server.shutdown()
     site.server.server_close()
     thread.join()
-
-
-async def _register_post_logout(server: ServerProcess, flow: Flow, uri: str) -> str:
-    """Registers ``uri`` as the app's post-logout redirect URI; says how ("api" or "database").
-
-    Through ``PATCH /v1/apps/{id}`` when the API takes ``post_logout_redirect_uris``; until then,
-    in the column the API will write (migration 0011: a JSON array of exact URIs), in the server's
-    own SQLite file, which the server reads on each logout request."""
-    response = await flow.client.patch(
-        f"/v1/apps/{flow.app_id}", json={"post_logout_redirect_uris": [uri]}, headers={"Authorization": flow.dev_token}
-    )
-    if response.status_code == 200 and response.json().get("data", {}).get("post_logout_redirect_uris") == [uri]:
-        return "api"
-    db = sqlite3.connect(server.log_path.parent / "grantd.db", timeout=10)
-    try:
-        with db:  # one transaction, committed
-            changed = db.execute("UPDATE apps SET post_logout_redirect_uris = ? WHERE id = ?", (json.dumps([uri]), flow.app_id))
-        assert changed.rowcount == 1
-    finally:
-        db.close()
-    return "database"
 
 
 async def _with_profile(flow: Flow) -> None:
@@ -276,10 +252,12 @@ async def test_openid_client_journey(interop_server: ServerProcess, interop_dev:
     from playwright.async_api import async_playwright
 
     issuer = interop_server.base_url
-    flow = await new_app(dataclasses.replace(interop_dev, redirect_uri=app_site.redirect_uri), client_type="confidential")
-    await _with_profile(flow)
     post_logout_uri = app_site.post_logout_redirect_uri
-    registered_by = await _register_post_logout(interop_server, flow, post_logout_uri)
+    flow = await new_app(
+        dataclasses.replace(interop_dev, redirect_uri=app_site.redirect_uri),
+        client_type="confidential", post_logout_redirect_uris=[post_logout_uri],
+    )
+    await _with_profile(flow)
     environment = {
         **os.environ,
         "GRANTD_ISSUER": issuer,
@@ -299,7 +277,6 @@ async def test_openid_client_journey(interop_server: ServerProcess, interop_dev:
         finally:
             await browser.close()
     pages = user.pages
-    print(f"post_logout_redirect_uris registered by: {registered_by}")
     assert_clean_logs([interop_server])
 
     # Discovery: the issuer is the server's (the library also refuses a mismatch by itself).
