@@ -200,8 +200,15 @@ async def accent_stylesheet(color: str) -> Response:
 
 
 async def authorize_page(request: Request) -> Response:
-    ctx = _ctx(request)
+    """``GET /oauth2/authorize``: the authorization request in the query."""
     params, faulty, problem = _query(request)
+    return await _authorize(request, params, faulty, problem)
+
+
+async def _authorize(request: Request, params: dict[str, str], faulty: list[str], problem: str | None) -> Response:
+    """An authorization request (its parameters, and what is wrong with them): sign in, consent,
+    or the answer to the client."""
+    ctx = _ctx(request)
     if problem and ("client_id" in faulty or "redirect_uri" in faulty):
         return _target_error(InvalidRequest(problem))
     try:
@@ -297,8 +304,14 @@ async def _consent_page(
 
 
 async def authorize_decision(request: Request) -> Response:
+    """``POST /oauth2/authorize``: the consent page's decision; or, without one, an authorization
+    request sent by POST, which OpenID Connect Core §3.1.2.1 requires ("MUST support the use of
+    the HTTP GET and POST methods"), answered as the same request by GET."""
     ctx = _ctx(request)
     form = await read_form(request)  # a malformed form raises; render_error answers with the error page
+    if not any(name in form for name in _PAGE_FIELDS):
+        too_long = [name for name, value in form.items() if len(value) > MAX_PARAMETER_LENGTH]
+        return await _authorize(request, form, too_long, f"{too_long[0]} is too long." if too_long else None)
     principal = await session.current(ctx, request)
     if principal is not None and not session.check_session_csrf(ctx, principal, form.get("csrf_token")):
         return error_page(403, "This form cannot be accepted", _FORGED)
