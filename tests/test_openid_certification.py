@@ -40,15 +40,15 @@ published JWKS as a relying party does (whatever its algorithm). Modules, in the
 - oidcc-claims-essential: the claims parameter is not supported (claims_parameter_supported
   false): the request succeeds, and ``name`` is not released without the profile scope (the suite
   warns, it does not fail).
-- oidcc-ensure-request-object-with-redirect-uri: redirect_uri only in a request object: refused,
-  never a code.
+- oidcc-ensure-request-object-with-redirect-uri: redirect_uri only in a request object: an
+  error page (the request lacks redirect_uri), never a redirect.
 - oidcc-refresh-token: a refresh returns an ID token with the same iss, sub, aud and auth_time;
   the refresh token is refused to another client.
 - oidcc-ensure-request-with-valid-pkce-succeeds.
 
 From older versions of the plan and the comprehensive oidcc-test-plan, where they apply:
-oidcc-ensure-redirect-uri-in-authorization-request (no redirect_uri, two registered: an error
-page), and grantd's own PKCE rule for public clients.
+oidcc-ensure-redirect-uri-in-authorization-request (no redirect_uri: an error page, whether the
+app registered two redirect URIs or one), and grantd's own PKCE rule for public clients.
 
 Not applicable (modules of other plans or variants, named for completeness): the dynamic client
 plan's oidcc-registration-*, oidcc-redirect-uri-query-*, oidcc-redirect-uri-regfrag,
@@ -404,6 +404,13 @@ async def test_oidcc_ensure_redirect_uri_in_authorization_request(browser: httpx
     assert "redirect_uri" not in path
     response = await browser.get(path)
     assert response.status_code == 400 and "location" not in response.headers
+    # Core §3.1.2.1: REQUIRED in an OpenID request, even of an app with one redirect URI.
+    one = await new_rp(client)
+    path, _ = authorization_url(one, state="no-redirect-uri")
+    path = path.replace("redirect_uri=" + REDIRECT_URI.replace(":", "%3A").replace("/", "%2F") + "&", "")
+    response = await browser.get(path)
+    assert response.status_code == 400 and "location" not in response.headers
+    assert "redirect_uri is required" in response.text
 
 
 async def test_oidcc_ensure_post_request_succeeds(
@@ -444,11 +451,8 @@ async def test_oidcc_ensure_request_object_with_redirect_uri(browser: httpx.Asyn
     request = unsigned_jwt({"client_id": rp.client_id, "response_type": "code", "scope": "openid", "redirect_uri": REDIRECT_URI})
     query = {"client_id": rp.client_id, "response_type": "code", "scope": "openid", "request": request, "state": "rq"}
     response = await browser.get("/oauth2/authorize?" + urlencode(query))
-    if response.status_code == 400:  # an error page: redirect_uri is missing from the request itself
-        assert "location" not in response.headers
-    else:
-        got = answer(response.headers["location"])
-        assert got["error"] == "request_not_supported" and "code" not in got
+    # An error page (redirect_uri is missing from the request itself), never a redirect.
+    assert response.status_code == 400 and "location" not in response.headers
 
 
 async def test_oidcc_claims_essential(browser: httpx.AsyncClient, client: httpx.AsyncClient, rp: RelyingParty, person: tuple[str, str]) -> None:

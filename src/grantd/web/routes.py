@@ -87,7 +87,13 @@ def _target_error(exc: GrantdError) -> Response:
 
 
 async def _target(ctx: Context, params: dict[str, str]) -> authorization.Target:
-    return await authorization.resolve_target(ctx, params.get("client_id"), params.get("redirect_uri"))
+    """The app and redirect URI of the request. An OpenID request must name its redirect URI
+    (Core §3.1.2.1: REQUIRED), even where the app registered only one, which plain OAuth 2.0
+    may omit (RFC 6749 §3.1.2.3)."""
+    target = await authorization.resolve_target(ctx, params.get("client_id"), params.get("redirect_uri"))
+    if "redirect_uri" not in params and openid.is_openid(params.get("scope", "").split(" ")):
+        raise InvalidRedirectUri("redirect_uri is required in an OpenID Connect request (scope openid).")
+    return target
 
 
 def _validate(ctx: Context, target: authorization.Target, params: dict[str, str]) -> authorization.StandardRequest:
