@@ -26,8 +26,9 @@ def silent_answer(page: Any, url: str) -> dict[str, str]:
 
 
 def test_consent_for_openid_scopes_then_logout_confirmation(page: Any, api: httpx.Client, base_url: str, shoot: Any) -> None:
-    app = register_app(api, name="Photo Printer", owner=new_user(api, "developers@photoprinter.example.com"))
-    user = new_user(api, "barbara@example.com")
+    # Addresses of their own: the live server is the whole browser session's, test_consent has Barbara's.
+    app = register_app(api, name="Photo Printer", owner=new_user(api, "oidc-team@photoprinter.example.com"))
+    user = new_user(api, "carmen@example.com")
     Traffic(page.context)
 
     page.goto(app.authorize_url(base_url, scope=OPENID_SCOPE, nonce="n-0S6_WzA2Mj"))
