@@ -33,7 +33,8 @@ published JWKS as a relying party does (whatever its algorithm). Modules, in the
 - oidcc-codereuse, oidcc-codereuse-30seconds: the second redemption is refused and the first
   access token revoked (UserInfo refuses it), at once and 30 seconds later.
 - oidcc-ensure-registered-redirect-uri: an unregistered redirect_uri: an error page, no redirect.
-- oidcc-ensure-post-request-succeeds: the authorization request by POST (Core §3.1.2.1: MUST).
+- oidcc-ensure-post-request-succeeds: the authorization request by POST (Core §3.1.2.1: MUST),
+  which grantd sends on as the same request by GET.
 - oidcc-server-client-secret-post: the happy flow with client_secret_post.
 - oidcc-unsigned-request-object-supported-correctly-or-rejected-as-unsupported: discovery says
   request_parameter_supported false; an unsigned request object gets request_not_supported.
@@ -416,16 +417,20 @@ async def test_oidcc_ensure_redirect_uri_in_authorization_request(browser: httpx
 async def test_oidcc_ensure_post_request_succeeds(
     browser: httpx.AsyncClient, client: httpx.AsyncClient, rp: RelyingParty, person: tuple[str, str]
 ) -> None:
-    """Core §3.1.2.1: the authorization endpoint MUST support POST (the parameters form-encoded)."""
+    """Core §3.1.2.1: the authorization endpoint MUST support POST (the parameters form-encoded).
+    grantd sends a POSTed request on as the same request by GET (see tests/browser/test_openid.py
+    for why), which the user's browser follows."""
     _, email = person
-    path, _ = authorization_url(rp, state="post")
     form = {"Content-Type": "application/x-www-form-urlencoded"}
-    to_signin = await browser.post("/oauth2/authorize", content=path.split("?", 1)[1], headers=form)
+    path, _ = authorization_url(rp, state="post")
+    to_get = await browser.post("/oauth2/authorize", content=path.split("?", 1)[1], headers=form)
+    assert to_get.status_code == 303 and to_get.headers["location"].startswith("/oauth2/authorize?")
+    to_signin = await browser.get(to_get.headers["location"])
     assert to_signin.status_code == 303 and to_signin.headers["location"].startswith("/signin?next=%2Foauth2%2Fauthorize%3F")
     await tokens_of(browser, client, rp, email)  # signed in, consented
     path, verifier = authorization_url(rp, nonce="by-post", state="post")
-    query = path.split("?", 1)[1]
-    response = await browser.post("/oauth2/authorize", content=query, headers=form)
+    to_get = await browser.post("/oauth2/authorize", content=path.split("?", 1)[1], headers=form)
+    response = await browser.get(to_get.headers["location"])
     assert response.status_code == 303, response.text
     got = answer(response.headers["location"])
     assert got["state"] == "post"

@@ -4,7 +4,9 @@ session, and the signed-out page that follows."""
 
 from __future__ import annotations
 
+import html
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 
@@ -78,3 +80,36 @@ def test_logout_confirmation_stay_signed_in_keeps_the_session(page: Any, api: ht
     assert any(c["name"] == "grantd_session" for c in page.context.cookies(base_url))
     params = silent_answer(page, app.authorize_url(base_url, scope="openid", prompt="none"))
     assert params["error"] == "consent_required"  # signed in still; not yet consented
+
+
+def test_an_authorization_request_posted_from_the_apps_site_finds_the_session(
+    page: Any, api: httpx.Client, base_url: str
+) -> None:
+    """OpenID Connect Core §3.1.2.1: the authorization endpoint takes POST too. Posted from the app's
+    site, the request carries no session cookie (SameSite=Lax sends none with a cross-site POST);
+    grantd sends it on by GET, with which the browser sends it: a signed-in user's ``prompt=none``
+    gets a code, as by GET."""
+    app = register_app(api, name="Photo Printer")
+    user = new_user(api)
+    request = dict(parse_qsl(urlsplit(app.authorize_url(base_url, scope="openid", prompt="none", state="posted")).query))
+    inputs = "".join(f'<input type="hidden" name="{name}" value="{html.escape(value)}">' for name, value in request.items())
+    app_page = f'<!doctype html><title>app</title><form method="post" action="{base_url}/oauth2/authorize">{inputs}<button>Sign in with grantd</button></form>'
+
+    def app_site(route: Any) -> None:
+        body = app_page if route.request.url.endswith("/start") else "<!doctype html><title>client</title><h1>Client callback</h1>"
+        route.fulfill(status=200, content_type="text/html", body=body)
+
+    page.context.route(f"{CLIENT_ORIGIN}/**", app_site)
+    sign_in(page, base_url, user.email)
+    page.goto(app.authorize_url(base_url, scope="openid"))
+    page.get_by_role("button", name="Allow").click()  # consented once
+    page.wait_for_url(f"{CLIENT_ORIGIN}/callback?**")
+
+    page.goto(f"{CLIENT_ORIGIN}/start")
+    # The redirect back to the app is read from grantd's answer (Playwright routes no redirect of a
+    # navigation to the app's site, which does not exist).
+    with page.expect_response(lambda r: r.headers.get("location", "").startswith(f"{CLIENT_ORIGIN}/callback?")) as back:
+        page.get_by_role("button", name="Sign in with grantd").click()
+    assert back.value.request.method == "GET"  # the POST was sent on by GET
+    params = callback_params(back.value.headers["location"])
+    assert params["state"] == "posted" and "code" in params, params

@@ -206,15 +206,8 @@ async def accent_stylesheet(color: str) -> Response:
 
 
 async def authorize_page(request: Request) -> Response:
-    """``GET /oauth2/authorize``: the authorization request in the query."""
-    params, faulty, problem = _query(request)
-    return await _authorize(request, params, faulty, problem)
-
-
-async def _authorize(request: Request, params: dict[str, str], faulty: list[str], problem: str | None) -> Response:
-    """An authorization request (its parameters, and what is wrong with them): sign in, consent,
-    or the answer to the client."""
     ctx = _ctx(request)
+    params, faulty, problem = _query(request)
     if problem and ("client_id" in faulty or "redirect_uri" in faulty):
         return _target_error(InvalidRequest(problem))
     try:
@@ -312,12 +305,16 @@ async def _consent_page(
 async def authorize_decision(request: Request) -> Response:
     """``POST /oauth2/authorize``: the consent page's decision; or, without one, an authorization
     request sent by POST, which OpenID Connect Core §3.1.2.1 requires ("MUST support the use of
-    the HTTP GET and POST methods"), answered as the same request by GET."""
+    the HTTP GET and POST methods").
+
+    A POSTed request is sent on as the same request by GET (303): a browser posting it from the
+    app's site sends no SameSite=Lax session cookie with that POST, but does with the top-level GET
+    it is redirected to; answered at once, every POSTed request would find the user signed out
+    (``prompt=none``: login_required)."""
     ctx = _ctx(request)
     form = await read_form(request)  # a malformed form raises; render_error answers with the error page
     if not any(name in form for name in _PAGE_FIELDS):
-        too_long = [name for name, value in form.items() if len(value) > MAX_PARAMETER_LENGTH]
-        return await _authorize(request, form, too_long, f"{too_long[0]} is too long." if too_long else None)
+        return redirect(_authorize_path(form))
     principal = await session.current(ctx, request)
     if principal is not None and not session.check_session_csrf(ctx, principal, form.get("csrf_token")):
         return error_page(403, "This form cannot be accepted", _FORGED)
