@@ -50,7 +50,7 @@ def _code_rows(ctx: Any, code: str, who: Client, user_id: str, challenge: str | 
     row = {
         "code_hash": ctx.hasher.hash(code), "app_id": who.app_id, "user_id": user_id, "redirect_uri": REDIRECT_URI,
         "permissions": "read_profile,write_data", "state": "s", "code_challenge": challenge, "created_at": now,
-        "expires_at": now + 60,
+        "expires_at": now + 60, "nonce": None, "auth_time": None, "session_jti": None,  # not an OpenID request
     }
     event = audit.entry(ctx, "code_issued", actor=user_id, user_id=user_id, app_id=who.app_id, now=now, permissions=["read_profile"])
     return row, event
