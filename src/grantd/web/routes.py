@@ -87,7 +87,13 @@ def _target_error(exc: GrantdError) -> Response:
 
 
 async def _target(ctx: Context, params: dict[str, str]) -> authorization.Target:
-    return await authorization.resolve_target(ctx, params.get("client_id"), params.get("redirect_uri"))
+    """The app and redirect URI of the request. An OpenID request must name its redirect URI
+    (Core §3.1.2.1: REQUIRED), even where the app registered only one, which plain OAuth 2.0
+    may omit (RFC 6749 §3.1.2.3)."""
+    target = await authorization.resolve_target(ctx, params.get("client_id"), params.get("redirect_uri"))
+    if "redirect_uri" not in params and openid.is_openid(params.get("scope", "").split(" ")):
+        raise InvalidRedirectUri("redirect_uri is required in an OpenID Connect request (scope openid).")
+    return target
 
 
 def _validate(ctx: Context, target: authorization.Target, params: dict[str, str]) -> authorization.StandardRequest:
@@ -300,8 +306,18 @@ async def _consent_page(
 
 
 async def authorize_decision(request: Request) -> Response:
+    """``POST /oauth2/authorize``: the consent page's decision; or, without one, an authorization
+    request sent by POST, which OpenID Connect Core §3.1.2.1 requires ("MUST support the use of
+    the HTTP GET and POST methods").
+
+    A POSTed request is sent on as the same request by GET (303): a browser posting it from the
+    app's site sends no SameSite=Lax session cookie with that POST, but does with the top-level GET
+    it is redirected to; answered at once, every POSTed request would find the user signed out
+    (``prompt=none``: login_required)."""
     ctx = _ctx(request)
     form = await read_form(request)  # a malformed form raises; render_error answers with the error page
+    if not any(name in form for name in _PAGE_FIELDS):
+        return redirect(_authorize_path(form))
     principal = await session.current(ctx, request)
     if principal is not None and not session.check_session_csrf(ctx, principal, form.get("csrf_token")):
         return error_page(403, "This form cannot be accepted", _FORGED)
