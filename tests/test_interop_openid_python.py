@@ -52,10 +52,9 @@ def discovered(issuer: str, flow: Flow) -> OAuth2Client:
         auth=ClientSecretBasic(flow.app_id, flow.key_secret),
         redirect_uri=flow.redirect_uri,
         testing=True,
-        # Any algorithm of discovery's id_token_signing_alg_values_supported, by a key of the JWKS
-        # (the library's default expects RS256, the registration default). Once /v1/apps reports the
-        # app's id_token_signed_response_alg, pass it here: the library then checks that one is used.
-        id_token_signed_response_alg=None,
+        # The app's id_token_signed_response_alg (RS256: the registration default, which /v1/apps
+        # reports): the library checks that each ID token is signed with it.
+        id_token_signed_response_alg="RS256",
     )
     client.update_authorization_server_public_keys()  # fetches jwks_uri
     return client
