@@ -58,7 +58,7 @@ def test_consent_for_openid_scopes_then_logout_confirmation(page: Any, api: http
     shoot(page, "logout-confirm")
     follow(page, page.get_by_role("button", name="Sign out"))
     assert page.get_by_role("heading", level=1).inner_text() == "You are signed out"
-    assert "You signed out of Photo Printer and of your account here." in page.locator("main").inner_text()
+    assert "Your session here has ended, as Photo Printer asked." in page.locator("main").inner_text()
     shoot(page, "signed-out-rp")
     assert not any(c["name"] == "grantd_session" for c in page.context.cookies(base_url))
 
