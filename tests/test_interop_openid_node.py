@@ -41,7 +41,6 @@ import dataclasses
 import json
 import os
 import shutil
-import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -54,7 +53,7 @@ import pytest
 
 from acting_user import new_app
 from support.neucron import PASSWORD, Flow
-from support.servers import ServerProcess, assert_clean_logs
+from support.servers import ServerProcess, assert_clean_logs, serving
 
 NODE_DIR = Path(__file__).parent / "interop" / "node"
 CHROMIUM = os.environ.get("GRANTD_TEST_CHROMIUM", "/usr/bin/chromium")
@@ -119,12 +118,8 @@ class AppSite:
 @pytest.fixture
 def app_site() -> Iterator[AppSite]:
     site = AppSite()
-    thread = threading.Thread(target=site.server.serve_forever, daemon=True)
-    thread.start()
-    yield site
-    site.server.shutdown()
-    site.server.server_close()
-    thread.join()
+    with serving(site.server):
+        yield site
 
 
 async def _with_profile(flow: Flow) -> None:

@@ -14,7 +14,6 @@ form's Allow ends in one. Screenshots: journey-*.png (docs/screenshots/ by `make
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -24,6 +23,7 @@ import httpx
 import pytest
 
 from support.neucron import PASSWORD, unique_email
+from support.servers import serving
 
 
 
@@ -54,12 +54,8 @@ class AppSite:
 @pytest.fixture
 def app_site() -> Iterator[AppSite]:
     site = AppSite()
-    thread = threading.Thread(target=site.server.serve_forever, daemon=True)
-    thread.start()
-    yield site
-    site.server.shutdown()
-    site.server.server_close()
-    thread.join()
+    with serving(site.server):
+        yield site
 
 
 def go(page: Any, role: str, name: str) -> None:

@@ -13,12 +13,14 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -211,3 +213,17 @@ def describe(results: Results, servers: list[ServerProcess], expected: Callable[
     bad = [f"{s.base_url} {r.status_code} {r.text[:300]}" for s, r in results if not expected(r.status_code)]
     logs = "\n".join(f"--- {s.base_url}\n{s.log()[-4000:]}" for s in servers) if bad else ""
     return f"statuses={dict(statuses)}\n" + "\n".join(bad[:5]) + logs
+
+
+@contextmanager
+def serving(server: ThreadingHTTPServer) -> Iterator[ThreadingHTTPServer]:
+    """A small HTTP server of a test (an app's site: its callback, its post-logout page) serving
+    on a thread of its own until the block ends."""
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
