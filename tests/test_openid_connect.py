@@ -9,9 +9,9 @@ tests/test_interop_openid.py.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
-import json
 import re
 import secrets
 from dataclasses import dataclass
@@ -288,8 +288,6 @@ async def test_prompt_login_and_max_age_ask_to_sign_in_again(
     for params in ({"prompt": "login"}, {"max_age": "0"}):
         path, _ = authorization_url(rp, **params)
         if "max_age" in params:
-            import asyncio
-
             await asyncio.sleep(1.1)  # the session is now older than max_age
         response = await browser.get(path)
         assert response.status_code == 303 and response.headers["location"].startswith("/signin?"), response.headers
