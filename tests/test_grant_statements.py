@@ -201,7 +201,8 @@ async def test_the_one_statement_rotates_a_refresh_token_once(app: Any, client: 
         access = {"jti": jti, "app_id": who.app_id, "user_id": user_id, "key_id": who.key_id, "code_hash": code_hash,
                   "scope": "read_profile", "issued_at": now, "expires_at": now + 60}
         successor = {"token_hash": secrets.token_hex(32), "code_hash": code_hash, "app_id": who.app_id,
-                     "user_id": user_id, "scope": "read_profile", "access_jti": jti, "issued_at": now, "expires_at": now + 60}
+                     "user_id": user_id, "scope": "read_profile", "access_jti": jti, "issued_at": now, "expires_at": now + 60,
+                     "auth_time": None, "session_jti": None}  # OpenID Connect (migration 0012): not an OpenID grant
         async with ctx.db.autocommit() as conn:
             return await token_store.rotate_and_issue(
                 conn, token_hash, who.app_id, now, code_hash, access=access, refresh=successor
