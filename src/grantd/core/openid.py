@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from grantd.core.errors import InvalidRequest
+from grantd.core.permissions import STANDARD_SCOPES
 from grantd.crypto.jws import ID_TOKEN_TYPE, InvalidSignature
 
 if TYPE_CHECKING:
@@ -31,14 +32,9 @@ if TYPE_CHECKING:
 
 OPENID = "openid"
 OFFLINE_ACCESS = "offline_access"
-# The standard scopes, in the words the consent page and the connected-apps page show.
-SCOPES: dict[str, str] = {
-    OPENID: "Sign you in to the app and know it is you (your account's identifier)",
-    "profile": "See your name, user name, profile picture and language",
-    "email": "See your email address and whether it is verified",
-    "phone": "See your phone number",
-    OFFLINE_ACCESS: "Keep access after you sign out, until you disconnect the app",
-}
+assert OPENID in STANDARD_SCOPES and OFFLINE_ACCESS in STANDARD_SCOPES
+# The standard scopes (``permissions.STANDARD_SCOPES``: the catalog describes them too).
+SCOPES = STANDARD_SCOPES
 # The claims each scope releases (Core §5.4).
 SCOPE_CLAIMS: dict[str, tuple[str, ...]] = {
     "profile": ("name", "given_name", "family_name", "preferred_username", "picture", "locale", "updated_at"),

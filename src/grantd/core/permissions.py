@@ -10,8 +10,19 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from grantd.core import openid
 from grantd.core.errors import InvalidRequest, InvalidScope
+
+
+# OpenID Connect Core 1.0 §5.4, §11: the standard scopes every app may ask for beside the catalog's
+# permissions, in the words the consent and connected-apps pages show (``core.openid`` gives them
+# their meaning).
+STANDARD_SCOPES: dict[str, str] = {
+    "openid": "Sign you in to the app and know it is you (your account's identifier)",
+    "profile": "See your name, user name, profile picture and language",
+    "email": "See your email address and whether it is verified",
+    "phone": "See your phone number",
+    "offline_access": "Keep access after you sign out, until you disconnect the app",
+}
 
 
 def parse(value: str, *, field: str = "permissions", separator: str = ",") -> tuple[str, ...]:
@@ -46,7 +57,7 @@ class Catalog:
     def describe(self, name: str) -> str:
         """What a user is shown for a scope: a permission of the catalog, or a standard scope of
         OpenID Connect (which the catalog cannot redefine)."""
-        return openid.SCOPES.get(name) or self.descriptions.get(name, name)
+        return STANDARD_SCOPES.get(name) or self.descriptions.get(name, name)
 
     def unknown(self, names: Iterable[str]) -> list[str]:
         return [n for n in names if n not in self.descriptions]
