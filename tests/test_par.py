@@ -305,3 +305,18 @@ async def test_discovery(client: httpx.AsyncClient) -> None:
         assert metadata["require_pushed_authorization_requests"] is False
 
 
+
+
+async def test_expired_requests_are_pruned(app: Any, client: httpx.AsyncClient, rp: RelyingParty) -> None:
+    from grantd.core import retention
+
+    ctx = app.state.ctx
+    await pushed(client, rp)
+    now = ctx.now()
+    try:
+        ctx.now = lambda: now + 61  # type: ignore[method-assign]
+        pruned = await retention.prune(ctx, expired_before=now + 61)
+        assert pruned.pushed_authorization_requests >= 1
+        assert (await retention.prune(ctx, expired_before=now + 61)).pushed_authorization_requests == 0
+    finally:
+        del ctx.now
