@@ -320,3 +320,14 @@ async def test_expired_requests_are_pruned(app: Any, client: httpx.AsyncClient, 
         assert (await retention.prune(ctx, expired_before=now + 61)).pushed_authorization_requests == 0
     finally:
         del ctx.now
+
+
+async def test_the_sign_in_page_shows_the_pushed_login_hint(app: Any, client: httpx.AsyncClient, rp: RelyingParty) -> None:
+    request_uri, _, _ = await pushed(client, rp, login_hint="ada@example.com")
+    async with browser_of(app) as browser:
+        response = await browser.get(authorize_url(rp.client_id, request_uri))
+        assert response.status_code == 303
+        signin = await browser.get(response.headers["location"])
+        assert signin.status_code == 200
+        assert 'value="ada@example.com"' in signin.text
+        assert "Relying Party" in signin.text  # the app's name: the pushed request's app

@@ -481,16 +481,23 @@ async def _entry_page(
 async def signin_form(request: Request) -> Response:
     params, _, _ = _query(request)
     next_path = safe_next(params.get("next"))
-    return await _signin_page(_ctx(request), request, next_path, email=_login_hint(next_path))
+    ctx = _ctx(request)
+    return await _signin_page(ctx, request, next_path, email=await _login_hint(ctx, next_path))
 
 
-def _login_hint(next_path: str) -> str:
+async def _login_hint(ctx: Context, next_path: str) -> str:
     """The email an app suggested the user sign in with (OpenID Connect's ``login_hint``), when the
-    sign-in continues to an authorization request: the email field starts with it."""
+    sign-in continues to an authorization request (sent in full, or pushed): the email field
+    starts with it."""
     parts = urlsplit(next_path)
     if parts.path != AUTHORIZE:
         return ""
-    hint = dict(parse_qsl(parts.query)).get("login_hint", "")
+    params = dict(parse_qsl(parts.query))
+    try:
+        pushed = await _pushed(ctx, params)
+    except GrantdError:
+        return ""
+    hint = (pushed.params if pushed is not None else params).get("login_hint", "")
     return hint[:320] if "@" in hint else ""
 
 
