@@ -331,3 +331,55 @@ async def test_the_sign_in_page_shows_the_pushed_login_hint(app: Any, client: ht
         assert signin.status_code == 200
         assert 'value="ada@example.com"' in signin.text
         assert "Relying Party" in signin.text  # the app's name: the pushed request's app
+
+
+async def test_stored_by_keyed_hash_and_spent_once_of_two_at_once(app: Any, client: httpx.AsyncClient, rp: RelyingParty) -> None:
+    import asyncio
+
+    from sqlalchemy import select
+
+    from grantd.core import par
+    from grantd.core.errors import InvalidRequestUri
+    from grantd.store.schema import pushed_authorization_requests as table
+
+    ctx = app.state.ctx
+    request_uri, params, _ = await pushed(client, rp)
+    random_part = request_uri.removeprefix(URN)
+    async with ctx.db.read() as conn:
+        row = (await conn.execute(select(table).where(table.c.request_hash == ctx.hasher.hash(random_part)))).one()
+    assert random_part not in repr(tuple(row)) and row.app_id == rp.client_id
+    assert row.expires_at - row.created_at == 60
+    opened = await par.open_request(ctx, rp.client_id, request_uri)
+    assert opened.params["state"] == params["state"] and opened.carried == {"client_id": rp.client_id, "request_uri": request_uri}
+    results = await asyncio.gather(par.spend(ctx, opened), par.spend(ctx, opened), return_exceptions=True)
+    assert sorted(type(r).__name__ for r in results) == ["InvalidRequestUri", "NoneType"], results
+    with pytest.raises(InvalidRequestUri):
+        await par.open_request(ctx, rp.client_id, request_uri)
+
+
+async def test_once_opened_the_browser_has_time_to_sign_in(app: Any, client: httpx.AsyncClient, rp: RelyingParty, person: str) -> None:
+    """Opened within its lifetime, the request waits for the sign-in and consent (``par.BROWSER_TIME``);
+    never opened, it expires with its lifetime (test_expired_request_uri_is_refused)."""
+    from sqlalchemy import select
+
+    from grantd.core import par
+    from grantd.store.schema import pushed_authorization_requests as table
+
+    ctx = app.state.ctx
+    request_uri, params, _ = await pushed(client, rp)
+    request_hash = ctx.hasher.hash(request_uri.removeprefix(URN))
+
+    async def row() -> Any:
+        async with ctx.db.read() as conn:
+            return (await conn.execute(select(table).where(table.c.request_hash == request_hash))).one()
+
+    assert (await row()).opened_at is None
+    async with browser_of(app) as browser:
+        first = await browser.get(authorize_url(rp.client_id, request_uri))
+        assert first.status_code == 303 and urlsplit(first.headers["location"]).path == "/signin"
+        opened = await row()
+        assert opened.opened_at is not None and opened.expires_at == opened.opened_at + par.BROWSER_TIME
+        assert opened.spent_at is None
+        location = await ActingUser(browser, person, PASSWORD).authorize(ISSUER + first.headers["location"], REDIRECT_URI)
+    assert answer(location)["state"] == params["state"]
+    assert (await row()).spent_at is not None
