@@ -1,6 +1,9 @@
-"""Pushed authorization requests (RFC 9126) on the in-process app: the endpoint (§2), the
-request_uri at the authorization endpoint (§4: single-use, short-lived, bound to its client),
-"require PAR" per app and server-wide (§5, §6), and the metadata (§5)."""
+"""Pushed authorization requests (RFC 9126) on the in-process app: the endpoint (§2: client
+authentication as at the token endpoint, in its rate-limit budget; the authorization endpoint's
+checks as RFC 6749 §5.2 errors), the request_uri at the authorization endpoint (§4: single-use,
+short-lived, bound to its client, carried through the sign-in and consent pages, stored as a keyed
+hash), "require PAR" per app and server-wide (§5, §6), and the metadata (§5). openid-client's
+``buildAuthorizationUrlWithPAR`` against a real server: tests/test_interop_openid_node.py."""
 
 from __future__ import annotations
 
@@ -383,3 +386,19 @@ async def test_once_opened_the_browser_has_time_to_sign_in(app: Any, client: htt
         location = await ActingUser(browser, person, PASSWORD).authorize(ISSUER + first.headers["location"], REDIRECT_URI)
     assert answer(location)["state"] == params["state"]
     assert (await row()).spent_at is not None
+
+
+async def test_failed_client_authentication_counts_in_the_token_endpoints_budget(
+    settings: Settings, client: httpx.AsyncClient, rp: RelyingParty
+) -> None:
+    """A secret can be guessed at /oauth2/par as at /oauth2/token: the failures share one budget."""
+    async with app_with(settings, rate_limit_token_failures_per_client=2) as (_, http):
+        params, _ = request_params()
+        wrong = {"client_id": rp.client_id, "client_secret": rp.secret[:-4] + "AAAA", **params}
+        assert (await http.post("/oauth2/par", data=wrong)).status_code == 401
+        token = await http.post("/oauth2/token", data={"grant_type": "client_credentials", "client_id": rp.client_id,
+                                                       "client_secret": rp.secret[:-4] + "AAAA"})
+        assert token.status_code == 401
+        limited = await http.post("/oauth2/par", data={**params, "client_id": rp.client_id, "client_secret": rp.secret})
+        assert limited.status_code == 429, limited.text
+        assert limited.json()["error"] and "retry-after" in limited.headers
