@@ -68,6 +68,7 @@ SECRET_FIELDS: Mapping[str, str] = {
     "access_token": "token",
     "id_token": "token",
     "token": "token",
+    "request_uri": "request_uri",  # RFC 9126: stands for a pushed request; stored only as a keyed hash
 }
 SESSION_COOKIE = "grantd_session"
 # Request fields whose values are public by design, which grantd may store or echo. A test may

@@ -357,6 +357,7 @@ OPENID = {
     "subject_type": "pairwise",
     "sector_identifier_uri": "https://sector.example.com/redirects.json",
     "require_nonce": True,
+    "require_pushed_authorization_requests": True,
 }
 OPENID_DEFAULTS = {
     "post_logout_redirect_uris": [],
@@ -364,6 +365,7 @@ OPENID_DEFAULTS = {
     "subject_type": "public",
     "sector_identifier_uri": None,
     "require_nonce": False,
+    "require_pushed_authorization_requests": False,
 }
 TWO_HOSTS = [REDIRECT, "https://other.example.com/callback"]
 SECTOR_REQUIRED = "sector_identifier_uri is required when subject_type is pairwise and the redirect_uris are on more than one host"
@@ -387,6 +389,7 @@ OPENID_REFUSED: list[tuple[str, Any, str]] = [
     ("sector_identifier_uri", "https://u:p@sector.example.com/", "sector_identifier_uri may not carry user information."),
     ("require_nonce", "yes", "require_nonce must be true or false."),
     ("require_nonce", 1, "require_nonce must be true or false."),
+    ("require_pushed_authorization_requests", "yes", "require_pushed_authorization_requests must be true or false."),
 ]
 
 
@@ -414,7 +417,7 @@ async def test_openid_settings_round_trip(client: httpx.AsyncClient) -> None:
     # "", [] and false set each back to its default (the sector first: pairwise needs it on two hosts).
     assert_error(await client.patch(base, json={"sector_identifier_uri": ""}, headers=auth(token)), 400, "invalid_request")
     clear = {"post_logout_redirect_uris": [], "id_token_signed_response_alg": "", "subject_type": "",
-             "sector_identifier_uri": "", "require_nonce": False}
+             "sector_identifier_uri": "", "require_nonce": False, "require_pushed_authorization_requests": False}
     assert openid_of(ok(await client.patch(base, json=clear, headers=auth(token)))) == OPENID_DEFAULTS
     assert openid_of(ok(await client.get(base, headers=auth(token)))) == OPENID_DEFAULTS
 

@@ -595,6 +595,7 @@ OPENID_FORM = {
     "subject_type": "pairwise",
     "sector_identifier_uri": "https://sector.example.com/s.json",
     "require_nonce": "yes",
+    "require_pushed_authorization_requests": "yes",
 }
 OPENID_SHOWN = {
     "post_logout_redirect_uris": f"{REDIRECT_URI}/bye http://127.0.0.1:8765/out",  # one a line, blank lines dropped
@@ -602,10 +603,11 @@ OPENID_SHOWN = {
     "subject_type": "pairwise",
     "sector_identifier_uri": "https://sector.example.com/s.json",
     "require_nonce": True,
+    "require_pushed_authorization_requests": True,
 }
 OPENID_DEFAULTS_SHOWN = {
     "post_logout_redirect_uris": "", "id_token_signed_response_alg": "RS256", "subject_type": "public",
-    "sector_identifier_uri": "", "require_nonce": False,
+    "sector_identifier_uri": "", "require_nonce": False, "require_pushed_authorization_requests": False,
 }
 
 
@@ -618,6 +620,7 @@ def openid_settings(page: httpx.Response) -> dict[str, Any]:
         "subject_type": selected(page, "subject_type"),
         "sector_identifier_uri": attrs["sector_identifier_uri"].get("value", ""),
         "require_nonce": "checked" in attrs["require_nonce"],
+        "require_pushed_authorization_requests": "checked" in attrs["require_pushed_authorization_requests"],
     }
 
 
@@ -661,7 +664,7 @@ async def test_the_console_registers_shows_and_edits_the_openid_settings(app: An
     assert openid_settings(await dev.page(f"/console/apps/{app_id}")) == OPENID_SHOWN
 
     # Unticked, emptied or set back: the defaults.
-    data = settings_form(page, app_id, require_nonce=None, post_logout_redirect_uris="", subject_type="public",
+    data = settings_form(page, app_id, require_nonce=None, require_pushed_authorization_requests=None, post_logout_redirect_uris="", subject_type="public",
                          sector_identifier_uri="", id_token_signed_response_alg="RS256")
     response = await dev.post(f"/console/apps/{app_id}", data)
     assert response.status_code == 303, response.text

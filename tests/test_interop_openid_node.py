@@ -18,6 +18,9 @@ What the journey proves (the report's assertions below, in order):
   the user's stable sub; UserInfo answers the same sub by GET, by POST with the token in the
   header and in the form body; a refresh returns a new ID token for the same sub;
 - a replayed code is refused (invalid_grant), and the tokens of its first redemption end;
+- RFC 9126: discovery names the PAR endpoint; ``buildAuthorizationUrlWithPAR`` pushes the request
+  and the browser carries only client_id + request_uri; the code it brings back redeems; the same
+  URL again lands on grantd's error page, not at the app;
 - prompt=none with a session answers without a page, max_age=3600 does not ask again; a callback
   whose iss is wrong or missing is refused by the library before the code is sent;
 - response_mode=form_post: Chromium runs the answer page's one script under its CSP and posts
@@ -189,10 +192,11 @@ class User:
     async def visit(self, step: str, url: str) -> dict[str, Any]:
         """Opens ``url`` (a logout request) and says where the browser landed and what it shows."""
         page = self.page
-        await page.goto(url)
+        response = await page.goto(url)
         cookies = {c["name"] for c in await self.context.cookies(url)}
         return {
             "url": page.url,
+            "status": response.status if response is not None else None,
             "heading": (await page.locator("h1").first.text_content() or "").strip(),
             "session_cookie": "grantd_session" in cookies,
         }
@@ -280,6 +284,8 @@ async def test_openid_client_journey(interop_server: ServerProcess, interop_dev:
     assert discovery["userinfo_endpoint"] == f"{issuer}/oauth2/userinfo"
     assert discovery["end_session_endpoint"] == f"{issuer}/oauth2/logout"
     assert discovery["authorization_response_iss_parameter_supported"] is True
+    assert discovery["pushed_authorization_request_endpoint"] == f"{issuer}/oauth2/par"
+    assert discovery["require_pushed_authorization_requests"] is False
 
     # The first sign-in: the pages, the callback, the ID token the library validated.
     assert pages["first"] == ["signin", "consent"]
@@ -317,6 +323,18 @@ async def test_openid_client_journey(interop_server: ServerProcess, interop_dev:
     assert report["replay"]["error"] == "invalid_grant", report["replay"]
     assert report["replay_after"]["refresh"]["error"] == "invalid_grant", report["replay_after"]
     assert report["replay_after"]["userinfo"] is not None, "the access token outlived the replay of its code"
+
+    # RFC 9126: the library pushed the request; the browser carried client_id + request_uri only,
+    # and, with the session and prompt=none, came back with a code the library redeemed.
+    assert pages["par"] == []
+    assert report["par_url_parameters"] == ["client_id", "request_uri"]
+    assert report["par"]["callback_parameters"] == ["code", "iss", "state"]
+    assert report["par"]["id_token_claims"]["nonce"] == report["par"]["nonce_sent"]
+    assert report["par_sub"] == sub
+    # The same URL again: the request_uri is spent; grantd's error page, not the app.
+    reused = report["par_reused"]
+    assert reused["url"].startswith(f"{issuer}/oauth2/authorize?") and reused["status"] == 400, reused
+    assert reused["heading"] == "This request cannot be used", reused
 
     # prompt=none with the session (and max_age=3600): no page; iss checked by the library.
     assert pages["silent"] == []

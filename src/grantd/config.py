@@ -102,6 +102,17 @@ class Settings(BaseSettings):
         description="Days the servers keep audit events when they prune (GRANTD_PRUNE_INTERVAL); 0: for ever.",
     )
     authorization_code_ttl: int = Field(default=300, ge=10, le=3600, description="Authorization code lifetime, seconds.")
+    pushed_authorization_request_ttl: int = Field(
+        default=60,
+        ge=5,
+        le=600,
+        description="Lifetime, seconds, of a pushed authorization request's request_uri (RFC 9126).",
+    )
+    require_pushed_authorization_requests: bool = Field(
+        default=False,
+        description="Refuse every authorization request at /oauth2/authorize that was not pushed first "
+        "(RFC 9126 §5: the request_uri of /oauth2/par); per app: its require_pushed_authorization_requests.",
+    )
     signing_key_activation_delay: int = Field(
         default=600,
         ge=0,

@@ -62,6 +62,7 @@ class Route:
     responses: dict[int | str, dict[str, Any]] | None = None
     openapi_extra: dict[str, Any] | None = None
     response_class: type[Response] | None = None
+    status_code: int | None = None  # the success status documented, when not 200
     hidden: bool = False
 
 
@@ -126,10 +127,11 @@ def _oauth2(
     required: list[str],
     success: dict[str, Any],
     summary: str,
+    status: int = 200,
     **more: Any,
 ) -> Route:
     """An endpoint of standard OAuth 2.0: a POST of ``form`` (client authentication in it or by
-    Basic), its 200 ``success``, its errors RFC 6749 §5.2 JSON."""
+    Basic), its ``status`` (200) ``success``, its errors RFC 6749 §5.2 JSON."""
     return Route(
         "POST",
         path,
@@ -138,7 +140,8 @@ def _oauth2(
         summary=summary,
         tags=("OAuth 2.0",),
         openapi_extra=oauth2.form_doc(form, required),
-        responses={200: success, **oauth2.ERRORS_DOC},
+        responses={status: success, **oauth2.ERRORS_DOC},
+        status_code=status if status != 200 else None,
         **more,
     )
 
@@ -292,6 +295,12 @@ _OAUTH2 = (
         "Token introspection (RFC 7662) of the calling app's tokens",
         hot=hot.introspect,
     ),
+    _oauth2(
+        "/oauth2/par", oauth2.pushed_authorization_request, oauth2.PAR_REQUEST, ["response_type"],
+        {"description": "Pushed: the request_uri, single-use", **_json(oauth2.PAR_SCHEMA)},
+        "Pushed authorization request (RFC 9126): the request_uri to send to /oauth2/authorize",
+        status=201,
+    ),
     Route(
         "GET", "/.well-known/oauth-authorization-server", oauth2.metadata, NEUCRON,
         summary="Authorization server metadata (RFC 8414)",
@@ -423,6 +432,7 @@ def register(app: FastAPI, routes: Iterable[Route]) -> None:
                 ("responses", route.responses),
                 ("openapi_extra", route.openapi_extra),
                 ("response_class", route.response_class),
+                ("status_code", route.status_code),
             )
             if value is not None
         }

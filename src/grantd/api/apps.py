@@ -100,6 +100,11 @@ class OpenIDSettings(BaseModel):
         None, examples=[True],
         description="true: an OpenID request (scope openid) without a nonce is refused. " + _CLEARS.format(empty="false"),
     )
+    require_pushed_authorization_requests: bool | None = Field(
+        None, examples=[True],
+        description="true: an authorization request is accepted only when pushed first (RFC 9126 §6: POST "
+        "/oauth2/par, then /oauth2/authorize with its request_uri). " + _CLEARS.format(empty="false"),
+    )
 
 
 def openid_of(body: OpenIDSettings) -> dict[str, Any]:
@@ -115,6 +120,7 @@ class OpenIDSettingsData(BaseModel):
     subject_type: str = Field(description="public or pairwise.")
     sector_identifier_uri: str | None
     require_nonce: bool
+    require_pushed_authorization_requests: bool
 
 
 class AppCreate(Branding, OpenIDSettings):

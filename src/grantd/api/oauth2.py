@@ -1,5 +1,6 @@
-"""The standard OAuth 2.0 dialect: form-encoded token, revocation and introspection endpoints,
-and the authorization server metadata (RFC 6749, 7009, 7662, 8414, 9207).
+"""The standard OAuth 2.0 dialect: form-encoded token, revocation, introspection and pushed
+authorization request endpoints, and the authorization server metadata (RFC 6749, 7009, 7662,
+8414, 9126, 9207).
 
 Errors are RFC 6749 §5.2 JSON: ``{"error", "error_description"}``; ``invalid_client`` is 401
 with ``WWW-Authenticate``.
@@ -17,7 +18,7 @@ from starlette.responses import Response
 from grantd import telemetry
 from grantd.api.deps import client_address
 from grantd.api.jsonbody import JSONBody
-from grantd.core import authorization, client_auth, grants, introspection, openid, ratelimit, revocation
+from grantd.core import authorization, client_auth, grants, introspection, openid, par, ratelimit, revocation
 from grantd.core.clients import ID_TOKEN_ALGORITHMS, SUBJECT_TYPES
 from grantd.core.access_token import IssuedToken
 from grantd.core.context import Context
@@ -186,6 +187,29 @@ TOKEN_SCHEMA = {
     },
     "required": ["access_token", "token_type", "expires_in", "scope"],
 }
+PAR_REQUEST = {
+    "response_type": {"type": "string", "enum": ["code"]},
+    "redirect_uri": _STRING,
+    "scope": _STRING,
+    "state": _STRING,
+    "code_challenge": _STRING,
+    "code_challenge_method": {"type": "string", "enum": ["S256"]},
+    "nonce": _STRING,
+    "prompt": _STRING,
+    "max_age": _STRING,
+    "response_mode": _STRING,
+    "login_hint": _STRING,
+    "id_token_hint": _STRING,
+    **_CLIENT_FIELDS,
+}
+PAR_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "request_uri": {"type": "string", "description": "urn:ietf:params:oauth:request_uri:…, single-use"},
+        "expires_in": {"type": "integer"},
+    },
+    "required": ["request_uri", "expires_in"],
+}
 INTROSPECTION_SCHEMA = {"type": "object", "properties": {"active": {"type": "boolean"}}, "required": ["active"]}
 
 
@@ -228,6 +252,15 @@ async def introspect_token(ctx: Context, authorization: str | None, form: dict[s
         return _json(await introspection.introspect(ctx, auth, form.get("token")))
 
 
+async def pushed_authorization_request(request: Request) -> Response:
+    """``POST /oauth2/par`` (RFC 9126 §2): 201 with the request_uri, or RFC 6749 §5.2 errors."""
+    ctx: Context = request.app.state.ctx
+    form = await read_form(request)
+    async with _ClientRequest(ctx, request.headers.get("authorization"), form, client_address(request)) as auth:
+        pushed = await par.push(ctx, auth, form)
+    return JSONBody({"request_uri": pushed.request_uri, "expires_in": pushed.expires_in}, 201, NO_STORE)
+
+
 def discovery_document(ctx: Context) -> dict[str, Any]:
     """The one metadata document of the server: RFC 8414's (``/.well-known/oauth-authorization-server``)
     and OpenID Connect Discovery 1.0's (``/.well-known/openid-configuration``), every REQUIRED and
@@ -261,6 +294,8 @@ def discovery_document(ctx: Context) -> dict[str, Any]:
         "introspection_endpoint_auth_methods_supported": list(client_auth.SECRET_METHODS),
         "code_challenge_methods_supported": ["S256"],
         "authorization_response_iss_parameter_supported": True,
+        "pushed_authorization_request_endpoint": f"{issuer}/oauth2/par",
+        "require_pushed_authorization_requests": ctx.settings.require_pushed_authorization_requests,
     }
 
 

@@ -349,10 +349,13 @@ def _one_of(field: str, choices: Sequence[str]) -> Callable[[Any], str]:
     return rule
 
 
-def _require_nonce(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise InvalidRequest("require_nonce must be true or false.", field="require_nonce")
-    return value
+def _boolean(field: str) -> Callable[[Any], bool]:
+    def rule(value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise InvalidRequest(f"{field} must be true or false.", field=field)
+        return value
+
+    return rule
 
 
 _OPENID_RULES: dict[str, Callable[[Any], Any]] = {
@@ -361,7 +364,8 @@ _OPENID_RULES: dict[str, Callable[[Any], Any]] = {
     "subject_type": _one_of("subject_type", SUBJECT_TYPES),
     # Only its host is used (the pairwise sector): the document it names is not fetched.
     "sector_identifier_uri": lambda value: _branding_uri("sector_identifier_uri", value),
-    "require_nonce": _require_nonce,
+    "require_nonce": _boolean("require_nonce"),
+    "require_pushed_authorization_requests": _boolean("require_pushed_authorization_requests"),
 }
 assert tuple(_OPENID_RULES) == OPENID_FIELDS
 

@@ -46,6 +46,8 @@ class OpenIDSettings:
     subject_type: str = "public"
     sector_identifier_uri: str | None = None  # pairwise subjects: the host of this URI is the sector
     require_nonce: bool = False  # grantd's own: an OpenID request without a nonce is refused
+    # RFC 9126 §6: only pushed authorization requests (a request_uri of /oauth2/par) are accepted
+    require_pushed_authorization_requests: bool = False
 
     @classmethod
     def of(cls, row: Any) -> OpenIDSettings:
@@ -57,6 +59,7 @@ class OpenIDSettings:
             subject_type=row.subject_type or "public",
             sector_identifier_uri=row.sector_identifier_uri,
             require_nonce=bool(row.require_nonce),
+            require_pushed_authorization_requests=bool(row.require_pushed_authorization_requests),
         )
 
     def sector(self, uris: Sequence[str]) -> str | None:

@@ -116,3 +116,10 @@ class RequestNotSupported(GrantdError):
 
 class RequestUriNotSupported(GrantdError):
     error, status_code = "request_uri_not_supported", 400
+
+
+class InvalidRequestUri(GrantdError):
+    """RFC 9101 §6.2 (as RFC 9126 §4 uses it): a request_uri that is unknown, expired, spent, or
+    another client's. Shown on a page, never redirected."""
+
+    error, status_code = "invalid_request_uri", 400

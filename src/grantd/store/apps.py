@@ -22,6 +22,7 @@ BRANDING_COLUMNS = ("logo_uri", "client_uri", "tos_uri", "policy_uri", "descript
 # An app's OpenID Connect settings (migration 0012), named as core.apps names them.
 OPENID_COLUMNS = (
     "post_logout_redirect_uris", "id_token_signed_response_alg", "subject_type", "sector_identifier_uri", "require_nonce",
+    "require_pushed_authorization_requests",
 )
 
 _APP_COLUMNS = (

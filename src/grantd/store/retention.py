@@ -15,7 +15,8 @@ from sqlalchemy import BigInteger, Column, ColumnElement, Table, and_, bindparam
 
 from grantd.store.db import later_of, upsert
 from grantd.store.schema import (
-    access_tokens, app_keys, audit_events, authorization_codes, grants, maintenance, refresh_tokens, user_sessions,
+    access_tokens, app_keys, audit_events, authorization_codes, grants, maintenance, pushed_authorization_requests,
+    refresh_tokens, user_sessions,
 )
 
 if TYPE_CHECKING:
@@ -75,6 +76,11 @@ AUTHORIZATION_CODES = _Batch(
     and_(authorization_codes.c.expires_at < _BEFORE, not_(_family_alive(authorization_codes.c.code_hash, _BEFORE))),
 )
 USER_SESSIONS = _Batch(user_sessions, user_sessions.c.jti, user_sessions.c.expires_at < _BEFORE)
+PUSHED_REQUESTS = _Batch(
+    pushed_authorization_requests,
+    pushed_authorization_requests.c.request_hash,
+    pushed_authorization_requests.c.expires_at < _BEFORE,
+)
 AUDIT_EVENTS = _Batch(audit_events, audit_events.c.id, audit_events.c.occurred_at < _BEFORE)
 
 _KEY_USED = (

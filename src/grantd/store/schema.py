@@ -85,6 +85,7 @@ apps = Table(
     Column("subject_type", String(8)),  # public or pairwise; NULL: public
     Column("sector_identifier_uri", Text),
     Column("require_nonce", Boolean),  # grantd's own: refuse an OpenID request without a nonce
+    Column("require_pushed_authorization_requests", Boolean),  # RFC 9126 §6
 )
 
 app_keys = Table(
@@ -268,4 +269,19 @@ email_tokens = Table(
     Column("created_at", BigInteger, nullable=False),
     Column("expires_at", BigInteger, nullable=False),
     Column("used_at", BigInteger),
+)
+
+
+# Pushed authorization requests (RFC 9126): only the request_uri's random part's keyed hash is
+# stored; the request's parameters as a JSON object. Single-use: spent_at once answered.
+pushed_authorization_requests = Table(
+    "pushed_authorization_requests",
+    metadata,
+    Column("request_hash", String(64), primary_key=True),
+    Column("app_id", String(36), ForeignKey("apps.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("parameters", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False, index=True),
+    Column("opened_at", BigInteger),  # first brought to /oauth2/authorize: the browser's time starts
+    Column("spent_at", BigInteger),
 )

@@ -164,6 +164,9 @@ def _app_form(app: apps.App | None = None) -> dict[str, Any]:
     }
 
 
+_CHECKBOXES = ("require_nonce", "require_pushed_authorization_requests")
+
+
 def _posted_app_form(form: Form) -> dict[str, Any]:
     return {
         "name": form.one("name") or "",
@@ -171,8 +174,9 @@ def _posted_app_form(form: Form) -> dict[str, Any]:
         "permissions": form.all("permissions"),
         "client_type": form.one("client_type") or "",
         **{name: form.one(name) or "" for name in apps.BRANDING_FIELDS},
-        **{name: form.one(name) or "" for name in apps.OPENID_FIELDS if name != "require_nonce"},
-        "require_nonce": form.one("require_nonce") == "yes",  # a checkbox: absent when not ticked
+        **{name: form.one(name) or "" for name in apps.OPENID_FIELDS if name not in _CHECKBOXES},
+        # checkboxes: absent when not ticked
+        **{name: form.one(name) == "yes" for name in _CHECKBOXES},
     }
 
 

@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 from fastapi import Request
 from starlette.responses import Response
 
-from grantd.core import accounts, apps, authorization, email_address, openid
+from grantd.core import accounts, apps, authorization, email_address, openid, par
 from grantd.core.accounts import Principal
 from grantd.core.context import Context
 from grantd.core.errors import (
@@ -30,6 +30,7 @@ from grantd.core.errors import (
     InvalidGrant,
     InvalidRedirectUri,
     InvalidRequest,
+    InvalidRequestUri,
     NotFound,
     RateLimited,
 )
@@ -97,20 +98,51 @@ async def _target(ctx: Context, params: dict[str, str]) -> authorization.Target:
 
 
 def _validate(ctx: Context, target: authorization.Target, params: dict[str, str]) -> authorization.StandardRequest:
-    return authorization.validate_request(
-        ctx,
-        target,
-        response_type=params.get("response_type"),
-        scope=params.get("scope"),
-        state=params.get("state"),
-        code_challenge=params.get("code_challenge"),
-        code_challenge_method=params.get("code_challenge_method"),
-        nonce=params.get("nonce"),
-        prompt=params.get("prompt"),
-        max_age=params.get("max_age"),
-        response_mode=params.get("response_mode"),
-        request_object=params.get("request"),
-        request_uri=params.get("request_uri"),
+    return par.validate(ctx, target, params)
+
+
+async def _pushed(ctx: Context, params: dict[str, str]) -> par.Opened | None:
+    """The pushed request (RFC 9126 §4) a request names by ``client_id`` + ``request_uri``; None for
+    a request sent in full. InvalidRequestUri (shown, never redirected) for one that cannot be used."""
+    request_uri = params.get("request_uri")
+    return None if request_uri is None else await par.open_request(ctx, params.get("client_id"), request_uri)
+
+
+def _unusable_request_uri(exc: InvalidRequestUri) -> Response:
+    return error_page(
+        400,
+        "This request cannot be used",
+        exc.message,
+        detail="The app sent you here with a request that expired or was used already. "
+        "You have not been sent back to it. Go back to the app and start again.",
+    )
+
+
+def _not_pushed(ctx: Context, target: authorization.Target, pushed: par.Opened | None) -> GrantdError | None:
+    """RFC 9126 §6: a request of an app (or a server) that requires pushed requests, not pushed."""
+    if pushed is None and par.required(ctx, target):
+        return InvalidRequest(
+            "This app's authorization requests must be pushed first (RFC 9126): POST them to /oauth2/par, "
+            "then send the request_uri here."
+        )
+    return None
+
+
+async def _answered(ctx: Context, pushed: par.Opened | None, answer: authorization.Answer) -> Response:
+    """``send_back(answer)``, spending the pushed request it answers."""
+    if pushed is not None:
+        try:
+            await par.spend(ctx, pushed)
+        except InvalidRequestUri as exc:
+            return _unusable_request_uri(exc)
+    return send_back(answer)
+
+
+async def _back_with_pushed_error(
+    ctx: Context, target: authorization.Target, exc: GrantdError, params: dict[str, str], pushed: par.Opened | None
+) -> Response:
+    return await _answered(
+        ctx, pushed, authorization.error_redirect(ctx, target, exc.error, exc.message, params.get("state"), _response_mode(params))
     )
 
 
@@ -206,26 +238,43 @@ async def accent_stylesheet(color: str) -> Response:
 
 
 async def authorize_page(request: Request) -> Response:
+    """A request sent in full, or by ``client_id`` + ``request_uri`` a pushed one (RFC 9126 §4):
+    then its stored parameters stand for the query, whose other parameters are ignored. The
+    sign-in and consent pages carry the ``request_uri``, not the parameters; it is spent when the
+    answer goes back to the client (``_answered``)."""
     ctx = _ctx(request)
     params, faulty, problem = _query(request)
-    if problem and ("client_id" in faulty or "redirect_uri" in faulty):
+    if problem and ({"client_id", "redirect_uri", "request_uri"} & set(faulty)):
         return _target_error(InvalidRequest(problem))
+    try:
+        pushed = await _pushed(ctx, params)
+    except InvalidRequestUri as exc:
+        return _unusable_request_uri(exc)
+    if pushed is not None:
+        params, problem = pushed.params, None
     try:
         target = await _target(ctx, params)
     except (InvalidClient, InvalidRedirectUri) as exc:
         return _target_error(exc)
     if problem:
         return _back_with_error(ctx, target, InvalidRequest(problem), params)
+    refused = _not_pushed(ctx, target, pushed)
+    if refused is not None:
+        return _back_with_error(ctx, target, refused, params)
     try:
-        standard = _validate(ctx, target, params)
         principal = await session.current(ctx, request)
+        if pushed is not None and principal is not None and principal.issued_at >= pushed.created_at:
+            # Signed in since the request was pushed: its prompt=login, max_age and id_token_hint are
+            # met, as the query carried back from the sign-in page meets them (_after_sign_in).
+            params = _after_sign_in(params)
+        standard = _validate(ctx, target, params)
         hinted = await _hinted_subject(ctx, target, params.get("id_token_hint"))
     except GrantdError as exc:
-        return _back_with_error(ctx, target, exc, params)
+        return await _back_with_pushed_error(ctx, target, exc, params, pushed)
     if _must_sign_in(ctx, standard, principal, hinted):
         if "none" in standard.prompt:
-            return _back_with_error(ctx, target, LoginRequired("The user must sign in."), params)
-        next_path = _authorize_path(_after_sign_in(params))
+            return await _back_with_pushed_error(ctx, target, LoginRequired("The user must sign in."), params, pushed)
+        next_path = _authorize_path(pushed.carried if pushed is not None else _after_sign_in(params))
         # prompt=create (Initiating User Registration via OpenID Connect 1.0): the sign-up page.
         wanted = "/signup?" if "create" in standard.prompt and principal is None else "/signin?"
         response = redirect(wanted + urlencode({"next": next_path}))
@@ -236,8 +285,23 @@ async def authorize_page(request: Request) -> Response:
     missing = await authorization.missing_consent(ctx, principal, standard)
     if missing or "consent" in standard.prompt:
         if "none" in standard.prompt:
-            return _back_with_error(ctx, target, ConsentRequired("The user must consent to this request."), params)
-        return await _consent_page(ctx, principal, standard, params, missing or list(standard.permissions))
+            return await _back_with_pushed_error(
+                ctx, target, ConsentRequired("The user must consent to this request."), params, pushed
+            )
+        carried = pushed.carried if pushed is not None else params
+        return await _consent_page(ctx, principal, standard, carried, missing or list(standard.permissions))
+    return await _approved(ctx, request, principal, standard, pushed)
+
+
+async def _approved(
+    ctx: Context, request: Request, principal: Principal, standard: authorization.StandardRequest, pushed: par.Opened | None
+) -> Response:
+    """The code, sent back; a pushed request is spent first, so that it issues one code at most."""
+    if pushed is not None:
+        try:
+            await par.spend(ctx, pushed)
+        except InvalidRequestUri as exc:
+            return _unusable_request_uri(exc)
     return send_back(await authorization.approve(ctx, principal, standard, address=_address(request)))
 
 
@@ -322,21 +386,29 @@ async def authorize_decision(request: Request) -> Response:
     if principal is not None and not session.check_session_csrf(ctx, principal, form.get("csrf_token")):
         return error_page(403, "This form cannot be accepted", _FORGED)
     try:
-        target = await _target(ctx, form)
+        pushed = await _pushed(ctx, form)
+    except InvalidRequestUri as exc:
+        return _unusable_request_uri(exc)
+    params = pushed.params if pushed is not None else form
+    try:
+        target = await _target(ctx, params)
     except (InvalidClient, InvalidRedirectUri) as exc:
         return _target_error(exc)
     if principal is None:
         # The session ended while the page was open: sign in again, then see the same request.
-        return _to_signin(_authorize_path(form))
+        return _to_signin(_authorize_path(pushed.carried if pushed is not None else form))
+    refused = _not_pushed(ctx, target, pushed)
+    if refused is not None:
+        return _back_with_error(ctx, target, refused, params)
     try:
-        standard = _validate(ctx, target, form)
+        standard = _validate(ctx, target, params)
     except GrantdError as exc:
-        return _back_with_error(ctx, target, exc, form)
+        return await _back_with_pushed_error(ctx, target, exc, params, pushed)
     decision = form.get("decision")
     if decision == "allow":
-        return send_back(await authorization.approve(ctx, principal, standard, address=_address(request)))
+        return await _approved(ctx, request, principal, standard, pushed)
     if decision == "deny":
-        return send_back(authorization.error_redirect(
+        return await _answered(ctx, pushed, authorization.error_redirect(
             ctx, target, "access_denied", "The user denied the request.", standard.state, standard.response_mode
         ))
     return error_page(400, "The request cannot be handled", "decision must be allow or deny.")
@@ -351,7 +423,9 @@ async def _continuing_to(ctx: Context, next_path: str) -> authorization.Target |
     if parts.path != AUTHORIZE:
         return None
     try:
-        return await _target(ctx, dict(parse_qsl(parts.query)))
+        params = dict(parse_qsl(parts.query))
+        pushed = await _pushed(ctx, params)
+        return await _target(ctx, pushed.params if pushed is not None else params)
     except GrantdError:
         return None
 
@@ -407,16 +481,23 @@ async def _entry_page(
 async def signin_form(request: Request) -> Response:
     params, _, _ = _query(request)
     next_path = safe_next(params.get("next"))
-    return await _signin_page(_ctx(request), request, next_path, email=_login_hint(next_path))
+    ctx = _ctx(request)
+    return await _signin_page(ctx, request, next_path, email=await _login_hint(ctx, next_path))
 
 
-def _login_hint(next_path: str) -> str:
+async def _login_hint(ctx: Context, next_path: str) -> str:
     """The email an app suggested the user sign in with (OpenID Connect's ``login_hint``), when the
-    sign-in continues to an authorization request: the email field starts with it."""
+    sign-in continues to an authorization request (sent in full, or pushed): the email field
+    starts with it."""
     parts = urlsplit(next_path)
     if parts.path != AUTHORIZE:
         return ""
-    hint = dict(parse_qsl(parts.query)).get("login_hint", "")
+    params = dict(parse_qsl(parts.query))
+    try:
+        pushed = await _pushed(ctx, params)
+    except GrantdError:
+        return ""
+    hint = (pushed.params if pushed is not None else params).get("login_hint", "")
     return hint[:320] if "@" in hint else ""
 
 

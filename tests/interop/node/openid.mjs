@@ -10,6 +10,10 @@
 //              validates the ID token (signature by the JWKS, iss, aud, exp, nonce, at_hash) and
 //              the RFC 9207 iss of the callback; userinfo GET and POST (same sub); refresh (a
 //              new ID token, validated); the code replayed, and what that did to its tokens
+//   par        RFC 9126: buildAuthorizationUrlWithPAR pushes the request (client_secret_basic at
+//              the PAR endpoint); the browser carries only client_id + request_uri; prompt=none
+//              with the session: the code, redeemed; the same URL again: grantd's error page,
+//              never the app (single use)
 //   silent     prompt=none with the session, max_age=3600: the callback with a wrong iss and
 //              without iss is refused by the library, then the real one is redeemed
 //   form_post  prompt=none, response_mode=form_post: the browser posts the answer; the library
@@ -98,6 +102,8 @@ report.discovery = {
   jwks_uri: metadata.jwks_uri,
   id_token_signing_alg_values_supported: metadata.id_token_signing_alg_values_supported,
   authorization_response_iss_parameter_supported: metadata.authorization_response_iss_parameter_supported,
+  pushed_authorization_request_endpoint: metadata.pushed_authorization_request_endpoint,
+  require_pushed_authorization_requests: metadata.require_pushed_authorization_requests,
   supports_pkce: config.serverMetadata().supportsPKCE(),
 };
 
@@ -105,11 +111,14 @@ report.discovery = {
 
 // An authorization request with PKCE S256, a nonce and a state; the user acts on it in the
 // browser; returns the callback URL and the checks the library needs to redeem it.
-async function authorize(step, parameters = {}, { maxAge, minSessionAge } = {}) {
+async function authorize(step, parameters = {}, { maxAge, minSessionAge, pushed = false } = {}) {
   const codeVerifier = client.randomPKCECodeVerifier();
   const nonce = client.randomNonce();
   const state = client.randomState();
-  const url = client.buildAuthorizationUrl(config, {
+  // pushed: RFC 9126, the library POSTs the parameters to the PAR endpoint and builds the URL of
+  // client_id + request_uri.
+  const build = pushed ? client.buildAuthorizationUrlWithPAR : client.buildAuthorizationUrl;
+  const url = await build(config, {
     redirect_uri: redirectUri,
     scope: 'openid profile email',
     code_challenge: await client.calculatePKCECodeChallenge(codeVerifier),
@@ -121,6 +130,7 @@ async function authorize(step, parameters = {}, { maxAge, minSessionAge } = {}) 
   });
   const answer = await ask({ ask: 'authorize', step, url: url.href, min_session_age: minSessionAge ?? 0 });
   return {
+    url,
     callback: new URL(answer.url),
     form: answer.form ?? null, // response_mode=form_post: the body the browser posted to the callback
     checks: { pkceCodeVerifier: codeVerifier, expectedNonce: nonce, expectedState: state, maxAge },
@@ -191,6 +201,15 @@ report.replay_after = {
   userinfo: await errorOf(client.fetchUserInfo(config, firstTokens.access_token, sub)),
   refresh: await errorOf(client.refreshTokenGrant(config, refreshOfFirst)),
 };
+
+// ---------------------------------------------------------------- a pushed authorization request
+
+const par = await authorize('par', { prompt: 'none' }, { pushed: true });
+const parTokens = await redeem('par', par);
+report.par_url_parameters = [...par.url.searchParams.keys()].sort();
+report.par_sub = parTokens.claims().sub;
+// The same request_uri again: spent, so grantd shows an error page and does not go back to the app.
+report.par_reused = await ask({ ask: 'visit', step: 'par_reused', url: par.url.href });
 
 // ---------------------------------------------------------------- prompt=none with the session
 
