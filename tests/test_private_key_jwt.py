@@ -249,3 +249,17 @@ async def test_jwks_uri_refuses_loopback_addresses_without_the_setting() -> None
         await jwks_module.fetch("https://localhost:1/jwks.json", allow_private=False)
     with pytest.raises(InvalidClient):
         await jwks_module.fetch("https://169.254.169.254/jwks.json", allow_private=False)
+
+
+async def test_failed_assertions_count_in_the_client_authentication_rate_limit(settings: Any, key: Any) -> None:
+    from test_ratelimit import limited_settings, running
+
+    async with running(limited_settings(settings, rate_limit_token_failures_per_client=3)) as client:
+        c = client(None)
+        flow = await new_flow(c, token_endpoint_auth_method="private_key_jwt", jwks={"keys": [public_jwk(key, "k1")]})
+        foreign = ec.generate_private_key(ec.SECP256R1())
+        for _ in range(3):
+            refused(await credentials(c, form(assertion(foreign, flow.app_id))))
+        # Over the limit: refused before the assertion is judged, a good one too.
+        response = await credentials(client(None), form(assertion(key, flow.app_id)))
+        assert response.status_code == 429 and response.json()["error"] == "rate_limited", response.text
