@@ -12,9 +12,11 @@ A dialect turns what a request sends into one of these values (``from_credential
 The methods: ``ClientSecret`` (a key secret by HTTP Basic, ``client_secret_basic``, in the form,
 ``client_secret_post``, or in Neucron v2's query, ``neucron_v2_query``; the secret names its key,
 ``gks_<key id>_…``, so one lookup finds it), ``KeyPair`` (the Neucron ``key_id`` +
-``key_secret``), ``PublicClient`` (a public client's bare ``client_id``, method ``none``), and
-``Unauthenticated``. Another method (RFC 7523's
-``private_key_jwt``) is one more type with the same members.
+``key_secret``), ``PrivateKeyJwt`` (RFC 7523 ``private_key_jwt``: a JWT the app signs with a key
+of its ``jwks`` or ``jwks_uri``; ``key_id`` None, so every read goes through ``authenticate``),
+``PublicClient`` (a public client's bare ``client_id``, method ``none``), and ``Unauthenticated``.
+An app's registered ``token_endpoint_auth_method`` is the one it may use (RFC 7591 §2): a
+private_key_jwt app's key secrets prove nothing, and only such an app's assertions are judged.
 """
 
 from __future__ import annotations
