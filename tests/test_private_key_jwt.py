@@ -263,3 +263,25 @@ async def test_failed_assertions_count_in_the_client_authentication_rate_limit(s
         # Over the limit: refused before the assertion is judged, a good one too.
         response = await credentials(client(None), form(assertion(key, flow.app_id)))
         assert response.status_code == 429 and response.json()["error"] == "rate_limited", response.text
+
+
+async def test_pruning_deletes_the_jti_of_expired_assertions(app: Any, pk_flow: Flow, key: Any) -> None:
+    from grantd.core import retention
+    from grantd.store import retention as retention_store
+    from grantd.store.schema import client_assertion_jtis
+    from sqlalchemy import func, select
+
+    ctx = app.state.ctx
+    assert (await credentials(pk_flow.client, form(assertion(key, pk_flow.app_id)))).status_code == 200
+
+    async def count() -> int:
+        async with ctx.db.read() as conn:
+            query = select(func.count()).select_from(client_assertion_jtis).where(client_assertion_jtis.c.app_id == pk_flow.app_id)
+            return (await conn.execute(query)).scalar_one()
+
+    assert await count() == 1
+    # Only this table is walked here: the session's database holds other tests' rows.
+    assert await retention._prune(ctx, retention_store.ASSERTION_JTIS, "", ctx.now(), 200, False) == 0
+    assert await count() == 1
+    assert await retention._prune(ctx, retention_store.ASSERTION_JTIS, "", ctx.now() + 3600, 200, False) >= 1
+    assert await count() == 0

@@ -11,6 +11,8 @@ in the past), and:
   the same code) is unexpired at the cut-off. While one is, a replayed code or a reused rotated
   refresh token must still be recognised, to revoke that family.
 - a user session: always (an expired session is refused as an unknown one is).
+- a client assertion's ``jti`` (RFC 7523 private_key_jwt): always (an assertion past its ``exp``
+  is refused whatever its ``jti``); each app's are also deleted as it records a new one.
 - an audit event: only when the operator asks (``audit_before``, or ``GRANTD_AUDIT_RETENTION_DAYS``
   for the servers); the pruning is itself recorded first, as ``audit_pruned``, when there is
   anything to prune.
@@ -56,6 +58,7 @@ class Pruned(NamedTuple):
     authorization_codes: int
     user_sessions: int
     audit_events: int
+    client_assertion_jtis: int = 0
 
 
 async def prune(
@@ -71,6 +74,7 @@ async def prune(
     refresh = await _prune(ctx, store.REFRESH_TOKENS, "", before, batch, paced)
     codes = await _prune(ctx, store.AUTHORIZATION_CODES, "", before, batch, paced)
     sessions = await _prune(ctx, store.USER_SESSIONS, "", before, batch, paced)
+    jtis = await _prune(ctx, store.ASSERTION_JTIS, "", before, batch, paced)
     events = 0
     if audit_before is not None:
         audit_before = min(audit_before, now)
@@ -79,7 +83,7 @@ async def prune(
         if due:
             await audit.record_alone(ctx, "audit_pruned", actor=audit.OPERATOR, now=now, before=audit_before)
             events = await _prune(ctx, store.AUDIT_EVENTS, 0, audit_before, batch, paced)
-    return Pruned(access, refresh, codes, sessions, events)
+    return Pruned(access, refresh, codes, sessions, events, jtis)
 
 
 async def _prune(
