@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -712,3 +713,45 @@ async def test_a_refused_openid_edit_shows_every_bad_field_and_changes_nothing(d
     assert text_of(response, "post_logout_redirect_uris") == "ftp://app.example.com/bye"  # what was typed is kept
     again = await dev.page(f"/console/apps/{app_id}")
     assert openid_settings(again) == OPENID_SHOWN and texts(again.text).attrs["name"]["value"] == "Photo Printer"
+
+
+# ---------------------------------------------------------------- client authentication (private_key_jwt)
+
+PUBLIC_JWK = {"kty": "EC", "crv": "P-256", "kid": "k1",
+              "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU", "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}
+
+
+async def test_the_console_registers_and_shows_private_key_jwt(app: Any, dev: Developer) -> None:
+    new = await dev.page("/console/apps/new")
+    for control in ("token_endpoint_auth_method", "jwks", "jwks_uri"):
+        assert f'<label for="{control}">' in new.text, control
+    assert selected(new, "token_endpoint_auth_method") == ""
+    created = await register_with(
+        dev, token_endpoint_auth_method="private_key_jwt", jwks=json.dumps({"keys": [PUBLIC_JWK]})
+    )
+    assert created.status_code == 200, created.text
+    app_id = text_of(created, "app-id")
+    page = await dev.page(f"/console/apps/{app_id}")
+    assert selected(page, "token_endpoint_auth_method") == "private_key_jwt"
+    assert json.loads(text_of(page, "jwks")) == {"keys": [PUBLIC_JWK]}
+    registered = await apps.get_owned(app.state.ctx, dev.user_id, app_id)
+    assert registered.openid.auth_method(registered.client_type) == "private_key_jwt"
+
+
+@pytest.mark.parametrize(
+    ("changes", "control", "message"),
+    [
+        ({"token_endpoint_auth_method": "private_key_jwt"}, "jwks", "private_key_jwt needs the app's public keys"),
+        ({"jwks": '{"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}'}, "jwks", "jwks: kty must be RSA"),
+        ({"jwks": json.dumps({"keys": [{**PUBLIC_JWK, "d": "x"}]})}, "jwks", "jwks: public keys only"),
+        ({"jwks": "not json"}, "jwks", "jwks must be a JWK Set"),
+        ({"jwks_uri": "http://keys.example.com/jwks.json"}, "jwks_uri", "jwks_uri must be an absolute https URL"),
+        ({"token_endpoint_auth_method": "none"}, "token_endpoint_auth_method", "token_endpoint_auth_method of a confidential"),
+    ],
+)
+async def test_each_bad_client_authentication_setting_is_shown_next_to_it(
+    dev: Developer, changes: dict[str, str], control: str, message: str
+) -> None:
+    response = await register_with(dev, **changes)
+    assert response.status_code == 400, response.text
+    assert field_error(response, control).startswith(message), field_error(response, control)

@@ -96,6 +96,13 @@ def _with_real_values(body: Any, flow: Flow, code: Callable[[], str], path: str)
         out["name"] = "Fuzzed app"
         if "permissions" in out:
             out["permissions"] = flow.app_permissions
+    if path.startswith("/oauth2/"):
+        # The client authenticates with Basic: a client assertion (private_key_jwt) beside it is
+        # refused as a second method, and a generated one is no signed JWT of the flow's app.
+        out.pop("client_assertion_type", None)
+        out.pop("client_assertion", None)
+        if "grant_type" not in out:  # revocation and introspection: no secret in the form either
+            out.pop("client_secret", None)
     if "grant_type" in out:  # the RFC 6749 token endpoint
         # The client authenticates with Basic: a client_secret in the form as well is refused, a
         # client_id must name the same client, and the flow's codes carry no PKCE challenge (so a

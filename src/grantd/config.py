@@ -131,6 +131,11 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, description="Largest request body accepted, bytes.")
     password_min_length: int = Field(default=8, ge=8, description="Shortest password accepted at sign-up.")
+    jwks_uri_allow_private_addresses: bool = Field(
+        default=False,
+        description="Fetch an app's jwks_uri (private_key_jwt) from private, loopback or link-local addresses, and "
+        "over http: for tests and closed networks only.",
+    )
     rate_limits_enabled: bool = Field(default=True, description="Rate-limit log-in, sign-up and token endpoint failures.")
     rate_limit_login_per_account: int = Field(
         default=10, ge=1, description="Failed log-ins allowed per account (email) per log-in window."

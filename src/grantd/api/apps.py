@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
 from typing import Annotated, Any, Literal
 
@@ -12,7 +13,7 @@ from starlette.responses import Response
 from grantd.api.deps import context, current_user, peer_address
 from grantd.api.envelope import envelope
 from grantd.api.wire import NO_NUL, STRICT, rfc3339
-from grantd.core import apps
+from grantd.core import apps, jwks
 from grantd.core.accounts import Principal
 from grantd.core.context import Context
 
@@ -105,6 +106,23 @@ class OpenIDSettings(BaseModel):
         description="true: an authorization request is accepted only when pushed first (RFC 9126 §6: POST "
         "/oauth2/par, then /oauth2/authorize with its request_uri). " + _CLEARS.format(empty="false"),
     )
+    token_endpoint_auth_method: str | None = Field(
+        None, max_length=32, examples=["private_key_jwt"],
+        description="How the app authenticates at /oauth2/token, /revoke and /introspect (RFC 7591 §2): "
+        "client_secret_basic or client_secret_post (a key secret, either way), private_key_jwt (RFC 7523: an "
+        "assertion signed by a key of jwks or jwks_uri; the app's secrets are then refused) or none (a public "
+        "client). The default: none for a public client, else client_secret_basic. " + _CLEARS.format(empty='""'),
+    )
+    jwks: dict[str, Any] | None = Field(
+        None, examples=[{"keys": [{"kty": "EC", "crv": "P-256", "x": "…", "y": "…", "kid": "k1"}]}],
+        description="For private_key_jwt: the app's JWK Set, public keys only (RSA, EC P-256 or Ed25519; at most "
+        f"{jwks.MAX_KEYS} keys, {jwks.MAX_JWKS_BYTES} bytes). " + _CLEARS.format(empty="{}"),
+    )
+    jwks_uri: str | None = Field(
+        None, max_length=apps.BRANDING_URI_MAX_LENGTH, examples=["https://yourapp.com/jwks.json"],
+        description="For private_key_jwt, instead of jwks: where the app publishes its JWK Set; fetched over https "
+        "from a public address, cached for 5 minutes. " + _CLEARS.format(empty='""'),
+    )
 
 
 def openid_of(body: OpenIDSettings) -> dict[str, Any]:
@@ -121,6 +139,9 @@ class OpenIDSettingsData(BaseModel):
     sector_identifier_uri: str | None
     require_nonce: bool
     require_pushed_authorization_requests: bool
+    token_endpoint_auth_method: str = Field(description="The method in force: the registered one, else the client type's default.")
+    jwks: dict[str, Any] | None
+    jwks_uri: str | None
 
 
 class AppCreate(Branding, OpenIDSettings):
@@ -198,6 +219,8 @@ def app_data(app: apps.App) -> dict[str, object]:
         **asdict(app.branding),
         **asdict(app.openid),
         "post_logout_redirect_uris": list(app.openid.post_logout_redirect_uris),
+        "token_endpoint_auth_method": app.openid.auth_method(app.client_type),
+        "jwks": json.loads(app.openid.jwks) if app.openid.jwks else None,
     }
 
 

@@ -18,7 +18,7 @@ from starlette.responses import Response
 from grantd import telemetry
 from grantd.api.deps import client_address
 from grantd.api.jsonbody import JSONBody
-from grantd.core import authorization, client_auth, grants, introspection, openid, par, ratelimit, revocation
+from grantd.core import authorization, client_auth, grants, introspection, jwks, openid, par, ratelimit, revocation
 from grantd.core.clients import ID_TOKEN_ALGORITHMS, SUBJECT_TYPES
 from grantd.core.access_token import IssuedToken
 from grantd.core.context import Context
@@ -36,7 +36,8 @@ def document_client_auth(schema: dict[str, Any]) -> dict[str, Any]:
         "type": "http",
         "scheme": "basic",
         "description": "client_secret_basic (RFC 6749 §2.3.1): the app_id as user name, a key secret as password. "
-        "client_secret_post (client_id and client_secret in the form) works too.",
+        "client_secret_post (client_id and client_secret in the form) works too, and private_key_jwt "
+        "(RFC 7523: client_assertion_type and client_assertion in the form) for an app registered for it.",
     }
     return schema
 
@@ -100,8 +101,11 @@ class _ClientRequest:
         basic = self._basic
         client_id, secret = basic if basic is not None else (form.get("client_id"), form.get("client_secret"))
         self._form = form
-        # Whom the request claims to be: the key named by the secret, else the client_id.
+        # Whom the request claims to be: the key named by the secret, else the client_id, else the
+        # client assertion's sub (unverified: failed assertions count in that client's bucket).
         claimed = (key_id_of_secret(secret) if secret else None) or client_id
+        if claimed is None and form.get("client_assertion"):
+            claimed = client_auth.PrivateKeyJwt(None, form["client_assertion"]).claimed()
         self._limit = ratelimit.token_endpoint(ctx, claimed, address)
 
     async def __aenter__(self) -> client_auth.ClientAuthentication:
@@ -110,7 +114,10 @@ class _ClientRequest:
             if self._malformed is not None:
                 raise self._malformed
             form = self._form
-            return client_auth.from_credentials(self._basic, form.get("client_id"), form.get("client_secret"))
+            return client_auth.from_credentials(
+                self._basic, form.get("client_id"), form.get("client_secret"),
+                form.get("client_assertion_type"), form.get("client_assertion"),
+            )
         except BaseException as exc:
             # An error while entering is counted as the block's own would be (it may become a 429).
             await self._limit.__aexit__(type(exc), exc, exc.__traceback__)
@@ -136,7 +143,20 @@ def _issued(issued: IssuedToken) -> Response:
 
 # The OpenAPI documentation of the form endpoints, which the route table (grantd.routes) declares them with.
 _STRING: dict[str, Any] = {"type": "string"}
-_CLIENT_FIELDS = {"client_id": _STRING, "client_secret": _STRING}
+_CLIENT_FIELDS = {
+    "client_id": _STRING,
+    "client_secret": _STRING,
+    "client_assertion_type": {
+        "type": "string",
+        "enum": [client_auth.JWT_BEARER],
+        "description": "private_key_jwt (RFC 7523 §2.2), with client_assertion.",
+    },
+    "client_assertion": {
+        "type": "string",
+        "description": "private_key_jwt: a JWT signed by a key of the app's jwks or jwks_uri; iss and sub the "
+        "client_id, aud the issuer, a new jti, exp at most 5 minutes ahead.",
+    },
+}
 TOKEN_REQUEST = {
     "grant_type": {"type": "string", "enum": list(grants.GRANT_TYPES)},
     "code": _STRING,
@@ -290,8 +310,11 @@ def discovery_document(ctx: Context) -> dict[str, Any]:
         "display_values_supported": ["page"],
         "ui_locales_supported": ["en"],
         "token_endpoint_auth_methods_supported": list(client_auth.TOKEN_ENDPOINT_METHODS),
+        "token_endpoint_auth_signing_alg_values_supported": list(jwks.ALGORITHMS),
         "revocation_endpoint_auth_methods_supported": list(client_auth.TOKEN_ENDPOINT_METHODS),
-        "introspection_endpoint_auth_methods_supported": list(client_auth.SECRET_METHODS),
+        "revocation_endpoint_auth_signing_alg_values_supported": list(jwks.ALGORITHMS),
+        "introspection_endpoint_auth_methods_supported": list(client_auth.CONFIDENTIAL_METHODS),
+        "introspection_endpoint_auth_signing_alg_values_supported": list(jwks.ALGORITHMS),
         "code_challenge_methods_supported": ["S256"],
         "authorization_response_iss_parameter_supported": True,
         "pushed_authorization_request_endpoint": f"{issuer}/oauth2/par",

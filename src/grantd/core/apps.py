@@ -9,12 +9,16 @@ from dataclasses import asdict, dataclass, fields as dataclass_fields
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from grantd.core import audit, authorization
+from grantd.core import audit, authorization, jwks
 from grantd.core import permissions as perms
 from grantd.core import redirect_uris
 from grantd.core.clients import (
+    AUTH_METHODS,
     CLIENT_TYPES,
     CONFIDENTIAL,
+    PRIVATE_KEY_JWT,
+    PUBLIC,
+    TOKEN_AUTH_NONE,
     ID_TOKEN_ALGORITHMS,
     SUBJECT_TYPES,
     OpenIDSettings,
@@ -366,6 +370,10 @@ _OPENID_RULES: dict[str, Callable[[Any], Any]] = {
     "sector_identifier_uri": lambda value: _branding_uri("sector_identifier_uri", value),
     "require_nonce": _boolean("require_nonce"),
     "require_pushed_authorization_requests": _boolean("require_pushed_authorization_requests"),
+    "token_endpoint_auth_method": _one_of("token_endpoint_auth_method", AUTH_METHODS),
+    "jwks": jwks.check_jwks,
+    # Fetched when an assertion is checked (core.jwks: public addresses only, unless the operator allows more).
+    "jwks_uri": lambda value: _branding_uri("jwks_uri", value),
 }
 assert tuple(_OPENID_RULES) == OPENID_FIELDS
 
@@ -383,7 +391,7 @@ def _openid(fields: _Fields, given: Mapping[str, Any]) -> dict[str, Any]:
             continue
         if isinstance(value, str):
             value = value.strip()
-        if isinstance(value, (str, list, tuple)) and not value:
+        if isinstance(value, (str, list, tuple, dict)) and not value:
             checked[name] = OPENID_DEFAULTS[name]
         else:
             checked[name] = fields.check(name, lambda rule=_OPENID_RULES[name], v=value: rule(v))
@@ -400,6 +408,26 @@ def _sector_rule(fields: _Fields, uris: Sequence[str] | None, settings: Mapping[
             "sector_identifier_uri is required when subject_type is pairwise and the redirect_uris are on more "
             "than one host (OpenID Connect Core 1.0 §8.1): its host names the sector of the app's subjects.",
             field="sector_identifier_uri",
+        ))
+
+
+def _auth_method_rule(fields: _Fields, client_type: str | None, settings: Mapping[str, Any]) -> None:
+    """The registered ``token_endpoint_auth_method`` must suit the client type (a public client
+    authenticates by none, a confidential one never), and private_key_jwt needs the app's public
+    keys: ``jwks`` or ``jwks_uri``, not both (RFC 7591 §2)."""
+    if {"token_endpoint_auth_method", "jwks", "jwks_uri", "client_type"} & set(fields.errors):
+        return  # a field it depends on is refused already
+    method = settings["token_endpoint_auth_method"]
+    field = "token_endpoint_auth_method"
+    if client_type == PUBLIC and method not in (None, TOKEN_AUTH_NONE):
+        fields.errors.setdefault(field, InvalidRequest(f"{field} of a public client can only be none.", field=field))
+    elif client_type != PUBLIC and method == TOKEN_AUTH_NONE:
+        fields.errors.setdefault(field, InvalidRequest(f"{field} of a confidential client cannot be none.", field=field))
+    elif settings["jwks"] and settings["jwks_uri"]:
+        fields.errors.setdefault("jwks_uri", InvalidRequest("Set jwks or jwks_uri, not both (RFC 7591 §2).", field="jwks_uri"))
+    elif method == PRIVATE_KEY_JWT and not (settings["jwks"] or settings["jwks_uri"]):
+        fields.errors.setdefault("jwks", InvalidRequest(
+            "private_key_jwt needs the app's public keys: jwks (a JWK Set) or jwks_uri.", field="jwks"
         ))
 
 
@@ -498,6 +526,7 @@ async def create(
     look = {name: value for name, value in _branding(fields, brand or {}).items() if value is not None}
     settings = {**OPENID_DEFAULTS, **_openid(fields, openid or {})}
     _sector_rule(fields, uris_, settings)
+    _auth_method_rule(fields, client_type, settings)
     fields.done()
     assert name_ is not None and uris_ is not None and permissions_ is not None  # else done() raised
     name = name_
@@ -566,6 +595,7 @@ async def update(
         # A rule across settings, with what the app will have: what is given, else what it has;
         # then every bad field at once (the caller's app first: another's is NotFound).
         _sector_rule(fields, values.get("redirect_uris", current["redirect_uris"]), {**current, **settings})
+        _auth_method_rule(fields, row.client_type, {**current, **settings})
         fields.done()
         changed = {field: value for field, value in {**values, **settings}.items() if value != current[field]}
         if changed:

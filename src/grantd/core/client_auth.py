@@ -12,16 +12,21 @@ A dialect turns what a request sends into one of these values (``from_credential
 The methods: ``ClientSecret`` (a key secret by HTTP Basic, ``client_secret_basic``, in the form,
 ``client_secret_post``, or in Neucron v2's query, ``neucron_v2_query``; the secret names its key,
 ``gks_<key id>_…``, so one lookup finds it), ``KeyPair`` (the Neucron ``key_id`` +
-``key_secret``), ``PublicClient`` (a public client's bare ``client_id``, method ``none``), and
-``Unauthenticated``. Another method (RFC 7523's
-``private_key_jwt``) is one more type with the same members.
+``key_secret``), ``PrivateKeyJwt`` (RFC 7523 ``private_key_jwt``: a JWT the app signs with a key
+of its ``jwks`` or ``jwks_uri``; ``key_id`` None, so every read goes through ``authenticate``),
+``PublicClient`` (a public client's bare ``client_id``, method ``none``), and ``Unauthenticated``.
+An app's registered ``token_endpoint_auth_method`` is the one it may use (RFC 7591 §2): a
+private_key_jwt app's key secrets prove nothing, and only such an app's assertions are judged.
 """
 
 from __future__ import annotations
 
 from typing import Any, NamedTuple, Protocol
 
-from grantd.core.clients import PUBLIC, Client
+import jwt
+
+from grantd.core import jwks
+from grantd.core.clients import PRIVATE_KEY_JWT, PUBLIC, Client, OpenIDSettings
 from grantd.core.context import Context
 from grantd.core.errors import InvalidClient, InvalidRequest
 from grantd.crypto.secrets import key_id_of_secret
@@ -36,7 +41,13 @@ NEUCRON_V2_QUERY = "neucron_v2_query"
 # RFC 8414's *_endpoint_auth_methods_supported: the methods a confidential client proves itself by,
 # and with NONE those the token and revocation endpoints take.
 SECRET_METHODS = (CLIENT_SECRET_BASIC, CLIENT_SECRET_POST)
-TOKEN_ENDPOINT_METHODS = (*SECRET_METHODS, NONE)
+CONFIDENTIAL_METHODS = (*SECRET_METHODS, PRIVATE_KEY_JWT)
+TOKEN_ENDPOINT_METHODS = (*CONFIDENTIAL_METHODS, NONE)
+JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+# RFC 7523 §3: an assertion may be valid for at most this long (exp - iat, and exp - now), with
+# LEEWAY seconds of clock skew either way.
+ASSERTION_MAX_LIFETIME = 300
+LEEWAY = 30
 
 _WRONG_KEY = "Unknown key, wrong key secret, or the key or its app is disabled."
 
@@ -55,7 +66,8 @@ class ClientAuthentication(Protocol):
 
 def verified_key(ctx: Context, key_id: str, key_secret: str, key: Any) -> Client:
     """The app proven by ``key`` (a live key's row as ``store.apps.live_key`` reads it, or None), if
-    ``key_secret`` is its secret; InvalidClient otherwise."""
+    ``key_secret`` is its secret; InvalidClient otherwise. (A key of an app registered for
+    private_key_jwt is never live: ``store.apps.live_key`` reads none.)"""
     if key is None or not ctx.hasher.verify(key_secret, key.secret_hash):
         raise InvalidClient(_WRONG_KEY)
     return Client(key.app_id, key_id, key.permissions)
@@ -131,6 +143,91 @@ class PublicClient(NamedTuple):
         raise InvalidClient("Unknown client, or the client must authenticate with its secret.")
 
 
+class PrivateKeyJwt:
+    """RFC 7523 §2.2 client authentication: a JWT signed by one of the app's keys (its ``jwks`` or
+    ``jwks_uri``), for an app registered with ``token_endpoint_auth_method`` private_key_jwt. The
+    checks of §3: ``iss`` and ``sub`` the client_id, ``aud`` this server (the issuer, or the
+    endpoint's URL), a bounded ``exp``, a ``jti`` never seen before (recorded until its ``exp``,
+    in the database: every process refuses a replay), and an asymmetric signature (``ALGORITHMS``)."""
+
+    __slots__ = ("client_id", "assertion")
+
+    method = PRIVATE_KEY_JWT
+    key_id = None
+
+    def __init__(self, client_id: str | None, assertion: str) -> None:
+        self.client_id, self.assertion = client_id, assertion
+
+    def claimed(self) -> str | None:
+        """Whom the assertion says it is (unverified: for the rate limit's bucket only)."""
+        try:
+            sub = jwt.decode(self.assertion, options={"verify_signature": False}).get("sub")
+        except (jwt.PyJWTError, ValueError, AttributeError):
+            return self.client_id
+        return sub if isinstance(sub, str) else self.client_id
+
+    async def authenticate(self, ctx: Context) -> Client:
+        refused = InvalidClient("The client assertion is invalid.")
+        try:
+            header = jwt.get_unverified_header(self.assertion)
+            unverified = jwt.decode(self.assertion, options={"verify_signature": False})
+        except (jwt.PyJWTError, ValueError):
+            raise refused from None
+        alg, kid, sub = header.get("alg"), header.get("kid"), unverified.get("sub")
+        if alg not in jwks.ALGORITHMS or (kid is not None and not isinstance(kid, str)):
+            raise InvalidClient(f"The client assertion must be signed with one of: {', '.join(jwks.ALGORITHMS)}.")
+        if not isinstance(sub, str) or unverified.get("iss") != sub:
+            raise InvalidClient("The client assertion's iss and sub must both be the client_id.")
+        if self.client_id is not None and self.client_id != sub:
+            raise InvalidClient("client_id differs from the client assertion's sub.")
+        async with ctx.db.read() as conn:
+            app = await app_store.live(conn, sub)
+        settings = OpenIDSettings.of(app) if app is not None else None
+        if settings is None or settings.auth_method(app.client_type) != PRIVATE_KEY_JWT:
+            raise InvalidClient("Unknown client, or the client is not registered for private_key_jwt.")
+        if settings.jwks:
+            keys_text = settings.jwks
+        elif settings.jwks_uri:
+            allow = ctx.settings.jwks_uri_allow_private_addresses
+            keys_text = await jwks.CACHE.get(settings.jwks_uri, allow_private=allow)
+            if not jwks.candidates(keys_text, kid, alg):  # a key the app rotated in since: fetch again, not often
+                keys_text = await jwks.CACHE.get(settings.jwks_uri, allow_private=allow, refresh=True)
+        else:
+            raise InvalidClient("The client has no keys (jwks or jwks_uri).")
+        issuer = ctx.settings.issuer
+        # RFC 7523 §3 item 3: the issuer, or the URL of the endpoint (token, revocation, introspection).
+        audiences = [issuer, *(f"{issuer}/oauth2/{name}" for name in ("token", "revoke", "introspect"))]
+        claims = None
+        for key in jwks.candidates(keys_text, kid, alg):
+            try:
+                claims = jwt.decode(
+                    self.assertion, key, algorithms=[alg], audience=audiences, issuer=sub, leeway=LEEWAY,
+                    options={"require": ["iss", "sub", "aud", "exp", "jti"]},
+                )
+                break
+            except jwt.InvalidSignatureError:
+                continue
+            except jwt.PyJWTError as exc:
+                raise InvalidClient(f"The client assertion is invalid: {exc}.") from None
+        if claims is None:
+            raise InvalidClient("The client assertion is not signed by a key of the client.")
+        now, exp, iat, jti = ctx.now(), claims["exp"], claims.get("iat"), claims["jti"]
+        if not isinstance(exp, int) or exp > now + ASSERTION_MAX_LIFETIME + LEEWAY:
+            raise InvalidClient(f"The client assertion may be valid for at most {ASSERTION_MAX_LIFETIME} seconds.")
+        if iat is not None and (not isinstance(iat, (int, float)) or exp - iat > ASSERTION_MAX_LIFETIME):
+            raise InvalidClient(f"The client assertion may be valid for at most {ASSERTION_MAX_LIFETIME} seconds.")
+        if not isinstance(jti, str) or not 0 < len(jti) <= 255:
+            raise InvalidClient("The client assertion's jti must be a string of 1 to 255 characters.")
+        async with ctx.db.write() as tx:
+            fresh = await app_store.record_assertion_jti(tx, sub, jti, exp + LEEWAY, now)
+        if not fresh:
+            raise InvalidClient("The client assertion was used already (its jti is not new).")
+        return Client(sub, None, app.permissions, by_assertion=True)
+
+    def proven(self, ctx: Context, key: Any) -> Client:  # no key to judge: key_id is None
+        raise InvalidClient("The client assertion is proven by authenticate.")
+
+
 class Unauthenticated(NamedTuple):
     """No client authentication at all."""
 
@@ -173,12 +270,25 @@ async def missing(ctx: Context, auth: ClientAuthentication, parameter: str) -> A
 
 
 def from_credentials(
-    basic: tuple[str, str] | None, client_id: str | None, client_secret: str | None
+    basic: tuple[str, str] | None,
+    client_id: str | None,
+    client_secret: str | None,
+    assertion_type: str | None = None,
+    assertion: str | None = None,
 ) -> ClientAuthentication:
     """The one method a request uses (RFC 6749 §2.3.1): HTTP Basic (``basic``: its user name and
-    password, decoded), else ``client_id``/``client_secret`` from the form. Both at once is refused;
-    a ``client_id`` in the form beside Basic must name the same client. A secret that is empty is
-    none: the client is then public, named by its id."""
+    password, decoded), else ``client_id``/``client_secret`` from the form, else a client
+    assertion (RFC 7523 §2.2: ``client_assertion_type`` jwt-bearer and ``client_assertion``).
+    Two at once is refused; a ``client_id`` in the form beside Basic or an assertion must name the
+    same client. A secret that is empty is none: the client is then public, named by its id."""
+    if assertion_type is not None or assertion is not None:
+        if basic is not None or client_secret:
+            raise InvalidRequest("Use one client authentication method, not a client assertion and a secret.")
+        if assertion_type != JWT_BEARER:
+            raise InvalidClient(f"client_assertion_type must be {JWT_BEARER}.")
+        if not assertion:
+            raise InvalidClient("client_assertion is required with client_assertion_type.")
+        return PrivateKeyJwt(client_id, assertion)
     method = CLIENT_SECRET_POST
     if basic is not None:
         if client_secret is not None:

@@ -26,11 +26,21 @@ class Client(NamedTuple):
     # The app's permissions as read with its key (a live key of a live app), so that the
     # client_credentials grant needs no second read; None when not read.
     app_permissions: str | None = None
+    # Proven by a signed assertion (RFC 7523 private_key_jwt): a confidential client without a key.
+    by_assertion: bool = False
 
     @property
     def is_public(self) -> bool:
-        return self.key_id is None
+        return self.key_id is None and not self.by_assertion
 
+
+# RFC 7591 §2 token_endpoint_auth_method values: a confidential client's, then a public one's.
+CLIENT_SECRET_BASIC = "client_secret_basic"
+CLIENT_SECRET_POST = "client_secret_post"
+PRIVATE_KEY_JWT = "private_key_jwt"
+TOKEN_AUTH_NONE = "none"
+CONFIDENTIAL_AUTH_METHODS = (CLIENT_SECRET_BASIC, CLIENT_SECRET_POST, PRIVATE_KEY_JWT)
+AUTH_METHODS = (*CONFIDENTIAL_AUTH_METHODS, TOKEN_AUTH_NONE)
 
 ID_TOKEN_ALGORITHMS = ("RS256", "ES256")  # the first is the default (OpenID Connect Discovery 1.0 §3)
 SUBJECT_TYPES = ("public", "pairwise")
@@ -48,6 +58,12 @@ class OpenIDSettings:
     require_nonce: bool = False  # grantd's own: an OpenID request without a nonce is refused
     # RFC 9126 §6: only pushed authorization requests (a request_uri of /oauth2/par) are accepted
     require_pushed_authorization_requests: bool = False
+    # How the app authenticates at the token, revocation and introspection endpoints (RFC 7591 §2):
+    # None derives it from the client type (``auth_method``). private_key_jwt (RFC 7523) takes the
+    # app's public keys from ``jwks`` (a JWK Set, as compact JSON text) or ``jwks_uri``.
+    token_endpoint_auth_method: str | None = None
+    jwks: str | None = None
+    jwks_uri: str | None = None
 
     @classmethod
     def of(cls, row: Any) -> OpenIDSettings:
@@ -60,7 +76,15 @@ class OpenIDSettings:
             sector_identifier_uri=row.sector_identifier_uri,
             require_nonce=bool(row.require_nonce),
             require_pushed_authorization_requests=bool(row.require_pushed_authorization_requests),
+            token_endpoint_auth_method=row.token_endpoint_auth_method,
+            jwks=row.jwks,
+            jwks_uri=row.jwks_uri,
         )
+
+    def auth_method(self, client_type: str) -> str:
+        """The method the app authenticates by: the registered one, else ``none`` for a public
+        client and ``client_secret_basic`` (or, alike, ``client_secret_post``) for a confidential one."""
+        return self.token_endpoint_auth_method or (TOKEN_AUTH_NONE if client_type == PUBLIC else CLIENT_SECRET_BASIC)
 
     def sector(self, uris: Sequence[str]) -> str | None:
         """The sector of pairwise subjects (OpenID Connect Core 1.0 §8.1): the host of

@@ -53,15 +53,24 @@ async def introspect(ctx: Context, auth: ClientAuthentication, token: str | None
     if key_id is None or token is None:
         client = await auth.authenticate(ctx)
         if client.is_public:
-            raise InvalidClient("Introspection needs a confidential client's secret.")
-        raise InvalidRequest("token is required.")
-    claims = access_token.claims_of(ctx, token)
-    async with ctx.db.read() as conn:
-        if claims is not None:
-            key, row = await token_store.live_key_and_access_token_state(conn, key_id, claims["jti"])
-        else:
-            key, row = await token_store.live_key_and_refresh_token_state(conn, key_id, ctx.hasher.hash(token))
-    client = auth.proven(ctx, key)
+            raise InvalidClient("Introspection needs a confidential client's secret or assertion.")
+        if token is None:
+            raise InvalidRequest("token is required.")
+        # A client proven without a key (RFC 7523 private_key_jwt): the token is read on its own.
+        claims = access_token.claims_of(ctx, token)
+        async with ctx.db.read() as conn:
+            if claims is not None:
+                row = await token_store.access_token_state(conn, claims["jti"])
+            else:
+                row = await token_store.refresh_token_state(conn, ctx.hasher.hash(token))
+    else:
+        claims = access_token.claims_of(ctx, token)
+        async with ctx.db.read() as conn:
+            if claims is not None:
+                key, row = await token_store.live_key_and_access_token_state(conn, key_id, claims["jti"])
+            else:
+                key, row = await token_store.live_key_and_refresh_token_state(conn, key_id, ctx.hasher.hash(token))
+        client = auth.proven(ctx, key)
     now = ctx.now()
     if not is_live(row, now) or row.app_id != client.app_id:
         return {"active": False}

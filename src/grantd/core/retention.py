@@ -13,6 +13,8 @@ in the past), and:
 - a user session: always (an expired session is refused as an unknown one is).
 - a pushed authorization request (RFC 9126): always (an expired request_uri is refused as an
   unknown one is).
+- a client assertion's ``jti`` (RFC 7523 private_key_jwt): always (an assertion past its ``exp``
+  is refused whatever its ``jti``); each app's are also deleted as it records a new one.
 - an audit event: only when the operator asks (``audit_before``, or ``GRANTD_AUDIT_RETENTION_DAYS``
   for the servers); the pruning is itself recorded first, as ``audit_pruned``, when there is
   anything to prune.
@@ -59,6 +61,7 @@ class Pruned(NamedTuple):
     user_sessions: int
     audit_events: int
     pushed_authorization_requests: int = 0
+    client_assertion_jtis: int = 0
 
 
 async def prune(
@@ -75,6 +78,7 @@ async def prune(
     codes = await _prune(ctx, store.AUTHORIZATION_CODES, "", before, batch, paced)
     sessions = await _prune(ctx, store.USER_SESSIONS, "", before, batch, paced)
     pushed = await _prune(ctx, store.PUSHED_REQUESTS, "", before, batch, paced)
+    jtis = await _prune(ctx, store.ASSERTION_JTIS, "", before, batch, paced)
     events = 0
     if audit_before is not None:
         audit_before = min(audit_before, now)
@@ -83,7 +87,7 @@ async def prune(
         if due:
             await audit.record_alone(ctx, "audit_pruned", actor=audit.OPERATOR, now=now, before=audit_before)
             events = await _prune(ctx, store.AUDIT_EVENTS, 0, audit_before, batch, paced)
-    return Pruned(access, refresh, codes, sessions, events, pushed)
+    return Pruned(access, refresh, codes, sessions, events, pushed, jtis)
 
 
 async def _prune(

@@ -6,12 +6,12 @@ from typing import TYPE_CHECKING, Any
 
 from collections import namedtuple
 
-from sqlalchemy import bindparam, func, insert, literal_column, select, true, update
+from sqlalchemy import bindparam, delete, func, insert, literal_column, or_, select, true, update
 from sqlalchemy.engine import Row
 
-from grantd.store.db import fetch_one, later_of
+from grantd.store.db import fetch_one, later_of, upsert
 from grantd.store.prepared import Prepared
-from grantd.store.schema import access_tokens, app_keys, apps
+from grantd.store.schema import access_tokens, app_keys, apps, client_assertion_jtis
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
@@ -23,6 +23,7 @@ BRANDING_COLUMNS = ("logo_uri", "client_uri", "tos_uri", "policy_uri", "descript
 OPENID_COLUMNS = (
     "post_logout_redirect_uris", "id_token_signed_response_alg", "subject_type", "sector_identifier_uri", "require_nonce",
     "require_pushed_authorization_requests",
+    "token_endpoint_auth_method", "jwks", "jwks_uri",  # migration 0014
 )
 
 _APP_COLUMNS = (
@@ -145,7 +146,14 @@ async def revoke_key(conn: AsyncConnection, app_id: str, key_id: str, now: int) 
 _LIVE_KEY = Prepared(
     select(app_keys.c.secret_hash, app_keys.c.app_id, apps.c.permissions)
     .join(apps, apps.c.id == app_keys.c.app_id)
-    .where(app_keys.c.id == bindparam("key_id"), app_keys.c.revoked_at.is_(None), apps.c.disabled_at.is_(None))
+    .where(
+        app_keys.c.id == bindparam("key_id"),
+        app_keys.c.revoked_at.is_(None),
+        apps.c.disabled_at.is_(None),
+        # An app registered for private_key_jwt (RFC 7523) authenticates by its assertions only:
+        # its keys' secrets prove nothing (RFC 7591 §2, the registered method is the one).
+        or_(apps.c.token_endpoint_auth_method.is_(None), apps.c.token_endpoint_auth_method != literal_column("'private_key_jwt'")),
+    )
 )
 
 
@@ -183,3 +191,16 @@ async def live_key(conn: AsyncConnection, key_id: str) -> Row | None:
     """A key that is not revoked, of an app that is not disabled: its secret hash, its app and the
     app's permissions."""
     return await fetch_one(conn, _LIVE_KEY, key_id=key_id)
+
+
+async def record_assertion_jti(conn: AsyncConnection, app_id: str, jti: str, expires_at: int, now: int) -> bool:
+    """Record the ``jti`` of an app's client assertion until ``expires_at``: False if it is recorded
+    already and unexpired (a replay). The app's expired ones are deleted first."""
+    await conn.execute(
+        delete(client_assertion_jtis).where(
+            client_assertion_jtis.c.app_id == app_id, client_assertion_jtis.c.expires_at <= now
+        )
+    )
+    stmt = upsert(conn, client_assertion_jtis).values(app_id=app_id, jti=jti, expires_at=expires_at)
+    result = await conn.execute(stmt.on_conflict_do_nothing(index_elements=["app_id", "jti"]))
+    return result.rowcount == 1

@@ -15,8 +15,8 @@ from sqlalchemy import BigInteger, Column, ColumnElement, Table, and_, bindparam
 
 from grantd.store.db import later_of, upsert
 from grantd.store.schema import (
-    access_tokens, app_keys, audit_events, authorization_codes, grants, maintenance, pushed_authorization_requests,
-    refresh_tokens, user_sessions,
+    access_tokens, app_keys, audit_events, authorization_codes, client_assertion_jtis, grants, maintenance,
+    pushed_authorization_requests, refresh_tokens, user_sessions,
 )
 
 if TYPE_CHECKING:
@@ -80,6 +80,13 @@ PUSHED_REQUESTS = _Batch(
     pushed_authorization_requests,
     pushed_authorization_requests.c.request_hash,
     pushed_authorization_requests.c.expires_at < _BEFORE,
+)
+# The jti of client assertions (RFC 7523): past expires_at no replay of theirs can pass exp any more.
+# Its key is two columns: walked by their concatenation (app ids are uuids, no space in them).
+ASSERTION_JTIS = _Batch(
+    client_assertion_jtis,
+    client_assertion_jtis.c.app_id + " " + client_assertion_jtis.c.jti,
+    client_assertion_jtis.c.expires_at < _BEFORE,
 )
 AUDIT_EVENTS = _Batch(audit_events, audit_events.c.id, audit_events.c.occurred_at < _BEFORE)
 

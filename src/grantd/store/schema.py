@@ -86,6 +86,19 @@ apps = Table(
     Column("sector_identifier_uri", Text),
     Column("require_nonce", Boolean),  # grantd's own: refuse an OpenID request without a nonce
     Column("require_pushed_authorization_requests", Boolean),  # RFC 9126 §6
+    # Client authentication (migration 0014), named as RFC 7591 §2.
+    Column("token_endpoint_auth_method", String(32)),  # NULL: none for a public app, else a secret
+    Column("jwks", Text),  # a JWK Set of public keys (JSON), for private_key_jwt (RFC 7523)
+    Column("jwks_uri", Text),  # where the app publishes its JWK Set instead
+)
+
+# The jti of each client assertion accepted (RFC 7523 §3): a replay is refused until its exp.
+client_assertion_jtis = Table(
+    "client_assertion_jtis",
+    metadata,
+    Column("app_id", String(36), ForeignKey("apps.id", ondelete="CASCADE"), primary_key=True),
+    Column("jti", String(255), primary_key=True),
+    Column("expires_at", BigInteger, nullable=False),
 )
 
 app_keys = Table(

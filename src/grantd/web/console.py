@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -143,6 +144,9 @@ def _openid_form(settings: apps.OpenIDSettings) -> dict[str, Any]:
         **asdict(settings),
         "post_logout_redirect_uris": "\n".join(settings.post_logout_redirect_uris),
         "sector_identifier_uri": settings.sector_identifier_uri or "",
+        "token_endpoint_auth_method": settings.token_endpoint_auth_method or "",
+        "jwks": json.dumps(json.loads(settings.jwks), indent=2) if settings.jwks else "",
+        "jwks_uri": settings.jwks_uri or "",
     }
 
 
