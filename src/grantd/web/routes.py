@@ -128,14 +128,20 @@ def _not_pushed(ctx: Context, target: authorization.Target, pushed: par.Opened |
     return None
 
 
-async def _answered(ctx: Context, pushed: par.Opened | None, answer: authorization.Answer) -> Response:
-    """``send_back(answer)``, spending the pushed request it answers."""
+async def _spend(ctx: Context, pushed: par.Opened | None) -> Response | None:
+    """Spend the pushed request (if any) an answer is about to go back for, so that it is answered
+    once at most; the error page when it was spent meanwhile, else None."""
     if pushed is not None:
         try:
             await par.spend(ctx, pushed)
         except InvalidRequestUri as exc:
             return _unusable_request_uri(exc)
-    return send_back(answer)
+    return None
+
+
+async def _answered(ctx: Context, pushed: par.Opened | None, answer: authorization.Answer) -> Response:
+    """``send_back(answer)``, spending the pushed request it answers."""
+    return await _spend(ctx, pushed) or send_back(answer)
 
 
 async def _back_with_pushed_error(
@@ -297,11 +303,9 @@ async def _approved(
     ctx: Context, request: Request, principal: Principal, standard: authorization.StandardRequest, pushed: par.Opened | None
 ) -> Response:
     """The code, sent back; a pushed request is spent first, so that it issues one code at most."""
-    if pushed is not None:
-        try:
-            await par.spend(ctx, pushed)
-        except InvalidRequestUri as exc:
-            return _unusable_request_uri(exc)
+    refused = await _spend(ctx, pushed)
+    if refused is not None:
+        return refused
     return send_back(await authorization.approve(ctx, principal, standard, address=_address(request)))
 
 
