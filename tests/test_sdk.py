@@ -35,6 +35,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from grantd.sdk import AccessToken, InvalidTokenError, RequirePermissionsMiddleware, TokenVerifier
+from support.challenges import parse_challenges
 from support.neucron import Flow, new_flow
 from support.servers import ServerProcess, free_port, server_on_new_sqlite, wait_until_answers
 
@@ -129,13 +130,17 @@ def www_authenticate(response: httpx.Response) -> str:
 
 
 def bearer_challenge(response: httpx.Response) -> dict[str, str]:
-    """The auth-params of the response's ``WWW-Authenticate: Bearer …`` challenge (RFC 7235 §4.1)."""
-    header = www_authenticate(response)
-    scheme, _, rest = header.partition(" ")
-    assert scheme == "Bearer", header
-    params = dict(re.findall(r'([a-z_]+)="((?:[^"\\]|\\.)*)"(?:,\s*|$)', rest))
-    assert ", ".join(f'{k}="{v}"' for k, v in params.items()) == rest, f"not a list of quoted auth-params: {header}"
-    return params
+    """The auth-params of the response's ``WWW-Authenticate: Bearer …`` challenge (RFC 7235 §4.1);
+    the DPoP challenge beside it (RFC 9449 §7.1) carries no error for a bearer token."""
+    challenges = parse_challenges(www_authenticate(response))
+    assert list(challenges) == ["Bearer", "DPoP"], www_authenticate(response)
+    assert "error" not in challenges["DPoP"], www_authenticate(response)
+    return challenges["Bearer"]
+
+
+def bare_challenges(realm: str) -> dict[str, dict[str, str]]:
+    """The challenges of a request without a token (RFC 6750 §3.1, RFC 9449 §7.1): no error code."""
+    return {"Bearer": {"realm": realm}, "DPoP": {"realm": realm, "algs": "ES256 ES384 ES512 EdDSA RS256 RS384 RS512 PS256 PS384 PS512"}}
 
 
 # ---------------------------------------------------------------- importing the SDK alone
@@ -436,7 +441,7 @@ async def test_the_example_api_answers_by_permission(grantd: ServerProcess) -> N
                 for method, path in (("GET", "/me"), ("PUT", "/me/data")):
                     refused = await client.request(method, path, headers=headers, json={})
                     assert refused.status_code == 401, (headers, refused.text)
-                    assert www_authenticate(refused) == f'Bearer realm="{grantd.base_url}"', refused.headers
+                    assert parse_challenges(www_authenticate(refused)) == bare_challenges(grantd.base_url), refused.headers
                     assert refused.json()["detail"]["error"] == "invalid_token"
 
             # A tampered token, alg none, HS256 keyed with the public key, two tokens: 401 invalid_token.
@@ -494,7 +499,7 @@ async def test_the_starlette_middleware_guards_a_whole_app(grantd: ServerProcess
         assert ok.status_code == 200 and ok.json() == {"user_id": flow.user_id}
         missing = httpx.get(f"{reader}/whoami", timeout=10)
         assert missing.status_code == 401 and missing.json()["error"] == "invalid_token"
-        assert www_authenticate(missing) == f'Bearer realm="{grantd.base_url}"'  # no error code (RFC 6750 §3.1)
+        assert parse_challenges(www_authenticate(missing)) == bare_challenges(grantd.base_url)  # no error code (RFC 6750 §3.1)
         bad = httpx.get(f"{reader}/whoami", headers={"Authorization": f"Bearer {read_only}x"}, timeout=10)
         assert bad.status_code == 401 and bearer_challenge(bad)["error"] == "invalid_token"
         assert httpx.get(f"{reader}/healthz", timeout=10).status_code == 200
@@ -631,4 +636,6 @@ def test_the_readme_calls_the_example_api_with_the_walkthroughs_token(grantd: Se
     assert any(line.startswith("HTTP/1.1 401") for line in lines), result.stdout
     # Without a token: the bare challenge, no error code (RFC 6750 §3.1).
     challenges = [line for line in lines if line.lower().startswith("www-authenticate:")]
-    assert challenges and all(re.fullmatch(r'(?i)www-authenticate: Bearer realm="[^"]+"\s*', c) for c in challenges), result.stdout
+    assert challenges, result.stdout
+    for line in challenges:
+        assert parse_challenges(line.split(":", 1)[1].strip()) == bare_challenges(grantd.base_url), line

@@ -34,19 +34,26 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import hmac
 import json
 import logging
 import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
+from urllib.parse import urlsplit
 
 import jwt
+
+from grantd.sdk import dpop as _dpop
+from grantd.sdk.errors import REASONS, InvalidTokenError
+
+__all__ = ["ALGORITHM", "REASONS", "AccessToken", "InvalidTokenError", "TokenVerifier"]
 
 log = logging.getLogger("grantd.sdk")
 
@@ -58,63 +65,14 @@ _DECODE_OPTIONS: dict[str, Any] = {
 }
 TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt"})
 
-#: Every ``InvalidTokenError.reason``, with what it means.
-REASONS: Mapping[str, str] = MappingProxyType(
-    {
-        "missing": "No bearer token was sent.",
-        "malformed": "The value is not a compact JWS with a JSON header and claims.",
-        "unsupported_algorithm": "The header's alg is not ES256 (alg none and HMAC are always refused).",
-        "wrong_type": "The header's typ is not at+jwt: this is not an access token.",
-        "unknown_key": "The header's kid is not in the issuer's JWKS.",
-        "bad_signature": "The signature does not verify with the issuer's key.",
-        "wrong_issuer": "iss is not the expected issuer.",
-        "wrong_audience": "aud is not (or does not contain) the expected audience.",
-        "missing_claim": "A required claim (iss, aud, exp, sub, client_id, jti) is missing or of the wrong type.",
-        "expired": "exp is past (beyond the leeway).",
-        "not_yet_valid": "nbf or iat is in the future (beyond the leeway).",
-        "inactive": "Introspection says the token is no longer active: revoked, or its app disabled.",
-        "unavailable": "The issuer's keys or introspection endpoint could not be reached; the token was not judged.",
-    }
-)
-
-_DESCRIPTIONS = {
-    "missing": "A bearer token is required.",
-    "malformed": "The access token is malformed.",
-    "unsupported_algorithm": "The access token is not signed with ES256.",
-    "wrong_type": "The token is not an access token (typ at+jwt).",
-    "unknown_key": "The access token is signed with an unknown key.",
-    "bad_signature": "The access token's signature is invalid.",
-    "wrong_issuer": "The access token was issued by another issuer.",
-    "wrong_audience": "The access token is meant for another audience.",
-    "missing_claim": "The access token lacks a required claim.",
-    "expired": "The access token expired.",
-    "not_yet_valid": "The access token is not valid yet.",
-    "inactive": "The access token was revoked.",
-    "unavailable": "The token could not be checked right now; try again.",
-}
-
-
-class InvalidTokenError(Exception):
-    """The one exception the verifier raises: the token may not be trusted.
-
-    ``reason`` is one of :data:`REASONS` (a short machine-readable code) and ``description``
-    a sentence safe to return to the caller. ``reason == "unavailable"`` means the token was
-    not judged at all (the issuer could not be reached): answer 503, not 401.
-    """
-
-    def __init__(self, reason: str, description: str | None = None) -> None:
-        self.reason = reason
-        self.description = description or _DESCRIPTIONS.get(reason, "The access token is invalid.")
-        super().__init__(f"{reason}: {self.description}")
-
-
 @dataclass(frozen=True, slots=True)
 class AccessToken:
     """A verified access token.
 
     ``user_id`` is None for an app's own token (the client_credentials grant), in which
     case ``subject`` is the app. ``permissions`` come from the ``permissions`` claim
-    (the ``scope`` claim split on spaces when absent).
+    (the ``scope`` claim split on spaces when absent). ``jkt`` is the thumbprint of the key a
+    DPoP-bound token is bound to (its ``cnf.jkt``, RFC 9449 §6.1), None for a bearer token.
     """
 
     subject: str
@@ -126,6 +84,7 @@ class AccessToken:
     jti: str
     issued_at: datetime | None = None
     claims: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
+    jkt: str | None = None
 
     def has(self, *permissions: str) -> bool:
         """True when the token carries every one of ``permissions``."""
@@ -171,8 +130,12 @@ class TokenVerifier:
     """Verifies grantd's access tokens. Thread-safe; share one per process.
 
     :param issuer: grantd's ``GRANTD_ISSUER``; tokens must carry it as ``iss``.
-    :param audience: the expected ``aud``; by default the issuer (grantd's default audience,
-        ``GRANTD_ACCESS_TOKEN_AUDIENCE``).
+    :param audience: the expected ``aud``; by default the resource when one is given, else the issuer
+        (grantd's default audience, ``GRANTD_ACCESS_TOKEN_AUDIENCE``).
+    :param resource: this resource server's URI (RFC 8707, RFC 9728 ``resource``), for example
+        ``https://mcp.example.com/mcp``: ``aud`` (a string or a list) must contain it exactly. The
+        Starlette/FastAPI helpers then serve its protected-resource metadata and name that document
+        in every 401 (``resource_metadata``).
     :param leeway: seconds of clock skew allowed on ``exp``, ``nbf`` and ``iat``.
     :param discovery_url: where the RFC 8414 metadata is; by default
         ``<issuer>/.well-known/oauth-authorization-server``. Useful when the issuer's public URL
@@ -187,6 +150,19 @@ class TokenVerifier:
     :param timeout: seconds for each HTTP request to the issuer.
     :param cache_size: how many verified tokens are remembered, so that one presented again skips
         the signature check (every other check still runs); 0 turns this off.
+    :param dpop_algorithms: the algorithms a DPoP proof may be signed with (asymmetric only).
+    :param dpop_proof_lifetime: seconds a DPoP proof is accepted after its ``iat`` (plus ``leeway``
+        of clock skew either way); its ``jti`` is remembered that long.
+    :param dpop_required: refuse bearer tokens: every request must present a DPoP-bound token with
+        its proof (``dpop_bound_access_tokens_required`` in the resource's metadata).
+    :param dpop_nonce: require a nonce in DPoP proofs (RFC 9449 §9): True for nonces made and checked
+        by this process, or a :class:`~grantd.sdk.dpop.DPoPNonces` whose secret several processes share.
+        A proof without a valid one is refused with ``use_dpop_nonce`` and a fresh nonce to send back
+        in ``DPoP-Nonce``.
+    :param dpop_replay_store: where proof ``jti`` values are remembered: by default a
+        :class:`~grantd.sdk.dpop.ReplayCache` of this process (``dpop_replay_cache_size`` entries);
+        a resource server of several processes passes a store they share (see
+        :data:`~grantd.sdk.dpop.ReplayStore`).
     :param clock: returns the current Unix time; for tests.
     """
 
@@ -205,14 +181,42 @@ class TokenVerifier:
         min_refetch_interval: float = 60.0,
         timeout: float = 5.0,
         cache_size: int = 4096,
+        resource: str | None = None,
+        dpop_algorithms: Iterable[str] = _dpop.DEFAULT_ALGORITHMS,
+        dpop_proof_lifetime: float = 60.0,
+        dpop_required: bool = False,
+        dpop_nonce: "bool | _dpop.DPoPNonces" = False,
+        dpop_replay_store: _dpop.ReplayStore | None = None,
+        dpop_replay_cache_size: int = 100_000,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if leeway < 0 or introspection_cache_ttl < 0 or jwks_max_age <= 0 or min_refetch_interval < 0:
             raise ValueError("leeway, cache times and intervals must not be negative")
         if cache_size < 0:
             raise ValueError("cache_size must not be negative")
+        if resource is not None:
+            parts = urlsplit(resource)
+            if parts.scheme not in ("http", "https") or not parts.netloc or parts.fragment or "#" in resource:
+                raise ValueError("resource must be an absolute http(s) URI without a fragment (RFC 8707 §2)")
+            if audience is not None and audience != resource:
+                raise ValueError("give resource or audience, not two different values: the resource is the audience")
+        self.dpop_algorithms = tuple(dpop_algorithms)
+        unknown = [alg for alg in self.dpop_algorithms if alg not in _dpop._KEY_TYPES]
+        if unknown or not self.dpop_algorithms:
+            raise ValueError(f"DPoP proofs take asymmetric algorithms only, of {' '.join(_dpop.DEFAULT_ALGORITHMS)}")
+        if dpop_proof_lifetime <= 0:
+            raise ValueError("dpop_proof_lifetime must be positive")
         self.issuer = issuer.rstrip("/")
-        self.audience = audience or self.issuer
+        self.resource = resource
+        self.audience = audience or resource or self.issuer
+        self.dpop_proof_lifetime = dpop_proof_lifetime
+        self.dpop_required = dpop_required
+        self.dpop_nonces: _dpop.DPoPNonces | None = (
+            _dpop.DPoPNonces(clock=clock) if dpop_nonce is True else dpop_nonce or None
+        )
+        self.dpop_replay_store: _dpop.ReplayStore = dpop_replay_store or _dpop.ReplayCache(
+            dpop_replay_cache_size, clock=clock
+        )
         self.leeway = leeway
         self.discovery_url = discovery_url or f"{self.issuer}/.well-known/oauth-authorization-server"
         self.introspection = introspection
@@ -242,10 +246,63 @@ class TokenVerifier:
     # ------------------------------------------------------------------ public
 
     def verify(self, token: str) -> AccessToken:
-        """Verify ``token`` (the bare JWT, without ``Bearer``); raise InvalidTokenError if it may not be trusted.
+        """Verify ``token`` (the bare JWT, without ``Bearer``) as a bearer token; raise InvalidTokenError
+        if it may not be trusted. A DPoP-bound token is refused (``dpop_bound``): it is trusted only
+        with its proof, by :meth:`verify_request`.
 
         Blocks on the network only for the first JWKS read, re-reads, and online introspection.
         """
+        return self._as_bearer(self._verify_token(token))
+
+    async def averify(self, token: str) -> AccessToken:
+        """:meth:`verify` for asyncio code: network calls do not block the event loop."""
+        return self._as_bearer(await self._averify_token(token))
+
+    def verify_request(
+        self, method: str, url: str, authorization: str | None, dpop: str | Sequence[str] | None = None
+    ) -> AccessToken:
+        """Verify the access token of an HTTP request, bearer or DPoP-bound (RFC 6750, RFC 9449 §7).
+
+        ``method`` and ``url`` are the request's (the URL as the client addressed it: scheme, host,
+        port, path; any query is ignored), ``authorization`` its ``Authorization`` header, ``dpop``
+        its ``DPoP`` header or every ``DPoP`` header it carries (more than one is refused).
+
+        ``Authorization: Bearer <token>``: the token must not be DPoP-bound (and bearer tokens must be
+        accepted: not ``dpop_required``). ``Authorization: DPoP <token>``: the token must be bound
+        (``cnf.jkt``) and come with one valid proof for this request, signed by the key it is bound to.
+        Raises InvalidTokenError whose ``error`` and ``scheme`` say how to answer.
+        """
+        scheme, token, proofs = self._credentials(authorization, dpop)
+        try:
+            access = self._verify_token(token)
+            if scheme == "Bearer":
+                return self._as_bearer(access)
+            proof = self._check_dpop(access, token, method, url, proofs)
+            first = self.dpop_replay_store(*self._replay_entry(proof))
+            if not isinstance(first, bool):
+                raise TypeError("verify_request needs a dpop_replay_store that answers at once; use averify_request")
+            return self._unreplayed(access, first)
+        except InvalidTokenError as exc:
+            raise self._for_scheme(exc, scheme) from None
+
+    async def averify_request(
+        self, method: str, url: str, authorization: str | None, dpop: str | Sequence[str] | None = None
+    ) -> AccessToken:
+        """:meth:`verify_request` for asyncio code; the replay store may answer with an awaitable."""
+        scheme, token, proofs = self._credentials(authorization, dpop)
+        try:
+            access = await self._averify_token(token)
+            if scheme == "Bearer":
+                return self._as_bearer(access)
+            proof = self._check_dpop(access, token, method, url, proofs)
+            first = self.dpop_replay_store(*self._replay_entry(proof))
+            if not isinstance(first, bool):
+                first = await first
+            return self._unreplayed(access, first)
+        except InvalidTokenError as exc:
+            raise self._for_scheme(exc, scheme) from None
+
+    def _verify_token(self, token: str) -> AccessToken:
         access = self._verified_before(token)
         if access is None:
             kid = self._check_header(token)
@@ -265,8 +322,7 @@ class TokenVerifier:
                 raise InvalidTokenError("inactive")
         return access
 
-    async def averify(self, token: str) -> AccessToken:
-        """:meth:`verify` for asyncio code: network calls do not block the event loop."""
+    async def _averify_token(self, token: str) -> AccessToken:
         access = self._verified_before(token)
         if access is None:
             kid = self._check_header(token)
@@ -319,6 +375,66 @@ class TokenVerifier:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+    # ------------------------------------------------------------------ the request: bearer or DPoP
+
+    def _credentials(self, authorization: str | None, dpop: str | Sequence[str] | None) -> tuple[str, str, list[str]]:
+        """The scheme (``Bearer`` or ``DPoP``), the token and the DPoP proofs of a request."""
+        scheme, _, token = (authorization or "").strip().partition(" ")
+        token = token.strip()
+        scheme = {"bearer": "Bearer", "dpop": "DPoP"}.get(scheme.lower(), "")
+        if not scheme or not token:
+            raise self._with_nonce(InvalidTokenError("missing", "Send the access token as Authorization: Bearer <token> or DPoP <token>."))
+        if " " in token:
+            raise self._with_nonce(InvalidTokenError("malformed", f"Send the access token as Authorization: {scheme} <token>.", scheme=scheme))
+        proofs = [dpop] if isinstance(dpop, str) else list(dpop or ())
+        return scheme, token, proofs
+
+    def _as_bearer(self, access: AccessToken) -> AccessToken:
+        if access.jkt is not None:
+            raise InvalidTokenError("dpop_bound")
+        if self.dpop_required:
+            raise InvalidTokenError("bearer_refused")
+        return access
+
+    def _check_dpop(self, access: AccessToken, token: str, method: str, url: str, proofs: list[str]) -> _dpop.Proof:
+        """RFC 9449 §7.1: a bound token, one proof for this request, by the key the token is bound to, with a nonce when required."""
+        if access.jkt is None:
+            raise InvalidTokenError("not_dpop_bound")
+        if not proofs:
+            raise InvalidTokenError("invalid_dpop_proof", "A DPoP proof is required with a DPoP-bound token.")
+        if len(proofs) > 1:
+            raise InvalidTokenError("invalid_dpop_proof", "Send exactly one DPoP header.")
+        proof = _dpop.check_proof(
+            proofs[0], method=method, url=url, access_token=token, algorithms=self.dpop_algorithms,
+            now=self.clock(), lifetime=self.dpop_proof_lifetime, leeway=self.leeway,
+        )
+        if not hmac.compare_digest(proof.jkt.encode(), access.jkt.encode()):
+            raise InvalidTokenError("dpop_key_mismatch")
+        if self.dpop_nonces is not None and not self.dpop_nonces.valid(proof.nonce):
+            raise InvalidTokenError("use_dpop_nonce")
+        return proof
+
+    def _replay_entry(self, proof: _dpop.Proof) -> tuple[str, float]:
+        """The replay store's key for a proof (its key and jti, hashed) and until when to keep it."""
+        key = _dpop.b64url(hashlib.sha256(f"{proof.jkt}:{proof.jti}".encode()).digest())
+        return key, proof.iat + self.dpop_proof_lifetime + self.leeway
+
+    @staticmethod
+    def _unreplayed(access: AccessToken, first: bool) -> AccessToken:
+        if not first:
+            raise InvalidTokenError("dpop_replayed")
+        return access
+
+    def _with_nonce(self, exc: InvalidTokenError) -> InvalidTokenError:
+        if self.dpop_nonces is not None and exc.reason != "unavailable" and exc.dpop_nonce is None:
+            exc.dpop_nonce = self.dpop_nonces.new()
+        return exc
+
+    def _for_scheme(self, exc: InvalidTokenError, scheme: str) -> InvalidTokenError:
+        if exc.scheme is None:
+            exc.scheme = scheme
+        return self._with_nonce(exc)
 
     # ------------------------------------------------------------------ offline checks
 
@@ -401,6 +517,12 @@ class TokenVerifier:
             permissions = scope.split()
         if not isinstance(permissions, list) or not all(isinstance(p, str) for p in permissions):
             raise InvalidTokenError("missing_claim")
+        jkt = None
+        if "cnf" in claims:  # RFC 7800 confirmation; RFC 9449 §6.1: the DPoP key's thumbprint
+            cnf = claims["cnf"]
+            jkt = cnf.get("jkt") if isinstance(cnf, dict) else None
+            if not (isinstance(jkt, str) and jkt):  # a binding this verifier cannot check is not ignored
+                raise InvalidTokenError("missing_claim")
         return AccessToken(
             subject=sub,
             app_id=client_id,
@@ -411,6 +533,7 @@ class TokenVerifier:
             jti=jti,
             issued_at=datetime.fromtimestamp(iat, UTC) if iat is not None else None,
             claims=MappingProxyType(claims),
+            jkt=jkt,
         )
 
     # ------------------------------------------------------------------ keys
