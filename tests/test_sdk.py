@@ -15,18 +15,15 @@ import os
 import re
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import jwt
 import pytest
-import uvicorn
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from starlette.applications import Starlette
@@ -35,6 +32,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from grantd.sdk import AccessToken, InvalidTokenError, RequirePermissionsMiddleware, TokenVerifier
+from support.asgi import serve
 from support.challenges import parse_challenges
 from support.neucron import Flow, new_flow
 from support.servers import ServerProcess, free_port, server_on_new_sqlite, wait_until_answers
@@ -56,24 +54,6 @@ def grantd(tmp_path_factory: pytest.TempPathFactory, secret_key: str) -> Iterato
     """One grantd process for this module, on its own SQLite file."""
     with server_on_new_sqlite(tmp_path_factory, secret_key, "sdk") as server:
         yield server
-
-
-@contextmanager
-def serve(app: Any) -> Iterator[str]:
-    """Serve an ASGI app with uvicorn in a thread of this process; yields its base URL."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 async def user_token(server: ServerProcess, permissions: str = "read_profile,write_data") -> tuple[str, Flow]:

@@ -89,6 +89,8 @@ def challenges(
     if not verifier.dpop_required:
         schemes.append(("Bearer", {}))
     schemes.append(("DPoP", {"algs": " ".join(verifier.dpop_algorithms)}))
+    if scheme not in {name for name, _ in schemes}:
+        scheme = "DPoP"  # a bearer token sent where only DPoP is accepted: the error goes with what to use
     parts = []
     for name, own in schemes:
         params = {"realm": realm, **(error if error and name == scheme else {}), **own, **common}

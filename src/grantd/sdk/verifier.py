@@ -280,6 +280,7 @@ class TokenVerifier:
             proof = self._check_dpop(access, token, method, url, proofs)
             first = self.dpop_replay_store(*self._replay_entry(proof))
             if not isinstance(first, bool):
+                getattr(first, "close", lambda: None)()  # a coroutine that will not be awaited
                 raise TypeError("verify_request needs a dpop_replay_store that answers at once; use averify_request")
             return self._unreplayed(access, first)
         except InvalidTokenError as exc:
