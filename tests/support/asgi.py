@@ -14,9 +14,9 @@ from support.servers import free_port
 
 
 @contextmanager
-def serve(app: Any, *, lifespan: str = "off") -> Iterator[str]:
-    """Serve an ASGI app with uvicorn in a thread of this process; yields its base URL."""
-    port = free_port()
+def serve(app: Any, *, port: int | None = None, lifespan: str = "off") -> Iterator[str]:
+    """Serve an ASGI app with uvicorn in a thread of this process (on ``port``, else a free one); yields its base URL."""
+    port = port or free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan=lifespan))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
