@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 import time
@@ -206,6 +207,51 @@ def client_credentials(base_url: str, app_id: str, secret: str, scope: str) -> s
     )
     assert response.status_code == 200, response.text
     return response.json()["access_token"]
+
+
+def test_the_ten_lines_of_docs_mcp_md_protect_an_mcp_server() -> None:
+    """The block of docs/mcp.md, run as written, with local URLs for grantd and the MCP endpoint."""
+    text = (ROOT / "docs" / "mcp.md").read_text()
+    block = re.search(r"<!-- mcp-ten-lines:start -->\s*```python\n(.*?)```\s*<!-- mcp-ten-lines:end -->", text, re.S)
+    assert block, "docs/mcp.md has no mcp-ten-lines block"
+    code = block.group(1)
+    assert len([line for line in code.splitlines() if line.strip()]) <= 10
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    jwk = {**jwt.algorithms.ECAlgorithm.to_jwk(key.public_key(), as_dict=True), "kid": "k1", "alg": "ES256", "use": "sig"}
+    issuer_port = free_port()
+    issuer = f"http://127.0.0.1:{issuer_port}"
+    discovery = {"issuer": issuer, "jwks_uri": f"{issuer}/jwks"}
+    authorization_server = Starlette(
+        routes=[
+            Route("/.well-known/oauth-authorization-server", lambda request: JSONResponse(discovery)),
+            Route("/jwks", lambda request: JSONResponse({"keys": [jwk]})),
+        ]
+    )
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}/mcp"
+    code = code.replace("https://auth.example.com", issuer).replace("https://mcp.example.com/mcp", endpoint)
+    namespace: dict[str, Any] = {}
+    exec(compile(code, "docs/mcp.md", "exec"), namespace)
+    now = int(time.time())
+    claims = {"iss": issuer, "aud": endpoint, "sub": "app-1", "client_id": "app-1", "jti": "t1", "scope": "read_profile", "iat": now, "exp": now + 300}
+    token = jwt.encode(claims, key, algorithm="ES256", headers={"kid": "k1", "typ": "at+jwt"})
+    wrong_audience = jwt.encode({**claims, "aud": issuer, "jti": "t2"}, key, algorithm="ES256", headers={"kid": "k1", "typ": "at+jwt"})
+
+    async def add() -> Any:
+        async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
+            async with Client(streamable_http_client(endpoint, http_client=http)) as client:
+                return (await client.call_tool("add", {"a": 2, "b": 3})).structured_content
+
+    with serve(authorization_server, port=issuer_port), serve(namespace["app"], port=port, lifespan="on"):
+        refused = httpx.post(endpoint, json={}, timeout=10)
+        assert refused.status_code == 401
+        metadata = parse_challenges(refused.headers["www-authenticate"])["Bearer"]["resource_metadata"]
+        assert metadata == f"http://127.0.0.1:{port}/.well-known/oauth-protected-resource/mcp"
+        assert httpx.get(metadata, timeout=10).json()["authorization_servers"] == [issuer]
+        other = httpx.post(endpoint, json={}, headers={"Authorization": f"Bearer {wrong_audience}"}, timeout=10)
+        assert other.status_code == 401 and other.json()["error_description"] == "The access token is meant for another audience."
+        assert asyncio.run(add()) == {"result": 5}
 
 
 async def call_whoami(endpoint: str, token: str) -> dict[str, Any]:

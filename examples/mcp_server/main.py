@@ -29,6 +29,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.transport_security import TransportSecuritySettings
 
 from grantd.sdk import AccessToken, TokenVerifier, protect
 
@@ -47,9 +48,13 @@ def create_app(verifier: TokenVerifier | None = None, *, permission: str | None 
         token: AccessToken = ctx.request_context.request.state.access_token  # type: ignore[union-attr]
         return {"app_id": token.app_id, "user_id": token.user_id, "permissions": list(token.permissions), "dpop_bound": token.jkt is not None}
 
-    path = urlsplit(verifier.resource or "").path or "/mcp"
+    endpoint = urlsplit(verifier.resource or "")
+    # The MCP SDK's guard against DNS rebinding: only requests addressed to the resource's own host.
+    only_here = TransportSecuritySettings(
+        allowed_hosts=[endpoint.netloc], allowed_origins=[f"{endpoint.scheme}://{endpoint.netloc}"]
+    )
     return protect(
-        mcp.streamable_http_app(streamable_http_path=path),
+        mcp.streamable_http_app(streamable_http_path=endpoint.path or "/mcp", transport_security=only_here),
         verifier,
         permissions=[permission],
         resource_name="grantd example MCP server",
