@@ -509,3 +509,52 @@ def test_a_resource_requiring_dpop_offers_only_the_dpop_challenge(issuer: Issuer
         bearer = httpx.get(url, headers={"Authorization": f"Bearer {unbound}"})
         assert bearer.status_code == 401 and body_error(bearer) == "invalid_token"
         assert httpx.get(url, headers={"Authorization": f"DPoP {bound}", "DPoP": holder.proof("GET", url, bound)}).status_code == 200
+
+
+def test_any_junk_in_a_proof_is_refused_never_raised_otherwise(issuer: Issuer) -> None:
+    """Every header and claim of the proof set to values of every JSON type: accepted where the value
+    is harmless, else an InvalidTokenError (a 401 at the helpers), never another exception (a 500)."""
+    holder = Holder()
+    token = issuer.token(holder.jkt)
+    verifier = issuer.verifier()
+    junk: list[Any] = [None, True, 0, -1, 1e308, "", "x" * 5000, [], ["ES256"], {}, {"kty": ["EC"]}, "dpop+jwt"]
+    accepted: list[tuple[str, Any]] = []
+    refused = 0
+
+    def judge(where: tuple[str, Any], dpop: Any, authorization: str = f"DPoP {token}") -> None:
+        nonlocal refused
+        try:
+            verifier.verify_request("GET", URL, authorization, dpop)
+        except InvalidTokenError:
+            refused += 1
+        else:
+            accepted.append(where)
+
+    for name in ("typ", "alg", "jwk", "kid"):
+        values = junk + ([{**holder.jwk, m: v} for m in ("kty", "crv", "x", "y") for v in junk] if name == "jwk" else [])
+        for value in values:
+            def proof() -> str:
+                header = {"typ": "dpop+jwt", "alg": "ES256", "jwk": holder.jwk, name: value}
+                claims = {"jti": str(uuid.uuid4()), "htm": "GET", "htu": URL, "iat": int(time.time()), "ath": ath(token)}
+                signing_input = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(claims).encode())}"
+                signature = jwt.algorithms.ECAlgorithm(jwt.algorithms.ECAlgorithm.SHA256).sign(signing_input.encode(), holder.key)
+                return f"{signing_input}.{b64(signature)}"
+
+            judge((name, value), proof())
+            judge((name, value), [proof()])
+            judge((name, value), "é" + proof())
+    for claim in ("jti", "htm", "htu", "iat", "ath", "nonce"):
+        for value in junk:
+            judge((claim, value), holder.proof("GET", URL, token, claims={claim: value}))
+    for authorization in ("DPoP", "DPoP ", f"DPoP {token} {token}", "dpop x.y.z", "DPoP é"):
+        judge(("authorization", authorization), holder.proof("GET", URL, token), authorization)
+
+    # Harmless: the right typ, a kid that is a string (a proof's key is its jwk), a jti that is a short
+    # string, any nonce when none is required.
+    kinds = {(where, str(value)[:20]) for where, value in accepted}
+    assert {where for where, _ in accepted} == {"typ", "kid", "jti", "nonce"}, kinds
+    assert [value for where, value in accepted if where == "jti"] == ["dpop+jwt"]
+    assert len([where for where, _ in accepted if where == "nonce"]) == len(junk)
+    assert [where for where in accepted if where[0] == "typ"] == [("typ", "dpop+jwt")] * 2
+    assert sorted(value for where, value in accepted if where == "kid") == sorted(2 * ["", "x" * 5000, "dpop+jwt"])
+    assert refused > 200

@@ -166,7 +166,8 @@ def _public_key(jwk: Any, alg: str) -> Any:
     if not isinstance(jwk, dict) or _PRIVATE_MEMBERS & jwk.keys():
         raise _refused("The DPoP proof's jwk must be a public key.")
     kty, curves = _KEY_TYPES[alg]
-    if jwk.get("kty") != kty or (curves and jwk.get("crv") not in curves):
+    crv = jwk.get("crv")
+    if jwk.get("kty") != kty or (curves and not (isinstance(crv, str) and crv in curves)):
         raise _refused(f"The DPoP proof's jwk is not a key for {alg}.")
     try:
         key = jwt.PyJWK(jwk, algorithm=alg).key
