@@ -13,11 +13,14 @@ import asyncio
 import base64
 import hashlib
 import json
+import shutil
+import subprocess
 import time
 import uuid
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -558,3 +561,33 @@ def test_any_junk_in_a_proof_is_refused_never_raised_otherwise(issuer: Issuer) -
     assert [where for where in accepted if where[0] == "typ"] == [("typ", "dpop+jwt")] * 2
     assert sorted(value for where, value in accepted if where == "kid") == sorted(2 * ["", "x" * 5000, "dpop+jwt"])
     assert refused > 200
+
+
+NODE_DIR = Path(__file__).parent / "interop" / "node"
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node (Node.js) is not installed on this machine")
+def test_oauth4webapi_as_a_dpop_client_through_a_nonce_challenge(issuer: Issuer) -> None:
+    """An independent DPoP client (oauth4webapi, tests/interop/node/dpop_resource.mjs) calls a resource
+    that requires nonces: the first try gets use_dpop_nonce, the library retries with the nonce it
+    was given, and its proof is accepted."""
+    assert (NODE_DIR / "node_modules" / "oauth4webapi").is_dir(), "run `make interop-deps`"
+    with serve(starlette_app(issuer.verifier(dpop_nonce=True), ["read_profile"])) as api:
+        node = subprocess.Popen(
+            ["node", "dpop_resource.mjs"], cwd=NODE_DIR, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        try:
+            jkt = json.loads(node.stdout.readline())["jkt"]  # type: ignore[union-attr]
+            token = issuer.token(jkt)
+            out, err = node.communicate(json.dumps({"token": token, "url": f"{api}/whoami?from=node"}) + "\n", timeout=60)
+        finally:
+            if node.poll() is None:
+                node.kill()
+    assert node.returncode == 0, err
+    report = json.loads(out.strip().splitlines()[-1])
+    first, *_ = report["tries"]
+    assert first["status"] == 401 and first["nonce_error"] is True, report
+    dpop = next(c for c in first["challenges"] if c["scheme"] == "dpop")
+    assert dpop["parameters"]["error"] == "use_dpop_nonce" and dpop["parameters"]["algs"] == ALGS
+    assert [c["scheme"] for c in first["challenges"]] == ["bearer", "dpop"]
+    assert len(report["tries"]) == 2 and report["final"] == {"status": 200, "body": {"user_id": "user-1", "jkt": jkt}}, report

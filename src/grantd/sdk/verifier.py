@@ -23,6 +23,14 @@ Everything else is checked again on every use: header, iss, aud, times and claim
 token goes with its key: when the JWKS is read again (every ``jwks_max_age`` seconds) or a key
 leaves it, the next use checks the signature again.
 
+``resource=`` names the resource server itself (RFC 8707; RFC 9728's ``resource``): ``aud`` must then
+contain exactly that URI, so a token meant for another API is refused here.
+
+A token carrying ``cnf.jkt`` is DPoP-bound (RFC 9449 §6.1) and is not a bearer token: ``verify``
+refuses it, and :meth:`TokenVerifier.verify_request` accepts it only as ``Authorization: DPoP`` with
+one proof, for this request, by the key it is bound to (``grantd.sdk.dpop`` checks the proof; the
+``jti`` of an accepted proof is remembered for its window, so that it is accepted once).
+
 Online mode (``introspection=(client_id, client_secret)``) additionally asks the issuer's
 introspection endpoint whether the token is still active, so a revocation is seen at once.
 Answers are cached for ``introspection_cache_ttl`` seconds (0: ask on every request);
