@@ -161,6 +161,8 @@ def test_protect_serves_the_document_and_names_it_in_every_401(issuer: Issuer) -
         # The bare well-known path answers too; other methods are not allowed; the app behind is untouched.
         assert httpx.get(f"{base}/.well-known/oauth-protected-resource").json() == document
         assert httpx.post(f"{base}/.well-known/oauth-protected-resource/api").status_code == 405
+        head = httpx.head(challenges["Bearer"]["resource_metadata"])
+        assert head.status_code == 200 and head.content == b"" and int(head.headers["content-length"]) == len(fetched.content)
         assert httpx.get(f"{base}/.well-known/oauth-protected-resource/other").status_code == 401
         ok = httpx.get(f"{base}/api/other", headers={"Authorization": f"Bearer {issuer.token(resource)}"})
         assert ok.status_code == 200 and ok.json() == {"app_id": "app-1"}

@@ -167,12 +167,12 @@ def require_permissions(
     return dependency
 
 
-async def _send_json(send: Send, status: int, body: Any, headers: dict[str, str]) -> None:
+async def _send_json(send: Send, status: int, body: Any, headers: dict[str, str], *, head: bool = False) -> None:
     content = json.dumps(body).encode()
     raw = [(b"content-type", b"application/json"), (b"content-length", str(len(content)).encode())]
     raw += [(k.lower().encode(), v.encode("latin-1")) for k, v in headers.items()]
     await send({"type": "http.response.start", "status": status, "headers": raw})
-    await send({"type": "http.response.body", "body": content})
+    await send({"type": "http.response.body", "body": b"" if head else content})
 
 
 class RequirePermissionsMiddleware:
@@ -236,7 +236,7 @@ class ProtectedResourceMetadataMiddleware:
         if scope["method"] not in ("GET", "HEAD"):
             await _send_json(send, 405, {"error": "method_not_allowed"}, {**headers, "Allow": "GET, HEAD"})
             return
-        await _send_json(send, 200, self.document, headers)
+        await _send_json(send, 200, self.document, headers, head=scope["method"] == "HEAD")
 
 
 def protect(
