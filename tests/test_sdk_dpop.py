@@ -315,7 +315,7 @@ def test_a_proof_is_accepted_once(issuer: Issuer) -> None:
     # Another proof of the same key with the same jti is the same proof to the cache.
     same_jti = holder.proof("GET", URL, token, claims={"jti": json.loads(base64.urlsafe_b64decode(proof.split(".")[1] + "=="))["jti"]})
     assert refusal(verifier, "GET", URL, f"DPoP {token}", same_jti).reason == "dpop_replayed"
-    # A refused proof is not remembered: it can be... refused again for its own fault, not as a replay.
+    # A refused proof is not remembered: refused for its own fault, it is not a replay where it fits.
     wrong_method = holder.proof("POST", URL, token)
     assert refusal(verifier, "GET", URL, f"DPoP {token}", wrong_method).reason == "invalid_dpop_proof"
     assert verifier.verify_request("POST", URL, f"DPoP {token}", wrong_method).jkt == holder.jkt
@@ -404,7 +404,7 @@ def test_settings_that_would_weaken_dpop_are_refused() -> None:
         DPoPNonces(b"short")
 
 
-# ---------------------------------------------------------------- the Starlette and FastAPI helpers, over HTTP
+# ---------------------------------------------------------------- the Starlette middleware and the FastAPI dependency, over HTTP
 
 
 async def whoami(request: Request) -> JSONResponse:
@@ -435,7 +435,7 @@ def body_error(response: httpx.Response) -> str:
 
 
 @pytest.mark.parametrize("make_app", [starlette_app, fastapi_app], ids=["starlette-middleware", "fastapi-dependency"])
-def test_the_helpers_verify_dpop_requests_and_answer_with_both_challenges(issuer: Issuer, make_app: Any) -> None:
+def test_the_middleware_and_the_dependency_verify_dpop_requests_and_answer_with_both_challenges(issuer: Issuer, make_app: Any) -> None:
     holder = Holder()
     bound, unbound = issuer.token(holder.jkt), issuer.token()
     with serve(make_app(issuer.verifier(), ["read_profile"])) as api, serve(make_app(issuer.verifier(), ["write_data"])) as writer:
@@ -487,7 +487,7 @@ def test_the_helpers_verify_dpop_requests_and_answer_with_both_challenges(issuer
 
 
 @pytest.mark.parametrize("make_app", [starlette_app, fastapi_app], ids=["starlette-middleware", "fastapi-dependency"])
-def test_the_helpers_hand_out_nonces_and_accept_the_retry(issuer: Issuer, make_app: Any) -> None:
+def test_the_middleware_and_the_dependency_hand_out_nonces_and_accept_the_retry(issuer: Issuer, make_app: Any) -> None:
     holder = Holder()
     bound = issuer.token(holder.jkt)
     with serve(make_app(issuer.verifier(dpop_nonce=True), [])) as api:
@@ -516,7 +516,7 @@ def test_a_resource_requiring_dpop_offers_only_the_dpop_challenge(issuer: Issuer
 
 def test_any_junk_in_a_proof_is_refused_never_raised_otherwise(issuer: Issuer) -> None:
     """Every header and claim of the proof set to values of every JSON type: accepted where the value
-    is harmless, else an InvalidTokenError (a 401 at the helpers), never another exception (a 500)."""
+    is harmless, else an InvalidTokenError (a 401 from the middleware or the dependency), never another exception (a 500)."""
     holder = Holder()
     token = issuer.token(holder.jkt)
     verifier = issuer.verifier()

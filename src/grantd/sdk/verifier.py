@@ -142,8 +142,8 @@ class TokenVerifier:
         (grantd's default audience, ``GRANTD_ACCESS_TOKEN_AUDIENCE``).
     :param resource: this resource server's URI (RFC 8707, RFC 9728 ``resource``), for example
         ``https://mcp.example.com/mcp``: ``aud`` (a string or a list) must contain it exactly. The
-        Starlette/FastAPI helpers then serve its protected-resource metadata and name that document
-        in every 401 (``resource_metadata``).
+        Starlette/FastAPI integration (``grantd.sdk.asgi``) then serves its protected-resource
+        metadata and names that document in every 401 (``resource_metadata``).
     :param leeway: seconds of clock skew allowed on ``exp``, ``nbf`` and ``iat``.
     :param discovery_url: where the RFC 8414 metadata is; by default
         ``<issuer>/.well-known/oauth-authorization-server``. Useful when the issuer's public URL
