@@ -49,7 +49,7 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import MappingProxyType
@@ -393,7 +393,8 @@ class TokenVerifier:
         token = token.strip()
         scheme = {"bearer": "Bearer", "dpop": "DPoP"}.get(scheme.lower(), "")
         if not scheme or not token:
-            raise self._with_nonce(InvalidTokenError("missing", "Send the access token as Authorization: Bearer <token> or DPoP <token>."))
+            how = "DPoP <token> with a DPoP proof" if self.dpop_required else "Bearer <token> or DPoP <token>"
+            raise self._with_nonce(InvalidTokenError("missing", f"Send the access token as Authorization: {how}."))
         if " " in token:
             raise self._with_nonce(InvalidTokenError("malformed", f"Send the access token as Authorization: {scheme} <token>.", scheme=scheme))
         proofs = [dpop] if isinstance(dpop, str) else list(dpop or ())
