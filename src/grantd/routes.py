@@ -34,7 +34,7 @@ from grantd.api.errors import Dialect, Dialects
 from grantd.api.hot import Handler as HotHandler, HotRoute
 from grantd.config import Settings
 from grantd.telemetry import NOTED_GRANT
-from grantd.web import account, console, logout, pages
+from grantd.web import account, console, device, logout, pages
 from grantd.web import routes as web
 
 # The error dialects. NEUCRON is also the shape of the routes of no dialect of their own
@@ -301,6 +301,12 @@ _OAUTH2 = (
         "Pushed authorization request (RFC 9126): the request_uri to send to /oauth2/authorize",
         status=201,
     ),
+    _oauth2(
+        "/oauth2/device_authorization", oauth2.device_authorization, oauth2.DEVICE_AUTHORIZATION_REQUEST, [],
+        {"description": "The device code and the user code", **_json(oauth2.DEVICE_AUTHORIZATION_SCHEMA)},
+        "Device authorization request (RFC 8628 §3.1): codes for a device that polls /oauth2/token while "
+        "a person approves at verification_uri",
+    ),
     Route(
         "GET", "/.well-known/oauth-authorization-server", oauth2.metadata, NEUCRON,
         summary="Authorization server metadata (RFC 8414)",
@@ -342,6 +348,10 @@ _PAGES = (
     _page("GET", "/email/verify", web.verify_email_form),
     _page("POST", "/email/verify", web.verify_email),
     _page("POST", "/signout", web.signout),
+    _page("GET", "/device", device.code_form),  # RFC 8628 §3.3: the verification_uri
+    _page("POST", "/device", device.code_entered),
+    _page("GET", "/device/approve", device.approval_form),
+    _page("POST", "/device/approve", device.decision),
     _page("GET", "/oauth2/logout", logout.end_session),  # RP-Initiated Logout 1.0
     _page("POST", "/oauth2/logout", logout.end_session),
     _page("POST", "/oauth2/logout/confirm", logout.confirm),
