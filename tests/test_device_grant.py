@@ -19,9 +19,15 @@ import httpx
 import jwt
 import pytest
 
+from sqlalchemy import func, select
+
+import acting_user
 from acting_user import parse_forms
+from grantd.core import retention
+from grantd.store.schema import device_codes
 from support.neucron import PASSWORD, sign_up, unique_email
 from support.servers import ServerProcess, assert_clean_logs, server_on_new_sqlite, start_server
+from test_retention import fresh  # noqa: F401 - the fixture: the in-process app on a database of its own
 
 pytestmark = pytest.mark.db
 
@@ -424,3 +430,25 @@ async def test_user_code_guesses_are_rate_limited_per_address_and_for_everyone(g
     async with browser_at(guarded, "127.0.0.4") as third:
         assert (await enter_code(third, "not a code")).status_code == 400
     assert_clean_logs([guarded])
+
+
+# ---------------------------------------------------------------- pruning
+
+
+async def test_expired_device_requests_are_pruned(fresh: tuple[Any, httpx.AsyncClient]) -> None:
+    application, client = fresh
+    ctx = application.state.ctx
+    flow = await acting_user.new_app(await acting_user.developer(client))
+    response = await client.post("/oauth2/device_authorization", data={"scope": "read_profile"}, auth=(flow.app_id, flow.key_secret))
+    assert response.status_code == 200, response.text
+
+    async def stored() -> int:
+        async with ctx.db.read() as conn:
+            return int((await conn.execute(select(func.count()).select_from(device_codes))).scalar_one())
+
+    assert await stored() == 1
+    assert (await retention.prune(ctx, expired_before=ctx.now() + 365 * 86400)).device_codes == 0  # not expired yet
+    now = ctx.now()
+    ctx.now = lambda: now + 2 * 86400  # a day past its expiry
+    assert (await retention.prune(ctx)).device_codes == 1
+    assert await stored() == 0
