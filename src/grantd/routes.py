@@ -281,7 +281,8 @@ _NEUCRON_API = (
 _OAUTH2 = (
     _oauth2(
         "/oauth2/token", oauth2.token, oauth2.TOKEN_REQUEST, ["grant_type"], _json(oauth2.TOKEN_SCHEMA),
-        "Token endpoint (RFC 6749 §3.2): authorization_code with PKCE, refresh_token, client_credentials",
+        "Token endpoint (RFC 6749 §3.2): authorization_code with PKCE, refresh_token, client_credentials, "
+        "urn:ietf:params:oauth:grant-type:device_code (RFC 8628)",
         hot=hot.oauth2_token, issues=NOTED_GRANT,
     ),
     _oauth2(
