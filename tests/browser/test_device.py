@@ -8,7 +8,8 @@ from typing import Any
 
 import httpx
 
-from browser.conftest import App, follow, new_user, register_app, sign_in
+from browser.conftest import PHONE, App, follow, new_user, register_app, sign_in
+from browser.test_layout import check
 
 GRANT_TYPE = "urn:ietf:params:oauth:grant-type:device_code"
 
@@ -105,3 +106,19 @@ def test_a_wrong_code_shows_the_code_page_again(page: Any, api: httpx.Client, ba
     follow(page, page.get_by_role("button", name="Continue"))
     assert page.url.startswith(f"{base_url}/signin?next=")
     assert poll(api, app, device["device_code"]).json()["error"] == "authorization_pending"
+
+
+def test_the_device_pages_fit_a_phone_without_script(new_page: Any, api: httpx.Client, base_url: str, shoot: Any) -> None:
+    page = new_page(viewport=PHONE, java_script_enabled=False)
+    app = register_app(api, name="A Rather Long Application Name For A Small Screen")
+    user = new_user(api)
+    device = start(api, app, "read_profile write_data manage_notifications")
+    page.goto(device["verification_uri_complete"])
+    check(page, "the Code page")
+    follow(page, page.get_by_role("button", name="Continue"))
+    sign_in(page, None, user.email)
+    check(page, "the approval page")
+    shoot(page, "phone-device-approve")
+    follow(page, page.get_by_role("button", name="Approve"))
+    check(page, "the page after approving")
+    assert poll(api, app, device["device_code"]).status_code == 200
