@@ -271,6 +271,20 @@ async def test_denied_the_device_is_told_so(api: httpx.AsyncClient, server: Serv
     assert error_of(await app.poll(api, started["device_code"])) == "access_denied"
 
 
+async def test_access_withdrawn_before_the_device_came_back_is_access_denied(
+    api: httpx.AsyncClient, server: ServerProcess
+) -> None:
+    app = await new_app(api)
+    _, email = await new_person(api)
+    started = await app.start(api)
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as browser:
+        assert (await decide(browser, started["verification_uri_complete"], email)).status_code == 200
+    _, token = await sign_in_api(api, email)
+    revoked = await api.delete(f"/v1/grants/{app.client_id}", headers={"Authorization": f"Bearer {token}"})
+    assert revoked.status_code == 200, revoked.text
+    assert error_of(await app.poll(api, started["device_code"])) == "access_denied"
+
+
 async def test_the_approval_page_names_the_app_and_warns(api: httpx.AsyncClient, server: ServerProcess) -> None:
     app = await new_app(api, name="Photo Frame")
     _, email = await new_person(api)
