@@ -17,6 +17,12 @@ What the journey proves:
 - denied: the library's polling ends in the error it reports for ``access_denied``.
 
 Skipped where node or Chromium is absent (like tests/test_interop_openid_node.py).
+
+And Python's requests-oauth2client, a second library no one here wrote, with the person on the
+pages over HTTP: ``authorize_device`` at the discovery document's endpoint, ``device_code`` answered
+``authorization_pending`` then ``slow_down`` (raised as the library's own exceptions), its
+``DeviceAuthorizationPollingJob`` (which honours slow_down's longer interval) ending with a token
+once approved, and ``AccessDenied`` once denied.
 """
 
 from __future__ import annotations
@@ -30,7 +36,19 @@ from typing import Any
 
 import pytest
 
+import requests
+from requests_oauth2client import (
+    AccessDenied,
+    AuthorizationPending,
+    ClientSecretBasic,
+    DeviceAuthorizationPollingJob,
+    OAuth2Client,
+    SlowDown,
+)
+
+import httpx
 from acting_user import new_app
+from test_device_grant import decide
 from support.neucron import PASSWORD, Flow
 from support.servers import ServerProcess, assert_clean_logs
 
@@ -52,7 +70,7 @@ def _why_skipped() -> str | None:
     return None
 
 
-pytestmark = pytest.mark.skipif(_why_skipped() is not None, reason=_why_skipped() or "")
+needs_node_and_chromium = pytest.mark.skipif(_why_skipped() is not None, reason=_why_skipped() or "")
 
 
 class Person:
@@ -138,6 +156,7 @@ async def _journey(environment: dict[str, str], person: Person) -> tuple[dict[st
             await process.wait()
 
 
+@needs_node_and_chromium
 @pytest.mark.parametrize("client_type", ["public", "confidential"])
 async def test_openid_client_device_grant(
     interop_server: ServerProcess, interop_dev: Flow, client_type: str
@@ -193,3 +212,46 @@ async def test_openid_client_device_grant(
     assert deny["error"] == "access_denied" and deny["status"] == 400, deny
     assert asked["deny"]["polls_before"] == ["authorization_pending"]
     assert deny["token_endpoint_answers"][-1] == {"status": 400, "error": "access_denied"}
+
+
+async def test_requests_oauth2client_device_grant(interop_server: ServerProcess, interop_dev: Flow) -> None:
+    issuer = interop_server.base_url
+    flow = await new_app(interop_dev, client_type="confidential")
+    document = requests.get(f"{issuer}/.well-known/oauth-authorization-server", timeout=10).json()
+    # testing: the loopback server is http, which the library would otherwise refuse as an issuer.
+    # from_discovery_document reads no device_authorization_endpoint: it is handed the document's.
+    client = OAuth2Client.from_discovery_document(
+        document, issuer=issuer, auth=ClientSecretBasic(flow.app_id, flow.key_secret), testing=True,
+        device_authorization_endpoint=document["device_authorization_endpoint"],
+    )
+    assert client.device_authorization_endpoint == f"{issuer}/oauth2/device_authorization"
+
+    started = await asyncio.to_thread(client.authorize_device, scope="read_profile write_data")
+    assert started.verification_uri == f"{issuer}/device" and started.interval == 5
+    with pytest.raises(AuthorizationPending):
+        await asyncio.to_thread(client.device_code, started)
+    with pytest.raises(SlowDown):  # at once again: sooner than the interval
+        await asyncio.to_thread(client.device_code, started)
+    async with httpx.AsyncClient(base_url=issuer, timeout=30) as browser:
+        done = await decide(browser, started.verification_uri_complete, flow.extra["email"], "approve")
+    assert "You can return to your device" in done.text
+
+    def polled() -> Any:
+        job = DeviceAuthorizationPollingJob(client, started)  # waits its interval, +5 s on slow_down
+        token = None
+        while token is None:
+            token = job()
+        return token
+
+    token = await asyncio.to_thread(polled)
+    assert token.scope == "read_profile write_data" and token.refresh_token
+    introspected = await asyncio.to_thread(client.introspect_token, token.access_token)
+    assert introspected["active"] is True and introspected["sub"] == flow.user_id
+
+    denied = await asyncio.to_thread(client.authorize_device, scope="read_profile")
+    async with httpx.AsyncClient(base_url=issuer, timeout=30) as browser:
+        done = await decide(browser, denied.verification_uri_complete, flow.extra["email"], "deny")
+    assert "Access denied" in done.text
+    with pytest.raises(AccessDenied):
+        await asyncio.to_thread(client.device_code, denied)
+    assert_clean_logs([interop_server])
