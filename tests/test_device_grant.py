@@ -375,6 +375,45 @@ async def test_a_wrong_code_shows_the_code_page_again(api: httpx.AsyncClient, se
         assert forged.status_code == 403
 
 
+async def test_hostile_inputs_are_refused_never_a_server_error(api: httpx.AsyncClient, server: ServerProcess) -> None:
+    app = await new_app(api, public=True)
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    odd = ["%00", "BCDF%00GHJK", "x" * 5000, "%FF%FE", "BCDF-GHJK" * 8, "%E2%80%AE" * 10, "b%20c%20d%20f%20g%20h%20j%20k%2D"]
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as browser:
+        page = await browser.get("/device")
+        csrf = dict(form_of(page, "/device"))["csrf_token"]
+        answers = []
+        for value in odd:
+            answers += [
+                await browser.post("/device", content=f"csrf_token={csrf}&user_code={value}", headers=form),
+                await browser.post("/device/approve", content=f"user_code={value}&decision=approve", headers=form),
+                await browser.get(f"/device?user_code={value}"),
+                await browser.get(f"/device/approve?user_code={value}"),
+                await api.post("/oauth2/device_authorization", content=f"client_id={app.client_id}&scope={value}", headers=form),
+                await api.post("/oauth2/device_authorization", content=f"client_id={value}", headers=form),
+                await api.post(
+                    "/oauth2/token", content=f"client_id={app.client_id}&grant_type={GRANT_TYPE}&device_code={value}", headers=form
+                ),
+            ]
+        answers += [
+            await browser.post("/device", content=f"csrf_token={csrf}&user_code=A&user_code=B", headers=form),
+            await browser.post("/device", json={"user_code": "BCDF-GHJK"}),
+            await api.post("/oauth2/device_authorization", content=b"\xff\xfe=\x00", headers=form),
+        ]
+    # Every POST is refused with a 4xx, but a decision without a session, which goes to sign-in; a
+    # GET shows the Code page (200) or sends to sign-in (303).
+    to_signin = [r for r in answers if r.status_code == 303]
+    assert all(r.headers["location"].startswith("/signin?next=%2Fdevice%2Fapprove") for r in to_signin)
+    refused = [
+        (str(r.request.url)[:100], r.status_code)
+        for r in answers
+        if r.request.method == "POST" and r.request.url.path != "/device/approve" and not 400 <= r.status_code < 500
+    ]
+    assert refused == []
+    assert {r.status_code for r in answers if r.request.method == "GET"} <= {200, 303}
+    assert_clean_logs([server])
+
+
 # ---------------------------------------------------------------- expiry, hashing, guessing
 
 
