@@ -69,6 +69,7 @@ SECRET_FIELDS: Mapping[str, str] = {
     "id_token": "token",
     "token": "token",
     "request_uri": "request_uri",  # RFC 9126: stands for a pushed request; stored only as a keyed hash
+    "device_code": "device_code",  # RFC 8628: the device's, stored only as a keyed hash
 }
 SESSION_COOKIE = "grantd_session"
 # Request fields whose values are public by design, which grantd may store or echo. A test may

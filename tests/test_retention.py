@@ -222,6 +222,7 @@ def test_the_prune_command(tmp_path: Path, secret_key: str) -> None:
         "access_tokens": 1, "refresh_tokens": 0, "authorization_codes": 0, "user_sessions": 0, "audit_events": 0,
         "pushed_authorization_requests": 0,
         "client_assertion_jtis": 0,
+        "device_codes": 0,
     }  # fmt: skip
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT jti FROM access_tokens").fetchall() == [("live-token",)]

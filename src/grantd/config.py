@@ -108,6 +108,19 @@ class Settings(BaseSettings):
         le=600,
         description="Lifetime, seconds, of a pushed authorization request's request_uri (RFC 9126).",
     )
+    device_code_ttl: int = Field(
+        default=600,
+        ge=5,
+        le=3600,
+        description="Lifetime, seconds, of a device authorization request's device code and user code (RFC 8628).",
+    )
+    device_code_interval: int = Field(
+        default=5,
+        ge=1,
+        le=60,
+        description="Seconds a device must wait between two polls of the token endpoint (RFC 8628 §3.2 interval); "
+        "polling faster is answered slow_down, and the device's interval grows by 5 seconds.",
+    )
     require_pushed_authorization_requests: bool = Field(
         default=False,
         description="Refuse every authorization request at /oauth2/authorize that was not pushed first "
@@ -177,6 +190,16 @@ class Settings(BaseSettings):
         default=100, ge=1, description="Failed token requests per client address per window."
     )
     rate_limit_token_window: int = Field(default=60, ge=1, le=86400, description="Token endpoint failure window, seconds.")
+    rate_limit_user_code_per_address: int = Field(
+        default=10, ge=1, description="Wrong user codes (RFC 8628 /device) allowed per client address per user-code window."
+    )
+    rate_limit_user_code_global: int = Field(
+        default=1000,
+        ge=1,
+        description="Wrong user codes allowed from all addresses together per user-code window (RFC 8628 §5.1: "
+        "guessing a code is spread over many addresses).",
+    )
+    rate_limit_user_code_window: int = Field(default=900, ge=1, le=86400, description="User-code window, seconds.")
     redis_url: str = Field(
         default="", description="redis://host:port/db: keep rate-limit counters in Redis. Empty: in the database."
     )

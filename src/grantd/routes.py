@@ -34,7 +34,7 @@ from grantd.api.errors import Dialect, Dialects
 from grantd.api.hot import Handler as HotHandler, HotRoute
 from grantd.config import Settings
 from grantd.telemetry import NOTED_GRANT
-from grantd.web import account, console, logout, pages
+from grantd.web import account, console, device, logout, pages
 from grantd.web import routes as web
 
 # The error dialects. NEUCRON is also the shape of the routes of no dialect of their own
@@ -281,7 +281,8 @@ _NEUCRON_API = (
 _OAUTH2 = (
     _oauth2(
         "/oauth2/token", oauth2.token, oauth2.TOKEN_REQUEST, ["grant_type"], _json(oauth2.TOKEN_SCHEMA),
-        "Token endpoint (RFC 6749 §3.2): authorization_code with PKCE, refresh_token, client_credentials",
+        "Token endpoint (RFC 6749 §3.2): authorization_code with PKCE, refresh_token, client_credentials, "
+        "urn:ietf:params:oauth:grant-type:device_code (RFC 8628)",
         hot=hot.oauth2_token, issues=NOTED_GRANT,
     ),
     _oauth2(
@@ -300,6 +301,12 @@ _OAUTH2 = (
         {"description": "Pushed: the request_uri, single-use", **_json(oauth2.PAR_SCHEMA)},
         "Pushed authorization request (RFC 9126): the request_uri to send to /oauth2/authorize",
         status=201,
+    ),
+    _oauth2(
+        "/oauth2/device_authorization", oauth2.device_authorization, oauth2.DEVICE_AUTHORIZATION_REQUEST, [],
+        {"description": "The device code and the user code", **_json(oauth2.DEVICE_AUTHORIZATION_SCHEMA)},
+        "Device authorization request (RFC 8628 §3.1): codes for a device that polls /oauth2/token while "
+        "a person approves at verification_uri",
     ),
     Route(
         "GET", "/.well-known/oauth-authorization-server", oauth2.metadata, NEUCRON,
@@ -342,6 +349,10 @@ _PAGES = (
     _page("GET", "/email/verify", web.verify_email_form),
     _page("POST", "/email/verify", web.verify_email),
     _page("POST", "/signout", web.signout),
+    _page("GET", "/device", device.code_form),  # RFC 8628 §3.3: the verification_uri
+    _page("POST", "/device", device.code_entered),
+    _page("GET", "/device/approve", device.approval_form),
+    _page("POST", "/device/approve", device.decision),
     _page("GET", "/oauth2/logout", logout.end_session),  # RP-Initiated Logout 1.0
     _page("POST", "/oauth2/logout", logout.end_session),
     _page("POST", "/oauth2/logout/confirm", logout.confirm),

@@ -18,7 +18,7 @@ from starlette.responses import Response
 from grantd import telemetry
 from grantd.api.deps import client_address
 from grantd.api.jsonbody import JSONBody
-from grantd.core import authorization, client_auth, grants, introspection, jwks, openid, par, ratelimit, revocation
+from grantd.core import authorization, client_auth, device, grants, introspection, jwks, openid, par, ratelimit, revocation
 from grantd.core.clients import ID_TOKEN_ALGORITHMS, SUBJECT_TYPES
 from grantd.core.access_token import IssuedToken
 from grantd.core.context import Context
@@ -163,6 +163,7 @@ TOKEN_REQUEST = {
     "redirect_uri": _STRING,
     "code_verifier": _STRING,
     "refresh_token": _STRING,
+    "device_code": {"type": "string", "description": "The device authorization grant (RFC 8628 §3.4)."},
     "scope": _STRING,
     **_CLIENT_FIELDS,
 }
@@ -230,6 +231,19 @@ PAR_SCHEMA = {
     },
     "required": ["request_uri", "expires_in"],
 }
+DEVICE_AUTHORIZATION_REQUEST = {"scope": _STRING, **_CLIENT_FIELDS}
+DEVICE_AUTHORIZATION_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "device_code": {"type": "string", "description": "The device's: it polls /oauth2/token with it"},
+        "user_code": {"type": "string", "description": "The person's: 8 letters shown as WDJB-MJHT"},
+        "verification_uri": {"type": "string", "description": "Where the person types the user code"},
+        "verification_uri_complete": {"type": "string", "description": "The same, with the user code filled in"},
+        "expires_in": {"type": "integer"},
+        "interval": {"type": "integer", "description": "Seconds to wait between two polls"},
+    },
+    "required": ["device_code", "user_code", "verification_uri", "verification_uri_complete", "expires_in", "interval"],
+}
 INTROSPECTION_SCHEMA = {"type": "object", "properties": {"active": {"type": "boolean"}}, "required": ["active"]}
 
 
@@ -281,6 +295,23 @@ async def pushed_authorization_request(request: Request) -> Response:
     return JSONBody({"request_uri": pushed.request_uri, "expires_in": pushed.expires_in}, 201, NO_STORE)
 
 
+async def device_authorization(request: Request) -> Response:
+    """``POST /oauth2/device_authorization`` (RFC 8628 §3.1): the device's codes, or RFC 6749 §5.2 errors."""
+    ctx: Context = request.app.state.ctx
+    form = await read_form(request)
+    async with _ClientRequest(ctx, request.headers.get("authorization"), form, client_address(request)) as auth:
+        issued = await device.authorize_device(ctx, auth, form)
+    body = {
+        "device_code": issued.device_code,
+        "user_code": issued.user_code,
+        "verification_uri": issued.verification_uri,
+        "verification_uri_complete": issued.verification_uri_complete,
+        "expires_in": issued.expires_in,
+        "interval": issued.interval,
+    }
+    return JSONBody(body, 200, NO_STORE)
+
+
 def discovery_document(ctx: Context) -> dict[str, Any]:
     """The one metadata document of the server: RFC 8414's (``/.well-known/oauth-authorization-server``)
     and OpenID Connect Discovery 1.0's (``/.well-known/openid-configuration``), every REQUIRED and
@@ -319,6 +350,7 @@ def discovery_document(ctx: Context) -> dict[str, Any]:
         "authorization_response_iss_parameter_supported": True,
         "pushed_authorization_request_endpoint": f"{issuer}/oauth2/par",
         "require_pushed_authorization_requests": ctx.settings.require_pushed_authorization_requests,
+        "device_authorization_endpoint": f"{issuer}/oauth2/device_authorization",
     }
 
 

@@ -47,6 +47,9 @@ EVENTS = frozenset(
         "code_redeemed",
         "code_replayed",
         "refresh_token_reused",
+        "device_approved",
+        "device_denied",
+        "device_code_redeemed",
         "signing_key_rotated",
         "audit_pruned",
     }

@@ -130,6 +130,10 @@ async def _record_consent(  # type: ignore[no-untyped-def]
         )
 
 
+# Consent recorded by a decision made elsewhere than the consent page (the device grant's, core.device).
+record_consent = _record_consent
+
+
 class _NewCode(NamedTuple):
     """A code to issue: the code itself, when it expires, its row and its ``code_issued`` audit row
     (what ``code_store.insert_code`` writes)."""
@@ -321,14 +325,22 @@ def validate_request(
     prompts = _prompts(prompt)
     age = _max_age(max_age)
     pkce.check_challenge(code_challenge, code_challenge_method, public=target.public)
-    requested = target.allowed if not scope else perms.parse(scope, field="scope", separator=" ")
-    ctx.catalog.require_allowed(openid.split(requested)[1], target.allowed)
+    requested = requested_scope(ctx, target.allowed, scope)
     if openid.is_openid(requested) and nonce is None and target.openid.require_nonce:
         raise InvalidRequest("nonce is required: this app's settings require one in every OpenID request.")
     return StandardRequest(
         target, requested, state, code_challenge, nonce=nonce, prompt=prompts, max_age=age,
         response_mode=response_mode or "query",
     )
+
+
+def requested_scope(ctx: Context, allowed: tuple[str, ...], scope: str | None) -> tuple[str, ...]:
+    """What a request's ``scope`` asks for (RFC 6749 §3.3): the catalog's permissions, which must be
+    among the app's ``allowed``, and the standard scopes of OpenID Connect; without a scope, the
+    app's permissions. The authorization endpoint's rule, and the device authorization endpoint's."""
+    requested = allowed if not scope else perms.parse(scope, field="scope", separator=" ")
+    ctx.catalog.require_allowed(openid.split(requested)[1], allowed)
+    return requested
 
 
 def _prompts(value: str | None) -> frozenset[str]:

@@ -123,3 +123,20 @@ class InvalidRequestUri(GrantdError):
     another client's. Shown on a page, never redirected."""
 
     error, status_code = "invalid_request_uri", 400
+
+
+# RFC 8628 §3.5: the token endpoint's answers to a device polling for its authorization.
+class AuthorizationPending(GrantdError):
+    error, status_code = "authorization_pending", 400
+
+
+class SlowDown(GrantdError):
+    error, status_code = "slow_down", 400
+
+
+class AccessDenied(GrantdError):
+    error, status_code = "access_denied", 400
+
+
+class ExpiredToken(GrantdError):
+    error, status_code = "expired_token", 400

@@ -13,6 +13,9 @@ in the past), and:
 - a user session: always (an expired session is refused as an unknown one is).
 - a pushed authorization request (RFC 9126): always (an expired request_uri is refused as an
   unknown one is).
+- a device authorization request (RFC 8628): always (an expired device code is refused as
+  ``expired_token`` until then, as an unknown one after; its tokens' family is its hash, which
+  they carry themselves).
 - a client assertion's ``jti`` (RFC 7523 private_key_jwt): always (an assertion past its ``exp``
   is refused whatever its ``jti``); each app's are also deleted as it records a new one.
 - an audit event: only when the operator asks (``audit_before``, or ``GRANTD_AUDIT_RETENTION_DAYS``
@@ -62,6 +65,7 @@ class Pruned(NamedTuple):
     audit_events: int
     pushed_authorization_requests: int = 0
     client_assertion_jtis: int = 0
+    device_codes: int = 0
 
 
 async def prune(
@@ -79,6 +83,7 @@ async def prune(
     sessions = await _prune(ctx, store.USER_SESSIONS, "", before, batch, paced)
     pushed = await _prune(ctx, store.PUSHED_REQUESTS, "", before, batch, paced)
     jtis = await _prune(ctx, store.ASSERTION_JTIS, "", before, batch, paced)
+    devices = await _prune(ctx, store.DEVICE_CODES, "", before, batch, paced)
     events = 0
     if audit_before is not None:
         audit_before = min(audit_before, now)
@@ -87,7 +92,7 @@ async def prune(
         if due:
             await audit.record_alone(ctx, "audit_pruned", actor=audit.OPERATOR, now=now, before=audit_before)
             events = await _prune(ctx, store.AUDIT_EVENTS, 0, audit_before, batch, paced)
-    return Pruned(access, refresh, codes, sessions, events, pushed, jtis)
+    return Pruned(access, refresh, codes, sessions, events, pushed, jtis, devices)
 
 
 async def _prune(

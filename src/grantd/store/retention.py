@@ -15,7 +15,7 @@ from sqlalchemy import BigInteger, Column, ColumnElement, Table, and_, bindparam
 
 from grantd.store.db import later_of, upsert
 from grantd.store.schema import (
-    access_tokens, app_keys, audit_events, authorization_codes, client_assertion_jtis, grants, maintenance,
+    access_tokens, app_keys, audit_events, authorization_codes, client_assertion_jtis, device_codes, grants, maintenance,
     pushed_authorization_requests, refresh_tokens, user_sessions,
 )
 
@@ -81,6 +81,7 @@ PUSHED_REQUESTS = _Batch(
     pushed_authorization_requests.c.request_hash,
     pushed_authorization_requests.c.expires_at < _BEFORE,
 )
+DEVICE_CODES = _Batch(device_codes, device_codes.c.device_code_hash, device_codes.c.expires_at < _BEFORE)
 # The jti of client assertions (RFC 7523): past expires_at no replay of theirs can pass exp any more.
 # Its key is two columns: walked by their concatenation (app ids are uuids, no space in them).
 ASSERTION_JTIS = _Batch(

@@ -298,3 +298,28 @@ pushed_authorization_requests = Table(
     Column("opened_at", BigInteger),  # first brought to /oauth2/authorize: the browser's time starts
     Column("spent_at", BigInteger),
 )
+
+
+# The device authorization grant (RFC 8628): a device's request, from ``POST
+# /oauth2/device_authorization`` until its device code is redeemed (``redeemed_at``) or expires.
+# The device code and the user code are stored only as keyed hashes (the user code's is unique, so
+# that a code a person types names one request). ``status``: pending, approved or denied, by
+# ``user_id`` at ``decided_at``; ``interval`` the polling interval the device must keep (raised by
+# slow_down), ``last_polled_at`` its last poll.
+device_codes = Table(
+    "device_codes",
+    metadata,
+    Column("device_code_hash", String(64), primary_key=True),
+    Column("user_code_hash", String(64), nullable=False, unique=True),
+    Column("app_id", String(36), ForeignKey("apps.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("scope", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False, index=True),
+    Column("interval", Integer, nullable=False),
+    Column("last_polled_at", BigInteger),
+    Column("status", String(16), nullable=False),
+    Column("user_id", String(36), ForeignKey("users.id", ondelete="CASCADE")),
+    Column("auth_time", BigInteger),
+    Column("decided_at", BigInteger),
+    Column("redeemed_at", BigInteger),
+)

@@ -14,7 +14,7 @@ from grantd.core.access_token import IssuedToken
 from grantd.core.client_auth import ClientAuthentication
 from grantd.core.context import Context
 from grantd.core.errors import InvalidRequest, UnsupportedGrantType
-from grantd.core.grants import authorization_code, client_credentials, refresh_token
+from grantd.core.grants import authorization_code, client_credentials, device_code, refresh_token
 
 TokenRequest = Callable[[Context, ClientAuthentication, Mapping[str, str], "str | None"], Awaitable[IssuedToken]]
 
@@ -22,6 +22,7 @@ GRANT_TYPES: dict[str, TokenRequest] = {
     authorization_code.GRANT_TYPE: authorization_code.token_request,
     refresh_token.GRANT_TYPE: refresh_token.token_request,
     client_credentials.GRANT_TYPE: client_credentials.token_request,
+    device_code.GRANT_TYPE: device_code.token_request,
 }
 
 
