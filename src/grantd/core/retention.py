@@ -15,6 +15,7 @@ in the past), and:
   unknown one is).
 - a client assertion's ``jti`` (RFC 7523 private_key_jwt): always (an assertion past its ``exp``
   is refused whatever its ``jti``); each app's are also deleted as it records a new one.
+- a DPoP proof's record (RFC 9449): always (a proof past it fails the ``iat`` check whatever its ``jti``).
 - an audit event: only when the operator asks (``audit_before``, or ``GRANTD_AUDIT_RETENTION_DAYS``
   for the servers); the pruning is itself recorded first, as ``audit_pruned``, when there is
   anything to prune.
@@ -62,6 +63,7 @@ class Pruned(NamedTuple):
     audit_events: int
     pushed_authorization_requests: int = 0
     client_assertion_jtis: int = 0
+    dpop_proof_jtis: int = 0
 
 
 async def prune(
@@ -79,6 +81,7 @@ async def prune(
     sessions = await _prune(ctx, store.USER_SESSIONS, "", before, batch, paced)
     pushed = await _prune(ctx, store.PUSHED_REQUESTS, "", before, batch, paced)
     jtis = await _prune(ctx, store.ASSERTION_JTIS, "", before, batch, paced)
+    proofs = await _prune(ctx, store.DPOP_PROOFS, "", before, batch, paced)
     events = 0
     if audit_before is not None:
         audit_before = min(audit_before, now)
@@ -87,7 +90,7 @@ async def prune(
         if due:
             await audit.record_alone(ctx, "audit_pruned", actor=audit.OPERATOR, now=now, before=audit_before)
             events = await _prune(ctx, store.AUDIT_EVENTS, 0, audit_before, batch, paced)
-    return Pruned(access, refresh, codes, sessions, events, pushed, jtis)
+    return Pruned(access, refresh, codes, sessions, events, pushed, jtis, proofs)
 
 
 async def _prune(
