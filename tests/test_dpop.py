@@ -14,6 +14,8 @@ import hashlib
 import json
 import secrets
 import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -25,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from acting_user import developer, new_app
 from support.interop import consent
 from support.neucron import Flow
-from support.servers import ServerProcess, server_on_new_sqlite
+from support.servers import ServerProcess, server_on_new_sqlite, start_server
 
 pytestmark = pytest.mark.db
 
@@ -85,18 +87,34 @@ def refused(response: httpx.Response, error: str = "invalid_dpop_proof", status:
 
 
 @pytest.fixture(scope="module")
-def base(interop_server: ServerProcess) -> str:
-    return interop_server.base_url
+def server(database_url: str, secret_key: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One real `grantd serve` on the session's database (PostgreSQL with GRANTD_TEST_DB=postgres)."""
+    started = start_server(database_url, secret_key, tmp_path_factory.mktemp("dpop"))
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+@pytest.fixture(scope="module")
+def base(server: ServerProcess) -> str:
+    return server.base_url
+
+
+@pytest.fixture(scope="module")
+async def dev(server: ServerProcess) -> AsyncIterator[Flow]:
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
+        yield await developer(http)
 
 
 @pytest.fixture
-async def app(interop_dev: Flow) -> Flow:
-    return await new_app(interop_dev, client_type="confidential")
+async def app(dev: Flow) -> Flow:
+    return await new_app(dev, client_type="confidential")
 
 
 @pytest.fixture
-async def public_app(interop_dev: Flow) -> Flow:
-    return await new_app(interop_dev, client_type="public")
+async def public_app(dev: Flow) -> Flow:
+    return await new_app(dev, client_type="public")
 
 
 async def credentials(app: Flow, proof: str | list[str] | None, **form: str) -> httpx.Response:
@@ -372,8 +390,8 @@ async def test_a_public_clients_refresh_token_is_bound(public_app: Flow, base: s
 # ---------------------------------------------------------------- §5.2: dpop_bound_access_tokens
 
 
-async def test_an_app_that_requires_dpop(interop_dev: Flow, base: str) -> None:
-    app = await new_app(interop_dev, client_type="confidential", dpop_bound_access_tokens=True)
+async def test_an_app_that_requires_dpop(dev: Flow, base: str) -> None:
+    app = await new_app(dev, client_type="confidential", dpop_bound_access_tokens=True)
     shown = (await app.client.get(f"/v1/apps/{app.app_id}", headers={"Authorization": app.dev_token})).json()["data"]
     assert shown["dpop_bound_access_tokens"] is True
     body = refused(await credentials(app, None))
@@ -418,3 +436,50 @@ async def test_nonces_when_the_server_requires_them(tmp_path_factory: pytest.Tem
             )
             assert response.status_code == 200, response.text
             assert response.headers["dpop-nonce"]
+
+
+# ---------------------------------------------------------------- §11.1: replays across processes
+
+
+async def replayed_across(servers: list[ServerProcess]) -> None:
+    """A proof accepted by the first process is refused by the second (one deployment, one issuer)."""
+    issuer = servers[0].base_url
+    async with httpx.AsyncClient(base_url=issuer, timeout=10) as first, httpx.AsyncClient(base_url=servers[1].base_url, timeout=10) as second:
+        app = await new_app(await developer(first), client_type="confidential")
+        proof = Holder().proof("POST", f"{issuer}/oauth2/token")
+        assert (await credentials(app, proof)).status_code == 200
+        app.client = second
+        refused(await credentials(app, proof))
+        assert (await credentials(app, Holder().proof("POST", f"{issuer}/oauth2/token"))).status_code == 200
+
+
+async def test_a_replay_is_refused_by_another_process_on_postgresql(
+    deployment: Callable[..., list[ServerProcess]], postgres_url: str
+) -> None:
+    await replayed_across(deployment(postgres_url))
+
+
+async def test_with_redis_the_proofs_are_kept_in_redis(deployment: Callable[..., list[ServerProcess]], tmp_path: Path) -> None:
+    import sqlite3
+
+    import redis
+
+    connection = redis.Redis.from_url("redis://127.0.0.1:6379/0", socket_timeout=2)
+    try:
+        connection.ping()
+    except redis.RedisError as exc:
+        pytest.skip(f"Redis does not answer at 127.0.0.1:6379: {exc}")
+    prefix = f"grantd-test-{secrets.token_hex(6)}:"
+    database = tmp_path / "redis-replays.db"
+    env = {"GRANTD_REDIS_URL": "redis://127.0.0.1:6379/0", "GRANTD_REDIS_KEY_PREFIX": prefix}
+    try:
+        await replayed_across(deployment(f"sqlite+aiosqlite:///{database}", env=env))
+        keys = connection.keys(f"{prefix}dpop:*")
+        assert len(keys) == 2  # the two proofs accepted, each with its expiry
+        assert all(0 < connection.ttl(key) <= 360 for key in keys)
+        with sqlite3.connect(database) as db:
+            assert db.execute("SELECT count(*) FROM dpop_proof_jtis").fetchone() == (0,)
+    finally:
+        for key in connection.scan_iter(f"{prefix}*"):
+            connection.delete(key)
+        connection.close()
