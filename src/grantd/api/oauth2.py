@@ -150,7 +150,8 @@ _CLIENT_FIELDS = {
     "client_secret": _STRING,
     "client_assertion_type": {
         "type": "string",
-        "enum": [client_auth.JWT_BEARER],
+        # "": a parameter sent without a value counts as omitted (RFC 6749 §3.1).
+        "enum": [client_auth.JWT_BEARER, ""],
         "description": "private_key_jwt (RFC 7523 §2.2), with client_assertion.",
     },
     "client_assertion": {
