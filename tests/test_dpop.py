@@ -244,7 +244,10 @@ async def test_userinfo_musts(app: Flow, base: str) -> None:
     dpop_challenge(await userinfo(proof), "invalid_dpop_proof")
     # htm of the resource request.
     dpop_challenge(await userinfo(holder.proof("POST", url, token=token)), "invalid_dpop_proof")
-    # No token: both challenges (§7.1).
+    # Neucron's user info takes bearer tokens only: a bound one is refused there too.
+    neucron = await app.client.get("/auth/user/info", headers={"Authorization": f"Bearer {token}"})
+    assert neucron.status_code == 401, neucron.text
+        # No token: both challenges (§7.1).
     response = await app.client.get("/oauth2/userinfo")
     assert response.status_code == 401
     assert response.headers["www-authenticate"] == 'Bearer realm="grantd", DPoP algs="ES256 EdDSA RS256 PS256"'
@@ -380,7 +383,13 @@ async def test_a_public_clients_refresh_token_is_bound(public_app: Flow, base: s
     response = await app.client.post("/oauth2/token", data=refresh, headers={"DPoP": holder.proof("POST", f"{base}/oauth2/token")})
     assert response.status_code == 200, response.text
     assert response.json()["token_type"] == "DPoP" and claims_of(response.json()["access_token"])["cnf"]["jkt"] == holder.jkt
-    # The successor is bound to the same key.
+    # The rotated token presented again within the grace window: without the key's proof it proves
+    # nothing (refused, the family kept); with it, the same successor.
+    refused(await app.client.post("/oauth2/token", data=refresh), "invalid_grant")
+    again = await app.client.post("/oauth2/token", data=refresh, headers={"DPoP": holder.proof("POST", f"{base}/oauth2/token")})
+    assert again.status_code == 200, again.text
+    assert again.json()["refresh_token"] == response.json()["refresh_token"]
+        # The successor is bound to the same key.
     successor = {**refresh, "refresh_token": response.json()["refresh_token"]}
     refused(await app.client.post("/oauth2/token", data=successor), "invalid_grant")
     response = await app.client.post("/oauth2/token", data=successor, headers={"DPoP": holder.proof("POST", f"{base}/oauth2/token")})
