@@ -176,13 +176,27 @@ TOKEN_PARAMETER = {
 }
 
 
+_DPOP_HEADER = {
+    "in": "header",
+    "name": "DPoP",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": "A DPoP proof (RFC 9449 §4): what the endpoint issues is bound to its key. "
+    "400 invalid_dpop_proof when it fails a check, use_dpop_nonce (with DPoP-Nonce) when the server's nonce is required.",
+}
+
+
 def form_doc(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
-    """OpenAPI for a form-encoded body, authenticated by Basic or by client_id/client_secret in the form."""
+    """OpenAPI for a form-encoded body, authenticated by Basic or by client_id/client_secret in the form;
+    the token and PAR endpoints also take a DPoP proof."""
     schema = {"type": "object", "properties": properties, "required": required}
-    return {
+    doc: dict[str, Any] = {
         "requestBody": {"required": True, "content": {FORM: {"schema": schema}}},
         "security": [{"ClientSecretBasic": []}, {}],
     }
+    if properties is TOKEN_REQUEST or properties is PAR_REQUEST:
+        doc["parameters"] = [_DPOP_HEADER]
+    return doc
 
 
 _ERROR_SCHEMA = {
