@@ -396,6 +396,20 @@ async def test_a_public_clients_refresh_token_is_bound(public_app: Flow, base: s
     assert response.status_code == 200, response.text
 
 
+async def test_a_public_client_that_starts_using_dpop_at_a_refresh_binds_the_successor(public_app: Flow, base: str) -> None:
+    app, holder = as_public(public_app), Holder()
+    code, verifier = await code_for(app, base)
+    response = await redeem(app, base, code, verifier, None)
+    assert response.status_code == 200 and response.json()["token_type"] == "Bearer", response.text
+    refresh = {"grant_type": "refresh_token", "refresh_token": response.json()["refresh_token"], "client_id": app.app_id}
+    response = await app.client.post("/oauth2/token", data=refresh, headers={"DPoP": holder.proof("POST", f"{base}/oauth2/token")})
+    assert response.status_code == 200 and response.json()["token_type"] == "DPoP", response.text
+    successor = {**refresh, "refresh_token": response.json()["refresh_token"]}
+    refused(await app.client.post("/oauth2/token", data=successor), "invalid_grant")
+    response = await app.client.post("/oauth2/token", data=successor, headers={"DPoP": holder.proof("POST", f"{base}/oauth2/token")})
+    assert response.status_code == 200, response.text
+
+
 # ---------------------------------------------------------------- §5.2: dpop_bound_access_tokens
 
 

@@ -276,6 +276,7 @@ def check_binding(bound_jkt: str | None, client: Client, what: str) -> None:
 
 
 def refresh_binding(client: Client) -> str | None:
-    """The key a new refresh token is bound to (§5): a public client's proof key; a confidential
-    client's refresh token is bound to its authentication instead."""
+    """The key a new refresh token is bound to (§5): a public client's proof key (a successor of a
+    bound token keeps its predecessor's); a confidential client's refresh token is bound to its
+    authentication instead."""
     return client.dpop_jkt if client.is_public else None

@@ -109,7 +109,8 @@ class _Redemption(Caller):
         if code.app_id != client.app_id or code.expires_at <= now:
             raise InvalidGrant(_BAD_CODE)
         pkce.check(code.code_challenge, self.code_verifier, client)
-        dpop.check_binding(code.dpop_jkt, client, "authorization code")
+        if code.dpop_jkt is not None:
+            dpop.check_binding(code.dpop_jkt, client, "authorization code")
         if self.redirect_uri is not None and self.redirect_uri != code.redirect_uri:
             raise InvalidGrant("redirect_uri does not match the one the code was issued for.")
         if self.state is not None and self.state != code.state:

@@ -88,7 +88,8 @@ class _Rotation(Caller):
         assert client is not None  # proven before the token is judged
         if row.app_id != client.app_id or row.revoked_at is not None or row.expires_at <= now:
             raise InvalidGrant(_BAD_REFRESH)
-        dpop.check_binding(row.dpop_jkt, client, "refresh token")
+        if row.dpop_jkt is not None:
+            dpop.check_binding(row.dpop_jkt, client, "refresh token")
         self.permissions = permissions = _narrowed(tuple(row.scope.split(" ")), self.scope)
         access = access_token.row(
             ctx, client, jti=self.jti, user_id=row.user_id, code_hash=row.code_hash, scope=" ".join(permissions), now=now
@@ -96,7 +97,8 @@ class _Rotation(Caller):
         # The successor keeps the whole grant, whatever this access token narrowed.
         successor = refresh_row(
             ctx, client, self.successor, code_hash=row.code_hash, user_id=row.user_id, scope=row.scope,
-            access_jti=self.jti, now=now, auth_time=row.auth_time, session_jti=row.session_jti, dpop_jkt=row.dpop_jkt,
+            access_jti=self.jti, now=now, auth_time=row.auth_time, session_jti=row.session_jti,
+            dpop_jkt=row.dpop_jkt or dpop.refresh_binding(client),  # once bound, bound to the same key
         )
         self.auth_time = row.auth_time
         return Issue(access, successor, None)
