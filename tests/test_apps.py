@@ -358,6 +358,7 @@ OPENID = {
     "sector_identifier_uri": "https://sector.example.com/redirects.json",
     "require_nonce": True,
     "require_pushed_authorization_requests": True,
+    "dpop_bound_access_tokens": True,
 }
 OPENID_DEFAULTS = {
     "post_logout_redirect_uris": [],
@@ -366,6 +367,7 @@ OPENID_DEFAULTS = {
     "sector_identifier_uri": None,
     "require_nonce": False,
     "require_pushed_authorization_requests": False,
+    "dpop_bound_access_tokens": False,
 }
 TWO_HOSTS = [REDIRECT, "https://other.example.com/callback"]
 SECTOR_REQUIRED = "sector_identifier_uri is required when subject_type is pairwise and the redirect_uris are on more than one host"
@@ -390,6 +392,7 @@ OPENID_REFUSED: list[tuple[str, Any, str]] = [
     ("require_nonce", "yes", "require_nonce must be true or false."),
     ("require_nonce", 1, "require_nonce must be true or false."),
     ("require_pushed_authorization_requests", "yes", "require_pushed_authorization_requests must be true or false."),
+    ("dpop_bound_access_tokens", "yes", "dpop_bound_access_tokens must be true or false."),
 ]
 
 
@@ -417,7 +420,8 @@ async def test_openid_settings_round_trip(client: httpx.AsyncClient) -> None:
     # "", [] and false set each back to its default (the sector first: pairwise needs it on two hosts).
     assert_error(await client.patch(base, json={"sector_identifier_uri": ""}, headers=auth(token)), 400, "invalid_request")
     clear = {"post_logout_redirect_uris": [], "id_token_signed_response_alg": "", "subject_type": "",
-             "sector_identifier_uri": "", "require_nonce": False, "require_pushed_authorization_requests": False}
+             "sector_identifier_uri": "", "require_nonce": False, "require_pushed_authorization_requests": False,
+             "dpop_bound_access_tokens": False}
     assert openid_of(ok(await client.patch(base, json=clear, headers=auth(token)))) == OPENID_DEFAULTS
     assert openid_of(ok(await client.get(base, headers=auth(token)))) == OPENID_DEFAULTS
 

@@ -597,6 +597,7 @@ OPENID_FORM = {
     "sector_identifier_uri": "https://sector.example.com/s.json",
     "require_nonce": "yes",
     "require_pushed_authorization_requests": "yes",
+    "dpop_bound_access_tokens": "yes",
 }
 OPENID_SHOWN = {
     "post_logout_redirect_uris": f"{REDIRECT_URI}/bye http://127.0.0.1:8765/out",  # one a line, blank lines dropped
@@ -605,10 +606,12 @@ OPENID_SHOWN = {
     "sector_identifier_uri": "https://sector.example.com/s.json",
     "require_nonce": True,
     "require_pushed_authorization_requests": True,
+    "dpop_bound_access_tokens": True,
 }
 OPENID_DEFAULTS_SHOWN = {
     "post_logout_redirect_uris": "", "id_token_signed_response_alg": "RS256", "subject_type": "public",
     "sector_identifier_uri": "", "require_nonce": False, "require_pushed_authorization_requests": False,
+    "dpop_bound_access_tokens": False,
 }
 
 
@@ -622,6 +625,7 @@ def openid_settings(page: httpx.Response) -> dict[str, Any]:
         "sector_identifier_uri": attrs["sector_identifier_uri"].get("value", ""),
         "require_nonce": "checked" in attrs["require_nonce"],
         "require_pushed_authorization_requests": "checked" in attrs["require_pushed_authorization_requests"],
+        "dpop_bound_access_tokens": "checked" in attrs["dpop_bound_access_tokens"],
     }
 
 
@@ -665,7 +669,7 @@ async def test_the_console_registers_shows_and_edits_the_openid_settings(app: An
     assert openid_settings(await dev.page(f"/console/apps/{app_id}")) == OPENID_SHOWN
 
     # Unticked, emptied or set back: the defaults.
-    data = settings_form(page, app_id, require_nonce=None, require_pushed_authorization_requests=None, post_logout_redirect_uris="", subject_type="public",
+    data = settings_form(page, app_id, require_nonce=None, require_pushed_authorization_requests=None, dpop_bound_access_tokens=None, post_logout_redirect_uris="", subject_type="public",
                          sector_identifier_uri="", id_token_signed_response_alg="RS256")
     response = await dev.post(f"/console/apps/{app_id}", data)
     assert response.status_code == 303, response.text

@@ -199,7 +199,9 @@ async def test_userinfo_refusals_follow_rfc_6750(
 ) -> None:
     _, email = person
     bare = await client.get("/oauth2/userinfo")
-    assert bare.status_code == 401 and bare.headers["www-authenticate"] == 'Bearer realm="grantd"'
+    # Both schemes it takes (RFC 9449 §7.1: DPoP names its proof algorithms).
+    assert bare.status_code == 401
+    assert bare.headers["www-authenticate"] == 'Bearer realm="grantd", DPoP algs="ES256 EdDSA RS256 PS256"'
     forged = await client.get("/oauth2/userinfo", headers={"Authorization": "Bearer not.a.token"})
     assert forged.status_code == 401
     assert 'error="invalid_token"' in forged.headers["www-authenticate"]

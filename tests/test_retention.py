@@ -218,12 +218,18 @@ def test_the_prune_command(tmp_path: Path, secret_key: str) -> None:
                 "INSERT INTO access_tokens (jti, app_id, scope, issued_at, expires_at) VALUES (?, ?, '', 0, ?)",
                 (jti, app["app_id"], expires_at),
             )
+        # A DPoP proof's record whose proof could no longer pass its iat check, and one that could.
+        for proof_hash, expires_at in (("a" * 64, 1), ("b" * 64, 2**40)):
+            db.execute("INSERT INTO dpop_proof_jtis (proof_hash, expires_at) VALUES (?, ?)", (proof_hash, expires_at))
     assert cli.json("prune") == {
         "access_tokens": 1, "refresh_tokens": 0, "authorization_codes": 0, "user_sessions": 0, "audit_events": 0,
         "pushed_authorization_requests": 0,
         "client_assertion_jtis": 0,
         "device_codes": 0,
+        "dpop_proof_jtis": 1,
     }  # fmt: skip
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT proof_hash FROM dpop_proof_jtis").fetchall() == [("b" * 64,)]
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT jti FROM access_tokens").fetchall() == [("live-token",)]
 

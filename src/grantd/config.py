@@ -126,6 +126,12 @@ class Settings(BaseSettings):
         description="Refuse every authorization request at /oauth2/authorize that was not pushed first "
         "(RFC 9126 §5: the request_uri of /oauth2/par); per app: its require_pushed_authorization_requests.",
     )
+    dpop_nonce: bool = Field(
+        default=False,
+        description="Require every DPoP proof (RFC 9449) to carry a nonce of the server's (use_dpop_nonce, "
+        "DPoP-Nonce; §8, §9): a proof is then good for 5 to 10 minutes at most whatever its iat. Off: the iat "
+        "window and the jti replay check bound a proof.",
+    )
     signing_key_activation_delay: int = Field(
         default=600,
         ge=0,

@@ -123,6 +123,11 @@ class OpenIDSettings(BaseModel):
         description="For private_key_jwt, instead of jwks: where the app publishes its JWK Set; fetched over https "
         "from a public address, cached for 5 minutes. " + _CLEARS.format(empty='""'),
     )
+    dpop_bound_access_tokens: bool | None = Field(
+        None, examples=[True],
+        description="true: every token request of the app must carry a DPoP proof (RFC 9449 §5.2), so that all "
+        "its access tokens are bound to the app's key. " + _CLEARS.format(empty="false"),
+    )
 
 
 def openid_of(body: OpenIDSettings) -> dict[str, Any]:
@@ -142,6 +147,7 @@ class OpenIDSettingsData(BaseModel):
     token_endpoint_auth_method: str = Field(description="The method in force: the registered one, else the client type's default.")
     jwks: dict[str, Any] | None
     jwks_uri: str | None
+    dpop_bound_access_tokens: bool
 
 
 class AppCreate(Branding, OpenIDSettings):

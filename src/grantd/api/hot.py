@@ -176,7 +176,10 @@ async def neucron_authorize(ctx: Context, scope: Scope, body: bytes, headers: di
 
 async def oauth2_token(ctx: Context, scope: Scope, body: bytes, headers: dict[bytes, bytes]) -> Response:
     form = parse_form(_text(headers.get(b"content-type")) or "", body)
-    return await oauth2.issue_token(ctx, _text(headers.get(b"authorization")), form, _address(scope), scope)
+    proofs = None
+    if b"dpop" in headers:  # RFC 9449: every DPoP header, to refuse more than one
+        proofs = [value.decode("latin-1") for name, value in scope["headers"] if name == b"dpop"]
+    return await oauth2.issue_token(ctx, _text(headers.get(b"authorization")), form, _address(scope), scope, proofs)
 
 
 async def introspect(ctx: Context, scope: Scope, body: bytes, headers: dict[bytes, bytes]) -> Response:
@@ -202,7 +205,7 @@ class _JwksDocument:
 jwks_document = _JwksDocument()
 
 
-_WANTED = frozenset({b"content-type", b"content-length", b"authorization", telemetry.REQUEST_ID_HEADER})
+_WANTED = frozenset({b"content-type", b"content-length", b"authorization", b"dpop", telemetry.REQUEST_ID_HEADER})
 
 
 def _valid_json(model: type[_Model], headers: dict[bytes, bytes], body: bytes) -> _Model | None:

@@ -18,7 +18,7 @@ from starlette.responses import Response
 from grantd import telemetry
 from grantd.api.deps import client_address
 from grantd.api.jsonbody import JSONBody
-from grantd.core import authorization, client_auth, device, grants, introspection, jwks, openid, par, ratelimit, revocation
+from grantd.core import authorization, client_auth, device, dpop, grants, introspection, jwks, openid, par, ratelimit, revocation
 from grantd.core.clients import ID_TOKEN_ALGORITHMS, SUBJECT_TYPES
 from grantd.core.access_token import IssuedToken
 from grantd.core.context import Context
@@ -58,6 +58,8 @@ def render_error(exc: GrantdError) -> Response:
     if exc.status_code >= 500:
         status = 500
     headers = {"Retry-After": str(exc.retry_after)} if hasattr(exc, "retry_after") else None
+    if hasattr(exc, "dpop_nonce"):  # RFC 9449 §8: use_dpop_nonce brings the nonce to use
+        headers = {"DPoP-Nonce": exc.dpop_nonce}
     return error_body(exc.error, exc.message, status, headers)
 
 
@@ -130,7 +132,7 @@ class _ClientRequest:
 def _issued(issued: IssuedToken) -> Response:
     body: dict[str, Any] = {
         "access_token": issued.access_token,
-        "token_type": "Bearer",
+        "token_type": issued.token_type,
         "expires_in": issued.expires_in,
         "scope": issued.scope,
     }
@@ -148,7 +150,8 @@ _CLIENT_FIELDS = {
     "client_secret": _STRING,
     "client_assertion_type": {
         "type": "string",
-        "enum": [client_auth.JWT_BEARER],
+        # "": a parameter sent without a value counts as omitted (RFC 6749 §3.1).
+        "enum": [client_auth.JWT_BEARER, ""],
         "description": "private_key_jwt (RFC 7523 §2.2), with client_assertion.",
     },
     "client_assertion": {
@@ -174,13 +177,27 @@ TOKEN_PARAMETER = {
 }
 
 
+_DPOP_HEADER = {
+    "in": "header",
+    "name": "DPoP",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": "A DPoP proof (RFC 9449 §4): what the endpoint issues is bound to its key. "
+    "400 invalid_dpop_proof when it fails a check, use_dpop_nonce (with DPoP-Nonce) when the server's nonce is required.",
+}
+
+
 def form_doc(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
-    """OpenAPI for a form-encoded body, authenticated by Basic or by client_id/client_secret in the form."""
+    """OpenAPI for a form-encoded body, authenticated by Basic or by client_id/client_secret in the form;
+    the token and PAR endpoints also take a DPoP proof."""
     schema = {"type": "object", "properties": properties, "required": required}
-    return {
+    doc: dict[str, Any] = {
         "requestBody": {"required": True, "content": {FORM: {"schema": schema}}},
         "security": [{"ClientSecretBasic": []}, {}],
     }
+    if properties is TOKEN_REQUEST or properties is PAR_REQUEST:
+        doc["parameters"] = [_DPOP_HEADER]
+    return doc
 
 
 _ERROR_SCHEMA = {
@@ -200,7 +217,7 @@ TOKEN_SCHEMA = {
     "type": "object",
     "properties": {
         "access_token": {"type": "string"},
-        "token_type": {"type": "string"},
+        "token_type": {"type": "string", "description": "Bearer, or DPoP for a token bound to the DPoP proof's key (RFC 9449)"},
         "expires_in": {"type": "integer"},
         "scope": {"type": "string"},
         "refresh_token": {"type": "string"},
@@ -221,6 +238,7 @@ PAR_REQUEST = {
     "response_mode": _STRING,
     "login_hint": _STRING,
     "id_token_hint": _STRING,
+    "dpop_jkt": {"type": "string", "description": "RFC 9449 §10: bind the code to this DPoP key's JWK thumbprint."},
     **_CLIENT_FIELDS,
 }
 PAR_SCHEMA = {
@@ -250,18 +268,37 @@ INTROSPECTION_SCHEMA = {"type": "object", "properties": {"active": {"type": "boo
 async def token(request: Request) -> Response:
     form = await read_form(request)
     return await issue_token(
-        request.app.state.ctx, request.headers.get("authorization"), form, client_address(request), request.scope
+        request.app.state.ctx, request.headers.get("authorization"), form, client_address(request), request.scope,
+        request.headers.getlist("dpop") or None,
     )
 
 
+async def _proof(ctx: Context, values: list[str] | None, endpoint: str) -> dpop.Proof | None:
+    """The request's DPoP proof (RFC 9449 §4.3) for ``POST /oauth2/<endpoint>``, checked; None without one."""
+    proof = dpop.one_proof(values) if values else None
+    if proof is None:
+        return None
+    return await dpop.check(ctx, proof, method="POST", uri=f"{ctx.settings.issuer}/oauth2/{endpoint}")
+
+
 async def issue_token(
-    ctx: Context, authorization: str | None, form: dict[str, str], address: str | None, scope: dict[str, Any]
+    ctx: Context, authorization: str | None, form: dict[str, str], address: str | None, scope: dict[str, Any],
+    dpop_headers: list[str] | None = None,
 ) -> Response:
-    """The token endpoint (RFC 6749 §3.2) past the wire: this route and the hot path (grantd.api.hot) call it."""
+    """The token endpoint (RFC 6749 §3.2) past the wire: this route and the hot path (grantd.api.hot) call it.
+    ``dpop_headers``: the request's ``DPoP`` headers, if any (RFC 9449 §5): what it issues is then
+    bound to the proof's key."""
     telemetry.note_grant_type(scope.setdefault("state", {}), form.get("grant_type"))
+    if dpop_headers is None:
+        async with _ClientRequest(ctx, authorization, form, address) as auth:
+            issued = await grants.token_request(ctx, auth, form, address)
+        return _issued(issued)
+    proof = await _proof(ctx, dpop_headers, "token")
     async with _ClientRequest(ctx, authorization, form, address) as auth:
-        issued = await grants.token_request(ctx, auth, form, address)
-    return _issued(issued)
+        issued = await grants.token_request(ctx, dpop.Bound(auth, proof.jkt) if proof else auth, form, address)
+    response = _issued(issued)
+    response.headers.update(dpop.nonce_headers(ctx))
+    return response
 
 
 async def revoke(request: Request) -> Response:
@@ -290,9 +327,12 @@ async def pushed_authorization_request(request: Request) -> Response:
     """``POST /oauth2/par`` (RFC 9126 §2): 201 with the request_uri, or RFC 6749 §5.2 errors."""
     ctx: Context = request.app.state.ctx
     form = await read_form(request)
+    # RFC 9449 §10.1: a DPoP proof sent here binds the code to its key, as dpop_jkt does.
+    proof = await _proof(ctx, request.headers.getlist("dpop"), "par")
     async with _ClientRequest(ctx, request.headers.get("authorization"), form, client_address(request)) as auth:
-        pushed = await par.push(ctx, auth, form)
-    return JSONBody({"request_uri": pushed.request_uri, "expires_in": pushed.expires_in}, 201, NO_STORE)
+        pushed = await par.push(ctx, auth, form, dpop_jkt=proof.jkt if proof else None)
+    headers = {**NO_STORE, **dpop.nonce_headers(ctx)} if proof else NO_STORE
+    return JSONBody({"request_uri": pushed.request_uri, "expires_in": pushed.expires_in}, 201, headers)
 
 
 async def device_authorization(request: Request) -> Response:
@@ -351,6 +391,7 @@ def discovery_document(ctx: Context) -> dict[str, Any]:
         "pushed_authorization_request_endpoint": f"{issuer}/oauth2/par",
         "require_pushed_authorization_requests": ctx.settings.require_pushed_authorization_requests,
         "device_authorization_endpoint": f"{issuer}/oauth2/device_authorization",
+        "dpop_signing_alg_values_supported": list(dpop.ALGORITHMS),
     }
 
 

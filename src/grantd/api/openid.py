@@ -3,7 +3,9 @@
 UserInfo takes the access token as a bearer token (RFC 6750): in the ``Authorization`` header
 (GET or POST), or as ``access_token`` in a POST's form body; never in the query, where it
 would be logged. Errors are RFC 6750 §3: a ``WWW-Authenticate: Bearer`` challenge with the
-RFC 6749 §5.2 JSON body.
+RFC 6749 §5.2 JSON body. A DPoP-bound token (RFC 9449 §7) comes as ``Authorization: DPoP
+<token>`` with a ``DPoP`` proof carrying its ``ath``; its errors are ``WWW-Authenticate: DPoP``
+challenges (§7.1), and a bound token sent as a bearer token is ``invalid_token``.
 """
 
 from __future__ import annotations
@@ -15,25 +17,34 @@ from starlette.responses import Response
 
 from grantd.api.jsonbody import JSONBody
 from grantd.api.oauth2 import NO_STORE, discovery_document
-from grantd.core import id_tokens
-from grantd.core.errors import GrantdError, InsufficientScope, InvalidRequest, InvalidToken
+from grantd.core import dpop, id_tokens
+from grantd.core.errors import GrantdError, InsufficientScope, InvalidDPoPProof, InvalidRequest, InvalidToken, UseDPoPNonce
 from grantd.forms import FORM, parse_form
 
 _REALM = 'Bearer realm="grantd"'
+# RFC 9449 §7.1: the DPoP challenge names the proof algorithms accepted.
+_DPOP = f'{dpop.SCHEME} algs="{" ".join(dpop.ALGORITHMS)}"'
 
 
-def _challenge(status_code: int, exc: GrantdError | None, scope: str | None = None) -> Response:
-    """RFC 6750 §3: without a token, the bare challenge; otherwise the error in it and in the body."""
+def _challenge(
+    status_code: int, exc: GrantdError | None, scope: str | None = None, *, scheme: str = "Bearer",
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """RFC 6750 §3, RFC 9449 §7.1: without a token, the bare challenges of both schemes; otherwise
+    the error in the challenge of the scheme the request used (``scheme``) and in the body."""
     if exc is None:
-        return Response(b"", 401, headers={**NO_STORE, "WWW-Authenticate": _REALM})
+        return Response(b"", 401, headers={**NO_STORE, "WWW-Authenticate": f"{_REALM}, {_DPOP}"})
     # RFC 6750 §3: error_description holds only %x20-21 / %x23-5B / %x5D-7E (a message may quote
     # what the client sent, in any script: the body keeps it whole).
     description = "".join(ch if " " <= ch <= "~" and ch not in '"\\' else "?" for ch in exc.message)
-    challenge = f'{_REALM}, error="{exc.error}", error_description="{description}"'
+    error = f'error="{exc.error}", error_description="{description}"'
+    challenge = f"{_DPOP}, {error}" if scheme == dpop.SCHEME else f"{_REALM}, {error}"
     if scope:
         challenge += f', scope="{scope}"'
+    if scheme != dpop.SCHEME and status_code == 401:
+        challenge += f", {_DPOP}"
     body = {"error": exc.error, "error_description": exc.message}
-    return JSONBody(body, status_code, {**NO_STORE, "WWW-Authenticate": challenge})
+    return JSONBody(body, status_code, {**NO_STORE, "WWW-Authenticate": challenge, **(headers or {})})
 
 
 async def _bearer(request: Request) -> str | None:
@@ -43,7 +54,7 @@ async def _bearer(request: Request) -> str | None:
     if header is not None:
         scheme, _, value = header.partition(" ")
         if scheme.lower() != "bearer" or not value.strip():
-            raise InvalidRequest("The Authorization header must be: Bearer <access token>.")
+            raise InvalidRequest("The Authorization header must be: Bearer <access token>, or DPoP <access token>.")
         in_header = value.strip()
     if "access_token" in request.query_params:
         raise InvalidRequest("Send the access token in the Authorization header or the form body, not in the URL.")
@@ -55,8 +66,46 @@ async def _bearer(request: Request) -> str | None:
     return in_header if in_header is not None else in_body
 
 
+def _dpop_token(request: Request) -> str | None:
+    """The access token of ``Authorization: DPoP <token>`` (RFC 9449 §7.1), or None for another scheme."""
+    scheme, _, value = (request.headers.get("authorization") or "").partition(" ")
+    if scheme.lower() != dpop.SCHEME.lower():
+        return None
+    if not value.strip():
+        raise InvalidRequest("The Authorization header must be: DPoP <access token>.")
+    return value.strip()
+
+
+async def _dpop_userinfo(request: Request, token: str) -> Response:
+    """UserInfo for a DPoP-bound token: the proof checked (§4.3, with ``ath``), then the token bound to its key."""
+    ctx = request.app.state.ctx
+    try:
+        proof = dpop.one_proof(request.headers.getlist("dpop"))
+        if proof is None:
+            raise InvalidDPoPProof("A DPoP proof is required with Authorization: DPoP.")
+        checked = await dpop.check(
+            ctx, proof, method=request.method, uri=f"{ctx.settings.issuer}/oauth2/userinfo", access_token=token
+        )
+        claims = await id_tokens.userinfo(ctx, token, checked.jkt)
+    except UseDPoPNonce as exc:  # RFC 9449 §9: a 401 with the nonce to use
+        return _challenge(401, exc, scheme=dpop.SCHEME, headers={"DPoP-Nonce": exc.dpop_nonce})
+    except (InvalidDPoPProof, InvalidToken) as exc:
+        return _challenge(401, exc, scheme=dpop.SCHEME)
+    except InsufficientScope as exc:
+        return _challenge(403, exc, scope="openid", scheme=dpop.SCHEME)
+    return JSONBody(claims, 200, {**NO_STORE, **dpop.nonce_headers(ctx)})
+
+
 async def userinfo(request: Request) -> Response:
     """``GET|POST /oauth2/userinfo``: the claims of the granted scopes about the signed-in user."""
+    try:
+        bound = _dpop_token(request)
+    except InvalidRequest as exc:
+        return _challenge(400, exc, scheme=dpop.SCHEME)
+    if bound is not None:
+        if "access_token" in request.query_params:
+            return _challenge(400, InvalidRequest("Send the access token in the Authorization header, not in the URL."))
+        return await _dpop_userinfo(request, bound)
     try:
         token = await _bearer(request)
     except InvalidRequest as exc:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from grantd.core import dpop
 from grantd.core.clients import Client
 from grantd.core.context import Context
 from grantd.crypto.jws import InvalidSignature
@@ -23,12 +24,15 @@ class IssuedToken(NamedTuple):
     scope: str  # space-separated, as in the token's `scope` claim
     refresh_token: str | None = None
     id_token: str | None = None  # OpenID Connect Core §3.1.3.3, for a grant with the openid scope
+    token_type: str = "Bearer"  # or DPoP, for a token bound to the client's key (RFC 9449 §5)
 
 
 def sign(
-    ctx: Context, *, jti: str, app_id: str, user_id: str | None, permissions: tuple[str, ...], iat: int, exp: int
+    ctx: Context, *, jti: str, app_id: str, user_id: str | None, permissions: tuple[str, ...], iat: int, exp: int,
+    jkt: str | None = None,
 ) -> str:
-    """The signed token (RFC 9068 §2.2): ``sub`` is the user, or the app acting on its own behalf."""
+    """The signed token (RFC 9068 §2.2): ``sub`` is the user, or the app acting on its own behalf;
+    ``cnf.jkt`` the DPoP key it is bound to, if any (RFC 9449 §6.1)."""
     claims: dict[str, Any] = {
         "iss": ctx.settings.issuer,
         "sub": user_id or app_id,
@@ -42,6 +46,8 @@ def sign(
     if user_id is not None:
         claims["user_id"] = user_id
     claims["permissions"] = list(permissions)
+    if jkt is not None:
+        claims["cnf"] = {"jkt": jkt}
     return ctx.signing.sign(claims, TYPE)
 
 
@@ -50,9 +56,11 @@ def issue(
     refresh_token: str | None = None,
 ) -> IssuedToken:
     """The token response for a new access token, valid ``access_token_ttl`` from ``now``."""
-    ttl = ctx.settings.access_token_ttl
-    token = sign(ctx, jti=jti, app_id=client.app_id, user_id=user_id, permissions=permissions, iat=now, exp=now + ttl)
-    return IssuedToken(token, ttl, " ".join(permissions), refresh_token)
+    ttl, jkt = ctx.settings.access_token_ttl, client.dpop_jkt
+    token = sign(ctx, jti=jti, app_id=client.app_id, user_id=user_id, permissions=permissions, iat=now, exp=now + ttl, jkt=jkt)
+    if jkt is None:
+        return IssuedToken(token, ttl, " ".join(permissions), refresh_token)
+    return IssuedToken(token, ttl, " ".join(permissions), refresh_token, token_type=dpop.SCHEME)
 
 
 def reissue(ctx: Context, access: Any, now: int, refresh_token: str | None = None) -> IssuedToken:
@@ -60,16 +68,21 @@ def reissue(ctx: Context, access: Any, now: int, refresh_token: str | None = Non
     ``store.tokens`` reads it): the same claims (``jti``, ``iat``, ``exp`` included), signed anew."""
     token = sign(
         ctx, jti=access.jti, app_id=access.app_id, user_id=access.user_id,
-        permissions=tuple(access.scope.split(" ")), iat=access.issued_at, exp=access.expires_at,
+        permissions=tuple(access.scope.split(" ")), iat=access.issued_at, exp=access.expires_at, jkt=access.dpop_jkt,
     )
-    return IssuedToken(token, access.expires_at - now, access.scope, refresh_token)
+    token_type = "Bearer" if access.dpop_jkt is None else dpop.SCHEME
+    return IssuedToken(token, access.expires_at - now, access.scope, refresh_token, token_type=token_type)
 
 
 def row(
     ctx: Context, client: Client, *, jti: str, user_id: str | None, code_hash: str | None, scope: str, now: int
 ) -> dict[str, Any]:
     """The access token's row (``store.tokens.ACCESS_COLUMNS``): ``code_hash`` names its family
-    (the authorization code it descends from; None for client_credentials)."""
+    (the authorization code it descends from; None for client_credentials), ``dpop_jkt`` the key
+    of the request's DPoP proof. Every grant builds its token's row here, before anything is
+    written: so an app that requires DPoP (RFC 9449 §5.2) gets no token without a proof."""
+    if client.dpop_required:
+        dpop.require_proof(client)
     return {
         "jti": jti,
         "app_id": client.app_id,
@@ -79,6 +92,7 @@ def row(
         "scope": scope,
         "issued_at": now,
         "expires_at": now + ctx.settings.access_token_ttl,
+        "dpop_jkt": client.dpop_jkt,
     }
 
 

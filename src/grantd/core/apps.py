@@ -374,6 +374,7 @@ _OPENID_RULES: dict[str, Callable[[Any], Any]] = {
     "jwks": jwks.check_jwks,
     # Fetched when an assertion is checked (core.jwks: public addresses only, unless the operator allows more).
     "jwks_uri": lambda value: _branding_uri("jwks_uri", value),
+    "dpop_bound_access_tokens": _boolean("dpop_bound_access_tokens"),
 }
 assert tuple(_OPENID_RULES) == OPENID_FIELDS
 

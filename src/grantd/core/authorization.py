@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from grantd.core import audit, openid, pkce
+from grantd.core import audit, dpop, openid, pkce
 from grantd.core import permissions as perms
 from grantd.core.accounts import Principal
 from grantd.core.clients import PUBLIC, OpenIDSettings
@@ -93,6 +93,7 @@ class StandardRequest:
     prompt: frozenset[str] = frozenset()
     max_age: int | None = None
     response_mode: str = "query"
+    dpop_jkt: str | None = None  # RFC 9449 §10: the DPoP key the code is bound to
 
     @property
     def is_openid(self) -> bool:
@@ -158,6 +159,7 @@ def _new_code(
     nonce: str | None = None,
     auth_time: int | None = None,
     session_jti: str | None = None,
+    dpop_jkt: str | None = None,
 ) -> _NewCode:
     code = new_secret()
     expires_at = now + ctx.settings.authorization_code_ttl
@@ -174,6 +176,7 @@ def _new_code(
         "nonce": nonce,
         "auth_time": auth_time,
         "session_jti": session_jti,
+        "dpop_jkt": dpop_jkt,
     }
     event = audit.entry(
         ctx, "code_issued", actor=user_id, user_id=user_id, app_id=app_id, address=address, now=now,
@@ -303,6 +306,7 @@ def validate_request(
     response_mode: str | None = None,
     request_object: str | None = None,
     request_uri: str | None = None,
+    dpop_jkt: str | None = None,
 ) -> StandardRequest:
     """The rest of the request; errors here are redirected back to the client with ``state``.
 
@@ -324,13 +328,14 @@ def validate_request(
         raise InvalidRequest(f"nonce is too long: at most {openid.NONCE_MAX_LENGTH} characters.")
     prompts = _prompts(prompt)
     age = _max_age(max_age)
+    dpop.check_jkt(dpop_jkt)
     pkce.check_challenge(code_challenge, code_challenge_method, public=target.public)
     requested = requested_scope(ctx, target.allowed, scope)
     if openid.is_openid(requested) and nonce is None and target.openid.require_nonce:
         raise InvalidRequest("nonce is required: this app's settings require one in every OpenID request.")
     return StandardRequest(
         target, requested, state, code_challenge, nonce=nonce, prompt=prompts, max_age=age,
-        response_mode=response_mode or "query",
+        response_mode=response_mode or "query", dpop_jkt=dpop_jkt,
     )
 
 
@@ -415,6 +420,7 @@ async def approve(ctx: Context, user: Principal, request: StandardRequest, *, ad
             nonce=request.nonce,
             auth_time=user.issued_at or None,
             session_jti=user.jti if bound else None,
+            dpop_jkt=request.dpop_jkt,
         )
         await code_store.insert_code(tx, new.row, new.event)
     return _answer(ctx, target, request.response_mode, code=new.code, state=request.state)

@@ -70,7 +70,7 @@ def verified_key(ctx: Context, key_id: str, key_secret: str, key: Any) -> Client
     private_key_jwt is never live: ``store.apps.live_key`` reads none.)"""
     if key is None or not ctx.hasher.verify(key_secret, key.secret_hash):
         raise InvalidClient(_WRONG_KEY)
-    return Client(key.app_id, key_id, key.permissions)
+    return Client(key.app_id, key_id, key.permissions, dpop_required=OpenIDSettings.dpop_required_of(key))
 
 
 async def _live_key(ctx: Context, key_id: str) -> Any:
@@ -137,7 +137,7 @@ class PublicClient(NamedTuple):
             app = await app_store.live(conn, self.client_id)
         if app is None or app.client_type != PUBLIC:
             raise InvalidClient("Unknown client, or the client must authenticate with its secret.")
-        return Client(self.client_id, None)
+        return Client(self.client_id, None, dpop_required=OpenIDSettings.of(app).dpop_required)
 
     def proven(self, ctx: Context, key: Any) -> Client:  # no key to judge: key_id is None
         raise InvalidClient("Unknown client, or the client must authenticate with its secret.")
@@ -222,7 +222,7 @@ class PrivateKeyJwt:
             fresh = await app_store.record_assertion_jti(tx, sub, jti, exp + LEEWAY, now)
         if not fresh:
             raise InvalidClient("The client assertion was used already (its jti is not new).")
-        return Client(sub, None, app.permissions, by_assertion=True)
+        return Client(sub, None, app.permissions, by_assertion=True, dpop_required=settings.dpop_required)
 
     def proven(self, ctx: Context, key: Any) -> Client:  # no key to judge: key_id is None
         raise InvalidClient("The client assertion is proven by authenticate.")

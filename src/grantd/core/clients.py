@@ -28,6 +28,10 @@ class Client(NamedTuple):
     app_permissions: str | None = None
     # Proven by a signed assertion (RFC 7523 private_key_jwt): a confidential client without a key.
     by_assertion: bool = False
+    # RFC 9449: the JWK thumbprint of the key the request's DPoP proof was signed with (what the
+    # tokens it gets are bound to), and whether the app requires one (OpenIDSettings.dpop_required).
+    dpop_jkt: str | None = None
+    dpop_required: bool = False
 
     @property
     def is_public(self) -> bool:
@@ -64,6 +68,8 @@ class OpenIDSettings:
     token_endpoint_auth_method: str | None = None
     jwks: str | None = None
     jwks_uri: str | None = None
+    # RFC 9449 §5.2: the app's token requests must carry a DPoP proof (its tokens are all bound).
+    dpop_bound_access_tokens: bool = False
 
     @classmethod
     def of(cls, row: Any) -> OpenIDSettings:
@@ -79,7 +85,20 @@ class OpenIDSettings:
             token_endpoint_auth_method=row.token_endpoint_auth_method,
             jwks=row.jwks,
             jwks_uri=row.jwks_uri,
+            dpop_bound_access_tokens=bool(row.dpop_bound_access_tokens),
         )
+
+    @property
+    def dpop_required(self) -> bool:
+        """Whether the app's token requests must carry a DPoP proof (RFC 9449 §5.2): the one rule,
+        which the token endpoint applies (``core.access_token.row``)."""
+        return self.dpop_bound_access_tokens
+
+    @staticmethod
+    def dpop_required_of(row: Any) -> bool:
+        """``dpop_required`` for a row holding only the app columns that rule reads (a live key's,
+        ``store.apps.live_key``), without building the whole settings."""
+        return _BY_DPOP_SETTING[bool(row.dpop_bound_access_tokens)].dpop_required
 
     def auth_method(self, client_type: str) -> str:
         """The method the app authenticates by: the registered one, else ``none`` for a public
@@ -94,6 +113,9 @@ class OpenIDSettings:
             return urlsplit(self.sector_identifier_uri).hostname
         hosts = redirect_hosts(uris)
         return next(iter(hosts)) if len(hosts) == 1 else None
+
+
+_BY_DPOP_SETTING = {False: OpenIDSettings(), True: OpenIDSettings(dpop_bound_access_tokens=True)}
 
 
 def redirect_hosts(uris: Sequence[str]) -> set[str]:

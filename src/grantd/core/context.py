@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from grantd.config import Settings
 from grantd.core import ratelimit
@@ -22,6 +23,7 @@ class Context:
     catalog: Catalog
     signer: Signer | None = field(default=None)
     limiter: ratelimit.RateLimiter = field(default=None)  # type: ignore[assignment]  # set by from_settings
+    dpop_replays: Any = field(default=None)  # core.dpop's Redis store of used proofs, made on first use
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Context":
@@ -51,5 +53,7 @@ class Context:
         try:
             if self.limiter is not None:
                 await self.limiter.close()
+            if self.dpop_replays is not None:
+                await self.dpop_replays.close()
         finally:
             await self.db.dispose()

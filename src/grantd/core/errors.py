@@ -140,3 +140,17 @@ class AccessDenied(GrantdError):
 
 class ExpiredToken(GrantdError):
     error, status_code = "expired_token", 400
+class InvalidDPoPProof(GrantdError):
+    """RFC 9449 §5, §7.1: the request's DPoP proof is missing where it must be, or fails a check of §4.3."""
+
+    error, status_code = "invalid_dpop_proof", 400
+
+
+class UseDPoPNonce(GrantdError):
+    """RFC 9449 §8, §9: the proof must carry the server's nonce, which the answer sends in ``DPoP-Nonce``."""
+
+    error, status_code = "use_dpop_nonce", 400
+
+    def __init__(self, message: str, *, nonce: str) -> None:
+        super().__init__(message)
+        self.dpop_nonce = nonce

@@ -46,11 +46,11 @@ async def with_id_token(
     return issued._replace(id_token=token)
 
 
-async def userinfo(ctx: Context, token: str) -> dict[str, Any]:
+async def userinfo(ctx: Context, token: str, dpop_jkt: str | None = None) -> dict[str, Any]:
     """The UserInfo answer (Core §5.3) for an access token: the claims its scope releases, with
     the same ``sub`` as the app's ID tokens. InvalidToken for a token that is not live or acts for
     no user; InsufficientScope for one not granted ``openid``."""
-    claims = await introspection.live_user_claims(ctx, token)
+    claims = await introspection.live_user_claims(ctx, token, dpop_jkt)
     scope = tuple(str(claims.get("scope", "")).split(" "))
     if not openid.is_openid(scope):
         raise InsufficientScope("The access token was not granted the openid scope.")

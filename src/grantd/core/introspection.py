@@ -25,15 +25,27 @@ def is_live(row: Any, now: int) -> bool:
     return row is not None and row.revoked_at is None and row.expires_at > now and row.app_disabled_at is None
 
 
-async def live_user_claims(ctx: Context, token: str) -> dict[str, Any]:
+async def live_user_claims(ctx: Context, token: str, dpop_jkt: str | None = None) -> dict[str, Any]:
     """The claims of an access token grantd issued to an app acting for a user, judged as
     introspection judges it (``is_live``: signature and ``typ`` at+jwt, not expired, not revoked,
     its app not disabled), for grantd's own resources (UserInfo, the v2 user info). An app's own
-    token (client_credentials) acts for nobody: InvalidToken, as for anything else."""
+    token (client_credentials) acts for nobody: InvalidToken, as for anything else.
+
+    ``dpop_jkt``: the key of the request's DPoP proof (RFC 9449 §7), already checked; a token bound
+    to a key (``cnf.jkt``) is accepted only with a proof by that key, never as a bearer token, and
+    a bearer token never with the DPoP scheme."""
     claims = access_token.claims_of(ctx, token)
     refused = InvalidToken("The access token is expired, revoked, or not issued for a user.")
     if claims is None:
         raise refused
+    cnf = claims.get("cnf")
+    bound = cnf.get("jkt") if isinstance(cnf, dict) else None
+    if bound != dpop_jkt:
+        if dpop_jkt is None:
+            raise InvalidToken("The access token is DPoP-bound: send it as Authorization: DPoP, with a DPoP proof.")
+        if bound is None:
+            raise InvalidToken("The access token is not DPoP-bound: send it as Authorization: Bearer.")
+        raise InvalidToken("The access token is bound to another DPoP key than the proof's.")
     jti, user_id, now = claims.get("jti"), claims.get("user_id"), ctx.now()
     if not isinstance(jti, str) or not isinstance(user_id, str) or not isinstance(claims.get("exp"), int):
         raise refused
@@ -78,6 +90,8 @@ async def introspect(ctx: Context, auth: ClientAuthentication, token: str | None
         result = {name: claims[name] for name in _ACCESS_CLAIMS}
         if "user_id" in claims:
             result["user_id"] = claims["user_id"]
+        if "cnf" in claims:  # RFC 9449 §6.2: the key a DPoP-bound token is bound to
+            return {"active": True, **result, "cnf": claims["cnf"], "token_type": "DPoP"}
         return {"active": True, **result, "token_type": "Bearer"}
     if row.rotated_at is not None:
         return {"active": False}
@@ -91,4 +105,5 @@ async def introspect(ctx: Context, auth: ClientAuthentication, token: str | None
         "iat": row.issued_at,
         "iss": ctx.settings.issuer,
         "token_type": "refresh_token",
+        **({"cnf": {"jkt": row.dpop_jkt}} if row.dpop_jkt is not None else {}),
     }

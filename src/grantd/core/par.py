@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from grantd.core import authorization, openid
 from grantd.core.client_auth import ClientAuthentication
 from grantd.core.context import Context
-from grantd.core.errors import InvalidRedirectUri, InvalidRequest, InvalidRequestUri
+from grantd.core.errors import InvalidDPoPProof, InvalidRedirectUri, InvalidRequest, InvalidRequestUri
 from grantd.crypto.secrets import new_secret
 from grantd.store import pushed_requests as store
 
@@ -53,9 +53,11 @@ class Opened:
     carried: dict[str, str]
 
 
-async def push(ctx: Context, auth: ClientAuthentication, form: dict[str, str]) -> Pushed:
+async def push(ctx: Context, auth: ClientAuthentication, form: dict[str, str], *, dpop_jkt: str | None = None) -> Pushed:
     """RFC 9126 §2: authenticate the client, check the request as the authorization endpoint would,
-    and store it. Errors are the token endpoint's (RFC 6749 §5.2), never redirects."""
+    and store it. Errors are the token endpoint's (RFC 6749 §5.2), never redirects. ``dpop_jkt``:
+    the key of the request's DPoP proof, which binds the code as the parameter does (RFC 9449
+    §10.1); both sent must name the same key."""
     client = await auth.authenticate(ctx)
     if "request_uri" in form:
         raise InvalidRequest("request_uri must not be sent in a pushed authorization request (RFC 9126 §2.1).")
@@ -63,6 +65,10 @@ async def push(ctx: Context, auth: ClientAuthentication, form: dict[str, str]) -
         raise InvalidRequest("Request objects (the request parameter) are not supported.")
     params = {name: value for name, value in form.items() if name not in _NOT_STORED and value != ""}
     params["client_id"] = client.app_id
+    if dpop_jkt is not None:
+        if params.get("dpop_jkt", dpop_jkt) != dpop_jkt:
+            raise InvalidDPoPProof("dpop_jkt is not the thumbprint of the DPoP proof's key (RFC 9449 §10.1).")
+        params["dpop_jkt"] = dpop_jkt
     try:
         target = await authorization.resolve_target(ctx, client.app_id, params.get("redirect_uri"))
     except InvalidRedirectUri as exc:
@@ -99,6 +105,7 @@ def validate(ctx: Context, target: authorization.Target, params: dict[str, str])
         response_mode=params.get("response_mode"),
         request_object=params.get("request"),
         request_uri=params.get("request_uri"),
+        dpop_jkt=params.get("dpop_jkt"),
     )
 
 

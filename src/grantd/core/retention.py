@@ -18,6 +18,7 @@ in the past), and:
   they carry themselves).
 - a client assertion's ``jti`` (RFC 7523 private_key_jwt): always (an assertion past its ``exp``
   is refused whatever its ``jti``); each app's are also deleted as it records a new one.
+- a DPoP proof's record (RFC 9449): always (a proof past it fails the ``iat`` check whatever its ``jti``).
 - an audit event: only when the operator asks (``audit_before``, or ``GRANTD_AUDIT_RETENTION_DAYS``
   for the servers); the pruning is itself recorded first, as ``audit_pruned``, when there is
   anything to prune.
@@ -66,6 +67,7 @@ class Pruned(NamedTuple):
     pushed_authorization_requests: int = 0
     client_assertion_jtis: int = 0
     device_codes: int = 0
+    dpop_proof_jtis: int = 0
 
 
 async def prune(
@@ -84,6 +86,7 @@ async def prune(
     pushed = await _prune(ctx, store.PUSHED_REQUESTS, "", before, batch, paced)
     jtis = await _prune(ctx, store.ASSERTION_JTIS, "", before, batch, paced)
     devices = await _prune(ctx, store.DEVICE_CODES, "", before, batch, paced)
+    proofs = await _prune(ctx, store.DPOP_PROOFS, "", before, batch, paced)
     events = 0
     if audit_before is not None:
         audit_before = min(audit_before, now)
@@ -92,7 +95,7 @@ async def prune(
         if due:
             await audit.record_alone(ctx, "audit_pruned", actor=audit.OPERATOR, now=now, before=audit_before)
             events = await _prune(ctx, store.AUDIT_EVENTS, 0, audit_before, batch, paced)
-    return Pruned(access, refresh, codes, sessions, events, pushed, jtis, devices)
+    return Pruned(access, refresh, codes, sessions, events, pushed, jtis, devices, proofs)
 
 
 async def _prune(

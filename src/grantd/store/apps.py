@@ -24,6 +24,7 @@ OPENID_COLUMNS = (
     "post_logout_redirect_uris", "id_token_signed_response_alg", "subject_type", "sector_identifier_uri", "require_nonce",
     "require_pushed_authorization_requests",
     "token_endpoint_auth_method", "jwks", "jwks_uri",  # migration 0014
+    "dpop_bound_access_tokens",  # migration 0015
 )
 
 _APP_COLUMNS = (
@@ -144,7 +145,9 @@ async def revoke_key(conn: AsyncConnection, app_id: str, key_id: str, now: int) 
 
 
 _LIVE_KEY = Prepared(
-    select(app_keys.c.secret_hash, app_keys.c.app_id, apps.c.permissions)
+    # dpop_bound_access_tokens: what core.clients.OpenIDSettings.dpop_required reads, so that the
+    # token endpoint knows whether the app requires DPoP without a second read.
+    select(app_keys.c.secret_hash, app_keys.c.app_id, apps.c.permissions, apps.c.dpop_bound_access_tokens)
     .join(apps, apps.c.id == app_keys.c.app_id)
     .where(
         app_keys.c.id == bindparam("key_id"),
@@ -157,7 +160,7 @@ _LIVE_KEY = Prepared(
 )
 
 
-_LiveKeyRow = namedtuple("_LiveKeyRow", ("secret_hash", "app_id", "permissions"))  # as live_key's row
+_LiveKeyRow = namedtuple("_LiveKeyRow", ("secret_hash", "app_id", "permissions", "dpop_bound_access_tokens"))  # as live_key's row
 
 
 class LiveKeyAnd:
@@ -175,6 +178,7 @@ class LiveKeyAnd:
         self._prepared = Prepared(
             select(
                 key.c.secret_hash, key.c.app_id.label("key_app_id"), key.c.permissions.label("key_permissions"),
+                key.c.dpop_bound_access_tokens.label("key_dpop_bound_access_tokens"),
                 *(found.c[name].label("found_" + name) for name in self._names),
             ).select_from(one.outerjoin(key, true()).outerjoin(found, true()))
         )
@@ -182,8 +186,10 @@ class LiveKeyAnd:
     async def fetch(self, conn: AsyncConnection, key_id: str, **params: Any) -> tuple[Any, Any]:
         """(the live key or None, the other row or None; it must have a NOT NULL first column)."""
         row = await fetch_one(conn, self._prepared, key_id=key_id, **params)
-        key = None if row.secret_hash is None else _LiveKeyRow(row.secret_hash, row.key_app_id, row.key_permissions)
-        found = None if row[3] is None else self._row(*row[3:])
+        key = None if row.secret_hash is None else _LiveKeyRow(
+            row.secret_hash, row.key_app_id, row.key_permissions, row.key_dpop_bound_access_tokens
+        )
+        found = None if row[4] is None else self._row(*row[4:])
         return key, found
 
 

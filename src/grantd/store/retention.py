@@ -15,8 +15,8 @@ from sqlalchemy import BigInteger, Column, ColumnElement, Table, and_, bindparam
 
 from grantd.store.db import later_of, upsert
 from grantd.store.schema import (
-    access_tokens, app_keys, audit_events, authorization_codes, client_assertion_jtis, device_codes, grants, maintenance,
-    pushed_authorization_requests, refresh_tokens, user_sessions,
+    access_tokens, app_keys, audit_events, authorization_codes, client_assertion_jtis, device_codes, dpop_proof_jtis,
+    grants, maintenance, pushed_authorization_requests, refresh_tokens, user_sessions,
 )
 
 if TYPE_CHECKING:
@@ -89,6 +89,8 @@ ASSERTION_JTIS = _Batch(
     client_assertion_jtis.c.app_id + " " + client_assertion_jtis.c.jti,
     client_assertion_jtis.c.expires_at < _BEFORE,
 )
+# DPoP proofs (RFC 9449): past expires_at no replay of theirs can pass the iat check any more.
+DPOP_PROOFS = _Batch(dpop_proof_jtis, dpop_proof_jtis.c.proof_hash, dpop_proof_jtis.c.expires_at < _BEFORE)
 AUDIT_EVENTS = _Batch(audit_events, audit_events.c.id, audit_events.c.occurred_at < _BEFORE)
 
 _KEY_USED = (

@@ -90,6 +90,16 @@ apps = Table(
     Column("token_endpoint_auth_method", String(32)),  # NULL: none for a public app, else a secret
     Column("jwks", Text),  # a JWK Set of public keys (JSON), for private_key_jwt (RFC 7523)
     Column("jwks_uri", Text),  # where the app publishes its JWK Set instead
+    Column("dpop_bound_access_tokens", Boolean),  # RFC 9449 §5.2 (migration 0015): DPoP required
+)
+
+# DPoP proofs accepted (RFC 9449 §11.1), by a keyed hash of their key and jti, until their iat
+# could no longer pass: a replay is refused by every process (when no Redis is configured).
+dpop_proof_jtis = Table(
+    "dpop_proof_jtis",
+    metadata,
+    Column("proof_hash", String(64), primary_key=True),
+    Column("expires_at", BigInteger, nullable=False),
 )
 
 # The jti of each client assertion accepted (RFC 7523 §3): a replay is refused until its exp.
@@ -146,6 +156,7 @@ authorization_codes = Table(
     Column("nonce", Text),
     Column("auth_time", BigInteger),
     Column("session_jti", String(36)),
+    Column("dpop_jkt", String(43)),  # RFC 9449 §10 (migration 0015): the key the code is bound to
 )
 
 # The lineage of every token is the hash of the authorization code it descends from
@@ -162,6 +173,7 @@ access_tokens = Table(
     Column("issued_at", BigInteger, nullable=False),
     Column("expires_at", BigInteger, nullable=False),
     Column("revoked_at", BigInteger),
+    Column("dpop_jkt", String(43)),  # RFC 9449 §6 (migration 0015): its cnf.jkt; NULL: a bearer token
 )
 # client_credentials tokens have no code and no user: the two indexes leave them out (partial).
 _HAS_CODE = access_tokens.c.code_hash.isnot(None)
@@ -189,6 +201,7 @@ refresh_tokens = Table(
     # browser session whose end ends the family (NULL: it outlives it, offline_access).
     Column("auth_time", BigInteger),
     Column("session_jti", String(36)),
+    Column("dpop_jkt", String(43)),  # RFC 9449 §5 (migration 0015): the key it is bound to, if any
 )
 _HAS_SESSION = refresh_tokens.c.session_jti.isnot(None)
 Index("ix_refresh_tokens_session_jti", refresh_tokens.c.session_jti, sqlite_where=_HAS_SESSION, postgresql_where=_HAS_SESSION)

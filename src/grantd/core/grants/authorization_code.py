@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Mapping
 from typing import Any
 
-from grantd.core import access_token, audit, id_tokens, openid, pkce
+from grantd.core import access_token, audit, dpop, id_tokens, openid, pkce
 from grantd.core.access_token import IssuedToken
 from grantd.core.client_auth import Caller, ClientAuthentication, missing
 from grantd.core.clients import Client
@@ -109,6 +109,8 @@ class _Redemption(Caller):
         if code.app_id != client.app_id or code.expires_at <= now:
             raise InvalidGrant(_BAD_CODE)
         pkce.check(code.code_challenge, self.code_verifier, client)
+        if code.dpop_jkt is not None:
+            dpop.check_binding(code.dpop_jkt, client, "authorization code")
         if self.redirect_uri is not None and self.redirect_uri != code.redirect_uri:
             raise InvalidGrant("redirect_uri does not match the one the code was issued for.")
         if self.state is not None and self.state != code.state:
@@ -120,6 +122,7 @@ class _Redemption(Caller):
             refresh = refresh_row(
                 ctx, client, self.refresh_token, code_hash=self.code_hash, user_id=code.user_id, scope=scope,
                 access_jti=self.jti, now=now, auth_time=code.auth_time, session_jti=code.session_jti,
+                dpop_jkt=dpop.refresh_binding(client),
             )
         event = audit.entry(
             ctx, "code_redeemed", actor=client.app_id, user_id=code.user_id, app_id=client.app_id,

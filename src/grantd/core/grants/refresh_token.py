@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Mapping
 from typing import Any
 
-from grantd.core import access_token, audit, id_tokens, openid
+from grantd.core import access_token, audit, dpop, id_tokens, openid
 from grantd.core import permissions as perms
 from grantd.core.access_token import IssuedToken
 from grantd.core.client_auth import Caller, ClientAuthentication, missing
@@ -88,6 +88,8 @@ class _Rotation(Caller):
         assert client is not None  # proven before the token is judged
         if row.app_id != client.app_id or row.revoked_at is not None or row.expires_at <= now:
             raise InvalidGrant(_BAD_REFRESH)
+        if row.dpop_jkt is not None:
+            dpop.check_binding(row.dpop_jkt, client, "refresh token")
         self.permissions = permissions = _narrowed(tuple(row.scope.split(" ")), self.scope)
         access = access_token.row(
             ctx, client, jti=self.jti, user_id=row.user_id, code_hash=row.code_hash, scope=" ".join(permissions), now=now
@@ -96,6 +98,7 @@ class _Rotation(Caller):
         successor = refresh_row(
             ctx, client, self.successor, code_hash=row.code_hash, user_id=row.user_id, scope=row.scope,
             access_jti=self.jti, now=now, auth_time=row.auth_time, session_jti=row.session_jti,
+            dpop_jkt=row.dpop_jkt or dpop.refresh_binding(client),  # once bound, bound to the same key
         )
         self.auth_time = row.auth_time
         return Issue(access, successor, None)
@@ -103,11 +106,12 @@ class _Rotation(Caller):
 
 def refresh_row(
     ctx: Context, client: Client, refresh_token: str, *, code_hash: str, user_id: str, scope: str, access_jti: str,
-    now: int, auth_time: int | None, session_jti: str | None,
+    now: int, auth_time: int | None, session_jti: str | None, dpop_jkt: str | None = None,
 ) -> dict[str, Any]:
     """A refresh token's row (``store.tokens.REFRESH_COLUMNS``), valid ``refresh_token_ttl`` from
-    ``now``: its family (``code_hash``), the access token issued beside it, and what OpenID Connect
-    carries from the code (when the user signed in; the browser session it ends with, if any)."""
+    ``now``: its family (``code_hash``), the access token issued beside it, what OpenID Connect
+    carries from the code (when the user signed in; the browser session it ends with, if any), and
+    the DPoP key it is bound to (``dpop_jkt``, RFC 9449 §5; a successor keeps its predecessor's)."""
     return {
         "auth_time": auth_time,
         "session_jti": session_jti,
@@ -119,6 +123,7 @@ def refresh_row(
         "access_jti": access_jti,
         "issued_at": now,
         "expires_at": now + ctx.settings.refresh_token_ttl,
+        "dpop_jkt": dpop_jkt,
     }
 
 
@@ -144,6 +149,8 @@ async def _reused(
         known = await token_store.refresh_token_state(tx, token_hash)
         if known is None or known.app_id != client.app_id or known.rotated_at is None or known.revoked_at is not None:
             return None
+        # A bound token's duplicate without its key's proof proves nothing: refused, the family kept.
+        dpop.check_binding(known.dpop_jkt, client, "refresh token")
         grace = ctx.settings.refresh_token_grace
         # Timestamps are whole seconds: a grace of 0 must mean none, not "within the same second".
         if grace > 0 and now - known.rotated_at <= grace:
