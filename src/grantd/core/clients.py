@@ -28,6 +28,9 @@ class Client(NamedTuple):
     app_permissions: str | None = None
     # Proven by a signed assertion (RFC 7523 private_key_jwt): a confidential client without a key.
     by_assertion: bool = False
+    # Whether a refresh answers a new refresh token (``OpenIDSettings.rotates_refresh_tokens``), read
+    # with the client's authentication.
+    rotates_refresh_tokens: bool = True
 
     @property
     def is_public(self) -> bool:
@@ -41,6 +44,14 @@ PRIVATE_KEY_JWT = "private_key_jwt"
 TOKEN_AUTH_NONE = "none"
 CONFIDENTIAL_AUTH_METHODS = (CLIENT_SECRET_BASIC, CLIENT_SECRET_POST, PRIVATE_KEY_JWT)
 AUTH_METHODS = (*CONFIDENTIAL_AUTH_METHODS, TOKEN_AUTH_NONE)
+
+# grantd's own ``security_profile`` values: none, or FAPI 2.0 (the FAPI 2.0 Security Profile's rules
+# enforced for the app whatever its other settings say; see ``OpenIDSettings.fapi2``).
+NO_PROFILE = "none"
+FAPI2 = "fapi2"
+SECURITY_PROFILES = (NO_PROFILE, FAPI2)
+# FAPI 2.0 Security Profile §5.3.2.1: an authorization code lives at most this long.
+FAPI2_CODE_TTL = 60
 
 ID_TOKEN_ALGORITHMS = ("RS256", "ES256")  # the first is the default (OpenID Connect Discovery 1.0 §3)
 SUBJECT_TYPES = ("public", "pairwise")
@@ -64,6 +75,11 @@ class OpenIDSettings:
     token_endpoint_auth_method: str | None = None
     jwks: str | None = None
     jwks_uri: str | None = None
+    # grantd's own (no RFC 7591 name): "fapi2" enforces the FAPI 2.0 Security Profile (``fapi2``).
+    security_profile: str = NO_PROFILE
+    # grantd's own: whether a refresh answers a new refresh token and retires the one presented
+    # (RFC 9700 §4.14.2), or the same one again (``rotates_refresh_tokens``).
+    refresh_token_rotation: bool = True
 
     @classmethod
     def of(cls, row: Any) -> OpenIDSettings:
@@ -79,7 +95,26 @@ class OpenIDSettings:
             token_endpoint_auth_method=row.token_endpoint_auth_method,
             jwks=row.jwks,
             jwks_uri=row.jwks_uri,
+            security_profile=row.security_profile or NO_PROFILE,
+            refresh_token_rotation=row.refresh_token_rotation is None or bool(row.refresh_token_rotation),
         )
+
+    @property
+    def fapi2(self) -> bool:
+        """Whether the app is under the FAPI 2.0 Security Profile. Each of its rules is where the rule
+        it tightens lives: pushed requests only (``par.required``), PKCE S256 required
+        (``authorization.validate_request``), codes of at most ``FAPI2_CODE_TTL`` seconds
+        (``authorization.code_ttl``), an assertion's ``aud`` the issuer alone
+        (``client_auth.PrivateKeyJwt``), refresh tokens not rotated (``rotates_refresh_tokens``);
+        sender-constrained (DPoP-bound) tokens where the token endpoint binds them. Saving such an
+        app needs a confidential client with private_key_jwt and its keys (``core.apps``)."""
+        return self.security_profile == FAPI2
+
+    @property
+    def rotates_refresh_tokens(self) -> bool:
+        """Whether a refresh rotates the refresh token: the app's ``refresh_token_rotation``, never
+        under FAPI 2.0 (its Security Profile §5.3.2.1 asks not to rotate)."""
+        return rotates_refresh_tokens(self.refresh_token_rotation, self.security_profile)
 
     def auth_method(self, client_type: str) -> str:
         """The method the app authenticates by: the registered one, else ``none`` for a public
@@ -94,6 +129,12 @@ class OpenIDSettings:
             return urlsplit(self.sector_identifier_uri).hostname
         hosts = redirect_hosts(uris)
         return next(iter(hosts)) if len(hosts) == 1 else None
+
+
+def rotates_refresh_tokens(refresh_token_rotation: bool | None, security_profile: str | None) -> bool:
+    """The rule of ``OpenIDSettings.rotates_refresh_tokens`` on the two settings as stored (NULL:
+    the default), for a read that has the columns without the whole app (``store.apps.live_key``)."""
+    return (refresh_token_rotation is None or bool(refresh_token_rotation)) and security_profile != FAPI2
 
 
 def redirect_hosts(uris: Sequence[str]) -> set[str]:

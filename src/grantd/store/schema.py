@@ -90,6 +90,9 @@ apps = Table(
     Column("token_endpoint_auth_method", String(32)),  # NULL: none for a public app, else a secret
     Column("jwks", Text),  # a JWK Set of public keys (JSON), for private_key_jwt (RFC 7523)
     Column("jwks_uri", Text),  # where the app publishes its JWK Set instead
+    # grantd's own (migration 0016): "fapi2" (the FAPI 2.0 Security Profile); NULL: none.
+    Column("security_profile", String(16)),
+    Column("refresh_token_rotation", Boolean),  # false: a refresh keeps its refresh token; NULL: true
 )
 
 # The jti of each client assertion accepted (RFC 7523 §3): a replay is refused until its exp.
