@@ -246,3 +246,72 @@ async def test_a_code_older_than_sixty_seconds_is_refused(app: Any, client: http
             del ctx.now
     assert results["fapi2"].status_code == 400 and results["fapi2"].json()["error"] == "invalid_grant", results["fapi2"].text
     assert results["none"].status_code == 200, results["none"].text
+
+
+# ---------------------------------------------------------------- the settings' rules at /v1/apps (in process)
+
+
+def _jwks() -> dict[str, Any]:
+    return {"keys": [public_jwk(ec.generate_private_key(ec.SECP256R1()), "k1")]}
+
+
+async def _create(client: httpx.AsyncClient, dev_token: str, **fields: Any) -> httpx.Response:
+    body = {"name": "Bank App", "redirect_uris": [REDIRECT_URI], "permissions": "read_profile", **fields}
+    return await client.post("/v1/apps", json=body, headers={"Authorization": dev_token})
+
+
+def _refused(response: httpx.Response, *words: str) -> None:
+    assert response.status_code == 400, response.text
+    body = response.json()
+    assert body["error"] == "invalid_request" and body["status_code"] == 400, body
+    for word in words:
+        assert word in body["message"], body
+
+
+@pytest.mark.db
+async def test_registering_a_fapi2_app_needs_a_confidential_private_key_jwt_client_with_keys(client: httpx.AsyncClient) -> None:
+    from support.neucron import sign_up
+
+    _, dev_token = await sign_up(client)
+    _refused(await _create(client, dev_token, security_profile="fapi2"), "security_profile fapi2", "private_key_jwt")
+    _refused(
+        await _create(client, dev_token, security_profile="fapi2", token_endpoint_auth_method="client_secret_post"),
+        "security_profile fapi2", "private_key_jwt",
+    )
+    _refused(await _create(client, dev_token, security_profile="fapi2", client_type="public"), "confidential")
+    _refused(await _create(client, dev_token, security_profile="fapi2", token_endpoint_auth_method="private_key_jwt"), "jwks")
+    _refused(await _create(client, dev_token, security_profile="fapi1"), "security_profile must be one of: none, fapi2")
+    _refused(await _create(client, dev_token, refresh_token_rotation="no"))
+    listed = await client.get("/v1/apps", headers={"Authorization": dev_token})
+    assert listed.json()["data"]["apps"] == []  # nothing refused was registered
+    created = await _create(
+        client, dev_token, security_profile="fapi2", token_endpoint_auth_method="private_key_jwt",
+        jwks_uri="https://bank.example.com/jwks.json",
+    )
+    assert created.status_code == 200 and created.json()["data"]["security_profile"] == "fapi2", created.text
+
+
+@pytest.mark.db
+async def test_a_fapi2_app_cannot_be_changed_out_of_its_requirements(client: httpx.AsyncClient) -> None:
+    from support.neucron import sign_up
+
+    _, dev_token = await sign_up(client)
+    created = await _create(client, dev_token, token_endpoint_auth_method="private_key_jwt", jwks=_jwks())
+    app_id = created.json()["data"]["app_id"]
+
+    async def patch(**fields: Any) -> httpx.Response:
+        return await client.patch(f"/v1/apps/{app_id}", json=fields, headers={"Authorization": dev_token})
+
+    turned_on = await patch(security_profile="fapi2", refresh_token_rotation=False)
+    assert turned_on.status_code == 200, turned_on.text
+    data = turned_on.json()["data"]
+    assert data["security_profile"] == "fapi2" and data["refresh_token_rotation"] is False
+    _refused(await patch(token_endpoint_auth_method="client_secret_basic"), "security_profile fapi2")
+    _refused(await patch(jwks={}), "jwks")
+    unchanged = (await client.get(f"/v1/apps/{app_id}", headers={"Authorization": dev_token})).json()["data"]
+    assert unchanged["token_endpoint_auth_method"] == "private_key_jwt" and unchanged["jwks"]
+    # "" sets the profile back to its default; then the method may change.
+    off = await patch(security_profile="", token_endpoint_auth_method="client_secret_basic")
+    assert off.status_code == 200, off.text
+    assert off.json()["data"]["security_profile"] == "none"
+    assert off.json()["data"]["token_endpoint_auth_method"] == "client_secret_basic"
