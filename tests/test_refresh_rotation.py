@@ -2,7 +2,7 @@
 database (SQLite, or PostgreSQL with GRANTD_TEST_DB=postgres): on (the default), a refresh answers a
 new refresh token and retires the one presented; off, it answers a new access token and the same
 refresh token, whose lifetime does not change. Reuse detection stays as it was for a token rotated
-while the app rotated; a public client (authenticated by its client_id alone) follows its setting too."""
+while the app rotated; a public client's tokens always rotate."""
 
 from __future__ import annotations
 
@@ -143,17 +143,26 @@ async def test_another_apps_refresh_token_is_refused(http: httpx.AsyncClient) ->
     assert tokens_of(await refresh(http, flow, first["refresh_token"]))["refresh_token"] == first["refresh_token"]
 
 
-async def test_a_public_client_follows_its_setting(client: httpx.AsyncClient, dev: Flow, person: Any) -> None:
-    """In process (the pages with PKCE): a public client authenticates by its client_id alone."""
+async def test_a_public_client_keeps_rotating(client: httpx.AsyncClient, dev: Flow, person: Any) -> None:
+    """In process (the pages with PKCE): a public client's refresh tokens rotate (RFC 9700 §4.14.2:
+    grantd does not bind them to the client), so the setting cannot be turned off for one."""
     from acting_user import new_app
 
-    user = await person()
-    for rotation in (False, True):
-        flow = await new_app(dev, client_type="public", refresh_token_rotation=rotation)
-        code, verifier = await code_by_pages(user, flow)
-        first = tokens_of(
-            await token(client, flow, "public", grant_type="authorization_code", code=code, redirect_uri=REGISTERED,
-                        code_verifier=verifier)  # type: ignore[arg-type]
+    for path, method in (("/v1/apps", "post"), (None, "patch")):
+        flow = await new_app(dev, client_type="public")
+        body: dict[str, Any] = {"refresh_token_rotation": False}
+        if method == "post":
+            body |= {"name": "SPA", "redirect_uris": [REGISTERED], "permissions": "read_profile", "client_type": "public"}
+        response = await client.request(
+            method.upper(), path or f"/v1/apps/{flow.app_id}", json=body, headers={"Authorization": dev.dev_token}
         )
-        again = tokens_of(await token(client, flow, "public", grant_type="refresh_token", refresh_token=first["refresh_token"]))
-        assert (again["refresh_token"] == first["refresh_token"]) is not rotation
+        assert response.status_code == 400, response.text
+        assert "refresh_token_rotation can be false only for a confidential client" in response.json()["message"]
+    user = await person()
+    code, verifier = await code_by_pages(user, flow)
+    first = tokens_of(
+        await token(client, flow, "public", grant_type="authorization_code", code=code, redirect_uri=REGISTERED,
+                    code_verifier=verifier)  # type: ignore[arg-type]
+    )
+    again = tokens_of(await token(client, flow, "public", grant_type="refresh_token", refresh_token=first["refresh_token"]))
+    assert again["refresh_token"] != first["refresh_token"]

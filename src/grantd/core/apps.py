@@ -454,6 +454,17 @@ def _profile_rule(fields: _Fields, client_type: str | None, settings: Mapping[st
     fields.errors.setdefault(field, InvalidRequest(message, field=field))
 
 
+def _rotation_rule(fields: _Fields, client_type: str | None, settings: Mapping[str, Any]) -> None:
+    """A public client's refresh tokens rotate (RFC 9700 §4.14.2: a public client's refresh tokens
+    are sender-constrained or rotated, and grantd does not bind them to a public client)."""
+    field = "refresh_token_rotation"
+    if client_type == PUBLIC and settings[field] is False and field not in fields.errors:
+        fields.errors.setdefault(field, InvalidRequest(
+            "refresh_token_rotation can be false only for a confidential client: a public client's refresh "
+            "tokens rotate (RFC 9700 §4.14.2).", field=field,
+        ))
+
+
 def check_openid(given: Mapping[str, Any], uris: Sequence[str] = ()) -> dict[str, Any]:
     """``given`` as ``OpenIDSettings`` would hold it, for an app with the redirect ``uris``;
     InvalidRequest (with ``field``) for the first bad setting, every bad one in ``field_errors``."""
@@ -551,6 +562,7 @@ async def create(
     _sector_rule(fields, uris_, settings)
     _auth_method_rule(fields, client_type, settings)
     _profile_rule(fields, client_type, settings)
+    _rotation_rule(fields, client_type, settings)
     fields.done()
     assert name_ is not None and uris_ is not None and permissions_ is not None  # else done() raised
     name = name_
@@ -621,6 +633,7 @@ async def update(
         _sector_rule(fields, values.get("redirect_uris", current["redirect_uris"]), {**current, **settings})
         _auth_method_rule(fields, row.client_type, {**current, **settings})
         _profile_rule(fields, row.client_type, {**current, **settings})
+        _rotation_rule(fields, row.client_type, {**current, **settings})
         fields.done()
         changed = {field: value for field, value in {**values, **settings}.items() if value != current[field]}
         if changed:

@@ -140,7 +140,9 @@ class PublicClient(NamedTuple):
             app = await app_store.live(conn, self.client_id)
         if app is None or app.client_type != PUBLIC:
             raise InvalidClient("Unknown client, or the client must authenticate with its secret.")
-        return Client(self.client_id, None, rotates_refresh_tokens=OpenIDSettings.of(app).rotates_refresh_tokens)
+        return Client(
+            self.client_id, None, rotates_refresh_tokens=rotates_refresh_tokens(app.refresh_token_rotation, app.security_profile)
+        )
 
     def proven(self, ctx: Context, key: Any) -> Client:  # no key to judge: key_id is None
         raise InvalidClient("Unknown client, or the client must authenticate with its secret.")
