@@ -159,6 +159,7 @@ class Developer:
             ("redirect_uris", redirect_uris),
             *[("permissions", p) for p in permissions],
             ("client_type", client_type),
+            ("refresh_token_rotation", "yes"),  # ticked on the new-app form, as a browser sends it
         ]
         response = await self.post("/console/apps", data)
         assert response.status_code == 200, response.text
@@ -796,7 +797,8 @@ async def test_the_console_registers_a_fapi2_app_and_turns_rotation_off(app: Any
     ("changes", "message"),
     [
         ({"security_profile": "fapi2"}, "security_profile fapi2 needs token_endpoint_auth_method private_key_jwt"),
-        ({"security_profile": "fapi2", "client_type": "public"}, "security_profile fapi2 needs a confidential client"),
+        ({"security_profile": "fapi2", "client_type": "public", "refresh_token_rotation": "yes"},
+         "security_profile fapi2 needs a confidential client"),
         ({"security_profile": "fapi1"}, "security_profile must be one of: none, fapi2."),
     ],
 )
@@ -806,3 +808,14 @@ async def test_a_refused_security_profile_is_shown_next_to_it(dev: Developer, ch
     assert field_error(response, "security_profile").startswith(message), field_error(response, "security_profile")
     assert selected(response, "security_profile") in ("fapi2", "none")
     assert "You have no apps yet" in (await dev.page("/console")).text
+
+
+async def test_a_public_client_cannot_untick_rotation(dev: Developer) -> None:
+    response = await register_with(dev, client_type="public")  # the box unticked
+    assert response.status_code == 400, response.text
+    assert field_error(response, "refresh_token_rotation").startswith(
+        "refresh_token_rotation can be false only for a confidential client"
+    )
+    assert not checked(response, "refresh_token_rotation")  # what was posted is shown
+    created = await register_with(dev, client_type="public", refresh_token_rotation="yes")
+    assert created.status_code == 200, created.text
