@@ -254,3 +254,11 @@ async def test_client_authentication_uses_the_pinned_connection(
     assert response.status_code == 200, response.text
     assert answers.calls == 1 and https_server.connections == 1
     assert https_server.server_names == [HOST] and https_server.hosts == [urlsplit(https_server.uri()).netloc]
+
+
+@pytest.mark.parametrize("uri", ["https://bücher.rebind.test/jwks.json", "https://keys.rebind.test:99999/jwks.json", "ftp://keys.rebind.test/"])
+async def test_a_malformed_uri_is_refused_not_fetched(uri: str, resolver: Any) -> None:
+    answers = resolver(["127.0.0.1"])
+    with pytest.raises(InvalidClient) as refused:
+        await jwks_module.fetch(uri, allow_private=True)
+    assert "not a URL" in refused.value.message and answers.calls == 0

@@ -191,7 +191,7 @@ async def fetch(uri: str, *, allow_private: bool) -> str:
     host is resolved once and the connection made to the address checked (``_checked_address``);
     ``TIMEOUT`` per step, ``TOTAL_SECONDS`` in all, ``MAX_JWKS_BYTES`` at most, no redirect."""
     parts = urlsplit(uri)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
+    if parts.scheme not in ("https", "http") or not parts.hostname or not uri.isascii():
         raise InvalidClient("The app's jwks_uri is not a URL.")
     if parts.scheme == "http" and not allow_private:
         raise InvalidClient("The app's jwks_uri must be https.")
