@@ -103,7 +103,7 @@ class OpenIDSettings:
     def fapi2(self) -> bool:
         """Whether the app is under the FAPI 2.0 Security Profile. Each of its rules is where the rule
         it tightens lives: pushed requests only (``par.required``), PKCE S256 required
-        (``authorization.validate_request``), codes of at most ``FAPI2_CODE_TTL`` seconds
+        (``pkce.check_challenge``), codes of at most ``FAPI2_CODE_TTL`` seconds
         (``authorization.code_ttl``), an assertion's ``aud`` the issuer alone
         (``client_auth.PrivateKeyJwt``), refresh tokens not rotated (``rotates_refresh_tokens``);
         sender-constrained (DPoP-bound) tokens where the token endpoint binds them. Saving such an

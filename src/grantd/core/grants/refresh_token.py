@@ -46,8 +46,8 @@ async def refresh(
     ctx: Context, auth: ClientAuthentication, refresh_token: str, scope: str | None = None, *, address: str | None = None
 ) -> IssuedToken:
     """Rotate ``refresh_token`` (or keep it, for an app that does not rotate) for the client ``auth``
-    proves. The client is proven before anything
-    about the token is looked at; on PostgreSQL its key is read with the token, in one SELECT."""
+    proves. The client is proven before anything about the token is looked at; on PostgreSQL its
+    key is read with the token, in one SELECT."""
     successor = ctx.hasher.successor(refresh_token)
     token_hash = ctx.hasher.hash(refresh_token)
     rotation = _Rotation(ctx, auth, scope, successor)
