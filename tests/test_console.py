@@ -159,6 +159,7 @@ class Developer:
             ("redirect_uris", redirect_uris),
             *[("permissions", p) for p in permissions],
             ("client_type", client_type),
+            ("refresh_token_rotation", "yes"),  # ticked on the new-app form, as a browser sends it
         ]
         response = await self.post("/console/apps", data)
         assert response.status_code == 200, response.text
@@ -759,3 +760,66 @@ async def test_each_bad_client_authentication_setting_is_shown_next_to_it(
     response = await register_with(dev, **changes)
     assert response.status_code == 400, response.text
     assert field_error(response, control).startswith(message), field_error(response, control)
+
+
+# ---------------------------------------------------------------- security profile and refresh-token rotation
+
+
+def checked(page: httpx.Response, control: str) -> bool:
+    return "checked" in texts(page.text).attrs[control]
+
+
+async def test_the_console_registers_a_fapi2_app_and_turns_rotation_off(app: Any, dev: Developer) -> None:
+    new = await dev.page("/console/apps/new")
+    assert '<label for="security_profile">' in new.text and '<label for="refresh_token_rotation">' in new.text
+    assert options(new, "security_profile") == [("none", " selected"), ("fapi2", "")]
+    assert checked(new, "refresh_token_rotation")  # on by default
+    created = await register_with(
+        dev, token_endpoint_auth_method="private_key_jwt", jwks=json.dumps({"keys": [PUBLIC_JWK]}),
+        security_profile="fapi2", refresh_token_rotation="yes",
+    )
+    assert created.status_code == 200, created.text
+    app_id = text_of(created, "app-id")
+    page = await dev.page(f"/console/apps/{app_id}")
+    assert selected(page, "security_profile") == "fapi2" and checked(page, "refresh_token_rotation")
+    registered = await apps.get_owned(app.state.ctx, dev.user_id, app_id)
+    assert registered.openid.fapi2 and not registered.openid.rotates_refresh_tokens  # the profile does not rotate
+
+    # Unticked: the setting is off; the profile chosen again is kept.
+    data = settings_form(
+        page, app_id, refresh_token_rotation=None, security_profile="fapi2", token_endpoint_auth_method="private_key_jwt",
+        jwks=text_of(page, "jwks"),
+    )
+    response = await dev.post(f"/console/apps/{app_id}", data)
+    assert response.status_code == 303, re.findall(r"class=\"error\"[^>]*>([^<]*)", response.text)
+    page = await dev.page(response.headers["location"])
+    assert not checked(page, "refresh_token_rotation") and selected(page, "security_profile") == "fapi2"
+    assert (await apps.get_owned(app.state.ctx, dev.user_id, app_id)).openid.refresh_token_rotation is False
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"security_profile": "fapi2"}, "security_profile fapi2 needs token_endpoint_auth_method private_key_jwt"),
+        ({"security_profile": "fapi2", "client_type": "public", "refresh_token_rotation": "yes"},
+         "security_profile fapi2 needs a confidential client"),
+        ({"security_profile": "fapi1"}, "security_profile must be one of: none, fapi2."),
+    ],
+)
+async def test_a_refused_security_profile_is_shown_next_to_it(dev: Developer, changes: dict[str, str], message: str) -> None:
+    response = await register_with(dev, **changes)
+    assert response.status_code == 400, response.text
+    assert field_error(response, "security_profile").startswith(message), field_error(response, "security_profile")
+    assert selected(response, "security_profile") in ("fapi2", "none")
+    assert "You have no apps yet" in (await dev.page("/console")).text
+
+
+async def test_a_public_client_cannot_untick_rotation(dev: Developer) -> None:
+    response = await register_with(dev, client_type="public")  # the box unticked
+    assert response.status_code == 400, response.text
+    assert field_error(response, "refresh_token_rotation").startswith(
+        "refresh_token_rotation can be false only for a confidential client"
+    )
+    assert not checked(response, "refresh_token_rotation")  # what was posted is shown
+    created = await register_with(dev, client_type="public", refresh_token_rotation="yes")
+    assert created.status_code == 200, created.text

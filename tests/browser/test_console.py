@@ -245,3 +245,41 @@ def test_signed_out_the_console_asks_to_sign_in_and_comes_back(page: Any, api: h
     page.wait_for_load_state()
     assert page.url == f"{base_url}/console"
     assert page.get_by_role("heading", level=1).inner_text() == "Your apps"
+
+
+def test_a_developer_puts_an_app_under_the_fapi2_profile(
+    signed_in_page: tuple[Any, str, str], base_url: str, api: httpx.Client, shoot: Any
+) -> None:
+    import json
+
+    page, _, _ = signed_in_page
+    page.goto(f"{base_url}/console/apps/new")
+    fill_app_form(page, "Bank App", REDIRECT_URI, ("read_profile",))
+    assert page.get_by_label("Security profile").input_value() == "none"
+    assert page.get_by_label("Rotate refresh tokens", exact=False).is_checked()
+    # The profile alone: refused next to its field, what was chosen kept.
+    page.get_by_label("Security profile").select_option("fapi2")
+    click(page, "Register the app")
+    assert field_error(page, "Security profile").inner_text().startswith(
+        "security_profile fapi2 needs token_endpoint_auth_method private_key_jwt"
+    )
+    assert page.get_by_label("Security profile").input_value() == "fapi2"
+    shoot(page, "console-new-fapi2-error")
+    # With signed assertions and a key: registered.
+    jwk = {"kty": "EC", "crv": "P-256", "kid": "k1",
+           "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU", "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}
+    page.locator("#permission-read_profile").check()
+    page.get_by_label("Client authentication").select_option("private_key_jwt")
+    page.locator("#jwks").fill(json.dumps({"keys": [jwk]}))
+    click(page, "Register the app")
+    assert page.get_by_role("heading", level=1).inner_text() == "Bank App is registered"
+    app_id = page.locator("#app-id").inner_text()
+    page.goto(f"{base_url}/console/apps/{app_id}")
+    assert page.get_by_label("Security profile").input_value() == "fapi2"
+    # Rotation unticked and saved: shown off.
+    page.get_by_label("Rotate refresh tokens", exact=False).uncheck()
+    click(page, "Save changes")
+    assert page.get_by_role("status").inner_text() == "Saved."
+    assert not page.get_by_label("Rotate refresh tokens", exact=False).is_checked()
+    assert page.get_by_label("Security profile").input_value() == "fapi2"
+    shoot(page, "console-app-fapi2")

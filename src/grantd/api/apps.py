@@ -128,6 +128,20 @@ class OpenIDSettings(BaseModel):
         description="true: every token request of the app must carry a DPoP proof (RFC 9449 §5.2), so that all "
         "its access tokens are bound to the app's key. " + _CLEARS.format(empty="false"),
     )
+    security_profile: str | None = Field(
+        None, max_length=16, examples=["fapi2"],
+        description="grantd's own: none (the default) or fapi2, the FAPI 2.0 Security Profile, enforced whatever "
+        "the other settings say: pushed authorization requests only, PKCE with S256, private_key_jwt whose "
+        "assertions name the issuer alone as aud, codes living at most 60 seconds, iss in every authorization "
+        "response, refresh tokens not rotated. fapi2 needs a confidential app with token_endpoint_auth_method "
+        "private_key_jwt and jwks or jwks_uri. " + _CLEARS.format(empty='""'),
+    )
+    refresh_token_rotation: bool | None = Field(
+        None, examples=[False],
+        description="grantd's own: true (the default) answers a refresh with a new refresh token and retires "
+        "the one presented (RFC 9700 §4.14.2); false answers with the same refresh token, its lifetime "
+        "unchanged. Off whatever it says under security_profile fapi2. In PATCH: absent or null leaves it as it is.",
+    )
 
 
 def openid_of(body: OpenIDSettings) -> dict[str, Any]:
@@ -148,6 +162,8 @@ class OpenIDSettingsData(BaseModel):
     jwks: dict[str, Any] | None
     jwks_uri: str | None
     dpop_bound_access_tokens: bool
+    security_profile: str = Field(description="none or fapi2 (the FAPI 2.0 Security Profile).")
+    refresh_token_rotation: bool = Field(description="The setting as registered (under fapi2, refresh tokens are not rotated whatever it says).")
 
 
 class AppCreate(Branding, OpenIDSettings):

@@ -19,7 +19,9 @@ from grantd.core.clients import (
     PRIVATE_KEY_JWT,
     PUBLIC,
     TOKEN_AUTH_NONE,
+    FAPI2,
     ID_TOKEN_ALGORITHMS,
+    SECURITY_PROFILES,
     SUBJECT_TYPES,
     OpenIDSettings,
     redirect_hosts,
@@ -375,6 +377,8 @@ _OPENID_RULES: dict[str, Callable[[Any], Any]] = {
     # Fetched when an assertion is checked (core.jwks: public addresses only, unless the operator allows more).
     "jwks_uri": lambda value: _branding_uri("jwks_uri", value),
     "dpop_bound_access_tokens": _boolean("dpop_bound_access_tokens"),
+    "security_profile": _one_of("security_profile", SECURITY_PROFILES),
+    "refresh_token_rotation": _boolean("refresh_token_rotation"),
 }
 assert tuple(_OPENID_RULES) == OPENID_FIELDS
 
@@ -429,6 +433,36 @@ def _auth_method_rule(fields: _Fields, client_type: str | None, settings: Mappin
     elif method == PRIVATE_KEY_JWT and not (settings["jwks"] or settings["jwks_uri"]):
         fields.errors.setdefault("jwks", InvalidRequest(
             "private_key_jwt needs the app's public keys: jwks (a JWK Set) or jwks_uri.", field="jwks"
+        ))
+
+
+def _profile_rule(fields: _Fields, client_type: str | None, settings: Mapping[str, Any]) -> None:
+    """The FAPI 2.0 profile (its Security Profile §5.3.2.1) needs a confidential client that
+    authenticates by private_key_jwt, with its keys (``jwks`` or ``jwks_uri``)."""
+    if settings["security_profile"] != FAPI2 or set(fields.errors) & {
+        "security_profile", "client_type", "token_endpoint_auth_method", "jwks", "jwks_uri"
+    }:
+        return  # not asked for, or a field it depends on is refused already
+    field = "security_profile"
+    if client_type == PUBLIC:
+        message = "security_profile fapi2 needs a confidential client: a public client cannot use it."
+    elif settings["token_endpoint_auth_method"] != PRIVATE_KEY_JWT:
+        message = "security_profile fapi2 needs token_endpoint_auth_method private_key_jwt, with jwks or jwks_uri."
+    elif not (settings["jwks"] or settings["jwks_uri"]):
+        message = "security_profile fapi2 needs the app's public keys: jwks or jwks_uri."
+    else:
+        return
+    fields.errors.setdefault(field, InvalidRequest(message, field=field))
+
+
+def _rotation_rule(fields: _Fields, client_type: str | None, settings: Mapping[str, Any]) -> None:
+    """A public client's refresh tokens rotate (RFC 9700 §4.14.2: a public client's refresh tokens
+    are sender-constrained or rotated, and grantd does not bind them to a public client)."""
+    field = "refresh_token_rotation"
+    if client_type == PUBLIC and settings[field] is False and field not in fields.errors:
+        fields.errors.setdefault(field, InvalidRequest(
+            "refresh_token_rotation can be false only for a confidential client: a public client's refresh "
+            "tokens rotate (RFC 9700 §4.14.2).", field=field,
         ))
 
 
@@ -528,6 +562,8 @@ async def create(
     settings = {**OPENID_DEFAULTS, **_openid(fields, openid or {})}
     _sector_rule(fields, uris_, settings)
     _auth_method_rule(fields, client_type, settings)
+    _profile_rule(fields, client_type, settings)
+    _rotation_rule(fields, client_type, settings)
     fields.done()
     assert name_ is not None and uris_ is not None and permissions_ is not None  # else done() raised
     name = name_
@@ -597,6 +633,8 @@ async def update(
         # then every bad field at once (the caller's app first: another's is NotFound).
         _sector_rule(fields, values.get("redirect_uris", current["redirect_uris"]), {**current, **settings})
         _auth_method_rule(fields, row.client_type, {**current, **settings})
+        _profile_rule(fields, row.client_type, {**current, **settings})
+        _rotation_rule(fields, row.client_type, {**current, **settings})
         fields.done()
         changed = {field: value for field, value in {**values, **settings}.items() if value != current[field]}
         if changed:

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from grantd.core import audit, dpop, openid, pkce
+from grantd.core import audit, dpop, openid, par, pkce
 from grantd.core import permissions as perms
 from grantd.core.accounts import Principal
-from grantd.core.clients import PUBLIC, OpenIDSettings
+from grantd.core.clients import FAPI2_CODE_TTL, PUBLIC, OpenIDSettings
 from grantd.core.context import Context
 from grantd.core.errors import (
     ConsentRequired,
@@ -160,9 +160,10 @@ def _new_code(
     auth_time: int | None = None,
     session_jti: str | None = None,
     dpop_jkt: str | None = None,
+    fapi2: bool = False,
 ) -> _NewCode:
     code = new_secret()
-    expires_at = now + ctx.settings.authorization_code_ttl
+    expires_at = now + code_ttl(ctx, fapi2)
     row = {
         "code_hash": ctx.hasher.hash(code),
         "app_id": app_id,
@@ -185,6 +186,13 @@ def _new_code(
     return _NewCode(code, expires_at, row, event)
 
 
+def code_ttl(ctx: Context, fapi2: bool) -> int:
+    """How long a new code lives: ``authorization_code_ttl``, and at most ``FAPI2_CODE_TTL`` for an
+    app under the FAPI 2.0 profile (its Security Profile §5.3.2.1)."""
+    ttl = ctx.settings.authorization_code_ttl
+    return min(ttl, FAPI2_CODE_TTL) if fapi2 else ttl
+
+
 def with_query(uri: str, **params: str | None) -> str:
     """``uri`` with ``params`` added to its query, keeping the query it has."""
     parts = urlsplit(uri)
@@ -195,6 +203,14 @@ def with_query(uri: str, **params: str | None) -> str:
 
 
 # ---------------------------------------------------------------- the Neucron dialect
+
+# Neither Neucron dialect can carry a pushed request (RFC 9126): v1's JSON call and v2's SDK send
+# their own fixed fields, no request_uri. An app that requires pushed requests (its setting, the
+# server's, or the FAPI 2.0 profile) is refused by both.
+_PUSHED_ONLY = (
+    "This app accepts only pushed authorization requests (RFC 9126), which the Neucron authorize calls "
+    "cannot carry: POST the request to /oauth2/par, then send the browser to /oauth2/authorize with its request_uri."
+)
 
 
 async def _checked(ctx: Context, conn, request: AuthorizationRequest) -> tuple[str, ...]:  # type: ignore[no-untyped-def]
@@ -225,6 +241,8 @@ async def authorize(
     async with ctx.db.read() as conn:
         app, grant = await grant_store.live_app_and_grant(conn, request.app_id, user.user_id)
     requested = _checked_app(ctx, app, request)
+    if par.required(ctx, OpenIDSettings.of(app)):
+        raise UnauthorizedClient(_PUSHED_ONLY)
     missing = missing_from_grant(grant.permissions, requested) if grant is not None else []
     if missing:
         raise ConsentRequired(
@@ -329,7 +347,7 @@ def validate_request(
     prompts = _prompts(prompt)
     age = _max_age(max_age)
     dpop.check_jkt(dpop_jkt)
-    pkce.check_challenge(code_challenge, code_challenge_method, public=target.public)
+    pkce.check_challenge(code_challenge, code_challenge_method, public=target.public, fapi2=target.openid.fapi2)
     requested = requested_scope(ctx, target.allowed, scope)
     if openid.is_openid(requested) and nonce is None and target.openid.require_nonce:
         raise InvalidRequest("nonce is required: this app's settings require one in every OpenID request.")
@@ -421,6 +439,7 @@ async def approve(ctx: Context, user: Principal, request: StandardRequest, *, ad
             auth_time=user.issued_at or None,
             session_jti=user.jti if bound else None,
             dpop_jkt=request.dpop_jkt,
+            fapi2=target.openid.fapi2,
         )
         await code_store.insert_code(tx, new.row, new.event)
     return _answer(ctx, target, request.response_mode, code=new.code, state=request.state)
@@ -448,6 +467,8 @@ def validate_v2_request(
             "This app is a public client: Neucron v2 sends no PKCE, so it serves confidential apps only. "
             "A public client uses /oauth2/authorize with PKCE (S256)."
         )
+    if par.required(ctx, target.openid):
+        raise UnauthorizedClient(_PUSHED_ONLY)
     if platform is None:
         raise InvalidRequest("platform is required: the app's name as registered.")
     if platform != target.app_name:

@@ -26,7 +26,7 @@ from typing import Any, NamedTuple, Protocol
 import jwt
 
 from grantd.core import jwks
-from grantd.core.clients import PRIVATE_KEY_JWT, PUBLIC, Client, OpenIDSettings
+from grantd.core.clients import PRIVATE_KEY_JWT, PUBLIC, Client, OpenIDSettings, rotates_refresh_tokens
 from grantd.core.context import Context
 from grantd.core.errors import InvalidClient, InvalidRequest
 from grantd.crypto.secrets import key_id_of_secret
@@ -70,7 +70,10 @@ def verified_key(ctx: Context, key_id: str, key_secret: str, key: Any) -> Client
     private_key_jwt is never live: ``store.apps.live_key`` reads none.)"""
     if key is None or not ctx.hasher.verify(key_secret, key.secret_hash):
         raise InvalidClient(_WRONG_KEY)
-    return Client(key.app_id, key_id, key.permissions, dpop_required=OpenIDSettings.dpop_required_of(key))
+    return Client(
+        key.app_id, key_id, key.permissions, dpop_required=OpenIDSettings.dpop_required_of(key),
+        rotates_refresh_tokens=rotates_refresh_tokens(key.refresh_token_rotation, key.security_profile),
+    )
 
 
 async def _live_key(ctx: Context, key_id: str) -> Any:
@@ -137,7 +140,10 @@ class PublicClient(NamedTuple):
             app = await app_store.live(conn, self.client_id)
         if app is None or app.client_type != PUBLIC:
             raise InvalidClient("Unknown client, or the client must authenticate with its secret.")
-        return Client(self.client_id, None, dpop_required=OpenIDSettings.of(app).dpop_required)
+        settings = OpenIDSettings.of(app)
+        return Client(
+            self.client_id, None, dpop_required=settings.dpop_required, rotates_refresh_tokens=settings.rotates_refresh_tokens
+        )
 
     def proven(self, ctx: Context, key: Any) -> Client:  # no key to judge: key_id is None
         raise InvalidClient("Unknown client, or the client must authenticate with its secret.")
@@ -195,8 +201,9 @@ class PrivateKeyJwt:
         else:
             raise InvalidClient("The client has no keys (jwks or jwks_uri).")
         issuer = ctx.settings.issuer
-        # RFC 7523 §3 item 3: the issuer, or the URL of the endpoint (token, revocation, introspection).
-        audiences = [issuer, *(f"{issuer}/oauth2/{name}" for name in ("token", "revoke", "introspect"))]
+        # RFC 7523 §3 item 3: the issuer, or the URL of the endpoint (token, revocation, introspection);
+        # under FAPI 2.0 (its Security Profile §5.3.2.1) the issuer alone, as a string.
+        audiences = [issuer] if settings.fapi2 else [issuer, *(f"{issuer}/oauth2/{name}" for name in ("token", "revoke", "introspect"))]
         claims = None
         for key in jwks.candidates(keys_text, kid, alg):
             try:
@@ -211,6 +218,8 @@ class PrivateKeyJwt:
                 raise InvalidClient(f"The client assertion is invalid: {exc}.") from None
         if claims is None:
             raise InvalidClient("The client assertion is not signed by a key of the client.")
+        if settings.fapi2 and claims["aud"] != issuer:
+            raise InvalidClient("The client assertion's aud must be the issuer, as a string (FAPI 2.0).")
         now, exp, iat, jti = ctx.now(), claims["exp"], claims.get("iat"), claims["jti"]
         if not isinstance(exp, int) or exp > now + ASSERTION_MAX_LIFETIME + LEEWAY:
             raise InvalidClient(f"The client assertion may be valid for at most {ASSERTION_MAX_LIFETIME} seconds.")
@@ -222,7 +231,10 @@ class PrivateKeyJwt:
             fresh = await app_store.record_assertion_jti(tx, sub, jti, exp + LEEWAY, now)
         if not fresh:
             raise InvalidClient("The client assertion was used already (its jti is not new).")
-        return Client(sub, None, app.permissions, by_assertion=True, dpop_required=settings.dpop_required)
+        return Client(
+            sub, None, app.permissions, by_assertion=True, dpop_required=settings.dpop_required,
+            rotates_refresh_tokens=settings.rotates_refresh_tokens,
+        )
 
     def proven(self, ctx: Context, key: Any) -> Client:  # no key to judge: key_id is None
         raise InvalidClient("The client assertion is proven by authenticate.")

@@ -6,6 +6,7 @@ How a caller proves it is a client is ``grantd.core.client_auth``'s.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,6 +33,9 @@ class Client(NamedTuple):
     # tokens it gets are bound to), and whether the app requires one (OpenIDSettings.dpop_required).
     dpop_jkt: str | None = None
     dpop_required: bool = False
+    # Whether a refresh answers a new refresh token (``OpenIDSettings.rotates_refresh_tokens``), read
+    # with the client's authentication.
+    rotates_refresh_tokens: bool = True
 
     @property
     def is_public(self) -> bool:
@@ -45,6 +49,14 @@ PRIVATE_KEY_JWT = "private_key_jwt"
 TOKEN_AUTH_NONE = "none"
 CONFIDENTIAL_AUTH_METHODS = (CLIENT_SECRET_BASIC, CLIENT_SECRET_POST, PRIVATE_KEY_JWT)
 AUTH_METHODS = (*CONFIDENTIAL_AUTH_METHODS, TOKEN_AUTH_NONE)
+
+# grantd's own ``security_profile`` values: none, or FAPI 2.0 (the FAPI 2.0 Security Profile's rules
+# enforced for the app whatever its other settings say; see ``OpenIDSettings.fapi2``).
+NO_PROFILE = "none"
+FAPI2 = "fapi2"
+SECURITY_PROFILES = (NO_PROFILE, FAPI2)
+# FAPI 2.0 Security Profile §5.3.2.1: an authorization code lives at most this long.
+FAPI2_CODE_TTL = 60
 
 ID_TOKEN_ALGORITHMS = ("RS256", "ES256")  # the first is the default (OpenID Connect Discovery 1.0 §3)
 SUBJECT_TYPES = ("public", "pairwise")
@@ -70,6 +82,11 @@ class OpenIDSettings:
     jwks_uri: str | None = None
     # RFC 9449 §5.2: the app's token requests must carry a DPoP proof (its tokens are all bound).
     dpop_bound_access_tokens: bool = False
+    # grantd's own (no RFC 7591 name): "fapi2" enforces the FAPI 2.0 Security Profile (``fapi2``).
+    security_profile: str = NO_PROFILE
+    # grantd's own: whether a refresh answers a new refresh token and retires the one presented
+    # (RFC 9700 §4.14.2), or the same one again (``rotates_refresh_tokens``).
+    refresh_token_rotation: bool = True
 
     @classmethod
     def of(cls, row: Any) -> OpenIDSettings:
@@ -86,19 +103,39 @@ class OpenIDSettings:
             jwks=row.jwks,
             jwks_uri=row.jwks_uri,
             dpop_bound_access_tokens=bool(row.dpop_bound_access_tokens),
+            security_profile=row.security_profile or NO_PROFILE,
+            refresh_token_rotation=row.refresh_token_rotation is None or bool(row.refresh_token_rotation),
         )
+
+    @property
+    def fapi2(self) -> bool:
+        """Whether the app is under the FAPI 2.0 Security Profile. Each of its rules is where the rule
+        it tightens lives: pushed requests only (``par.required``), PKCE S256 required
+        (``pkce.check_challenge``), codes of at most ``FAPI2_CODE_TTL`` seconds
+        (``authorization.code_ttl``), an assertion's ``aud`` the issuer alone
+        (``client_auth.PrivateKeyJwt``), refresh tokens not rotated (``rotates_refresh_tokens``);
+        sender-constrained (DPoP-bound) tokens where the token endpoint binds them. Saving such an
+        app needs a confidential client with private_key_jwt and its keys (``core.apps``)."""
+        return self.security_profile == FAPI2
+
+    @property
+    def rotates_refresh_tokens(self) -> bool:
+        """Whether a refresh rotates the refresh token: the app's ``refresh_token_rotation``, never
+        under FAPI 2.0 (its Security Profile §5.3.2.1 asks not to rotate)."""
+        return rotates_refresh_tokens(self.refresh_token_rotation, self.security_profile)
 
     @property
     def dpop_required(self) -> bool:
         """Whether the app's token requests must carry a DPoP proof (RFC 9449 §5.2): the one rule,
-        which the token endpoint applies (``core.access_token.row``)."""
-        return self.dpop_bound_access_tokens
+        which the token endpoint applies (``core.access_token.row``): the app's
+        ``dpop_bound_access_tokens``, and always under FAPI 2.0 (sender-constrained tokens)."""
+        return self.dpop_bound_access_tokens or self.fapi2
 
     @staticmethod
     def dpop_required_of(row: Any) -> bool:
         """``dpop_required`` for a row holding only the app columns that rule reads (a live key's,
         ``store.apps.live_key``), without building the whole settings."""
-        return _BY_DPOP_SETTING[bool(row.dpop_bound_access_tokens)].dpop_required
+        return _dpop_settings(bool(row.dpop_bound_access_tokens), row.security_profile or NO_PROFILE).dpop_required
 
     def auth_method(self, client_type: str) -> str:
         """The method the app authenticates by: the registered one, else ``none`` for a public
@@ -115,7 +152,17 @@ class OpenIDSettings:
         return next(iter(hosts)) if len(hosts) == 1 else None
 
 
-_BY_DPOP_SETTING = {False: OpenIDSettings(), True: OpenIDSettings(dpop_bound_access_tokens=True)}
+def rotates_refresh_tokens(refresh_token_rotation: bool | None, security_profile: str | None) -> bool:
+    """The rule of ``OpenIDSettings.rotates_refresh_tokens`` on the two settings as stored (NULL:
+    the default), for a read that has the columns without the whole app (``store.apps.live_key``)."""
+    return (refresh_token_rotation is None or bool(refresh_token_rotation)) and security_profile != FAPI2
+
+
+@functools.lru_cache(maxsize=16)
+def _dpop_settings(dpop_bound_access_tokens: bool, security_profile: str) -> OpenIDSettings:
+    """The settings of the columns ``OpenIDSettings.dpop_required`` reads (the others' defaults),
+    kept per value so that a token request builds none."""
+    return OpenIDSettings(dpop_bound_access_tokens=dpop_bound_access_tokens, security_profile=security_profile)
 
 
 def redirect_hosts(uris: Sequence[str]) -> set[str]:

@@ -8,7 +8,9 @@ or published at ``jwks_uri`` (RFC 7591 §2).
   fetched (https; ``MAX_JWKS_BYTES`` at most, short timeouts, no redirects) and cached for
   ``CACHE_SECONDS``. An address that is private, loopback, link-local or otherwise not global
   is refused unless the operator allows it (``GRANTD_JWKS_URI_ALLOW_PRIVATE_ADDRESSES``): a
-  client must not make the server reach into its own network.
+  client must not make the server reach into its own network. The host is resolved once and the
+  connection goes to the address checked (``_Pinned``), so a DNS answer that changes in between
+  (DNS rebinding) cannot reach an address that was not checked.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ import asyncio
 import ipaddress
 import json
 import socket
+import ssl
 import time
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpcore
 import httpx
 import jwt
 
@@ -33,7 +37,8 @@ MAX_JWKS_BYTES = 16 * 1024
 CACHE_SECONDS = 300
 # A key not found in a cached set refetches it, at most this often (a key rotated in by the app).
 REFETCH_SECONDS = 30
-TIMEOUT = httpx.Timeout(3.0, connect=2.0)
+TIMEOUT = httpx.Timeout(3.0, connect=2.0)  # each step: connect 2 s, then each read or write 3 s
+TOTAL_SECONDS = 5.0  # the whole fetch, however slowly the answer comes
 _PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
 _KINDS = {"RSA": None, "EC": "P-256", "OKP": "Ed25519"}
 
@@ -127,40 +132,104 @@ class JwksCache:
 CACHE = JwksCache()
 
 
-async def _check_address(host: str, port: int, allow_private: bool) -> None:
-    if allow_private:
-        return
+async def _resolve(host: str, port: int) -> list[str]:
+    """The addresses ``host`` resolves to (the system's resolver), in its order of preference."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [info[4][0] for info in infos]
+
+
+async def _checked_address(host: str, port: int, allow_private: bool) -> str:
+    """The one address to connect to for ``host``, resolved once: each address it resolves to must
+    be global unless ``allow_private``. The connection then goes to that address and no other
+    (``_Pinned``): a DNS answer that changes between this check and the connection (DNS rebinding)
+    cannot send it to an address that was not checked."""
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except OSError:
+        addresses = await _resolve(host, port)
+    except (OSError, UnicodeError):
         raise InvalidClient("The app's jwks_uri cannot be resolved.") from None
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0].split("%")[0])
-        if not address.is_global:
-            raise InvalidClient("The app's jwks_uri resolves to an address that is not public.")
+    if not addresses:
+        raise InvalidClient("The app's jwks_uri cannot be resolved.")
+    if not allow_private:
+        for address in addresses:
+            if not ipaddress.ip_address(address.split("%")[0]).is_global:
+                raise InvalidClient("The app's jwks_uri resolves to an address that is not public.")
+    return addresses[0]
+
+
+class _Pinned(httpcore.AsyncNetworkBackend):
+    """A network backend that connects to one address, whatever host it is asked for: the request
+    keeps the URL's host name (its ``Host`` header, the TLS server name and the certificate's check),
+    and the socket goes to the address ``_checked_address`` checked."""
+
+    def __init__(self, address: str) -> None:
+        self._address = address
+        self._backend = httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
+        socket_options: Any = None,
+    ) -> httpcore.AsyncNetworkStream:
+        return await self._backend.connect_tcp(
+            self._address, port, timeout=timeout, local_address=local_address, socket_options=socket_options
+        )
+
+    async def connect_unix_socket(self, path: str, timeout: float | None = None, socket_options: Any = None) -> Any:
+        raise httpcore.ConnectError("jwks_uri: no Unix sockets")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._backend.sleep(seconds)
+
+
+_FETCH_ERRORS = (
+    httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError, httpcore.UnsupportedProtocol,
+    OSError, TimeoutError, ssl.SSLError,
+)
 
 
 async def fetch(uri: str, *, allow_private: bool) -> str:
-    """The JWK Set at ``uri``, checked (``check_jwks``); InvalidClient when it cannot be had."""
+    """The JWK Set at ``uri``, checked (``check_jwks``); InvalidClient when it cannot be had. Its
+    host is resolved once and the connection made to the address checked (``_checked_address``);
+    ``TIMEOUT`` per step, ``TOTAL_SECONDS`` in all, ``MAX_JWKS_BYTES`` at most, no redirect."""
     parts = urlsplit(uri)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
+    if parts.scheme not in ("https", "http") or not parts.hostname or not uri.isascii():
         raise InvalidClient("The app's jwks_uri is not a URL.")
     if parts.scheme == "http" and not allow_private:
         raise InvalidClient("The app's jwks_uri must be https.")
-    await _check_address(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80), allow_private)
     try:
-        async with httpx.AsyncClient(timeout=TIMEOUT, follow_redirects=False, trust_env=False) as client:
-            async with client.stream("GET", uri, headers={"Accept": "application/json"}) as response:
-                if response.status_code != 200:
-                    raise InvalidClient(f"The app's jwks_uri answered {response.status_code}.")
-                body = b""
-                async for chunk in response.aiter_bytes():
-                    body += chunk
-                    if len(body) > MAX_JWKS_BYTES:
-                        raise InvalidClient(f"The app's JWK Set is larger than {MAX_JWKS_BYTES} bytes.")
-    except httpx.HTTPError:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise InvalidClient("The app's jwks_uri is not a URL.") from None
+    address = await _checked_address(parts.hostname, port, allow_private)
+    try:
+        async with asyncio.timeout(TOTAL_SECONDS):
+            body = await _get(uri, address)
+    except _FETCH_ERRORS:
         raise InvalidClient("The app's jwks_uri could not be fetched.") from None
     try:
         return check_jwks(body.decode("utf-8"))
     except (InvalidRequest, UnicodeDecodeError):
         raise InvalidClient("The app's jwks_uri holds no valid JWK Set of public keys.") from None
+
+
+async def _get(uri: str, address: str) -> bytes:
+    """GET ``uri`` over a connection to ``address``: the body of a 200, at most ``MAX_JWKS_BYTES``."""
+    timeouts = {"connect": TIMEOUT.connect, "read": TIMEOUT.read, "write": TIMEOUT.write, "pool": TIMEOUT.pool}
+    async with httpcore.AsyncConnectionPool(
+        ssl_context=_ssl_context(), network_backend=_Pinned(address), max_connections=1, retries=0
+    ) as pool:
+        async with pool.stream(
+            "GET", uri, headers=[(b"Accept", b"application/json")], extensions={"timeout": timeouts}
+        ) as response:
+            if response.status != 200:
+                raise InvalidClient(f"The app's jwks_uri answered {response.status}.")
+            body = b""
+            async for chunk in response.aiter_stream():
+                body += chunk
+                if len(body) > MAX_JWKS_BYTES:
+                    raise InvalidClient(f"The app's JWK Set is larger than {MAX_JWKS_BYTES} bytes.")
+    return body
+
+
+def _ssl_context() -> ssl.SSLContext:
+    """The certificate authorities httpx trusts (certifi's), hosts checked."""
+    return httpx.create_ssl_context()

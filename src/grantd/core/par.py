@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from grantd.core import authorization, openid
 from grantd.core.client_auth import ClientAuthentication
+from grantd.core.clients import OpenIDSettings
 from grantd.core.context import Context
 from grantd.core.errors import InvalidDPoPProof, InvalidRedirectUri, InvalidRequest, InvalidRequestUri
 from grantd.crypto.secrets import new_secret
@@ -143,6 +144,11 @@ async def spend(ctx: Context, opened: Opened) -> None:
         raise InvalidRequestUri(_UNUSABLE)
 
 
-def required(ctx: Context, target: authorization.Target) -> bool:
-    """RFC 9126 §6: whether the app's requests must be pushed (its setting, or the server's)."""
-    return ctx.settings.require_pushed_authorization_requests or target.openid.require_pushed_authorization_requests
+def required(ctx: Context, settings: OpenIDSettings) -> bool:
+    """RFC 9126 §6: whether the requests of the app with ``settings`` must be pushed: its setting,
+    the server's, or the FAPI 2.0 profile (its Security Profile §5.3.2.1: PAR only)."""
+    return (
+        ctx.settings.require_pushed_authorization_requests
+        or settings.require_pushed_authorization_requests
+        or settings.fapi2
+    )

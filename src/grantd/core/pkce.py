@@ -14,9 +14,12 @@ def valid_value(value: str) -> bool:
     return 43 <= len(value) <= 128 and all(c.isascii() and (c.isalnum() or c in "-._~") for c in value)
 
 
-def check_challenge(code_challenge: str | None, code_challenge_method: str | None, *, public: bool) -> None:
+def check_challenge(
+    code_challenge: str | None, code_challenge_method: str | None, *, public: bool, fapi2: bool = False
+) -> None:
     """RFC 7636 §4.3 at the authorization endpoint: S256 only, and required of a public client
-    (RFC 9700 §2.1.1). Raises InvalidRequest, which the endpoint redirects back with ``state``."""
+    (RFC 9700 §2.1.1) and of an app under the FAPI 2.0 profile (its Security Profile §5.3.2.1).
+    Raises InvalidRequest, which the endpoint redirects back with ``state``."""
     if code_challenge is not None:
         if code_challenge_method not in METHODS:
             raise InvalidRequest("code_challenge_method must be S256; plain is not accepted.")
@@ -24,7 +27,7 @@ def check_challenge(code_challenge: str | None, code_challenge_method: str | Non
             raise InvalidRequest("code_challenge must be 43 to 128 characters of base64url.")
     elif code_challenge_method is not None:
         raise InvalidRequest("code_challenge_method was sent without a code_challenge.")
-    elif public:
+    elif public or fapi2:
         raise InvalidRequest("PKCE is required for this client: send code_challenge with code_challenge_method=S256.")
 
 

@@ -25,6 +25,7 @@ OPENID_COLUMNS = (
     "require_pushed_authorization_requests",
     "token_endpoint_auth_method", "jwks", "jwks_uri",  # migration 0014
     "dpop_bound_access_tokens",  # migration 0015
+    "security_profile", "refresh_token_rotation",  # migration 0016
 )
 
 _APP_COLUMNS = (
@@ -144,10 +145,15 @@ async def revoke_key(conn: AsyncConnection, app_id: str, key_id: str, now: int) 
     return result.rowcount == 1
 
 
+# With the key, the app's settings a grant needs of its client: its permissions (client_credentials),
+# its refresh-token rotation (core.clients.rotates_refresh_tokens) and whether it requires DPoP
+# (core.clients.OpenIDSettings.dpop_required, with its security profile), so that no grant reads the
+# app again.
+_LIVE_KEY_COLUMNS = (
+    "secret_hash", "app_id", "permissions", "refresh_token_rotation", "security_profile", "dpop_bound_access_tokens",
+)
 _LIVE_KEY = Prepared(
-    # dpop_bound_access_tokens: what core.clients.OpenIDSettings.dpop_required reads, so that the
-    # token endpoint knows whether the app requires DPoP without a second read.
-    select(app_keys.c.secret_hash, app_keys.c.app_id, apps.c.permissions, apps.c.dpop_bound_access_tokens)
+    select(*(app_keys.c[name] if name in app_keys.c else apps.c[name] for name in _LIVE_KEY_COLUMNS))
     .join(apps, apps.c.id == app_keys.c.app_id)
     .where(
         app_keys.c.id == bindparam("key_id"),
@@ -160,7 +166,7 @@ _LIVE_KEY = Prepared(
 )
 
 
-_LiveKeyRow = namedtuple("_LiveKeyRow", ("secret_hash", "app_id", "permissions", "dpop_bound_access_tokens"))  # as live_key's row
+_LiveKeyRow = namedtuple("_LiveKeyRow", _LIVE_KEY_COLUMNS)  # as live_key's row
 
 
 class LiveKeyAnd:
@@ -177,8 +183,7 @@ class LiveKeyAnd:
         one = select(literal_column("1").label("one")).subquery("one")
         self._prepared = Prepared(
             select(
-                key.c.secret_hash, key.c.app_id.label("key_app_id"), key.c.permissions.label("key_permissions"),
-                key.c.dpop_bound_access_tokens.label("key_dpop_bound_access_tokens"),
+                *(key.c[name].label("key_" + name) for name in _LIVE_KEY_COLUMNS),
                 *(found.c[name].label("found_" + name) for name in self._names),
             ).select_from(one.outerjoin(key, true()).outerjoin(found, true()))
         )
@@ -186,16 +191,15 @@ class LiveKeyAnd:
     async def fetch(self, conn: AsyncConnection, key_id: str, **params: Any) -> tuple[Any, Any]:
         """(the live key or None, the other row or None; it must have a NOT NULL first column)."""
         row = await fetch_one(conn, self._prepared, key_id=key_id, **params)
-        key = None if row.secret_hash is None else _LiveKeyRow(
-            row.secret_hash, row.key_app_id, row.key_permissions, row.key_dpop_bound_access_tokens
-        )
-        found = None if row[4] is None else self._row(*row[4:])
+        width = len(_LIVE_KEY_COLUMNS)
+        key = None if row[0] is None else _LiveKeyRow(*row[:width])
+        found = None if row[width] is None else self._row(*row[width:])
         return key, found
 
 
 async def live_key(conn: AsyncConnection, key_id: str) -> Row | None:
-    """A key that is not revoked, of an app that is not disabled: its secret hash, its app and the
-    app's permissions."""
+    """A key that is not revoked, of an app that is not disabled: its secret hash, its app, and the
+    app's permissions and refresh-token settings (``_LIVE_KEY_COLUMNS``)."""
     return await fetch_one(conn, _LIVE_KEY, key_id=key_id)
 
 

@@ -91,6 +91,9 @@ apps = Table(
     Column("jwks", Text),  # a JWK Set of public keys (JSON), for private_key_jwt (RFC 7523)
     Column("jwks_uri", Text),  # where the app publishes its JWK Set instead
     Column("dpop_bound_access_tokens", Boolean),  # RFC 9449 §5.2 (migration 0015): DPoP required
+    # grantd's own (migration 0016): "fapi2" (the FAPI 2.0 Security Profile); NULL: none.
+    Column("security_profile", String(16)),
+    Column("refresh_token_rotation", Boolean),  # false: a refresh keeps its refresh token; NULL: true
 )
 
 # DPoP proofs accepted (RFC 9449 §11.1), by a keyed hash of their key and jti, until their iat

@@ -59,6 +59,14 @@ class Spender(Protocol):
     def issue(self, row: Any) -> Issue: ...
 
 
+class Rotator(Spender, Protocol):
+    """The caller of a refresh token's rotation (``rotate``): a ``Spender`` that also says, once
+    proven, whether its app rotates refresh tokens (``rotates``) or keeps them."""
+
+    @property
+    def rotates(self) -> bool: ...
+
+
 INSERT_ACCESS = Prepared(insert(access_tokens).values({name: bindparam(name) for name in ACCESS_COLUMNS}))
 INSERT_REFRESH = Prepared(insert(refresh_tokens).values({name: bindparam(name) for name in REFRESH_COLUMNS}))
 
@@ -329,9 +337,12 @@ async def rotate_and_issue(
     return await fetch_one(conn, _ROTATE_AND_ISSUE, **params) is not None
 
 
-async def rotate(db: Database, token_hash: str, now: int, spender: Spender) -> tuple[bool, Row | None]:
+async def rotate(db: Database, token_hash: str, now: int, spender: Rotator) -> tuple[bool, Row | None]:
     """Rotate a refresh token with what it issues (``spender.issue``: the new access token and the
-    successor, both always; a rotation writes no audit row), exactly once on either database.
+    successor, both always; a rotation writes no audit row), exactly once on either database. For
+    an app that does not rotate (``spender.rotates`` false once the caller is proven; ``issue``
+    then gives no successor) the token is kept, live, and only the access token is written, if the
+    token is still live and unrotated (``keep_and_issue``); it returns as a rotation does.
     Whether this call rotated it, and the token's row: when it was not rotated, the row only if it
     was rotated before or by a concurrent caller (a reuse for the caller to judge), else None.
 
@@ -346,6 +357,8 @@ async def rotate(db: Database, token_hash: str, now: int, spender: Spender) -> t
     """
     if db.is_sqlite:
         app_id = await spender.authenticate()
+        if not spender.rotates:
+            return await _keep_sqlite(db, token_hash, spender)
         async with db.write() as tx:
             row = await fetch_one(tx, _ROTATE, token_hash=token_hash, app_id=app_id, now=now)
             if row is None:
@@ -364,10 +377,63 @@ async def rotate(db: Database, token_hash: str, now: int, spender: Spender) -> t
         if row.rotated_at is not None:
             return False, row
         issue = spender.issue(row)  # raises before anything is written
+        if issue.refresh is None:  # the app keeps its refresh tokens: only the access token is new
+            return await keep_and_issue(conn, token_hash, app_id, now, issue.access), row
         rotated = await rotate_and_issue(
             conn, token_hash, app_id, now, row.code_hash, access=issue.access, refresh=issue.refresh  # type: ignore[arg-type]
         )
     return rotated, row  # rotated, or lost to a concurrent caller: a reuse to judge
+
+
+# A refresh of an app that does not rotate, on PostgreSQL in autocommit: one statement that
+# re-checks the token under its row lock (an UPDATE: a concurrent revocation of its family, which
+# locks the row too, either comes first and leaves nothing to keep, or waits and then sees the
+# new access token) and inserts the access token: both or neither. The token's ``access_jti``
+# becomes the newest access token issued beside it.
+def _keep_and_issue() -> Prepared:
+    kept = (
+        update(refresh_tokens)
+        .where(
+            refresh_tokens.c.token_hash == bindparam("token_hash", type_=refresh_tokens.c.token_hash.type),
+            refresh_tokens.c.app_id == bindparam("app_id", type_=refresh_tokens.c.app_id.type),
+            refresh_tokens.c.rotated_at.is_(None),
+            refresh_tokens.c.revoked_at.is_(None),
+            refresh_tokens.c.expires_at > bindparam("now", type_=BigInteger),
+        )
+        .values(access_jti=bindparam("access_jti", type_=refresh_tokens.c.access_jti.type))
+        .returning(refresh_tokens.c.code_hash)
+        .cte("kept")
+    )
+    return Prepared(insert_from(access_tokens, ACCESS_COLUMNS, "access_", kept).returning(access_tokens.c.jti))
+
+
+_KEEP_AND_ISSUE = _keep_and_issue()
+_KEEP = Prepared(
+    update(refresh_tokens)
+    .where(refresh_tokens.c.token_hash == bindparam("token_hash"))
+    .values(access_jti=bindparam("access_jti"))
+)
+
+
+async def keep_and_issue(conn: AsyncConnection, token_hash: str, app_id: str, now: int, access: dict[str, Any]) -> bool:
+    """PostgreSQL, in autocommit: insert the ``access`` token's row if the refresh token is still
+    the app's, live and unrotated (``_keep_and_issue``); whether it was."""
+    params = {"token_hash": token_hash, "app_id": app_id, "now": now, **{"access_" + k: v for k, v in access.items()}}
+    return await fetch_one(conn, _KEEP_AND_ISSUE, **params) is not None
+
+
+async def _keep_sqlite(db: Database, token_hash: str, spender: Rotator) -> tuple[bool, Row | None]:
+    """SQLite: a refresh of an app that does not rotate, in one write transaction (SQLite's writers
+    queue, so what is read is what is judged): the token read and judged (``spender.issue``), the
+    access token written, the token kept. A token rotated before (the app rotated then) is a reuse."""
+    async with db.write() as tx:
+        row = await fetch_one(tx, _FIND_REFRESH, token_hash=token_hash)
+        if row is None or row.rotated_at is not None:
+            return False, row
+        issue = spender.issue(row)  # raises inside the transaction: nothing is written
+        await run(tx, INSERT_ACCESS, **issue.access)
+        await run(tx, _KEEP, token_hash=token_hash, access_jti=issue.access["jti"])
+    return True, row
 
 
 async def read_for(

@@ -168,7 +168,7 @@ def _app_form(app: apps.App | None = None) -> dict[str, Any]:
     }
 
 
-_CHECKBOXES = ("require_nonce", "require_pushed_authorization_requests", "dpop_bound_access_tokens")
+_CHECKBOXES = ("require_nonce", "require_pushed_authorization_requests", "dpop_bound_access_tokens", "refresh_token_rotation")
 
 
 def _posted_app_form(form: Form) -> dict[str, Any]:

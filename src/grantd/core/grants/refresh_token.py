@@ -5,6 +5,11 @@ the rotation or not at all (``store.tokens.rotate``, on either database). A rota
 again revokes its whole family, except within the grace window (``refresh_token_grace``), where the
 duplicate gets the same successor and an equivalent access token. A successful rotation is not
 audited (a hot path); a reuse that revokes the family is.
+
+An app whose refresh tokens are not rotated (``OpenIDSettings.rotates_refresh_tokens``: its
+``refresh_token_rotation`` off, or the FAPI 2.0 profile) gets a new access token and the same
+refresh token, whose lifetime does not change; the token stays usable until it expires or is
+revoked. One it rotated before that setting changed is still judged as a reuse.
 """
 
 from __future__ import annotations
@@ -40,8 +45,9 @@ def token_request(
 async def refresh(
     ctx: Context, auth: ClientAuthentication, refresh_token: str, scope: str | None = None, *, address: str | None = None
 ) -> IssuedToken:
-    """Rotate ``refresh_token`` for the client ``auth`` proves. The client is proven before anything
-    about the token is looked at; on PostgreSQL its key is read with the token, in one SELECT."""
+    """Rotate ``refresh_token`` (or keep it, for an app that does not rotate) for the client ``auth``
+    proves. The client is proven before anything about the token is looked at; on PostgreSQL its
+    key is read with the token, in one SELECT."""
     successor = ctx.hasher.successor(refresh_token)
     token_hash = ctx.hasher.hash(refresh_token)
     rotation = _Rotation(ctx, auth, scope, successor)
@@ -54,6 +60,8 @@ async def refresh(
         if replay is None:
             raise InvalidGrant(_BAD_REFRESH)
         return replay
+    if not client.rotates_refresh_tokens:  # type: ignore[union-attr]
+        successor = refresh_token  # kept: the same token goes back
     issued = access_token.issue(
         ctx, client, jti=rotation.jti, user_id=row.user_id, permissions=rotation.permissions,  # type: ignore[union-attr,arg-type]
         now=rotation.now, refresh_token=successor,
@@ -80,6 +88,11 @@ class _Rotation(Caller):
         self.permissions: tuple[str, ...] = ()
         self.auth_time: int | None = None
 
+    @property
+    def rotates(self) -> bool:
+        """Whether the proven client's app rotates its refresh tokens (``store.tokens.Rotator``)."""
+        return self.client.rotates_refresh_tokens  # type: ignore[union-attr]
+
     def issue(self, row: Any) -> Issue:
         """The rules of rotating the token ``row`` (unrotated, or as the rotation returned it): the
         caller's app, not revoked, unexpired, a scope within the grant; raises. Unrotated is the
@@ -94,13 +107,15 @@ class _Rotation(Caller):
         access = access_token.row(
             ctx, client, jti=self.jti, user_id=row.user_id, code_hash=row.code_hash, scope=" ".join(permissions), now=now
         )
+        self.auth_time = row.auth_time
+        if not client.rotates_refresh_tokens:
+            return Issue(access, None, None)  # the token presented is kept
         # The successor keeps the whole grant, whatever this access token narrowed.
         successor = refresh_row(
             ctx, client, self.successor, code_hash=row.code_hash, user_id=row.user_id, scope=row.scope,
             access_jti=self.jti, now=now, auth_time=row.auth_time, session_jti=row.session_jti,
             dpop_jkt=row.dpop_jkt or dpop.refresh_binding(client),  # once bound, bound to the same key
         )
-        self.auth_time = row.auth_time
         return Issue(access, successor, None)
 
 
