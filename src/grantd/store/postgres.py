@@ -70,11 +70,14 @@ def _asyncpg() -> Any:
 
         _ROW_CLASS = Row
         _INTEGRITY = asyncpg.IntegrityConstraintViolationError
-        # What a connection that died (a database restart, a dropped socket) raises when used.
+        # What a connection that died (a database restart, a dropped socket) raises when used. A
+        # connection that got the server's shutdown message but not yet the end of its socket says
+        # that an operation is still in progress (InternalClientError).
         _LOST = (
             asyncpg.PostgresConnectionError,
             asyncpg.AdminShutdownError,
             asyncpg.InterfaceError,
+            asyncpg.InternalClientError,
             ConnectionError,
         )
         _REFUSING = (asyncpg.OperatorInterventionError, asyncpg.InsufficientResourcesError, OSError, TimeoutError)
@@ -100,6 +103,8 @@ def _unavailable(exc: BaseException, raw: Any) -> str | None:
         return "unreachable"  # no route, no such host
     if isinstance(exc, asyncpg.InterfaceError):
         return "connection_lost" if raw is not None and raw.is_closed() else None
+    if isinstance(exc, asyncpg.InternalClientError):
+        return "connection_lost"
     if isinstance(exc, asyncpg.InsufficientResourcesError):
         return "disk_full" if isinstance(exc, asyncpg.DiskFullError) else "out_of_resources"
     if isinstance(exc, asyncpg.CannotConnectNowError):
