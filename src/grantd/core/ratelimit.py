@@ -313,6 +313,7 @@ class RedisBackend:
                     self._floors.pop((hit.key, hit.window_start - hit.window), None)
                 self._saw(hits, totals, self._seen)
                 return totals
+        floors = [self._floor(hit) for hit in hits]  # again: a failure just now made the floors
         totals = await self.fallback.add(hits, [floor for floor, _ in floors])
         totals = [Counts(c.current, max(c.previous, previous)) for c, (_, previous) in zip(totals, floors)]
         self._saw(hits, totals, self._floors)  # the database's counts: what Redis must go on from
@@ -346,6 +347,7 @@ class RedisBackend:
                 found = [Counts(int(values[i] or 0), int(values[i + 1] or 0)) for i in range(0, len(values), 2)]
                 return [Counts(max(c.current, f), max(c.previous, p)) for c, (f, p) in zip(found, floors)]
         found = await self.fallback.counts(hits)
+        floors = [self._floor(hit) for hit in hits]
         return [Counts(max(c.current, f), max(c.previous, p)) for c, (f, p) in zip(found, floors)]
 
     async def close(self) -> None:
