@@ -27,13 +27,6 @@ from support.servers import free_port
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    here = Path(__file__).parent
-    for item in items:
-        if here in Path(item.fspath).parents:
-            item.add_marker(pytest.mark.faults)
-
-
 class Service:
     """A server process the tests may stop, start, freeze and thaw."""
 

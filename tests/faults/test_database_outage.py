@@ -16,6 +16,8 @@ from faults.conftest import PrivatePostgres
 from faults.load import Load, assert_acknowledged_exactly_once, assert_unavailable_shape, prepare, run
 from support.servers import ServerProcess, start_server
 
+pytestmark = pytest.mark.faults
+
 # GRANTD_DATABASE_TIMEOUT for the server under test.
 TIMEOUT = 2.0
 # A request may wait for the database at most about twice the timeout (a connection, then a
@@ -126,7 +128,10 @@ async def test_postgres_stopped_then_frozen_under_load(server: ServerProcess, po
     began = log.count("the database is unavailable")
     ended = log.count("the database answers again")
     unavailable = sum(1 for a in load.answers if a.status == 503)
-    assert began == 2 and ended == 2, f"{began} outage lines, {ended} recovery lines for two outages:\n{log[-4000:]}"
-    assert unavailable > 2  # one line per outage, not one per refused request
+    lines = "\n".join(line for line in log.splitlines() if "grantd.database" in line)
+    # One line when each outage begins and one when it ends; a restart may add a short second
+    # outage (the first request after it meeting a connection the restart killed), never one per request.
+    assert 2 <= began <= 4 and ended == began, f"{began} outage lines, {ended} recovery lines for two outages:\n{lines}"
+    assert unavailable > 3 * began, f"{unavailable} requests answered 503, {began} outage lines"
 
     await assert_acknowledged_exactly_once(server.database_url, secret_key, load)  # type: ignore[attr-defined]

@@ -19,6 +19,8 @@ import pytest
 from faults.load import Load, assert_acknowledged_exactly_once, assert_unavailable_shape, prepare, run
 from support.servers import ServerProcess, start_server
 
+pytestmark = pytest.mark.faults
+
 
 @pytest.fixture
 def small_disk() -> Iterator[Path]:

@@ -25,6 +25,8 @@ from support.databases import migrate
 from support.neucron import PASSWORD, unique_email
 from support.servers import ServerProcess, start_server
 
+pytestmark = pytest.mark.faults
+
 LIMIT = 5
 
 

@@ -109,6 +109,8 @@ def _unavailable(exc: BaseException, raw: Any) -> str | None:
         return "disk_full" if isinstance(exc, asyncpg.DiskFullError) else "out_of_resources"
     if isinstance(exc, asyncpg.CannotConnectNowError):
         return "starting_or_stopping"
+    if isinstance(exc, asyncpg.ReadOnlySQLTransactionError):
+        return "read_only"  # a standby, or a primary set read-only: no write can succeed here now
     if isinstance(exc, _LOST) or isinstance(exc, _REFUSING):
         return "connection_lost"
     return None
@@ -226,7 +228,10 @@ class _PgWrite:
             await tx.start()
         except BaseException as exc:
             lost = _is_lost(exc, raw)
-            _release(pool, raw, exc)
+            if lost:
+                pool.release(raw, reusable=False)
+            else:
+                _release(pool, raw, exc)
             if not lost:
                 raise _converted(pg, exc, raw)
             # The connection died before this block used it (a database restart since its last
@@ -257,6 +262,10 @@ class _PgWrite:
             else:
                 if isinstance(exc, DatabaseUnavailable):
                     return  # the connection is cut below: no ROLLBACK to wait for
+                if isinstance(exc, Exception) and _unavailable(exc, raw) is not None:
+                    # Raised by the driver outside a statement (a savepoint): the same answer.
+                    exc = _converted(pg, exc, raw)
+                    raise exc
                 try:
                     await tx.rollback()
                 except Exception:  # noqa: BLE001 - the block's own exception is the one to see
@@ -286,9 +295,17 @@ class _PgRead:
         return conn
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        _release(self._pool, self._conn._raw, exc)
-        if exc is None and self._pg.availability.down_since is not None:
-            self._pg.availability.answered()
+        raw = self._conn._raw
+        if exc is None:
+            _release(self._pool, raw)
+            if self._pg.availability.down_since is not None:
+                self._pg.availability.answered()
+            return
+        if isinstance(exc, Exception) and not isinstance(exc, DatabaseUnavailable) and _unavailable(exc, raw) is not None:
+            exc = _converted(self._pg, exc, raw)  # raised by the driver outside a statement
+            _release(self._pool, raw, exc)
+            raise exc
+        _release(self._pool, raw, exc)
 
 
 async def _acquire(pg: Postgres, pool: pg_pool.Pool) -> Any:
@@ -414,7 +431,7 @@ class PgConnection:
         # The block's first statement (a read's SELECT, or write_one()'s) found its connection dead
         # (killed while pooled): once more, on another.
         dead, self._raw = self._raw, await _acquire(self._pg, pool)
-        _release(pool, dead)
+        pool.release(dead, reusable=False)
         try:
             return await how(self._raw, sql, args)
         except _INTEGRITY as error:
