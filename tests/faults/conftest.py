@@ -1,7 +1,7 @@
 """The fault-injection suite's own services: a PostgreSQL cluster (initdb in a temporary folder,
 its own port) and a ``redis-server``, each started for the suite, so that stopping, freezing
 (SIGSTOP) and restarting them never touches the shared ones. ``make test-faults`` runs the suite
-(``-m faults``); ``make test`` leaves it out (pyproject's ``addopts``).
+(``-m faults``); ``make test`` does not collect it (tests/conftest.py).
 
 PostgreSQL refuses to run as root: as root, its files belong to the ``postgres`` user and it runs
 as that user (``runuser``). Where a service cannot be started here, the tests that need it are
