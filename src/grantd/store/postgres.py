@@ -143,9 +143,9 @@ class Postgres:
             kwargs["statement_cache_size"] = int(kwargs.pop("prepared_statement_cache_size"))
         kwargs.pop("prepared_statement_name_func", None)
         # Bounded waits (GRANTD_DATABASE_TIMEOUT): to connect (asyncpg's default is 60 s) and for each
-        # statement's answer (asyncpg's default: for ever), unless the URL sets its own.
-        kwargs.setdefault("timeout", timeout)
-        kwargs.setdefault("command_timeout", timeout)
+        # statement's answer (asyncpg's default: for ever).
+        kwargs["timeout"] = timeout
+        kwargs["command_timeout"] = timeout
         self._kwargs = kwargs
         self.timeout = timeout
         self.availability = availability
