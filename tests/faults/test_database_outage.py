@@ -135,3 +135,52 @@ async def test_postgres_stopped_then_frozen_under_load(server: ServerProcess, po
     assert unavailable > 3 * began, f"{unavailable} requests answered 503, {began} outage lines"
 
     await assert_acknowledged_exactly_once(server.database_url, secret_key, load)  # type: ignore[attr-defined]
+
+
+async def _admin(service: PrivatePostgres, *statements: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(host="127.0.0.1", port=service.port, user="postgres", database="postgres")
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+async def test_a_read_only_database_is_not_ready_and_writes_answer_503(server: ServerProcess, postgres_service: PrivatePostgres) -> None:
+    """A database that takes no writes (a standby after a failover, or one set read-only) while it
+    still answers reads: /readyz says ``writable: read_only``, a token request (a write) is a 503,
+    reads (the JWKS) go on; making it writable again is all it takes."""
+    target = await prepare(server.base_url)
+    database = server.database_url.rsplit("/", 1)[1]  # type: ignore[attr-defined]
+    others = f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}' AND pid <> pg_backend_pid()"
+    flow = target.flow
+
+    async def token(client: httpx.AsyncClient) -> httpx.Response:
+        return await client.post(
+            "/oauth2/token", data={"grant_type": "client_credentials"}, auth=(flow.app_id, flow.key_secret)
+        )
+
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
+        await _admin(postgres_service, f'ALTER DATABASE "{database}" SET default_transaction_read_only = on', others)
+        try:
+            deadline = time.monotonic() + 15
+            while True:
+                ready = await client.get("/readyz")
+                if ready.status_code == 503 and ready.json()["checks"]["writable"] == "read_only":
+                    break
+                assert time.monotonic() < deadline, ready.text
+                await asyncio.sleep(0.5)
+            refused = await token(client)
+            assert refused.status_code == 503, refused.text
+            assert refused.json()["error"] == "temporarily_unavailable" and refused.headers["retry-after"].isdigit()
+            assert (await client.get("/.well-known/jwks.json")).status_code == 200
+        finally:
+            await _admin(postgres_service, f'ALTER DATABASE "{database}" RESET default_transaction_read_only', others)
+        deadline = time.monotonic() + 15
+        while (await client.get("/readyz")).status_code != 200:
+            assert time.monotonic() < deadline, "not ready again after the database took writes again"
+            await asyncio.sleep(0.5)
+        assert (await token(client)).status_code == 200
+    assert "Traceback" not in server.log()
