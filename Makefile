@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-db install migrate clean bench screenshots chromium
+.PHONY: run test test-db test-faults install migrate clean bench screenshots chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ chromium:
 ## The database tests once more, against PostgreSQL
 test-db: $(STAMP)
 	GRANTD_TEST_DB=postgres $(BIN)/pytest -q -m db $(PYTEST_ARGS)
+
+## The fault-injection suite (tests/faults/): its own PostgreSQL and redis-server, stopped, frozen
+## and restarted under load, and a small full disk; see docs/operations.md
+test-faults: $(STAMP)
+	$(BIN)/pytest -q -m faults tests/faults $(PYTEST_ARGS)
 
 ## The npm packages of the Node.js interop tests, each from its package-lock.json: tests/interop/node
 ## (oauth4webapi, jose, openid-client) and tests/interop/neucron-sdk (Neucron's v1 SDK); where npm is absent, those

@@ -32,6 +32,17 @@ from support.servers import UNTHROTTLED, ServerProcess, server_on_new_sqlite, st
 # tests/test_secret_scan.py searches every database and log for them after every other test.
 pytest_plugins = ["secret_harvest"]
 
+FAULTS = Path(__file__).parent / "faults"
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """The fault-injection suite (tests/faults/, marker ``faults``) runs only when asked for with
+    ``-m faults`` (``make test-faults``): not in ``make test`` or ``make test-db``, which would run it
+    again, without an ``-m`` that would make the whole run a selection (see the secret scan)."""
+    if collection_path == FAULTS and "faults" not in (config.option.markexpr or ""):
+        return True
+    return None
+
 
 # ---------------------------------------------------------------- databases
 

@@ -73,7 +73,7 @@ async def test_healthz_and_readyz_answer_when_all_is_well(client: httpx.AsyncCli
     assert health.status_code == 200 and health.json() == {"status": "ok"}
     ready = await client.get("/readyz")
     assert ready.status_code == 200, ready.text
-    assert ready.json() == {"status": "ready", "checks": {"database": "ok", "migrations": "ok", "signing_key": "ok"}}
+    assert ready.json() == {"status": "ready", "checks": {"database": "ok", "migrations": "ok", "writable": "ok", "signing_key": "ok"}}
     assert ready.headers["cache-control"] == "no-store"
 
 
@@ -88,7 +88,7 @@ async def test_readyz_says_which_check_fails(own_app: tuple[Any, httpx.AsyncClie
     assert response.status_code == 503
     assert response.json() == {
         "status": "not_ready",
-        "checks": {"database": "ok", "migrations": "not_current", "signing_key": "ok"},
+        "checks": {"database": "ok", "migrations": "not_current", "writable": "ok", "signing_key": "ok"},
     }
     async with ctx.db.write() as tx:
         await tx.execute(text("UPDATE alembic_version SET version_num = :r"), {"r": revision})
@@ -103,7 +103,7 @@ async def test_readyz_says_which_check_fails(own_app: tuple[Any, httpx.AsyncClie
     try:
         response = await client.get("/readyz")
         assert response.status_code == 503
-        assert response.json()["checks"] == {"database": "unreachable", "migrations": "unchecked", "signing_key": "unchecked"}
+        assert response.json()["checks"] == {"database": "unreachable", "migrations": "unchecked", "writable": "unchecked", "signing_key": "unchecked"}
         # Liveness does not consult the database.
         assert (await client.get("/healthz")).status_code == 200
     finally:

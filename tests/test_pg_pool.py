@@ -23,6 +23,7 @@ from sqlalchemy import func, insert, select, text, update
 
 from grantd.store import signing_keys as signing_key_store
 from grantd.store import users as user_store
+from grantd.store.availability import DatabaseUnavailable
 from grantd.store.db import Database
 from grantd.store.schema import rate_limits, signing_keys, users
 from support.neucron import new_flow
@@ -179,21 +180,20 @@ async def test_pool_gauges_read_the_pool(db: Database) -> None:
     assert db.pool_status() == (10, 0, 0, 0)
 
 
-async def test_a_block_waits_for_a_connection_at_most_the_checkout_timeout(
-    postgres_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from grantd.store import pg_pool
-
-    monkeypatch.setattr(pg_pool, "CHECKOUT_TIMEOUT", 0.3)
-    small = Database(postgres_url, pool_size=1, max_overflow=0)
+async def test_a_block_waits_for_a_connection_at_most_the_database_timeout(postgres_url: str) -> None:
+    """Every connection busy for longer than the database timeout: the block gives up with
+    DatabaseUnavailable (a 503 to its client), counted as load, not as an outage."""
+    small = Database(postgres_url, pool_size=1, max_overflow=0, timeout=0.5)
     try:
         async with small.read() as held:
             await held.execute(select(users.c.id).limit(1))
             started = time.monotonic()
-            with pytest.raises(TimeoutError):
+            with pytest.raises(DatabaseUnavailable) as refused:
                 async with small.write():
                     pass
-            assert 0.25 <= time.monotonic() - started < 5
+            assert 0.45 <= time.monotonic() - started < 5
+            assert refused.value.reason == "pool_exhausted"
+            assert small.availability.down_since is None  # load is not an outage
         async with small.write() as tx:  # free again: taken at once
             await tx.execute(select(users.c.id).limit(1))
     finally:
@@ -251,10 +251,7 @@ async def test_a_connection_lost_in_use_lets_a_waiting_block_open_another(
 ) -> None:
     """A one-connection pool whose connection dies while a block holds it: the block fails, and the
     block waiting for that connection opens a new one instead of waiting out its timeout."""
-    from grantd.store import pg_pool
-
-    monkeypatch.setattr(pg_pool, "CHECKOUT_TIMEOUT", 5.0)
-    small = Database(postgres_url, pool_size=1, max_overflow=0)
+    small = Database(postgres_url, pool_size=1, max_overflow=0, timeout=5.0)
     holding = asyncio.Event()
 
     async def doomed() -> None:

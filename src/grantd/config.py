@@ -48,6 +48,11 @@ class Settings(BaseSettings):
     db_max_overflow: int = Field(
         default=10, ge=0, le=1000, description="PostgreSQL: connections per worker beyond db_pool_size when all are busy."
     )
+    database_timeout: float = Field(
+        default=5.0, ge=0.5, le=300,
+        description="Seconds (0.5-300) grantd waits for the database at each step: to connect, for a free pooled "
+        "connection, for a statement. Past it the request is answered 503 temporarily_unavailable with Retry-After.",
+    )
     data_dir: Path = Field(default=Path("var"), description="Where the embedded database and generated secret live.")
     issuer: str = Field(default="http://127.0.0.1:8000", description="The `iss` of every token: this server's public URL.")
     secret_key: str = Field(
@@ -208,6 +213,11 @@ class Settings(BaseSettings):
     rate_limit_user_code_window: int = Field(default=900, ge=1, le=86400, description="User-code window, seconds.")
     redis_url: str = Field(
         default="", description="redis://host:port/db: keep rate-limit counters in Redis. Empty: in the database."
+    )
+    redis_timeout: float = Field(
+        default=0.25, ge=0.01, le=10,
+        description="Seconds grantd waits for Redis (to connect, for an answer) before it counts in the database "
+        "instead and leaves Redis alone for a few seconds.",
     )
     redis_key_prefix: str = Field(default="grantd:", description="Prefix of every Redis key grantd writes.")
     timeout_keep_alive: int = Field(

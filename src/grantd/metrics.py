@@ -15,7 +15,7 @@ import weakref
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -56,6 +56,24 @@ rate_limited = Counter(
     "grantd_rate_limit_hits",
     "Requests refused with 429 by a rate limit, by route template.",
     ["route"],
+)
+database_available = Gauge(
+    "grantd_database_available",
+    "1 while the database answers, 0 from the first failure of an outage until a block succeeds again "
+    "(with several workers: the lowest of them).",
+    ["database"],
+    multiprocess_mode="livemin",
+)
+database_unavailable = Counter(
+    "grantd_database_unavailable",
+    "Database blocks that failed because the database did not answer, by reason (refused, timeout, "
+    "connection_lost, disk_full, ...): each became a 503 temporarily_unavailable.",
+    ["reason"],
+)
+redis_available = Gauge(
+    "grantd_redis_available",
+    "1 while the rate limiter's Redis answers, 0 while its circuit breaker is open (counting in the database).",
+    multiprocess_mode="livemin",
 )
 
 # Routes are labelled by their template ("/v1/apps/{app_id}"); anything unrouted shares one label.

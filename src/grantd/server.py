@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 import grantd
 from grantd import metrics, routes
 from grantd.api import envelope, oauth2
-from grantd.api.errors import from_http, render
+from grantd.api.errors import from_http, render, unavailable
 from grantd.api.headers import SecurityHeaders
 from grantd.api.hot import HotRoutes
 from grantd.api.limits import BodyReadTimeout, BodySizeLimit
@@ -29,6 +29,7 @@ from grantd.config import Settings
 from grantd.core import mail, retention, signing_keys
 from grantd.core.context import Context
 from grantd.core.errors import GrantdError, InvalidRequest
+from grantd.store.availability import DatabaseUnavailable
 from grantd.telemetry import RequestTelemetry
 
 log = logging.getLogger("grantd")
@@ -100,6 +101,7 @@ class Grantd(FastAPI):
     def __init__(self, settings: Settings, declared: Sequence[routes.Route], **options: Any) -> None:
         handlers = {
             GrantdError: self._grantd_error,
+            DatabaseUnavailable: self._unavailable,
             RequestValidationError: self._validation_error,
             HTTPException: self._http_error,
             Exception: self._unexpected,
@@ -121,6 +123,9 @@ class Grantd(FastAPI):
 
     async def _grantd_error(self, request: Request, exc: GrantdError) -> Response:
         return render(self.dialects.of(request.scope), exc)
+
+    async def _unavailable(self, request: Request, exc: DatabaseUnavailable) -> Response:
+        return render(self.dialects.of(request.scope), unavailable(exc))
 
     async def _validation_error(self, request: Request, exc: RequestValidationError) -> Response:
         message = describe_validation_error(exc.errors())

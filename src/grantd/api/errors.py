@@ -16,7 +16,8 @@ from starlette.responses import Response
 from starlette.types import Scope
 
 from grantd import metrics
-from grantd.core.errors import GrantdError, InvalidRequest, NotFound, PayloadTooLarge
+from grantd.core.errors import GrantdError, InvalidRequest, NotFound, PayloadTooLarge, TemporarilyUnavailable
+from grantd.store.availability import DatabaseUnavailable
 
 Dialect = Callable[[GrantdError], Response]
 
@@ -83,6 +84,15 @@ def _shared(template: list[str], parts: list[str]) -> int:
             break
         count += 1
     return count
+
+
+def unavailable(exc: DatabaseUnavailable) -> TemporarilyUnavailable:
+    """The one answer to a database that does not answer, whatever the route: 503
+    ``temporarily_unavailable`` with ``Retry-After``, in the route's dialect. Never a traceback: the
+    store logged the outage once (``store.availability``)."""
+    return TemporarilyUnavailable(
+        f"The service is temporarily unavailable. Try again in {exc.retry_after} seconds.", exc.retry_after
+    )
 
 
 def from_http(exc: HTTPException) -> GrantdError:

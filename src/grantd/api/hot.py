@@ -41,13 +41,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from grantd import logs, telemetry
 from grantd.api import neucron, oauth2
 from grantd.api.deps import signed_in
-from grantd.api.errors import Dialect, from_http, render
+from grantd.api.errors import Dialect, from_http, render, unavailable
 from grantd.api.headers import secured
 from grantd.api.limits import declared_too_large, receive_within, timed_out, too_large
 from grantd.config import Settings
 from grantd.core.context import Context
 from grantd.core.errors import GrantdError
 from grantd.forms import parse_form
+from grantd.store.availability import DatabaseUnavailable
 
 log = logging.getLogger("grantd")
 
@@ -114,6 +115,8 @@ class HotRoutes:
                     response = await handler(self.state.ctx, scope, body, headers)
                 except GrantdError as exc:
                     response = render(dialect, exc)
+                except DatabaseUnavailable as exc:
+                    response = render(dialect, unavailable(exc))
                 except Exception:
                     log.exception("unhandled error on %s %s", scope["method"], scope["path"])
                     response = render(dialect, GrantdError("The server failed to handle the request."))

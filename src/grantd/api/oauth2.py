@@ -56,7 +56,7 @@ def render_error(exc: GrantdError) -> Response:
     # do the transport's limits (408, 413) and the rate limit (429), which are not OAuth errors.
     status = 401 if isinstance(exc, InvalidClient) else exc.status_code if exc.status_code in (404, 405, 408, 413, 429) else 400
     if exc.status_code >= 500:
-        status = 500
+        status = 503 if exc.status_code == 503 else 500  # temporarily_unavailable keeps its 503 and Retry-After
     headers = {"Retry-After": str(exc.retry_after)} if hasattr(exc, "retry_after") else None
     if hasattr(exc, "dpop_nonce"):  # RFC 9449 §8: use_dpop_nonce brings the nonce to use
         headers = {"DPoP-Nonce": exc.dpop_nonce}

@@ -1,8 +1,9 @@
 """Operations endpoints: liveness, readiness and Prometheus metrics.
 
 - ``GET /healthz``: the process is up and answering; touches nothing else. For liveness probes.
-- ``GET /readyz``: the database answers, its schema is the newest migration, and a signing key
-  is active; 200 when all hold, 503 otherwise. For load balancers and readiness probes.
+- ``GET /readyz``: the database answers, its schema is the newest migration, it takes a write
+  (``core.health.writable``), and a signing key is active; 200 when all hold, 503 otherwise. For
+  load balancers and readiness probes.
 - ``GET /metrics``: Prometheus text format; routed only when ``GRANTD_METRICS_ENABLED`` is true.
 """
 

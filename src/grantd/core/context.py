@@ -28,7 +28,10 @@ class Context:
     @classmethod
     def from_settings(cls, settings: Settings) -> "Context":
         master = settings.master_secret
-        db = Database(settings.resolved_database_url, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow)
+        db = Database(
+            settings.resolved_database_url, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow,
+            timeout=settings.database_timeout,
+        )
         hasher = SecretHasher(master)
         return cls(
             settings=settings,

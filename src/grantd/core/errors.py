@@ -82,6 +82,17 @@ class RateLimited(GrantdError):
         self.retry_after = retry_after
 
 
+class TemporarilyUnavailable(GrantdError):
+    """The server cannot serve the request now (its database does not answer): 503 with
+    ``Retry-After`` in every dialect (RFC 6749 §4.1.2.1 names the code)."""
+
+    error, status_code = "temporarily_unavailable", 503
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class UnsupportedGrantType(GrantdError):
     error, status_code = "unsupported_grant_type", 400
 

@@ -44,6 +44,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from grantd.core.context import Context
 from grantd.crypto.secrets import new_secret
 from grantd.store import mail as store
+from grantd.store.availability import DatabaseUnavailable
 
 MAX_ATTEMPTS = 8
 BACKOFF = 30  # seconds before the second attempt; doubled for each one after
@@ -258,6 +259,8 @@ async def keep_sending(ctx: Context) -> None:
             await send_due(ctx)
         except asyncio.CancelledError:
             raise
+        except DatabaseUnavailable:
+            pass  # logged once by the store, when the outage began; the next look tries again
         except Exception:  # noqa: BLE001 - keep serving; the next look tries again
             log.exception("sending mail failed")
         await asyncio.sleep(POLL)

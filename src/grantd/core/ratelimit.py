@@ -46,6 +46,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from grantd import metrics
 from grantd.core.errors import InvalidClient, InvalidGrant, RateLimited
 from grantd.store import ratelimits as store
 from grantd.store.ratelimits import Counts
@@ -115,9 +116,14 @@ class DatabaseBackend:
         self.db = db
         self._adds = 0
 
-    async def add(self, hits: Sequence[Hit]) -> list[Counts]:
+    async def add(self, hits: Sequence[Hit], floors: Sequence[int] | None = None) -> list[Counts]:
+        """Count one attempt per hit; ``floors``: per hit, attempts known to be counted already in
+        its window (Redis's, before it failed), which the count goes on from if it is higher."""
         async with self.db.write() as tx:
-            totals = [await store.add(tx, hit.key, hit.window_start, hit.window) for hit in hits]
+            totals = [
+                await store.add(tx, hit.key, hit.window_start, hit.window, floor=floors[i] if floors else 0)
+                for i, hit in enumerate(hits)
+            ]
         self._adds += 1
         if self._adds % _PRUNE_EVERY == 0:
             async with self.db.write() as tx:
@@ -144,22 +150,90 @@ class DatabaseBackend:
 
 _NONE = Counts(0, 0)
 
+# Seconds the Redis backend leaves Redis alone after it failed (the circuit breaker's open time).
+REDIS_RETRY_INTERVAL = 5.0
+# Counts of this many (bucket, window) pairs are remembered for carrying over an outage.
+_MAX_SEEN = 50_000
+
+# Per hit (KEYS: its window's counter and the previous window's; ARGV: the counter's lifetime and
+# the floors of both): INCR, raised to one above the floor if it was below it (a Redis that came
+# back empty, or missed what the database counted meanwhile), the previous window's counter
+# raised to its floor, and both values returned.
+_ADD_SCRIPT = """
+local out = {}
+for i = 1, #KEYS / 2 do
+  local current, previous = KEYS[2 * i - 1], KEYS[2 * i]
+  local floor, previous_floor = tonumber(ARGV[3 * i - 1]), tonumber(ARGV[3 * i])
+  local n = redis.call('INCR', current)
+  if n <= floor then
+    n = floor + 1
+    redis.call('SET', current, n)
+  end
+  redis.call('EXPIRE', current, ARGV[3 * i - 2])
+  local before = tonumber(redis.call('GET', previous) or '0')
+  if before < previous_floor then
+    before = previous_floor
+    redis.call('SET', previous, before, 'EX', ARGV[3 * i - 2])
+  end
+  out[2 * i - 1] = n
+  out[2 * i] = before
+end
+return out
+"""
+# A refund never takes a counter below zero (nor makes one that Redis forgot, as DECR would).
+_REFUND_SCRIPT = """
+for i = 1, #KEYS do
+  local n = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if n > 0 then
+    redis.call('DECR', KEYS[i])
+  end
+end
+return 0
+"""
+
 
 class RedisBackend:
-    """With GRANTD_REDIS_URL: INCR + EXPIRE of the window's counter and GET of the previous
-    window's, in one pipeline per attempt. A counter lives two windows: it is read in the next.
+    """With GRANTD_REDIS_URL: the counters in Redis, one script call per attempt (INCR + EXPIRE of
+    the window's counter, GET of the previous window's). A counter lives two windows: it is read
+    in the next.
 
-    When Redis fails, the database counts instead (and a warning is logged): the limits hold,
-    at the database's cost, rather than the front door opening or closing.
+    Redis failing must neither open the front door nor let an account's failures be forgotten:
+
+    - **A circuit breaker**: Redis gets ``timeout`` seconds (GRANTD_REDIS_TIMEOUT, connecting or
+      answering; no retries). A failure logs one warning and opens the breaker: for
+      ``REDIS_RETRY_INTERVAL`` seconds nothing is asked of Redis; the database counts instead.
+      Then one request tries Redis again: if it answers, one info line says so and Redis counts
+      again; if not, another interval in the database.
+    - **Counts carried over**: the process remembers the last count it saw of each recent bucket
+      (``_seen``). When the breaker opens, those become floors: the database's count of a bucket
+      goes on from the higher of its own and the floor. When Redis answers again, its counters
+      go on from the higher of theirs and the last count the database gave (a Redis that restarted
+      empty is raised back to it). So a limit that was closing keeps closing through the outage
+      and after it. What one process never saw of a bucket (another process's attempts before
+      the outage) is not carried over by it.
     """
 
-    def __init__(self, url: str, prefix: str, fallback: DatabaseBackend) -> None:
+    def __init__(
+        self, url: str, prefix: str, fallback: DatabaseBackend, *, timeout: float = 0.25, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         import redis.asyncio as redis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
 
         self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
-        self.client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self.client = redis.Redis.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0)
+        )
+        self._add = self.client.register_script(_ADD_SCRIPT)
+        self._refund = self.client.register_script(_REFUND_SCRIPT)
         self.prefix = prefix
         self.fallback = fallback
+        self._clock = clock
+        self._open_until = 0.0  # the breaker: Redis is left alone until then (0: closed)
+        self._opened_at = 0.0
+        self._seen: dict[tuple[str, int], int] = {}  # (key, window start) -> its count last seen
+        self._floors: dict[tuple[str, int], int] = {}  # counts to carry into the other backend
+        metrics.redis_available.set(1)
 
     def _name(self, hit: Hit, window_start: int | None = None) -> str:
         return f"{self.prefix}rl:{hit.key}:{hit.window_start if window_start is None else window_start}"
@@ -167,36 +241,114 @@ class RedisBackend:
     def _previous(self, hit: Hit) -> str:
         return self._name(hit, hit.window_start - hit.window)
 
+    # -- the breaker
+
+    def _closed(self) -> bool:
+        """Whether to ask Redis now: the breaker is closed, or its interval is over (then this
+        caller tries, and the others keep to the database for another interval meanwhile)."""
+        if not self._open_until:
+            return True
+        now = self._clock()
+        if now < self._open_until:
+            return False
+        self._open_until = now + REDIS_RETRY_INTERVAL
+        return True
+
+    def _failed(self, exc: BaseException) -> None:
+        now = self._clock()
+        if not self._open_until:
+            self._opened_at = now
+            log.warning(
+                "Redis failed (%s): counting rate limits in the database, trying Redis again every %g s",
+                exc.__class__.__name__, REDIS_RETRY_INTERVAL,
+            )
+            metrics.redis_available.set(0)
+            for pair, count in self._seen.items():  # what Redis had, as far as this process knows
+                if count > self._floors.get(pair, 0):
+                    self._floors[pair] = count
+        self._open_until = now + REDIS_RETRY_INTERVAL
+
+    def _answered(self) -> None:
+        if self._open_until:
+            self._open_until = 0.0
+            log.info("Redis answers again after %.1f s: counting rate limits there again", self._clock() - self._opened_at)
+            metrics.redis_available.set(1)
+
+    # -- what this process saw
+
+    def _saw(self, hits: Sequence[Hit], totals: Sequence[Counts], into: dict[tuple[str, int], int]) -> None:
+        if len(into) >= _MAX_SEEN:
+            for pair in list(into)[: _MAX_SEEN // 2]:  # the oldest half
+                del into[pair]
+        for hit, counted in zip(hits, totals):
+            pair = (hit.key, hit.window_start)
+            into.pop(pair, None)  # re-inserted last: the newest
+            into[pair] = counted.current
+
+    def _floor(self, hit: Hit) -> tuple[int, int]:
+        floors = self._floors
+        if not floors:
+            return 0, 0
+        return floors.get((hit.key, hit.window_start), 0), floors.get((hit.key, hit.window_start - hit.window), 0)
+
+    # -- the backend
+
     async def add(self, hits: Sequence[Hit]) -> list[Counts]:
-        try:
-            pipe = self.client.pipeline(transaction=False)
-            for hit in hits:
-                pipe.incr(self._name(hit))
-                pipe.expire(self._name(hit), 2 * hit.window + 1)
-                pipe.get(self._previous(hit))
-            results = await pipe.execute()
-            return [Counts(int(results[i]), int(results[i + 2] or 0)) for i in range(0, len(results), 3)]
-        except self._errors as exc:
-            log.warning("redis rate limiter failed (%s); counting in the database", exc.__class__.__name__)
-            return await self.fallback.add(hits)
+        floors = [self._floor(hit) for hit in hits]
+        if self._closed():
+            keys: list[str] = []
+            args: list[int] = []
+            for hit, (floor, previous_floor) in zip(hits, floors):
+                keys += [self._name(hit), self._previous(hit)]
+                args += [2 * hit.window + 1, floor, previous_floor]
+            try:
+                values = await self._add(keys=keys, args=args)
+            except self._errors as exc:
+                self._failed(exc)
+            else:
+                self._answered()
+                totals = [Counts(int(values[i]), int(values[i + 1])) for i in range(0, len(values), 2)]
+                for hit in hits:  # carried into Redis now: its counters hold them
+                    self._floors.pop((hit.key, hit.window_start), None)
+                    self._floors.pop((hit.key, hit.window_start - hit.window), None)
+                self._saw(hits, totals, self._seen)
+                return totals
+        floors = [self._floor(hit) for hit in hits]  # again: a failure just now made the floors
+        totals = await self.fallback.add(hits, [floor for floor, _ in floors])
+        totals = [Counts(c.current, max(c.previous, previous)) for c, (_, previous) in zip(totals, floors)]
+        self._saw(hits, totals, self._floors)  # the database's counts: what Redis must go on from
+        return totals
 
     async def refund(self, hits: Sequence[Hit]) -> None:
-        try:
-            pipe = self.client.pipeline(transaction=False)
+        for seen in (self._seen, self._floors):
             for hit in hits:
-                pipe.decr(self._name(hit))
-                pipe.expire(self._name(hit), 2 * hit.window + 1)
-            await pipe.execute()
-        except self._errors as exc:
-            log.warning("redis rate limiter failed (%s); refund lost", exc.__class__.__name__)
+                pair = (hit.key, hit.window_start)
+                if seen.get(pair, 0) > 0:
+                    seen[pair] -= 1
+        if self._closed():
+            try:
+                await self._refund(keys=[self._name(hit) for hit in hits])
+            except self._errors as exc:
+                self._failed(exc)
+            else:
+                self._answered()
+                return
+        await self.fallback.refund(hits)
 
     async def counts(self, hits: Sequence[Hit]) -> list[Counts]:
-        try:
-            values = await self.client.mget([name for hit in hits for name in (self._name(hit), self._previous(hit))])
-            return [Counts(int(values[i] or 0), int(values[i + 1] or 0)) for i in range(0, len(values), 2)]
-        except self._errors as exc:
-            log.warning("redis rate limiter failed (%s); reading the database", exc.__class__.__name__)
-            return await self.fallback.counts(hits)
+        floors = [self._floor(hit) for hit in hits]
+        if self._closed():
+            try:
+                values = await self.client.mget([name for hit in hits for name in (self._name(hit), self._previous(hit))])
+            except self._errors as exc:
+                self._failed(exc)
+            else:
+                self._answered()
+                found = [Counts(int(values[i] or 0), int(values[i + 1] or 0)) for i in range(0, len(values), 2)]
+                return [Counts(max(c.current, f), max(c.previous, p)) for c, (f, p) in zip(found, floors)]
+        found = await self.fallback.counts(hits)
+        floors = [self._floor(hit) for hit in hits]
+        return [Counts(max(c.current, f), max(c.previous, p)) for c, (f, p) in zip(found, floors)]
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -306,7 +458,9 @@ class RateLimiter:
 def build(settings: Settings, db: Database, name: Callable[[str], str]) -> RateLimiter:
     database = DatabaseBackend(db)
     backend: Backend = (
-        RedisBackend(settings.redis_url, settings.redis_key_prefix, database) if settings.redis_url else database
+        RedisBackend(settings.redis_url, settings.redis_key_prefix, database, timeout=settings.redis_timeout)
+        if settings.redis_url
+        else database
     )
     return RateLimiter(backend, name, enabled=settings.rate_limits_enabled)
 

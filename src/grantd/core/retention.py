@@ -40,6 +40,7 @@ from typing import Any, NamedTuple
 from grantd.core import audit
 from grantd.core.context import Context
 from grantd.store import retention as store
+from grantd.store.availability import DatabaseUnavailable
 
 # Rows a batch reads (and deletes, of those that may go): on SQLite the servers' writes wait for at
 # most one batch (on a slow 2-CPU machine, 200 expired refresh tokens with their family checks
@@ -139,5 +140,7 @@ async def keep_pruned(ctx: Context) -> None:
                 )
         except asyncio.CancelledError:
             raise
+        except DatabaseUnavailable:
+            pass  # logged once by the store, when the outage began; the next turn tries again
         except Exception:  # noqa: BLE001 - keep serving; the next turn tries again
             log.exception("pruning expired rows failed")

@@ -24,6 +24,7 @@ from grantd.core.context import Context
 from grantd.crypto import jws
 from grantd.crypto.secrets import new_uuid
 from grantd.store import signing_keys as store
+from grantd.store.availability import DatabaseUnavailable
 
 # Default of GRANTD_SIGNING_KEY_RELOAD_INTERVAL: how often each process re-reads the keys; sooner when a pending key activates.
 RELOAD_INTERVAL = 30
@@ -143,6 +144,8 @@ async def keep_fresh(ctx: Context) -> None:
             # Stopped mid-read: finish it first, so that no connection is left in the middle of a query.
             await asyncio.gather(reload, return_exceptions=True)
             raise
+        except DatabaseUnavailable:
+            await asyncio.sleep(5)  # logged once by the store; keep serving with the keys we have
         except Exception:  # noqa: BLE001 - keep serving with the keys we have; try again soon
             logging.getLogger("grantd").exception("reloading signing keys failed")
             await asyncio.sleep(5)

@@ -26,6 +26,7 @@ from sqlalchemy.dialects import sqlite as sqlite_dialects
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
+from grantd.store.availability import Availability
 from grantd.store.postgres import PgConnection, Postgres
 from grantd.store.prepared import Prepared
 from grantd.store.sqlite import LoopConnection, LoopSQLite, configure_engine
@@ -37,16 +38,21 @@ __all__ = ["Database", "fetch_all", "fetch_one", "insert_from", "later_of", "run
 
 
 class Database:
-    def __init__(self, url: str, *, pool_size: int = 10, max_overflow: int = 10) -> None:
+    def __init__(self, url: str, *, pool_size: int = 10, max_overflow: int = 10, timeout: float = 5.0) -> None:
         parsed = make_url(url)
         self.url = url
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        # Whether it answers now; a block that finds it does not raises DatabaseUnavailable.
+        self.availability = Availability("sqlite" if self.is_sqlite else "postgresql")
         self._loop_sqlite: LoopSQLite | None = None
         self._pg: Postgres | None = None
+        # The SQLite file, when it is one (the readiness check looks at its file system's free space).
+        self.sqlite_path: str | None = None
         if self.is_sqlite:
             if parsed.database and parsed.database != ":memory:":
+                self.sqlite_path = parsed.database
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-                self._loop_sqlite = LoopSQLite(parsed.database)
+                self._loop_sqlite = LoopSQLite(parsed.database, self.availability)
         self._pool_size = pool_size
         self._engine: AsyncEngine | None = None
         self._engine_autocommit: AsyncEngine | None = None
@@ -56,7 +62,7 @@ class Database:
             # fresh connection, so none of them can meet one that a database restart left dead (no
             # pre-ping needed). The engine itself (and the asyncio extension and ORM it imports) is
             # made only if used.
-            self._pg = Postgres(parsed, pool_size, pool_size + max_overflow, self.engine_read)
+            self._pg = Postgres(parsed, pool_size, pool_size + max_overflow, self.engine_read, self.availability, timeout)
 
     @property
     def engine(self) -> AsyncEngine:

@@ -17,7 +17,7 @@ A check-out is a list pop and a return an append. The rest of a pool's behaviour
 - connections are opened when needed, up to ``max_size``, and one left idle for
   ``IDLE_LIFETIME`` is closed (one timer for the whole pool);
 - when all are in use, a block waits for the next one returned, at most the timeout it gives
-  (``CHECKOUT_TIMEOUT`` from a read or write block);
+  (``GRANTD_DATABASE_TIMEOUT`` from a read or write block), then ``PoolTimeout``;
 - a connection that is closed (a database restart, a dropped socket), or comes back inside a
   transaction or from a cancelled block (a statement may still be in flight on it), is never
   handed out again: it is cut, and a waiting block opens a new one instead.
@@ -33,8 +33,10 @@ from typing import Any
 # Connections kept open at least between requests: none, they are opened when needed, as
 # SQLAlchemy's pool did; one idle this long (seconds) is closed.
 IDLE_LIFETIME = 300.0
-# How long a block waits for a connection when all are in use (SQLAlchemy's pool_timeout).
-CHECKOUT_TIMEOUT = 30.0
+
+
+class PoolTimeout(TimeoutError):
+    """Every connection stayed in use for the whole wait (load), as opposed to a connect timeout."""
 
 
 class Pool:
@@ -63,7 +65,7 @@ class Pool:
 
     async def acquire(self, timeout: float | None = None) -> Any:
         """A connection: an idle one, else a new one, else the next one returned (waiting at most
-        ``timeout`` seconds, then ``TimeoutError``)."""
+        ``timeout`` seconds, then ``PoolTimeout``)."""
         if self._closed:
             raise RuntimeError("the connection pool is closed")
         idle = self._idle
@@ -78,6 +80,14 @@ class Pool:
         self._waiters.append(waiter)
         try:
             conn = await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            try:
+                self._waiters.remove(waiter)
+            except ValueError:
+                pass
+            if waiter.done() and not waiter.cancelled():
+                self._hand_over(waiter.result())
+            raise PoolTimeout(f"no connection was free within {timeout} s") from None
         except BaseException:
             if waiter.done() and not waiter.cancelled():
                 # Handed over just as the wait ended: pass it on.

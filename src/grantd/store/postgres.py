@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.util import LRUCache
 
 from grantd.store import pg_pool
+from grantd.store.availability import Availability, DatabaseUnavailable
 from grantd.store.prepared import pg_dialect
 from grantd.store.result import Result
 
@@ -38,11 +39,15 @@ COMPILED_CACHE_SIZE = 500
 _ROW_CLASS: Any = None
 _LOST: tuple[type[BaseException], ...] = ()
 _INTEGRITY: Any = None  # asyncpg.IntegrityConstraintViolationError, once imported
+# What says the database cannot serve now (besides a lost connection): the operator stopped it or
+# cancelled the statement (class 57: shutdown, statement_timeout), or it ran out of something
+# (class 53: disk, memory, connections).
+_REFUSING: tuple[type[BaseException], ...] = ()
 
 
 def _asyncpg() -> Any:
     """asyncpg, imported on first use (an SQLite process never needs it), with grantd's row class."""
-    global _ROW_CLASS, _LOST, _INTEGRITY
+    global _ROW_CLASS, _LOST, _INTEGRITY, _REFUSING
     import asyncpg
 
     if _ROW_CLASS is None:
@@ -65,13 +70,17 @@ def _asyncpg() -> Any:
 
         _ROW_CLASS = Row
         _INTEGRITY = asyncpg.IntegrityConstraintViolationError
-        # What a connection that died (a database restart, a dropped socket) raises when used.
+        # What a connection that died (a database restart, a dropped socket) raises when used. A
+        # connection that got the server's shutdown message but not yet the end of its socket says
+        # that an operation is still in progress (InternalClientError).
         _LOST = (
             asyncpg.PostgresConnectionError,
             asyncpg.AdminShutdownError,
             asyncpg.InterfaceError,
+            asyncpg.InternalClientError,
             ConnectionError,
         )
+        _REFUSING = (asyncpg.OperatorInterventionError, asyncpg.InsufficientResourcesError, OSError, TimeoutError)
     return asyncpg
 
 
@@ -80,6 +89,31 @@ def _is_lost(exc: BaseException, raw: Any) -> bool:
     if isinstance(exc, _asyncpg().InterfaceError):
         return bool(raw.is_closed())  # "connection is closed", not a misuse
     return isinstance(exc, _LOST)
+
+
+def _unavailable(exc: BaseException, raw: Any) -> str | None:
+    """The word for why ``exc`` says the database is unavailable (``raw``: the connection it came
+    from, or None), else None: the statement itself failed."""
+    asyncpg = _asyncpg()
+    if isinstance(exc, TimeoutError | asyncpg.QueryCanceledError):
+        return "timeout"
+    if isinstance(exc, ConnectionRefusedError):
+        return "refused"
+    if isinstance(exc, OSError) and not isinstance(exc, ConnectionError):
+        return "unreachable"  # no route, no such host
+    if isinstance(exc, asyncpg.InterfaceError):
+        return "connection_lost" if raw is not None and raw.is_closed() else None
+    if isinstance(exc, asyncpg.InternalClientError):
+        return "connection_lost"
+    if isinstance(exc, asyncpg.InsufficientResourcesError):
+        return "disk_full" if isinstance(exc, asyncpg.DiskFullError) else "out_of_resources"
+    if isinstance(exc, asyncpg.CannotConnectNowError):
+        return "starting_or_stopping"
+    if isinstance(exc, asyncpg.ReadOnlySQLTransactionError):
+        return "read_only"  # a standby, or a primary set read-only: no write can succeed here now
+    if isinstance(exc, _LOST) or isinstance(exc, _REFUSING):
+        return "connection_lost"
+    return None
 
 
 def _rowcount(status: str | None) -> int:
@@ -99,14 +133,22 @@ class Postgres:
     ``engine_read`` opens an autocommit connection of SQLAlchemy's engine, for a read block's
     ``run_sync`` (Alembic needs SQLAlchemy's connection)."""
 
-    def __init__(self, url: URL, pool_size: int, max_size: int, engine_read: _EngineRead) -> None:
+    def __init__(
+        self, url: URL, pool_size: int, max_size: int, engine_read: _EngineRead, availability: Availability, timeout: float
+    ) -> None:
         # The connect arguments as SQLAlchemy's asyncpg dialect reads them from the URL.
         kwargs = dict(pg_dialect().create_connect_args(url)[1])
         # SQLAlchemy's URL options for its asyncpg adapter, in asyncpg's own words.
         if "prepared_statement_cache_size" in kwargs:
             kwargs["statement_cache_size"] = int(kwargs.pop("prepared_statement_cache_size"))
         kwargs.pop("prepared_statement_name_func", None)
+        # Bounded waits (GRANTD_DATABASE_TIMEOUT): to connect (asyncpg's default is 60 s) and for each
+        # statement's answer (asyncpg's default: for ever).
+        kwargs["timeout"] = timeout
+        kwargs["command_timeout"] = timeout
         self._kwargs = kwargs
+        self.timeout = timeout
+        self.availability = availability
         self.pool_size = pool_size
         self.max_size = max_size
         self.pool: pg_pool.Pool | None = None
@@ -128,8 +170,12 @@ class Postgres:
 
     def get(self) -> pg_pool.Pool:
         pool = self.pool
-        if pool is not None and self._loop is asyncio.get_running_loop():
+        if pool is not None and self._loop is asyncio.get_running_loop() and not self.availability.gated:
             return pool
+        if self.availability.gated:
+            self.availability.admit()  # DatabaseUnavailable at once, but for one block a second
+            if pool is not None and self._loop is asyncio.get_running_loop():
+                return pool
         self._abandon()
         self._loop = loop = asyncio.get_running_loop()
         self.pool = pool = pg_pool.Pool(self._connect, self.max_size, loop)
@@ -174,37 +220,52 @@ class _PgWrite:
         self._pg = pg
 
     async def __aenter__(self) -> PgConnection:
-        pool = self._pool = self._pg.get()
-        raw = await _acquire(pool)
+        pg = self._pg
+        pool = self._pool = pg.get()
+        raw = await _acquire(pg, pool)
         tx = raw.transaction()
         try:
             await tx.start()
         except BaseException as exc:
             lost = _is_lost(exc, raw)
-            _release(pool, raw, exc)
+            if lost:
+                pool.release(raw, reusable=False)
+            else:
+                _release(pool, raw, exc)
             if not lost:
-                raise
+                raise _converted(pg, exc, raw)
             # The connection died before this block used it (a database restart since its last
             # use): nothing was done on it, so begin again on another.
-            raw = await _acquire(pool)
+            raw = await _acquire(pg, pool)
             tx = raw.transaction()
             try:
                 await tx.start()
             except BaseException as exc:
                 _release(pool, raw, exc)
-                raise
+                raise _converted(pg, exc, raw)
         self._raw, self._tx = raw, tx
         return PgConnection(raw, self._pg, None, None)  # no run_sync: it would not be this transaction
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        raw, tx = self._raw, self._tx
+        raw, tx, pg = self._raw, self._tx, self._pg
         try:
             if exc_type is None:
                 try:
                     await tx.commit()
                 except _INTEGRITY as error:  # a deferred constraint
                     raise IntegrityError("COMMIT", None, error) from error
+                except BaseException as error:
+                    exc = error
+                    raise _converted(pg, error, raw)
+                if pg.availability.down_since is not None:
+                    pg.availability.answered()
             else:
+                if isinstance(exc, DatabaseUnavailable):
+                    return  # the connection is cut below: no ROLLBACK to wait for
+                if isinstance(exc, Exception) and _unavailable(exc, raw) is not None:
+                    # Raised by the driver outside a statement (a savepoint): the same answer.
+                    exc = _converted(pg, exc, raw)
+                    raise exc
                 try:
                     await tx.rollback()
                 except Exception:  # noqa: BLE001 - the block's own exception is the one to see
@@ -225,28 +286,60 @@ class _PgRead:
         self._single = single
 
     async def __aenter__(self) -> PgConnection:
-        pool = self._pool = self._pg.get()
+        pg = self._pg
+        pool = self._pool = pg.get()
         if self._single:
-            self._conn = conn = PgConnection(await _acquire(pool), self._pg, pool, None, 1)
+            self._conn = conn = PgConnection(await _acquire(pg, pool), pg, pool, None, 1)
         else:
-            self._conn = conn = PgConnection(await _acquire(pool), self._pg, pool, self._engine_read)
+            self._conn = conn = PgConnection(await _acquire(pg, pool), pg, pool, self._engine_read)
         return conn
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        _release(self._pool, self._conn._raw, exc)
+        raw = self._conn._raw
+        if exc is None:
+            _release(self._pool, raw)
+            if self._pg.availability.down_since is not None:
+                self._pg.availability.answered()
+            return
+        if isinstance(exc, Exception) and not isinstance(exc, DatabaseUnavailable) and _unavailable(exc, raw) is not None:
+            exc = _converted(self._pg, exc, raw)  # raised by the driver outside a statement
+            _release(self._pool, raw, exc)
+            raise exc
+        _release(self._pool, raw, exc)
 
 
-async def _acquire(pool: pg_pool.Pool) -> Any:
-    """A connection from the pool; when every one is in use, waiting at most ``CHECKOUT_TIMEOUT``
-    (then ``TimeoutError``), as SQLAlchemy's pool did."""
-    return await pool.acquire(pg_pool.CHECKOUT_TIMEOUT)
+async def _acquire(pg: Postgres, pool: pg_pool.Pool) -> Any:
+    """A connection from the pool; when every one is in use, waiting at most the database timeout.
+    Refused, timed out (connecting or waiting): ``DatabaseUnavailable``."""
+    try:
+        return await pool.acquire(pg.timeout)
+    except BaseException as exc:
+        raise _converted(pg, exc, None)
+
+
+def _converted(pg: Postgres, exc: BaseException, raw: Any) -> BaseException:
+    """What to raise for ``exc``: ``DatabaseUnavailable`` (the outage recorded) when it says the
+    database cannot serve now, else ``exc`` itself."""
+    if isinstance(exc, DatabaseUnavailable):
+        return exc
+    if isinstance(exc, pg_pool.PoolTimeout):
+        unavailable = pg.availability.busy("pool_exhausted")
+        unavailable.__cause__ = exc
+        return unavailable
+    reason = _unavailable(exc, raw) if isinstance(exc, Exception) else None
+    if reason is None:
+        return exc
+    unavailable = pg.availability.failed(reason)
+    unavailable.__cause__ = exc
+    return unavailable
 
 
 def _release(pool: pg_pool.Pool, raw: Any, exc: BaseException | None = None) -> None:
     """Give ``raw`` back after a block that ended with ``exc``. A block cancelled (or otherwise
-    stopped by a BaseException that is not an Exception) may have left a statement in flight:
-    its connection is cut rather than reused."""
-    pool.release(raw, reusable=exc is None or isinstance(exc, Exception))
+    stopped by a BaseException that is not an Exception) may have left a statement in flight, and
+    one that found the database unavailable (a statement timed out) may still have one: its
+    connection is cut rather than reused."""
+    pool.release(raw, reusable=exc is None or (isinstance(exc, Exception) and not isinstance(exc, DatabaseUnavailable)))
 
 
 class PgConnection:
@@ -332,15 +425,19 @@ class PgConnection:
             raise IntegrityError(sql, None, error) from error
         except _LOST as error:
             if pool is None or not retryable or not _is_lost(error, self._raw):
-                raise
+                raise _converted(self._pg, error, self._raw)
+        except Exception as error:  # a timeout, a shutdown: DatabaseUnavailable; a bad statement stays itself
+            raise _converted(self._pg, error, self._raw)
         # The block's first statement (a read's SELECT, or write_one()'s) found its connection dead
         # (killed while pooled): once more, on another.
-        dead, self._raw = self._raw, await _acquire(pool)
-        _release(pool, dead)
+        dead, self._raw = self._raw, await _acquire(self._pg, pool)
+        pool.release(dead, reusable=False)
         try:
             return await how(self._raw, sql, args)
         except _INTEGRITY as error:
             raise IntegrityError(sql, None, error) from error
+        except Exception as error:
+            raise _converted(self._pg, error, self._raw)
 
 
 class _Nested:

@@ -28,18 +28,28 @@ class Counts(NamedTuple):
     previous: int
 
 
-async def add(conn: AsyncConnection, key: str, window_start: int, window: int, delta: int = 1) -> Counts:
+async def add(
+    conn: AsyncConnection, key: str, window_start: int, window: int, delta: int = 1, floor: int = 0
+) -> Counts:
     """Count ``delta`` attempts in the ``window``-second window starting at ``window_start``; that
-    window's new total, and the previous window's."""
-    stmt = upsert(conn, rate_limits).values(key=key, window_start=window_start, count=max(delta, 0), previous_count=0)
+    window's new total, and the previous window's. ``floor``: attempts known to have been counted
+    in that window elsewhere (in Redis, before it failed): the count goes on from the higher of the
+    two."""
+    stmt = upsert(conn, rate_limits).values(
+        key=key, window_start=window_start, count=max(floor, 0) + max(delta, 0), previous_count=0
+    )
     new_start = stmt.excluded.window_start
     current = rate_limits.c.window_start >= new_start
     # The row's window ends where the new one starts: its count is now the previous window's.
     adjacent = rate_limits.c.window_start == new_start - literal(window)
+    if floor > 0:
+        counted = case((current & (rate_limits.c.count >= floor), rate_limits.c.count + delta), else_=stmt.excluded["count"])
+    else:
+        counted = case((current, rate_limits.c.count + delta), else_=stmt.excluded["count"])
     stmt = stmt.on_conflict_do_update(
         index_elements=[rate_limits.c.key],
         set_={
-            "count": case((current, rate_limits.c.count + delta), else_=stmt.excluded["count"]),
+            "count": counted,
             "previous_count": case(
                 (current, rate_limits.c.previous_count), (adjacent, rate_limits.c.count), else_=0
             ),

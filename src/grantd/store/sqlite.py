@@ -44,6 +44,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import StaticPool
 
+from grantd.store.availability import Availability, DatabaseUnavailable, sqlite_reason
+
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -117,7 +119,8 @@ class LoopSQLite:
     """A process's two connections to one SQLite file, on its event loop: ``read()`` and
     ``write()`` (group commit, the write turn), and the checkpoint thread."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, availability: Availability | None = None) -> None:
+        self.availability = availability if availability is not None else Availability("sqlite")
         self._writer_raw, self._writer_engine, writer = _open(path)
         # Checkpoints copy the WAL into the database file and fsync it: milliseconds that would
         # stall every request on this loop. The writer leaves them to a thread of its own.
@@ -233,19 +236,39 @@ class LoopSQLite:
         try:
             self._writer_raw.execute("COMMIT")
         except BaseException as exc:
-            try:
-                self._end("ROLLBACK")
-            except sqlite3.Error:
-                pass
-            for done in waiting:
-                if not done.done():
-                    done.set_exception(exc)
+            self._abort(waiting, self._unavailable(exc))
             return
         self._in_transaction = False
         self._turn.release()
+        if self.availability.down_since is not None:
+            self.availability.answered()
         for done in waiting:
             if not done.done():
                 done.set_result(None)
+
+    def _unavailable(self, exc: BaseException) -> BaseException:
+        """``DatabaseUnavailable`` (the outage recorded) for an error that says SQLite cannot write
+        now (a full disk, an I/O error, a lock held too long), else ``exc`` itself."""
+        if isinstance(exc, DatabaseUnavailable):
+            return exc
+        reason = sqlite_reason(exc)
+        if reason is None:
+            return exc
+        unavailable = self.availability.failed(reason)
+        unavailable.__cause__ = exc
+        return unavailable
+
+    def _abort(self, waiting: list[asyncio.Future[None]], exc: BaseException) -> None:
+        """The open transaction is lost (its COMMIT failed, or SQLite rolled it back by itself after
+        an error): roll back what is left, and fail every block that waits for its COMMIT, since
+        what they wrote is gone."""
+        try:
+            self._end("ROLLBACK")
+        except sqlite3.Error:
+            pass  # SQLite already rolled it back
+        for done in waiting:
+            if not done.done():
+                done.set_exception(exc)
 
     async def close(self) -> None:
         self._checkpointer.stop()
@@ -277,30 +300,48 @@ class _WriteBlock:
             if not db._in_transaction:
                 await db._begin()
             db._writer_raw.execute("SAVEPOINT grantd_write")
-        except BaseException:
+        except BaseException as exc:
             db._schedule_commit()
             db._unlock(lock)
-            raise
+            raise db._unavailable(exc) from exc
         return db.writer
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
         db = self._db
         raw = db._writer_raw
         done: asyncio.Future[None] | None = None
+        unavailable: BaseException | None = None
         try:
             if exc_type is None:
                 raw.execute("RELEASE grantd_write")
                 done = db._loop.create_future()  # type: ignore[union-attr]
                 db._waiting.append(done)
             else:
-                raw.execute("ROLLBACK TO grantd_write")
-                raw.execute("RELEASE grantd_write")
+                if exc is not None and sqlite_reason(exc) is not None:
+                    unavailable = db._unavailable(exc)
+                if db._in_transaction and not raw.in_transaction:
+                    # SQLite rolled the whole transaction back by itself (as it may on a full disk
+                    # or an I/O error): the blocks waiting for its COMMIT lost their writes too.
+                    waiting, db._waiting = db._waiting, []
+                    db._abort(waiting, unavailable or db.availability.failed("io_error"))
+                else:
+                    raw.execute("ROLLBACK TO grantd_write")
+                    raw.execute("RELEASE grantd_write")
+        except sqlite3.Error as error:
+            # Not even the savepoint could be rolled back: give up the whole transaction.
+            waiting, db._waiting = db._waiting, []
+            unavailable = unavailable or db._unavailable(error)
+            db._abort(waiting, unavailable)
+            if not isinstance(unavailable, DatabaseUnavailable):
+                raise
         finally:
             # Unlocked first: the blocks it wakes are then ahead of the COMMIT in the loop's queue.
             db._unlock(self._lock)
             db._schedule_commit()
         if done is not None:
             await done
+        if unavailable is not None and unavailable is not exc:
+            raise unavailable from exc
         return False
 
 

@@ -176,7 +176,11 @@ def redirect(url: str) -> RedirectResponse:
 def render_error(exc: GrantdError) -> HTMLResponse:
     """The pages' error dialect: an error raised on a page's route (a wrong method, a body too large,
     a bug), or under a folder of pages, as a page."""
-    status = exc.status_code if 400 <= exc.status_code < 500 else 500
+    status = exc.status_code if 400 <= exc.status_code < 500 or exc.status_code == 503 else 500
+    if status == 503:
+        page = error_page(503, "Temporarily unavailable", "The service cannot answer right now. Try again in a few seconds.")
+        page.headers["Retry-After"] = str(getattr(exc, "retry_after", 5))
+        return page
     if status == 500:
         return error_page(500, "Something went wrong", "The server failed to handle the request. Try again later.")
     return error_page(status, "The request cannot be handled", exc.message)
