@@ -52,7 +52,7 @@ def _code_rows(ctx: Any, code: str, who: Client, user_id: str, challenge: str | 
         "permissions": "read_profile,write_data", "state": "s", "code_challenge": challenge, "created_at": now,
         "expires_at": now + 60,
         # OpenID Connect (migration 0012): a code of a plain OAuth request has none of them
-        "nonce": None, "auth_time": None, "session_jti": None,
+        "nonce": None, "auth_time": None, "session_jti": None, "resources": None,
     }
     event = audit.entry(ctx, "code_issued", actor=user_id, user_id=user_id, app_id=who.app_id, now=now, permissions=["read_profile"])
     return row, event

@@ -28,7 +28,7 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from starlette.responses import Response
 
-from grantd.api import apps, audit, auth, envelope, grants, hot, neucron, neucron_v2, oauth2, openid, ops, wellknown
+from grantd.api import apps, audit, auth, envelope, grants, hot, neucron, neucron_v2, oauth2, openid, ops, resources, wellknown
 from grantd.api.envelope import Envelope, ErrorBody, error_responses
 from grantd.api.errors import Dialect, Dialects
 from grantd.api.hot import Handler as HotHandler, HotRoute
@@ -274,6 +274,21 @@ _NEUCRON_API = (
         _neucron(
             "GET", "/audit", audit.list_events, audit.AuditEventList, (400, 401),
             "Audit events about you and the apps you own, newest first",
+        ),
+    ),
+    *_tagged(
+        "Resources",
+        _neucron(
+            "GET", "/resources", resources.list_resources, resources.ResourceList, (401,),
+            "The registered resources (RFC 8707) and the permissions each accepts",
+        ),
+        _neucron(
+            "POST", "/resources", resources.create_resource, resources.ResourceData, (400, 401, 403, 409),
+            "Register a resource (the operator's: GRANTD_RESOURCE_ADMINS)",
+        ),
+        _neucron(
+            "DELETE", "/resources", resources.delete_resource, resources.DeletedData, (400, 401, 403, 404),
+            "Delete a registered resource, named by its uri (the operator's: GRANTD_RESOURCE_ADMINS)",
         ),
     ),
 )

@@ -47,6 +47,7 @@ from grantd.api.limits import declared_too_large, receive_within, timed_out, too
 from grantd.config import Settings
 from grantd.core.context import Context
 from grantd.core.errors import GrantdError
+from grantd.core.resources import REPEATABLE
 from grantd.forms import parse_form
 
 log = logging.getLogger("grantd")
@@ -175,7 +176,7 @@ async def neucron_authorize(ctx: Context, scope: Scope, body: bytes, headers: di
 
 
 async def oauth2_token(ctx: Context, scope: Scope, body: bytes, headers: dict[bytes, bytes]) -> Response:
-    form = parse_form(_text(headers.get(b"content-type")) or "", body)
+    form = parse_form(_text(headers.get(b"content-type")) or "", body, REPEATABLE)
     return await oauth2.issue_token(ctx, _text(headers.get(b"authorization")), form, _address(scope), scope)
 
 

@@ -18,7 +18,7 @@ from starlette.responses import Response
 from grantd import telemetry
 from grantd.api.deps import client_address
 from grantd.api.jsonbody import JSONBody
-from grantd.core import authorization, client_auth, grants, introspection, jwks, openid, par, ratelimit, revocation
+from grantd.core import authorization, client_auth, grants, introspection, jwks, openid, par, ratelimit, resources, revocation
 from grantd.core.clients import ID_TOKEN_ALGORITHMS, SUBJECT_TYPES
 from grantd.core.access_token import IssuedToken
 from grantd.core.context import Context
@@ -164,6 +164,11 @@ TOKEN_REQUEST = {
     "code_verifier": _STRING,
     "refresh_token": _STRING,
     "scope": _STRING,
+    "resource": {
+        "type": "string",
+        "description": "RFC 8707: the resource the access token is for, its aud: an absolute https URI without a "
+        "fragment; one of the grant's resources if the authorization request named any.",
+    },
     **_CLIENT_FIELDS,
 }
 TOKEN_PARAMETER = {
@@ -220,6 +225,12 @@ PAR_REQUEST = {
     "response_mode": _STRING,
     "login_hint": _STRING,
     "id_token_hint": _STRING,
+    "resource": {
+        "type": "array",
+        "items": _STRING,
+        "description": "RFC 8707: the resources the tokens may be for (the parameter repeated), each an absolute "
+        "https URI without a fragment.",
+    },
     **_CLIENT_FIELDS,
 }
 PAR_SCHEMA = {
@@ -234,7 +245,7 @@ INTROSPECTION_SCHEMA = {"type": "object", "properties": {"active": {"type": "boo
 
 
 async def token(request: Request) -> Response:
-    form = await read_form(request)
+    form = await read_form(request, resources.REPEATABLE)  # a repeated resource: invalid_target, not invalid_request
     return await issue_token(
         request.app.state.ctx, request.headers.get("authorization"), form, client_address(request), request.scope
     )
@@ -275,7 +286,7 @@ async def introspect_token(ctx: Context, authorization: str | None, form: dict[s
 async def pushed_authorization_request(request: Request) -> Response:
     """``POST /oauth2/par`` (RFC 9126 §2): 201 with the request_uri, or RFC 6749 §5.2 errors."""
     ctx: Context = request.app.state.ctx
-    form = await read_form(request)
+    form = await read_form(request, resources.REPEATABLE)  # RFC 8707: resource may repeat
     async with _ClientRequest(ctx, request.headers.get("authorization"), form, client_address(request)) as auth:
         pushed = await par.push(ctx, auth, form)
     return JSONBody({"request_uri": pushed.request_uri, "expires_in": pushed.expires_in}, 201, NO_STORE)

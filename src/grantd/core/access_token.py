@@ -26,13 +26,15 @@ class IssuedToken(NamedTuple):
 
 
 def sign(
-    ctx: Context, *, jti: str, app_id: str, user_id: str | None, permissions: tuple[str, ...], iat: int, exp: int
+    ctx: Context, *, jti: str, app_id: str, user_id: str | None, permissions: tuple[str, ...], iat: int, exp: int,
+    audience: str | None = None,
 ) -> str:
-    """The signed token (RFC 9068 §2.2): ``sub`` is the user, or the app acting on its own behalf."""
+    """The signed token (RFC 9068 §2.2): ``sub`` is the user, or the app acting on its own behalf;
+    ``aud`` the resource it was requested for (RFC 8707), else the server's audience."""
     claims: dict[str, Any] = {
         "iss": ctx.settings.issuer,
         "sub": user_id or app_id,
-        "aud": ctx.settings.audience,
+        "aud": audience or ctx.settings.audience,
         "client_id": app_id,
         "scope": " ".join(permissions),
         "iat": iat,
@@ -47,11 +49,14 @@ def sign(
 
 def issue(
     ctx: Context, client: Client, *, jti: str, user_id: str | None, permissions: tuple[str, ...], now: int,
-    refresh_token: str | None = None,
+    refresh_token: str | None = None, audience: str | None = None,
 ) -> IssuedToken:
     """The token response for a new access token, valid ``access_token_ttl`` from ``now``."""
     ttl = ctx.settings.access_token_ttl
-    token = sign(ctx, jti=jti, app_id=client.app_id, user_id=user_id, permissions=permissions, iat=now, exp=now + ttl)
+    token = sign(
+        ctx, jti=jti, app_id=client.app_id, user_id=user_id, permissions=permissions, iat=now, exp=now + ttl,
+        audience=audience,
+    )
     return IssuedToken(token, ttl, " ".join(permissions), refresh_token)
 
 
@@ -61,15 +66,18 @@ def reissue(ctx: Context, access: Any, now: int, refresh_token: str | None = Non
     token = sign(
         ctx, jti=access.jti, app_id=access.app_id, user_id=access.user_id,
         permissions=tuple(access.scope.split(" ")), iat=access.issued_at, exp=access.expires_at,
+        audience=access.audience,
     )
     return IssuedToken(token, access.expires_at - now, access.scope, refresh_token)
 
 
 def row(
-    ctx: Context, client: Client, *, jti: str, user_id: str | None, code_hash: str | None, scope: str, now: int
+    ctx: Context, client: Client, *, jti: str, user_id: str | None, code_hash: str | None, scope: str, now: int,
+    audience: str | None = None,
 ) -> dict[str, Any]:
     """The access token's row (``store.tokens.ACCESS_COLUMNS``): ``code_hash`` names its family
-    (the authorization code it descends from; None for client_credentials)."""
+    (the authorization code it descends from; None for client_credentials); ``audience`` the
+    resource it is for (RFC 8707; None: the server's audience)."""
     return {
         "jti": jti,
         "app_id": client.app_id,
@@ -79,6 +87,7 @@ def row(
         "scope": scope,
         "issued_at": now,
         "expires_at": now + ctx.settings.access_token_ttl,
+        "audience": audience,
     }
 
 

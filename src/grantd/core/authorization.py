@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from grantd.core import audit, openid, pkce
+from grantd.core import audit, openid, pkce, resources
 from grantd.core import permissions as perms
 from grantd.core.accounts import Principal
 from grantd.core.clients import PUBLIC, OpenIDSettings
@@ -93,6 +93,7 @@ class StandardRequest:
     prompt: frozenset[str] = frozenset()
     max_age: int | None = None
     response_mode: str = "query"
+    resources: tuple[str, ...] = ()  # RFC 8707: the resources the tokens may be for
 
     @property
     def is_openid(self) -> bool:
@@ -154,6 +155,7 @@ def _new_code(
     nonce: str | None = None,
     auth_time: int | None = None,
     session_jti: str | None = None,
+    resource_uris: tuple[str, ...] = (),
 ) -> _NewCode:
     code = new_secret()
     expires_at = now + ctx.settings.authorization_code_ttl
@@ -170,6 +172,7 @@ def _new_code(
         "nonce": nonce,
         "auth_time": auth_time,
         "session_jti": session_jti,
+        "resources": resources.stored(resource_uris),
     }
     event = audit.entry(
         ctx, "code_issued", actor=user_id, user_id=user_id, app_id=app_id, address=address, now=now,
@@ -299,12 +302,15 @@ def validate_request(
     response_mode: str | None = None,
     request_object: str | None = None,
     request_uri: str | None = None,
+    resource: str | None = None,
 ) -> StandardRequest:
     """The rest of the request; errors here are redirected back to the client with ``state``.
 
     ``scope`` holds the catalog's permissions, which must be the app's, and the standard scopes of
     OpenID Connect (``openid.SCOPES``), which every app may ask for. Without a scope, the app's
-    permissions. The OpenID Connect parameters (Core §3.1.2.1) are checked whatever the scope."""
+    permissions. The OpenID Connect parameters (Core §3.1.2.1) are checked whatever the scope.
+    ``resource``: the request's RFC 8707 resources (the parameter, repeats joined as
+    ``resources.REPEATED`` says); the policy's judgement of them is ``resources.admit``'s, which reads."""
     if response_type != "code":
         raise UnsupportedResponseType("Only response_type=code is supported.")
     if response_mode is not None and response_mode not in RESPONSE_MODES:
@@ -327,7 +333,7 @@ def validate_request(
         raise InvalidRequest("nonce is required: this app's settings require one in every OpenID request.")
     return StandardRequest(
         target, requested, state, code_challenge, nonce=nonce, prompt=prompts, max_age=age,
-        response_mode=response_mode or "query",
+        response_mode=response_mode or "query", resources=resources.from_parameter(resource),
     )
 
 
@@ -403,6 +409,7 @@ async def approve(ctx: Context, user: Principal, request: StandardRequest, *, ad
             nonce=request.nonce,
             auth_time=user.issued_at or None,
             session_jti=user.jti if bound else None,
+            resource_uris=request.resources,
         )
         await code_store.insert_code(tx, new.row, new.event)
     return _answer(ctx, target, request.response_mode, code=new.code, state=request.state)

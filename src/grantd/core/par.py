@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from grantd.core import authorization, openid
+from grantd.core import authorization, openid, resources
 from grantd.core.client_auth import ClientAuthentication
 from grantd.core.context import Context
 from grantd.core.errors import InvalidRedirectUri, InvalidRequest, InvalidRequestUri
@@ -69,7 +69,8 @@ async def push(ctx: Context, auth: ClientAuthentication, form: dict[str, str]) -
         raise InvalidRequest(exc.message) from None
     if "redirect_uri" not in params and openid.is_openid(params.get("scope", "").split(" ")):
         raise InvalidRequest("redirect_uri is required in an OpenID Connect request (scope openid).")
-    validate(ctx, target, params)
+    standard = validate(ctx, target, params)
+    await resources.admit(ctx, standard.resources, standard.permissions)
     if params.get("id_token_hint") is not None:
         openid.hinted_subject(ctx, params["id_token_hint"], target.app_id)
     secret = new_secret()
@@ -99,6 +100,7 @@ def validate(ctx: Context, target: authorization.Target, params: dict[str, str])
         response_mode=params.get("response_mode"),
         request_object=params.get("request"),
         request_uri=params.get("request_uri"),
+        resource=params.get(resources.PARAMETER),
     )
 
 

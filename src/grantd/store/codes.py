@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 _CODE = (
     "code_hash", "app_id", "user_id", "redirect_uri", "permissions", "state", "code_challenge", "created_at", "expires_at",
-    "nonce", "auth_time", "session_jti",
+    "nonce", "auth_time", "session_jti", "resources",
 )
 _AUDIT = ("occurred_at", "event", "actor", "user_id", "app_id", "address", "detail")
 # The user's grant to the app, for a code written only while it exists.
@@ -81,6 +81,7 @@ _CHECKED = (
     codes.c.nonce,
     codes.c.auth_time,
     codes.c.session_jti,
+    codes.c.resources,
 )
 _REDEEM = Prepared(
     update(codes)

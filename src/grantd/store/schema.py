@@ -146,6 +146,8 @@ authorization_codes = Table(
     Column("nonce", Text),
     Column("auth_time", BigInteger),
     Column("session_jti", String(36)),
+    # RFC 8707 (migration 0019): the resources the request named, space-separated; NULL: none.
+    Column("resources", Text),
 )
 
 # The lineage of every token is the hash of the authorization code it descends from
@@ -162,6 +164,7 @@ access_tokens = Table(
     Column("issued_at", BigInteger, nullable=False),
     Column("expires_at", BigInteger, nullable=False),
     Column("revoked_at", BigInteger),
+    Column("audience", Text),  # RFC 8707 (migration 0019): its `aud`, the resource; NULL: the server's audience
 )
 # client_credentials tokens have no code and no user: the two indexes leave them out (partial).
 _HAS_CODE = access_tokens.c.code_hash.isnot(None)
@@ -189,6 +192,8 @@ refresh_tokens = Table(
     # browser session whose end ends the family (NULL: it outlives it, offline_access).
     Column("auth_time", BigInteger),
     Column("session_jti", String(36)),
+    # RFC 8707 (migration 0019): the grant's resources, from the code; NULL: not bound to any.
+    Column("resources", Text),
 )
 _HAS_SESSION = refresh_tokens.c.session_jti.isnot(None)
 Index("ix_refresh_tokens_session_jti", refresh_tokens.c.session_jti, sqlite_where=_HAS_SESSION, postgresql_where=_HAS_SESSION)
@@ -297,4 +302,16 @@ pushed_authorization_requests = Table(
     Column("expires_at", BigInteger, nullable=False, index=True),
     Column("opened_at", BigInteger),  # first brought to /oauth2/authorize: the browser's time starts
     Column("spent_at", BigInteger),
+)
+
+
+# Registered resources (RFC 8707, migration 0019): under GRANTD_RESOURCE_POLICY=registered, the
+# only URIs a token may be requested for, each with the permissions (comma-separated) it accepts.
+resources = Table(
+    "resources",
+    metadata,
+    Column("uri", String(2048), primary_key=True),
+    Column("permissions", Text, nullable=False),
+    Column("description", Text, nullable=False, server_default=""),
+    Column("created_at", BigInteger, nullable=False),
 )

@@ -19,9 +19,10 @@ if TYPE_CHECKING:
 
 # The columns a new token's row is written with (here, and by the one-statement grants of
 # store.codes on PostgreSQL).
-ACCESS_COLUMNS = ("jti", "app_id", "user_id", "key_id", "code_hash", "scope", "issued_at", "expires_at")
+ACCESS_COLUMNS = ("jti", "app_id", "user_id", "key_id", "code_hash", "scope", "issued_at", "expires_at", "audience")
 REFRESH_COLUMNS = (
-    "token_hash", "code_hash", "app_id", "user_id", "scope", "access_jti", "issued_at", "expires_at", "auth_time", "session_jti"
+    "token_hash", "code_hash", "app_id", "user_id", "scope", "access_jti", "issued_at", "expires_at", "auth_time", "session_jti",
+    "resources",
 )
 
 
@@ -224,6 +225,7 @@ _CHECKED = (
     refresh_tokens.c.revoked_at,
     refresh_tokens.c.auth_time,
     refresh_tokens.c.session_jti,
+    refresh_tokens.c.resources,
 )
 _ROTATE = Prepared(
     update(refresh_tokens)

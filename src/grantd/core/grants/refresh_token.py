@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Mapping
 from typing import Any
 
-from grantd.core import access_token, audit, id_tokens, openid
+from grantd.core import access_token, audit, id_tokens, openid, resources
 from grantd.core import permissions as perms
 from grantd.core.access_token import IssuedToken
 from grantd.core.client_auth import Caller, ClientAuthentication, missing
@@ -30,22 +30,32 @@ _BAD_REFRESH = "The refresh token is unknown, expired, revoked, or belongs to an
 def token_request(
     ctx: Context, auth: ClientAuthentication, params: Mapping[str, str], address: str | None
 ) -> Awaitable[IssuedToken]:
-    """``grant_type=refresh_token`` (RFC 6749 §6), ``scope`` narrowing the grant if sent."""
+    """``grant_type=refresh_token`` (RFC 6749 §6), ``scope`` narrowing the grant if sent, and
+    ``resource`` (RFC 8707) naming one of the grant's resources."""
     refresh_token = params.get("refresh_token")
     if refresh_token is None:
         return missing(ctx, auth, "refresh_token")
-    return refresh(ctx, auth, refresh_token, params.get("scope"), address=address)
+    return refresh(ctx, auth, refresh_token, params.get("scope"), address=address, resource=params.get(resources.PARAMETER))
 
 
 async def refresh(
-    ctx: Context, auth: ClientAuthentication, refresh_token: str, scope: str | None = None, *, address: str | None = None
+    ctx: Context, auth: ClientAuthentication, refresh_token: str, scope: str | None = None, *, address: str | None = None,
+    resource: str | None = None,
 ) -> IssuedToken:
     """Rotate ``refresh_token`` for the client ``auth`` proves. The client is proven before anything
-    about the token is looked at; on PostgreSQL its key is read with the token, in one SELECT."""
+    about the token is looked at; on PostgreSQL its key is read with the token, in one SELECT.
+    ``resource`` (RFC 8707): the new access token's audience, one of the grant's resources; under
+    the ``registered`` policy its registration is read before the rotation."""
     successor = ctx.hasher.successor(refresh_token)
     token_hash = ctx.hasher.hash(refresh_token)
     rotation = _Rotation(ctx, auth, scope, successor)
-    rotated, row = await token_store.rotate(ctx.db, token_hash, rotation.now, rotation)
+    if resource is not None:
+        rotation.resource = resources.one(resource)
+        rotation.accepted = await resources.accepted_by(ctx, rotation.resource)
+    try:
+        rotated, row = await token_store.rotate(ctx.db, token_hash, rotation.now, rotation)
+    except resources.Implied as implied:  # the grant's one resource, unnamed: as if it were named
+        return await refresh(ctx, auth, refresh_token, scope, address=address, resource=implied.resource)
     client = rotation.client
     if not rotated:
         replay = None
@@ -56,7 +66,7 @@ async def refresh(
         return replay
     issued = access_token.issue(
         ctx, client, jti=rotation.jti, user_id=row.user_id, permissions=rotation.permissions,  # type: ignore[union-attr,arg-type]
-        now=rotation.now, refresh_token=successor,
+        now=rotation.now, refresh_token=successor, audience=rotation.audience,
     )
     if openid.is_openid(rotation.permissions):
         # Core §12.2: a new ID token, with the original sign-in's auth_time and no nonce.
@@ -70,7 +80,7 @@ async def refresh(
 class _Rotation(Caller):
     """One rotation as ``store.tokens.rotate`` asks for it (a ``store.tokens.Spender``)."""
 
-    __slots__ = ("scope", "successor", "now", "jti", "permissions", "auth_time")
+    __slots__ = ("scope", "successor", "now", "jti", "permissions", "auth_time", "resource", "accepted", "audience")
 
     def __init__(self, ctx: Context, auth: ClientAuthentication, scope: str | None, successor: str) -> None:
         super().__init__(ctx, auth)
@@ -79,6 +89,11 @@ class _Rotation(Caller):
         self.jti = new_token_id()
         self.permissions: tuple[str, ...] = ()
         self.auth_time: int | None = None
+        # RFC 8707: the resource the request named and what it accepts (None: any policy), and
+        # the audience the token is then issued for.
+        self.resource: str | None = None
+        self.accepted: tuple[str, ...] | None = None
+        self.audience: str | None = None
 
     def issue(self, row: Any) -> Issue:
         """The rules of rotating the token ``row`` (unrotated, or as the rotation returned it): the
@@ -89,13 +104,19 @@ class _Rotation(Caller):
         if row.app_id != client.app_id or row.revoked_at is not None or row.expires_at <= now:
             raise InvalidGrant(_BAD_REFRESH)
         self.permissions = permissions = _narrowed(tuple(row.scope.split(" ")), self.scope)
+        if row.resources is not None or self.resource is not None:
+            self.audience = audience = resources.audience_of(row.resources, self.resource)
+            if self.resource is None and resources.policy(ctx) == resources.REGISTERED:
+                raise resources.Implied(audience)  # type: ignore[arg-type]
+            self.permissions = permissions = resources.narrowed(permissions, self.accepted, audience)  # type: ignore[arg-type]
         access = access_token.row(
-            ctx, client, jti=self.jti, user_id=row.user_id, code_hash=row.code_hash, scope=" ".join(permissions), now=now
+            ctx, client, jti=self.jti, user_id=row.user_id, code_hash=row.code_hash, scope=" ".join(permissions), now=now,
+            audience=self.audience,
         )
-        # The successor keeps the whole grant, whatever this access token narrowed.
+        # The successor keeps the whole grant (its scope and resources), whatever this access token narrowed.
         successor = refresh_row(
             ctx, client, self.successor, code_hash=row.code_hash, user_id=row.user_id, scope=row.scope,
-            access_jti=self.jti, now=now, auth_time=row.auth_time, session_jti=row.session_jti,
+            access_jti=self.jti, now=now, auth_time=row.auth_time, session_jti=row.session_jti, resources=row.resources,
         )
         self.auth_time = row.auth_time
         return Issue(access, successor, None)
@@ -103,11 +124,12 @@ class _Rotation(Caller):
 
 def refresh_row(
     ctx: Context, client: Client, refresh_token: str, *, code_hash: str, user_id: str, scope: str, access_jti: str,
-    now: int, auth_time: int | None, session_jti: str | None,
+    now: int, auth_time: int | None, session_jti: str | None, resources: str | None = None,
 ) -> dict[str, Any]:
     """A refresh token's row (``store.tokens.REFRESH_COLUMNS``), valid ``refresh_token_ttl`` from
     ``now``: its family (``code_hash``), the access token issued beside it, and what OpenID Connect
-    carries from the code (when the user signed in; the browser session it ends with, if any)."""
+    carries from the code (when the user signed in; the browser session it ends with, if any), and
+    the grant's RFC 8707 resources (as stored, ``core.resources.stored``)."""
     return {
         "auth_time": auth_time,
         "session_jti": session_jti,
@@ -119,6 +141,7 @@ def refresh_row(
         "access_jti": access_jti,
         "issued_at": now,
         "expires_at": now + ctx.settings.refresh_token_ttl,
+        "resources": resources,
     }
 
 
