@@ -13,6 +13,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -27,7 +28,7 @@ import jwt
 import pytest
 from authlib.integrations.requests_client import OAuth2Session
 
-from acting_user import developer, new_app
+from acting_user import developer, new_app, parse_forms
 from support.interop import consent
 from support.neucron import PASSWORD, Flow, sign_up, unique_email
 from support.servers import ServerProcess, start_server
@@ -41,10 +42,17 @@ LOOPBACK = "http://127.0.0.1:8931/mcp"
 # ---------------------------------------------------------------- servers
 
 
-def _env(data_dir: Path, secret_key: str) -> dict[str, str]:
+def _database(request: pytest.FixtureRequest, data_dir: Path) -> str:
+    """A new SQLite file, or the session's PostgreSQL database (each test makes its own users and apps)."""
+    if request.param == "postgres":
+        return str(request.getfixturevalue("postgres_url"))
+    return f"sqlite+aiosqlite:///{data_dir / 'grantd.db'}"
+
+
+def _env(database_url: str, data_dir: Path, secret_key: str) -> dict[str, str]:
     return {
         **os.environ,
-        "GRANTD_DATABASE_URL": f"sqlite+aiosqlite:///{data_dir / 'grantd.db'}",
+        "GRANTD_DATABASE_URL": database_url,
         "GRANTD_SECRET_KEY": secret_key,
         "GRANTD_DATA_DIR": str(data_dir),
     }
@@ -71,23 +79,23 @@ class Registered:
         self.server, self.env, self.admin_email = server, env, admin_email
 
 
-@pytest.fixture(scope="module")
-def any_server(tmp_path_factory: pytest.TempPathFactory, secret_key: str) -> Iterator[ServerProcess]:
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def any_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, secret_key: str) -> Iterator[ServerProcess]:
     """The default policy (any https resource)."""
     data_dir = tmp_path_factory.mktemp("resources-any")
-    server = start_server(f"sqlite+aiosqlite:///{data_dir / 'grantd.db'}", secret_key, data_dir)
+    server = start_server(_database(request, data_dir), secret_key, data_dir)
     try:
         yield server
     finally:
         server.stop()
 
 
-@pytest.fixture(scope="module")
-def registered(tmp_path_factory: pytest.TempPathFactory, secret_key: str) -> Iterator[Registered]:
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def registered(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, secret_key: str) -> Iterator[Registered]:
     """GRANTD_RESOURCE_POLICY=registered; the admin made by `grantd users create`; MCP registered
     by `grantd resources create`, accepting read_profile only."""
     data_dir = tmp_path_factory.mktemp("resources-registered")
-    env = _env(data_dir, secret_key)
+    env = _env(_database(request, data_dir), data_dir, secret_key)
     admin_email = unique_email()
     admin = cli_json(env, "users", "create", "--email", admin_email, "--password", PASSWORD)
     created = cli_json(env, "resources", "create", "--uri", MCP, "--permissions", "read_profile", "--description", "MCP")
@@ -479,3 +487,71 @@ async def test_v1_resources_crud_is_the_operators(registered: Registered) -> Non
         events = (await http.get("/v1/audit", headers=admin)).json()["data"]["events"]
         mine = [(e["event"], e["detail"].get("resource")) for e in events if e["event"].startswith("resource_")]
         assert ("resource_registered", uri) in mine and ("resource_deleted", uri) in mine
+
+
+@asynccontextmanager
+async def browser_of(base: str, email: str) -> AsyncIterator[httpx.AsyncClient]:
+    """A browser of the person with ``email``, signed in through the /signin form."""
+    async with httpx.AsyncClient(base_url=base, timeout=30) as browser:
+        page = await browser.get("/signin", params={"next": "/console/resources"})
+        [form] = [f for f in parse_forms(page.text) if f.action == "/signin"]
+        data = [(name, {"email": email, "password": PASSWORD}.get(name, value)) for name, value in form.inputs]
+        signed = await post(browser, "/signin", data)
+        assert signed.status_code == 303 and signed.headers["location"] == "/console/resources", signed.text
+        yield browser
+
+
+async def post(browser: httpx.AsyncClient, path: str, pairs: list[tuple[str, str]]) -> httpx.Response:
+    """A form post of ``pairs`` (names may repeat), as a browser sends it."""
+    return await browser.post(path, content=urlencode(pairs), headers={"Content-Type": "application/x-www-form-urlencoded"})
+
+
+def form_posting_to(page: httpx.Response, action: str, **values: str) -> list[tuple[str, str]]:
+    """What a browser posts from the page's one form to ``action``, ``values`` typed in."""
+    forms = [f for f in parse_forms(page.text) if f.action == action and f.method == "post"]
+    assert forms, f"no form posting to {action} in:\n{page.text}"
+    return [(name, values.get(name, value)) for name, value in forms[0].inputs if name not in values] + list(values.items())
+
+
+async def test_console_resources_page(registered: Registered) -> None:
+    base = registered.server.base_url
+    uri = f"https://console-{secrets.token_hex(4)}.example.com/mcp"
+    async with browser_of(base, registered.admin_email) as admin:
+        page = await admin.get("/console/resources")
+        assert page.status_code == 200 and MCP in page.text and "Register a resource" in page.text
+        # A refused field is shown next to it, and nothing is registered.
+        refused = await post(
+            admin, "/console/resources",
+            [*form_posting_to(page, "/console/resources", uri="http://x.example.com/", description="D"), ("permissions", "read_profile")],
+        )
+        assert refused.status_code == 400
+        assert re.search(r'id="uri"[^>]*aria-invalid="true"', refused.text) and "loopback" in refused.text
+        created = await post(
+            admin, "/console/resources",
+            [*form_posting_to(page, "/console/resources", uri=uri, description="Console"), ("permissions", "write_data")],
+        )
+        assert created.status_code == 303 and created.headers["location"] == "/console/resources"
+        page = await admin.get("/console/resources")
+        assert uri in page.text and "Console" in page.text
+        forms = [f for f in parse_forms(page.text) if f.action == "/console/resources/delete" and ("uri", uri) in f.inputs]
+        assert len(forms) == 1
+        deleted = await post(admin, "/console/resources/delete", forms[0].inputs)
+        assert deleted.status_code == 303
+        assert uri not in (await admin.get("/console/resources")).text
+        # Without the page's CSRF token: refused.
+        forged = await admin.post("/console/resources", data={"uri": uri, "permissions": "read_profile"})
+        assert forged.status_code == 403 and uri not in (await admin.get("/console/resources")).text
+
+    async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+        email = unique_email()
+        await sign_up(http, email)
+    async with browser_of(base, email) as someone:
+        page = await someone.get("/console/resources")
+        assert page.status_code == 200 and MCP in page.text
+        assert "Register a resource" not in page.text and "/console/resources/delete" not in page.text
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
+        refused = await someone.post("/console/resources", data={"csrf_token": csrf, "uri": uri, "permissions": "read_profile"})
+        assert refused.status_code == 403
+        refused = await someone.post("/console/resources/delete", data={"csrf_token": csrf, "uri": MCP})
+        assert refused.status_code == 403
+        assert MCP in (await someone.get("/console/resources")).text

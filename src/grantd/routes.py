@@ -34,7 +34,7 @@ from grantd.api.errors import Dialect, Dialects
 from grantd.api.hot import Handler as HotHandler, HotRoute
 from grantd.config import Settings
 from grantd.telemetry import NOTED_GRANT
-from grantd.web import account, console, logout, pages
+from grantd.web import account, console, console_resources, logout, pages
 from grantd.web import routes as web
 
 # The error dialects. NEUCRON is also the shape of the routes of no dialect of their own
@@ -380,6 +380,9 @@ _PAGES = (
     _page("POST", "/console/apps/{app_id}/keys", console.create_key),
     _page("POST", "/console/apps/{app_id}/keys/{key_id}/revoke", console.revoke_key),
     _page("GET", "/console/apps/{app_id}/try", console.try_app),
+    _page("GET", "/console/resources", console_resources.resources_page),
+    _page("POST", "/console/resources", console_resources.create_resource),
+    _page("POST", "/console/resources/delete", console_resources.delete_resource),
 )
 
 _DISCOVERY_AND_OPERATIONS = (
