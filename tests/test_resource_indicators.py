@@ -27,11 +27,13 @@ import httpx
 import jwt
 import pytest
 from authlib.integrations.requests_client import OAuth2Session
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from acting_user import developer, new_app, parse_forms
 from support.interop import consent
 from support.neucron import PASSWORD, Flow, sign_up, unique_email
 from support.servers import ServerProcess, start_server
+from test_private_key_jwt import assertion, public_jwk
 
 MCP = "https://mcp.example.com/mcp"
 FILES = "https://files.example.com/api"
@@ -555,3 +557,40 @@ async def test_console_resources_page(registered: Registered) -> None:
         refused = await someone.post("/console/resources/delete", data={"csrf_token": csrf, "uri": MCP})
         assert refused.status_code == 403
         assert MCP in (await someone.get("/console/resources")).text
+
+
+async def test_the_clients_errors_come_first_and_an_assertion_is_checked_once(registered: Registered) -> None:
+    """A bad secret with a bad resource is invalid_client; a private_key_jwt client naming a
+    resource (or leaving out its grant's only one) is proven once, its assertion's jti spent once."""
+    base = registered.server.base_url
+    async with dev_on(base) as dev:
+        flow = await new_app(dev)
+        http = flow.client
+        wrong = await http.post("/oauth2/token", data={"grant_type": "client_credentials", "resource": "/mcp"}, auth=(flow.app_id, "x" * 43))
+        assert wrong.status_code == 401 and wrong.json()["error"] == "invalid_client", wrong.text
+        wrong = await http.post(
+            "/oauth2/token", data={"grant_type": "refresh_token", "refresh_token": "r", "resource": ELSEWHERE},
+            auth=(flow.app_id, "x" * 43),
+        )
+        assert wrong.status_code == 401 and wrong.json()["error"] == "invalid_client", wrong.text
+
+        key = ec.generate_private_key(ec.SECP256R1())
+        signed = await new_app(dev, token_endpoint_auth_method="private_key_jwt", jwks={"keys": [public_jwk(key, "k1")]})
+        code, verifier = await code_for(base, signed, [MCP])
+
+        def by_assertion(**fields: str) -> dict[str, str]:
+            return {
+                "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                "client_assertion": assertion(key, signed.app_id, aud=base), **fields,
+            }
+
+        response = await http.post("/oauth2/token", data=by_assertion(
+            grant_type="authorization_code", code=code, code_verifier=verifier, redirect_uri=signed.redirect_uri,
+        ))
+        assert response.status_code == 200, response.text
+        assert claims(base, response.json()["access_token"], MCP)["scope"] == "read_profile"
+        response = await http.post("/oauth2/token", data=by_assertion(
+            grant_type="refresh_token", refresh_token=response.json()["refresh_token"], resource=MCP,
+        ))
+        assert response.status_code == 200, response.text
+        claims(base, response.json()["access_token"], MCP)

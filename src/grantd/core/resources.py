@@ -32,6 +32,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from grantd.core import audit
@@ -122,10 +123,17 @@ def from_parameter(value: str | None) -> tuple[str, ...]:
     return requested(value.split(REPEATED)) if value else ()
 
 
-def one(value: str | None) -> str | None:
-    """A token request's ``resource`` (at most one: a token's ``aud`` is exactly one URI)."""
-    if value is None:
-        return None
+async def named(ctx: Context, caller: Any, value: str) -> tuple[str, tuple[str, ...] | None]:
+    """A token request's ``resource`` for a grant that spends a code or a refresh token
+    (``caller``: its ``client_auth.Caller``), judged once the client is proven, so that the
+    client's own errors come first: the URI, and what a token for it may carry (``accepted_by``)."""
+    await caller.authenticate()
+    uri = one(value)
+    return uri, await accepted_by(ctx, uri)
+
+
+def one(value: str) -> str:
+    """A token request's ``resource``: one (a token's ``aud`` is exactly one URI), by ``parse``."""
     if REPEATED in value:
         raise InvalidTarget("One resource per token request: the access token's aud is exactly one URI.")
     return parse(value)

@@ -70,15 +70,12 @@ async def redeem(
     code_hash = ctx.hasher.hash(auth_code)
     redemption = _Redemption(ctx, auth, code_hash, code_verifier, redirect_uri, state, with_refresh_token, address)
     if resource is not None:
-        redemption.resource = resources.one(resource)
-        redemption.accepted = await resources.accepted_by(ctx, redemption.resource)
+        redemption.resource, redemption.accepted = await resources.named(ctx, redemption, resource)
     try:
         spent, code = await code_store.spend(ctx.db, code_hash, redemption.now, redemption)
-    except resources.Implied as implied:  # the code's one resource, unnamed: as if it were named
-        return await redeem(
-            ctx, auth, auth_code, code_verifier=code_verifier, redirect_uri=redirect_uri, state=state,
-            with_refresh_token=with_refresh_token, retry_grace=retry_grace, address=address, resource=implied.resource,
-        )
+    except resources.Implied as implied:  # the code's one resource, unnamed (left unspent): named, then spent
+        redemption.resource, redemption.accepted = await resources.named(ctx, redemption, implied.resource)
+        spent, code = await code_store.spend(ctx.db, code_hash, redemption.now, redemption)
     client = redemption.client
     if not spent:
         if code is not None and client is not None and code.app_id == client.app_id:

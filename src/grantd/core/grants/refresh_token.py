@@ -50,12 +50,12 @@ async def refresh(
     token_hash = ctx.hasher.hash(refresh_token)
     rotation = _Rotation(ctx, auth, scope, successor)
     if resource is not None:
-        rotation.resource = resources.one(resource)
-        rotation.accepted = await resources.accepted_by(ctx, rotation.resource)
+        rotation.resource, rotation.accepted = await resources.named(ctx, rotation, resource)
     try:
         rotated, row = await token_store.rotate(ctx.db, token_hash, rotation.now, rotation)
-    except resources.Implied as implied:  # the grant's one resource, unnamed: as if it were named
-        return await refresh(ctx, auth, refresh_token, scope, address=address, resource=implied.resource)
+    except resources.Implied as implied:  # the grant's one resource, unnamed (left unrotated): named, then rotated
+        rotation.resource, rotation.accepted = await resources.named(ctx, rotation, implied.resource)
+        rotated, row = await token_store.rotate(ctx.db, token_hash, rotation.now, rotation)
     client = rotation.client
     if not rotated:
         replay = None
