@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import html
 import json
 import os
 import re
@@ -29,7 +30,7 @@ import pytest
 from authlib.integrations.requests_client import OAuth2Session
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from acting_user import developer, new_app, parse_forms
+from acting_user import ActingUser, developer, new_app, parse_forms
 from support.interop import consent
 from support.neucron import PASSWORD, Flow, sign_up, unique_email
 from support.servers import ServerProcess, start_server
@@ -138,10 +139,21 @@ def answer(location: str, flow: Flow) -> dict[str, str]:
     return {name: values[0] for name, values in parse_qs(urlsplit(location).query).items()}
 
 
-async def code_for(base: str, flow: Flow, resources: list[str], scope: str = "read_profile write_data") -> tuple[str, str]:
-    """The user signs in and allows on the pages; (code, verifier)."""
+async def code_for(
+    base: str, flow: Flow, resources: list[str], scope: str = "read_profile write_data", *, granted_before: bool = False
+) -> tuple[str, str]:
+    """The user signs in and allows on the consent page, which names the resources (no page when
+    the permissions were ``granted_before``); (code, verifier)."""
     url, state, verifier = authorization_url(base, flow, resources, scope)
-    params = answer(await consent(flow, url), flow)
+    async with httpx.AsyncClient(timeout=30) as browser:
+        user = ActingUser(browser, flow.extra["email"], PASSWORD)
+        location = await user.authorize(url, flow.redirect_uri)
+    consent_pages = [page for page in user.pages if 'name="decision"' in page.text]
+    assert len(consent_pages) == (0 if granted_before else 1)
+    for page in consent_pages:
+        shown = re.findall(r'<code class="resource">([^<]*)</code>', page.text)
+        assert [html.unescape(uri) for uri in shown] == resources, shown
+    params = answer(location, flow)
     assert params.get("state") == state and "code" in params, params
     return params["code"], verifier
 
@@ -232,7 +244,7 @@ async def test_authorize_and_token_set_aud_to_the_resource_and_refresh_narrows_n
 
         # A code of two resources redeemed without naming one, or naming another: invalid_target,
         # and the code stays unspent for the right request.
-        code, verifier = await code_for(base, flow, [MCP, FILES])
+        code, verifier = await code_for(base, flow, [MCP, FILES], granted_before=True)
         assert "several resources" in invalid_target(await redeem(http, flow, code, verifier))
         invalid_target(await redeem(http, flow, code, verifier, resource=ELSEWHERE))
         response = await redeem(http, flow, code, verifier, resource=FILES)
@@ -392,17 +404,18 @@ async def test_registered_policy_accepts_registered_resources_with_their_permiss
         flow = await new_app(dev)
         http = flow.client
 
-        # MCP accepts read_profile only: asked for both, its token carries read_profile.
-        code, verifier = await code_for(base, flow, [MCP])
+        # MCP accepts read_profile only: asked for more, its token carries read_profile. The ID token
+        # is the grant's (openid), not the resource's: it is issued all the same.
+        code, verifier = await code_for(base, flow, [MCP], scope="openid read_profile write_data")
         response = await redeem(http, flow, code, verifier)
         assert response.status_code == 200, response.text
         issued = response.json()
-        assert issued["scope"] == "read_profile"
+        assert issued["scope"] == "read_profile" and issued["id_token"]
         assert claims(base, issued["access_token"], MCP)["permissions"] == ["read_profile"]
         response = await token(http, flow, grant_type="refresh_token", refresh_token=issued["refresh_token"], resource=MCP)
         assert response.status_code == 200, response.text
         refresh = response.json()["refresh_token"]
-        assert claims(base, response.json()["access_token"], MCP)["scope"] == "read_profile"
+        assert claims(base, response.json()["access_token"], MCP)["scope"] == "read_profile" and response.json()["id_token"]
 
         # An https resource not registered: sent back from authorize, refused at token.
         url, _, _ = authorization_url(base, flow, [ELSEWHERE])

@@ -279,11 +279,6 @@ class Settings(BaseSettings):
         return self.access_token_audience or self.issuer
 
     @cached_property
-    def resource_admin_ids(self) -> frozenset[str]:
-        """``resource_admins`` as a set of user ids."""
-        return frozenset(part.strip() for part in self.resource_admins.split(",") if part.strip())
-
-    @cached_property
     def master_secret(self) -> bytes:
         """The master secret as bytes; generated once under data_dir when not configured."""
         if self.secret_key:

@@ -179,8 +179,13 @@ TOKEN_PARAMETER = {
 
 
 def form_doc(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
-    """OpenAPI for a form-encoded body, authenticated by Basic or by client_id/client_secret in the form."""
-    schema = {"type": "object", "properties": properties, "required": required}
+    """OpenAPI for a form-encoded body, authenticated by Basic or by client_id/client_secret in the form.
+    An optional parameter sent empty is as if omitted (RFC 6749 §3.1): its enum, if any, admits ""."""
+    documented = {
+        name: {**spec, "enum": [*spec["enum"], ""]} if "enum" in spec and name not in required else spec
+        for name, spec in properties.items()
+    }
+    schema = {"type": "object", "properties": documented, "required": required}
     return {
         "requestBody": {"required": True, "content": {FORM: {"schema": schema}}},
         "security": [{"ClientSecretBasic": []}, {}],

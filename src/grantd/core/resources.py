@@ -246,7 +246,7 @@ def _resource(row: object) -> Resource:
 def may_manage(ctx: Context, user_id: str | None) -> bool:
     """Whether a signed-in user may register and delete resources (``GRANTD_RESOURCE_ADMINS``);
     ``user_id`` None: the operator's command line, which always may."""
-    return user_id is None or user_id in ctx.settings.resource_admin_ids
+    return user_id is None or user_id in (admin.strip() for admin in ctx.settings.resource_admins.split(","))
 
 
 def _manager(ctx: Context, user_id: str | None) -> str:

@@ -377,6 +377,7 @@ async def _consent_page(
         redirect_host=urlsplit(target.redirect_uri).netloc or target.redirect_uri,
         requested=[(name, describe(name)) for name in missing],
         granted=[(name, describe(name)) for name in standard.permissions if name not in missing_set],
+        resources=standard.resources,  # RFC 8707: where its tokens are for
         hidden=[(k, v) for k, v in resources.wire_pairs(params) if k not in _PAGE_FIELDS],
         csrf_token=session.session_csrf(ctx, principal),
         signout_next=_authorize_path(params),

@@ -83,12 +83,11 @@ async def redeem(
             if retried is not None:
                 return retried
         raise InvalidGrant(_BAD_CODE)
-    permissions = tuple(code.permissions.split(","))  # type: ignore[union-attr]
     issued = access_token.issue(
         ctx, client, jti=redemption.jti, user_id=code.user_id, permissions=redemption.permissions,  # type: ignore[union-attr]
         now=redemption.now, refresh_token=redemption.refresh_token, audience=redemption.audience,
     )
-    if openid.is_openid(permissions):
+    if openid.is_openid(redemption.granted):  # the grant's, whatever a resource narrowed the access token to
         issued = await id_tokens.with_id_token(
             ctx, issued, app_id=client.app_id, user_id=code.user_id, auth_time=code.auth_time,  # type: ignore[union-attr]
             nonce=code.nonce, now=redemption.now,  # type: ignore[union-attr]
@@ -101,7 +100,7 @@ class _Redemption(Caller):
 
     __slots__ = (
         "code_hash", "code_verifier", "redirect_uri", "state", "address", "now", "jti", "refresh_token",
-        "resource", "accepted", "audience", "permissions",
+        "resource", "accepted", "audience", "granted", "permissions",
     )
 
     def __init__(
@@ -119,6 +118,7 @@ class _Redemption(Caller):
         self.resource: str | None = None
         self.accepted: tuple[str, ...] | None = None
         self.audience: str | None = None
+        self.granted: tuple[str, ...] = ()
         self.permissions: tuple[str, ...] = ()
 
     def issue(self, code: Any) -> Issue:
@@ -133,7 +133,7 @@ class _Redemption(Caller):
             raise InvalidGrant("redirect_uri does not match the one the code was issued for.")
         if self.state is not None and self.state != code.state:
             raise InvalidGrant("state does not match the one the code was issued with.")
-        self.permissions = granted = tuple(code.permissions.split(","))
+        self.permissions = self.granted = granted = tuple(code.permissions.split(","))
         scope = granted_scope = " ".join(granted)
         if code.resources is not None or self.resource is not None:
             self.audience = audience = resources.audience_of(code.resources, self.resource)

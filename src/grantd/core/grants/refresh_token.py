@@ -68,7 +68,7 @@ async def refresh(
         ctx, client, jti=rotation.jti, user_id=row.user_id, permissions=rotation.permissions,  # type: ignore[union-attr,arg-type]
         now=rotation.now, refresh_token=successor, audience=rotation.audience,
     )
-    if openid.is_openid(rotation.permissions):
+    if openid.is_openid(rotation.scoped):  # the scope's, whatever a resource narrowed the access token to
         # Core §12.2: a new ID token, with the original sign-in's auth_time and no nonce.
         issued = await id_tokens.with_id_token(
             ctx, issued, app_id=client.app_id, user_id=row.user_id, auth_time=rotation.auth_time, nonce=None,  # type: ignore[union-attr]
@@ -80,7 +80,9 @@ async def refresh(
 class _Rotation(Caller):
     """One rotation as ``store.tokens.rotate`` asks for it (a ``store.tokens.Spender``)."""
 
-    __slots__ = ("scope", "successor", "now", "jti", "permissions", "auth_time", "resource", "accepted", "audience")
+    __slots__ = (
+        "scope", "successor", "now", "jti", "permissions", "scoped", "auth_time", "resource", "accepted", "audience"
+    )
 
     def __init__(self, ctx: Context, auth: ClientAuthentication, scope: str | None, successor: str) -> None:
         super().__init__(ctx, auth)
@@ -88,6 +90,7 @@ class _Rotation(Caller):
         self.now = ctx.now()
         self.jti = new_token_id()
         self.permissions: tuple[str, ...] = ()
+        self.scoped: tuple[str, ...] = ()  # the scope asked for, within the grant: the ID token's
         self.auth_time: int | None = None
         # RFC 8707: the resource the request named and what it accepts (None: any policy), and
         # the audience the token is then issued for.
@@ -103,7 +106,7 @@ class _Rotation(Caller):
         assert client is not None  # proven before the token is judged
         if row.app_id != client.app_id or row.revoked_at is not None or row.expires_at <= now:
             raise InvalidGrant(_BAD_REFRESH)
-        self.permissions = permissions = _narrowed(tuple(row.scope.split(" ")), self.scope)
+        self.permissions = self.scoped = permissions = _narrowed(tuple(row.scope.split(" ")), self.scope)
         if row.resources is not None or self.resource is not None:
             self.audience = audience = resources.audience_of(row.resources, self.resource)
             if self.resource is None and resources.policy(ctx) == resources.REGISTERED:
