@@ -25,6 +25,8 @@ The rules, all here:
   refresh narrows, never widens.
 - Anything else is ``invalid_target`` (RFC 8707 §2): 400 in RFC 6749 §5.2 JSON at the token and
   PAR endpoints, an error redirect at the authorization endpoint.
+- A token for a resource is that resource's: grantd's own resources (UserInfo, the v2 user info)
+  take only tokens of the server's audience (``core.introspection.live_user_claims``).
 """
 
 from __future__ import annotations
@@ -43,8 +45,7 @@ from grantd.core.redirect_uris import LOOPBACK_HOSTS
 from grantd.store import resources as store
 
 PARAMETER = "resource"
-ANY, REGISTERED = "any", "registered"
-POLICIES = (ANY, REGISTERED)
+REGISTERED = "registered"  # the policy that accepts registered resources only; the default is "any"
 MAX_LENGTH = 2048
 # The most resources one authorization request may name.
 MAX_PER_REQUEST = 10
