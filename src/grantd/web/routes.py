@@ -65,7 +65,7 @@ def _ctx(request: Request) -> Context:
 
 def _query(request: Request) -> tuple[dict[str, str], list[str], str | None]:
     """The query parameters (an empty value counts as absent, RFC 6749 §3.1), the repeated names, and
-    what is wrong with the query (every parameter at most once, none too long)."""
+    what is wrong with the query (every parameter at most once but ``resource``, RFC 8707; none too long)."""
     pairs = parse_qsl(request.url.query, keep_blank_values=True)
     counts = Counter(name for name, _ in pairs)
     repeated = [name for name, count in counts.items() if count > 1 and name not in resources.REPEATABLE]
