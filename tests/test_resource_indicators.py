@@ -330,6 +330,11 @@ async def test_invalid_resources_are_sent_back_from_authorize_and_refused_at_tok
         # Too many at once.
         url, _, _ = authorization_url(base, flow, [f"{MCP}/{i}" for i in range(11)])
         assert answer((await http.get(url)).headers["location"], flow)["error"] == "invalid_target"
+        # A NUL in one (it would split where the client did not repeat the parameter): a malformed request.
+        url, _, _ = authorization_url(base, flow, [MCP + "\x00" + FILES])
+        assert answer((await http.get(url)).headers["location"], flow)["error"] == "invalid_request"
+        pushed = await http.post("/oauth2/par", data={"response_type": "code", "resource": MCP + "\x00" + FILES}, auth=(flow.app_id, flow.key_secret))
+        assert pushed.status_code == 400 and pushed.json()["error"] == "invalid_request", pushed.text
 
 
 async def test_pushed_request_carries_its_resources(any_server: ServerProcess) -> None:
