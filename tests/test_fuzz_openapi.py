@@ -91,6 +91,10 @@ def _with_real_values(body: Any, flow: Flow, code: Callable[[], str], path: str)
             if "auth_code" in inner:
                 real["auth_code"] = code()
             out[wrapper] = {**inner, **real}
+    if path.endswith("/resources") and "uri" in out:  # registering a resource
+        out["uri"] = f"https://fuzz-{secrets.token_hex(6)}.example.com/api"
+        out["permissions"] = "read_profile"
+        out["description"] = "Fuzzed resource"
     if "redirect_uris" in out:  # registering an app
         out["redirect_uris"] = [flow.redirect_uri]
         out["name"] = "Fuzzed app"
@@ -149,18 +153,24 @@ async def _grant(flow: Flow, token: str) -> None:
 
 
 @pytest.fixture
-async def fuzz_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """An app of its own on the session's database, called from an address of its own: the fuzzer
-    exhausts the sign-up and log-in rate limits of its address, and no other test may feel that."""
+async def fuzz_app(settings: Settings) -> AsyncIterator[Any]:
+    """An app of its own on the session's database, with settings of its own."""
     application = create_app(settings.model_copy())
-    address = f"198.51.100.{secrets.randbelow(250) + 1}"
     async with application.router.lifespan_context(application):
-        transport = httpx.ASGITransport(app=application, client=(address, 40000))
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
-            yield c
+        yield application
 
 
-async def test_every_operation_of_the_openapi_document_holds_to_its_schema(fuzz_client: httpx.AsyncClient) -> None:
+@pytest.fixture
+async def fuzz_client(fuzz_app: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """The fuzzer's app called from an address of its own: the fuzzer exhausts the sign-up and
+    log-in rate limits of its address, and no other test may feel that."""
+    address = f"198.51.100.{secrets.randbelow(250) + 1}"
+    transport = httpx.ASGITransport(app=fuzz_app, client=(address, 40000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        yield c
+
+
+async def test_every_operation_of_the_openapi_document_holds_to_its_schema(fuzz_app: Any, fuzz_client: httpx.AsyncClient) -> None:
     client = fuzz_client
     response = await client.get("/openapi.json")
     assert response.status_code == 200
@@ -169,6 +179,10 @@ async def test_every_operation_of_the_openapi_document_holds_to_its_schema(fuzz_
 
     shared = await new_flow(client)  # dev_token owns the app; the app and key stay live throughout
     await _grant(shared, shared.dev_token)
+    # The shared developer may register resources (RFC 8707, GRANTD_RESOURCE_ADMINS), so that
+    # /v1/resources' writes are reached too.
+    developer = await client.get("/auth/user/info", headers={"Authorization": shared.dev_token})
+    fuzz_app.state.ctx.settings.resource_admins = developer.json()["id"]
     loop = asyncio.get_running_loop()
 
     operations = []
@@ -205,6 +219,14 @@ async def test_every_operation_of_the_openapi_document_holds_to_its_schema(fuzz_
 
         def fresh_code(flow: Flow = flow) -> str:
             return asyncio.run_coroutine_threadsafe(flow.code(), loop).result(timeout=REQUEST_TIMEOUT)
+
+        def registered_resource() -> str:
+            uri = f"https://fuzz-{secrets.token_hex(6)}.example.com/api"
+            body = {"uri": uri, "permissions": "read_profile"}
+            request = client.post("/v1/resources", json=body, headers={"Authorization": shared.dev_token})
+            response = asyncio.run_coroutine_threadsafe(request, loop).result(timeout=REQUEST_TIMEOUT)
+            assert response.status_code == 200, response.text
+            return uri
 
         def run(
             operation: Any = operation,
@@ -243,6 +265,8 @@ async def test_every_operation_of_the_openapi_document_holds_to_its_schema(fuzz_
                                 case.path_parameters[name] = getattr(flow, name)
                     if not negative(ParameterLocation.BODY):
                         case.body = _with_real_values(case.body, flow, fresh_code, operation.path)
+                    if case.query and "uri" in case.query and not negative(ParameterLocation.QUERY):
+                        case.query["uri"] = registered_resource()  # DELETE /v1/resources?uri=
                 headers: dict[str, str] = {}
                 if authenticated and not negative(ParameterLocation.HEADER):
                     if needs_user:

@@ -52,7 +52,7 @@ def _code_rows(ctx: Any, code: str, who: Client, user_id: str, challenge: str | 
         "permissions": "read_profile,write_data", "state": "s", "code_challenge": challenge, "created_at": now,
         "expires_at": now + 60,
         # OpenID Connect (migration 0012): a code of a plain OAuth request has none of them
-        "nonce": None, "auth_time": None, "session_jti": None, "dpop_jkt": None,
+        "nonce": None, "auth_time": None, "session_jti": None, "dpop_jkt": None, "resources": None,
     }
     event = audit.entry(ctx, "code_issued", actor=user_id, user_id=user_id, app_id=who.app_id, now=now, permissions=["read_profile"])
     return row, event
@@ -154,7 +154,7 @@ async def test_the_one_statement_spends_a_code_once(app: Any, client: httpx.Asyn
     async def spend(n: int) -> bool:
         jti = f"00000000-0000-7000-8000-{secrets.token_hex(6)}"
         access = {"jti": jti, "app_id": who.app_id, "user_id": user_id, "key_id": who.key_id, "code_hash": code_hash,
-                  "scope": "read_profile", "issued_at": now, "expires_at": now + 60, "dpop_jkt": None}
+                  "scope": "read_profile", "issued_at": now, "expires_at": now + 60, "dpop_jkt": None, "audience": None}
         event = audit.entry(ctx, "code_redeemed", actor=who.app_id, user_id=user_id, app_id=who.app_id, now=now, jti=jti)
         async with ctx.db.autocommit() as conn:
             return await code_store.spend_and_issue(conn, code_hash, who.app_id, now, access=access, refresh=None, audit=event)
@@ -199,11 +199,12 @@ async def test_the_one_statement_rotates_a_refresh_token_once(app: Any, client: 
     async def rotate(n: int) -> bool:
         jti = f"00000000-0000-7000-8000-{secrets.token_hex(6)}"
         access = {"jti": jti, "app_id": who.app_id, "user_id": user_id, "key_id": who.key_id, "code_hash": code_hash,
-                  "scope": "read_profile", "issued_at": now, "expires_at": now + 60, "dpop_jkt": None}
+                  "scope": "read_profile", "issued_at": now, "expires_at": now + 60, "dpop_jkt": None, "audience": None}
         successor = {"token_hash": secrets.token_hex(32), "code_hash": code_hash, "app_id": who.app_id,
                      "user_id": user_id, "scope": "read_profile", "access_jti": jti, "issued_at": now, "expires_at": now + 60,
                      "auth_time": None, "session_jti": None,  # OpenID Connect (migration 0012): not an OpenID grant
-                     "dpop_jkt": None}  # DPoP (migration 0015): a bearer token
+                     "dpop_jkt": None,  # DPoP (migration 0015): a bearer token
+                     "resources": None}  # RFC 8707 (migration 0019): bound to no resource
         async with ctx.db.autocommit() as conn:
             return await token_store.rotate_and_issue(
                 conn, token_hash, who.app_id, now, code_hash, access=access, refresh=successor

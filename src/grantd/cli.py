@@ -27,6 +27,12 @@ signing_keys_app = typer.Typer(help="Manage the keys that sign tokens.", no_args
 app.add_typer(signing_keys_app, name="signing-keys")
 config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+resources_app = typer.Typer(
+    help="Manage the registered resources (RFC 8707): under GRANTD_RESOURCE_POLICY=registered, the only ones "
+    "a token may be requested for.",
+    no_args_is_help=True,
+)
+app.add_typer(resources_app, name="resources")
 
 T = TypeVar("T")
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON, with the API's field names.")]
@@ -287,6 +293,56 @@ def keys_create(
 
     async def use_case(ctx: Context) -> dict[str, Any]:
         return created_key_data(await apps.create_key(ctx, None, app_id))
+
+    _emit(_run(use_case), as_json)
+
+
+@resources_app.command("create")
+def resources_create(
+    uri: Annotated[str, typer.Option(help="The resource's URI: what clients send as resource, its tokens' aud.")],
+    permissions: Annotated[str, typer.Option(help="Comma-separated: the permissions it accepts.")],
+    description: Annotated[str, typer.Option(help="What it is, for the people who read the list.")] = "",
+    as_json: JsonOption = False,
+) -> None:
+    """Register a resource and the permissions it accepts."""
+    from grantd.api.resources import resource_data
+    from grantd.core import resources
+
+    async def use_case(ctx: Context) -> dict[str, Any]:
+        return resource_data(await resources.create(ctx, uri, permissions, description))
+
+    _emit(_run(use_case), as_json)
+
+
+@resources_app.command("list")
+def resources_list(as_json: JsonOption = False) -> None:
+    """The registered resources."""
+    from grantd.api.resources import resource_data
+    from grantd.core import resources
+
+    async def use_case(ctx: Context) -> list[dict[str, Any]]:
+        return [resource_data(r) for r in await resources.list_all(ctx)]
+
+    listed = _run(use_case)
+    if as_json:
+        typer.echo(json.dumps({"resources": listed}, indent=2))
+        return
+    for item in listed:
+        _emit(item, False)
+        typer.echo("")
+
+
+@resources_app.command("delete")
+def resources_delete(
+    uri: Annotated[str, typer.Option(help="The registered resource's URI.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Delete a registered resource: no token is issued for it any more."""
+    from grantd.core import resources
+
+    async def use_case(ctx: Context) -> dict[str, Any]:
+        await resources.delete(ctx, uri)
+        return {"uri": uri, "deleted": True}
 
     _emit(_run(use_case), as_json)
 

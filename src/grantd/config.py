@@ -13,7 +13,7 @@ import re
 import secrets
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import (
@@ -61,6 +61,17 @@ class Settings(BaseSettings):
         "Empty means generate one once and keep it in <data_dir>/secret.key.",
     )
     access_token_audience: str = Field(default="", description="`aud` of access tokens. Empty means the issuer.")
+    resource_policy: Literal["any", "registered"] = Field(
+        default="any",
+        description="Which RFC 8707 `resource` values a token may be requested for (its `aud` is then that URI): "
+        "any: any https URI (http only on localhost, 127.0.0.1, [::1]); registered: only a resource registered with "
+        "`grantd resources create` or POST /v1/resources, its token carrying only the permissions it accepts.",
+    )
+    resource_admins: str = Field(
+        default="",
+        description="User ids, comma-separated, who may register and delete resources through /v1/resources and the "
+        "console (everyone signed in may list them); the CLI always may.",
+    )
     access_token_ttl: int = Field(default=3600, ge=60, le=86400, description="Access token lifetime, seconds.")
     id_token_ttl: int = Field(default=3600, ge=60, le=86400, description="OpenID Connect ID token lifetime, seconds.")
     user_token_ttl: int = Field(default=30 * 86400, ge=300, description="Signed-in user token lifetime, seconds.")

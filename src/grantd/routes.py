@@ -28,13 +28,13 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from starlette.responses import Response
 
-from grantd.api import apps, audit, auth, envelope, grants, hot, neucron, neucron_v2, oauth2, openid, ops, wellknown
+from grantd.api import apps, audit, auth, envelope, grants, hot, neucron, neucron_v2, oauth2, openid, ops, resources, wellknown
 from grantd.api.envelope import Envelope, ErrorBody, error_responses
 from grantd.api.errors import Dialect, Dialects
 from grantd.api.hot import Handler as HotHandler, HotRoute
 from grantd.config import Settings
 from grantd.telemetry import NOTED_GRANT
-from grantd.web import account, console, device, logout, pages
+from grantd.web import account, console, console_resources, device, logout, pages
 from grantd.web import routes as web
 
 # The error dialects. NEUCRON is also the shape of the routes of no dialect of their own
@@ -276,6 +276,21 @@ _NEUCRON_API = (
             "Audit events about you and the apps you own, newest first",
         ),
     ),
+    *_tagged(
+        "Resources",
+        _neucron(
+            "GET", "/resources", resources.list_resources, resources.ResourceList, (401,),
+            "The registered resources (RFC 8707) and the permissions each accepts",
+        ),
+        _neucron(
+            "POST", "/resources", resources.create_resource, resources.ResourceData, (400, 401, 403, 409),
+            "Register a resource (the operator's: GRANTD_RESOURCE_ADMINS)",
+        ),
+        _neucron(
+            "DELETE", "/resources", resources.delete_resource, resources.DeletedData, (400, 401, 403, 404),
+            "Delete a registered resource, named by its uri (the operator's: GRANTD_RESOURCE_ADMINS)",
+        ),
+    ),
 )
 
 _OAUTH2 = (
@@ -376,6 +391,9 @@ _PAGES = (
     _page("POST", "/console/apps/{app_id}/keys", console.create_key),
     _page("POST", "/console/apps/{app_id}/keys/{key_id}/revoke", console.revoke_key),
     _page("GET", "/console/apps/{app_id}/try", console.try_app),
+    _page("GET", "/console/resources", console_resources.resources_page),
+    _page("POST", "/console/resources", console_resources.create_resource),
+    _page("POST", "/console/resources/delete", console_resources.delete_resource),
 )
 
 _DISCOVERY_AND_OPERATIONS = (

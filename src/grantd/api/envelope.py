@@ -52,6 +52,7 @@ _DESCRIPTIONS = {
     "unregistered redirect URI (`invalid_redirect_uri`), or consent needed (`consent_required`).",
     401: "Missing or bad bearer token (`invalid_token`), wrong app or key credentials (`invalid_client`), "
     "or an unusable authorization code (`invalid_grant`).",
+    403: "Signed in, but not allowed to do this (`forbidden`).",
     404: "No such resource among yours (`not_found`).",
     409: "Already exists (`conflict`).",
     413: "Request body too large (`invalid_request`).",

@@ -47,6 +47,7 @@ from grantd.api.limits import declared_too_large, receive_within, timed_out, too
 from grantd.config import Settings
 from grantd.core.context import Context
 from grantd.core.errors import GrantdError
+from grantd.core.resources import REPEATABLE
 from grantd.forms import parse_form
 from grantd.store.availability import DatabaseUnavailable
 
@@ -178,7 +179,7 @@ async def neucron_authorize(ctx: Context, scope: Scope, body: bytes, headers: di
 
 
 async def oauth2_token(ctx: Context, scope: Scope, body: bytes, headers: dict[bytes, bytes]) -> Response:
-    form = parse_form(_text(headers.get(b"content-type")) or "", body)
+    form = parse_form(_text(headers.get(b"content-type")) or "", body, REPEATABLE)
     proofs = None
     if b"dpop" in headers:  # RFC 9449: every DPoP header, to refuse more than one
         proofs = [value.decode("latin-1") for name, value in scope["headers"] if name == b"dpop"]

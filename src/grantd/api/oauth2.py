@@ -18,7 +18,9 @@ from starlette.responses import Response
 from grantd import telemetry
 from grantd.api.deps import client_address
 from grantd.api.jsonbody import JSONBody
-from grantd.core import authorization, client_auth, device, dpop, grants, introspection, jwks, openid, par, ratelimit, revocation
+from grantd.core import (
+    authorization, client_auth, device, dpop, grants, introspection, jwks, openid, par, ratelimit, resources, revocation,
+)
 from grantd.core.clients import ID_TOKEN_ALGORITHMS, SUBJECT_TYPES
 from grantd.core.access_token import IssuedToken
 from grantd.core.context import Context
@@ -151,7 +153,7 @@ _CLIENT_FIELDS = {
     "client_assertion_type": {
         "type": "string",
         # "": a parameter sent without a value counts as omitted (RFC 6749 §3.1).
-        "enum": [client_auth.JWT_BEARER, ""],
+        "enum": [client_auth.JWT_BEARER],
         "description": "private_key_jwt (RFC 7523 §2.2), with client_assertion.",
     },
     "client_assertion": {
@@ -168,6 +170,11 @@ TOKEN_REQUEST = {
     "refresh_token": _STRING,
     "device_code": {"type": "string", "description": "The device authorization grant (RFC 8628 §3.4)."},
     "scope": _STRING,
+    "resource": {
+        "type": "string",
+        "description": "RFC 8707: the resource the access token is for, its aud: an absolute https URI without a "
+        "fragment; one of the grant's resources if the authorization request named any.",
+    },
     **_CLIENT_FIELDS,
 }
 TOKEN_PARAMETER = {
@@ -189,8 +196,13 @@ _DPOP_HEADER = {
 
 def form_doc(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
     """OpenAPI for a form-encoded body, authenticated by Basic or by client_id/client_secret in the form;
-    the token and PAR endpoints also take a DPoP proof."""
-    schema = {"type": "object", "properties": properties, "required": required}
+    the token and PAR endpoints also take a DPoP proof. An optional parameter sent empty is as if
+    omitted (RFC 6749 §3.1): its enum, if any, admits ""."""
+    documented = {
+        name: {**spec, "enum": [*spec["enum"], ""]} if "enum" in spec and name not in required else spec
+        for name, spec in properties.items()
+    }
+    schema = {"type": "object", "properties": documented, "required": required}
     doc: dict[str, Any] = {
         "requestBody": {"required": True, "content": {FORM: {"schema": schema}}},
         "security": [{"ClientSecretBasic": []}, {}],
@@ -239,6 +251,12 @@ PAR_REQUEST = {
     "login_hint": _STRING,
     "id_token_hint": _STRING,
     "dpop_jkt": {"type": "string", "description": "RFC 9449 §10: bind the code to this DPoP key's JWK thumbprint."},
+    "resource": {
+        "type": "array",
+        "items": _STRING,
+        "description": "RFC 8707: the resources the tokens may be for (the parameter repeated), each an absolute "
+        "https URI without a fragment.",
+    },
     **_CLIENT_FIELDS,
 }
 PAR_SCHEMA = {
@@ -266,7 +284,7 @@ INTROSPECTION_SCHEMA = {"type": "object", "properties": {"active": {"type": "boo
 
 
 async def token(request: Request) -> Response:
-    form = await read_form(request)
+    form = await read_form(request, resources.REPEATABLE)  # a repeated resource: invalid_target, not invalid_request
     return await issue_token(
         request.app.state.ctx, request.headers.get("authorization"), form, client_address(request), request.scope,
         request.headers.getlist("dpop") or None,
@@ -326,7 +344,7 @@ async def introspect_token(ctx: Context, authorization: str | None, form: dict[s
 async def pushed_authorization_request(request: Request) -> Response:
     """``POST /oauth2/par`` (RFC 9126 §2): 201 with the request_uri, or RFC 6749 §5.2 errors."""
     ctx: Context = request.app.state.ctx
-    form = await read_form(request)
+    form = await read_form(request, resources.REPEATABLE)  # RFC 8707: resource may repeat
     # RFC 9449 §10.1: a DPoP proof sent here binds the code to its key, as dpop_jkt does.
     proof = await _proof(ctx, request.headers.getlist("dpop"), "par")
     async with _ClientRequest(ctx, request.headers.get("authorization"), form, client_address(request)) as auth:

@@ -29,14 +29,15 @@ class IssuedToken(NamedTuple):
 
 def sign(
     ctx: Context, *, jti: str, app_id: str, user_id: str | None, permissions: tuple[str, ...], iat: int, exp: int,
-    jkt: str | None = None,
+    jkt: str | None = None, audience: str | None = None,
 ) -> str:
     """The signed token (RFC 9068 §2.2): ``sub`` is the user, or the app acting on its own behalf;
-    ``cnf.jkt`` the DPoP key it is bound to, if any (RFC 9449 §6.1)."""
+    ``aud`` the resource it was requested for (RFC 8707), else the server's audience; ``cnf.jkt``
+    the DPoP key it is bound to, if any (RFC 9449 §6.1)."""
     claims: dict[str, Any] = {
         "iss": ctx.settings.issuer,
         "sub": user_id or app_id,
-        "aud": ctx.settings.audience,
+        "aud": audience or ctx.settings.audience,
         "client_id": app_id,
         "scope": " ".join(permissions),
         "iat": iat,
@@ -53,11 +54,14 @@ def sign(
 
 def issue(
     ctx: Context, client: Client, *, jti: str, user_id: str | None, permissions: tuple[str, ...], now: int,
-    refresh_token: str | None = None,
+    refresh_token: str | None = None, audience: str | None = None,
 ) -> IssuedToken:
     """The token response for a new access token, valid ``access_token_ttl`` from ``now``."""
     ttl, jkt = ctx.settings.access_token_ttl, client.dpop_jkt
-    token = sign(ctx, jti=jti, app_id=client.app_id, user_id=user_id, permissions=permissions, iat=now, exp=now + ttl, jkt=jkt)
+    token = sign(
+        ctx, jti=jti, app_id=client.app_id, user_id=user_id, permissions=permissions, iat=now, exp=now + ttl,
+        jkt=jkt, audience=audience,
+    )
     if jkt is None:
         return IssuedToken(token, ttl, " ".join(permissions), refresh_token)
     return IssuedToken(token, ttl, " ".join(permissions), refresh_token, token_type=dpop.SCHEME)
@@ -69,18 +73,21 @@ def reissue(ctx: Context, access: Any, now: int, refresh_token: str | None = Non
     token = sign(
         ctx, jti=access.jti, app_id=access.app_id, user_id=access.user_id,
         permissions=tuple(access.scope.split(" ")), iat=access.issued_at, exp=access.expires_at, jkt=access.dpop_jkt,
+        audience=access.audience,
     )
     token_type = "Bearer" if access.dpop_jkt is None else dpop.SCHEME
     return IssuedToken(token, access.expires_at - now, access.scope, refresh_token, token_type=token_type)
 
 
 def row(
-    ctx: Context, client: Client, *, jti: str, user_id: str | None, code_hash: str | None, scope: str, now: int
+    ctx: Context, client: Client, *, jti: str, user_id: str | None, code_hash: str | None, scope: str, now: int,
+    audience: str | None = None,
 ) -> dict[str, Any]:
     """The access token's row (``store.tokens.ACCESS_COLUMNS``): ``code_hash`` names its family
-    (the authorization code it descends from; None for client_credentials), ``dpop_jkt`` the key
-    of the request's DPoP proof. Every grant builds its token's row here, before anything is
-    written: so an app that requires DPoP (RFC 9449 §5.2) gets no token without a proof."""
+    (the authorization code it descends from; None for client_credentials); ``audience`` the
+    resource it is for (RFC 8707; None: the server's audience); ``dpop_jkt`` the key of the
+    request's DPoP proof. Every grant builds its token's row here, before anything is written: so
+    an app that requires DPoP (RFC 9449 §5.2) gets no token without a proof."""
     if client.dpop_required:
         dpop.require_proof(client)
     return {
@@ -93,6 +100,7 @@ def row(
         "issued_at": now,
         "expires_at": now + ctx.settings.access_token_ttl,
         "dpop_jkt": client.dpop_jkt,
+        "audience": audience,
     }
 
 

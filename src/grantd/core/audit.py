@@ -52,11 +52,14 @@ EVENTS = frozenset(
         "device_code_redeemed",
         "signing_key_rotated",
         "audit_pruned",
+        "resource_registered",
+        "resource_deleted",
     }
 )
 # What a detail may carry: identifiers, permissions, names of changed fields, a reason. Nothing else.
 DETAIL_KEYS = frozenset(
-    {"jti", "key_id", "kid", "algorithm", "permissions", "fields", "client_type", "reason", "activates_at", "family_revoked", "before"}
+    {"jti", "key_id", "kid", "algorithm", "permissions", "fields", "client_type", "reason", "activates_at", "family_revoked", "before",
+     "resource"}
 )
 LIMIT_DEFAULT = 100
 LIMIT_MAX = 500

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from grantd.core import audit, dpop, openid, par, pkce
+from grantd.core import audit, dpop, openid, par, pkce, resources
 from grantd.core import permissions as perms
 from grantd.core.accounts import Principal
 from grantd.core.clients import FAPI2_CODE_TTL, PUBLIC, OpenIDSettings
@@ -94,6 +94,7 @@ class StandardRequest:
     max_age: int | None = None
     response_mode: str = "query"
     dpop_jkt: str | None = None  # RFC 9449 §10: the DPoP key the code is bound to
+    resources: tuple[str, ...] = ()  # RFC 8707: the resources the tokens may be for
 
     @property
     def is_openid(self) -> bool:
@@ -161,6 +162,7 @@ def _new_code(
     session_jti: str | None = None,
     dpop_jkt: str | None = None,
     fapi2: bool = False,
+    resource_uris: tuple[str, ...] = (),
 ) -> _NewCode:
     code = new_secret()
     expires_at = now + code_ttl(ctx, fapi2)
@@ -178,6 +180,7 @@ def _new_code(
         "auth_time": auth_time,
         "session_jti": session_jti,
         "dpop_jkt": dpop_jkt,
+        "resources": resources.stored(resource_uris),
     }
     event = audit.entry(
         ctx, "code_issued", actor=user_id, user_id=user_id, app_id=app_id, address=address, now=now,
@@ -325,12 +328,15 @@ def validate_request(
     request_object: str | None = None,
     request_uri: str | None = None,
     dpop_jkt: str | None = None,
+    resource: str | None = None,
 ) -> StandardRequest:
     """The rest of the request; errors here are redirected back to the client with ``state``.
 
     ``scope`` holds the catalog's permissions, which must be the app's, and the standard scopes of
     OpenID Connect (``openid.SCOPES``), which every app may ask for. Without a scope, the app's
-    permissions. The OpenID Connect parameters (Core §3.1.2.1) are checked whatever the scope."""
+    permissions. The OpenID Connect parameters (Core §3.1.2.1) are checked whatever the scope.
+    ``resource``: the request's RFC 8707 resources (the parameter, repeats joined as
+    ``resources.REPEATED`` says); the policy's judgement of them is ``resources.admit``'s, which reads."""
     if response_type != "code":
         raise UnsupportedResponseType("Only response_type=code is supported.")
     if response_mode is not None and response_mode not in RESPONSE_MODES:
@@ -353,7 +359,7 @@ def validate_request(
         raise InvalidRequest("nonce is required: this app's settings require one in every OpenID request.")
     return StandardRequest(
         target, requested, state, code_challenge, nonce=nonce, prompt=prompts, max_age=age,
-        response_mode=response_mode or "query", dpop_jkt=dpop_jkt,
+        response_mode=response_mode or "query", dpop_jkt=dpop_jkt, resources=resources.from_parameter(resource),
     )
 
 
@@ -440,6 +446,7 @@ async def approve(ctx: Context, user: Principal, request: StandardRequest, *, ad
             session_jti=user.jti if bound else None,
             dpop_jkt=request.dpop_jkt,
             fapi2=target.openid.fapi2,
+            resource_uris=request.resources,
         )
         await code_store.insert_code(tx, new.row, new.event)
     return _answer(ctx, target, request.response_mode, code=new.code, state=request.state)

@@ -266,7 +266,8 @@ class Caller:
         self.client: Client | None = None
 
     async def authenticate(self) -> str:
-        self.client = await self.auth.authenticate(self.ctx)
+        if self.client is None:  # proven once per request, however often it is asked (a resource named first)
+            self.client = await self.auth.authenticate(self.ctx)
         return self.client.app_id
 
     def proven(self, key: Any) -> str:

@@ -35,6 +35,19 @@ class InvalidScope(GrantdError):
     error, status_code = "invalid_scope", 400
 
 
+class InvalidTarget(GrantdError):
+    """RFC 8707 §2: the requested resource is invalid, unknown, malformed, or not one the grant
+    may name."""
+
+    error, status_code = "invalid_target", 400
+
+
+class Forbidden(GrantdError):
+    """Signed in, but not allowed to do this (the registered resources: the operator's)."""
+
+    error, status_code = "forbidden", 403
+
+
 class InvalidRedirectUri(GrantdError):
     error, status_code = "invalid_redirect_uri", 400
 

@@ -51,6 +51,8 @@ async def live_user_claims(ctx: Context, token: str, dpop_jkt: str | None = None
         raise refused
     if claims["exp"] <= now:
         raise refused
+    if claims.get("aud") != ctx.settings.audience:  # a token for another resource (RFC 8707) is not grantd's to honour
+        raise refused
     async with ctx.db.read() as conn:
         row = await token_store.access_token_state(conn, jti)
     if not is_live(row, now) or row.user_id is None or row.user_id != user_id:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from grantd.core import authorization, openid
+from grantd.core import authorization, openid, resources
 from grantd.core.client_auth import ClientAuthentication
 from grantd.core.clients import OpenIDSettings
 from grantd.core.context import Context
@@ -76,7 +76,8 @@ async def push(ctx: Context, auth: ClientAuthentication, form: dict[str, str], *
         raise InvalidRequest(exc.message) from None
     if "redirect_uri" not in params and openid.is_openid(params.get("scope", "").split(" ")):
         raise InvalidRequest("redirect_uri is required in an OpenID Connect request (scope openid).")
-    validate(ctx, target, params)
+    standard = validate(ctx, target, params)
+    await resources.admit(ctx, standard.resources, standard.permissions)
     if params.get("id_token_hint") is not None:
         openid.hinted_subject(ctx, params["id_token_hint"], target.app_id)
     secret = new_secret()
@@ -107,6 +108,7 @@ def validate(ctx: Context, target: authorization.Target, params: dict[str, str])
         request_object=params.get("request"),
         request_uri=params.get("request_uri"),
         dpop_jkt=params.get("dpop_jkt"),
+        resource=params.get(resources.PARAMETER),
     )
 
 

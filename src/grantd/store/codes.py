@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 _CODE = (
     "code_hash", "app_id", "user_id", "redirect_uri", "permissions", "state", "code_challenge", "created_at", "expires_at",
-    "nonce", "auth_time", "session_jti", "dpop_jkt",
+    "nonce", "auth_time", "session_jti", "dpop_jkt", "resources",
 )
 _AUDIT = ("occurred_at", "event", "actor", "user_id", "app_id", "address", "detail")
 # The user's grant to the app, for a code written only while it exists.
@@ -82,6 +82,7 @@ _CHECKED = (
     codes.c.auth_time,
     codes.c.session_jti,
     codes.c.dpop_jkt,
+    codes.c.resources,
 )
 _REDEEM = Prepared(
     update(codes)

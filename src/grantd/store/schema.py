@@ -160,6 +160,8 @@ authorization_codes = Table(
     Column("auth_time", BigInteger),
     Column("session_jti", String(36)),
     Column("dpop_jkt", String(43)),  # RFC 9449 §10 (migration 0015): the key the code is bound to
+    # RFC 8707 (migration 0019): the resources the request named, space-separated; NULL: none.
+    Column("resources", Text),
 )
 
 # The lineage of every token is the hash of the authorization code it descends from
@@ -177,6 +179,7 @@ access_tokens = Table(
     Column("expires_at", BigInteger, nullable=False),
     Column("revoked_at", BigInteger),
     Column("dpop_jkt", String(43)),  # RFC 9449 §6 (migration 0015): its cnf.jkt; NULL: a bearer token
+    Column("audience", Text),  # RFC 8707 (migration 0019): its `aud`, the resource; NULL: the server's audience
 )
 # client_credentials tokens have no code and no user: the two indexes leave them out (partial).
 _HAS_CODE = access_tokens.c.code_hash.isnot(None)
@@ -205,6 +208,8 @@ refresh_tokens = Table(
     Column("auth_time", BigInteger),
     Column("session_jti", String(36)),
     Column("dpop_jkt", String(43)),  # RFC 9449 §5 (migration 0015): the key it is bound to, if any
+    # RFC 8707 (migration 0019): the grant's resources, from the code; NULL: not bound to any.
+    Column("resources", Text),
 )
 _HAS_SESSION = refresh_tokens.c.session_jti.isnot(None)
 Index("ix_refresh_tokens_session_jti", refresh_tokens.c.session_jti, sqlite_where=_HAS_SESSION, postgresql_where=_HAS_SESSION)
@@ -338,4 +343,15 @@ device_codes = Table(
     Column("auth_time", BigInteger),
     Column("decided_at", BigInteger),
     Column("redeemed_at", BigInteger),
+)
+
+# Registered resources (RFC 8707, migration 0019): under GRANTD_RESOURCE_POLICY=registered, the
+# only URIs a token may be requested for, each with the permissions (comma-separated) it accepts.
+resources = Table(
+    "resources",
+    metadata,
+    Column("uri", String(2048), primary_key=True),
+    Column("permissions", Text, nullable=False),
+    Column("description", Text, nullable=False, server_default=""),
+    Column("created_at", BigInteger, nullable=False),
 )

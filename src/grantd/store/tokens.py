@@ -19,10 +19,10 @@ if TYPE_CHECKING:
 
 # The columns a new token's row is written with (here, and by the one-statement grants of
 # store.codes on PostgreSQL).
-ACCESS_COLUMNS = ("jti", "app_id", "user_id", "key_id", "code_hash", "scope", "issued_at", "expires_at", "dpop_jkt")
+ACCESS_COLUMNS = ("jti", "app_id", "user_id", "key_id", "code_hash", "scope", "issued_at", "expires_at", "dpop_jkt", "audience")
 REFRESH_COLUMNS = (
     "token_hash", "code_hash", "app_id", "user_id", "scope", "access_jti", "issued_at", "expires_at", "auth_time", "session_jti",
-    "dpop_jkt",
+    "dpop_jkt", "resources",
 )
 
 
@@ -234,6 +234,7 @@ _CHECKED = (
     refresh_tokens.c.auth_time,
     refresh_tokens.c.session_jti,
     refresh_tokens.c.dpop_jkt,
+    refresh_tokens.c.resources,
 )
 _ROTATE = Prepared(
     update(refresh_tokens)

@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 from fastapi import Request
 from starlette.responses import Response
 
-from grantd.core import accounts, apps, authorization, email_address, openid, par
+from grantd.core import accounts, apps, authorization, email_address, openid, par, resources
 from grantd.core.accounts import Principal
 from grantd.core.context import Context
 from grantd.core.errors import (
@@ -65,16 +65,25 @@ def _ctx(request: Request) -> Context:
 
 def _query(request: Request) -> tuple[dict[str, str], list[str], str | None]:
     """The query parameters (an empty value counts as absent, RFC 6749 §3.1), the repeated names, and
-    what is wrong with the query (every parameter at most once, none too long)."""
+    what is wrong with the query (every parameter at most once but ``resource``, RFC 8707; none too long)."""
     pairs = parse_qsl(request.url.query, keep_blank_values=True)
-    repeated = [name for name, count in Counter(name for name, _ in pairs).items() if count > 1]
+    counts = Counter(name for name, _ in pairs)
+    repeated = [name for name, count in counts.items() if count > 1 and name not in resources.REPEATABLE]
     too_long = [name for name, value in pairs if len(value) > MAX_PARAMETER_LENGTH]
-    problem = f"{repeated[0]} is repeated." if repeated else f"{too_long[0]} is too long." if too_long else None
+    # RFC 8707's resource may repeat: its values are joined as one (resources.REPEATED, NUL), so none may hold NUL.
+    with_nul = [name for name, value in pairs if name in resources.REPEATABLE and resources.REPEATED in value]
+    problem = (
+        f"{repeated[0]} is repeated." if repeated else f"{too_long[0]} is too long." if too_long
+        else f"{with_nul[0]} must not contain the NUL character (%00)." if with_nul else None
+    )
     params: dict[str, str] = {}
     for name, value in pairs:
         if value != "":
-            params.setdefault(name, value)
-    return params, repeated + too_long, problem
+            if name in params and name in resources.REPEATABLE:
+                params[name] += resources.REPEATED + value
+            else:
+                params.setdefault(name, value)
+    return params, repeated + too_long + with_nul, problem
 
 
 def _target_error(exc: GrantdError) -> Response:
@@ -192,7 +201,7 @@ def _address(request: Request) -> str | None:
 
 
 def _authorize_path(params: dict[str, str]) -> str:
-    carried = [(k, v) for k, v in params.items() if k not in _PAGE_FIELDS]
+    carried = [(k, v) for k, v in resources.wire_pairs(params) if k not in _PAGE_FIELDS]
     return AUTHORIZE + ("?" + urlencode(carried) if carried else "")
 
 
@@ -274,6 +283,7 @@ async def authorize_page(request: Request) -> Response:
             # met, as the query carried back from the sign-in page meets them (_after_sign_in).
             params = _after_sign_in(params)
         standard = _validate(ctx, target, params)
+        await resources.admit(ctx, standard.resources, standard.permissions)
         hinted = await _hinted_subject(ctx, target, params.get("id_token_hint"))
     except GrantdError as exc:
         return await _back_with_pushed_error(ctx, target, exc, params, pushed)
@@ -367,7 +377,8 @@ async def _consent_page(
         redirect_host=urlsplit(target.redirect_uri).netloc or target.redirect_uri,
         requested=[(name, describe(name)) for name in missing],
         granted=[(name, describe(name)) for name in standard.permissions if name not in missing_set],
-        hidden=[(k, v) for k, v in params.items() if k not in _PAGE_FIELDS],
+        resources=standard.resources,  # RFC 8707: where its tokens are for
+        hidden=[(k, v) for k, v in resources.wire_pairs(params) if k not in _PAGE_FIELDS],
         csrf_token=session.session_csrf(ctx, principal),
         signout_next=_authorize_path(params),
     )
@@ -383,7 +394,8 @@ async def authorize_decision(request: Request) -> Response:
     it is redirected to; answered at once, every POSTed request would find the user signed out
     (``prompt=none``: login_required)."""
     ctx = _ctx(request)
-    form = await read_form(request)  # a malformed form raises; render_error answers with the error page
+    # A malformed form raises; render_error answers with the error page. resource may repeat (RFC 8707).
+    form = await read_form(request, resources.REPEATABLE)
     if not any(name in form for name in _PAGE_FIELDS):
         return redirect(_authorize_path(form))
     principal = await session.current(ctx, request)
@@ -406,6 +418,7 @@ async def authorize_decision(request: Request) -> Response:
         return _back_with_error(ctx, target, refused, params)
     try:
         standard = _validate(ctx, target, params)
+        await resources.admit(ctx, standard.resources, standard.permissions)
     except GrantdError as exc:
         return await _back_with_pushed_error(ctx, target, exc, params, pushed)
     decision = form.get("decision")

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Mapping
 from typing import Any
 
-from grantd.core import access_token, audit, dpop, id_tokens, openid, pkce
+from grantd.core import access_token, audit, dpop, id_tokens, openid, pkce, resources
 from grantd.core.access_token import IssuedToken
 from grantd.core.client_auth import Caller, ClientAuthentication, missing
 from grantd.core.clients import Client
@@ -33,13 +33,14 @@ _BAD_CODE = "The authorization code is unknown, expired, already used, or belong
 def token_request(
     ctx: Context, auth: ClientAuthentication, params: Mapping[str, str], address: str | None
 ) -> Awaitable[IssuedToken]:
-    """``grant_type=authorization_code`` (RFC 6749 §4.1.3), with a refresh token."""
+    """``grant_type=authorization_code`` (RFC 6749 §4.1.3), with a refresh token; ``resource``
+    (RFC 8707) naming one of the code's resources."""
     code = params.get("code")
     if code is None:
         return missing(ctx, auth, "code")
     return redeem(
         ctx, auth, code, code_verifier=params.get("code_verifier"), redirect_uri=params.get("redirect_uri"),
-        with_refresh_token=True, address=address,
+        with_refresh_token=True, address=address, resource=params.get(resources.PARAMETER),
     )
 
 
@@ -54,6 +55,7 @@ async def redeem(
     with_refresh_token: bool = False,
     retry_grace: bool = False,
     address: str | None = None,
+    resource: str | None = None,
 ) -> IssuedToken:
     """Exchange a code for tokens, at most once, for the client ``auth`` proves (the Neucron token
     requests and the OAuth 2.0 grant alike). The client is proven before anything about the code is
@@ -61,10 +63,19 @@ async def redeem(
 
     ``redirect_uri`` and ``state``, when given, must be those the code was issued with (checked
     before the spend: a mismatch leaves the code unspent). With ``retry_grace``, a code of the
-    caller's already redeemed is first judged as a retry (``_retried``) before it is a replay."""
+    caller's already redeemed is first judged as a retry (``_retried``) before it is a replay.
+
+    ``resource`` (RFC 8707): the token's audience, one of the code's resources (``core.resources``);
+    under the ``registered`` policy its registration is read before the code is spent."""
     code_hash = ctx.hasher.hash(auth_code)
     redemption = _Redemption(ctx, auth, code_hash, code_verifier, redirect_uri, state, with_refresh_token, address)
-    spent, code = await code_store.spend(ctx.db, code_hash, redemption.now, redemption)
+    if resource is not None:
+        redemption.resource, redemption.accepted = await resources.named(ctx, redemption, resource)
+    try:
+        spent, code = await code_store.spend(ctx.db, code_hash, redemption.now, redemption)
+    except resources.Implied as implied:  # the code's one resource, unnamed (left unspent): named, then spent
+        redemption.resource, redemption.accepted = await resources.named(ctx, redemption, implied.resource)
+        spent, code = await code_store.spend(ctx.db, code_hash, redemption.now, redemption)
     client = redemption.client
     if not spent:
         if code is not None and client is not None and code.app_id == client.app_id:
@@ -72,12 +83,11 @@ async def redeem(
             if retried is not None:
                 return retried
         raise InvalidGrant(_BAD_CODE)
-    permissions = tuple(code.permissions.split(","))  # type: ignore[union-attr]
     issued = access_token.issue(
-        ctx, client, jti=redemption.jti, user_id=code.user_id, permissions=permissions,  # type: ignore[union-attr]
-        now=redemption.now, refresh_token=redemption.refresh_token,
+        ctx, client, jti=redemption.jti, user_id=code.user_id, permissions=redemption.permissions,  # type: ignore[union-attr]
+        now=redemption.now, refresh_token=redemption.refresh_token, audience=redemption.audience,
     )
-    if openid.is_openid(permissions):
+    if openid.is_openid(redemption.granted):  # the grant's, whatever a resource narrowed the access token to
         issued = await id_tokens.with_id_token(
             ctx, issued, app_id=client.app_id, user_id=code.user_id, auth_time=code.auth_time,  # type: ignore[union-attr]
             nonce=code.nonce, now=redemption.now,  # type: ignore[union-attr]
@@ -88,7 +98,10 @@ async def redeem(
 class _Redemption(Caller):
     """One redemption as ``store.codes.spend`` asks for it (a ``store.tokens.Spender``)."""
 
-    __slots__ = ("code_hash", "code_verifier", "redirect_uri", "state", "address", "now", "jti", "refresh_token")
+    __slots__ = (
+        "code_hash", "code_verifier", "redirect_uri", "state", "address", "now", "jti", "refresh_token",
+        "resource", "accepted", "audience", "granted", "permissions",
+    )
 
     def __init__(
         self, ctx: Context, auth: ClientAuthentication, code_hash: str, code_verifier: str | None,
@@ -100,6 +113,13 @@ class _Redemption(Caller):
         self.now = ctx.now()
         self.jti = new_token_id()
         self.refresh_token = new_secret() if with_refresh_token else None
+        # RFC 8707: the resource the request named and what it accepts (None: any policy), and
+        # what the token is then issued for and with.
+        self.resource: str | None = None
+        self.accepted: tuple[str, ...] | None = None
+        self.audience: str | None = None
+        self.granted: tuple[str, ...] = ()
+        self.permissions: tuple[str, ...] = ()
 
     def issue(self, code: Any) -> Issue:
         """The rules of redeeming ``code`` (its row, unspent or as the spend returned it); raises
@@ -115,14 +135,26 @@ class _Redemption(Caller):
             raise InvalidGrant("redirect_uri does not match the one the code was issued for.")
         if self.state is not None and self.state != code.state:
             raise InvalidGrant("state does not match the one the code was issued with.")
-        scope = " ".join(code.permissions.split(","))
-        access = access_token.row(ctx, client, jti=self.jti, user_id=code.user_id, code_hash=self.code_hash, scope=scope, now=now)
+        self.permissions = self.granted = granted = tuple(code.permissions.split(","))
+        scope = granted_scope = " ".join(granted)
+        if code.resources is not None or self.resource is not None:
+            self.audience = audience = resources.audience_of(code.resources, self.resource)
+            if self.resource is None and resources.policy(ctx) == resources.REGISTERED:
+                raise resources.Implied(audience)  # type: ignore[arg-type]
+            self.permissions = resources.narrowed(granted, self.accepted, audience)  # type: ignore[arg-type]
+            scope = " ".join(self.permissions)
+        access = access_token.row(
+            ctx, client, jti=self.jti, user_id=code.user_id, code_hash=self.code_hash, scope=scope, now=now,
+            audience=self.audience,
+        )
         refresh = None
         if self.refresh_token is not None:
+            # The refresh token keeps the whole grant, whatever this access token was narrowed to.
             refresh = refresh_row(
-                ctx, client, self.refresh_token, code_hash=self.code_hash, user_id=code.user_id, scope=scope,
+                ctx, client, self.refresh_token, code_hash=self.code_hash, user_id=code.user_id, scope=granted_scope,
                 access_jti=self.jti, now=now, auth_time=code.auth_time, session_jti=code.session_jti,
                 dpop_jkt=dpop.refresh_binding(client),
+                resources=code.resources,
             )
         event = audit.entry(
             ctx, "code_redeemed", actor=client.app_id, user_id=code.user_id, app_id=client.app_id,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from grantd.core import access_token
+from grantd.core import access_token, resources
 from grantd.core import permissions as perms
 from grantd.core.access_token import IssuedToken
 from grantd.core.client_auth import ClientAuthentication
@@ -21,7 +21,8 @@ GRANT_TYPE = "client_credentials"
 
 
 async def token_request(ctx: Context, auth: ClientAuthentication, params: Mapping[str, str], address: str | None) -> IssuedToken:
-    """``grant_type=client_credentials``: a confidential client only; ``scope`` within the app's permissions."""
+    """``grant_type=client_credentials``: a confidential client only; ``scope`` within the app's
+    permissions; ``resource`` (RFC 8707) the token's audience, as the policy accepts it."""
     client = await auth.authenticate(ctx)
     if client.is_public:
         raise UnauthorizedClient("A public client may not use the client_credentials grant.")
@@ -36,8 +37,15 @@ async def token_request(ctx: Context, auth: ClientAuthentication, params: Mappin
     scope = params.get("scope")
     permissions = allowed if scope is None else perms.parse(scope, field="scope", separator=" ")
     ctx.catalog.require_allowed(permissions, allowed)
+    audience = params.get(resources.PARAMETER)
+    if audience is not None:
+        audience = resources.one(audience)
+        permissions = resources.narrowed(permissions, await resources.accepted_by(ctx, audience), audience)
     now, jti = ctx.now(), new_token_id()
     await token_store.record_access_token(
-        ctx.db, access_token.row(ctx, client, jti=jti, user_id=None, code_hash=None, scope=" ".join(permissions), now=now)
+        ctx.db,
+        access_token.row(
+            ctx, client, jti=jti, user_id=None, code_hash=None, scope=" ".join(permissions), now=now, audience=audience
+        ),
     )
-    return access_token.issue(ctx, client, jti=jti, user_id=None, permissions=permissions, now=now)
+    return access_token.issue(ctx, client, jti=jti, user_id=None, permissions=permissions, now=now, audience=audience)

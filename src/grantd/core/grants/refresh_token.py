@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Mapping
 from typing import Any
 
-from grantd.core import access_token, audit, dpop, id_tokens, openid
+from grantd.core import access_token, audit, dpop, id_tokens, openid, resources
 from grantd.core import permissions as perms
 from grantd.core.access_token import IssuedToken
 from grantd.core.client_auth import Caller, ClientAuthentication, missing
@@ -35,23 +35,33 @@ _BAD_REFRESH = "The refresh token is unknown, expired, revoked, or belongs to an
 def token_request(
     ctx: Context, auth: ClientAuthentication, params: Mapping[str, str], address: str | None
 ) -> Awaitable[IssuedToken]:
-    """``grant_type=refresh_token`` (RFC 6749 §6), ``scope`` narrowing the grant if sent."""
+    """``grant_type=refresh_token`` (RFC 6749 §6), ``scope`` narrowing the grant if sent, and
+    ``resource`` (RFC 8707) naming one of the grant's resources."""
     refresh_token = params.get("refresh_token")
     if refresh_token is None:
         return missing(ctx, auth, "refresh_token")
-    return refresh(ctx, auth, refresh_token, params.get("scope"), address=address)
+    return refresh(ctx, auth, refresh_token, params.get("scope"), address=address, resource=params.get(resources.PARAMETER))
 
 
 async def refresh(
-    ctx: Context, auth: ClientAuthentication, refresh_token: str, scope: str | None = None, *, address: str | None = None
+    ctx: Context, auth: ClientAuthentication, refresh_token: str, scope: str | None = None, *, address: str | None = None,
+    resource: str | None = None,
 ) -> IssuedToken:
     """Rotate ``refresh_token`` (or keep it, for an app that does not rotate) for the client ``auth``
     proves. The client is proven before anything about the token is looked at; on PostgreSQL its
-    key is read with the token, in one SELECT."""
+    key is read with the token, in one SELECT. ``resource`` (RFC 8707): the new access token's
+    audience, one of the grant's resources; under the ``registered`` policy its registration is
+    read before the rotation."""
     successor = ctx.hasher.successor(refresh_token)
     token_hash = ctx.hasher.hash(refresh_token)
     rotation = _Rotation(ctx, auth, scope, successor)
-    rotated, row = await token_store.rotate(ctx.db, token_hash, rotation.now, rotation)
+    if resource is not None:
+        rotation.resource, rotation.accepted = await resources.named(ctx, rotation, resource)
+    try:
+        rotated, row = await token_store.rotate(ctx.db, token_hash, rotation.now, rotation)
+    except resources.Implied as implied:  # the grant's one resource, unnamed (left unrotated): named, then rotated
+        rotation.resource, rotation.accepted = await resources.named(ctx, rotation, implied.resource)
+        rotated, row = await token_store.rotate(ctx.db, token_hash, rotation.now, rotation)
     client = rotation.client
     if not rotated:
         replay = None
@@ -64,9 +74,9 @@ async def refresh(
         successor = refresh_token  # kept: the same token goes back
     issued = access_token.issue(
         ctx, client, jti=rotation.jti, user_id=row.user_id, permissions=rotation.permissions,  # type: ignore[union-attr,arg-type]
-        now=rotation.now, refresh_token=successor,
+        now=rotation.now, refresh_token=successor, audience=rotation.audience,
     )
-    if openid.is_openid(rotation.permissions):
+    if openid.is_openid(rotation.scoped):  # the scope's, whatever a resource narrowed the access token to
         # Core §12.2: a new ID token, with the original sign-in's auth_time and no nonce.
         issued = await id_tokens.with_id_token(
             ctx, issued, app_id=client.app_id, user_id=row.user_id, auth_time=rotation.auth_time, nonce=None,  # type: ignore[union-attr]
@@ -78,7 +88,9 @@ async def refresh(
 class _Rotation(Caller):
     """One rotation as ``store.tokens.rotate`` asks for it (a ``store.tokens.Spender``)."""
 
-    __slots__ = ("scope", "successor", "now", "jti", "permissions", "auth_time")
+    __slots__ = (
+        "scope", "successor", "now", "jti", "permissions", "scoped", "auth_time", "resource", "accepted", "audience"
+    )
 
     def __init__(self, ctx: Context, auth: ClientAuthentication, scope: str | None, successor: str) -> None:
         super().__init__(ctx, auth)
@@ -86,7 +98,13 @@ class _Rotation(Caller):
         self.now = ctx.now()
         self.jti = new_token_id()
         self.permissions: tuple[str, ...] = ()
+        self.scoped: tuple[str, ...] = ()  # the scope asked for, within the grant: the ID token's
         self.auth_time: int | None = None
+        # RFC 8707: the resource the request named and what it accepts (None: any policy), and
+        # the audience the token is then issued for.
+        self.resource: str | None = None
+        self.accepted: tuple[str, ...] | None = None
+        self.audience: str | None = None
 
     @property
     def rotates(self) -> bool:
@@ -103,17 +121,23 @@ class _Rotation(Caller):
             raise InvalidGrant(_BAD_REFRESH)
         if row.dpop_jkt is not None:
             dpop.check_binding(row.dpop_jkt, client, "refresh token")
-        self.permissions = permissions = _narrowed(tuple(row.scope.split(" ")), self.scope)
+        self.permissions = self.scoped = permissions = _narrowed(tuple(row.scope.split(" ")), self.scope)
+        if row.resources is not None or self.resource is not None:
+            self.audience = audience = resources.audience_of(row.resources, self.resource)
+            if self.resource is None and resources.policy(ctx) == resources.REGISTERED:
+                raise resources.Implied(audience)  # type: ignore[arg-type]
+            self.permissions = permissions = resources.narrowed(permissions, self.accepted, audience)  # type: ignore[arg-type]
         access = access_token.row(
-            ctx, client, jti=self.jti, user_id=row.user_id, code_hash=row.code_hash, scope=" ".join(permissions), now=now
+            ctx, client, jti=self.jti, user_id=row.user_id, code_hash=row.code_hash, scope=" ".join(permissions), now=now,
+            audience=self.audience,
         )
         self.auth_time = row.auth_time
         if not client.rotates_refresh_tokens:
             return Issue(access, None, None)  # the token presented is kept
-        # The successor keeps the whole grant, whatever this access token narrowed.
+        # The successor keeps the whole grant (its scope and resources), whatever this access token narrowed.
         successor = refresh_row(
             ctx, client, self.successor, code_hash=row.code_hash, user_id=row.user_id, scope=row.scope,
-            access_jti=self.jti, now=now, auth_time=row.auth_time, session_jti=row.session_jti,
+            access_jti=self.jti, now=now, auth_time=row.auth_time, session_jti=row.session_jti, resources=row.resources,
             dpop_jkt=row.dpop_jkt or dpop.refresh_binding(client),  # once bound, bound to the same key
         )
         return Issue(access, successor, None)
@@ -122,11 +146,13 @@ class _Rotation(Caller):
 def refresh_row(
     ctx: Context, client: Client, refresh_token: str, *, code_hash: str, user_id: str, scope: str, access_jti: str,
     now: int, auth_time: int | None, session_jti: str | None, dpop_jkt: str | None = None,
+    resources: str | None = None,
 ) -> dict[str, Any]:
     """A refresh token's row (``store.tokens.REFRESH_COLUMNS``), valid ``refresh_token_ttl`` from
     ``now``: its family (``code_hash``), the access token issued beside it, what OpenID Connect
-    carries from the code (when the user signed in; the browser session it ends with, if any), and
-    the DPoP key it is bound to (``dpop_jkt``, RFC 9449 §5; a successor keeps its predecessor's)."""
+    carries from the code (when the user signed in; the browser session it ends with, if any), the
+    DPoP key it is bound to (``dpop_jkt``, RFC 9449 §5; a successor keeps its predecessor's), and the
+    grant's RFC 8707 resources (as stored, ``core.resources.stored``)."""
     return {
         "auth_time": auth_time,
         "session_jti": session_jti,
@@ -139,6 +165,7 @@ def refresh_row(
         "issued_at": now,
         "expires_at": now + ctx.settings.refresh_token_ttl,
         "dpop_jkt": dpop_jkt,
+        "resources": resources,
     }
 
 

@@ -8,7 +8,7 @@
   and the device's ``last_polled_at`` (RFC 8628 §3.5 slow_down).
 
 Revision ID: 0021
-Revises: 0016
+Revises: 0019
 Create Date: 2026-12-02
 """
 
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0021"
-down_revision = "0016"
+down_revision = "0019"
 branch_labels = None
 depends_on = None
 
