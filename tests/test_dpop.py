@@ -22,7 +22,7 @@ import jwt
 import pytest
 
 from acting_user import developer, new_app
-from support.dpop import Holder, claims_of, pkce
+from support.dpop import Holder, claims_of, code_for, pkce, redeem
 from support.interop import consent
 from support.neucron import Flow
 from support.servers import ServerProcess, server_on_new_sqlite, start_server
@@ -76,27 +76,6 @@ async def credentials(app: Flow, proof: str | list[str] | None, **form: str) -> 
         "/oauth2/token", data={"grant_type": "client_credentials", **form}, auth=(app.app_id, app.key_secret),
         headers=httpx.Headers(headers),
     )
-
-
-async def code_for(app: Flow, base: str, **more: str) -> tuple[str, str]:
-    """The app's end user signs in and consents on the hosted pages: a code (openid read_profile) and its PKCE verifier."""
-    verifier, challenge = pkce()
-    query = {
-        "response_type": "code", "client_id": app.app_id, "redirect_uri": app.redirect_uri, "scope": "openid read_profile",
-        "state": secrets.token_hex(4), "code_challenge": challenge, "code_challenge_method": "S256", **more,
-    }
-    location = await consent(app, f"{base}/oauth2/authorize?{urlencode(query)}")
-    got = parse_qs(urlsplit(location).query)
-    assert "code" in got, location
-    return got["code"][0], verifier
-
-
-async def redeem(app: Flow, base: str, code: str, verifier: str, proof: str | None) -> httpx.Response:
-    form = {"grant_type": "authorization_code", "code": code, "redirect_uri": app.redirect_uri, "code_verifier": verifier}
-    auth = None if app.key_secret == "" else (app.app_id, app.key_secret)
-    if auth is None:
-        form["client_id"] = app.app_id
-    return await app.client.post("/oauth2/token", data=form, auth=auth, headers={"DPoP": proof} if proof else {})
 
 
 def as_public(app: Flow) -> Flow:

@@ -1,6 +1,6 @@
 """DPoP (RFC 9449) from a client's side: a key pair and the proofs it signs, built with PyJWT and
-cryptography, its thumbprint computed by RFC 7638's own recipe (not by grantd's code); and what a
-client reads back from a token.
+cryptography, its thumbprint computed by RFC 7638's own recipe (not by grantd's code); what a
+client reads back from a token; a code of the hosted pages (with PKCE), redeemed with a proof.
 
 Used by the tests of grantd's DPoP (tests/test_dpop.py), of the FAPI 2.0 profile, which requires it
 (tests/test_fapi2.py), and of grantd.sdk against a real server (tests/test_sdk_dpop_server.py).
@@ -14,9 +14,14 @@ import json
 import secrets
 import time
 from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
 
+import httpx
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+from support.interop import consent
+from support.neucron import Flow
 
 
 def b64url(data: bytes) -> str:
@@ -75,3 +80,26 @@ def pkce() -> tuple[str, str]:
     """A PKCE code verifier and its S256 challenge (RFC 7636 §4.2)."""
     verifier = secrets.token_urlsafe(48)
     return verifier, b64url(hashlib.sha256(verifier.encode()).digest())
+
+
+async def code_for(app: Flow, base: str, **more: str) -> tuple[str, str]:
+    """The app's end user signs in and consents on the hosted pages: a code (openid read_profile) and its PKCE verifier."""
+    verifier, challenge = pkce()
+    query = {
+        "response_type": "code", "client_id": app.app_id, "redirect_uri": app.redirect_uri, "scope": "openid read_profile",
+        "state": secrets.token_hex(4), "code_challenge": challenge, "code_challenge_method": "S256", **more,
+    }
+    location = await consent(app, f"{base}/oauth2/authorize?{urlencode(query)}")
+    got = parse_qs(urlsplit(location).query)
+    assert "code" in got, location
+    return got["code"][0], verifier
+
+
+async def redeem(app: Flow, base: str, code: str, verifier: str, proof: str | None) -> httpx.Response:
+    """The code redeemed at ``/oauth2/token`` with the DPoP ``proof`` (None: without one); a public
+    client (``key_secret`` "") sends only its client_id."""
+    form = {"grant_type": "authorization_code", "code": code, "redirect_uri": app.redirect_uri, "code_verifier": verifier}
+    auth = None if app.key_secret == "" else (app.app_id, app.key_secret)
+    if auth is None:
+        form["client_id"] = app.app_id
+    return await app.client.post("/oauth2/token", data=form, auth=auth, headers={"DPoP": proof} if proof else {})
