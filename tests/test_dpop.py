@@ -1,16 +1,14 @@
 """DPoP (RFC 9449) against a real `grantd serve`: tokens bound to the client's key at the token
 endpoint (every grant), at UserInfo and in introspection; codes bound by ``dpop_jkt`` and by a
 proof at ``/oauth2/par``; refresh tokens of public clients bound; the per-app "require DPoP"; the
-server's nonces; and one test per MUST of §4.3 and §11 (each proof built here with PyJWT and
-cryptography, its thumbprint computed here by RFC 7638's own recipe). Across processes, a replayed
+server's nonces; and one test per MUST of §4.3 and §11 (each proof built with PyJWT and
+cryptography, its thumbprint computed by RFC 7638's own recipe: tests/support/dpop.py). Across processes, a replayed
 proof is refused by the other process: on PostgreSQL (``-m db``) and through Redis.
 
 openid-client and requests-oauth2client against a real server: tests/test_interop_dpop.py."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import secrets
 import time
@@ -22,9 +20,9 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import httpx
 import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from acting_user import developer, new_app
+from support.dpop import Holder, claims_of, code_for, pkce, redeem
 from support.interop import consent
 from support.neucron import Flow
 from support.servers import ServerProcess, server_on_new_sqlite, start_server
@@ -32,51 +30,6 @@ from support.servers import ServerProcess, server_on_new_sqlite, start_server
 pytestmark = pytest.mark.db
 
 ALGORITHMS = ["ES256", "EdDSA", "RS256", "PS256"]
-
-
-def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-class Holder:
-    """A client's DPoP key pair, and the proofs it signs (RFC 9449 §4.2)."""
-
-    def __init__(self, alg: str = "ES256") -> None:
-        self.alg = alg
-        if alg == "ES256":
-            self.private: Any = ec.generate_private_key(ec.SECP256R1())
-            self.jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(self.private.public_key()))
-        elif alg == "EdDSA":
-            self.private = ed25519.Ed25519PrivateKey.generate()
-            self.jwk = json.loads(jwt.algorithms.OKPAlgorithm.to_jwk(self.private.public_key()))
-        else:
-            self.private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-            self.jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.private.public_key()))
-
-    @property
-    def jkt(self) -> str:
-        """RFC 7638 §3: the required members, sorted, no white space, SHA-256, base64url."""
-        required = {"EC": ("crv", "kty", "x", "y"), "OKP": ("crv", "kty", "x"), "RSA": ("e", "kty", "n")}[self.jwk["kty"]]
-        canonical = "{" + ",".join(f'"{name}":"{self.jwk[name]}"' for name in required) + "}"
-        return b64url(hashlib.sha256(canonical.encode()).digest())
-
-    def proof(
-        self, method: str, url: str, *, token: str | None = None, nonce: str | None = None,
-        header: dict[str, Any] | None = None, key: Any = None, alg: str | None = None, **claims: Any,
-    ) -> str:
-        body: dict[str, Any] = {"jti": secrets.token_urlsafe(12), "htm": method, "htu": url, "iat": int(time.time())}
-        if token is not None:
-            body["ath"] = b64url(hashlib.sha256(token.encode()).digest())
-        if nonce is not None:
-            body["nonce"] = nonce
-        body.update(claims)
-        body = {name: value for name, value in body.items() if value is not None}
-        headers = {"typ": "dpop+jwt", "jwk": self.jwk, **(header or {})}
-        return jwt.encode(body, self.private if key is None else key, algorithm=alg or self.alg, headers=headers)
-
-
-def claims_of(token: str) -> dict[str, Any]:
-    return jwt.decode(token, options={"verify_signature": False})
 
 
 def refused(response: httpx.Response, error: str = "invalid_dpop_proof", status: int = 400) -> dict[str, Any]:
@@ -123,32 +76,6 @@ async def credentials(app: Flow, proof: str | list[str] | None, **form: str) -> 
         "/oauth2/token", data={"grant_type": "client_credentials", **form}, auth=(app.app_id, app.key_secret),
         headers=httpx.Headers(headers),
     )
-
-
-def pkce() -> tuple[str, str]:
-    verifier = secrets.token_urlsafe(48)
-    return verifier, b64url(hashlib.sha256(verifier.encode()).digest())
-
-
-async def code_for(app: Flow, base: str, **more: str) -> tuple[str, str]:
-    """The app's end user signs in and consents on the hosted pages: a code (openid read_profile) and its PKCE verifier."""
-    verifier, challenge = pkce()
-    query = {
-        "response_type": "code", "client_id": app.app_id, "redirect_uri": app.redirect_uri, "scope": "openid read_profile",
-        "state": secrets.token_hex(4), "code_challenge": challenge, "code_challenge_method": "S256", **more,
-    }
-    location = await consent(app, f"{base}/oauth2/authorize?{urlencode(query)}")
-    got = parse_qs(urlsplit(location).query)
-    assert "code" in got, location
-    return got["code"][0], verifier
-
-
-async def redeem(app: Flow, base: str, code: str, verifier: str, proof: str | None) -> httpx.Response:
-    form = {"grant_type": "authorization_code", "code": code, "redirect_uri": app.redirect_uri, "code_verifier": verifier}
-    auth = None if app.key_secret == "" else (app.app_id, app.key_secret)
-    if auth is None:
-        form["client_id"] = app.app_id
-    return await app.client.post("/oauth2/token", data=form, auth=auth, headers={"DPoP": proof} if proof else {})
 
 
 def as_public(app: Flow) -> Flow:

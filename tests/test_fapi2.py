@@ -1,9 +1,10 @@
 """The FAPI 2.0 security profile (``security_profile: fapi2``) against a real `grantd serve`: an app
 under it is authorized only through a pushed request (RFC 9126) with PKCE S256, authenticates with
 private_key_jwt whose assertions name the issuer alone as ``aud``, gets codes that live at most
-60 seconds and an ``iss`` in every authorization response, and keeps its refresh token on a refresh.
-Another private_key_jwt app, on the same server, keeps the ordinary rules (an endpoint URL as aud,
-5-minute codes, rotation).
+60 seconds and an ``iss`` in every authorization response, gets only DPoP-bound access tokens (RFC
+9449: every token request carries a proof; the code is bound to the key at the pushed request), and
+keeps its refresh token on a refresh. Another private_key_jwt app, on the same server, keeps the
+ordinary rules (an endpoint URL as aud, 5-minute codes, rotation, bearer tokens).
 
 A code redeemed 61 seconds on is judged on the in-process app, whose clock the test moves (the
 real server's clock cannot be moved); the real server shows the code's stored lifetime.
@@ -11,8 +12,6 @@ real server's clock cannot be moved); the real server shows the code's stored li
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import secrets
 import sqlite3
@@ -26,6 +25,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from acting_user import ActingUser, new_app
+from support.dpop import Holder, claims_of, pkce
 from support.neucron import PASSWORD, Flow, new_flow
 from support.servers import ServerProcess
 
@@ -45,31 +45,41 @@ def assertion(private: ec.EllipticCurvePrivateKey, client_id: str, aud: Any) -> 
     return {"client_assertion_type": JWT_BEARER, "client_assertion": signed}
 
 
-def pkce() -> tuple[str, str]:
-    verifier = secrets.token_urlsafe(48)
-    return verifier, base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
-
-
 def query_of(location: str) -> dict[str, str]:
     assert location.startswith(REDIRECT_URI + "?"), location
     return {name: values[0] for name, values in parse_qs(urlsplit(location).query).items()}
 
 
 class App:
-    """An app registered on the server for private_key_jwt, with its private key."""
+    """An app registered on the server for private_key_jwt, with its private key, and ``holder``,
+    the DPoP key it proves possession of (None: the app sends no proofs)."""
 
-    def __init__(self, flow: Flow, key: ec.EllipticCurvePrivateKey, issuer: str) -> None:
-        self.flow, self.key, self.issuer = flow, key, issuer
+    def __init__(self, flow: Flow, key: ec.EllipticCurvePrivateKey, issuer: str, holder: Holder | None = None) -> None:
+        self.flow, self.key, self.issuer, self.holder = flow, key, issuer, holder
         self.client_id = flow.app_id
 
     def auth(self, aud: Any = None) -> dict[str, str]:
         return assertion(self.key, self.client_id, self.issuer if aud is None else aud)
 
-    async def push(self, http: httpx.AsyncClient, **params: str) -> httpx.Response:
-        return await http.post("/oauth2/par", data={**params, **self.auth()})
+    def dpop(self, endpoint: str, by: Holder | None = None) -> dict[str, str]:
+        """The DPoP header of a request to ``/oauth2/<endpoint>``, by ``by`` or else the app's holder."""
+        holder = by or self.holder
+        return {"DPoP": holder.proof("POST", f"{self.issuer}/oauth2/{endpoint}")} if holder else {}
 
-    async def token(self, http: httpx.AsyncClient, aud: Any = None, **params: str) -> httpx.Response:
-        return await http.post("/oauth2/token", data={**params, **self.auth(aud)})
+    async def push(self, http: httpx.AsyncClient, binding: str | None = "proof", **params: str) -> httpx.Response:
+        """A pushed request; the app's DPoP key binds its code by a proof at PAR (RFC 9449 §10.1,
+        ``binding="proof"``), or by ``dpop_jkt`` (§10, ``binding="dpop_jkt"``), or not (None)."""
+        headers = self.dpop("par") if binding == "proof" else {}
+        if binding == "dpop_jkt" and self.holder is not None:
+            params = {**params, "dpop_jkt": self.holder.jkt}
+        return await http.post("/oauth2/par", data={**params, **self.auth()}, headers=headers)
+
+    async def token(
+        self, http: httpx.AsyncClient, aud: Any = None, *, by: Holder | None = None, unbound: bool = False, **params: str
+    ) -> httpx.Response:
+        """A token request with a proof by ``by`` (else the app's holder, if any); ``unbound``: none."""
+        headers = {} if unbound else self.dpop("token", by)
+        return await http.post("/oauth2/token", data={**params, **self.auth(aud)}, headers=headers)
 
 
 async def register(dev: Flow, issuer: str, **settings: Any) -> App:
@@ -77,7 +87,7 @@ async def register(dev: Flow, issuer: str, **settings: Any) -> App:
     flow = await new_app(
         dev, token_endpoint_auth_method="private_key_jwt", jwks={"keys": [public_jwk(key, "k1")]}, **settings
     )
-    return App(flow, key, issuer)
+    return App(flow, key, issuer, Holder() if settings.get("security_profile") == "fapi2" else None)
 
 
 @pytest.fixture(scope="module")
@@ -104,12 +114,13 @@ def request_params(challenge: str | None = None, **more: str) -> dict[str, str]:
 
 
 async def authorized(
-    app: App, http: httpx.AsyncClient, interop_server: ServerProcess, dev: Flow
+    app: App, http: httpx.AsyncClient, interop_server: ServerProcess, dev: Flow, binding: str | None = "proof", **more: str
 ) -> tuple[dict[str, str], str]:
-    """A pushed request signed in and consented on the real pages: the answer's query and the verifier."""
+    """A pushed request (its code bound to the app's DPoP key by ``binding``, see ``App.push``) signed
+    in and consented on the real pages: the answer's query and the verifier."""
     verifier, challenge = pkce()
-    params = request_params(challenge)
-    pushed = await app.push(http, **params)
+    params = request_params(challenge, **more)
+    pushed = await app.push(http, binding, **params)
     assert pushed.status_code == 201, pushed.text
     url = f"{interop_server.base_url}/oauth2/authorize?" + urlencode(
         {"client_id": app.client_id, "request_uri": pushed.json()["request_uri"]}
@@ -121,12 +132,21 @@ async def authorized(
     return got, verifier
 
 
+def code_grant(got: dict[str, str], verifier: str) -> dict[str, str]:
+    return {"grant_type": "authorization_code", "code": got["code"], "code_verifier": verifier, "redirect_uri": REDIRECT_URI}
+
+
+def refused(response: httpx.Response, error: str, status: int = 400) -> None:
+    assert response.status_code == status, response.text
+    assert response.json()["error"] == error, response.text
+
+
 async def test_the_app_shows_its_profile(fapi: App, http: httpx.AsyncClient) -> None:
     response = await http.get(f"/v1/apps/{fapi.client_id}", headers={"Authorization": fapi.flow.dev_token})
     data = response.json()["data"]
     assert data["security_profile"] == "fapi2" and data["token_endpoint_auth_method"] == "private_key_jwt"
-    # The setting as registered; the profile keeps refresh tokens whatever it says (see below).
-    assert data["refresh_token_rotation"] is True
+    # The settings as registered; the profile keeps refresh tokens and requires DPoP whatever they say (see below).
+    assert data["refresh_token_rotation"] is True and data["dpop_bound_access_tokens"] is False
 
 
 async def test_a_request_not_pushed_is_sent_back_refused(fapi: App, http: httpx.AsyncClient) -> None:
@@ -149,26 +169,66 @@ async def test_a_pushed_request_needs_pkce_s256(fapi: App, ordinary: App, http: 
     assert (await ordinary.push(http, **request_params())).status_code == 201
 
 
-async def test_par_pkce_and_private_key_jwt_end_to_end_without_rotation(
-    fapi: App, http: httpx.AsyncClient, interop_server: ServerProcess, interop_dev: Flow
+@pytest.mark.parametrize("binding", ["proof", "dpop_jkt"])
+async def test_par_pkce_private_key_jwt_and_dpop_end_to_end_without_rotation(
+    binding: str, fapi: App, http: httpx.AsyncClient, interop_server: ServerProcess, interop_dev: Flow
 ) -> None:
-    got, verifier = await authorized(fapi, http, interop_server, interop_dev)
+    assert fapi.holder is not None
+    got, verifier = await authorized(fapi, http, interop_server, interop_dev, binding)
     assert got["iss"] == interop_server.base_url  # RFC 9207
-    response = await fapi.token(http, grant_type="authorization_code", code=got["code"], code_verifier=verifier, redirect_uri=REDIRECT_URI)
+    # The code is bound to the app's DPoP key at PAR: a proof by another key does not redeem it, nor spend it.
+    refused(await fapi.token(http, by=Holder(), **code_grant(got, verifier)), "invalid_grant")
+    response = await fapi.token(http, **code_grant(got, verifier))
     assert response.status_code == 200, response.text
     first = response.json()
-    assert first["token_type"].lower() == "bearer" and first["scope"] == "read_profile"
+    # What a FAPI client checks: a DPoP-bound token (RFC 9449 §5, §6.1), bound to its own key.
+    assert first["token_type"] == "DPoP" and first["scope"] == "read_profile"
+    assert claims_of(first["access_token"])["cnf"] == {"jkt": fapi.holder.jkt}
     refresh_token = first["refresh_token"]
-    # No rotation (FAPI 2.0 Security Profile §5.3.2.1): each refresh answers the same refresh token.
+    # No rotation (FAPI 2.0 Security Profile §5.3.2.1): each refresh, with a proof by the same key,
+    # answers the same refresh token and a new access token bound to that key.
     seen = {first["access_token"]}
     for _ in range(2):
         refreshed = await fapi.token(http, grant_type="refresh_token", refresh_token=refresh_token)
         assert refreshed.status_code == 200, refreshed.text
-        assert refreshed.json()["refresh_token"] == refresh_token
-        seen.add(refreshed.json()["access_token"])
+        body = refreshed.json()
+        assert body["refresh_token"] == refresh_token and body["token_type"] == "DPoP"
+        assert claims_of(body["access_token"])["cnf"] == {"jkt": fapi.holder.jkt}
+        seen.add(body["access_token"])
     assert len(seen) == 3  # a new access token each time
-    introspected = await http.post("/oauth2/introspect", data={"token": seen.pop(), **fapi.auth()})
-    assert introspected.json()["active"] is True
+    introspected = (await http.post("/oauth2/introspect", data={"token": seen.pop(), **fapi.auth()})).json()
+    assert introspected["active"] is True
+    assert introspected["token_type"] == "DPoP" and introspected["cnf"] == {"jkt": fapi.holder.jkt}
+
+
+async def test_a_fapi2_app_gets_no_bearer_token_and_its_token_is_no_bearer_token(
+    fapi: App, http: httpx.AsyncClient, interop_server: ServerProcess, interop_dev: Flow
+) -> None:
+    assert fapi.holder is not None
+    base = interop_server.base_url
+    # A token request without a proof is refused, whatever the grant (RFC 9449 §5.2), the app's
+    # dpop_bound_access_tokens being false: the profile requires DPoP.
+    refused(await fapi.token(http, unbound=True, grant_type="client_credentials"), "invalid_dpop_proof")
+    # (The code not bound at PAR, which the profile leaves to the client: what refuses it is the requirement.)
+    got, verifier = await authorized(fapi, http, interop_server, interop_dev, None, scope="openid read_profile")
+    refused(await fapi.token(http, unbound=True, **code_grant(got, verifier)), "invalid_dpop_proof")
+    # Refused before it was spent: the code still redeems with the key's proof.
+    response = await fapi.token(http, **code_grant(got, verifier))
+    assert response.status_code == 200, response.text
+    tokens = response.json()
+    refresh = {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}
+    refused(await fapi.token(http, unbound=True, **refresh), "invalid_dpop_proof")
+    token, userinfo = tokens["access_token"], f"{base}/oauth2/userinfo"
+    # The bound token as a bearer token at UserInfo: refused (RFC 9449 §7.2) ...
+    as_bearer = await http.get("/oauth2/userinfo", headers={"Authorization": f"Bearer {token}"})
+    assert as_bearer.status_code == 401 and as_bearer.json()["error"] == "invalid_token", as_bearer.text
+    assert as_bearer.headers["www-authenticate"].startswith('Bearer realm="grantd", error="invalid_token"')
+    # ... and with the DPoP scheme and a proof by the app's key (with ath), answered.
+    proof = fapi.holder.proof("GET", userinfo, token=token)
+    answered = await http.get("/oauth2/userinfo", headers={"Authorization": f"DPoP {token}", "DPoP": proof})
+    assert answered.status_code == 200 and answered.json()["sub"] == interop_dev.user_id, answered.text
+    # The refresh token survived the refused refresh.
+    assert (await fapi.token(http, **refresh)).json()["refresh_token"] == tokens["refresh_token"]
 
 
 async def test_codes_live_sixty_seconds(
@@ -231,7 +291,7 @@ async def test_a_code_older_than_sixty_seconds_is_refused(app: Any, client: http
             client, token_endpoint_auth_method="private_key_jwt", jwks={"keys": [public_jwk(key, "k1")]},
             security_profile=profile,
         )
-        pk = App(flow, key, "http://testserver")
+        pk = App(flow, key, "http://testserver", Holder())
         verifier, challenge = pkce()
         pushed = await pk.push(client, **request_params(challenge))
         assert pushed.status_code == 201, pushed.text

@@ -1,8 +1,11 @@
 """Interop: openid-client 6 (Node) as the app of a FAPI 2.0 profile against a real `grantd serve`
 (tests/interop/node/fapi2.mjs): the library authenticates with its own private_key_jwt assertions,
 pushes the request with PKCE S256, checks the callback's state and ``iss`` and the ID token, redeems
-the code and refreshes, getting the same refresh token back. The user signs in and consents on the
-real pages (``ActingUser``). Skipped where node is absent (like tests/test_interop_node.py)."""
+the code and refreshes, getting the same refresh token back. The profile requires DPoP: the library
+sends a proof with every request (its ``getDPoPHandle``), and its tokens are bound to its key, whose
+thumbprint the test computes itself; UserInfo answers the bound token with a proof and refuses it as a
+bearer token. The user signs in and consents on the real pages (``ActingUser``). Skipped where node is
+absent (like tests/test_interop_node.py)."""
 
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from acting_user import ActingUser, new_app
+from support.dpop import jkt_of
 from support.neucron import PASSWORD, Flow
 from support.servers import ServerProcess
 
@@ -61,6 +65,9 @@ async def test_openid_client_as_a_fapi2_app(interop_server: ServerProcess, inter
         if node.returncode is None:
             node.kill()
         await node.wait()
+    public = report.pop("dpop_public_jwk")
+    assert public["kty"] == "EC" and "d" not in public
+    bound = {"jkt": jkt_of(public)}
     assert report == {
         "authorization_url_parameters": ["client_id", "request_uri"],  # only the pushed request's reference
         "callback_iss": interop_server.base_url,
@@ -68,4 +75,13 @@ async def test_openid_client_as_a_fapi2_app(interop_server: ServerProcess, inter
         "id_token_aud": app.app_id,
         "same_refresh_token": True,
         "new_access_token": True,
+        "token_type": "dpop",  # the library's spelling of the answer's DPoP
+        "cnf": bound,
+        "refreshed_token_type": "dpop",
+        "refreshed_cnf": bound,
+        "userinfo_sub_matches": True,
+        "userinfo_as_bearer": {
+            "status": 401, "code": "OAUTH_WWW_AUTHENTICATE_CHALLENGE",
+            "challenges": [["bearer", "invalid_token"], ["dpop", None]],  # RFC 9449 §7.2; the DPoP challenge names its algs
+        },
     }, report

@@ -126,14 +126,16 @@ class OpenIDSettings(BaseModel):
     dpop_bound_access_tokens: bool | None = Field(
         None, examples=[True],
         description="true: every token request of the app must carry a DPoP proof (RFC 9449 §5.2), so that all "
-        "its access tokens are bound to the app's key. " + _CLEARS.format(empty="false"),
+        "its access tokens are bound to the app's key; required whatever it says under security_profile fapi2. "
+        + _CLEARS.format(empty="false"),
     )
     security_profile: str | None = Field(
         None, max_length=16, examples=["fapi2"],
         description="grantd's own: none (the default) or fapi2, the FAPI 2.0 Security Profile, enforced whatever "
         "the other settings say: pushed authorization requests only, PKCE with S256, private_key_jwt whose "
         "assertions name the issuer alone as aud, codes living at most 60 seconds, iss in every authorization "
-        "response, refresh tokens not rotated. fapi2 needs a confidential app with token_endpoint_auth_method "
+        "response, refresh tokens not rotated, a DPoP proof with every token request (as dpop_bound_access_tokens "
+        "true). fapi2 needs a confidential app with token_endpoint_auth_method "
         "private_key_jwt and jwks or jwks_uri. " + _CLEARS.format(empty='""'),
     )
     refresh_token_rotation: bool | None = Field(
@@ -161,7 +163,7 @@ class OpenIDSettingsData(BaseModel):
     token_endpoint_auth_method: str = Field(description="The method in force: the registered one, else the client type's default.")
     jwks: dict[str, Any] | None
     jwks_uri: str | None
-    dpop_bound_access_tokens: bool
+    dpop_bound_access_tokens: bool = Field(description="The setting as registered (under fapi2, DPoP is required whatever it says).")
     security_profile: str = Field(description="none or fapi2 (the FAPI 2.0 Security Profile).")
     refresh_token_rotation: bool = Field(description="The setting as registered (under fapi2, refresh tokens are not rotated whatever it says).")
 

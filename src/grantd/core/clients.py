@@ -113,8 +113,8 @@ class OpenIDSettings:
         it tightens lives: pushed requests only (``par.required``), PKCE S256 required
         (``pkce.check_challenge``), codes of at most ``FAPI2_CODE_TTL`` seconds
         (``authorization.code_ttl``), an assertion's ``aud`` the issuer alone
-        (``client_auth.PrivateKeyJwt``), refresh tokens not rotated (``rotates_refresh_tokens``);
-        sender-constrained (DPoP-bound) tokens where the token endpoint binds them. Saving such an
+        (``client_auth.PrivateKeyJwt``), refresh tokens not rotated (``rotates_refresh_tokens``),
+        a DPoP proof with every token request, so only DPoP-bound tokens (``dpop_required``). Saving such an
         app needs a confidential client with private_key_jwt and its keys (``core.apps``)."""
         return self.security_profile == FAPI2
 

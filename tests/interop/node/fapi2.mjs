@@ -4,6 +4,12 @@
 // grant (the library checks the callback's state and RFC 9207 iss, and the ID token), then a
 // refresh, whose refresh token is the same one (the profile does not rotate).
 //
+// The profile requires DPoP (RFC 9449): every request to the server goes with the library's DPoP
+// handle (getDPoPHandle, a key pair generated here): the pushed request (its proof binds the code),
+// the code grant, the refresh and UserInfo. The report carries the key's public JWK, so that the
+// test computes its thumbprint itself, and what the server answered UserInfo for the bound token
+// sent as a bearer token.
+//
 // Protocol: one JSON line on stdout asks the user to authorize ({"ask": "authorize", "url"});
 // the answer on stdin is {"url": where the browser landed}. The last line is the report.
 //
@@ -24,6 +30,9 @@ const config = await client.discovery(
   client.PrivateKeyJwt({ key, kid: jwk.kid }),
   { execute: [client.allowInsecureRequests] },
 );
+const dpopKeys = await client.randomDPoPKeyPair('ES256');
+const DPoP = client.getDPoPHandle(config, dpopKeys);
+const payloadOf = (jwt) => JSON.parse(Buffer.from(jwt.split('.')[1], 'base64url').toString());
 const pkceCodeVerifier = client.randomPKCECodeVerifier();
 const expectedState = client.randomState();
 const expectedNonce = client.randomNonce();
@@ -34,12 +43,24 @@ const url = await client.buildAuthorizationUrlWithPAR(config, {
   code_challenge_method: 'S256',
   state: expectedState,
   nonce: expectedNonce,
-});
+}, { DPoP });
 process.stdout.write(JSON.stringify({ ask: 'authorize', url: url.href }) + '\n');
 const { value } = await lines.next();
 const callback = new URL(JSON.parse(value).url);
-const tokens = await client.authorizationCodeGrant(config, callback, { pkceCodeVerifier, expectedState, expectedNonce });
-const refreshed = await client.refreshTokenGrant(config, tokens.refresh_token);
+const tokens = await client.authorizationCodeGrant(
+  config, callback, { pkceCodeVerifier, expectedState, expectedNonce }, undefined, { DPoP },
+);
+const refreshed = await client.refreshTokenGrant(config, tokens.refresh_token, undefined, { DPoP });
+const sub = tokens.claims().sub;
+const info = await client.fetchUserInfo(config, refreshed.access_token, sub, { DPoP });
+let asBearer;
+try {
+  await client.fetchUserInfo(config, refreshed.access_token, sub);  // no DPoP: Authorization: Bearer
+  asBearer = { answered: true };
+} catch (err) {
+  // A WWWAuthenticateChallengeError: the challenges the library parsed, as [scheme, error].
+  asBearer = { status: err.status, code: err.code, challenges: (err.cause ?? []).map((c) => [c.scheme, c.parameters?.error ?? null]) };
+}
 process.stdout.write(JSON.stringify({
   report: {
     authorization_url_parameters: [...url.searchParams.keys()].sort(),
@@ -48,6 +69,13 @@ process.stdout.write(JSON.stringify({
     id_token_aud: tokens.claims().aud,
     same_refresh_token: refreshed.refresh_token === tokens.refresh_token,
     new_access_token: refreshed.access_token !== tokens.access_token,
+    dpop_public_jwk: await crypto.subtle.exportKey('jwk', dpopKeys.publicKey),
+    token_type: tokens.token_type,
+    cnf: payloadOf(tokens.access_token).cnf,
+    refreshed_token_type: refreshed.token_type,
+    refreshed_cnf: payloadOf(refreshed.access_token).cnf,
+    userinfo_sub_matches: info.sub === sub,
+    userinfo_as_bearer: asBearer,
   },
 }) + '\n');
 process.exit(0);
