@@ -223,12 +223,13 @@ class Settings(BaseSettings):
     )
     rate_limit_user_code_window: int = Field(default=900, ge=1, le=86400, description="User-code window, seconds.")
     redis_url: str = Field(
-        default="", description="redis://host:port/db: keep rate-limit counters in Redis. Empty: in the database."
+        default="", description="redis://host:port/db: keep rate-limit counters and the DPoP proofs used in Redis. "
+        "Empty: in the database."
     )
     redis_timeout: float = Field(
         default=0.25, ge=0.01, le=10,
-        description="Seconds grantd waits for Redis (to connect, for an answer) before it counts in the database "
-        "instead and leaves Redis alone for a few seconds.",
+        description="Seconds grantd waits for Redis (to connect, for an answer) before the database stands in "
+        "and Redis is left alone for a few seconds.",
     )
     redis_key_prefix: str = Field(default="grantd:", description="Prefix of every Redis key grantd writes.")
     timeout_keep_alive: int = Field(

@@ -72,7 +72,9 @@ database_unavailable = Counter(
 )
 redis_available = Gauge(
     "grantd_redis_available",
-    "1 while the rate limiter's Redis answers, 0 while its circuit breaker is open (counting in the database).",
+    "1 while Redis answers for a use of it (rate limits, DPoP replays), 0 while that use's circuit breaker is "
+    "open (the database stands in).",
+    ["use"],
     multiprocess_mode="livemin",
 )
 

@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from faults.conftest import PrivateRedis
-from grantd.core import ratelimit
+from grantd.core import ratelimit, redis_breaker
 from grantd.core.errors import RateLimited
 from grantd.store.db import Database
 from support.databases import migrate
@@ -83,7 +83,7 @@ async def test_failures_counted_before_an_outage_still_count_during_and_after_it
 
         await asyncio.to_thread(redis_service.start)  # back, empty
         assert _redis_count(redis_service, backend, limit) == 0
-        backend._open_until = time.monotonic()  # the breaker's interval is over now
+        backend.breaker._open_until = time.monotonic()  # the breaker's interval is over now
         with pytest.raises(RateLimited):
             await limiter.hit(limit)
         assert _redis_count(redis_service, backend, limit) == 7  # carried into Redis: 6 before, this one
@@ -174,7 +174,7 @@ async def test_a_login_limit_holds_through_redis_down_and_back_empty(server: Ser
         assert refused.status_code == 429 and refused.headers["retry-after"].isdigit(), refused.text
 
         await asyncio.to_thread(redis_service.start)  # empty
-        await asyncio.sleep(ratelimit.REDIS_RETRY_INTERVAL + 0.5)
+        await asyncio.sleep(redis_breaker.RETRY_INTERVAL + 0.5)
         refused = await login(PASSWORD)
         assert refused.status_code == 429, refused.text
         names = redis.Redis(port=redis_service.port).keys("grantd:rl:*")

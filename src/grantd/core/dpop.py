@@ -22,7 +22,8 @@ authentication, so that every grant binds what it issues without knowing of DPoP
 
 Replays (§11.1): each accepted proof is recorded until its ``iat`` could no longer pass, in Redis
 (``SET NX EX``) when ``GRANTD_REDIS_URL`` is set, else in the database (``store.dpop``; pruned as
-other expired rows are): every process of a deployment refuses a proof used before.
+other expired rows are): every process of a deployment refuses a proof used before. Through a Redis
+outage the database stands in (``RedisReplays``).
 
 Nonces (§8, §9), with ``GRANTD_DPOP_NONCE``: a nonce is a keyed hash of the current time window
 (``NONCE_WINDOW`` seconds) under the master secret, so every process makes and accepts the same
@@ -35,7 +36,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import logging
 import re
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
@@ -45,9 +45,8 @@ import jwt
 from grantd.core.clients import Client
 from grantd.core.context import Context
 from grantd.core.errors import InvalidDPoPProof, InvalidGrant, InvalidRequest, UseDPoPNonce
+from grantd.core.redis_breaker import RedisBreaker
 from grantd.store import dpop as store
-
-log = logging.getLogger("grantd")
 
 TYP = "dpop+jwt"
 SCHEME = "DPoP"  # the token_type and the Authorization scheme (§5, §7.1)
@@ -201,25 +200,52 @@ async def check(ctx: Context, proof: str, *, method: str, uri: str, access_token
 
 
 class RedisReplays:
-    """``SET NX EX`` of each proof in Redis (``GRANTD_REDIS_URL``); on a Redis failure, the database
-    records it instead (a warning is logged), so a replay is still refused."""
+    """``SET NX EX`` of each proof in Redis (``GRANTD_REDIS_URL``), behind the circuit breaker every
+    use of Redis shares (``core.redis_breaker``: ``GRANTD_REDIS_TIMEOUT``, no retries, one warning
+    per outage). While the breaker is open, the database records each proof instead, so a replay
+    is still refused.
 
-    def __init__(self, url: str, prefix: str) -> None:
-        import redis.asyncio as redis
+    Across the end of an outage: a proof first used during it is in the database only, and could
+    still pass until its ``expires_at``. So, as long as any proof this process recorded in the
+    database could still pass (``_database_until``), each proof is recorded in Redis *and* in the
+    database, and refused if either knew it: a proof first used during the outage cannot be
+    replayed through Redis afterwards.
 
-        self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
-        self.client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    What remains (written down in docs/operations.md too):
+
+    - a proof first used through Redis shortly before Redis failed is not in the database: it can
+      be replayed once while the breaker is open (the database then records it) or, if Redis came
+      back empty, once after the outage;
+    - the window is each process's own: a process that never saw Redis fail records in Redis only,
+      so there a proof first used during the outage at another process can be replayed once. In a
+      real outage every process that serves DPoP requests sees it fail.
+    """
+
+    def __init__(self, url: str, prefix: str, *, timeout: float) -> None:
+        self.breaker = RedisBreaker(url, "DPoP replays", "recording DPoP proofs in the database", timeout=timeout)
         self.prefix = prefix
+        self._database_until = 0  # until then, a proof recorded in the database only could still pass
 
     async def first_use(self, ctx: Context, proof_hash: str, expires_at: int, now: int) -> bool:
-        try:
-            return bool(await self.client.set(f"{self.prefix}dpop:{proof_hash}", 1, nx=True, ex=max(expires_at - now, 1)))
-        except self._errors as exc:
-            log.warning("redis DPoP replay store failed (%s); recording in the database", exc.__class__.__name__)
-            return await _record(ctx, proof_hash, expires_at, now)
+        breaker = self.breaker
+        if breaker.closed():
+            try:
+                new = await breaker.client.set(f"{self.prefix}dpop:{proof_hash}", 1, nx=True, ex=max(expires_at - now, 1))
+            except breaker.errors as exc:
+                breaker.failed(exc)
+            else:
+                breaker.answered()
+                if not new:
+                    return False
+                if now >= self._database_until:
+                    return True
+                return await _record(ctx, proof_hash, expires_at, now)  # just after an outage: both
+        if expires_at > self._database_until:
+            self._database_until = expires_at
+        return await _record(ctx, proof_hash, expires_at, now)
 
     async def close(self) -> None:
-        await self.client.aclose()
+        await self.breaker.close()
 
 
 async def _record(ctx: Context, proof_hash: str, expires_at: int, now: int) -> bool:
@@ -231,7 +257,8 @@ async def _first_use(ctx: Context, proof_hash: str, expires_at: int, now: int) -
     if not ctx.settings.redis_url:
         return await _record(ctx, proof_hash, expires_at, now)
     if ctx.dpop_replays is None:
-        ctx.dpop_replays = RedisReplays(ctx.settings.redis_url, ctx.settings.redis_key_prefix)
+        settings = ctx.settings
+        ctx.dpop_replays = RedisReplays(settings.redis_url, settings.redis_key_prefix, timeout=settings.redis_timeout)
     return await ctx.dpop_replays.first_use(ctx, proof_hash, expires_at, now)
 
 

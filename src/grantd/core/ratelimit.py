@@ -38,7 +38,6 @@ The rules, in one place (``login_limits``, ``signup_limits``, ``token_endpoint``
 
 from __future__ import annotations
 
-import logging
 import math
 import random
 import time
@@ -46,16 +45,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from grantd import metrics
 from grantd.core.errors import InvalidClient, InvalidGrant, RateLimited
+from grantd.core.redis_breaker import RedisBreaker
 from grantd.store import ratelimits as store
 from grantd.store.ratelimits import Counts
 
 if TYPE_CHECKING:
     from grantd.config import Settings
     from grantd.store.db import Database
-
-log = logging.getLogger("grantd.ratelimit")
 
 # Counters older than this are deleted now and then: two of the longest window (see config), since
 # a window's count is read until the next one has passed.
@@ -150,8 +147,6 @@ class DatabaseBackend:
 
 _NONE = Counts(0, 0)
 
-# Seconds the Redis backend leaves Redis alone after it failed (the circuit breaker's open time).
-REDIS_RETRY_INTERVAL = 5.0
 # Counts of this many (bucket, window) pairs are remembered for carrying over an outage.
 _MAX_SEEN = 50_000
 
@@ -199,11 +194,12 @@ class RedisBackend:
 
     Redis failing must neither open the front door nor let an account's failures be forgotten:
 
-    - **A circuit breaker**: Redis gets ``timeout`` seconds (GRANTD_REDIS_TIMEOUT, connecting or
-      answering; no retries). A failure logs one warning and opens the breaker: for
-      ``REDIS_RETRY_INTERVAL`` seconds nothing is asked of Redis; the database counts instead.
-      Then one request tries Redis again: if it answers, one info line says so and Redis counts
-      again; if not, another interval in the database.
+    - **A circuit breaker** (``core.redis_breaker``, the one shared by every use of Redis): Redis
+      gets ``timeout`` seconds (GRANTD_REDIS_TIMEOUT, connecting or answering; no retries). A
+      failure logs one warning and opens the breaker: for ``RETRY_INTERVAL`` seconds nothing is
+      asked of Redis; the database counts instead. Then one request tries Redis again: if it
+      answers, one info line says so and Redis counts again; if not, another interval in the
+      database.
     - **Counts carried over**: the process remembers the last count it saw of each recent bucket
       (``_seen``). When the breaker opens, those become floors: the database's count of a bucket
       goes on from the higher of its own and the floor. When Redis answers again, its counters
@@ -216,24 +212,15 @@ class RedisBackend:
     def __init__(
         self, url: str, prefix: str, fallback: DatabaseBackend, *, timeout: float = 0.25, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        import redis.asyncio as redis
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
-
-        self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
-        self.client = redis.Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0)
-        )
+        self.breaker = RedisBreaker(url, "rate limits", "counting them in the database", timeout=timeout, clock=clock)
+        self._errors = self.breaker.errors
+        self.client = self.breaker.client
         self._add = self.client.register_script(_ADD_SCRIPT)
         self._refund = self.client.register_script(_REFUND_SCRIPT)
         self.prefix = prefix
         self.fallback = fallback
-        self._clock = clock
-        self._open_until = 0.0  # the breaker: Redis is left alone until then (0: closed)
-        self._opened_at = 0.0
         self._seen: dict[tuple[str, int], int] = {}  # (key, window start) -> its count last seen
         self._floors: dict[tuple[str, int], int] = {}  # counts to carry into the other backend
-        metrics.redis_available.set(1)
 
     def _name(self, hit: Hit, window_start: int | None = None) -> str:
         return f"{self.prefix}rl:{hit.key}:{hit.window_start if window_start is None else window_start}"
@@ -243,36 +230,11 @@ class RedisBackend:
 
     # -- the breaker
 
-    def _closed(self) -> bool:
-        """Whether to ask Redis now: the breaker is closed, or its interval is over (then this
-        caller tries, and the others keep to the database for another interval meanwhile)."""
-        if not self._open_until:
-            return True
-        now = self._clock()
-        if now < self._open_until:
-            return False
-        self._open_until = now + REDIS_RETRY_INTERVAL
-        return True
-
     def _failed(self, exc: BaseException) -> None:
-        now = self._clock()
-        if not self._open_until:
-            self._opened_at = now
-            log.warning(
-                "Redis failed (%s): counting rate limits in the database, trying Redis again every %g s",
-                exc.__class__.__name__, REDIS_RETRY_INTERVAL,
-            )
-            metrics.redis_available.set(0)
-            for pair, count in self._seen.items():  # what Redis had, as far as this process knows
+        if self.breaker.failed(exc):  # an outage begins: what Redis had, as far as this process knows
+            for pair, count in self._seen.items():
                 if count > self._floors.get(pair, 0):
                     self._floors[pair] = count
-        self._open_until = now + REDIS_RETRY_INTERVAL
-
-    def _answered(self) -> None:
-        if self._open_until:
-            self._open_until = 0.0
-            log.info("Redis answers again after %.1f s: counting rate limits there again", self._clock() - self._opened_at)
-            metrics.redis_available.set(1)
 
     # -- what this process saw
 
@@ -295,7 +257,7 @@ class RedisBackend:
 
     async def add(self, hits: Sequence[Hit]) -> list[Counts]:
         floors = [self._floor(hit) for hit in hits]
-        if self._closed():
+        if self.breaker.closed():
             keys: list[str] = []
             args: list[int] = []
             for hit, (floor, previous_floor) in zip(hits, floors):
@@ -306,7 +268,7 @@ class RedisBackend:
             except self._errors as exc:
                 self._failed(exc)
             else:
-                self._answered()
+                self.breaker.answered()
                 totals = [Counts(int(values[i]), int(values[i + 1])) for i in range(0, len(values), 2)]
                 for hit in hits:  # carried into Redis now: its counters hold them
                     self._floors.pop((hit.key, hit.window_start), None)
@@ -325,25 +287,25 @@ class RedisBackend:
                 pair = (hit.key, hit.window_start)
                 if seen.get(pair, 0) > 0:
                     seen[pair] -= 1
-        if self._closed():
+        if self.breaker.closed():
             try:
                 await self._refund(keys=[self._name(hit) for hit in hits])
             except self._errors as exc:
                 self._failed(exc)
             else:
-                self._answered()
+                self.breaker.answered()
                 return
         await self.fallback.refund(hits)
 
     async def counts(self, hits: Sequence[Hit]) -> list[Counts]:
         floors = [self._floor(hit) for hit in hits]
-        if self._closed():
+        if self.breaker.closed():
             try:
                 values = await self.client.mget([name for hit in hits for name in (self._name(hit), self._previous(hit))])
             except self._errors as exc:
                 self._failed(exc)
             else:
-                self._answered()
+                self.breaker.answered()
                 found = [Counts(int(values[i] or 0), int(values[i + 1] or 0)) for i in range(0, len(values), 2)]
                 return [Counts(max(c.current, f), max(c.previous, p)) for c, (f, p) in zip(found, floors)]
         found = await self.fallback.counts(hits)
@@ -351,7 +313,7 @@ class RedisBackend:
         return [Counts(max(c.current, f), max(c.previous, p)) for c, (f, p) in zip(found, floors)]
 
     async def close(self) -> None:
-        await self.client.aclose()
+        await self.breaker.close()
 
 
 class RateLimiter:
