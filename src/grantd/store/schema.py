@@ -146,6 +146,9 @@ authorization_codes = Table(
     Column("nonce", Text),
     Column("auth_time", BigInteger),
     Column("session_jti", String(36)),
+    # Whether the authorization request named redirect_uri (migration 0017): the token request of
+    # /oauth2/token must then send it (RFC 6749 §4.1.3). NULL: a code from before, not required.
+    Column("redirect_uri_included", Boolean),
 )
 
 # The lineage of every token is the hash of the authorization code it descends from

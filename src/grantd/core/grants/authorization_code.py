@@ -39,7 +39,7 @@ def token_request(
         return missing(ctx, auth, "code")
     return redeem(
         ctx, auth, code, code_verifier=params.get("code_verifier"), redirect_uri=params.get("redirect_uri"),
-        with_refresh_token=True, address=address,
+        with_refresh_token=True, address=address, redirect_uri_as_authorized=True,
     )
 
 
@@ -54,16 +54,20 @@ async def redeem(
     with_refresh_token: bool = False,
     retry_grace: bool = False,
     address: str | None = None,
+    redirect_uri_as_authorized: bool = False,
 ) -> IssuedToken:
     """Exchange a code for tokens, at most once, for the client ``auth`` proves (the Neucron token
     requests and the OAuth 2.0 grant alike). The client is proven before anything about the code is
     looked at; on PostgreSQL its key is read with the code, in one SELECT.
 
     ``redirect_uri`` and ``state``, when given, must be those the code was issued with (checked
-    before the spend: a mismatch leaves the code unspent). With ``retry_grace``, a code of the
+    before the spend: a mismatch leaves the code unspent). With ``redirect_uri_as_authorized`` (the
+    OAuth 2.0 token request, RFC 6749 §4.1.3), ``redirect_uri`` must be given when the authorization
+    request named one. With ``retry_grace``, a code of the
     caller's already redeemed is first judged as a retry (``_retried``) before it is a replay."""
     code_hash = ctx.hasher.hash(auth_code)
     redemption = _Redemption(ctx, auth, code_hash, code_verifier, redirect_uri, state, with_refresh_token, address)
+    redemption.redirect_uri_as_authorized = redirect_uri_as_authorized
     spent, code = await code_store.spend(ctx.db, code_hash, redemption.now, redemption)
     client = redemption.client
     if not spent:
@@ -88,7 +92,10 @@ async def redeem(
 class _Redemption(Caller):
     """One redemption as ``store.codes.spend`` asks for it (a ``store.tokens.Spender``)."""
 
-    __slots__ = ("code_hash", "code_verifier", "redirect_uri", "state", "address", "now", "jti", "refresh_token")
+    __slots__ = (
+        "code_hash", "code_verifier", "redirect_uri", "state", "address", "now", "jti", "refresh_token",
+        "redirect_uri_as_authorized",
+    )
 
     def __init__(
         self, ctx: Context, auth: ClientAuthentication, code_hash: str, code_verifier: str | None,
@@ -100,6 +107,7 @@ class _Redemption(Caller):
         self.now = ctx.now()
         self.jti = new_token_id()
         self.refresh_token = new_secret() if with_refresh_token else None
+        self.redirect_uri_as_authorized = False
 
     def issue(self, code: Any) -> Issue:
         """The rules of redeeming ``code`` (its row, unspent or as the spend returned it); raises
@@ -109,7 +117,10 @@ class _Redemption(Caller):
         if code.app_id != client.app_id or code.expires_at <= now:
             raise InvalidGrant(_BAD_CODE)
         pkce.check(code.code_challenge, self.code_verifier, client)
-        if self.redirect_uri is not None and self.redirect_uri != code.redirect_uri:
+        if self.redirect_uri is None:
+            if self.redirect_uri_as_authorized and code.redirect_uri_included:
+                raise InvalidGrant("redirect_uri is required: the authorization request named one.")
+        elif self.redirect_uri != code.redirect_uri:
             raise InvalidGrant("redirect_uri does not match the one the code was issued for.")
         if self.state is not None and self.state != code.state:
             raise InvalidGrant("state does not match the one the code was issued with.")
