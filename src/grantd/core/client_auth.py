@@ -137,7 +137,7 @@ class PublicClient(NamedTuple):
             app = await app_store.live(conn, self.client_id)
         if app is None or app.client_type != PUBLIC:
             raise InvalidClient("Unknown client, or the client must authenticate with its secret.")
-        return Client(self.client_id, None)
+        return Client(self.client_id, None, app.permissions)
 
     def proven(self, ctx: Context, key: Any) -> Client:  # no key to judge: key_id is None
         raise InvalidClient("Unknown client, or the client must authenticate with its secret.")

@@ -88,13 +88,15 @@ class _Rotation(Caller):
         assert client is not None  # proven before the token is judged
         if row.app_id != client.app_id or row.revoked_at is not None or row.expires_at <= now:
             raise InvalidGrant(_BAD_REFRESH)
-        self.permissions = permissions = _narrowed(tuple(row.scope.split(" ")), self.scope)
+        grant = _still_granted(ctx, client, row.scope)
+        self.permissions = permissions = _narrowed(grant, tuple(row.scope.split(" ")), self.scope)
         access = access_token.row(
             ctx, client, jti=self.jti, user_id=row.user_id, code_hash=row.code_hash, scope=" ".join(permissions), now=now
         )
-        # The successor keeps the whole grant, whatever this access token narrowed.
+        # The successor keeps the whole grant, whatever this access token narrowed, less what the
+        # app may no longer have (never to come back with it).
         successor = refresh_row(
-            ctx, client, self.successor, code_hash=row.code_hash, user_id=row.user_id, scope=row.scope,
+            ctx, client, self.successor, code_hash=row.code_hash, user_id=row.user_id, scope=" ".join(grant),
             access_jti=self.jti, now=now, auth_time=row.auth_time, session_jti=row.session_jti,
         )
         self.auth_time = row.auth_time
@@ -122,14 +124,31 @@ def refresh_row(
     }
 
 
-def _narrowed(granted: tuple[str, ...], scope: str | None) -> tuple[str, ...]:
-    """RFC 6749 §6: the requested scope, which must lie within the original grant; all of it by default."""
+def _still_granted(ctx: Context, client: Client, scope: str) -> tuple[str, ...]:
+    """The grant (a refresh token's ``scope``) less what its app may no longer have: permissions
+    taken from the app since (``PATCH /v1/apps``) or from the catalog (``catalog.still_allowed``, the
+    rule authorization requests and client_credentials apply). InvalidGrant when nothing is left.
+    (The user's consent needs no check here: it only grows, and withdrawing it revokes the grant's
+    tokens.)"""
+    allowed = perms.parse(client.app_permissions) if client.app_permissions else ()
+    grant = ctx.catalog.still_allowed(scope.split(" "), allowed)
+    if not grant:
+        raise InvalidGrant("The app may no longer have any permission of this grant.")
+    return grant
+
+
+def _narrowed(grant: tuple[str, ...], original: tuple[str, ...], scope: str | None) -> tuple[str, ...]:
+    """RFC 6749 §6: the requested scope, which must lie within the original grant (``original``) and
+    what the app may still have of it (``grant``); all of ``grant`` by default."""
     if scope is None:
-        return granted
+        return grant
     permissions = perms.parse(scope, field="scope", separator=" ")
-    beyond = [p for p in permissions if p not in granted]
+    beyond = [p for p in permissions if p not in original]
     if beyond:
         raise InvalidScope(f"scope exceeds the original grant: {', '.join(beyond)}.")
+    lost = [p for p in permissions if p not in grant]
+    if lost:
+        raise InvalidScope(f"Permission(s) not allowed for this app: {', '.join(lost)}.")
     return permissions
 
 
