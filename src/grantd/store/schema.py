@@ -192,6 +192,9 @@ refresh_tokens = Table(
     # browser session whose end ends the family (NULL: it outlives it, offline_access).
     Column("auth_time", BigInteger),
     Column("session_jti", String(36)),
+    # The app key that authenticated its issue (migration 0017; NULL without one): revoking the key
+    # ends it, as it ends the access tokens the key issued.
+    Column("key_id", String(32)),
 )
 _HAS_SESSION = refresh_tokens.c.session_jti.isnot(None)
 Index("ix_refresh_tokens_session_jti", refresh_tokens.c.session_jti, sqlite_where=_HAS_SESSION, postgresql_where=_HAS_SESSION)

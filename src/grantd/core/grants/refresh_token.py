@@ -121,6 +121,7 @@ def refresh_row(
         "access_jti": access_jti,
         "issued_at": now,
         "expires_at": now + ctx.settings.refresh_token_ttl,
+        "key_id": client.key_id,
     }
 
 
