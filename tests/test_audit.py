@@ -177,7 +177,7 @@ async def test_a_replayed_code_is_recorded(app: Any, client: httpx.AsyncClient) 
 async def test_refresh_token_reuse_beyond_the_grace_window_is_recorded(app: Any, client: httpx.AsyncClient) -> None:
     flow = await new_flow(client)
     code = await flow.code()
-    first = (await form_token(client, flow, grant_type="authorization_code", code=code)).json()
+    first = (await form_token(client, flow, grant_type="authorization_code", code=code, redirect_uri=flow.redirect_uri)).json()
     second = await form_token(client, flow, grant_type="refresh_token", refresh_token=first["refresh_token"])
     assert second.status_code == 200, second.text
     rows = await rows_about(app, app_ids=(flow.app_id,))
@@ -262,7 +262,7 @@ async def test_no_secret_appears_in_any_audit_row(app: Any, client: httpx.AsyncC
     login = await client.post("/v1/auth/login", json={"email": email, "password": PASSWORD})
     flow.user_id, flow.user_token = user_id, login.json()["data"]["access_token"]
     code = await flow.code()
-    tokens = (await form_token(client, flow, grant_type="authorization_code", code=code)).json()
+    tokens = (await form_token(client, flow, grant_type="authorization_code", code=code, redirect_uri=flow.redirect_uri)).json()
     refreshed = (await form_token(client, flow, grant_type="refresh_token", refresh_token=tokens["refresh_token"])).json()
     await flow.redeem(code)  # a replay
 

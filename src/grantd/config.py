@@ -171,7 +171,8 @@ class Settings(BaseSettings):
         default=100,
         ge=1,
         description="Failed token, revocation and introspection requests (invalid_client, invalid_grant) "
-        "per key_id or client_id per window.",
+        "per key_id or client_id from one client address per window (failures at one address never refuse "
+        "another's requests).",
     )
     rate_limit_token_failures_per_address: int = Field(
         default=100, ge=1, description="Failed token requests per client address per window."
