@@ -71,9 +71,9 @@ class Settings(BaseSettings):
         default=30,
         ge=0,
         le=300,
-        description="Seconds after an authorization code's redemption at the Neucron v2 token endpoint (GET "
-        "/oauth/token) during which the identical request again (same code, key, redirect_uri and state: the SDK's "
-        "retry) gets the same access token instead of revoking it as a replay; 0: none.",
+        description="Seconds after an authorization code's redemption during which the same client repeating the "
+        "same request (same code, key, PKCE verifier, redirect_uri and state, at the same endpoint: a retry whose "
+        "answer was lost) gets the same tokens instead of having them revoked as a replay; 0: none.",
     )
     prune_interval: int = Field(
         default=3600,

@@ -45,6 +45,7 @@ EVENTS = frozenset(
         "key_revoked",
         "code_issued",
         "code_redeemed",
+        "code_retried",
         "code_replayed",
         "refresh_token_reused",
         "signing_key_rotated",

@@ -189,18 +189,19 @@ _ACCESS_STATE = Prepared(
 _BY_JTI = Prepared(select(access_tokens).where(access_tokens.c.jti == bindparam("jti")))
 
 
-# What one authorization code issued: its access tokens, and whether it issued a refresh token.
+# What one authorization code issued: its access tokens and its refresh tokens.
 _FAMILY_ACCESS = Prepared(select(access_tokens).where(access_tokens.c.code_hash == bindparam("code_hash")))
 _FAMILY_REFRESH = Prepared(
-    select(select(refresh_tokens.c.token_hash).where(refresh_tokens.c.code_hash == bindparam("code_hash")).exists())
+    select(refresh_tokens.c.token_hash, refresh_tokens.c.rotated_at, refresh_tokens.c.revoked_at)
+    .where(refresh_tokens.c.code_hash == bindparam("code_hash"))
 )
 
 
-async def issued_from_code(conn: AsyncConnection, code_hash: str) -> tuple[Sequence[Row], bool]:
-    """The access tokens of one authorization code's family (revoked or not), and whether the family
-    holds a refresh token."""
+async def issued_from_code(conn: AsyncConnection, code_hash: str) -> tuple[Sequence[Row], Sequence[Row]]:
+    """The access tokens of one authorization code's family (revoked or not), and its refresh tokens
+    (their hash, ``rotated_at`` and ``revoked_at``)."""
     access = await fetch_all(conn, _FAMILY_ACCESS, code_hash=code_hash)
-    return access, bool((await fetch_one(conn, _FAMILY_REFRESH, code_hash=code_hash))[0])
+    return access, await fetch_all(conn, _FAMILY_REFRESH, code_hash=code_hash)
 
 
 async def revoke_access_token(conn: AsyncConnection, jti: str, app_id: str, now: int) -> None:
