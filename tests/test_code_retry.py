@@ -4,26 +4,41 @@ GRANTD_CODE_RETRY_GRACE seconds of the redemption gets the same tokens again —
 re-signed with the same claims, the same refresh token, an ID token for an OpenID grant — nothing is
 revoked, and ``code_retried`` is audited. Another verifier, another key, a refresh token already
 used, or the same request after the window is a replay, as before: every token the code issued is
-revoked (RFC 6749 §4.1.2, RFC 9700 §4.5)."""
+revoked (RFC 6749 §4.1.2, RFC 9700 §4.5). The Neucron token endpoints always take a retry;
+/oauth2/token only with GRANTD_CODE_RETRY_AT_OAUTH2_TOKEN (by default RFC 6749 §4.1.2's "MUST deny")."""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import pytest
 
 from acting_user import ActingUser, developer, new_app
+from grantd.config import Settings
+from grantd.server import create_app
 from support.neucron import PASSWORD, Flow
 from support.servers import TIMEOUT, ServerProcess
 from test_oauth2_security import (  # noqa: F401  (fixtures)
-    REGISTERED, Person, assert_oauth_error, authorize_url, claims_of, code_by_pages, dev, introspect, new_pkce, person,
+    ISSUER, REGISTERED, Person, assert_oauth_error, authorize_url, claims_of, code_by_pages, dev, introspect, new_pkce, person,
     query_of, regular, token, tokens_of,
 )
 
 pytestmark = pytest.mark.db
+
+
+@pytest.fixture
+async def retrying(app: Any, settings: Settings) -> AsyncIterator[Any]:
+    """Another server of the deployment (the session's database and secret) that takes retries at
+    /oauth2/token: its app (``.state.ctx``) and a client of it."""
+    application = create_app(settings.model_copy(update={"code_retry_at_oauth2_token": True}))
+    async with application.router.lifespan_context(application):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=application), base_url=ISSUER) as http:
+            application.state.http = http
+            yield application
 
 
 async def _events(client: httpx.AsyncClient, flow: Flow) -> list[str]:
@@ -36,7 +51,7 @@ async def _events(client: httpx.AsyncClient, flow: Flow) -> list[str]:
 async def test_a_public_client_retrying_its_redemption_gets_the_same_tokens_over_real_sockets(
     database_url: str, server_factory: Callable[..., ServerProcess]
 ) -> None:
-    server = server_factory(database_url)
+    server = server_factory(database_url, env={"GRANTD_CODE_RETRY_AT_OAUTH2_TOKEN": "true"})
     async with httpx.AsyncClient(base_url=server.base_url, timeout=TIMEOUT) as http:
         flow = await new_app(await developer(http), client_type="public")
         verifier, challenge = new_pkce()
@@ -68,8 +83,22 @@ async def test_a_public_client_retrying_its_redemption_gets_the_same_tokens_over
         assert "code_replayed" in await _events(http, flow)
 
 
-async def test_a_public_client_with_another_verifier_is_a_replay(client: httpx.AsyncClient, dev: Flow, person: Person) -> None:
-    flow = await new_app(dev, client_type="public")
+async def test_by_default_the_standard_endpoint_denies_the_same_request_again(
+    client: httpx.AsyncClient, dev: Flow, person: Person
+) -> None:
+    """RFC 6749 §4.1.2: a code used twice MUST be denied, and SHOULD revoke what it issued."""
+    flow = await new_app(dev)
+    code, verifier = await code_by_pages(await person(), flow)
+    form = {"grant_type": "authorization_code", "code": code, "redirect_uri": REGISTERED, "code_verifier": verifier}
+    first = tokens_of(await token(client, flow, **form))  # type: ignore[arg-type]
+    assert_oauth_error(await token(client, flow, **form), "invalid_grant", 400)  # type: ignore[arg-type]
+    assert await introspect(client, flow, first["access_token"]) == {"active": False}
+    assert "code_replayed" in await _events(client, flow)
+
+
+async def test_a_public_client_with_another_verifier_is_a_replay(retrying: Any, dev: Flow, person: Person) -> None:
+    client = retrying.state.http
+    flow = await new_app(dataclasses.replace(dev, client=client), client_type="public")
     code, verifier = await code_by_pages(await person(), flow)
     form = {"grant_type": "authorization_code", "code": code, "redirect_uri": REGISTERED}
     first = tokens_of(await token(client, flow, "none", code_verifier=verifier, **form))  # type: ignore[arg-type]
@@ -83,9 +112,10 @@ async def test_a_public_client_with_another_verifier_is_a_replay(client: httpx.A
 
 
 async def test_a_confidential_openid_redemption_retried_gets_its_tokens_and_an_id_token(
-    client: httpx.AsyncClient, dev: Flow, person: Person
+    retrying: Any, dev: Flow, person: Person
 ) -> None:
-    flow = await new_app(dev)
+    client = retrying.state.http
+    flow = await new_app(dataclasses.replace(dev, client=client))
     code, verifier = await code_by_pages(await person(), flow, scope="openid read_profile", nonce="n-1")
     form = {"grant_type": "authorization_code", "code": code, "redirect_uri": REGISTERED, "code_verifier": verifier}
     first = tokens_of(await token(client, flow, "basic", **form))  # type: ignore[arg-type]
@@ -105,10 +135,9 @@ async def test_a_confidential_openid_redemption_retried_gets_its_tokens_and_an_i
         assert await introspect(client, spare, value) == {"active": False}
 
 
-async def test_after_the_window_the_same_request_is_a_replay(
-    app: Any, client: httpx.AsyncClient, dev: Flow, person: Person
-) -> None:
-    flow = await new_app(dev)
+async def test_after_the_window_the_same_request_is_a_replay(retrying: Any, dev: Flow, person: Person) -> None:
+    client, app = retrying.state.http, retrying
+    flow = await new_app(dataclasses.replace(dev, client=client))
     code, verifier = await code_by_pages(await person(), flow)
     form = {"grant_type": "authorization_code", "code": code, "redirect_uri": REGISTERED, "code_verifier": verifier}
     first = tokens_of(await token(client, flow, **form))  # type: ignore[arg-type]

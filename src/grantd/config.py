@@ -75,6 +75,11 @@ class Settings(BaseSettings):
         "same request (same code, key, PKCE verifier, redirect_uri and state, at the same endpoint: a retry whose "
         "answer was lost) gets the same tokens instead of having them revoked as a replay; 0: none.",
     )
+    code_retry_at_oauth2_token: bool = Field(
+        default=False,
+        description="Take such a retry at /oauth2/token too (the Neucron token endpoints always do). Off by default: "
+        "RFC 6749 §4.1.2 says a code used twice MUST be denied, which OpenID certification checks (oidcc-codereuse).",
+    )
     prune_interval: int = Field(
         default=3600,
         ge=0,

@@ -6,15 +6,19 @@ Spending the code is atomic and writes the tokens and the code_redeemed audit ro
 at all (``store.codes.spend``, on either database). A code found already redeemed, or spent by a
 concurrent caller in between, is judged in a transaction of its own (``_replayed``):
 
-- a **retry** (``_retried``): the same client (the same key, for a client with keys) repeating the
-  request the code was redeemed by — the same code, passing the same checks (its PKCE verifier,
-  its ``redirect_uri`` and ``state``), at the same endpoint (with a refresh token or without) —
+- a **retry** (``_retried``): the same client (the same key, for a client with keys) repeating
+  the request the code was redeemed by — the same code, passing the same checks (its PKCE
+  verifier, its ``redirect_uri`` and ``state``), asking the same (a refresh token or none) —
   within ``code_retry_grace`` seconds of the redemption, while what it issued is untouched (the
   access token live, the refresh token unrotated): it gets the same tokens again (the access
   token re-signed with the same claims, the same refresh token, which is derived from the code,
   ``hasher.successor``), nothing is revoked, and ``code_retried`` is audited. A client whose
   connection failed as the redemption committed thus gets the answer it never received;
 - anything else is a **replay**: the family is revoked and ``code_replayed`` audited.
+
+Retries are taken at the Neucron token endpoints, and at ``/oauth2/token`` only with
+``code_retry_at_oauth2_token``: there RFC 6749 §4.1.2 says a code used twice MUST be denied, and
+OpenID certification checks it (oidcc-codereuse).
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ def token_request(
     return redeem(
         ctx, auth, code, code_verifier=params.get("code_verifier"), redirect_uri=params.get("redirect_uri"),
         with_refresh_token=True, address=address, redirect_uri_as_authorized=True,
+        retry=ctx.settings.code_retry_at_oauth2_token,
     )
 
 
@@ -62,6 +67,7 @@ async def redeem(
     with_refresh_token: bool = False,
     address: str | None = None,
     redirect_uri_as_authorized: bool = False,
+    retry: bool = True,
 ) -> IssuedToken:
     """Exchange a code for tokens, at most once, for the client ``auth`` proves (the Neucron token
     requests and the OAuth 2.0 grant alike). The client is proven before anything about the code is
@@ -71,7 +77,8 @@ async def redeem(
     before the spend: a mismatch leaves the code unspent). With ``redirect_uri_as_authorized`` (the
     OAuth 2.0 token request, RFC 6749 §4.1.3), ``redirect_uri`` must be given when the authorization
     request named one. A code of the caller's already redeemed is judged as a retry (``_retried``)
-    before it is a replay."""
+    before it is a replay, unless ``retry`` is off (``/oauth2/token`` unless
+    ``code_retry_at_oauth2_token``: RFC 6749 §4.1.2 denies every second use)."""
     code_hash = ctx.hasher.hash(auth_code)
     redemption = _Redemption(
         ctx, auth, auth_code, code_hash, code_verifier, redirect_uri, state, with_refresh_token, address,
@@ -81,7 +88,7 @@ async def redeem(
     client = redemption.client
     if not spent:
         if code is not None and client is not None and code.app_id == client.app_id:
-            retried = await _replayed(ctx, client, redemption, code_hash, redemption.now, address)
+            retried = await _replayed(ctx, client, redemption if retry else None, code_hash, redemption.now, address)
             if retried is not None:
                 return retried
         raise InvalidGrant(_BAD_CODE)
@@ -161,7 +168,7 @@ class _Redemption(Caller):
 
 
 async def _replayed(
-    ctx: Context, client: Client, retry: _Redemption, code_hash: str, now: int, address: str | None
+    ctx: Context, client: Client, retry: _Redemption | None, code_hash: str, now: int, address: str | None
 ) -> IssuedToken | None:
     """A code of the caller's that this call did not spend. If it was redeemed before (or just now,
     by a concurrent caller) by the request ``retry`` repeats, within the grace window, the answer
@@ -172,7 +179,7 @@ async def _replayed(
         known = await code_store.find(tx, code_hash)
         if known is None or known.redeemed_at is None:
             return None
-        again = await _retried(ctx, tx, client, retry, known)
+        again = await _retried(ctx, tx, client, retry, known) if retry is not None else None
         if again is not None:
             await audit.record(
                 ctx, tx, "code_retried", actor=client.app_id, user_id=known.user_id, app_id=client.app_id,
