@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import httpx
+import jwt
 import pytest
 from sqlalchemy import or_, select, update
 
@@ -163,21 +164,31 @@ async def test_a_wrong_password_is_a_login_failure(app: Any, client: httpx.Async
 async def test_a_replayed_code_is_recorded(app: Any, client: httpx.AsyncClient) -> None:
     flow = await new_flow(client)
     code = await flow.code()
+    redeemed = await flow.redeem(code)
+    assert redeemed.status_code == 200
+    # The same request again within the grace window is a retry, recorded as such.
     assert (await flow.redeem(code)).status_code == 200
-    assert (await flow.redeem(code)).status_code == 401
+    retried = only(await rows_about(app, app_ids=(flow.app_id,)), "code_retried")
+    assert (retried.actor, retried.user_id, retried.app_id, retried.address) == (flow.app_id, flow.user_id, flow.app_id, ADDRESS)
+    jti = jwt.decode(redeemed.json()["data"]["access_token"], options={"verify_signature": False})["jti"]
+    assert json.loads(retried.detail) == {"jti": jti, "key_id": flow.key_id}
+    # Another key of the app presenting it is a replay.
+    created = await client.post(f"/v1/apps/{flow.app_id}/keys", headers={"Authorization": flow.dev_token})
+    spare = created.json()["data"]
+    assert (await flow.redeem(code, key_id=spare["key_id"], key_secret=spare["key_secret"])).status_code == 401
     rows = await rows_about(app, app_ids=(flow.app_id,))
     replayed = only(rows, "code_replayed")
     assert (replayed.actor, replayed.user_id, replayed.app_id, replayed.address) == (
         flow.app_id, flow.user_id, flow.app_id, ADDRESS,
     )
-    assert json.loads(replayed.detail) == {"family_revoked": True, "key_id": flow.key_id}
+    assert json.loads(replayed.detail) == {"family_revoked": True, "key_id": spare["key_id"]}
     assert events(rows).count("code_redeemed") == 1
 
 
 async def test_refresh_token_reuse_beyond_the_grace_window_is_recorded(app: Any, client: httpx.AsyncClient) -> None:
     flow = await new_flow(client)
     code = await flow.code()
-    first = (await form_token(client, flow, grant_type="authorization_code", code=code)).json()
+    first = (await form_token(client, flow, grant_type="authorization_code", code=code, redirect_uri=flow.redirect_uri)).json()
     second = await form_token(client, flow, grant_type="refresh_token", refresh_token=first["refresh_token"])
     assert second.status_code == 200, second.text
     rows = await rows_about(app, app_ids=(flow.app_id,))
@@ -262,7 +273,7 @@ async def test_no_secret_appears_in_any_audit_row(app: Any, client: httpx.AsyncC
     login = await client.post("/v1/auth/login", json={"email": email, "password": PASSWORD})
     flow.user_id, flow.user_token = user_id, login.json()["data"]["access_token"]
     code = await flow.code()
-    tokens = (await form_token(client, flow, grant_type="authorization_code", code=code)).json()
+    tokens = (await form_token(client, flow, grant_type="authorization_code", code=code, redirect_uri=flow.redirect_uri)).json()
     refreshed = (await form_token(client, flow, grant_type="refresh_token", refresh_token=tokens["refresh_token"])).json()
     await flow.redeem(code)  # a replay
 

@@ -191,7 +191,13 @@ async def test_codes_are_single_use_and_reuse_revokes_the_token(flow: Flow, app:
     assert row is not None and row.revoked_at is None
     assert row.user_id == flow.user_id and row.app_id == flow.app_id
 
-    assert_error(await flow.redeem(code), 401, "invalid_grant")
+    # The same request again within the grace window: a retry, the same token, nothing revoked.
+    assert jti_of(ok(await flow.redeem(code))["access_token"]) == jti
+    assert (await token_row(app, jti)).revoked_at is None
+    # Presented by another key of the app: a replay, which revokes the token; then by either key.
+    created = await flow.client.post(f"/v1/apps/{flow.app_id}/keys", headers={"Authorization": flow.dev_token})
+    spare = created.json()["data"]
+    assert_error(await flow.redeem(code, key_id=spare["key_id"], key_secret=spare["key_secret"]), 401, "invalid_grant")
     row = await token_row(app, jti)
     assert row.revoked_at is not None
     assert_error(await flow.redeem(code), 401, "invalid_grant")

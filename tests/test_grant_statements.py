@@ -53,6 +53,7 @@ def _code_rows(ctx: Any, code: str, who: Client, user_id: str, challenge: str | 
         "expires_at": now + 60,
         # OpenID Connect (migration 0012): a code of a plain OAuth request has none of them
         "nonce": None, "auth_time": None, "session_jti": None, "dpop_jkt": None, "resources": None,
+        "redirect_uri_included": True,  # migration 0017: the request named its redirect_uri
     }
     event = audit.entry(ctx, "code_issued", actor=user_id, user_id=user_id, app_id=who.app_id, now=now, permissions=["read_profile"])
     return row, event
@@ -124,21 +125,48 @@ async def test_a_failed_check_leaves_the_code_unspent(app: Any, client: httpx.As
 
 
 async def test_concurrent_redemptions_of_one_code_issue_one_token(app: Any, client: httpx.AsyncClient) -> None:
+    """Twenty identical requests at once: one spends the code, the others are retries answered with
+    the same tokens; nothing is written twice and nothing is revoked."""
     ctx, who, user_id, auth = await _setup(app, client)
     code = await _new_code(ctx, who, user_id)
     code_hash = ctx.hasher.hash(code)
     results = await asyncio.gather(
         *(authorization_code.redeem(ctx, auth, code, with_refresh_token=True) for _ in range(20)), return_exceptions=True
     )
-    won = [r for r in results if isinstance(r, IssuedToken)]
-    assert len(won) == 1, results
-    assert all(isinstance(r, InvalidGrant) for r in results if r is not won[0])
+    assert all(isinstance(r, IssuedToken) for r in results), results
+    assert len({_jti(r.access_token) for r in results}) == 1
+    assert len({r.refresh_token for r in results}) == 1
     assert await _count(ctx, access_tokens, access_tokens.c.code_hash == code_hash) == 1
     assert await _count(ctx, refresh_tokens, refresh_tokens.c.code_hash == code_hash) == 1
-    redeemed = audit_events.c.event == "code_redeemed"
-    assert await _count(ctx, audit_events, audit_events.c.user_id == user_id, redeemed) == 1
-    # The losers were replays: the family is revoked, and audited as such.
-    assert await _count(ctx, audit_events, audit_events.c.user_id == user_id, audit_events.c.event == "code_replayed") >= 1
+    of_user = audit_events.c.user_id == user_id
+    assert await _count(ctx, audit_events, of_user, audit_events.c.event == "code_redeemed") == 1
+    assert await _count(ctx, audit_events, of_user, audit_events.c.event == "code_retried") == 19
+    assert await _count(ctx, audit_events, of_user, audit_events.c.event == "code_replayed") == 0
+    [token] = await _rows(ctx, select(access_tokens.c.jti, access_tokens.c.revoked_at).where(access_tokens.c.code_hash == code_hash))
+    assert token.jti == _jti(results[0].access_token) and token.revoked_at is None
+
+
+async def test_concurrent_redemptions_by_two_keys_of_one_code_issue_one_token_and_revoke_it(
+    app: Any, client: httpx.AsyncClient
+) -> None:
+    """Ten requests with each of two keys of the app at once: one spends the code; a request with
+    the other key is a replay, which revokes the token, so at most the retries that came first got it."""
+    flow = await new_flow(client)
+    ctx, who = app.state.ctx, Client(flow.app_id, flow.key_id)
+    created = await client.post(f"/v1/apps/{flow.app_id}/keys", headers={"Authorization": flow.dev_token})
+    assert created.status_code == 200, created.text
+    other = KeyPair(created.json()["data"]["key_id"], created.json()["data"]["key_secret"])
+    code = await _new_code(ctx, who, flow.user_id)
+    code_hash = ctx.hasher.hash(code)
+    keys = [KeyPair(flow.key_id, flow.key_secret), other] * 10
+    results = await asyncio.gather(*(authorization_code.redeem(ctx, key, code) for key in keys), return_exceptions=True)
+    won = [r for r in results if isinstance(r, IssuedToken)]
+    assert won and len({_jti(r.access_token) for r in won}) == 1, results
+    assert all(isinstance(r, InvalidGrant) for r in results if not isinstance(r, IssuedToken)), results
+    assert len(won) <= 10
+    assert await _count(ctx, access_tokens, access_tokens.c.code_hash == code_hash) == 1
+    of_user = audit_events.c.user_id == flow.user_id
+    assert await _count(ctx, audit_events, of_user, audit_events.c.event == "code_replayed") >= 10
     [token] = await _rows(ctx, select(access_tokens.c.jti, access_tokens.c.revoked_at).where(access_tokens.c.code_hash == code_hash))
     assert token.jti == _jti(won[0].access_token) and token.revoked_at is not None
 
@@ -204,7 +232,8 @@ async def test_the_one_statement_rotates_a_refresh_token_once(app: Any, client: 
                      "user_id": user_id, "scope": "read_profile", "access_jti": jti, "issued_at": now, "expires_at": now + 60,
                      "auth_time": None, "session_jti": None,  # OpenID Connect (migration 0012): not an OpenID grant
                      "dpop_jkt": None,  # DPoP (migration 0015): a bearer token
-                     "resources": None}  # RFC 8707 (migration 0019): bound to no resource
+                     "resources": None,  # RFC 8707 (migration 0019): bound to no resource
+                     "key_id": who.key_id}  # migration 0017: the key that authenticated the rotation
         async with ctx.db.autocommit() as conn:
             return await token_store.rotate_and_issue(
                 conn, token_hash, who.app_id, now, code_hash, access=access, refresh=successor
@@ -235,9 +264,17 @@ async def test_the_neucron_request_verifies_the_key_before_the_code(app: Any, cl
     # Unknown code with the right key: invalid_grant, nothing written.
     with pytest.raises(InvalidGrant):
         await authorization_code.redeem(ctx, KeyPair(flow.key_id, flow.key_secret), secrets.token_urlsafe(32))
-    # Replayed: refused, and the family it issued is revoked.
-    with pytest.raises(InvalidGrant):
-        await authorization_code.redeem(ctx, KeyPair(flow.key_id, flow.key_secret), code)
+    # The same request again within the grace window: a retry, answered with the same token.
+    again = await authorization_code.redeem(ctx, KeyPair(flow.key_id, flow.key_secret), code)
+    assert _jti(again.access_token) == _jti(issued.access_token)
+    # Replayed after it: refused, and the family it issued is revoked.
+    redeemed_at = token.issued_at
+    ctx.now = lambda: redeemed_at + ctx.settings.code_retry_grace + 1  # type: ignore[method-assign]
+    try:
+        with pytest.raises(InvalidGrant):
+            await authorization_code.redeem(ctx, KeyPair(flow.key_id, flow.key_secret), code)
+    finally:
+        del ctx.now
     [token] = await _rows(ctx, select(access_tokens.c.revoked_at).where(access_tokens.c.code_hash == code_hash))
     assert token.revoked_at is not None
 

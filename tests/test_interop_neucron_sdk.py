@@ -156,9 +156,18 @@ async def test_neucron_v1_sdk_signs_up_logs_in_and_completes_the_v1_oauth_flow(
         assert live["active"] is True, live
         assert live["sub"] == user_id and live["client_id"] == app.app_id
         assert set(live["scope"].split()) == set(PERMISSIONS.split(","))
-        # The code was single-use: redeemed again, refused, and what it issued is revoked.
+        # The same request again within the grace window is a retry: the same token, still live.
+        body = {"token": {"auth_code": code, "key_id": app.key_id, "key_secret": app.key_secret}}
+        retried = await http.post("/v1/oauth/token", json=body)
+        assert retried.status_code == 200, retried.text
+        assert _claims(retried.json()["data"]["access_token"])["jti"] == access_claims["jti"]
+        assert (await introspect()).json()["active"] is True
+        # The code was single-use: presented by another key of the app, refused, and what it issued is revoked.
+        created = await http.post(f"/v1/apps/{app.app_id}/keys", headers={"Authorization": app.dev_token})
+        assert created.status_code == 200, created.text
+        spare = created.json()["data"]
         replay = await http.post(
-            "/v1/oauth/token", json={"token": {"auth_code": code, "key_id": app.key_id, "key_secret": app.key_secret}}
+            "/v1/oauth/token", json={"token": {**body["token"], "key_id": spare["key_id"], "key_secret": spare["key_secret"]}}
         )
         assert_error(replay, 401, "invalid_grant")
         assert (await introspect()).json() == {"active": False}

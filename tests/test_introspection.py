@@ -50,7 +50,8 @@ async def test_garbage_and_unknown_tokens_are_inactive_not_errors(flow: Flow) ->
 
 async def test_a_revoked_key_cannot_introspect_and_another_key_of_the_app_can(flow: Flow) -> None:
     """The caller's key is read with the token: a revoked key is refused before anything about the
-    token is answered, and the app's other live key sees its tokens."""
+    token is answered, and the app's other live key sees its tokens (those the revoked key issued
+    ended with it)."""
     body = (await flow.redeem(await flow.code())).json()["data"]
     created = await flow.client.post(f"/v1/apps/{flow.app_id}/keys", headers={"Authorization": flow.dev_token})
     assert created.status_code == 200, created.text
@@ -60,7 +61,11 @@ async def test_a_revoked_key_cannot_introspect_and_another_key_of_the_app_can(fl
     for token in (body["access_token"], "not-a-token"):
         refused = await flow.client.post("/oauth2/introspect", data={"token": token}, headers=basic(flow.app_id, flow.key_secret))
         assert refused.status_code == 401 and refused.json()["error"] == "invalid_client", refused.text
-    own = await flow.client.post("/oauth2/introspect", data={"token": body["access_token"]}, headers=basic(flow.app_id, spare))
+    ended = await flow.client.post("/oauth2/introspect", data={"token": body["access_token"]}, headers=basic(flow.app_id, spare))
+    assert ended.status_code == 200 and ended.json() == {"active": False}, ended.text
+    spare_id = created.json()["data"]["key_id"]
+    issued = (await flow.redeem(await flow.code(), key_id=spare_id, key_secret=spare)).json()["data"]
+    own = await flow.client.post("/oauth2/introspect", data={"token": issued["access_token"]}, headers=basic(flow.app_id, spare))
     assert own.status_code == 200 and own.json()["active"] is True and own.json()["client_id"] == flow.app_id
     # client_id beside a secret must name the secret's app
     mismatched = await flow.client.post(

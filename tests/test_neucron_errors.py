@@ -869,8 +869,12 @@ async def test_invalid_grant(client: httpx.AsyncClient, prefix: str) -> None:
     assert code not in message
     assert "access_token" in assert_envelope(await flow.redeem(code))
 
-    # A used code.
-    message = assert_error(await flow.redeem(code), 401, "invalid_grant")
+    # A used code, presented by another key of the app (the same key within the grace window would
+    # be a retry, answered with the same token); then by either key.
+    created = await client.post(f"/v1/apps/{flow.app_id}/keys", headers={"Authorization": flow.dev_token})
+    assert created.status_code == 200, created.text
+    spare = created.json()["data"]
+    message = assert_error(await flow.redeem(code, key_id=spare["key_id"], key_secret=spare["key_secret"]), 401, "invalid_grant")
     assert code not in message
     assert_error(await flow.redeem(code), 401, "invalid_grant")
 

@@ -310,7 +310,7 @@ async def test_one_json_line_a_request_and_no_secret_in_the_log(
         issued = (
             await client.post(
                 "/oauth2/token",
-                data={"grant_type": "authorization_code", "code": code2},
+                data={"grant_type": "authorization_code", "code": code2, "redirect_uri": flow.redirect_uri},
                 auth=basic,
                 headers={"X-Request-ID": "trace-the-token-request"},
             )
@@ -462,8 +462,10 @@ async def test_a_code_issued_by_one_process_is_redeemed_by_another(
         redeemed = await flow.redeem(code)  # on the second
         assert redeemed.status_code == 200, redeemed.text
         flow.client = a
+        # The same request on the first within the grace window: a retry, the same token.
         again = await flow.redeem(code)
-        assert again.status_code == 401 and again.json()["error"] == "invalid_grant"
+        assert again.status_code == 200, again.text
+        assert again.json()["data"]["access_token"].split(".")[1] == redeemed.json()["data"]["access_token"].split(".")[1]
 
     token = redeemed.json()["data"]["access_token"]
     for server in (first, second):

@@ -260,9 +260,12 @@ async def test_failed_assertions_count_in_the_client_authentication_rate_limit(s
         foreign = ec.generate_private_key(ec.SECP256R1())
         for _ in range(3):
             refused(await credentials(c, form(assertion(foreign, flow.app_id))))
-        # Over the limit: refused before the assertion is judged, a good one too.
-        response = await credentials(client(None), form(assertion(key, flow.app_id)))
+        # Over the limit at this address: refused before the assertion is judged, a good one too.
+        response = await credentials(c, form(assertion(key, flow.app_id)))
         assert response.status_code == 429 and response.json()["error"] == "rate_limited", response.text
+        # Another address is served: failures here lock nobody out there.
+        served = await credentials(client(None), form(assertion(key, flow.app_id)))
+        assert served.status_code == 200, served.text
 
 
 async def test_pruning_deletes_the_jti_of_expired_assertions(app: Any, pk_flow: Flow, key: Any) -> None:

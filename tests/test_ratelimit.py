@@ -1,5 +1,5 @@
 """Rate limiting: log-in per account and per address, sign-up per address, token endpoint failures
-per key and per address — refused with 429 and Retry-After in each dialect's shape, before the
+per address and per key at an address — refused with 429 and Retry-After in each dialect's shape, before the
 expensive work, and shared across server processes (database by default, Redis when configured)."""
 
 from __future__ import annotations
@@ -254,13 +254,15 @@ async def test_neucron_token_failures_per_key(settings: Settings) -> None:
         assert (await flow.redeem(code, key_secret=wrong_secret(flow.key_secret))).status_code == 401
         assert (await flow.redeem("no-such-code")).json()["error"] == "invalid_grant"  # invalid_grant counts too
         assert (await flow.redeem("no-such-code")).status_code == 401
-        # Over the limit, from any address: 429, before the secret or the code is looked at.
+        # Over the limit from this address: 429, before the secret or the code is looked at.
+        assert_neucron_429(await flow.redeem("no-such-code"), window=60)
+        assert_neucron_429(await flow.redeem(code))  # locked on this process: even a good request
+        # From another address the key's requests are served: failures here lock nobody out there.
         other = client(None)
         response = await other.post(
-            "/oauth/token", json={"token": {"auth_code": "no-such-code", "key_id": flow.key_id, "key_secret": flow.key_secret}}
+            "/oauth/token", json={"token": {"auth_code": code, "key_id": flow.key_id, "key_secret": flow.key_secret}}
         )
-        assert_neucron_429(response, window=60)
-        assert_neucron_429(await flow.redeem(code))  # locked on this process: even a good request
+        assert response.status_code == 200, response.text
         # Another key of another app is unaffected.
         second = await new_flow(c)
         assert (await second.redeem(await second.code())).status_code == 200
@@ -282,10 +284,13 @@ async def test_oauth2_token_failures_per_client_in_rfc6749_shape(settings: Setti
         for _ in range(3):
             response = await c.post("/oauth2/token", data=form, auth=bad)
             assert response.status_code == 401 and response.json()["error"] == "invalid_client"
-        response = await client(None).post("/oauth2/token", data=form, auth=bad)
+        response = await c.post("/oauth2/token", data=form, auth=bad)
         assert response.status_code == 429, response.text
         assert response.json()["error"] == "rate_limited" and set(response.json()) == {"error", "error_description"}
         assert 1 <= int(response.headers["Retry-After"]) <= 2 * 60
+        # Another address is not refused: the right secret gets its token there.
+        served = await client(None).post("/oauth2/token", data=form, auth=(flow.app_id, flow.key_secret))
+        assert served.status_code == 200, served.text
         assert response.headers["Cache-Control"] == "no-store"
         # client_secret_post names the same key: limited too.
         post = {**form, "client_id": flow.app_id, "client_secret": flow.key_secret}
@@ -342,8 +347,11 @@ async def test_revocation_failures_per_key_and_per_address(settings: Settings) -
         for _ in range(3):
             response = await c.post("/oauth2/revoke", data={"token": token}, auth=bad)
             assert response.status_code == 401 and response.json()["error"] == "invalid_client", response.text
-        # Over the limit for this key, from any address, with a wrong secret or the right one: 429.
-        assert_rfc6749_429(await client(_address()).post("/oauth2/revoke", data={"token": token}, auth=bad))
+        # Over the limit for this key from this address, with a wrong secret or the right one: 429.
+        assert_rfc6749_429(await c.post("/oauth2/revoke", data={"token": token}, auth=bad))
+        # From elsewhere the key is not locked: a wrong secret is only wrong.
+        elsewhere = await client(_address()).post("/oauth2/revoke", data={"token": token}, auth=bad)
+        assert elsewhere.status_code == 401, elsewhere.text
         locked = await c.post("/oauth2/revoke", data={"token": token}, auth=(flow.app_id, flow.key_secret))
         assert_rfc6749_429(locked)
         assert await _is_active(c, flow.app_id, spare, token), "a refused revocation must not revoke"
@@ -378,8 +386,10 @@ async def test_introspection_failures_per_key_and_per_address(settings: Settings
         for _ in range(3):
             response = await c.post("/oauth2/introspect", data=bad)
             assert response.status_code == 401 and response.json()["error"] == "invalid_client", response.text
-        assert_rfc6749_429(await client(_address()).post("/oauth2/introspect", data=bad))
-        # Locked: the right secret gets no answer either (Basic names the same key).
+        assert_rfc6749_429(await c.post("/oauth2/introspect", data=bad))
+        # Another address gets its answer with the right secret: the lock is this address's.
+        assert await _is_active(client(_address()), flow.app_id, flow.key_secret, token)
+        # Locked here: the right secret gets no answer either (Basic names the same key).
         locked = await c.post("/oauth2/introspect", data={"token": token}, auth=(flow.app_id, flow.key_secret))
         assert_rfc6749_429(locked)
         assert "active" not in locked.json()

@@ -112,8 +112,16 @@ async def _exercise(server: ServerProcess) -> Secrets:
         data = _ok(await client.post("/v1/auth/login", json={"email": email, "password": s.secret["password"]}))
         s.secret["login_user_token"] = data["access_token"]
 
-        # Failures take other code paths (error rendering, logging): they must not leak either.
-        replay = await client.post("/oauth/token", json=token_body)
+        # A retry of the redemption answers the same token again (another code path).
+        assert _ok(await client.post("/oauth/token", json=token_body))["access_token"].split(".")[1] == (
+            s.secret["access_token"].split(".")[1]
+        )
+        # Failures take other code paths (error rendering, logging): they must not leak either. A
+        # replay: the code presented by another key of the app.
+        data = _ok(await client.post(f"/v1/apps/{s.public['app_id']}/keys", headers=auth))
+        s.public["spare_key_id"], s.secret["spare_key_secret"] = data["key_id"], data["key_secret"]
+        spare = {"token": {**token_body["token"], "key_id": data["key_id"], "key_secret": data["key_secret"]}}
+        replay = await client.post("/oauth/token", json=spare)
         assert replay.status_code == 401 and replay.json()["error"] == "invalid_grant", replay.text
         wrong = await client.post("/v1/auth/login", json={"email": email, "password": s.secret["wrong_password"]})
         assert wrong.status_code == 401, wrong.text

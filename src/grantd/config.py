@@ -87,9 +87,14 @@ class Settings(BaseSettings):
         default=30,
         ge=0,
         le=300,
-        description="Seconds after an authorization code's redemption at the Neucron v2 token endpoint (GET "
-        "/oauth/token) during which the identical request again (same code, key, redirect_uri and state: the SDK's "
-        "retry) gets the same access token instead of revoking it as a replay; 0: none.",
+        description="Seconds after an authorization code's redemption during which the same client repeating the "
+        "same request (same code, key, PKCE verifier, redirect_uri and state, at the same endpoint: a retry whose "
+        "answer was lost) gets the same tokens instead of having them revoked as a replay; 0: none.",
+    )
+    code_retry_at_oauth2_token: bool = Field(
+        default=False,
+        description="Take such a retry at /oauth2/token too (the Neucron token endpoints always do). Off by default: "
+        "RFC 6749 §4.1.2 says a code used twice MUST be denied, which OpenID certification checks (oidcc-codereuse).",
     )
     prune_interval: int = Field(
         default=3600,
@@ -206,7 +211,8 @@ class Settings(BaseSettings):
         default=100,
         ge=1,
         description="Failed token, revocation and introspection requests (invalid_client, invalid_grant) "
-        "per key_id or client_id per window.",
+        "per key_id or client_id from one client address per window (failures at one address never refuse "
+        "another's requests).",
     )
     rate_limit_token_failures_per_address: int = Field(
         default=100, ge=1, description="Failed token requests per client address per window."

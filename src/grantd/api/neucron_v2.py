@@ -112,7 +112,7 @@ async def _redeem(
         await auth.authenticate(ctx)
         raise UnsupportedGrantType("grant_type must be authorization_code.")
     return await authorization_code.redeem(
-        ctx, auth, params["code"], redirect_uri=params["redirect_uri"], state=params["state"], retry_grace=True,
+        ctx, auth, params["code"], redirect_uri=params["redirect_uri"], state=params["state"],
         address=address,
     )
 

@@ -45,6 +45,7 @@ EVENTS = frozenset(
         "key_revoked",
         "code_issued",
         "code_redeemed",
+        "code_retried",
         "code_replayed",
         "refresh_token_reused",
         "device_approved",
@@ -139,13 +140,20 @@ async def events_for_user(ctx: Context, user_id: str, *, since: int | None = Non
     """The events about the user and about the apps they own, newest first.
 
     On an event another user caused at one of their apps (a consent, a code issued), the
-    other user's client address is not shown to the developer.
+    other user's client address is not shown to the developer. On an event at another's app (a
+    code redeemed for the user), the app's key is not shown to the user: a key id is the app's
+    developer's to see.
     """
     async with ctx.db.read() as conn:
         rows = await store.about_user(conn, user_id, since, _limit(limit))
     events = []
     for row in rows:
         event = _event(row)
+        if not row.app_owned and "key_id" in event.detail:
+            detail = {name: value for name, value in event.detail.items() if name != "key_id"}
+            event = AuditEvent(
+                event.id, event.occurred_at, event.event, event.user_id, event.app_id, event.actor, event.address, detail
+            )
         if event.user_id not in (None, user_id) and event.actor == event.user_id:
             event = AuditEvent(
                 event.id, event.occurred_at, event.event, event.user_id, event.app_id, event.actor, None, event.detail

@@ -69,6 +69,9 @@ class Target:
     allowed: tuple[str, ...]
     redirect_uris: tuple[str, ...] = ()  # every URI the app registered (its pairwise sector's hosts)
     openid: OpenIDSettings = OpenIDSettings()
+    # Whether the request named redirect_uri (else the app's one registered URI stands in): the token
+    # request must then send it too (RFC 6749 §4.1.3).
+    redirect_uri_included: bool = True
 
     def audience(self) -> openid.Audience:
         return openid.Audience(self.app_id, self.openid, self.redirect_uris)
@@ -163,6 +166,7 @@ def _new_code(
     dpop_jkt: str | None = None,
     fapi2: bool = False,
     resource_uris: tuple[str, ...] = (),
+    redirect_uri_included: bool = True,
 ) -> _NewCode:
     code = new_secret()
     expires_at = now + code_ttl(ctx, fapi2)
@@ -181,6 +185,7 @@ def _new_code(
         "session_jti": session_jti,
         "dpop_jkt": dpop_jkt,
         "resources": resources.stored(resource_uris),
+        "redirect_uri_included": redirect_uri_included,
     }
     event = audit.entry(
         ctx, "code_issued", actor=user_id, user_id=user_id, app_id=app_id, address=address, now=now,
@@ -294,6 +299,7 @@ async def resolve_target(ctx: Context, client_id: str | None, redirect_uri: str 
     if app is None or owner is None:
         raise InvalidClient("Unknown client_id, or the app is disabled.")
     registered = app_store.redirect_uris_of(app)
+    included = redirect_uri is not None
     if redirect_uri is None:
         if len(registered) != 1:
             raise InvalidRedirectUri("redirect_uri is required: the app registered more than one.")
@@ -309,6 +315,7 @@ async def resolve_target(ctx: Context, client_id: str | None, redirect_uri: str 
         allowed=perms.parse(app.permissions),
         redirect_uris=tuple(registered),
         openid=OpenIDSettings.of(app),
+        redirect_uri_included=included,
     )
 
 
@@ -447,6 +454,7 @@ async def approve(ctx: Context, user: Principal, request: StandardRequest, *, ad
             dpop_jkt=request.dpop_jkt,
             fapi2=target.openid.fapi2,
             resource_uris=request.resources,
+            redirect_uri_included=target.redirect_uri_included,
         )
         await code_store.insert_code(tx, new.row, new.event)
     return _answer(ctx, target, request.response_mode, code=new.code, state=request.state)

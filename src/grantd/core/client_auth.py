@@ -142,7 +142,8 @@ class PublicClient(NamedTuple):
             raise InvalidClient("Unknown client, or the client must authenticate with its secret.")
         settings = OpenIDSettings.of(app)
         return Client(
-            self.client_id, None, dpop_required=settings.dpop_required, rotates_refresh_tokens=settings.rotates_refresh_tokens
+            self.client_id, None, app.permissions, dpop_required=settings.dpop_required,
+            rotates_refresh_tokens=settings.rotates_refresh_tokens,
         )
 
     def proven(self, ctx: Context, key: Any) -> Client:  # no key to judge: key_id is None

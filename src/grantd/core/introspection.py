@@ -20,9 +20,14 @@ _ACCESS_CLAIMS = ("scope", "client_id", "sub", "aud", "iss", "exp", "iat", "jti"
 
 def is_live(row: Any, now: int) -> bool:
     """Whether a token's state (``store.tokens``' access or refresh token state: its row with its
-    app's ``disabled_at``) lets the token act: known, not revoked, unexpired, its app live. The one
-    rule for introspection and every other reader of a token's state."""
-    return row is not None and row.revoked_at is None and row.expires_at > now and row.app_disabled_at is None
+    app's ``disabled_at`` and its key's ``revoked_at``) lets the token act: known, not revoked,
+    unexpired, its app live, and the key that authenticated its issue (if any) not revoked: revoking
+    a key or disabling an app ends what it issued. The one rule for introspection and every other
+    reader of a token's state."""
+    return (
+        row is not None and row.revoked_at is None and row.expires_at > now and row.app_disabled_at is None
+        and row.key_revoked_at is None
+    )
 
 
 async def live_user_claims(ctx: Context, token: str, dpop_jkt: str | None = None) -> dict[str, Any]:

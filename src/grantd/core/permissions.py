@@ -67,6 +67,17 @@ class Catalog:
         if unknown:
             raise InvalidScope(f"Unknown permission(s): {', '.join(unknown)}.")
 
+    def still_allowed(self, granted: Iterable[str], allowed: Iterable[str]) -> tuple[str, ...]:
+        """What of a grant an app may still use: its standard scopes (every app's), and its
+        permissions that are still in the catalog and among the app's ``allowed`` ones. A grant
+        outlives changes to both (a refresh token lives for weeks): what was taken from the app
+        since is dropped, as an authorization request for it would be refused."""
+        allowed_set = set(allowed)
+        return tuple(
+            name for name in granted
+            if name in STANDARD_SCOPES or (name in self.descriptions and name in allowed_set)
+        )
+
     def require_allowed(self, requested: Iterable[str], allowed: Iterable[str]) -> None:
         """Every requested permission must be in the catalog and in the app's allowed set."""
         requested = tuple(requested)

@@ -22,17 +22,21 @@ The rules, in one place (``login_limits``, ``signup_limits``, ``token_endpoint``
   the budget). Over the limit the attempt is refused before argon2 runs, whatever the
   password — a correct one too, until enough failures have slid out of the last window.
 - **sign-up**, per client address: every attempt counts, before the password is hashed.
-- **token endpoint failures** (``invalid_client``, ``invalid_grant``), per key_id or
-  client_id and per client address, at every endpoint that authenticates a client with
+- **token endpoint failures** (``invalid_client``, ``invalid_grant``), per client address and
+  per key_id or client_id *at* that address, at every endpoint that authenticates a client with
   its secret: the token endpoints of both dialects, revocation (RFC 7009) and
   introspection (RFC 7662), all counting in the same buckets, so that spreading guesses of
-  one key's secret over several endpoints buys no extra attempts. The success path stays
+  one key's secret over several endpoints buys no extra attempts. Never per client alone: the
+  identifier is only claimed (read before the request authenticates), and a client's id is no
+  secret, so a budget of its own would let anyone lock the client out from anywhere; failed
+  guesses at a 256-bit secret are no threat worth that. Failures at one address never refuse
+  a request from another. The success path stays
   free of rate-limit I/O: a failure is counted when it happens (one upsert); the failure
   that reaches the limit marks the bucket in this process's memory until there is room for
   an attempt again (``free_at``), and later requests on a marked bucket are refused before
   any work at the cost of a dict lookup. Another process learns of the lock-out on its own
   next failure of that bucket (its upsert sees the shared count over the limit and answers
-  429); until then it may still serve a *correct* request of that client. That is the trade-off: exact counting
+  429); until then it may still serve a *correct* request from that address. That is the trade-off: exact counting
   of failures across processes, no write and no read on a success.
 """
 
@@ -447,10 +451,14 @@ def signup_limits(settings: Settings, address: str | None) -> list[Limit]:
 
 
 def token_limits(settings: Settings, client: str | None, address: str | None) -> list[Limit]:
+    """Failures per client address, and per client named (claimed, not yet proven) *from* that
+    address: never per client alone, which anyone could use up for a client whose id they know
+    (a public ``client_id``, a ``key_id`` in the audit log), refusing its correct requests."""
     window = settings.rate_limit_token_window
     limits = []
     if client:
-        limits.append(Limit(f"token:client:{client[:128]}", settings.rate_limit_token_failures_per_client, window))
+        bucket = f"token:client:{client[:128]}@{address or ''}"
+        limits.append(Limit(bucket, settings.rate_limit_token_failures_per_client, window))
     if address:
         limits.append(Limit(f"token:address:{address}", settings.rate_limit_token_failures_per_address, window))
     return limits

@@ -55,9 +55,11 @@ def _newest_first(query, since: int | None, limit: int):  # type: ignore[no-unty
 
 
 async def about_user(conn: AsyncConnection, user_id: str, since: int | None, limit: int) -> Sequence[Row]:
-    """Events about the user, and about the apps the user owns; newest first."""
+    """Events about the user, and about the apps the user owns; newest first. Each row says whether
+    its app is one of the user's (``app_owned``)."""
     owned = select(apps.c.id).where(apps.c.owner_id == user_id).scalar_subquery()
-    query = select(audit_events).where(or_(audit_events.c.user_id == user_id, audit_events.c.app_id.in_(owned)))
+    app_owned = audit_events.c.app_id.in_(owned)
+    query = select(audit_events, app_owned.label("app_owned")).where(or_(audit_events.c.user_id == user_id, app_owned))
     return (await conn.execute(_newest_first(query, since, limit))).all()
 
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import Boolean, bindparam, cast, insert, select, update
 from sqlalchemy.engine import Row
 
 from grantd.store import audit as audit_store
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 _CODE = (
     "code_hash", "app_id", "user_id", "redirect_uri", "permissions", "state", "code_challenge", "created_at", "expires_at",
-    "nonce", "auth_time", "session_jti", "dpop_jkt", "resources",
+    "nonce", "auth_time", "session_jti", "dpop_jkt", "resources", "redirect_uri_included",
 )
 _AUDIT = ("occurred_at", "event", "actor", "user_id", "app_id", "address", "detail")
 # The user's grant to the app, for a code written only while it exists.
@@ -36,11 +36,20 @@ _GRANTED = (
 )
 
 
+def _param(name: str) -> Any:
+    """The code column's value as a typed parameter (a boolean as a CAST: its bind type would need
+    a conversion, which a Prepared statement's parameters may not)."""
+    column_type = codes.c[name].type
+    if isinstance(column_type, Boolean):
+        return cast(bindparam(name), column_type)
+    return bindparam(name, type_=column_type)
+
+
 def _code_statements(while_granted: bool) -> tuple[Prepared, Prepared]:
     """The code's INSERT, and (PostgreSQL) the code's and its audit row's in one statement: the
     audit row is selected from the code's ``INSERT … RETURNING``, so it is written with the code or
     not at all."""
-    values = select(*(bindparam(name, type_=codes.c[name].type) for name in _CODE))
+    values = select(*(_param(name) for name in _CODE))
     code = insert(codes).from_select(list(_CODE), values.where(_GRANTED) if while_granted else values)
     with_audit = insert_from(audit_events, _AUDIT, "audit_", code.returning(codes.c.code_hash).cte("issued"))
     return Prepared(code), Prepared(with_audit.returning(audit_events.c.id))
@@ -83,6 +92,7 @@ _CHECKED = (
     codes.c.session_jti,
     codes.c.dpop_jkt,
     codes.c.resources,
+    codes.c.redirect_uri_included,
 )
 _REDEEM = Prepared(
     update(codes)

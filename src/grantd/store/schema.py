@@ -162,6 +162,9 @@ authorization_codes = Table(
     Column("dpop_jkt", String(43)),  # RFC 9449 §10 (migration 0015): the key the code is bound to
     # RFC 8707 (migration 0019): the resources the request named, space-separated; NULL: none.
     Column("resources", Text),
+    # Whether the authorization request named redirect_uri (migration 0017): the token request of
+    # /oauth2/token must then send it (RFC 6749 §4.1.3). NULL: a code from before, not required.
+    Column("redirect_uri_included", Boolean),
 )
 
 # The lineage of every token is the hash of the authorization code it descends from
@@ -210,6 +213,9 @@ refresh_tokens = Table(
     Column("dpop_jkt", String(43)),  # RFC 9449 §5 (migration 0015): the key it is bound to, if any
     # RFC 8707 (migration 0019): the grant's resources, from the code; NULL: not bound to any.
     Column("resources", Text),
+    # The app key that authenticated its issue (migration 0017; NULL without one): revoking the key
+    # ends it, as it ends the access tokens the key issued.
+    Column("key_id", String(32)),
 )
 _HAS_SESSION = refresh_tokens.c.session_jti.isnot(None)
 Index("ix_refresh_tokens_session_jti", refresh_tokens.c.session_jti, sqlite_where=_HAS_SESSION, postgresql_where=_HAS_SESSION)

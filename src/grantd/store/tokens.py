@@ -9,7 +9,7 @@ from sqlalchemy.engine import Row
 from grantd.store.apps import LiveKeyAnd
 from grantd.store.db import fetch_all, fetch_one, insert_from, run
 from grantd.store.prepared import Prepared
-from grantd.store.schema import access_tokens, apps, authorization_codes, refresh_tokens
+from grantd.store.schema import access_tokens, app_keys, apps, authorization_codes, refresh_tokens
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 ACCESS_COLUMNS = ("jti", "app_id", "user_id", "key_id", "code_hash", "scope", "issued_at", "expires_at", "dpop_jkt", "audience")
 REFRESH_COLUMNS = (
     "token_hash", "code_hash", "app_id", "user_id", "scope", "access_jti", "issued_at", "expires_at", "auth_time", "session_jti",
-    "dpop_jkt", "resources",
+    "dpop_jkt", "resources", "key_id",
 )
 
 
@@ -186,26 +186,30 @@ _REVOKE_ACCESS = Prepared(
     )
     .values(revoked_at=bindparam("now"))
 )
+# A token's state is its row, its app's ``disabled_at`` and the ``revoked_at`` of the key that
+# authenticated its issue (NULL without one): one read, the token's key and app by primary key.
 _ACCESS_STATE = Prepared(
-    select(access_tokens, apps.c.disabled_at.label("app_disabled_at"))
+    select(access_tokens, apps.c.disabled_at.label("app_disabled_at"), app_keys.c.revoked_at.label("key_revoked_at"))
     .join(apps, apps.c.id == access_tokens.c.app_id)
+    .outerjoin(app_keys, app_keys.c.id == access_tokens.c.key_id)
     .where(access_tokens.c.jti == bindparam("jti"))
 )
 _BY_JTI = Prepared(select(access_tokens).where(access_tokens.c.jti == bindparam("jti")))
 
 
-# What one authorization code issued: its access tokens, and whether it issued a refresh token.
+# What one authorization code issued: its access tokens and its refresh tokens.
 _FAMILY_ACCESS = Prepared(select(access_tokens).where(access_tokens.c.code_hash == bindparam("code_hash")))
 _FAMILY_REFRESH = Prepared(
-    select(select(refresh_tokens.c.token_hash).where(refresh_tokens.c.code_hash == bindparam("code_hash")).exists())
+    select(refresh_tokens.c.token_hash, refresh_tokens.c.rotated_at, refresh_tokens.c.revoked_at)
+    .where(refresh_tokens.c.code_hash == bindparam("code_hash"))
 )
 
 
-async def issued_from_code(conn: AsyncConnection, code_hash: str) -> tuple[Sequence[Row], bool]:
-    """The access tokens of one authorization code's family (revoked or not), and whether the family
-    holds a refresh token."""
+async def issued_from_code(conn: AsyncConnection, code_hash: str) -> tuple[Sequence[Row], Sequence[Row]]:
+    """The access tokens of one authorization code's family (revoked or not), and its refresh tokens
+    (their hash, ``rotated_at`` and ``revoked_at``)."""
     access = await fetch_all(conn, _FAMILY_ACCESS, code_hash=code_hash)
-    return access, bool((await fetch_one(conn, _FAMILY_REFRESH, code_hash=code_hash))[0])
+    return access, await fetch_all(conn, _FAMILY_REFRESH, code_hash=code_hash)
 
 
 async def revoke_access_token(conn: AsyncConnection, jti: str, app_id: str, now: int) -> None:
@@ -236,6 +240,13 @@ _CHECKED = (
     refresh_tokens.c.dpop_jkt,
     refresh_tokens.c.resources,
 )
+# A refresh token whose key (the one that authenticated its issue) was revoked since is not
+# rotated: the key's revocation ended it (one lookup by primary key, in the same statement).
+_KEY_NOT_REVOKED = ~(
+    select(app_keys.c.id)
+    .where(app_keys.c.id == refresh_tokens.c.key_id, app_keys.c.revoked_at.isnot(None))
+    .exists()
+)
 _ROTATE = Prepared(
     update(refresh_tokens)
     .where(
@@ -244,6 +255,7 @@ _ROTATE = Prepared(
         refresh_tokens.c.rotated_at.is_(None),
         refresh_tokens.c.revoked_at.is_(None),
         refresh_tokens.c.expires_at > bindparam("now"),
+        _KEY_NOT_REVOKED,
     )
     .values(rotated_at=bindparam("now"))
     .returning(*_CHECKED)
@@ -252,8 +264,9 @@ _FIND_REFRESH = Prepared(
     select(*_CHECKED, refresh_tokens.c.rotated_at).where(refresh_tokens.c.token_hash == bindparam("token_hash"))
 )
 _REFRESH_STATE = Prepared(
-    select(refresh_tokens, apps.c.disabled_at.label("app_disabled_at"))
+    select(refresh_tokens, apps.c.disabled_at.label("app_disabled_at"), app_keys.c.revoked_at.label("key_revoked_at"))
     .join(apps, apps.c.id == refresh_tokens.c.app_id)
+    .outerjoin(app_keys, app_keys.c.id == refresh_tokens.c.key_id)
     .where(refresh_tokens.c.token_hash == bindparam("token_hash"))
 )
 
@@ -294,6 +307,7 @@ def _rotate_and_issue() -> Prepared:
             refresh_tokens.c.rotated_at.is_(None),
             refresh_tokens.c.revoked_at.is_(None),
             refresh_tokens.c.expires_at > bindparam("now", type_=BigInteger),
+            _KEY_NOT_REVOKED,
             select(lock.c.locked).exists(),
         )
         .values(rotated_at=bindparam("now", type_=BigInteger))

@@ -1,12 +1,24 @@
 """The authorization_code grant at the token endpoint (RFC 6749 §4.1.3, RFC 7636 §4.6, RFC 9700
-§4.5): a code is redeemed at most once, and a code presented again revokes everything it issued.
+§4.5): a code is redeemed at most once, and a code presented again revokes everything it issued —
+unless it is the same request again, retried because its answer was lost.
 
 Spending the code is atomic and writes the tokens and the code_redeemed audit row with it or not
 at all (``store.codes.spend``, on either database). A code found already redeemed, or spent by a
-concurrent caller in between, is a replay: its family is revoked and code_replayed audited, in a
-transaction of their own. One caller may ask for a grace instead (``retry_grace``: the Neucron v2
-token request, a GET that Neucron's SDK retries on a timeout or a 5xx): the identical request
-repeated within ``code_retry_grace`` seconds of the redemption gets the access token it issued.
+concurrent caller in between, is judged in a transaction of its own (``_replayed``):
+
+- a **retry** (``_retried``): the same client (the same key, for a client with keys) repeating
+  the request the code was redeemed by — the same code, passing the same checks (its PKCE
+  verifier, its ``redirect_uri`` and ``state``), asking the same (a refresh token or none) —
+  within ``code_retry_grace`` seconds of the redemption, while what it issued is untouched (the
+  access token live, the refresh token unrotated): it gets the same tokens again (the access
+  token re-signed with the same claims, the same refresh token, which is derived from the code,
+  ``hasher.successor``), nothing is revoked, and ``code_retried`` is audited. A client whose
+  connection failed as the redemption committed thus gets the answer it never received;
+- anything else is a **replay**: the family is revoked and ``code_replayed`` audited.
+
+Retries are taken at the Neucron token endpoints, and at ``/oauth2/token`` only with
+``code_retry_at_oauth2_token``: there RFC 6749 §4.1.2 says a code used twice MUST be denied, and
+OpenID certification checks it (oidcc-codereuse).
 """
 
 from __future__ import annotations
@@ -21,7 +33,7 @@ from grantd.core.clients import Client
 from grantd.core.context import Context
 from grantd.core.errors import InvalidGrant
 from grantd.core.grants.refresh_token import refresh_row
-from grantd.crypto.secrets import new_secret, new_token_id
+from grantd.crypto.secrets import new_token_id
 from grantd.store import codes as code_store
 from grantd.store import tokens as token_store
 from grantd.store.tokens import Issue
@@ -40,7 +52,8 @@ def token_request(
         return missing(ctx, auth, "code")
     return redeem(
         ctx, auth, code, code_verifier=params.get("code_verifier"), redirect_uri=params.get("redirect_uri"),
-        with_refresh_token=True, address=address, resource=params.get(resources.PARAMETER),
+        with_refresh_token=True, address=address, redirect_uri_as_authorized=True,
+        retry=ctx.settings.code_retry_at_oauth2_token, resource=params.get(resources.PARAMETER),
     )
 
 
@@ -53,8 +66,9 @@ async def redeem(
     redirect_uri: str | None = None,
     state: str | None = None,
     with_refresh_token: bool = False,
-    retry_grace: bool = False,
     address: str | None = None,
+    redirect_uri_as_authorized: bool = False,
+    retry: bool = True,
     resource: str | None = None,
 ) -> IssuedToken:
     """Exchange a code for tokens, at most once, for the client ``auth`` proves (the Neucron token
@@ -62,13 +76,19 @@ async def redeem(
     looked at; on PostgreSQL its key is read with the code, in one SELECT.
 
     ``redirect_uri`` and ``state``, when given, must be those the code was issued with (checked
-    before the spend: a mismatch leaves the code unspent). With ``retry_grace``, a code of the
-    caller's already redeemed is first judged as a retry (``_retried``) before it is a replay.
+    before the spend: a mismatch leaves the code unspent). With ``redirect_uri_as_authorized`` (the
+    OAuth 2.0 token request, RFC 6749 §4.1.3), ``redirect_uri`` must be given when the authorization
+    request named one. A code of the caller's already redeemed is judged as a retry (``_retried``)
+    before it is a replay, unless ``retry`` is off (``/oauth2/token`` unless
+    ``code_retry_at_oauth2_token``: RFC 6749 §4.1.2 denies every second use).
 
     ``resource`` (RFC 8707): the token's audience, one of the code's resources (``core.resources``);
     under the ``registered`` policy its registration is read before the code is spent."""
     code_hash = ctx.hasher.hash(auth_code)
-    redemption = _Redemption(ctx, auth, code_hash, code_verifier, redirect_uri, state, with_refresh_token, address)
+    redemption = _Redemption(
+        ctx, auth, auth_code, code_hash, code_verifier, redirect_uri, state, with_refresh_token, address,
+        redirect_uri_as_authorized,
+    )
     if resource is not None:
         redemption.resource, redemption.accepted = await resources.named(ctx, redemption, resource)
     try:
@@ -79,7 +99,7 @@ async def redeem(
     client = redemption.client
     if not spent:
         if code is not None and client is not None and code.app_id == client.app_id:
-            retried = await _replayed(ctx, client, redemption if retry_grace else None, code_hash, redemption.now, address)
+            retried = await _replayed(ctx, client, redemption if retry else None, code_hash, redemption.now, address)
             if retried is not None:
                 return retried
         raise InvalidGrant(_BAD_CODE)
@@ -87,12 +107,17 @@ async def redeem(
         ctx, client, jti=redemption.jti, user_id=code.user_id, permissions=redemption.permissions,  # type: ignore[union-attr]
         now=redemption.now, refresh_token=redemption.refresh_token, audience=redemption.audience,
     )
-    if openid.is_openid(redemption.granted):  # the grant's, whatever a resource narrowed the access token to
-        issued = await id_tokens.with_id_token(
-            ctx, issued, app_id=client.app_id, user_id=code.user_id, auth_time=code.auth_time,  # type: ignore[union-attr]
-            nonce=code.nonce, now=redemption.now,  # type: ignore[union-attr]
-        )
-    return issued
+    return await _with_id_token(ctx, issued, client, code, redemption.now)  # type: ignore[arg-type]
+
+
+async def _with_id_token(ctx: Context, issued: IssuedToken, client: Client, code: Any, now: int) -> IssuedToken:
+    """``issued`` with an ID token when the code's grant is an OpenID one (the code's nonce and
+    auth_time), whatever a resource narrowed the access token to."""
+    if not openid.is_openid(code.permissions.split(",")):
+        return issued
+    return await id_tokens.with_id_token(
+        ctx, issued, app_id=client.app_id, user_id=code.user_id, auth_time=code.auth_time, nonce=code.nonce, now=now,
+    )
 
 
 class _Redemption(Caller):
@@ -100,19 +125,23 @@ class _Redemption(Caller):
 
     __slots__ = (
         "code_hash", "code_verifier", "redirect_uri", "state", "address", "now", "jti", "refresh_token",
-        "resource", "accepted", "audience", "granted", "permissions",
+        "redirect_uri_as_authorized", "resource", "accepted", "audience", "granted", "permissions",
     )
 
     def __init__(
-        self, ctx: Context, auth: ClientAuthentication, code_hash: str, code_verifier: str | None,
+        self, ctx: Context, auth: ClientAuthentication, auth_code: str, code_hash: str, code_verifier: str | None,
         redirect_uri: str | None, state: str | None, with_refresh_token: bool, address: str | None,
+        redirect_uri_as_authorized: bool,
     ) -> None:
         super().__init__(ctx, auth)
         self.code_hash, self.code_verifier, self.redirect_uri, self.address = code_hash, code_verifier, redirect_uri, address
         self.state = state
         self.now = ctx.now()
         self.jti = new_token_id()
-        self.refresh_token = new_secret() if with_refresh_token else None
+        # Derived from the code, unguessable without the server's key: a retry of this redemption
+        # gets the same refresh token, which is stored only hashed.
+        self.refresh_token = ctx.hasher.successor(auth_code) if with_refresh_token else None
+        self.redirect_uri_as_authorized = redirect_uri_as_authorized
         # RFC 8707: the resource the request named and what it accepts (None: any policy), and
         # what the token is then issued for and with.
         self.resource: str | None = None
@@ -121,6 +150,21 @@ class _Redemption(Caller):
         self.granted: tuple[str, ...] = ()
         self.permissions: tuple[str, ...] = ()
 
+    def check(self, code: Any) -> None:
+        """What the request must match of the code (its row), besides being the client's: the PKCE
+        verifier, the DPoP key the code is bound to (RFC 9449 §10), the redirect_uri and the state.
+        Raises InvalidGrant."""
+        pkce.check(code.code_challenge, self.code_verifier, self.client)
+        if code.dpop_jkt is not None:
+            dpop.check_binding(code.dpop_jkt, self.client, "authorization code")  # type: ignore[arg-type]
+        if self.redirect_uri is None:
+            if self.redirect_uri_as_authorized and code.redirect_uri_included:
+                raise InvalidGrant("redirect_uri is required: the authorization request named one.")
+        elif self.redirect_uri != code.redirect_uri:
+            raise InvalidGrant("redirect_uri does not match the one the code was issued for.")
+        if self.state is not None and self.state != code.state:
+            raise InvalidGrant("state does not match the one the code was issued with.")
+
     def issue(self, code: Any) -> Issue:
         """The rules of redeeming ``code`` (its row, unspent or as the spend returned it); raises
         InvalidGrant. Unredeemed is the spend's own condition (atomic). What the spend writes."""
@@ -128,13 +172,7 @@ class _Redemption(Caller):
         assert client is not None  # proven before the code is judged
         if code.app_id != client.app_id or code.expires_at <= now:
             raise InvalidGrant(_BAD_CODE)
-        pkce.check(code.code_challenge, self.code_verifier, client)
-        if code.dpop_jkt is not None:
-            dpop.check_binding(code.dpop_jkt, client, "authorization code")
-        if self.redirect_uri is not None and self.redirect_uri != code.redirect_uri:
-            raise InvalidGrant("redirect_uri does not match the one the code was issued for.")
-        if self.state is not None and self.state != code.state:
-            raise InvalidGrant("state does not match the one the code was issued with.")
+        self.check(code)
         self.permissions = self.granted = granted = tuple(code.permissions.split(","))
         scope = granted_scope = " ".join(granted)
         if code.resources is not None or self.resource is not None:
@@ -153,8 +191,7 @@ class _Redemption(Caller):
             refresh = refresh_row(
                 ctx, client, self.refresh_token, code_hash=self.code_hash, user_id=code.user_id, scope=granted_scope,
                 access_jti=self.jti, now=now, auth_time=code.auth_time, session_jti=code.session_jti,
-                dpop_jkt=dpop.refresh_binding(client),
-                resources=code.resources,
+                dpop_jkt=dpop.refresh_binding(client), resources=code.resources,
             )
         event = audit.entry(
             ctx, "code_redeemed", actor=client.app_id, user_id=code.user_id, app_id=client.app_id,
@@ -166,41 +203,59 @@ class _Redemption(Caller):
 async def _replayed(
     ctx: Context, client: Client, retry: _Redemption | None, code_hash: str, now: int, address: str | None
 ) -> IssuedToken | None:
-    """A code of the caller's that this call did not spend: if it was redeemed before (or just now,
-    by a concurrent caller), it is a replay (RFC 6749 §4.1.2, RFC 9700 §4.5): revoke every token it
-    issued and audit code_replayed, in one transaction, and None. Unless ``retry`` (the redemption
-    that found the code spent, when its caller asked for the grace) is the identical request within
-    the grace window: then the answer the redemption gave (``_retried``), and nothing revoked."""
+    """A code of the caller's that this call did not spend. If it was redeemed before (or just now,
+    by a concurrent caller) by the request ``retry`` repeats, within the grace window, the answer
+    that redemption gave (``_retried``), and nothing revoked. Otherwise a replay (RFC 6749 §4.1.2,
+    RFC 9700 §4.5): every token it issued is revoked and code_replayed audited, in one transaction,
+    and None."""
     async with ctx.db.write() as tx:
         known = await code_store.find(tx, code_hash)
         if known is None or known.redeemed_at is None:
             return None
-        if retry is not None:
-            again = await _retried(ctx, tx, client, retry, known)
-            if again is not None:
-                return again
-        await token_store.revoke_family(tx, code_hash, now)
-        await audit.record(
-            ctx, tx, "code_replayed", actor=client.app_id, user_id=known.user_id, app_id=client.app_id,
-            address=address, now=now, key_id=client.key_id, family_revoked=True,
-        )
-    return None
+        again = await _retried(ctx, tx, client, retry, known) if retry is not None else None
+        if again is not None:
+            await audit.record(
+                ctx, tx, "code_retried", actor=client.app_id, user_id=known.user_id, app_id=client.app_id,
+                address=address, now=now, jti=again[1], key_id=client.key_id,
+            )
+        else:
+            await token_store.revoke_family(tx, code_hash, now)
+            await audit.record(
+                ctx, tx, "code_replayed", actor=client.app_id, user_id=known.user_id, app_id=client.app_id,
+                address=address, now=now, key_id=client.key_id, family_revoked=True,
+            )
+    if again is None:
+        return None
+    return await _with_id_token(ctx, again[0], client, known, now)
 
 
-async def _retried(ctx: Context, tx: Any, client: Client, retry: _Redemption, code: Any) -> IssuedToken | None:
-    """The access token a redemption of ``code`` (its row, spent) issued, re-signed with the same
-    claims, if ``retry`` repeats that redemption within ``code_retry_grace`` seconds: the same key
-    of the same app, the code's redirect_uri and state, and a family that still holds just that
-    access token, live, and no refresh token (a redemption with a refresh token is no such request).
-    None otherwise."""
+async def _retried(ctx: Context, tx: Any, client: Client, retry: _Redemption, code: Any) -> tuple[IssuedToken, str] | None:
+    """The tokens a redemption of ``code`` (its row, spent) issued, the access token re-signed with
+    the same claims, and its jti, if ``retry`` repeats that redemption within ``code_retry_grace``
+    seconds: the same key of the same app (the same app, for a client without keys), the code's
+    checks passed again, and a family that still holds just what the redemption issued, untouched:
+    one access token, live, and the refresh token derived from the code (unrotated, unrevoked) if
+    and only if ``retry`` asks for one. None otherwise."""
     grace, now = ctx.settings.code_retry_grace, retry.now
     # Timestamps are whole seconds: a grace of 0 must mean none, not "within the same second".
     if grace <= 0 or now - code.redeemed_at > grace:
         return None
-    if retry.state is None or retry.redirect_uri != code.redirect_uri or retry.state != code.state:
+    try:
+        retry.check(code)
+    except InvalidGrant:
         return None
-    issued, has_refresh = await token_store.issued_from_code(tx, retry.code_hash)
-    if has_refresh or len(issued) != 1:
+    issued, refresh = await token_store.issued_from_code(tx, retry.code_hash)
+    if len(issued) != 1:
+        return None
+    if retry.refresh_token is None:
+        if refresh:
+            return None
+    elif (
+        len(refresh) != 1
+        or refresh[0].token_hash != ctx.hasher.hash(retry.refresh_token)
+        or refresh[0].rotated_at is not None
+        or refresh[0].revoked_at is not None
+    ):
         return None
     access = issued[0]
     if (
@@ -211,4 +266,4 @@ async def _retried(ctx: Context, tx: Any, client: Client, retry: _Redemption, co
         or access.issued_at != code.redeemed_at
     ):
         return None
-    return access_token.reissue(ctx, access, now)
+    return access_token.reissue(ctx, access, now, retry.refresh_token), access.jti

@@ -121,7 +121,8 @@ class _Rotation(Caller):
             raise InvalidGrant(_BAD_REFRESH)
         if row.dpop_jkt is not None:
             dpop.check_binding(row.dpop_jkt, client, "refresh token")
-        self.permissions = self.scoped = permissions = _narrowed(tuple(row.scope.split(" ")), self.scope)
+        grant = _still_granted(ctx, client, row.scope)
+        self.permissions = self.scoped = permissions = _narrowed(grant, tuple(row.scope.split(" ")), self.scope)
         if row.resources is not None or self.resource is not None:
             self.audience = audience = resources.audience_of(row.resources, self.resource)
             if self.resource is None and resources.policy(ctx) == resources.REGISTERED:
@@ -134,9 +135,10 @@ class _Rotation(Caller):
         self.auth_time = row.auth_time
         if not client.rotates_refresh_tokens:
             return Issue(access, None, None)  # the token presented is kept
-        # The successor keeps the whole grant (its scope and resources), whatever this access token narrowed.
+        # The successor keeps the whole grant (its scope and resources), whatever this access token
+        # narrowed, less what the app may no longer have (never to come back with it).
         successor = refresh_row(
-            ctx, client, self.successor, code_hash=row.code_hash, user_id=row.user_id, scope=row.scope,
+            ctx, client, self.successor, code_hash=row.code_hash, user_id=row.user_id, scope=" ".join(grant),
             access_jti=self.jti, now=now, auth_time=row.auth_time, session_jti=row.session_jti, resources=row.resources,
             dpop_jkt=row.dpop_jkt or dpop.refresh_binding(client),  # once bound, bound to the same key
         )
@@ -166,17 +168,35 @@ def refresh_row(
         "expires_at": now + ctx.settings.refresh_token_ttl,
         "dpop_jkt": dpop_jkt,
         "resources": resources,
+        "key_id": client.key_id,
     }
 
 
-def _narrowed(granted: tuple[str, ...], scope: str | None) -> tuple[str, ...]:
-    """RFC 6749 §6: the requested scope, which must lie within the original grant; all of it by default."""
+def _still_granted(ctx: Context, client: Client, scope: str) -> tuple[str, ...]:
+    """The grant (a refresh token's ``scope``) less what its app may no longer have: permissions
+    taken from the app since (``PATCH /v1/apps``) or from the catalog (``catalog.still_allowed``, the
+    rule authorization requests and client_credentials apply). InvalidGrant when nothing is left.
+    (The user's consent needs no check here: it only grows, and withdrawing it revokes the grant's
+    tokens.)"""
+    allowed = perms.parse(client.app_permissions) if client.app_permissions else ()
+    grant = ctx.catalog.still_allowed(scope.split(" "), allowed)
+    if not grant:
+        raise InvalidGrant("The app may no longer have any permission of this grant.")
+    return grant
+
+
+def _narrowed(grant: tuple[str, ...], original: tuple[str, ...], scope: str | None) -> tuple[str, ...]:
+    """RFC 6749 §6: the requested scope, which must lie within the original grant (``original``) and
+    what the app may still have of it (``grant``); all of ``grant`` by default."""
     if scope is None:
-        return granted
+        return grant
     permissions = perms.parse(scope, field="scope", separator=" ")
-    beyond = [p for p in permissions if p not in granted]
+    beyond = [p for p in permissions if p not in original]
     if beyond:
         raise InvalidScope(f"scope exceeds the original grant: {', '.join(beyond)}.")
+    lost = [p for p in permissions if p not in grant]
+    if lost:
+        raise InvalidScope(f"Permission(s) not allowed for this app: {', '.join(lost)}.")
     return permissions
 
 
