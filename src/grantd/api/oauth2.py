@@ -18,7 +18,9 @@ from starlette.responses import Response
 from grantd import telemetry
 from grantd.api.deps import client_address
 from grantd.api.jsonbody import JSONBody
-from grantd.core import authorization, client_auth, grants, introspection, jwks, openid, par, ratelimit, revocation
+from grantd.core import (
+    authorization, client_auth, client_metadata, grants, introspection, jwks, openid, par, ratelimit, registration, revocation,
+)
 from grantd.core.clients import ID_TOKEN_ALGORITHMS, SUBJECT_TYPES
 from grantd.core.access_token import IssuedToken
 from grantd.core.context import Context
@@ -319,6 +321,10 @@ def discovery_document(ctx: Context) -> dict[str, Any]:
         "authorization_response_iss_parameter_supported": True,
         "pushed_authorization_request_endpoint": f"{issuer}/oauth2/par",
         "require_pushed_authorization_requests": ctx.settings.require_pushed_authorization_requests,
+        # draft-ietf-oauth-client-id-metadata-document: an https URL as client_id names its metadata
+        "client_id_metadata_document_supported": client_metadata.supported(ctx),
+        # RFC 7591: only when GRANTD_DYNAMIC_REGISTRATION is not off
+        **({"registration_endpoint": endpoint} if (endpoint := registration.endpoint(ctx)) else {}),
     }
 
 

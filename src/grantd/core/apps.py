@@ -82,6 +82,11 @@ class App:
     client_type: str
     branding: Branding = Branding()
     openid: OpenIDSettings = OpenIDSettings()
+    # How it came to be: None (its developer registered it), "initial_access_token" or "open"
+    # (RFC 7591, core.registration), "metadata_document" (core.client_metadata); and RFC 7591's
+    # application_type (None: web).
+    registration: str | None = None
+    application_type: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +154,8 @@ def _app(row) -> App:  # type: ignore[no-untyped-def]
         client_type=row.client_type,
         branding=Branding.of(row),
         openid=OpenIDSettings.of(row),
+        registration=row.registration,
+        application_type=row.application_type,
     )
 
 
@@ -500,6 +507,56 @@ async def branding_of(ctx: Context, app_id: str) -> Branding:
     return Branding() if row is None else Branding.of(row)
 
 
+@dataclass(frozen=True, slots=True)
+class CheckedApp:
+    """An app's settings as they would be stored, every rule passed (``check_app``)."""
+
+    name: str
+    redirect_uris: list[str]
+    permissions: str
+    client_type: str
+    branding: dict[str, str]  # the settings set
+    openid: dict[str, Any]  # every OpenID Connect setting, defaults included
+
+    def columns(self) -> dict[str, Any]:
+        """The ``apps`` columns of these settings (store.apps.insert_app's and its ``save_*``)."""
+        return {
+            "name": self.name,
+            "redirect_uris": self.redirect_uris,
+            "permissions": self.permissions,
+            "client_type": self.client_type,
+            **{name: self.branding.get(name) for name in BRANDING_FIELDS},
+            **_openid_columns(self.openid),
+        }
+
+
+def check_app(
+    ctx: Context,
+    name: str,
+    uris: Sequence[str],
+    permissions: str,
+    client_type: str = CONFIDENTIAL,
+    *,
+    brand: Mapping[str, str | None] | None = None,
+    openid: Mapping[str, Any] | None = None,
+) -> CheckedApp:
+    """The rules of a new app, one place for every way an app is registered (``/v1/apps``, the
+    console, the CLI, RFC 7591 registration, a client ID metadata document): InvalidRequest (with
+    ``field``) for the first bad setting, every bad one in ``field_errors``."""
+    fields = _Fields()
+    fields.check("client_type", lambda: _client_type(client_type))
+    name_ = fields.check("name", lambda: _name(name))
+    uris_ = fields.check("redirect_uris", lambda: _redirect_uris(uris))
+    permissions_ = fields.check("permissions", lambda: _permissions(ctx, permissions))
+    look = {name: value for name, value in _branding(fields, brand or {}).items() if value is not None}
+    settings = {**OPENID_DEFAULTS, **_openid(fields, openid or {})}
+    _sector_rule(fields, uris_, settings)
+    _auth_method_rule(fields, client_type, settings)
+    fields.done()
+    assert name_ is not None and uris_ is not None and permissions_ is not None  # else done() raised
+    return CheckedApp(name_, uris_, permissions_, client_type, look, settings)
+
+
 async def create(
     ctx: Context,
     owner_id: str,
@@ -512,24 +569,18 @@ async def create(
     openid: Mapping[str, Any] | None = None,
     address: str | None = None,
     operator: bool = False,
+    registration: Mapping[str, Any] | None = None,
 ) -> CreatedApp:
     """Register an app. A public client (a browser or native app) cannot keep a secret: PKCE is required for it.
 
     ``brand``: some of ``BRANDING_FIELDS`` and their values (None or empty: not set).
     ``openid``: some of ``OPENID_FIELDS`` and their values (None or empty: the default).
+    ``registration``: the columns of a dynamic registration (core.registration), written with it.
     """
-    fields = _Fields()
-    fields.check("client_type", lambda: _client_type(client_type))
-    name_ = fields.check("name", lambda: _name(name))
-    uris_ = fields.check("redirect_uris", lambda: _redirect_uris(uris))
-    permissions_ = fields.check("permissions", lambda: _permissions(ctx, permissions))
-    look = {name: value for name, value in _branding(fields, brand or {}).items() if value is not None}
-    settings = {**OPENID_DEFAULTS, **_openid(fields, openid or {})}
-    _sector_rule(fields, uris_, settings)
-    _auth_method_rule(fields, client_type, settings)
-    fields.done()
-    assert name_ is not None and uris_ is not None and permissions_ is not None  # else done() raised
-    name = name_
+    checked = check_app(ctx, name, uris, permissions, client_type, brand=brand, openid=openid)
+    name, uris_, permissions_, look, settings = (
+        checked.name, checked.redirect_uris, checked.permissions, checked.branding, checked.openid
+    )
     app_id, app_key, now = new_uuid(), new_app_key(), ctx.now()
     async with ctx.db.write() as tx:
         await store.insert_app(
@@ -544,12 +595,17 @@ async def create(
             now=now,
             branding=look,
             openid=_openid_columns(settings),
+            registration=registration,
         )
+        actor = audit.OPERATOR if operator else owner_id if owner_id != store.SELF_REGISTERED else audit.ANONYMOUS
         await audit.record(
-            ctx, tx, "app_created", actor=audit.OPERATOR if operator else owner_id, user_id=owner_id, app_id=app_id,
+            ctx, tx, "app_created", actor=actor, user_id=owner_id, app_id=app_id,
             address=address, now=now, client_type=client_type, permissions=perms.parse(permissions_),
         )
-    app = App(app_id, name, uris_, permissions_, now, now, None, client_type, Branding(**look), OpenIDSettings(**settings))
+    app = App(
+        app_id, name, uris_, permissions_, now, now, None, client_type, Branding(**look), OpenIDSettings(**settings),
+        (registration or {}).get("registration"), (registration or {}).get("application_type"),
+    )
     return CreatedApp(app, app_key)
 
 

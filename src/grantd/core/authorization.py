@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from grantd.core import audit, openid, pkce
+from grantd.core import audit, client_metadata, openid, pkce, redirect_uris
 from grantd.core import permissions as perms
 from grantd.core.accounts import Principal
 from grantd.core.clients import PUBLIC, OpenIDSettings
@@ -69,6 +69,9 @@ class Target:
     allowed: tuple[str, ...]
     redirect_uris: tuple[str, ...] = ()  # every URI the app registered (its pairwise sector's hosts)
     openid: OpenIDSettings = OpenIDSettings()
+    # How the app came to be (core.registration): None when its developer registered it, which
+    # the consent page names; else no one reviewed it, which the page says.
+    registration: str | None = None
 
     def audience(self) -> openid.Audience:
         return openid.Audience(self.app_id, self.openid, self.redirect_uris)
@@ -200,7 +203,7 @@ def _checked_app(ctx: Context, app: Any, request: AuthorizationRequest) -> tuple
     requested = perms.parse(request.permissions)
     if app is None or not ctx.hasher.verify(request.app_key, app.app_key_hash):
         raise InvalidClient("Unknown app, wrong app_key, or the app is disabled.")
-    if request.redirect_uri not in app_store.redirect_uris_of(app):
+    if not redirect_uris.matches(app_store.redirect_uris_of(app), request.redirect_uri):
         raise InvalidRedirectUri("redirect_uri is not registered for this app.")
     ctx.catalog.require_allowed(requested, perms.parse(app.permissions))
     return requested
@@ -260,6 +263,7 @@ async def resolve_target(ctx: Context, client_id: str | None, redirect_uri: str 
         raise InvalidClient("client_id is missing.")
     if "\x00" in client_id:  # no app id holds U+0000, and PostgreSQL text cannot: never look it up
         raise InvalidClient("Unknown client_id, or the app is disabled.")
+    await client_metadata.resolve(ctx, client_id)  # a client ID metadata document's URL: fetched when stale
     async with ctx.db.read() as conn:
         app = await app_store.live(conn, client_id)
         owner = await user_store.by_id(conn, app.owner_id) if app is not None else None
@@ -270,7 +274,7 @@ async def resolve_target(ctx: Context, client_id: str | None, redirect_uri: str 
         if len(registered) != 1:
             raise InvalidRedirectUri("redirect_uri is required: the app registered more than one.")
         redirect_uri = registered[0]
-    elif redirect_uri not in registered:
+    elif not redirect_uris.matches(registered, redirect_uri):
         raise InvalidRedirectUri("redirect_uri is not registered for this app.")
     return Target(
         app_id=app.id,
@@ -281,6 +285,7 @@ async def resolve_target(ctx: Context, client_id: str | None, redirect_uri: str 
         allowed=perms.parse(app.permissions),
         redirect_uris=tuple(registered),
         openid=OpenIDSettings.of(app),
+        registration=app.registration,
     )
 
 

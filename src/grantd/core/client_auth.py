@@ -25,7 +25,7 @@ from typing import Any, NamedTuple, Protocol
 
 import jwt
 
-from grantd.core import jwks
+from grantd.core import client_metadata, jwks
 from grantd.core.clients import PRIVATE_KEY_JWT, PUBLIC, Client, OpenIDSettings
 from grantd.core.context import Context
 from grantd.core.errors import InvalidClient, InvalidRequest
@@ -133,6 +133,8 @@ class PublicClient(NamedTuple):
     key_id = None
 
     async def authenticate(self, ctx: Context) -> Client:
+        if self.client_id.startswith("https://"):  # a client ID metadata document's URL
+            await client_metadata.resolve(ctx, self.client_id)
         async with ctx.db.read() as conn:
             app = await app_store.live(conn, self.client_id)
         if app is None or app.client_type != PUBLIC:
@@ -180,6 +182,8 @@ class PrivateKeyJwt:
             raise InvalidClient("The client assertion's iss and sub must both be the client_id.")
         if self.client_id is not None and self.client_id != sub:
             raise InvalidClient("client_id differs from the client assertion's sub.")
+        if sub.startswith("https://"):  # a client ID metadata document's URL
+            await client_metadata.resolve(ctx, sub)
         async with ctx.db.read() as conn:
             app = await app_store.live(conn, sub)
         settings = OpenIDSettings.of(app) if app is not None else None

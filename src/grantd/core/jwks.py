@@ -18,7 +18,8 @@ import ipaddress
 import json
 import socket
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -36,6 +37,7 @@ REFETCH_SECONDS = 30
 TIMEOUT = httpx.Timeout(3.0, connect=2.0)
 _PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
 _KINDS = {"RSA": None, "EC": "P-256", "OKP": "Ed25519"}
+T = TypeVar("T")
 
 
 def _refuse(message: str) -> InvalidRequest:
@@ -127,39 +129,52 @@ class JwksCache:
 CACHE = JwksCache()
 
 
-async def _check_address(host: str, port: int, allow_private: bool) -> None:
+async def _check_address(host: str, port: int, allow_private: bool, what: str = "The app's jwks_uri") -> None:
     if allow_private:
         return
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError:
-        raise InvalidClient("The app's jwks_uri cannot be resolved.") from None
+        raise InvalidClient(f"{what} cannot be resolved.") from None
     for info in infos:
         address = ipaddress.ip_address(info[4][0].split("%")[0])
         if not address.is_global:
-            raise InvalidClient("The app's jwks_uri resolves to an address that is not public.")
+            raise InvalidClient(f"{what} resolves to an address that is not public.")
 
 
-async def fetch(uri: str, *, allow_private: bool) -> str:
-    """The JWK Set at ``uri``, checked (``check_jwks``); InvalidClient when it cannot be had."""
+async def fetch(
+    uri: str,
+    *,
+    allow_private: bool,
+    limit: int = MAX_JWKS_BYTES,
+    what: str = "The app's jwks_uri",
+    read: Callable[[bytes, httpx.Headers], T] | None = None,
+) -> Any:
+    """The JWK Set at ``uri``, checked (``check_jwks``); InvalidClient when it cannot be had.
+
+    The same safe fetch serves another document an app publishes (a client ID metadata
+    document): ``read`` then makes the answer of its body (at most ``limit`` bytes) and headers,
+    and ``what`` names the document in the errors."""
     parts = urlsplit(uri)
     if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise InvalidClient("The app's jwks_uri is not a URL.")
+        raise InvalidClient(f"{what} is not a URL.")
     if parts.scheme == "http" and not allow_private:
-        raise InvalidClient("The app's jwks_uri must be https.")
-    await _check_address(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80), allow_private)
+        raise InvalidClient(f"{what} must be https.")
+    await _check_address(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80), allow_private, what)
     try:
         async with httpx.AsyncClient(timeout=TIMEOUT, follow_redirects=False, trust_env=False) as client:
             async with client.stream("GET", uri, headers={"Accept": "application/json"}) as response:
                 if response.status_code != 200:
-                    raise InvalidClient(f"The app's jwks_uri answered {response.status_code}.")
+                    raise InvalidClient(f"{what} answered {response.status_code}.")
                 body = b""
                 async for chunk in response.aiter_bytes():
                     body += chunk
-                    if len(body) > MAX_JWKS_BYTES:
-                        raise InvalidClient(f"The app's JWK Set is larger than {MAX_JWKS_BYTES} bytes.")
+                    if len(body) > limit:
+                        raise InvalidClient(f"{what} is larger than {limit} bytes.")
     except httpx.HTTPError:
-        raise InvalidClient("The app's jwks_uri could not be fetched.") from None
+        raise InvalidClient(f"{what} could not be fetched.") from None
+    if read is not None:
+        return read(body, response.headers)
     try:
         return check_jwks(body.decode("utf-8"))
     except (InvalidRequest, UnicodeDecodeError):
