@@ -301,3 +301,38 @@ async def test_a_native_client_on_any_loopback_port(serve: Callable[..., Any]) -
               "code_verifier": verifier},
     )
     assert response.status_code == 200, response.text
+
+
+def test_operator_tokens_from_the_cli_on_a_real_server(
+    tmp_path: Any, secret_key: str, server_factory: Callable[..., Any]
+) -> None:
+    """`grantd registration-tokens create` (no owner), a real `grantd serve` registering with it: the app
+    belongs to no developer; `grantd apps list --self-registered` shows it and `grantd apps disable` stops it."""
+    from test_cli import Cli
+
+    cli = Cli(tmp_path, secret_key)
+    assert cli.run("migrate").returncode == 0
+    created = cli.json("registration-tokens", "create", "--expires-in", "3600")
+    token = created["initial_access_token"]
+    assert token.startswith("gri_") and created["expires_at"] is not None
+    server = server_factory(cli.database_url, env={"GRANTD_DYNAMIC_REGISTRATION": "token"})
+    with httpx.Client(base_url=server.base_url, timeout=30) as http:
+        response = http.post(
+            "/oauth2/register", json={"redirect_uris": [REDIRECT], "grant_types": ["client_credentials"]},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert response.status_code == 201, response.text
+        data = response.json()
+        assert data["client_name"] == "client.example.org"  # the first redirect URI's host, for want of a name
+        form = {"grant_type": "client_credentials", "client_id": data["client_id"], "client_secret": data["client_secret"]}
+        assert http.post("/oauth2/token", data=form).status_code == 200
+
+        listed = cli.json("apps", "list", "--self-registered")["apps"]
+        assert [(app["app_id"], app["registration"]) for app in listed] == [(data["client_id"], "initial_access_token")]
+        assert [t["token_id"] for t in cli.json("registration-tokens", "list")["tokens"]] == [created["token_id"]]
+        assert cli.run("apps", "disable", data["client_id"]).returncode == 0
+        assert http.post("/oauth2/token", data=form).status_code == 401
+
+        assert cli.run("registration-tokens", "revoke", created["token_id"]).returncode == 0
+        response = http.post("/oauth2/register", json={"redirect_uris": [REDIRECT]}, headers={"Authorization": f"Bearer {token}"})
+        assert response.status_code == 401 and response.json()["error"] == "invalid_token"

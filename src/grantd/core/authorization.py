@@ -63,7 +63,7 @@ class Target:
 
     app_id: str
     app_name: str
-    owner_email: str
+    owner_email: str | None  # None: no developer owns it (store.apps.SELF_REGISTERED)
     public: bool
     redirect_uri: str
     allowed: tuple[str, ...]
@@ -279,7 +279,7 @@ async def resolve_target(ctx: Context, client_id: str | None, redirect_uri: str 
     return Target(
         app_id=app.id,
         app_name=app.name,
-        owner_email=owner.email,
+        owner_email=None if app.owner_id == app_store.SELF_REGISTERED else owner.email,
         public=app.client_type == PUBLIC,
         redirect_uri=redirect_uri,
         allowed=perms.parse(app.permissions),

@@ -133,7 +133,7 @@ class PublicClient(NamedTuple):
     key_id = None
 
     async def authenticate(self, ctx: Context) -> Client:
-        if self.client_id.startswith("https://"):  # a client ID metadata document's URL
+        if client_metadata.is_url(self.client_id):  # a client ID metadata document's URL
             await client_metadata.resolve(ctx, self.client_id)
         async with ctx.db.read() as conn:
             app = await app_store.live(conn, self.client_id)
@@ -182,7 +182,7 @@ class PrivateKeyJwt:
             raise InvalidClient("The client assertion's iss and sub must both be the client_id.")
         if self.client_id is not None and self.client_id != sub:
             raise InvalidClient("client_id differs from the client assertion's sub.")
-        if sub.startswith("https://"):  # a client ID metadata document's URL
+        if client_metadata.is_url(sub):  # a client ID metadata document's URL
             await client_metadata.resolve(ctx, sub)
         async with ctx.db.read() as conn:
             app = await app_store.live(conn, sub)

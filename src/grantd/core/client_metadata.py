@@ -7,7 +7,7 @@ client's app up to date: the document is fetched when the app has none yet or it
 and the app (whose id is the URL, owned by ``store.apps.SELF_REGISTERED``) is saved from it. The
 rules, each of the draft's:
 
-- the URL (§3): https, a path, no fragment, no user information, no ``.`` or ``..`` segment, at
+- the URL (§3): https (http only with the development allowance below), a path, no fragment, no user information, no ``.`` or ``..`` segment, at
   most ``MAX_URL_LENGTH`` characters; its host not denied by the operator, and allowed when the
   operator lists allowed hosts (``GRANTD_CLIENT_ID_METADATA_DOCUMENT_*_HOSTS``);
 - the fetch (§6, security considerations: server-side request forgery, denial of service): the
@@ -55,9 +55,15 @@ _MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*\"?([0-9]{1,10})\"?\s*(?:,|$)", 
 _NO_CACHE = re.compile(r"(?:^|,)\s*(?:no-store|no-cache)\s*(?:,|$)", re.IGNORECASE)
 
 
+def is_url(client_id: str) -> bool:
+    """Whether ``client_id`` is a URL, which no app id of a developer's is: the one test the
+    lookups of every other client pay."""
+    return client_id.startswith(("https://", "http://"))
+
+
 def applies(ctx: Context, client_id: str) -> bool:
     """Whether ``client_id`` names a metadata document (and the server accepts them)."""
-    return client_id.startswith("https://") and ctx.settings.client_id_metadata_documents
+    return is_url(client_id) and ctx.settings.client_id_metadata_documents
 
 
 def supported(ctx: Context) -> bool:
@@ -86,7 +92,9 @@ def check_url(ctx: Context, client_id: str) -> str:
         raise InvalidClient("The client_id URL is not a valid URL.") from None
     if not client_id.isascii() or re.search(r"[\s\x00-\x1f\x7f]", client_id):
         raise InvalidClient("The client_id URL may not contain white space or control characters.")
-    if parts.scheme != "https" or not host:
+    # http only where the operator allows private addresses, for development (on a loopback host, say).
+    https_only = not ctx.settings.client_id_metadata_document_allow_private_addresses
+    if not host or parts.scheme != "https" and (https_only or parts.scheme != "http"):
         raise InvalidClient("A client_id URL must be https with a host.")
     if "#" in client_id or parts.username is not None or parts.password is not None:
         raise InvalidClient("A client_id URL may not have a fragment or user information.")
