@@ -336,3 +336,38 @@ def test_operator_tokens_from_the_cli_on_a_real_server(
         assert cli.run("registration-tokens", "revoke", created["token_id"]).returncode == 0
         response = http.post("/oauth2/register", json={"redirect_uris": [REDIRECT]}, headers={"Authorization": f"Bearer {token}"})
         assert response.status_code == 401 and response.json()["error"] == "invalid_token"
+
+
+async def test_the_console_creates_and_revokes_registration_tokens(serve: Callable[..., Any]) -> None:
+    from test_console import post_form, signed_in, text_of
+
+    client = await serve(dynamic_registration="token")
+    application = client._transport.app  # type: ignore[attr-defined]
+    async with signed_in(application) as dev:
+        login = await client.post("/v1/auth/login", json={"email": dev.email, "password": PASSWORD})
+        dev_token = login.json()["data"]["access_token"]
+        page = await dev.http.get("/console")
+        assert "Registration tokens" in page.text
+        created = await dev.http.post("/console/registration-tokens", data=dict(post_form(page, "/console/registration-tokens")))
+        assert created.status_code == 200, created.text
+        token = text_of(created, "registration-token")
+        assert token.startswith("gri_") and "not be shown again" in created.text
+        response = await register(client, token)
+        assert response.status_code == 201, response.text
+        page = await dev.http.get("/console")
+        assert "Registered Client" in page.text  # the registered app is one of the developer's
+        token_id = text_of(created, "token-id")
+        assert token not in page.text and token_id in page.text  # the list never shows the token again
+        action = f"/console/registration-tokens/{token_id}/revoke"
+        revoked = await dev.http.post(action, data=dict(post_form(page, action)))
+        assert revoked.status_code == 303
+        refused(await register(client, token), 401, "invalid_token")
+        # A forged form (no CSRF token) creates nothing.
+        forged = await dev.http.post("/console/registration-tokens", data={"csrf_token": "forged"})
+        assert forged.status_code == 403 and "gri_" not in forged.text
+        listed = (await client.get("/v1/registration-tokens", headers={"Authorization": dev_token})).json()["data"]["tokens"]
+        assert [t["token_id"] for t in listed] == [token_id]
+    # Registration off: no section.
+    client = await serve()
+    async with signed_in(client._transport.app) as dev:  # type: ignore[attr-defined]
+        assert "Registration tokens" not in (await dev.http.get("/console")).text

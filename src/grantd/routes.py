@@ -411,6 +411,8 @@ _PAGES = (
     _page("POST", "/console/apps/{app_id}/keys", console.create_key),
     _page("POST", "/console/apps/{app_id}/keys/{key_id}/revoke", console.revoke_key),
     _page("GET", "/console/apps/{app_id}/try", console.try_app),
+    _page("POST", "/console/registration-tokens", console.create_registration_token),
+    _page("POST", "/console/registration-tokens/{token_id}/revoke", console.revoke_registration_token),
 )
 
 _DISCOVERY_AND_OPERATIONS = (
