@@ -371,3 +371,9 @@ async def test_the_console_creates_and_revokes_registration_tokens(serve: Callab
     client = await serve()
     async with signed_in(client._transport.app) as dev:  # type: ignore[attr-defined]
         assert "Registration tokens" not in (await dev.http.get("/console")).text
+
+
+async def test_off_whatever_is_sent(serve: Callable[..., Any]) -> None:
+    client = await serve()
+    response = await client.post("/oauth2/register", content=b"not json", headers={"Authorization": "Basic x"})
+    refused(response, 404, "not_found")

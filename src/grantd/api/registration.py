@@ -66,6 +66,7 @@ async def _metadata(request: Request) -> Any:
 async def register(request: Request) -> Response:
     """``POST /oauth2/register`` (RFC 7591 §3.1): 201 with the client's information."""
     ctx: Context = request.app.state.ctx
+    registration.offered(ctx)
     token = _bearer(request)
     registered = await registration.register(ctx, await _metadata(request), token, address=client_address(request))
     return JSONBody(registered.metadata, 201, NO_STORE)

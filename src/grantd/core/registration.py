@@ -293,13 +293,18 @@ class RegistrationOff(GrantdError):
     error, status_code = "not_found", 404
 
 
+def offered(ctx: Context) -> None:
+    """RegistrationOff when the policy is ``off``: the first thing the endpoint checks."""
+    if ctx.settings.dynamic_registration == "off":
+        raise RegistrationOff("Dynamic client registration is not offered by this server.")
+
+
 async def register(
     ctx: Context, metadata: Any, initial_access_token: str | None, *, address: str | None = None
 ) -> Registered:
     """Register the client ``metadata`` describes, as the policy allows (see the module's words)."""
+    offered(ctx)
     policy = ctx.settings.dynamic_registration
-    if policy == "off":
-        raise RegistrationOff("Dynamic client registration is not offered by this server.")
     if initial_access_token is not None:
         owner, how = await _initial_access_token_owner(ctx, initial_access_token), BY_INITIAL_ACCESS_TOKEN
     elif policy == "token":
