@@ -304,3 +304,50 @@ async def test_off_the_url_is_no_client(serve: Callable[..., Any], documents: Do
     client, _ = await serve(client_id_metadata_documents=False)
     error_page(await client.get(authorize_url(client_id)), "Unknown client_id")
     assert documents.hits("/off/client.json") == 0
+
+
+async def test_a_pushed_request_of_a_document_client(serve: Callable[..., Any], documents: DocumentServer) -> None:
+    client_id = documents.publish("/par/client.json")
+    client, _ = await serve()
+    _, challenge = _pkce()
+    form = {
+        "client_id": client_id, "response_type": "code", "redirect_uri": REDIRECT, "scope": "read_profile",
+        "state": "st", "code_challenge": challenge, "code_challenge_method": "S256",
+    }
+    response = await client.post("/oauth2/par", data=form)
+    assert response.status_code == 201, response.text
+    refused = await client.post("/oauth2/par", data={**form, "redirect_uri": "https://evil.example/callback"})
+    assert refused.status_code == 400 and "redirect_uri" in refused.json()["error_description"], refused.text
+
+
+async def test_a_document_client_with_private_key_jwt(serve: Callable[..., Any], documents: DocumentServer) -> None:
+    """No shared secret: a document's client may prove itself with keys it publishes (RFC 7523)."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    private = ec.generate_private_key(ec.SECP256R1())
+    public = {**json.loads(jwt.algorithms.ECAlgorithm.to_jwk(private.public_key())), "kid": "k1"}
+    url = documents.base + "/pkjwt/client.json"
+    documents.publish(
+        "/pkjwt/client.json",
+        {"client_id": url, "redirect_uris": [REDIRECT], "token_endpoint_auth_method": "private_key_jwt", "jwks": {"keys": [public]}},
+    )
+    client, application = await serve()
+    now = application.state.ctx.now()
+    assertion = jwt.encode(
+        {"iss": url, "sub": url, "aud": ISSUER, "iat": now, "exp": now + 60, "jti": f"j-{now}"},
+        private, algorithm="ES256", headers={"kid": "k1"},
+    )
+    form = {
+        "grant_type": "client_credentials", "scope": "read_profile",
+        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer", "client_assertion": assertion,
+    }
+    response = await client.post("/oauth2/token", data=form)
+    assert response.status_code == 200, response.text
+    assert jwt.decode(response.json()["access_token"], options={"verify_signature": False})["client_id"] == url
+    other = ec.generate_private_key(ec.SECP256R1())
+    forged = jwt.encode(
+        {"iss": url, "sub": url, "aud": ISSUER, "iat": now, "exp": now + 60, "jti": f"k-{now}"},
+        other, algorithm="ES256", headers={"kid": "k1"},
+    )
+    response = await client.post("/oauth2/token", data={**form, "client_assertion": forged})
+    assert response.status_code == 401 and response.json()["error"] == "invalid_client"
