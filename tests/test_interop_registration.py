@@ -40,7 +40,7 @@ async def test_openid_client_dynamic_registration(registration_server: ServerPro
     base = registration_server.base_url
     async with httpx.AsyncClient(base_url=base, timeout=30) as http:
         dev = await developer(http)
-        response = await http.post("/v1/registration-tokens", headers={"Authorization": dev.dev_token})
+        response = await http.post("/v1/registration-tokens", json={"expires_in": 3600}, headers={"Authorization": dev.dev_token})
         assert response.status_code == 200, response.text
         initial_access_token = response.json()["data"]["initial_access_token"]
 

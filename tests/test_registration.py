@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from acting_user import ActingUser, new_person
 from grantd.config import Settings
@@ -54,7 +54,7 @@ async def serve(settings: Settings) -> AsyncIterator[Callable[..., Any]]:
 async def initial_access_token(client: httpx.AsyncClient) -> tuple[str, str]:
     """(the developer's user token, a new initial access token of theirs)."""
     _, dev = await sign_up(client)
-    response = await client.post("/v1/registration-tokens", headers={"Authorization": dev})
+    response = await client.post("/v1/registration-tokens", json={}, headers={"Authorization": dev})
     assert response.status_code == 200, response.text
     return dev, response.json()["data"]["initial_access_token"]
 
@@ -95,6 +95,7 @@ async def test_token_policy_needs_a_live_initial_access_token(serve: Callable[..
     listed = (await client.get("/v1/apps", headers={"Authorization": dev})).json()["data"]["apps"]
     assert [app["app_id"] for app in listed] == [client_id]
     assert listed[0]["name"] == "Registered Client" and listed[0]["redirect_uris"] == [REDIRECT]
+    assert (listed[0]["registration"], listed[0]["application_type"]) == ("initial_access_token", "web")
 
     tokens = (await client.get("/v1/registration-tokens", headers={"Authorization": dev})).json()["data"]["tokens"]
     assert len(tokens) == 1 and tokens[0]["revoked"] is False and "initial_access_token" not in tokens[0]
@@ -377,3 +378,26 @@ async def test_off_whatever_is_sent(serve: Callable[..., Any]) -> None:
     client = await serve()
     response = await client.post("/oauth2/register", content=b"not json", headers={"Authorization": "Basic x"})
     refused(response, 404, "not_found")
+
+
+async def test_initial_access_token_expiry_and_bad_requests(serve: Callable[..., Any], settings: Settings) -> None:
+    client = await serve(dynamic_registration="token")
+    _, dev = await sign_up(client)
+    headers = {"Authorization": dev}
+    response = await client.post("/v1/registration-tokens", json={"expires_in": 3600}, headers=headers)
+    data = response.json()["data"]
+    assert data["expires_at"] is not None and data["expires_at"] > data["created_at"]
+    assert (await register(client, data["initial_access_token"])).status_code == 201
+    db = Database(settings.resolved_database_url)
+    try:
+        async with db.write() as tx:  # an hour later
+            await tx.execute(
+                update(initial_access_tokens).where(initial_access_tokens.c.id == data["token_id"]).values(expires_at=1)
+            )
+    finally:
+        await db.dispose()
+    refused(await register(client, data["initial_access_token"]), 401, "invalid_token")
+    for body in ({"expires_in": 5}, {"expires_in": "3600"}, None):
+        response = await client.post("/v1/registration-tokens", json=body, headers=headers)
+        assert response.status_code == 400, response.text
+    assert (await client.post("/v1/registration-tokens", json={})).status_code == 401

@@ -18,7 +18,7 @@ from grantd.api.deps import client_address, context, current_user, peer_address
 from grantd.api.envelope import envelope
 from grantd.api.jsonbody import JSONBody
 from grantd.api.oauth2 import NO_STORE
-from grantd.api.wire import NO_NUL, rfc3339
+from grantd.api.wire import NO_NUL, STRICT, rfc3339
 from grantd.core import registration
 from grantd.core.accounts import Principal
 from grantd.core.context import Context
@@ -157,6 +157,9 @@ ERRORS_DOC: dict[int | str, dict[str, Any]] = {
 
 
 class InitialAccessTokenCreate(BaseModel):
+    """``{}`` for a token valid until revoked."""
+
+    model_config = STRICT
     expires_in: int | None = Field(
         None, ge=60, le=365 * 86400, description="Seconds until it expires; absent: until revoked."
     )
@@ -190,10 +193,8 @@ def token_data(token: registration.InitialAccessToken) -> dict[str, Any]:
     }
 
 
-async def create_token(user: User, ctx: Ctx, address: Address, body: InitialAccessTokenCreate | None = None) -> Response:
-    created = await registration.create_initial_access_token(
-        ctx, user.user_id, expires_in=body.expires_in if body else None, address=address
-    )
+async def create_token(body: InitialAccessTokenCreate, user: User, ctx: Ctx, address: Address) -> Response:
+    created = await registration.create_initial_access_token(ctx, user.user_id, expires_in=body.expires_in, address=address)
     return envelope({**token_data(created.token), "initial_access_token": created.initial_access_token}, no_store=True)
 
 
