@@ -69,8 +69,8 @@ class Target:
     allowed: tuple[str, ...]
     redirect_uris: tuple[str, ...] = ()  # every URI the app registered (its pairwise sector's hosts)
     openid: OpenIDSettings = OpenIDSettings()
-    # How the app came to be (core.registration): None when its developer registered it, which
-    # the consent page names; else no one reviewed it, which the page says.
+    # How the app came to be (None: by its developer; core.registration, core.client_metadata):
+    # the consent page shows a metadata document's host and that no one reviewed the app.
     registration: str | None = None
 
     def audience(self) -> openid.Audience:
