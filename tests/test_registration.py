@@ -153,6 +153,9 @@ async def test_registered_metadata_and_client_information(serve: Callable[..., A
         ({"redirect_uris": ["http://client.example.org/cb"]}, "invalid_redirect_uri"),
         ({"redirect_uris": ["https://client.example.org/cb#frag"]}, "invalid_redirect_uri"),
         ({"redirect_uris": []}, "invalid_redirect_uri"),
+        ({"redirect_uris": ["https://[::1"]}, "invalid_redirect_uri"),
+        ({"redirect_uris": ["https://client.example.org/\u0000"]}, "invalid_redirect_uri"),
+        ({"client_name": "a\u0000b"}, "invalid_client_metadata"),
         ({"redirect_uris": "https://client.example.org/cb"}, "invalid_redirect_uri"),
         ({"redirect_uris": ["com.example.app:/cb"]}, "invalid_redirect_uri"),  # a web client's
         ({"grant_types": ["password"]}, "invalid_client_metadata"),

@@ -43,7 +43,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from grantd.core import apps, audit, client_auth, openid, ratelimit
+from grantd.core import apps, audit, client_auth, grants, openid, ratelimit
 from grantd.core import permissions as perms
 from grantd.core.clients import CLIENT_SECRET_BASIC, CONFIDENTIAL, PRIVATE_KEY_JWT, PUBLIC, TOKEN_AUTH_NONE
 from grantd.core.context import Context
@@ -109,8 +109,6 @@ class _Settings:
 def _settings(ctx: Context, metadata: Mapping[str, Any], *, replacing: bool = False) -> _Settings:
     """The app's settings the metadata asks for; type and RFC 7591 rules (the app's own rules are
     ``apps.check_app``'s). ``replacing``: RFC 7592 §2.2, a setting left out is cleared."""
-    from grantd.core import grants  # the token endpoint's grant types (imported late: grants import client_auth)
-
     if not isinstance(metadata, Mapping):
         raise InvalidClientMetadata("The client metadata must be a JSON object.")
     for name in _STRINGS:
@@ -119,6 +117,10 @@ def _settings(ctx: Context, metadata: Mapping[str, Any], *, replacing: bool = Fa
     uris = _list_of_strings("redirect_uris", metadata.get("redirect_uris", []), InvalidRedirectUri)
     if not uris:
         raise InvalidRedirectUri("redirect_uris must list at least one URI.")
+    try:
+        parsed = [urlsplit(uri) for uri in uris]
+    except ValueError:
+        raise InvalidRedirectUri("redirect_uris: an item is not a valid URI.") from None
     method = metadata.get("token_endpoint_auth_method") or CLIENT_SECRET_BASIC
     if method not in (*SECRET_METHODS, PRIVATE_KEY_JWT, TOKEN_AUTH_NONE):
         raise InvalidClientMetadata(
@@ -138,8 +140,8 @@ def _settings(ctx: Context, metadata: Mapping[str, Any], *, replacing: bool = Fa
     if application_type not in APPLICATION_TYPES:
         raise InvalidClientMetadata("application_type must be web or native.")
     if application_type == "web":
-        for uri in uris:
-            if urlsplit(uri).scheme.lower() not in ("https", "http"):
+        for parts in parsed:
+            if parts.scheme.lower() not in ("https", "http"):
                 raise InvalidRedirectUri(
                     "A web client's redirect_uris are https (or http on a loopback host); a private-use scheme "
                     "needs application_type native."
@@ -150,7 +152,7 @@ def _settings(ctx: Context, metadata: Mapping[str, Any], *, replacing: bool = Fa
     if unknown:
         raise InvalidClientMetadata(f"scope: unknown permission {unknown[0][:60]!r}.")
     permissions = perms.join(named) if named else perms.join(tuple(ctx.catalog.descriptions))
-    first = urlsplit(uris[0])
+    first = parsed[0]
     name = metadata.get("client_name") or first.hostname or first.scheme or "Client"
     empty = "" if replacing else None
     brand = {field: metadata.get(field, empty) for field in apps.BRANDING_FIELDS}
@@ -192,8 +194,6 @@ def _checked(ctx: Context, settings: _Settings) -> apps.CheckedApp:
 
 def metadata_of(app: apps.App) -> dict[str, Any]:
     """An app's client metadata, by RFC 7591 §2's names: every setting that is set."""
-    from grantd.core import grants
-
     method = app.openid.auth_method(app.client_type)
     names = perms.parse(app.permissions)
     grant_types = [name for name in grants.GRANT_TYPES if not (name == "client_credentials" and app.client_type == PUBLIC)]
