@@ -59,7 +59,7 @@ async def _metadata(request: Request) -> Any:
     body = await request.body()
     try:
         return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError; RecursionError: nesting too deep
         raise InvalidClientMetadata("The request body must be the client metadata as a JSON object.") from None
 
 
