@@ -257,6 +257,8 @@ async def test_not_json_and_not_found(serve: Callable[..., Any], documents: Docu
     client_id = documents.publish("/garbage/client.json", raw=b"<html>hello</html>")
     client, _ = await serve()
     error_page(await client.get(authorize_url(client_id)), "not JSON")
+    deep = documents.publish("/deep/client.json", raw=b"[" * 2500 + b"]" * 2500)  # within the size cap
+    error_page(await client.get(authorize_url(deep)), "not JSON")
     error_page(await client.get(authorize_url(documents.base + "/missing/client.json")), "answered 404")
 
 

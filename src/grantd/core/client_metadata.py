@@ -124,7 +124,7 @@ def cache_seconds(headers: httpx.Headers) -> int:
 def _document(client_id: str, body: bytes) -> dict[str, Any]:
     try:
         document = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError; RecursionError: nested too deep
         raise InvalidClient("The client ID metadata document is not JSON.") from None
     if not isinstance(document, dict):
         raise InvalidClient("The client ID metadata document must be a JSON object.")
