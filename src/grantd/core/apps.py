@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, fields as dataclass_fields
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from grantd.core import audit, authorization, jwks
+from grantd.core import audit, jwks
 from grantd.core import permissions as perms
 from grantd.core import redirect_uris
 from grantd.core.clients import (
@@ -26,7 +26,7 @@ from grantd.core.clients import (
 )
 from grantd.core.context import Context
 from grantd.core.errors import GrantdError, InvalidRequest, NotFound
-from grantd.crypto.secrets import new_app_key, new_key_id, new_key_secret, new_secret, new_uuid, s256
+from grantd.crypto.secrets import new_app_key, new_key_id, new_key_secret, new_uuid
 from grantd.store import apps as store
 
 MAX_REDIRECT_URIS = 20
@@ -104,30 +104,6 @@ class Key:
 
 
 @dataclass(frozen=True, slots=True)
-class TrialRequest:
-    """An authorization request for the owner to try their app with, and the verifier that redeems its code."""
-
-    client_id: str
-    redirect_uri: str
-    scope: str  # space-separated, as in OAuth 2.0
-    state: str
-    code_challenge: str
-    code_verifier: str  # PKCE (RFC 7636): sent to the token endpoint with the code, never in the URL
-
-    def query(self) -> dict[str, str]:
-        """The parameters of the authorization request (RFC 6749 §4.1.1, RFC 7636 §4.3)."""
-        return {
-            "response_type": "code",
-            "client_id": self.client_id,
-            "redirect_uri": self.redirect_uri,
-            "scope": self.scope,
-            "state": self.state,
-            "code_challenge": self.code_challenge,
-            "code_challenge_method": "S256",
-        }
-
-
-@dataclass(frozen=True, slots=True)
 class CreatedKey:
     key_id: str
     key_secret: str  # shown once
@@ -181,6 +157,10 @@ class _Fields:
             first = next(iter(self.errors.values()))
             first.fields = {field: exc.message for field, exc in self.errors.items()}  # type: ignore[attr-defined]
             raise first
+
+
+# For the other use cases about an app that check a form of it field by field (core.trial).
+Fields = _Fields
 
 
 def field_errors(exc: GrantdError) -> dict[str, str]:
@@ -717,45 +697,3 @@ async def revoke_key(
                 address=address, now=now, key_id=key_id,
             )
     return Key(row.id, row.created_at, row.revoked_at, row.last_used_at)
-
-
-async def _trial_target(
-    ctx: Context, fields: _Fields, app_id: str, redirect_uri: str | None
-) -> authorization.Target | None:
-    try:
-        return await authorization.resolve_target(ctx, app_id, redirect_uri)
-    except GrantdError as exc:
-        fields.errors.setdefault("redirect_uri", exc)
-        return None
-
-
-async def trial_request(ctx: Context, owner_id: str, app_id: str, redirect_uri: str | None, scope: str | None) -> TrialRequest:
-    """An authorization code request for the owner's own app, with a fresh state and PKCE S256 pair.
-
-    It passes the same checks as an authorization request from a client (a live app, a registered
-    redirect_uri, a scope within the app's permissions), so a URL is only handed out when
-    it will reach the consent page. The scope defaults to every permission of the app.
-    """
-    if (await get_owned(ctx, owner_id, app_id)).disabled_at is not None:
-        raise InvalidRequest("The app is disabled; it cannot be authorized.")
-    fields = _Fields()
-    target = await _trial_target(ctx, fields, app_id, redirect_uri)
-    code_verifier = new_secret()  # 43 characters of base64url: 256 bits, within RFC 7636's 43..128
-    code_challenge, state = s256(code_verifier), new_secret()
-    request = None
-    if target is not None:
-        request = fields.check(
-            "scope",
-            lambda: authorization.validate_request(
-                ctx,
-                target,
-                response_type="code",
-                scope=scope,
-                state=state,
-                code_challenge=code_challenge,
-                code_challenge_method="S256",
-            ),
-        )
-    fields.done()
-    assert target is not None and request is not None  # else done() raised
-    return TrialRequest(app_id, target.redirect_uri, " ".join(request.permissions), state, code_challenge, code_verifier)

@@ -33,6 +33,7 @@ from fastapi import Request
 from starlette.responses import Response
 
 from grantd.core import apps, registration
+from grantd.core import trial as trial_requests
 from grantd.core.accounts import Principal
 from grantd.core.clients import CLIENT_TYPES, CONFIDENTIAL, PUBLIC
 from grantd.core.context import Context
@@ -464,7 +465,7 @@ async def try_app(request: Request, app_id: str) -> Response:
     redirect_uri, scopes = query.one("redirect_uri") or None, query.all("scope")
     scope = " ".join(scopes) or None
     try:
-        trial = await apps.trial_request(ctx, principal.user_id, app_id, redirect_uri, scope)
+        trial = await trial_requests.trial_request(ctx, principal.user_id, app_id, redirect_uri, scope)
     except NotFound:
         return _not_found()
     except GrantdError as exc:
