@@ -301,7 +301,7 @@ def apps_list(
         owner_id = SELF_REGISTERED if self_registered else await accounts.user_id_by_email(ctx, owner or "")
         if owner_id is None:
             raise NotFound(f"No user with email {owner}.")
-        return {"apps": [{**app_data(app), "registration": app.registration} for app in await apps.list_owned(ctx, owner_id)]}
+        return {"apps": [app_data(app) for app in await apps.list_owned(ctx, owner_id)]}
 
     result = _run(use_case)
     if as_json:
@@ -313,7 +313,9 @@ def apps_list(
 
 
 @apps_app.command("disable")
-def apps_disable(app_id: Annotated[str, typer.Argument(help="The app's app_id (a client ID metadata document's URL too).")]) -> None:
+def apps_disable(
+    app_id: Annotated[str, typer.Argument(help="The app's app_id (a client ID metadata document's URL too).")],
+) -> None:
     """Disable any app: its keys, codes and tokens stop working at once."""
     from grantd.core import apps
 

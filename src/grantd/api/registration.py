@@ -199,7 +199,8 @@ async def create_token(body: InitialAccessTokenCreate, user: User, ctx: Ctx, add
 
 
 async def list_tokens(user: User, ctx: Ctx) -> Response:
-    return envelope({"tokens": [token_data(token) for token in await registration.list_initial_access_tokens(ctx, user.user_id)]})
+    tokens = await registration.list_initial_access_tokens(ctx, user.user_id)
+    return envelope({"tokens": [token_data(token) for token in tokens]})
 
 
 async def revoke_token(token_id: TokenId, user: User, ctx: Ctx, address: Address) -> Response:

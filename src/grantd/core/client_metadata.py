@@ -7,9 +7,10 @@ client's app up to date: the document is fetched when the app has none yet or it
 and the app (whose id is the URL, owned by ``store.apps.SELF_REGISTERED``) is saved from it. The
 rules, each of the draft's:
 
-- the URL (§3): https (http only with the development allowance below), a path, no fragment, no user information, no ``.`` or ``..`` segment, at
-  most ``MAX_URL_LENGTH`` characters; its host not denied by the operator, and allowed when the
-  operator lists allowed hosts (``GRANTD_CLIENT_ID_METADATA_DOCUMENT_*_HOSTS``);
+- the URL (§3): https (http only with the development allowance below), a path, no fragment, no
+  user information, no ``.`` or ``..`` segment, at most ``MAX_URL_LENGTH`` characters; its host
+  not denied by the operator, and allowed when the operator lists allowed hosts
+  (``GRANTD_CLIENT_ID_METADATA_DOCUMENT_*_HOSTS``);
 - the fetch (§6, security considerations: server-side request forgery, denial of service): the
   safe fetcher of ``core.jwks`` — public addresses only (unless
   ``GRANTD_CLIENT_ID_METADATA_DOCUMENT_ALLOW_PRIVATE_ADDRESSES``, for development), short

@@ -130,7 +130,9 @@ def _settings(ctx: Context, metadata: Mapping[str, Any], *, replacing: bool = Fa
     grant_types = _list_of_strings("grant_types", metadata.get("grant_types") or ["authorization_code"])
     for grant_type in grant_types:
         if grant_type not in grants.GRANT_TYPES:
-            raise InvalidClientMetadata(f"grant_types: {grant_type[:60]!r} is not supported; use: {', '.join(grants.GRANT_TYPES)}.")
+            raise InvalidClientMetadata(
+                f"grant_types: {grant_type[:60]!r} is not supported; use: {', '.join(grants.GRANT_TYPES)}."
+            )
         if grant_type == "client_credentials" and client_type == PUBLIC:
             raise InvalidClientMetadata("grant_types: a client that authenticates by none cannot use client_credentials.")
     response_types = _list_of_strings("response_types", metadata.get("response_types") or ["code"])
@@ -383,9 +385,12 @@ async def update(
         except GrantdError:
             raise InvalidClientMetadata("client_secret is not the client's secret.") from None
     current = await apps.get_owned(ctx, None, client_id)
-    settings = _settings(ctx, {"token_endpoint_auth_method": current.openid.auth_method(current.client_type), **metadata}, replacing=True)
+    method = current.openid.auth_method(current.client_type)  # what PUT leaves out stays, for this one only
+    settings = _settings(ctx, {"token_endpoint_auth_method": method, **metadata}, replacing=True)
     if settings.client_type != current.client_type:
-        raise InvalidClientMetadata("token_endpoint_auth_method cannot change a public client into a confidential one or back.")
+        raise InvalidClientMetadata(
+            "token_endpoint_auth_method cannot change a public client into a confidential one or back."
+        )
     _checked(ctx, settings)  # every rule first, as at registration
     try:
         app = await apps.update(
