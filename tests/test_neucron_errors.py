@@ -695,8 +695,9 @@ def bearer_routes(app: Any, *, user_tokens_only: bool = False) -> list[tuple[str
 
 
 def _bearer_request(flow: Flow, method: str, path: str) -> tuple[str, str, dict[str, Any] | None]:
-    path = path.format(app_id=flow.app_id, key_id=flow.key_id)
+    path = path.format(app_id=flow.app_id, key_id=flow.key_id, token_id=flow.extra.get("token_id", "no-such-token"))
     bodies: dict[str, Any] = {
+        "/registration-tokens": {},
         "/oauth/authorize": {"token": flow.params()},
         "/oauth/permissions/grant": {"permissions": flow.params()},
         "/apps": {"name": "X", "redirect_uris": ["https://x.example.com/cb"], "permissions": "read_profile"},
@@ -1105,7 +1106,9 @@ async def test_no_input_yields_a_server_error(client: httpx.AsyncClient, app: An
     assert len([r for r in routes if r[1] in neucron]) >= 28, routes
     routes.sort(key=lambda r: r[0] == "DELETE")  # disable the app and revoke its key last
     for method, template, route in routes:
-        path = template.format(app_id=flow.app_id, key_id=flow.key_id, color="0b5cad")  # color: /static/accent/
+        path = template.format(  # color: /static/accent/; client_id: /oauth2/register/
+            app_id=flow.app_id, key_id=flow.key_id, color="0b5cad", client_id=flow.app_id, token_id="no-such-token"
+        )
         user = logout_token if template.endswith("/logout") else flow.dev_token if "/apps" in template else flow.user_token
         reads_body = route.body_field is not None or template.startswith("/oauth2/") and method == "POST"
         requests: list[tuple[str, Any]] = []
@@ -1128,7 +1131,7 @@ async def test_no_input_yields_a_server_error(client: httpx.AsyncClient, app: An
             else:  # another dialect (standard OAuth 2.0, HTML pages): its own shapes, but never a 500
                 assert response.status_code < 500, f"{method} {path} {what}: {response.status_code} {response.text[:300]}"
     requests = []
-    for template in ("/apps/{}", "/apps/{}/keys", "/apps/{}/keys/key_x", "/grants/{}"):
+    for template in ("/apps/{}", "/apps/{}/keys", "/apps/{}/keys/key_x", "/grants/{}", "/registration-tokens/{}"):
         for hostile_id in ("%00", "%F0%9F%94%90", "%ED%A0%80", "a" * 5000, "..%2F..%2Fetc", "%25", "%FF", "%20"):
             for prefix in PREFIXES:
                 for method in ("GET", "PATCH", "DELETE", "POST"):

@@ -207,7 +207,9 @@ async def test_form_endpoints_document_their_form(app: Any, openapi: Document) -
         if path.startswith("/oauth2/") and method in ("POST", "PUT", "PATCH"):
             body = openapi.operation(method, path).get("requestBody")
             assert body is not None, f"{method} {path}"
-            form = body["content"]["application/x-www-form-urlencoded"]["schema"]
+            # RFC 7591 §3.1 and RFC 7592 §2.2: the registration endpoint takes the metadata as JSON.
+            kind = "application/json" if path.startswith("/oauth2/register") else "application/x-www-form-urlencoded"
+            form = body["content"][kind]["schema"]
             assert form.get("properties"), (method, path)
 
 
@@ -287,7 +289,9 @@ async def test_other_dialects_are_not_enveloped(app: Any, openapi: Document) -> 
         if not path.startswith(OTHER_DIALECTS):
             continue
         responses = openapi.operation(method, path)["responses"]
-        success = "201" if (method, path) == ("POST", "/oauth2/par") else "200"  # RFC 9126 §2.2: 201 Created
+        # RFC 9126 §2.2 and RFC 7591 §3.2.1: 201 Created; RFC 7592 §2.3: 204 No Content
+        created = {("POST", "/oauth2/par"), ("POST", "/oauth2/register")}
+        success = "201" if (method, path) in created else "204" if (method, path) == ("DELETE", "/oauth2/register/{client_id}") else "200"
         assert success in responses, (method, path)
         schema = responses[success].get("content", {}).get("application/json", {}).get("schema", {})
         name, _ = openapi.resolve(schema)

@@ -25,6 +25,10 @@ app.add_typer(apps_app, name="apps")
 app.add_typer(keys_app, name="keys")
 signing_keys_app = typer.Typer(help="Manage the keys that sign tokens.", no_args_is_help=True)
 app.add_typer(signing_keys_app, name="signing-keys")
+registration_tokens_app = typer.Typer(
+    help="Initial access tokens for dynamic client registration (RFC 7591 §3).", no_args_is_help=True
+)
+app.add_typer(registration_tokens_app, name="registration-tokens")
 config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 resources_app = typer.Typer(
@@ -280,6 +284,105 @@ def apps_create(
         return {**app_data(created.app), "app_key": created.app_key}
 
     _emit(_run(use_case), as_json)
+
+
+@apps_app.command("list")
+def apps_list(
+    owner: Annotated[str | None, typer.Option(help="Email of the developer whose apps to list.")] = None,
+    self_registered: Annotated[
+        bool, typer.Option("--self-registered", help="The apps no developer owns: registered by themselves "
+                           "(open registration, an operator's initial access token) or by a client ID metadata document.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """List a developer's apps, or the self-registered ones."""
+    from grantd.api.apps import app_data
+    from grantd.core import accounts, apps
+    from grantd.core.errors import InvalidRequest, NotFound
+    from grantd.store.apps import SELF_REGISTERED
+
+    async def use_case(ctx: Context) -> dict[str, Any]:
+        if (owner is None) == (not self_registered):
+            raise InvalidRequest("Give --owner EMAIL or --self-registered.")
+        owner_id = SELF_REGISTERED if self_registered else await accounts.user_id_by_email(ctx, owner or "")
+        if owner_id is None:
+            raise NotFound(f"No user with email {owner}.")
+        return {"apps": [app_data(app) for app in await apps.list_owned(ctx, owner_id)]}
+
+    result = _run(use_case)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        for found in result["apps"]:
+            _emit({name: found[name] for name in ("app_id", "name", "registration", "disabled")}, False)
+            typer.echo("")
+
+
+@apps_app.command("disable")
+def apps_disable(
+    app_id: Annotated[str, typer.Argument(help="The app's app_id (a client ID metadata document's URL too).")],
+) -> None:
+    """Disable any app: its keys, codes and tokens stop working at once."""
+    from grantd.core import apps
+
+    async def use_case(ctx: Context) -> dict[str, Any]:
+        app = await apps.disable(ctx, None, app_id)
+        return {"app_id": app.app_id, "disabled": app.disabled_at is not None}
+
+    _emit(_run(use_case), False)
+
+
+@registration_tokens_app.command("create")
+def registration_tokens_create(
+    owner: Annotated[
+        str | None, typer.Option(help="Email of the developer who owns the apps it registers; without: no developer does.")
+    ] = None,
+    expires_in: Annotated[int | None, typer.Option(min=60, help="Seconds until it expires; without: until revoked.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Create an initial access token (GRANTD_DYNAMIC_REGISTRATION token or open); prints it once."""
+    from grantd.api.registration import token_data
+    from grantd.core import accounts, registration
+    from grantd.core.errors import NotFound
+
+    async def use_case(ctx: Context) -> dict[str, Any]:
+        owner_id = None
+        if owner is not None:
+            owner_id = await accounts.user_id_by_email(ctx, owner)
+            if owner_id is None:
+                raise NotFound(f"No user with email {owner}.")
+        created = await registration.create_initial_access_token(ctx, owner_id, expires_in=expires_in)
+        return {**token_data(created.token), "initial_access_token": created.initial_access_token}
+
+    _emit(_run(use_case), as_json)
+
+
+@registration_tokens_app.command("list")
+def registration_tokens_list(as_json: JsonOption = False) -> None:
+    """The operator's initial access tokens (those with no developer as owner)."""
+    from grantd.api.registration import token_data
+    from grantd.core import registration
+
+    async def use_case(ctx: Context) -> dict[str, Any]:
+        return {"keys": [token_data(token) for token in await registration.list_initial_access_tokens(ctx, None)]}
+
+    result = _run(use_case)
+    if as_json:
+        typer.echo(json.dumps({"tokens": result["keys"]}, indent=2))
+    else:
+        _emit_keys(result, False)
+
+
+@registration_tokens_app.command("revoke")
+def registration_tokens_revoke(token_id: Annotated[str, typer.Argument(help="The token's token_id.")]) -> None:
+    """Revoke any initial access token; the apps it registered stay."""
+    from grantd.api.registration import token_data
+    from grantd.core import registration
+
+    async def use_case(ctx: Context) -> dict[str, Any]:
+        return token_data(await registration.revoke_initial_access_token(ctx, None, token_id))
+
+    _emit(_run(use_case), False)
 
 
 @keys_app.command("create")

@@ -176,6 +176,37 @@ class Settings(BaseSettings):
         description="Fetch an app's jwks_uri (private_key_jwt) from private, loopback or link-local addresses, and "
         "over http: for tests and closed networks only.",
     )
+    dynamic_registration: Literal["off", "token", "open"] = Field(
+        default="off",
+        description="Dynamic client registration (RFC 7591, RFC 7592) at /oauth2/register: off; token (with an "
+        "initial access token a developer or an operator created); open (anyone, rate-limited per address).",
+    )
+    rate_limit_registration_per_address: int = Field(
+        default=10, ge=1, description="Open registrations allowed per client address per window."
+    )
+    rate_limit_registration_window: int = Field(
+        default=3600, ge=1, le=86400, description="Open registration window, seconds."
+    )
+    client_id_metadata_documents: bool = Field(
+        default=True,
+        description="Accept an https URL as client_id: the client ID metadata document it names is fetched and "
+        "describes the client (draft-ietf-oauth-client-id-metadata-document).",
+    )
+    client_id_metadata_document_allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Only these hosts may serve client ID metadata documents (a leading dot: the domain and its "
+        "subdomains); empty: any host not denied. As JSON in the environment.",
+    )
+    client_id_metadata_document_denied_hosts: list[str] = Field(
+        default_factory=list,
+        description="Hosts whose client ID metadata documents are refused (a leading dot: the domain and its "
+        "subdomains); wins over the allowed hosts. As JSON in the environment.",
+    )
+    client_id_metadata_document_allow_private_addresses: bool = Field(
+        default=False,
+        description="Fetch client ID metadata documents from private, loopback or link-local addresses, and over "
+        "http: for development and tests only.",
+    )
     rate_limits_enabled: bool = Field(default=True, description="Rate-limit log-in, sign-up and token endpoint failures.")
     rate_limit_login_per_account: int = Field(
         default=10, ge=1, description="Failed log-ins allowed per account (email) per log-in window."

@@ -28,7 +28,9 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from starlette.responses import Response
 
-from grantd.api import apps, audit, auth, envelope, grants, hot, neucron, neucron_v2, oauth2, openid, ops, resources, wellknown
+from grantd.api import (
+    apps, audit, auth, envelope, grants, hot, neucron, neucron_v2, oauth2, openid, ops, registration, resources, wellknown,
+)
 from grantd.api.envelope import Envelope, ErrorBody, error_responses
 from grantd.api.errors import Dialect, Dialects
 from grantd.api.hot import Handler as HotHandler, HotRoute
@@ -42,6 +44,7 @@ from grantd.web import routes as web
 NEUCRON: Dialect = envelope.render_error  # {"error", "message", "status_code"}
 OAUTH2: Dialect = oauth2.render_error  # RFC 6749 §5.2: {"error", "error_description"}
 PAGE: Dialect = pages.render_error  # an HTML page
+REGISTRATION: Dialect = registration.render_error  # RFC 7591 §3.2.2: {"error", "error_description"}; 401 Bearer
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,6 +273,22 @@ _NEUCRON_API = (
         ),
     ),
     *_tagged(
+        "Registration",
+        _neucron(
+            "POST", "/registration-tokens", registration.create_token, registration.CreatedInitialAccessTokenData,
+            (400, 401), "Create an initial access token: a client registers with it at /oauth2/register (RFC 7591 "
+            "§3) as an app of yours (the token is shown once)",
+        ),
+        _neucron(
+            "GET", "/registration-tokens", registration.list_tokens, registration.InitialAccessTokenList, (401,),
+            "Your initial access tokens",
+        ),
+        _neucron(
+            "DELETE", "/registration-tokens/{token_id}", registration.revoke_token, registration.InitialAccessTokenData,
+            (401, 404), "Revoke an initial access token (the apps it registered stay)",
+        ),
+    ),
+    *_tagged(
         "Audit",
         _neucron(
             "GET", "/audit", audit.list_events, audit.AuditEventList, (400, 401),
@@ -322,6 +341,35 @@ _OAUTH2 = (
         {"description": "The device code and the user code", **_json(oauth2.DEVICE_AUTHORIZATION_SCHEMA)},
         "Device authorization request (RFC 8628 §3.1): codes for a device that polls /oauth2/token while "
         "a person approves at verification_uri",
+    ),
+    Route(
+        "POST", "/oauth2/register", registration.register, REGISTRATION,
+        summary="Dynamic client registration (RFC 7591), as GRANTD_DYNAMIC_REGISTRATION allows",
+        tags=("OAuth 2.0", "Registration"),
+        openapi_extra=registration.BODY_DOC,
+        responses={201: {"description": "Registered", **_json(registration.INFORMATION_SCHEMA)}, **registration.ERRORS_DOC},
+        status_code=201,
+    ),
+    Route(
+        "GET", "/oauth2/register/{client_id}", registration.read, REGISTRATION,
+        summary="Read a registration (RFC 7592 §2.1) with its registration access token",
+        tags=("OAuth 2.0", "Registration"),
+        responses={200: _json(registration.INFORMATION_SCHEMA), **registration.ERRORS_DOC},
+    ),
+    Route(
+        "PUT", "/oauth2/register/{client_id}", registration.update, REGISTRATION,
+        summary="Replace a registration's metadata (RFC 7592 §2.2) with its registration access token",
+        tags=("OAuth 2.0", "Registration"),
+        openapi_extra=registration.BODY_DOC,
+        responses={200: _json(registration.INFORMATION_SCHEMA), **registration.ERRORS_DOC},
+    ),
+    Route(
+        "DELETE", "/oauth2/register/{client_id}", registration.delete, REGISTRATION,
+        summary="Delete a registration (RFC 7592 §2.3): the app is disabled",
+        tags=("OAuth 2.0", "Registration"),
+        responses={204: {"description": "Deleted"}, **registration.ERRORS_DOC},
+        response_class=Response,
+        status_code=204,
     ),
     Route(
         "GET", "/.well-known/oauth-authorization-server", oauth2.metadata, NEUCRON,
@@ -394,6 +442,8 @@ _PAGES = (
     _page("GET", "/console/resources", console_resources.resources_page),
     _page("POST", "/console/resources", console_resources.create_resource),
     _page("POST", "/console/resources/delete", console_resources.delete_resource),
+    _page("POST", "/console/registration-tokens", console.create_registration_token),
+    _page("POST", "/console/registration-tokens/{token_id}/revoke", console.revoke_registration_token),
 )
 
 _DISCOVERY_AND_OPERATIONS = (

@@ -201,6 +201,11 @@ class AppData(Branding, OpenIDSettingsData):
     disabled: bool
     disabled_at: str | None
     client_type: str
+    registration: str | None = Field(
+        description="How the app was registered: null by its developer here, in the console or the CLI; "
+        "initial_access_token or open: by the client itself at /oauth2/register (RFC 7591)."
+    )
+    application_type: str = Field(description="RFC 7591's web or native (web unless registered as native).")
 
 
 class CreatedAppData(AppData):
@@ -240,6 +245,8 @@ def app_data(app: apps.App) -> dict[str, object]:
         "disabled": app.disabled_at is not None,
         "disabled_at": rfc3339(app.disabled_at),
         "client_type": app.client_type,
+        "registration": app.registration,
+        "application_type": app.application_type or "web",
         **asdict(app.branding),
         **asdict(app.openid),
         "post_logout_redirect_uris": list(app.openid.post_logout_redirect_uris),

@@ -19,7 +19,8 @@ from grantd import telemetry
 from grantd.api.deps import client_address
 from grantd.api.jsonbody import JSONBody
 from grantd.core import (
-    authorization, client_auth, device, dpop, grants, introspection, jwks, openid, par, ratelimit, resources, revocation,
+    authorization, client_auth, client_metadata, device, dpop, grants, introspection, jwks, openid, par, ratelimit,
+    registration, resources, revocation,
 )
 from grantd.core.clients import ID_TOKEN_ALGORITHMS, SUBJECT_TYPES
 from grantd.core.access_token import IssuedToken
@@ -410,6 +411,10 @@ def discovery_document(ctx: Context) -> dict[str, Any]:
         "require_pushed_authorization_requests": ctx.settings.require_pushed_authorization_requests,
         "device_authorization_endpoint": f"{issuer}/oauth2/device_authorization",
         "dpop_signing_alg_values_supported": list(dpop.ALGORITHMS),
+        # draft-ietf-oauth-client-id-metadata-document: an https URL as client_id names its metadata
+        "client_id_metadata_document_supported": client_metadata.supported(ctx),
+        # RFC 7591: only when GRANTD_DYNAMIC_REGISTRATION is not off
+        **({"registration_endpoint": endpoint} if (endpoint := registration.endpoint(ctx)) else {}),
     }
 
 

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, fields as dataclass_fields
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from grantd.core import audit, authorization, jwks
+from grantd.core import audit, jwks
 from grantd.core import permissions as perms
 from grantd.core import redirect_uris
 from grantd.core.clients import (
@@ -28,7 +28,7 @@ from grantd.core.clients import (
 )
 from grantd.core.context import Context
 from grantd.core.errors import GrantdError, InvalidRequest, NotFound
-from grantd.crypto.secrets import new_app_key, new_key_id, new_key_secret, new_secret, new_uuid, s256
+from grantd.crypto.secrets import new_app_key, new_key_id, new_key_secret, new_uuid
 from grantd.store import apps as store
 
 MAX_REDIRECT_URIS = 20
@@ -84,6 +84,11 @@ class App:
     client_type: str
     branding: Branding = Branding()
     openid: OpenIDSettings = OpenIDSettings()
+    # How it came to be: None (its developer registered it), "initial_access_token" or "open"
+    # (RFC 7591, core.registration), "metadata_document" (core.client_metadata); and RFC 7591's
+    # application_type (None: web).
+    registration: str | None = None
+    application_type: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,30 +103,6 @@ class Key:
     created_at: int
     revoked_at: int | None
     last_used_at: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class TrialRequest:
-    """An authorization request for the owner to try their app with, and the verifier that redeems its code."""
-
-    client_id: str
-    redirect_uri: str
-    scope: str  # space-separated, as in OAuth 2.0
-    state: str
-    code_challenge: str
-    code_verifier: str  # PKCE (RFC 7636): sent to the token endpoint with the code, never in the URL
-
-    def query(self) -> dict[str, str]:
-        """The parameters of the authorization request (RFC 6749 §4.1.1, RFC 7636 §4.3)."""
-        return {
-            "response_type": "code",
-            "client_id": self.client_id,
-            "redirect_uri": self.redirect_uri,
-            "scope": self.scope,
-            "state": self.state,
-            "code_challenge": self.code_challenge,
-            "code_challenge_method": "S256",
-        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +132,8 @@ def _app(row) -> App:  # type: ignore[no-untyped-def]
         client_type=row.client_type,
         branding=Branding.of(row),
         openid=OpenIDSettings.of(row),
+        registration=row.registration,
+        application_type=row.application_type,
     )
 
 
@@ -176,6 +159,10 @@ class _Fields:
             first = next(iter(self.errors.values()))
             first.fields = {field: exc.message for field, exc in self.errors.items()}  # type: ignore[attr-defined]
             raise first
+
+
+# For the other use cases about an app that check a form of it field by field (core.trial).
+Fields = _Fields
 
 
 def field_errors(exc: GrantdError) -> dict[str, str]:
@@ -535,9 +522,31 @@ async def branding_of(ctx: Context, app_id: str) -> Branding:
     return Branding() if row is None else Branding.of(row)
 
 
-async def create(
+@dataclass(frozen=True, slots=True)
+class CheckedApp:
+    """An app's settings as they would be stored, every rule passed (``check_app``)."""
+
+    name: str
+    redirect_uris: list[str]
+    permissions: str
+    client_type: str
+    branding: dict[str, str]  # the settings set
+    openid: dict[str, Any]  # every OpenID Connect setting, defaults included
+
+    def columns(self) -> dict[str, Any]:
+        """The ``apps`` columns of these settings (store.apps.insert_app's and its ``save_*``)."""
+        return {
+            "name": self.name,
+            "redirect_uris": self.redirect_uris,
+            "permissions": self.permissions,
+            "client_type": self.client_type,
+            **{name: self.branding.get(name) for name in BRANDING_FIELDS},
+            **_openid_columns(self.openid),
+        }
+
+
+def check_app(
     ctx: Context,
-    owner_id: str,
     name: str,
     uris: Sequence[str],
     permissions: str,
@@ -545,14 +554,10 @@ async def create(
     *,
     brand: Mapping[str, str | None] | None = None,
     openid: Mapping[str, Any] | None = None,
-    address: str | None = None,
-    operator: bool = False,
-) -> CreatedApp:
-    """Register an app. A public client (a browser or native app) cannot keep a secret: PKCE is required for it.
-
-    ``brand``: some of ``BRANDING_FIELDS`` and their values (None or empty: not set).
-    ``openid``: some of ``OPENID_FIELDS`` and their values (None or empty: the default).
-    """
+) -> CheckedApp:
+    """The rules of a new app, one place for every way an app is registered (``/v1/apps``, the
+    console, the CLI, RFC 7591 registration, a client ID metadata document): InvalidRequest (with
+    ``field``) for the first bad setting, every bad one in ``field_errors``."""
     fields = _Fields()
     fields.check("client_type", lambda: _client_type(client_type))
     name_ = fields.check("name", lambda: _name(name))
@@ -566,7 +571,33 @@ async def create(
     _rotation_rule(fields, client_type, settings)
     fields.done()
     assert name_ is not None and uris_ is not None and permissions_ is not None  # else done() raised
-    name = name_
+    return CheckedApp(name_, uris_, permissions_, client_type, look, settings)
+
+
+async def create(
+    ctx: Context,
+    owner_id: str,
+    name: str,
+    uris: Sequence[str],
+    permissions: str,
+    client_type: str = CONFIDENTIAL,
+    *,
+    brand: Mapping[str, str | None] | None = None,
+    openid: Mapping[str, Any] | None = None,
+    address: str | None = None,
+    operator: bool = False,
+    registration: Mapping[str, Any] | None = None,
+) -> CreatedApp:
+    """Register an app. A public client (a browser or native app) cannot keep a secret: PKCE is required for it.
+
+    ``brand``: some of ``BRANDING_FIELDS`` and their values (None or empty: not set).
+    ``openid``: some of ``OPENID_FIELDS`` and their values (None or empty: the default).
+    ``registration``: the columns of a dynamic registration (core.registration), written with it.
+    """
+    checked = check_app(ctx, name, uris, permissions, client_type, brand=brand, openid=openid)
+    name, uris_, permissions_, look, settings = (
+        checked.name, checked.redirect_uris, checked.permissions, checked.branding, checked.openid
+    )
     app_id, app_key, now = new_uuid(), new_app_key(), ctx.now()
     async with ctx.db.write() as tx:
         await store.insert_app(
@@ -581,12 +612,17 @@ async def create(
             now=now,
             branding=look,
             openid=_openid_columns(settings),
+            registration=registration,
         )
+        actor = audit.OPERATOR if operator else owner_id if owner_id != store.SELF_REGISTERED else audit.ANONYMOUS
         await audit.record(
-            ctx, tx, "app_created", actor=audit.OPERATOR if operator else owner_id, user_id=owner_id, app_id=app_id,
+            ctx, tx, "app_created", actor=actor, user_id=owner_id, app_id=app_id,
             address=address, now=now, client_type=client_type, permissions=perms.parse(permissions_),
         )
-    app = App(app_id, name, uris_, permissions_, now, now, None, client_type, Branding(**look), OpenIDSettings(**settings))
+    app = App(
+        app_id, name, uris_, permissions_, now, now, None, client_type, Branding(**look), OpenIDSettings(**settings),
+        (registration or {}).get("registration"), (registration or {}).get("application_type"),
+    )
     return CreatedApp(app, app_key)
 
 
@@ -700,45 +736,3 @@ async def revoke_key(
                 address=address, now=now, key_id=key_id,
             )
     return Key(row.id, row.created_at, row.revoked_at, row.last_used_at)
-
-
-async def _trial_target(
-    ctx: Context, fields: _Fields, app_id: str, redirect_uri: str | None
-) -> authorization.Target | None:
-    try:
-        return await authorization.resolve_target(ctx, app_id, redirect_uri)
-    except GrantdError as exc:
-        fields.errors.setdefault("redirect_uri", exc)
-        return None
-
-
-async def trial_request(ctx: Context, owner_id: str, app_id: str, redirect_uri: str | None, scope: str | None) -> TrialRequest:
-    """An authorization code request for the owner's own app, with a fresh state and PKCE S256 pair.
-
-    It passes the same checks as an authorization request from a client (a live app, a registered
-    redirect_uri, a scope within the app's permissions), so a URL is only handed out when
-    it will reach the consent page. The scope defaults to every permission of the app.
-    """
-    if (await get_owned(ctx, owner_id, app_id)).disabled_at is not None:
-        raise InvalidRequest("The app is disabled; it cannot be authorized.")
-    fields = _Fields()
-    target = await _trial_target(ctx, fields, app_id, redirect_uri)
-    code_verifier = new_secret()  # 43 characters of base64url: 256 bits, within RFC 7636's 43..128
-    code_challenge, state = s256(code_verifier), new_secret()
-    request = None
-    if target is not None:
-        request = fields.check(
-            "scope",
-            lambda: authorization.validate_request(
-                ctx,
-                target,
-                response_type="code",
-                scope=scope,
-                state=state,
-                code_challenge=code_challenge,
-                code_challenge_method="S256",
-            ),
-        )
-    fields.done()
-    assert target is not None and request is not None  # else done() raised
-    return TrialRequest(app_id, target.redirect_uri, " ".join(request.permissions), state, code_challenge, code_verifier)

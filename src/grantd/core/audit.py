@@ -43,6 +43,8 @@ EVENTS = frozenset(
         "app_disabled",
         "key_created",
         "key_revoked",
+        "initial_access_token_created",
+        "initial_access_token_revoked",
         "code_issued",
         "code_redeemed",
         "code_retried",
@@ -60,7 +62,7 @@ EVENTS = frozenset(
 # What a detail may carry: identifiers, permissions, names of changed fields, a reason. Nothing else.
 DETAIL_KEYS = frozenset(
     {"jti", "key_id", "kid", "algorithm", "permissions", "fields", "client_type", "reason", "activates_at", "family_revoked", "before",
-     "resource"}
+     "resource", "token_id"}
 )
 LIMIT_DEFAULT = 100
 LIMIT_MAX = 500

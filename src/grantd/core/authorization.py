@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from grantd.core import audit, dpop, openid, par, pkce, resources
+from grantd.core import audit, client_metadata, dpop, openid, par, pkce, redirect_uris, resources
 from grantd.core import permissions as perms
 from grantd.core.accounts import Principal
 from grantd.core.clients import FAPI2_CODE_TTL, PUBLIC, OpenIDSettings
@@ -63,7 +63,7 @@ class Target:
 
     app_id: str
     app_name: str
-    owner_email: str
+    owner_email: str | None  # None: no developer owns it (store.apps.SELF_REGISTERED)
     public: bool
     redirect_uri: str
     allowed: tuple[str, ...]
@@ -72,6 +72,9 @@ class Target:
     # Whether the request named redirect_uri (else the app's one registered URI stands in): the token
     # request must then send it too (RFC 6749 §4.1.3).
     redirect_uri_included: bool = True
+    # How the app came to be (None: by its developer; core.registration, core.client_metadata):
+    # the consent page shows a metadata document's host and that no one reviewed the app.
+    registration: str | None = None
 
     def audience(self) -> openid.Audience:
         return openid.Audience(self.app_id, self.openid, self.redirect_uris)
@@ -231,7 +234,7 @@ def _checked_app(ctx: Context, app: Any, request: AuthorizationRequest) -> tuple
     requested = perms.parse(request.permissions)
     if app is None or not ctx.hasher.verify(request.app_key, app.app_key_hash):
         raise InvalidClient("Unknown app, wrong app_key, or the app is disabled.")
-    if request.redirect_uri not in app_store.redirect_uris_of(app):
+    if not redirect_uris.matches(app_store.redirect_uris_of(app), request.redirect_uri):
         raise InvalidRedirectUri("redirect_uri is not registered for this app.")
     ctx.catalog.require_allowed(requested, perms.parse(app.permissions))
     return requested
@@ -293,6 +296,7 @@ async def resolve_target(ctx: Context, client_id: str | None, redirect_uri: str 
         raise InvalidClient("client_id is missing.")
     if "\x00" in client_id:  # no app id holds U+0000, and PostgreSQL text cannot: never look it up
         raise InvalidClient("Unknown client_id, or the app is disabled.")
+    await client_metadata.resolve(ctx, client_id)  # a client ID metadata document's URL: fetched when stale
     async with ctx.db.read() as conn:
         app = await app_store.live(conn, client_id)
         owner = await user_store.by_id(conn, app.owner_id) if app is not None else None
@@ -304,18 +308,19 @@ async def resolve_target(ctx: Context, client_id: str | None, redirect_uri: str 
         if len(registered) != 1:
             raise InvalidRedirectUri("redirect_uri is required: the app registered more than one.")
         redirect_uri = registered[0]
-    elif redirect_uri not in registered:
+    elif not redirect_uris.matches(registered, redirect_uri):
         raise InvalidRedirectUri("redirect_uri is not registered for this app.")
     return Target(
         app_id=app.id,
         app_name=app.name,
-        owner_email=owner.email,
+        owner_email=None if app.owner_id == app_store.SELF_REGISTERED else owner.email,
         public=app.client_type == PUBLIC,
         redirect_uri=redirect_uri,
         allowed=perms.parse(app.permissions),
         redirect_uris=tuple(registered),
         openid=OpenIDSettings.of(app),
         redirect_uri_included=included,
+        registration=app.registration,
     )
 
 

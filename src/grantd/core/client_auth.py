@@ -25,7 +25,7 @@ from typing import Any, NamedTuple, Protocol
 
 import jwt
 
-from grantd.core import jwks
+from grantd.core import client_metadata, jwks
 from grantd.core.clients import PRIVATE_KEY_JWT, PUBLIC, Client, OpenIDSettings, rotates_refresh_tokens
 from grantd.core.context import Context
 from grantd.core.errors import InvalidClient, InvalidRequest
@@ -136,6 +136,8 @@ class PublicClient(NamedTuple):
     key_id = None
 
     async def authenticate(self, ctx: Context) -> Client:
+        if client_metadata.is_url(self.client_id):  # a client ID metadata document's URL
+            await client_metadata.resolve(ctx, self.client_id)
         async with ctx.db.read() as conn:
             app = await app_store.live(conn, self.client_id)
         if app is None or app.client_type != PUBLIC:
@@ -187,6 +189,8 @@ class PrivateKeyJwt:
             raise InvalidClient("The client assertion's iss and sub must both be the client_id.")
         if self.client_id is not None and self.client_id != sub:
             raise InvalidClient("client_id differs from the client assertion's sub.")
+        if client_metadata.is_url(sub):  # a client ID metadata document's URL
+            await client_metadata.resolve(ctx, sub)
         async with ctx.db.read() as conn:
             app = await app_store.live(conn, sub)
         settings = OpenIDSettings.of(app) if app is not None else None

@@ -52,6 +52,12 @@ class InvalidRedirectUri(GrantdError):
     error, status_code = "invalid_redirect_uri", 400
 
 
+class InvalidClientMetadata(GrantdError):
+    """RFC 7591 §3.2.2: a value of the client metadata is invalid or not supported."""
+
+    error, status_code = "invalid_client_metadata", 400
+
+
 class ConsentRequired(GrantdError):
     error, status_code = "consent_required", 400
 

@@ -21,7 +21,8 @@ import json
 import socket
 import ssl
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpcore
@@ -41,6 +42,7 @@ TIMEOUT = httpx.Timeout(3.0, connect=2.0)  # each step: connect 2 s, then each r
 TOTAL_SECONDS = 5.0  # the whole fetch, however slowly the answer comes
 _PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
 _KINDS = {"RSA": None, "EC": "P-256", "OKP": "Ed25519"}
+T = TypeVar("T")
 
 
 def _refuse(message: str) -> InvalidRequest:
@@ -138,7 +140,7 @@ async def _resolve(host: str, port: int) -> list[str]:
     return [info[4][0] for info in infos]
 
 
-async def _checked_address(host: str, port: int, allow_private: bool) -> str:
+async def _checked_address(host: str, port: int, allow_private: bool, what: str = "The app's jwks_uri") -> str:
     """The one address to connect to for ``host``, resolved once: each address it resolves to must
     be global unless ``allow_private``. The connection then goes to that address and no other
     (``_Pinned``): a DNS answer that changes between this check and the connection (DNS rebinding)
@@ -146,13 +148,13 @@ async def _checked_address(host: str, port: int, allow_private: bool) -> str:
     try:
         addresses = await _resolve(host, port)
     except (OSError, UnicodeError):
-        raise InvalidClient("The app's jwks_uri cannot be resolved.") from None
+        raise InvalidClient(f"{what} cannot be resolved.") from None
     if not addresses:
-        raise InvalidClient("The app's jwks_uri cannot be resolved.")
+        raise InvalidClient(f"{what} cannot be resolved.")
     if not allow_private:
         for address in addresses:
             if not ipaddress.ip_address(address.split("%")[0]).is_global:
-                raise InvalidClient("The app's jwks_uri resolves to an address that is not public.")
+                raise InvalidClient(f"{what} resolves to an address that is not public.")
     return addresses[0]
 
 
@@ -186,33 +188,47 @@ _FETCH_ERRORS = (
 )
 
 
-async def fetch(uri: str, *, allow_private: bool) -> str:
+async def fetch(
+    uri: str,
+    *,
+    allow_private: bool,
+    limit: int = MAX_JWKS_BYTES,
+    what: str = "The app's jwks_uri",
+    read: Callable[[bytes, httpx.Headers], T] | None = None,
+) -> Any:
     """The JWK Set at ``uri``, checked (``check_jwks``); InvalidClient when it cannot be had. Its
     host is resolved once and the connection made to the address checked (``_checked_address``);
-    ``TIMEOUT`` per step, ``TOTAL_SECONDS`` in all, ``MAX_JWKS_BYTES`` at most, no redirect."""
+    ``TIMEOUT`` per step, ``TOTAL_SECONDS`` in all, ``limit`` bytes at most, no redirect.
+
+    The same safe fetch serves another document an app publishes (a client ID metadata
+    document): ``read`` then makes the answer of its body and headers, and ``what`` names the
+    document in the errors."""
     parts = urlsplit(uri)
     if parts.scheme not in ("https", "http") or not parts.hostname or not uri.isascii():
-        raise InvalidClient("The app's jwks_uri is not a URL.")
+        raise InvalidClient(f"{what} is not a URL.")
     if parts.scheme == "http" and not allow_private:
-        raise InvalidClient("The app's jwks_uri must be https.")
+        raise InvalidClient(f"{what} must be https.")
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
-        raise InvalidClient("The app's jwks_uri is not a URL.") from None
-    address = await _checked_address(parts.hostname, port, allow_private)
+        raise InvalidClient(f"{what} is not a URL.") from None
+    address = await _checked_address(parts.hostname, port, allow_private, what)
     try:
         async with asyncio.timeout(TOTAL_SECONDS):
-            body = await _get(uri, address)
+            body, headers = await _get(uri, address, limit, what)
     except _FETCH_ERRORS:
-        raise InvalidClient("The app's jwks_uri could not be fetched.") from None
+        raise InvalidClient(f"{what} could not be fetched.") from None
+    if read is not None:
+        return read(body, headers)
     try:
         return check_jwks(body.decode("utf-8"))
     except (InvalidRequest, UnicodeDecodeError):
         raise InvalidClient("The app's jwks_uri holds no valid JWK Set of public keys.") from None
 
 
-async def _get(uri: str, address: str) -> bytes:
-    """GET ``uri`` over a connection to ``address``: the body of a 200, at most ``MAX_JWKS_BYTES``."""
+async def _get(uri: str, address: str, limit: int, what: str) -> tuple[bytes, httpx.Headers]:
+    """GET ``uri`` over a connection to ``address``: the body of a 200, at most ``limit`` bytes, and
+    its headers."""
     timeouts = {"connect": TIMEOUT.connect, "read": TIMEOUT.read, "write": TIMEOUT.write, "pool": TIMEOUT.pool}
     async with httpcore.AsyncConnectionPool(
         ssl_context=_ssl_context(), network_backend=_Pinned(address), max_connections=1, retries=0
@@ -221,13 +237,13 @@ async def _get(uri: str, address: str) -> bytes:
             "GET", uri, headers=[(b"Accept", b"application/json")], extensions={"timeout": timeouts}
         ) as response:
             if response.status != 200:
-                raise InvalidClient(f"The app's jwks_uri answered {response.status}.")
+                raise InvalidClient(f"{what} answered {response.status}.")
             body = b""
             async for chunk in response.aiter_stream():
                 body += chunk
-                if len(body) > MAX_JWKS_BYTES:
-                    raise InvalidClient(f"The app's JWK Set is larger than {MAX_JWKS_BYTES} bytes.")
-    return body
+                if len(body) > limit:
+                    raise InvalidClient(f"{what} is larger than {limit} bytes.")
+    return body, httpx.Headers(response.headers)
 
 
 def _ssl_context() -> ssl.SSLContext:

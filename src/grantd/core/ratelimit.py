@@ -450,6 +450,19 @@ def signup_limits(settings: Settings, address: str | None) -> list[Limit]:
     return [Limit(f"signup:address:{address}", settings.rate_limit_signup_per_address, settings.rate_limit_signup_window)]
 
 
+def registration_limits(settings: Settings, address: str | None) -> list[Limit]:
+    """Open dynamic client registration (RFC 7591 without an initial access token), per client
+    address: every attempt counts."""
+    if not address:
+        return []
+    return [
+        Limit(
+            f"register:address:{address}", settings.rate_limit_registration_per_address,
+            settings.rate_limit_registration_window,
+        )
+    ]
+
+
 def token_limits(settings: Settings, client: str | None, address: str | None) -> list[Limit]:
     """Failures per client address, and per client named (claimed, not yet proven) *from* that
     address: never per client alone, which anyone could use up for a client whose id they know

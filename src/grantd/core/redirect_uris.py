@@ -1,7 +1,9 @@
 """What an app may register as a redirect URI (RFC 6749 §3.1.2, RFC 8252 §7, RFC 9700 §4.1).
 
-Matching at authorization time is exact, character for character; this module
-only decides what may be registered:
+Matching at authorization time (``matches``) is exact, character for character, except for the
+port of an ``http`` redirect URI on a loopback IP literal (``127.0.0.1``, ``[::1]``): a native app
+listens on whatever port it gets, so any port matches there (RFC 8252 §7.3). What may be
+registered (``validate``):
 
 - ``https://host/...``;
 - ``http://`` only on a loopback host (``localhost``, ``127.0.0.1``, ``[::1]``), for native and local apps;
@@ -14,6 +16,7 @@ The same rules hold for an app's ``post_logout_redirect_uris`` (OpenID Connect R
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from grantd.core.errors import InvalidRequest
@@ -22,6 +25,23 @@ MAX_LENGTH = 2000
 LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
 _PRIVATE_USE_SCHEME = re.compile(r"^[a-z][a-z0-9+\-]*(\.[a-z0-9+\-]+)+$")
 _FORBIDDEN_CHARS = re.compile(r"[\s\x00-\x1f\x7f<>\"\\^`{|}]")
+# http on a loopback IP literal, with or without a port: group 1 is the URI without its port.
+_LOOPBACK_IP = re.compile(r"^(http://(?:127\.0\.0\.1|\[::1\]))(?::[0-9]{1,5})?([/?].*)?$")
+
+
+def _without_loopback_port(uri: str) -> str | None:
+    found = _LOOPBACK_IP.match(uri)
+    return None if found is None else found.group(1) + (found.group(2) or "")
+
+
+def matches(registered: Iterable[str], uri: str) -> bool:
+    """Whether ``uri`` is one of the ``registered`` redirect URIs: the same characters, or, for
+    ``http`` on a loopback IP literal, the same characters but the port (RFC 8252 §7.3)."""
+    registered = list(registered)
+    if uri in registered:
+        return True
+    portless = _without_loopback_port(uri)
+    return portless is not None and any(_without_loopback_port(each) == portless for each in registered)
 
 
 def validate(uri: str, field: str = "redirect_uris") -> str:

@@ -28,6 +28,12 @@ OPENID_COLUMNS = (
     "security_profile", "refresh_token_rotation",  # migration 0016
 )
 
+# Dynamic registration (migration 0020): how the app came to be and RFC 7591's application_type.
+REGISTRATION_COLUMNS = ("registration", "application_type")
+# The reserved account that owns the apps no developer owns (registered by themselves, RFC 7591,
+# or by their client ID metadata document): it cannot sign in (migration 0020).
+SELF_REGISTERED = "self-registered"
+
 _APP_COLUMNS = (
     apps.c.id,
     apps.c.owner_id,
@@ -40,6 +46,7 @@ _APP_COLUMNS = (
     apps.c.client_type,
     *(apps.c[name] for name in BRANDING_COLUMNS),
     *(apps.c[name] for name in OPENID_COLUMNS),
+    *(apps.c[name] for name in REGISTRATION_COLUMNS),
 )
 
 
@@ -60,12 +67,16 @@ async def insert_app(
     now: int,
     branding: Mapping[str, str | None] | None = None,
     openid: Mapping[str, Any] | None = None,
+    registration: Mapping[str, Any] | None = None,
 ) -> None:
     """``branding``, ``openid``: some of ``BRANDING_COLUMNS``, ``OPENID_COLUMNS`` and their values
-    (the rest stay NULL; ``post_logout_redirect_uris`` a list, stored as JSON)."""
+    (the rest stay NULL; ``post_logout_redirect_uris`` a list, stored as JSON); ``registration``:
+    the columns of a dynamic registration (``REGISTRATION_COLUMNS``, the registration access
+    token's hash, the metadata document's freshness)."""
     await conn.execute(
         insert(apps).values(
             **(branding or {}),
+            **(registration or {}),
             **_openid_values(openid or {}),
             client_type=client_type,
             id=app_id,
@@ -214,3 +225,33 @@ async def record_assertion_jti(conn: AsyncConnection, app_id: str, jti: str, exp
     stmt = upsert(conn, client_assertion_jtis).values(app_id=app_id, jti=jti, expires_at=expires_at)
     result = await conn.execute(stmt.on_conflict_do_nothing(index_elements=["app_id", "jti"]))
     return result.rowcount == 1
+
+
+async def registration_token_hash(conn: AsyncConnection, app_id: str) -> str | None:
+    """The keyed hash of a live app's RFC 7592 registration access token (None: none, or no such live app)."""
+    query = select(apps.c.registration_access_token_hash).where(apps.c.id == app_id, apps.c.disabled_at.is_(None))
+    return (await conn.execute(query)).scalar()
+
+
+async def clear_registration_token(conn: AsyncConnection, app_id: str) -> None:
+    await conn.execute(update(apps).where(apps.c.id == app_id).values(registration_access_token_hash=None))
+
+
+async def metadata_document_state(conn: AsyncConnection, app_id: str) -> Row | None:
+    """Of an app whose id is its metadata document's URL: until when the document is fresh, and
+    whether the app is disabled."""
+    query = select(apps.c.metadata_document_expires_at, apps.c.disabled_at, apps.c.registration).where(apps.c.id == app_id)
+    return (await conn.execute(query)).first()
+
+
+async def save_metadata_document_app(conn: AsyncConnection, values: Mapping[str, Any]) -> None:
+    """Insert the app a client ID metadata document describes, or bring its row up to date
+    (never its ``disabled_at``, ``owner_id`` or ``created_at``)."""
+    row = {**_openid_values(values), "redirect_uris": json.dumps(values["redirect_uris"])}
+    kept = {"id", "owner_id", "created_at", "app_key_hash"}
+    stmt = upsert(conn, apps).values(**row)
+    await conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["id"], set_={name: stmt.excluded[name] for name in row if name not in kept}
+        )
+    )

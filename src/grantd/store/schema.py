@@ -23,6 +23,10 @@ from sqlalchemy import (
 
 metadata = MetaData()
 
+# An app's id: a UUID, or the https URL of a client ID metadata document (migration 0020), which
+# PostgreSQL must have room for (SQLite does not enforce a length).
+APP_ID = String(36).with_variant(String(255), "postgresql")
+
 users = Table(
     "users",
     metadata,
@@ -58,7 +62,9 @@ user_sessions = Table(
 apps = Table(
     "apps",
     metadata,
-    Column("id", String(36), primary_key=True),
+    Column("id", APP_ID, primary_key=True),
+    # An app no developer owns (registered by itself, RFC 7591, or by its client ID metadata
+    # document) has the reserved account store.apps.SELF_REGISTERED as its owner (migration 0020).
     Column("owner_id", String(36), ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
     Column("name", String(200), nullable=False),
     Column("redirect_uris", Text, nullable=False),  # JSON array of exact URIs
@@ -94,6 +100,14 @@ apps = Table(
     # grantd's own (migration 0016): "fapi2" (the FAPI 2.0 Security Profile); NULL: none.
     Column("security_profile", String(16)),
     Column("refresh_token_rotation", Boolean),  # false: a refresh keeps its refresh token; NULL: true
+    # Dynamic registration (migration 0020): how the app came to be (NULL: by its developer, through
+    # /v1/apps, the console or the CLI; see core.registration), RFC 7591's application_type, the
+    # keyed hash of its RFC 7592 registration access token, and until when the fetched client ID
+    # metadata document of an app whose id is its URL is fresh.
+    Column("registration", String(32)),
+    Column("application_type", String(8)),
+    Column("registration_access_token_hash", String(64)),
+    Column("metadata_document_expires_at", BigInteger),
 )
 
 # DPoP proofs accepted (RFC 9449 §11.1), by a keyed hash of their key and jti, until their iat
@@ -109,7 +123,7 @@ dpop_proof_jtis = Table(
 client_assertion_jtis = Table(
     "client_assertion_jtis",
     metadata,
-    Column("app_id", String(36), ForeignKey("apps.id", ondelete="CASCADE"), primary_key=True),
+    Column("app_id", APP_ID, ForeignKey("apps.id", ondelete="CASCADE"), primary_key=True),
     Column("jti", String(255), primary_key=True),
     Column("expires_at", BigInteger, nullable=False),
 )
@@ -118,7 +132,7 @@ app_keys = Table(
     "app_keys",
     metadata,
     Column("id", String(32), primary_key=True),
-    Column("app_id", String(36), ForeignKey("apps.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("app_id", APP_ID, ForeignKey("apps.id", ondelete="CASCADE"), nullable=False, index=True),
     Column("secret_hash", String(64), nullable=False),
     Column("created_at", BigInteger, nullable=False),
     Column("revoked_at", BigInteger),
@@ -133,7 +147,7 @@ grants = Table(
     metadata,
     Column("id", String(36), primary_key=True),
     Column("user_id", String(36), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
-    Column("app_id", String(36), ForeignKey("apps.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("app_id", APP_ID, ForeignKey("apps.id", ondelete="CASCADE"), nullable=False, index=True),
     Column("permissions", Text, nullable=False),
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
@@ -145,7 +159,7 @@ authorization_codes = Table(
     "authorization_codes",
     metadata,
     Column("code_hash", String(64), primary_key=True),
-    Column("app_id", String(36), ForeignKey("apps.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("app_id", APP_ID, ForeignKey("apps.id", ondelete="CASCADE"), nullable=False, index=True),
     Column("user_id", String(36), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
     Column("redirect_uri", Text, nullable=False),
     Column("permissions", Text, nullable=False),
@@ -173,7 +187,7 @@ access_tokens = Table(
     "access_tokens",
     metadata,
     Column("jti", String(36), primary_key=True),
-    Column("app_id", String(36), ForeignKey("apps.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("app_id", APP_ID, ForeignKey("apps.id", ondelete="CASCADE"), nullable=False, index=True),
     Column("user_id", String(36), ForeignKey("users.id", ondelete="CASCADE")),
     Column("key_id", String(32)),
     Column("code_hash", String(64)),
@@ -198,7 +212,7 @@ refresh_tokens = Table(
     metadata,
     Column("token_hash", String(64), primary_key=True),
     Column("code_hash", String(64), nullable=False, index=True),
-    Column("app_id", String(36), ForeignKey("apps.id", ondelete="CASCADE"), nullable=False),
+    Column("app_id", APP_ID, ForeignKey("apps.id", ondelete="CASCADE"), nullable=False),
     Column("user_id", String(36), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
     Column("scope", Text, nullable=False),
     Column("access_jti", String(36), nullable=False),  # the access token issued beside it
@@ -266,8 +280,8 @@ audit_events = Table(
     Column("occurred_at", BigInteger, nullable=False),
     Column("event", String(40), nullable=False),
     Column("user_id", String(36)),
-    Column("app_id", String(36)),
-    Column("actor", String(64), nullable=False),
+    Column("app_id", APP_ID),
+    Column("actor", String(64).with_variant(String(255), "postgresql"), nullable=False),
     Column("address", String(64)),
     Column("detail", Text, nullable=False),  # a short JSON object of ids and permissions
 )
@@ -318,7 +332,7 @@ pushed_authorization_requests = Table(
     "pushed_authorization_requests",
     metadata,
     Column("request_hash", String(64), primary_key=True),
-    Column("app_id", String(36), ForeignKey("apps.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("app_id", APP_ID, ForeignKey("apps.id", ondelete="CASCADE"), nullable=False, index=True),
     Column("parameters", Text, nullable=False),
     Column("created_at", BigInteger, nullable=False),
     Column("expires_at", BigInteger, nullable=False, index=True),
@@ -338,7 +352,7 @@ device_codes = Table(
     metadata,
     Column("device_code_hash", String(64), primary_key=True),
     Column("user_code_hash", String(64), nullable=False, unique=True),
-    Column("app_id", String(36), ForeignKey("apps.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("app_id", APP_ID, ForeignKey("apps.id", ondelete="CASCADE"), nullable=False, index=True),
     Column("scope", Text, nullable=False),
     Column("created_at", BigInteger, nullable=False),
     Column("expires_at", BigInteger, nullable=False, index=True),
@@ -360,4 +374,18 @@ resources = Table(
     Column("permissions", Text, nullable=False),
     Column("description", Text, nullable=False, server_default=""),
     Column("created_at", BigInteger, nullable=False),
+)
+
+# RFC 7591 §3 initial access tokens: what lets a client register itself when
+# GRANTD_DYNAMIC_REGISTRATION is "token". Only the keyed hash is stored. A developer's (owner_id)
+# registers apps that developer owns; an operator's (owner_id NULL), apps no developer owns.
+initial_access_tokens = Table(
+    "initial_access_tokens",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("owner_id", String(36), ForeignKey("users.id", ondelete="CASCADE"), index=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger),  # NULL: until revoked
+    Column("revoked_at", BigInteger),
 )

@@ -13,6 +13,9 @@ token, and renders pages: a refused field is shown next to that field, with stat
 - ``POST /console/apps/{id}/keys/{key_id}/revoke``     revoke a key
 - ``POST /console/apps/{id}/disable``                  disable the app
 - ``GET  /console/apps/{id}/try``                      an authorization URL for the app, with PKCE
+- ``POST /console/registration-tokens``                create an initial access token (shown once) for
+                                                      dynamic registration (``grantd.core.registration``)
+- ``POST /console/registration-tokens/{id}/revoke``    revoke one
 
 The routes are declared in ``grantd.routes``. Another user's app is answered like a missing one: 404.
 """
@@ -29,7 +32,8 @@ from urllib.parse import parse_qsl, urlencode
 from fastapi import Request
 from starlette.responses import Response
 
-from grantd.core import apps
+from grantd.core import apps, registration
+from grantd.core import trial as trial_requests
 from grantd.core.accounts import Principal
 from grantd.core.clients import CLIENT_TYPES, CONFIDENTIAL, PUBLIC
 from grantd.core.context import Context
@@ -272,7 +276,12 @@ async def console(request: Request) -> Response:
     if isinstance(principal, Response):
         return principal
     ctx = _ctx(request)
-    return _render("console.html", principal, ctx, apps=await apps.list_owned(ctx, principal.user_id))
+    offered = ctx.settings.dynamic_registration != "off"
+    return _render(
+        "console.html", principal, ctx, apps=await apps.list_owned(ctx, principal.user_id),
+        registration_offered=offered,
+        registration_tokens=await registration.list_initial_access_tokens(ctx, principal.user_id) if offered else [],
+    )
 
 
 def _new_app_page(
@@ -456,7 +465,7 @@ async def try_app(request: Request, app_id: str) -> Response:
     redirect_uri, scopes = query.one("redirect_uri") or None, query.all("scope")
     scope = " ".join(scopes) or None
     try:
-        trial = await apps.trial_request(ctx, principal.user_id, app_id, redirect_uri, scope)
+        trial = await trial_requests.trial_request(ctx, principal.user_id, app_id, redirect_uri, scope)
     except NotFound:
         return _not_found()
     except GrantdError as exc:
@@ -478,3 +487,34 @@ async def try_app(request: Request, app_id: str) -> Response:
         authorize_url=authorize_url,
         token_url=ctx.settings.issuer.rstrip("/") + "/oauth2/token",
     )
+
+
+# ---------------------------------------------------------------- initial access tokens (dynamic registration)
+
+
+async def create_registration_token(request: Request) -> Response:
+    posted = await _posted(request, CONSOLE)
+    if isinstance(posted, Response):
+        return posted
+    principal, _ = posted
+    ctx = _ctx(request)
+    created = await registration.create_initial_access_token(ctx, principal.user_id, address=_address(request))
+    # The token is shown here once and never again: nothing keeps it but this response.
+    return _render(
+        "console_registration_token.html", principal, ctx, script=True, created=created,
+        registration_endpoint=registration.endpoint(ctx),
+    )
+
+
+async def revoke_registration_token(request: Request, token_id: str) -> Response:
+    posted = await _posted(request, CONSOLE)
+    if isinstance(posted, Response):
+        return posted
+    principal, _ = posted
+    if not _known_id(token_id):
+        return _not_found()
+    try:
+        await registration.revoke_initial_access_token(_ctx(request), principal.user_id, token_id, address=_address(request))
+    except NotFound as exc:
+        return error_page(404, "Not found", exc.message, link=(CONSOLE, "Your apps"))
+    return redirect(CONSOLE)

@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 from fastapi import Request
 from starlette.responses import Response
 
-from grantd.core import accounts, apps, authorization, email_address, openid, par, resources
+from grantd.core import accounts, apps, authorization, client_metadata, email_address, openid, par, resources
 from grantd.core.accounts import Principal
 from grantd.core.context import Context
 from grantd.core.errors import (
@@ -374,6 +374,8 @@ async def _consent_page(
         img_src=img_src,
         **branded,
         owner_email=target.owner_email,
+        # A client ID metadata document's client: its host, which is all that vouches for it.
+        client_host=urlsplit(target.app_id).hostname if target.registration == client_metadata.METADATA_DOCUMENT else None,
         redirect_host=urlsplit(target.redirect_uri).netloc or target.redirect_uri,
         requested=[(name, describe(name)) for name in missing],
         granted=[(name, describe(name)) for name in standard.permissions if name not in missing_set],

@@ -8,7 +8,7 @@
   and the device's ``last_polled_at`` (RFC 8628 §3.5 slow_down).
 
 Revision ID: 0021
-Revises: 0019
+Revises: 0020
 Create Date: 2026-12-02
 """
 
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0021"
-down_revision = "0019"
+down_revision = "0020"
 branch_labels = None
 depends_on = None
 
@@ -26,7 +26,7 @@ def upgrade() -> None:
         "device_codes",
         sa.Column("device_code_hash", sa.String(64), primary_key=True),
         sa.Column("user_code_hash", sa.String(64), nullable=False, unique=True),
-        sa.Column("app_id", sa.String(36), sa.ForeignKey("apps.id", ondelete="CASCADE"), nullable=False),
+        sa.Column("app_id", sa.String(36).with_variant(sa.String(255), "postgresql"), sa.ForeignKey("apps.id", ondelete="CASCADE"), nullable=False),
         sa.Column("scope", sa.Text, nullable=False),
         sa.Column("created_at", sa.BigInteger, nullable=False),
         sa.Column("expires_at", sa.BigInteger, nullable=False),
