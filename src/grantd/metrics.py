@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import weakref
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -23,7 +23,13 @@ from prometheus_client.registry import Collector
 if TYPE_CHECKING:
     from prometheus_client import Metric
 
-    from grantd.store.db import Database
+
+class Pooled(Protocol):
+    """A database whose connection pool the collector reads (``store.db.Database``): the store
+    depends on the metrics, never the metrics on the store."""
+
+    def pool_status(self) -> tuple[int, int, int, int] | None: ...
+
 
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -86,12 +92,12 @@ class PoolCollector(Collector):
     """The connection pools of the databases this process serves from, read at scrape time."""
 
     def __init__(self) -> None:
-        self._databases: weakref.WeakSet[Database] = weakref.WeakSet()
+        self._databases: weakref.WeakSet[Pooled] = weakref.WeakSet()
 
-    def watch(self, db: Database) -> None:
+    def watch(self, db: Pooled) -> None:
         self._databases.add(db)
 
-    def forget(self, db: Database) -> None:
+    def forget(self, db: Pooled) -> None:
         self._databases.discard(db)
 
     def collect(self) -> Iterator[Metric]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from grantd.core import audit, client_metadata, dpop, openid, par, pkce, redirect_uris, resources
+from grantd.core import audit, client_metadata, dpop, openid, pkce, redirect_uris, resources
 from grantd.core import permissions as perms
 from grantd.core.accounts import Principal
 from grantd.core.clients import FAPI2_CODE_TTL, PUBLIC, OpenIDSettings
@@ -252,7 +252,7 @@ async def authorize(
     async with ctx.db.read() as conn:
         app, grant = await grant_store.live_app_and_grant(conn, request.app_id, user.user_id)
     requested = _checked_app(ctx, app, request)
-    if par.required(ctx, OpenIDSettings.of(app)):
+    if pushed_only(ctx, OpenIDSettings.of(app)):
         raise UnauthorizedClient(_PUSHED_ONLY)
     missing = missing_from_grant(grant.permissions, requested) if grant is not None else []
     if missing:
@@ -487,7 +487,7 @@ def validate_v2_request(
             "This app is a public client: Neucron v2 sends no PKCE, so it serves confidential apps only. "
             "A public client uses /oauth2/authorize with PKCE (S256)."
         )
-    if par.required(ctx, target.openid):
+    if pushed_only(ctx, target.openid):
         raise UnauthorizedClient(_PUSHED_ONLY)
     if platform is None:
         raise InvalidRequest("platform is required: the app's name as registered.")
@@ -508,3 +508,13 @@ async def public_client(ctx: Context, client_id: str) -> Any:
     if app is None:
         raise NotFound("Unknown client_id, or the app is disabled.")
     return app
+
+
+def pushed_only(ctx: Context, settings: OpenIDSettings) -> bool:
+    """RFC 9126 §6: whether the requests of the app with ``settings`` must be pushed (``core.par``):
+    its setting, the server's, or the FAPI 2.0 profile (its Security Profile §5.3.2.1: PAR only)."""
+    return (
+        ctx.settings.require_pushed_authorization_requests
+        or settings.require_pushed_authorization_requests
+        or settings.fapi2
+    )

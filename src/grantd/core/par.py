@@ -22,7 +22,6 @@ from dataclasses import dataclass
 
 from grantd.core import authorization, openid, resources
 from grantd.core.client_auth import ClientAuthentication
-from grantd.core.clients import OpenIDSettings
 from grantd.core.context import Context
 from grantd.core.errors import InvalidDPoPProof, InvalidRedirectUri, InvalidRequest, InvalidRequestUri
 from grantd.crypto.secrets import new_secret
@@ -144,13 +143,3 @@ async def spend(ctx: Context, opened: Opened) -> None:
         spent = await store.spend_request(tx, opened.request_hash, ctx.now())
     if not spent:
         raise InvalidRequestUri(_UNUSABLE)
-
-
-def required(ctx: Context, settings: OpenIDSettings) -> bool:
-    """RFC 9126 §6: whether the requests of the app with ``settings`` must be pushed: its setting,
-    the server's, or the FAPI 2.0 profile (its Security Profile §5.3.2.1: PAR only)."""
-    return (
-        ctx.settings.require_pushed_authorization_requests
-        or settings.require_pushed_authorization_requests
-        or settings.fapi2
-    )

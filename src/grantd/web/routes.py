@@ -129,7 +129,7 @@ def _unusable_request_uri(exc: InvalidRequestUri) -> Response:
 
 def _not_pushed(ctx: Context, target: authorization.Target, pushed: par.Opened | None) -> GrantdError | None:
     """RFC 9126 §6: a request of an app (or a server) that requires pushed requests, not pushed."""
-    if pushed is None and par.required(ctx, target.openid):
+    if pushed is None and authorization.pushed_only(ctx, target.openid):
         return InvalidRequest(
             "This app's authorization requests must be pushed first (RFC 9126): POST them to /oauth2/par, "
             "then send the request_uri here."
