@@ -79,3 +79,29 @@ async def test_disabling_the_app_ends_every_token_it_holds(client: httpx.AsyncCl
     assert_oauth_error(
         await token(client, flow, grant_type="refresh_token", refresh_token=issued["refresh_token"]), "invalid_client", 401
     )
+
+
+async def test_a_refresh_token_kept_without_rotation_ends_with_its_key(
+    client: httpx.AsyncClient, dev: Flow, person: Person
+) -> None:
+    """An app that does not rotate (``refresh_token_rotation`` false) keeps one refresh token for
+    the grant's life: revoking the key it was issued with ends it all the same."""
+    old = await new_app(dev)
+    response = await client.patch(
+        f"/v1/apps/{old.app_id}", json={"refresh_token_rotation": False}, headers={"Authorization": old.dev_token}
+    )
+    assert response.status_code == 200, response.text
+    new = await _second_key(client, old)
+    kept = await _redeemed(client, old, person)
+    again = tokens_of(await token(client, new, grant_type="refresh_token", refresh_token=kept["refresh_token"]))
+    assert again["refresh_token"] == kept["refresh_token"]  # kept, not rotated
+
+    response = await client.delete(f"/v1/apps/{old.app_id}/keys/{old.key_id}", headers={"Authorization": old.dev_token})
+    assert response.status_code == 200, response.text
+
+    assert await introspect(client, new, kept["refresh_token"]) == {"active": False}
+    assert_oauth_error(
+        await token(client, new, grant_type="refresh_token", refresh_token=kept["refresh_token"]), "invalid_grant", 400
+    )
+    by_new = await _redeemed(client, new, person)  # the new key's grants are untouched
+    tokens_of(await token(client, new, grant_type="refresh_token", refresh_token=by_new["refresh_token"]))

@@ -401,7 +401,7 @@ async def rotate(db: Database, token_hash: str, now: int, spender: Rotator) -> t
 
 
 # A refresh of an app that does not rotate, on PostgreSQL in autocommit: one statement that
-# re-checks the token under its row lock (an UPDATE: a concurrent revocation of its family, which
+# re-checks the token under its row lock (its key not revoked since; an UPDATE: a concurrent revocation of its family, which
 # locks the row too, either comes first and leaves nothing to keep, or waits and then sees the
 # new access token) and inserts the access token: both or neither. The token's ``access_jti``
 # becomes the newest access token issued beside it.
@@ -414,6 +414,7 @@ def _keep_and_issue() -> Prepared:
             refresh_tokens.c.rotated_at.is_(None),
             refresh_tokens.c.revoked_at.is_(None),
             refresh_tokens.c.expires_at > bindparam("now", type_=BigInteger),
+            _KEY_NOT_REVOKED,
         )
         .values(access_jti=bindparam("access_jti", type_=refresh_tokens.c.access_jti.type))
         .returning(refresh_tokens.c.code_hash)
@@ -423,6 +424,13 @@ def _keep_and_issue() -> Prepared:
 
 
 _KEEP_AND_ISSUE = _keep_and_issue()
+# The token as a refresh that keeps it reads it on SQLite: none when the key that authenticated its
+# issue was revoked since (``_KEY_NOT_REVOKED``: the key's revocation ended it).
+_FIND_KEPT = Prepared(
+    select(*_CHECKED, refresh_tokens.c.rotated_at).where(
+        refresh_tokens.c.token_hash == bindparam("token_hash"), _KEY_NOT_REVOKED
+    )
+)
 _KEEP = Prepared(
     update(refresh_tokens)
     .where(refresh_tokens.c.token_hash == bindparam("token_hash"))
@@ -442,7 +450,7 @@ async def _keep_sqlite(db: Database, token_hash: str, spender: Rotator) -> tuple
     queue, so what is read is what is judged): the token read and judged (``spender.issue``), the
     access token written, the token kept. A token rotated before (the app rotated then) is a reuse."""
     async with db.write() as tx:
-        row = await fetch_one(tx, _FIND_REFRESH, token_hash=token_hash)
+        row = await fetch_one(tx, _FIND_KEPT, token_hash=token_hash)
         if row is None or row.rotated_at is not None:
             return False, row
         issue = spender.issue(row)  # raises inside the transaction: nothing is written
