@@ -5,7 +5,8 @@ grantd's pages in headless Chromium.
 The SDK does the whole client's part by itself, as an MCP client would: its first call is answered
 401; it follows the challenge's ``resource_metadata`` (RFC 9728) to grantd, reads grantd's
 metadata (RFC 8414), registers itself, sends the person to the authorization endpoint with PKCE
-(S256) and ``resource`` (RFC 8707), redeems the code and calls the tool. Each test checks what a
+(S256) and ``resource`` (RFC 8707), redeems the code and calls the tool; once its access token
+has expired (as it reckons), it refreshes it, for the same resource, without the pages. Each test checks what a
 person or an operator would: the requests the client made, the app that now exists, the consent
 page, the token's audience and the tool's answer.
 
@@ -266,6 +267,7 @@ async def browser() -> Any:
 @dataclass
 class Outcome:
     whoami: dict[str, Any]
+    first_token: str  # the access token of the authorization; storage.tokens holds the refreshed one
     requests: list[str]  # "METHOD URL" of every request the MCP client made
     storage: MemoryStorage
     person: Person
@@ -301,14 +303,23 @@ async def connect_and_call(
     async def record(request: httpx2.Request) -> None:
         requests.append(f"{request.method} {request.url}")
 
-    async with httpx2.AsyncClient(auth=auth, timeout=60, event_hooks={"request": [record]}) as http:
+    async def whoami(http: httpx2.AsyncClient) -> dict[str, Any]:
         async with Client(streamable_http_client(deployment.endpoint, http_client=http)) as client:
             tools = await client.list_tools()
             assert [tool.name for tool in tools.tools] == ["whoami"]
             result = await client.call_tool("whoami", {})
             assert not result.is_error, result
-            whoami = dict(result.structured_content or {})
-    return Outcome(whoami, requests, storage, person, user_id)
+            return dict(result.structured_content or {})
+
+    async with httpx2.AsyncClient(auth=auth, timeout=60, event_hooks={"request": [record]}) as http:
+        first = await whoami(http)
+        assert storage.tokens is not None and storage.tokens.refresh_token, storage.tokens
+        first_token = storage.tokens.access_token
+        # The access token expires (as the client reckons it): the next session refreshes it first.
+        auth.context.token_expiry_time = time.time() - 1
+        again = await whoami(http)
+    assert again == first
+    return Outcome(first, first_token, requests, storage, person, user_id)
 
 
 def app_row(deployment: Deployment, app_id: str) -> dict[str, Any] | None:
@@ -320,8 +331,8 @@ def app_row(deployment: Deployment, app_id: str) -> dict[str, Any] | None:
 
 def check_the_way_there(deployment: Deployment, outcome: Outcome) -> dict[str, str]:
     """What every run shows: discovery from the resource's metadata, one authorization request with
-    PKCE S256 and the MCP endpoint as ``resource``, the consent page naming it, a token for it;
-    returns the authorization request's parameters."""
+    PKCE S256 and the MCP endpoint as ``resource``, the consent page naming it, a token for it,
+    and a refreshed token for it (no second visit to the pages); returns the authorization request's parameters."""
     base = deployment.grantd.base_url
     assert f"GET {deployment.metadata_url}" in outcome.requests, outcome.requests
     assert f"GET {base}/.well-known/oauth-authorization-server" in outcome.requests, outcome.requests
@@ -335,12 +346,14 @@ def check_the_way_there(deployment: Deployment, outcome: Outcome) -> dict[str, s
     assert query["resource"] == deployment.endpoint
     assert "read_profile" in query["scope"].split()
     assert outcome.person.consent["resources"] == [deployment.endpoint]
-    assert f"POST {base}/oauth2/token" in outcome.requests
+    # Two token requests: the code's, then the refresh (the SDK asks for the resource again).
+    assert outcome.requests.count(f"POST {base}/oauth2/token") == 2, outcome.requests
 
     tokens = outcome.storage.tokens
-    assert tokens is not None
-    claims = jwt.decode(tokens.access_token, options={"verify_signature": False})
-    assert claims["aud"] == deployment.endpoint and claims["iss"] == base
+    assert tokens is not None and tokens.access_token != outcome.first_token
+    for token in (outcome.first_token, tokens.access_token):
+        claims = jwt.decode(token, options={"verify_signature": False})
+        assert claims["aud"] == deployment.endpoint and claims["iss"] == base
     assert outcome.whoami["user_id"] == outcome.user_id
     assert "read_profile" in outcome.whoami["permissions"]
     return query
