@@ -371,6 +371,7 @@ async def test_the_mcp_sdk_registers_itself_and_calls_the_tool(deployment: Deplo
     row = app_row(deployment, client_info.client_id)
     assert row is not None and row["owner_id"] == SELF_REGISTERED, row
     assert outcome.person.consent["heading"] == "MCP interop client wants to access your account"
+    assert outcome.person.consent["unreviewed"] == 1  # no developer vouches for it
     assert outcome.whoami["app_id"] == client_info.client_id
 
 
