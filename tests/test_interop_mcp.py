@@ -275,7 +275,11 @@ class Outcome:
 
 
 async def connect_and_call(
-    deployment: Deployment, browser: Any, client_metadata_url: str | None = None, redirect_uri: str | None = None
+    deployment: Deployment,
+    browser: Any,
+    client_metadata_url: str | None = None,
+    redirect_uri: str | None = None,
+    token_endpoint_auth_method: str | None = None,
 ) -> Outcome:
     """A new person and a new MCP client (redirecting to ``redirect_uri``, a loopback URI by
     default), which finds its own way to a token and calls ``whoami``."""
@@ -292,6 +296,7 @@ async def connect_and_call(
             redirect_uris=[redirect_uri],
             grant_types=["authorization_code", "refresh_token"],
             response_types=["code"],
+            token_endpoint_auth_method=token_endpoint_auth_method,
         ),
         storage=storage,
         redirect_handler=person.redirect_handler,
@@ -325,7 +330,7 @@ async def connect_and_call(
 def app_row(deployment: Deployment, app_id: str) -> dict[str, Any] | None:
     with sqlite3.connect(deployment.database) as conn:
         conn.row_factory = sqlite3.Row
-        row = conn.execute("SELECT id, owner_id, registration FROM apps WHERE id = ?", (app_id,)).fetchone()
+        row = conn.execute("SELECT id, owner_id, registration, client_type FROM apps WHERE id = ?", (app_id,)).fetchone()
     return dict(row) if row else None
 
 
@@ -359,8 +364,11 @@ def check_the_way_there(deployment: Deployment, outcome: Outcome) -> dict[str, s
     return query
 
 
-async def test_the_mcp_sdk_registers_itself_and_calls_the_tool(deployment: Deployment, browser: Any) -> None:
-    outcome = await connect_and_call(deployment, browser)
+@pytest.mark.parametrize("method", [None, "none"], ids=["confidential", "public"])
+async def test_the_mcp_sdk_registers_itself_and_calls_the_tool(deployment: Deployment, browser: Any, method: str | None) -> None:
+    """Registered as the SDK asks: by default a confidential client (client_secret_basic, RFC 7591's
+    default), or a public one (``none``), which proves the code with PKCE alone."""
+    outcome = await connect_and_call(deployment, browser, token_endpoint_auth_method=method)
     base = deployment.grantd.base_url
     query = check_the_way_there(deployment, outcome)
 
@@ -368,8 +376,11 @@ async def test_the_mcp_sdk_registers_itself_and_calls_the_tool(deployment: Deplo
     assert f"POST {base}/oauth2/register" in outcome.requests
     client_info = outcome.storage.client_info
     assert client_info is not None and client_info.client_id == query["client_id"]
+    assert client_info.token_endpoint_auth_method == (method or "client_secret_basic")
+    assert (client_info.client_secret is None) == (method == "none")
     row = app_row(deployment, client_info.client_id)
     assert row is not None and row["owner_id"] == SELF_REGISTERED, row
+    assert row["client_type"] == ("public" if method == "none" else "confidential"), row
     assert outcome.person.consent["heading"] == "MCP interop client wants to access your account"
     assert outcome.person.consent["unreviewed"] == 1  # no developer vouches for it
     assert outcome.whoami["app_id"] == client_info.client_id
@@ -401,6 +412,7 @@ async def test_the_mcp_sdk_with_a_client_id_metadata_document(deployment: Deploy
     assert outcome.person.consent["unreviewed"] == 1
     row = app_row(deployment, client_id)
     assert row is not None and row["owner_id"] == SELF_REGISTERED and row["registration"] == "metadata_document", row
+    assert row["client_type"] == "public"  # the document's token_endpoint_auth_method none
     assert outcome.whoami["app_id"] == client_id
 
 
