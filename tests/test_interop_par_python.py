@@ -11,7 +11,8 @@ and redeems the code:
 - with DPoP (RFC 9449 §10.1): the library proves its key at the push (a ``DPoP`` header and the
   key's ``dpop_jkt``); the code redeems only with a proof of that key, into a DPoP-bound access
   token that UserInfo accepts with a proof; a push whose ``dpop_jkt`` names another key than its
-  proof's is refused.
+  proof's is refused;
+- with ``resource`` (RFC 8707) in the push: the access token's ``aud``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import httpx
+import jwt
 import pytest
 import requests
 from requests_oauth2client import (
@@ -129,3 +131,15 @@ async def test_a_push_whose_proof_and_dpop_jkt_disagree_is_refused(rp: tuple[OAu
     with pytest.raises(OAuth2Error) as refused:
         client.pushed_authorization_request(request)  # proved with the request's own key
     assert refused.value.error == "invalid_dpop_proof" and "dpop_jkt" in refused.value.description  # RFC 9449 §10.1
+
+
+async def test_a_pushed_resource_is_the_tokens_audience(rp: tuple[OAuth2Client, Flow], user: ActingUser) -> None:
+    """RFC 8707 through the push: the resource rides in the pushed request, not in the browser's URL."""
+    client, flow = rp
+    resource = "https://api.example.com/orders"
+    request, par = pushed(client, resource=resource)
+    assert request.args["resource"] == resource
+    only_a_reference(par, client)
+    response = request.validate_callback(await user.authorize(par.uri, flow.redirect_uri))
+    token = client.authorization_code(response)
+    assert jwt.decode(token.access_token, options={"verify_signature": False})["aud"] == resource
