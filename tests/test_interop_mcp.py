@@ -292,10 +292,9 @@ async def connect_and_call(
     auth = OAuthClientProvider(
         server_url=deployment.endpoint,
         client_metadata=OAuthClientMetadata(
+            # The SDK's defaults otherwise (grant types, response types, application_type native).
             client_name="MCP interop client",
             redirect_uris=[redirect_uri],
-            grant_types=["authorization_code", "refresh_token"],
-            response_types=["code"],
             token_endpoint_auth_method=token_endpoint_auth_method,
         ),
         storage=storage,
