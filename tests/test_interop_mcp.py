@@ -278,15 +278,14 @@ async def connect_and_call(
     deployment: Deployment,
     browser: Any,
     client_metadata_url: str | None = None,
-    redirect_uri: str | None = None,
     token_endpoint_auth_method: str | None = None,
 ) -> Outcome:
-    """A new person and a new MCP client (redirecting to ``redirect_uri``, a loopback URI by
-    default), which finds its own way to a token and calls ``whoami``."""
+    """A new person and a new MCP client (redirecting to a loopback URI on a port of its own), which
+    finds its own way to a token and calls ``whoami``."""
     async with httpx.AsyncClient(base_url=deployment.grantd.base_url, timeout=30) as api:
         email = f"mcp-{os.urandom(6).hex()}@example.com"
         user_id, _ = await sign_up(api, email)
-    redirect_uri = redirect_uri or f"http://127.0.0.1:{free_port()}/callback"
+    redirect_uri = f"http://127.0.0.1:{free_port()}/callback"
     person = Person(email, redirect_uri, browser)
     storage = MemoryStorage()
     auth = OAuthClientProvider(
@@ -388,11 +387,12 @@ async def test_the_mcp_sdk_registers_itself_and_calls_the_tool(deployment: Deplo
 async def test_the_mcp_sdk_with_a_client_id_metadata_document(deployment: Deployment, browser: Any) -> None:
     documents = deployment.documents
     client_id = f"{documents.base}/clients/mcp-interop.json"
-    redirect_uri = f"http://127.0.0.1:{free_port()}/callback"
+    # A published document cannot know the port a native client will listen on: it lists the
+    # loopback URI without one, and any port matches it (RFC 8252 §7.3).
     documents.documents["/clients/mcp-interop.json"] = {
         "client_id": client_id,
         "client_name": "MCP CIMD client",
-        "redirect_uris": [redirect_uri],
+        "redirect_uris": ["http://127.0.0.1/callback"],
         "grant_types": ["authorization_code", "refresh_token"],
         "response_types": ["code"],
         "token_endpoint_auth_method": "none",
@@ -400,12 +400,13 @@ async def test_the_mcp_sdk_with_a_client_id_metadata_document(deployment: Deploy
     server_metadata = httpx.get(f"{deployment.grantd.base_url}/.well-known/oauth-authorization-server", timeout=10).json()
     assert server_metadata["client_id_metadata_document_supported"] is True
 
-    outcome = await connect_and_call(deployment, browser, client_id, redirect_uri)
+    outcome = await connect_and_call(deployment, browser, client_id)  # redirecting to a port of its own
     query = check_the_way_there(deployment, outcome)
 
     # No registration: the URL is the client_id, and grantd fetched the document (over https) to know the client.
     assert not any("/oauth2/register" in request for request in outcome.requests), outcome.requests
     assert query["client_id"] == client_id
+    assert query["redirect_uri"].startswith("http://127.0.0.1:") and urlsplit(query["redirect_uri"]).port
     assert "/clients/mcp-interop.json" in documents.fetched
     assert outcome.person.consent["heading"] == "MCP CIMD client wants to access your account"
     assert outcome.person.consent["unreviewed"] == 1
