@@ -427,6 +427,9 @@ _PAGES = (
     _page("POST", "/account/profile", account.update_profile),
     _page("POST", "/account/email", account.change_email),
     _page("POST", "/account/email/verify", account.send_verification),
+    _page("GET", "/account/export", account.export_data),
+    _page("POST", "/account/export", account.export_data_with_password),
+    _page("POST", "/account/delete", account.delete_account),
     _page("GET", "/account/apps", account.connected_apps),
     _page("POST", "/account/apps/{app_id}/revoke", account.revoke),
     # the developer console; /console/apps/new before /console/apps/{app_id}
