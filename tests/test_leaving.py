@@ -110,6 +110,7 @@ async def test_export_then_delete_leaves_nothing_but_the_audit_log(server: Serve
         exported = await browser.get("/account/export")
         assert exported.status_code == 200, exported.text
         assert exported.headers["content-disposition"].startswith("attachment")
+        assert exported.headers["cache-control"] == "no-store"
         data = exported.json()
         jsonschema.validate(data, SCHEMA, format_checker=jsonschema.FormatChecker())
         assert data["profile"]["id"] == leaving[0] and data["profile"]["email"] == email
