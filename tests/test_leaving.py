@@ -161,3 +161,39 @@ async def test_export_then_delete_leaves_nothing_but_the_audit_log(server: Serve
     app_rows = await rows_naming(any_database_url, [own_app["app_id"]])
     (app_row,) = [row for row in app_rows["apps"]]
     assert "'deleted-account'" in app_row
+
+
+async def test_the_export_api_needs_a_fresh_user_token_and_validates(client: httpx.AsyncClient) -> None:
+    """``GET /v1/auth/user/export``: the same document for a user token signed in within 5 minutes;
+    an app's access token, or none, is refused."""
+    email = unique_email()
+    user_id, user_token = await sign_up(client, email)
+    for prefix in ("/v1", ""):
+        answer = await client.get(f"{prefix}/auth/user/export", headers={"Authorization": f"Bearer {user_token}"})
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["cache-control"] == "no-store"
+        data = answer.json()
+        jsonschema.validate(data, SCHEMA, format_checker=jsonschema.FormatChecker())
+        assert data["profile"]["id"] == user_id and data["profile"]["email"] == email
+        assert [event["event"] for event in data["audit_events"]][-1] == "signup"
+    refused = await client.get("/v1/auth/user/export")
+    assert refused.status_code == 401 and refused.json()["error"] == "invalid_token", refused.text
+    _, dev_token = await sign_up(client)
+    app = await new_app(client, dev_token, "Curious app")
+    tokens = await tokens_for(client, (user_id, user_token), app)
+    as_app = await client.get("/v1/auth/user/export", headers={"Authorization": f"Bearer {tokens['access_token']}"})
+    assert as_app.status_code == 401 and as_app.json()["error"] == "invalid_token", as_app.text
+
+
+async def test_an_old_session_must_sign_in_again_to_export(app: Any, client: httpx.AsyncClient) -> None:
+    from grantd.core import leaving
+    from grantd.core.accounts import Principal
+    from grantd.core.errors import InsufficientUserAuthentication
+
+    ctx = app.state.ctx
+    user_id, _ = await sign_up(client)
+    old = Principal(user_id=user_id, jti="unused", issued_at=ctx.now() - 3600)
+    with pytest.raises(InsufficientUserAuthentication):
+        await leaving.export_signed_in_now(ctx, old)
+    fresh = Principal(user_id=user_id, jti="unused", issued_at=ctx.now())
+    assert (await leaving.export_signed_in_now(ctx, fresh))["profile"]["id"] == user_id

@@ -209,6 +209,19 @@ _NEUCRON_API = (
             "Set a new password without the current one, from a session signed in within 5 minutes; "
             "every other session is signed out",
         ),
+        _flat(
+            "GET", "/auth/user/export", auth.export_account, auth.AccountExport,
+            {
+                401: {
+                    "model": ErrorBody,
+                    "description": "Missing or bad user token (`invalid_token`; an app's access token is not "
+                    "one), or a session signed in more than 5 minutes ago (`insufficient_user_authentication`, "
+                    "RFC 9470): sign in again, then retry.",
+                },
+            },
+            "Download everything grantd holds about the signed-in account (docs/schemas/account-export.json), "
+            "from a session signed in within 5 minutes",
+        ),
     ),
     *_tagged(
         "OAuth",

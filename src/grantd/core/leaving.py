@@ -121,6 +121,13 @@ async def export(ctx: Context, user_id: str, *, address: str | None = None) -> d
     return data
 
 
+async def export_signed_in_now(ctx: Context, user: Principal, *, address: str | None = None) -> dict[str, Any]:
+    """``export`` for a user token signed in within ``accounts.FRESH_SIGN_IN`` seconds (a password
+    just typed); an older one gets InsufficientUserAuthentication: sign in again."""
+    accounts._require_fresh_sign_in(ctx, user, "downloading the account's data")
+    return await export(ctx, user.user_id, address=address)
+
+
 async def delete_account(ctx: Context, user_id: str, actor: str, *, address: str | None = None) -> list[str]:
     """Delete the account ``user_id`` (as the module says), in one transaction; ``actor``: the
     account itself, or ``audit.OPERATOR``. The ids of the apps disabled. NotFound when there is no
