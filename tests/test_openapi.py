@@ -63,6 +63,7 @@ FLAT_SUCCESS: dict[tuple[str, str], tuple[str, set[str]]] = {
     ("PUT", "/auth/user/update"): ("AccountMessage", {"message"}),
     ("PUT", "/auth/user/password"): ("AccountMessage", {"message"}),
     ("POST", "/auth/password/forgot"): ("AccountMessage", {"message"}),
+    ("GET", "/auth/user/export"): ("AccountExport", {"format", "version", "profile", "apps", "consents", "sessions", "audit_events"}),
 }
 
 

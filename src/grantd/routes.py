@@ -209,6 +209,19 @@ _NEUCRON_API = (
             "Set a new password without the current one, from a session signed in within 5 minutes; "
             "every other session is signed out",
         ),
+        _flat(
+            "GET", "/auth/user/export", auth.export_account, auth.AccountExport,
+            {
+                401: {
+                    "model": ErrorBody,
+                    "description": "Missing or bad user token (`invalid_token`; an app's access token is not "
+                    "one), or a session signed in more than 5 minutes ago (`insufficient_user_authentication`, "
+                    "RFC 9470): sign in again, then retry.",
+                },
+            },
+            "Download everything grantd holds about the signed-in account (docs/schemas/account-export.json), "
+            "from a session signed in within 5 minutes",
+        ),
     ),
     *_tagged(
         "OAuth",
@@ -427,6 +440,9 @@ _PAGES = (
     _page("POST", "/account/profile", account.update_profile),
     _page("POST", "/account/email", account.change_email),
     _page("POST", "/account/email/verify", account.send_verification),
+    _page("GET", "/account/export", account.export_data),
+    _page("POST", "/account/export", account.export_data_with_password),
+    _page("POST", "/account/delete", account.delete_account),
     _page("GET", "/account/apps", account.connected_apps),
     _page("POST", "/account/apps/{app_id}/revoke", account.revoke),
     # the developer console; /console/apps/new before /console/apps/{app_id}

@@ -18,7 +18,7 @@ from grantd.api.deps import account_holder, client_address, context, current_use
 from grantd.api.envelope import NO_STORE, envelope
 from grantd.api.jsonbody import JSONBody
 from grantd.api.wire import STRICT, Text, rfc3339
-from grantd.core import accounts, email_address, profile
+from grantd.core import accounts, email_address, leaving, profile
 from grantd.core.context import Context
 
 class Credentials(BaseModel):
@@ -149,6 +149,30 @@ async def update_password(
 ) -> Response:
     await accounts.change_password_signed_in_now(ctx, user, body.new_password, address=client_address(request))
     return JSONBody({"message": "Password changed. Every other session was signed out."}, 200, NO_STORE)
+
+
+class AccountExport(BaseModel):
+    """Everything grantd holds about the signed-in account: the JSON Schema
+    docs/schemas/account-export.json describes it whole."""
+
+    format: str = Field(examples=[leaving.EXPORT_FORMAT])
+    version: int = Field(examples=[leaving.EXPORT_VERSION])
+    issuer: str
+    exported_at: int = Field(description="Unix seconds.")
+    profile: dict[str, object]
+    apps: list[dict[str, object]] = Field(description="The apps the account owns, without their keys or secrets.")
+    consents: list[dict[str, object]]
+    sessions: list[dict[str, object]] = Field(description="Sign-ins: their times only.")
+    audit_events: list[dict[str, object]]
+
+
+async def export_account(
+    request: Request,
+    user: Annotated[accounts.Principal, Depends(current_user)],
+    ctx: Annotated[Context, Depends(context)],
+) -> Response:
+    data = await leaving.export_signed_in_now(ctx, user, address=client_address(request))
+    return JSONBody(data, 200, NO_STORE)
 
 
 async def forgot_password(

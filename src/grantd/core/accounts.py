@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from email_validator import EmailNotValidError, validate_email
 
-from grantd.core import audit, email_address, mail, ratelimit
+from grantd.core import audit, email_address, mail, notices, ratelimit
 from grantd.core.context import Context
 from grantd.core.errors import Conflict, InsufficientUserAuthentication, InvalidGrant, InvalidRequest, InvalidToken
 from grantd.crypto.jws import InvalidSignature
@@ -293,6 +293,7 @@ async def _replace_password(ctx: Context, user: Principal, email: str, new_passw
         ended = await store.revoke_other_sessions(tx, user.user_id, user.jti, now)
         await token_store.revoke_session_families(tx, user.user_id, now, keep_jti=user.jti)
         await audit.record(ctx, tx, "password_changed", actor=user.user_id, user_id=user.user_id, address=address, now=now)
+        await notices.password_changed(ctx, tx, user.user_id, now)
     return ended
 
 
@@ -367,4 +368,5 @@ async def reset_password(ctx: Context, token: str, new_password: str, *, address
         ended = await store.revoke_other_sessions(tx, user.id, "", now)  # no session is kept
         await token_store.revoke_session_families(tx, user.id, now)
         await audit.record(ctx, tx, "password_reset", actor=user.id, user_id=user.id, address=address, now=now)
+        await notices.password_changed(ctx, tx, user.id, now, by_reset=True)
     return ended

@@ -57,6 +57,9 @@ EVENTS = frozenset(
         "audit_pruned",
         "resource_registered",
         "resource_deleted",
+        "account_exported",
+        "account_deleted",
+        "security_notice_sent",
     }
 )
 # What a detail may carry: identifiers, permissions, names of changed fields, a reason. Nothing else.
@@ -138,8 +141,11 @@ def _limit(limit: int | None) -> int:
     return LIMIT_DEFAULT if limit is None else max(1, min(limit, LIMIT_MAX))
 
 
-async def events_for_user(ctx: Context, user_id: str, *, since: int | None = None, limit: int | None = None) -> list[AuditEvent]:
-    """The events about the user and about the apps they own, newest first.
+async def events_for_user(
+    ctx: Context, user_id: str, *, since: int | None = None, limit: int | None = None, every: bool = False
+) -> list[AuditEvent]:
+    """The events about the user and about the apps they own, newest first (all of them with
+    ``every``, for the account's export; else at most ``limit``).
 
     On an event another user caused at one of their apps (a consent, a code issued), the
     other user's client address is not shown to the developer. On an event at another's app (a
@@ -147,7 +153,7 @@ async def events_for_user(ctx: Context, user_id: str, *, since: int | None = Non
     developer's to see.
     """
     async with ctx.db.read() as conn:
-        rows = await store.about_user(conn, user_id, since, _limit(limit))
+        rows = await store.about_user(conn, user_id, since, None if every else _limit(limit))
     events = []
     for row in rows:
         event = _event(row)

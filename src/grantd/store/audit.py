@@ -48,13 +48,13 @@ async def insert_event(
     )
 
 
-def _newest_first(query, since: int | None, limit: int):  # type: ignore[no-untyped-def]
+def _newest_first(query, since: int | None, limit: int | None):  # type: ignore[no-untyped-def]
     if since is not None:
         query = query.where(audit_events.c.occurred_at >= since)
     return query.order_by(audit_events.c.occurred_at.desc(), audit_events.c.id.desc()).limit(limit)
 
 
-async def about_user(conn: AsyncConnection, user_id: str, since: int | None, limit: int) -> Sequence[Row]:
+async def about_user(conn: AsyncConnection, user_id: str, since: int | None, limit: int | None) -> Sequence[Row]:
     """Events about the user, and about the apps the user owns; newest first. Each row says whether
     its app is one of the user's (``app_owned``)."""
     owned = select(apps.c.id).where(apps.c.owner_id == user_id).scalar_subquery()

@@ -389,3 +389,14 @@ initial_access_tokens = Table(
     Column("expires_at", BigInteger),  # NULL: until revoked
     Column("revoked_at", BigInteger),
 )
+
+# The browsers a person signed in from (migration 0025): the keyed hash of each one's long-lived
+# device cookie. A sign-in from a browser without a known one sends a notice (grantd.core.notices).
+known_devices = Table(
+    "known_devices",
+    metadata,
+    Column("user_id", String(36), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("device_hash", String(64), primary_key=True),
+    Column("first_seen_at", BigInteger, nullable=False),
+    Column("last_seen_at", BigInteger, nullable=False),
+)

@@ -8,16 +8,16 @@ Every form posts its session's ``csrf_token``; a form without a session goes to 
 from __future__ import annotations
 
 from fastapi import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
-from grantd.core import accounts, consents, email_address, profile
+from grantd.core import accounts, consents, email_address, leaving, profile
 from grantd.core import permissions as perms
 from grantd.core.accounts import Principal
 from grantd.core.context import Context
 from grantd.core.errors import Conflict, GrantdError, InvalidGrant, InvalidRequest, NotFound, RateLimited
 from grantd.forms import read_form
 from grantd.web import session
-from grantd.web.pages import error_page, redirect, to_signin, user_page, wait_time
+from grantd.web.pages import error_page, page, redirect, security_headers, to_signin, user_page, wait_time
 
 _FORGED = (
     "The form was not sent from this site, or it has expired. "
@@ -64,6 +64,10 @@ async def _account_page(
     new_email: str = "",
     email_errors: dict[str, str] | None = None,
     email_message: str | None = None,
+    export_errors: dict[str, str] | None = None,
+    export_message: str | None = None,
+    delete_errors: dict[str, str] | None = None,
+    delete_message: str | None = None,
 ) -> Response:
     """``entered``: the profile form as sent, shown again beside ``profile_errors``; ``new_email``:
     the email change form's address as sent, beside ``email_errors`` and ``email_message``."""
@@ -88,6 +92,11 @@ async def _account_page(
         message=message,
         notice=notice,
         password_hint=accounts.password_rule(ctx.settings.password_min_length),
+        export_errors=export_errors or {},
+        export_message=export_message,
+        delete_errors=delete_errors or {},
+        delete_message=delete_message,
+        owned_apps=await leaving.owned_apps(ctx, principal.user_id),
     )
 
 
@@ -209,6 +218,68 @@ async def change_email(request: Request) -> Response:
         errors = {"new_email": "This is your email address already."}
         return await _account_page(ctx, principal, status_code=400, new_email=new_email, email_errors=errors)
     return redirect("/account?sent=new")
+
+
+# ---------------------------------------------------------------- leaving
+
+
+def _download(data: dict[str, object]) -> Response:
+    response = JSONResponse(data, headers=security_headers((), (), ()))
+    response.headers["Content-Disposition"] = 'attachment; filename="grantd-account.json"'
+    return response
+
+
+async def export_data(request: Request) -> Response:
+    """GET: the account's data as a JSON download, for a session signed in within
+    ``accounts.FRESH_SIGN_IN`` seconds; an older one is sent to the account page's form, which asks
+    for the password (POST)."""
+    ctx = _ctx(request)
+    principal = await session.current(ctx, request)
+    if principal is None:
+        return to_signin(request)
+    if ctx.now() - principal.issued_at > accounts.FRESH_SIGN_IN:
+        return redirect("/account#export_password")
+    return _download(await leaving.export(ctx, principal.user_id, address=_address(request)))
+
+
+async def export_data_with_password(request: Request) -> Response:
+    posted = await _posted(request, ("/account", "Account"))
+    if isinstance(posted, Response):
+        return posted
+    ctx, principal, form = posted
+    password = form.get("export_password") or ""
+    if not password:
+        return await _account_page(ctx, principal, status_code=400, export_errors={"export_password": "Enter your password."})
+    row = await accounts._account(ctx, principal)
+    try:
+        await accounts._check_current_password(ctx, principal, row, password, _address(request))
+    except RateLimited as exc:
+        return await _limited(ctx, principal, exc, export_message=f"Too many wrong passwords. Try again in {wait_time(exc.retry_after)}.")
+    except InvalidGrant as exc:
+        return await _account_page(ctx, principal, status_code=400, export_errors={"export_password": exc.message})
+    return _download(await leaving.export(ctx, principal.user_id, address=_address(request)))
+
+
+async def delete_account(request: Request) -> Response:
+    """Delete the account (``leaving.delete_own_account``): the password, and DELETE typed."""
+    posted = await _posted(request, ("/account", "Account"))
+    if isinstance(posted, Response):
+        return posted
+    ctx, principal, form = posted
+    password, confirmation = form.get("delete_password") or "", (form.get("confirmation") or "")[:64]
+    if not password:
+        return await _account_page(ctx, principal, status_code=400, delete_errors={"delete_password": "Enter your password."})
+    try:
+        disabled = await leaving.delete_own_account(ctx, principal, password, confirmation, address=_address(request))
+    except RateLimited as exc:
+        return await _limited(ctx, principal, exc, delete_message=f"Too many wrong passwords. Try again in {wait_time(exc.retry_after)}.")
+    except InvalidGrant as exc:
+        return await _account_page(ctx, principal, status_code=400, delete_errors={"delete_password": exc.message})
+    except InvalidRequest as exc:
+        return await _account_page(ctx, principal, status_code=400, delete_errors={exc.field or "confirmation": exc.message})
+    response = page("account_deleted.html", disabled=len(disabled))
+    session.clear_session(ctx, response)
+    return response
 
 
 # ---------------------------------------------------------------- connected apps

@@ -552,6 +552,7 @@ async def signin(request: Request) -> Response:
     await _replace_session(ctx, request, token)
     response = redirect(next_path)
     session.set_session(ctx, response, token)
+    await session.signed_in_from_here(ctx, request, response, token.user_id)
     return response
 
 
@@ -638,6 +639,7 @@ async def signup(request: Request) -> Response:
     await _replace_session(ctx, request, token)
     response = redirect(next_path)
     session.set_session(ctx, response, token)
+    await session.signed_in_from_here(ctx, request, response, token.user_id, notify=False)
     return response
 
 

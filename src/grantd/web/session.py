@@ -20,7 +20,7 @@ import secrets
 from starlette.requests import Request
 from starlette.responses import Response
 
-from grantd.core import accounts
+from grantd.core import accounts, notices
 from grantd.core.accounts import Principal
 from grantd.core.context import Context
 from grantd.core.errors import InvalidToken
@@ -67,6 +67,22 @@ def _flags(ctx: Context) -> str:
 def set_session(ctx: Context, response: Response, token: accounts.UserToken) -> None:
     max_age = max(token.expires_at - ctx.now(), 0)
     response.headers.append("set-cookie", f"{SESSION_COOKIE}={token.access_token}; Max-Age={max_age}; {_flags(ctx)}")
+
+
+async def signed_in_from_here(
+    ctx: Context, request: Request, response: Response, user_id: str, *, notify: bool = True
+) -> None:
+    """A sign-in (``notify``: not a sign-up) of ``user_id`` from this browser: its device cookie
+    (``notices.DEVICE_COOKIE``, made here when it has none) is remembered for the account, and a
+    browser the account had not seen gets the account a notice (``notices.signed_in_from``)."""
+    device = request.cookies.get(notices.DEVICE_COOKIE)
+    if not device or not _CSRF_COOKIE_VALUE.match(device):
+        device = notices.new_device_cookie()
+    address = request.client.host if request.client else None
+    await notices.signed_in_from(ctx, user_id, device, address=address, notify=notify)
+    response.headers.append(
+        "set-cookie", f"{notices.DEVICE_COOKIE}={device}; Max-Age={notices.DEVICE_COOKIE_MAX_AGE}; {_flags(ctx)}"
+    )
 
 
 def clear_session(ctx: Context, response: Response) -> None:
