@@ -36,7 +36,7 @@ from grantd.api.errors import Dialect, Dialects
 from grantd.api.hot import Handler as HotHandler, HotRoute
 from grantd.config import Settings
 from grantd.telemetry import NOTED_GRANT
-from grantd.web import account, console, console_resources, device, logout, pages
+from grantd.web import account, console, console_resources, device, logout, pages, second_factor
 from grantd.web import routes as web
 
 # The error dialects. NEUCRON is also the shape of the routes of no dialect of their own
@@ -403,6 +403,8 @@ _PAGES = (
     _page("POST", "/oauth2/authorize", web.authorize_decision),
     _page("GET", "/signin", web.signin_form),
     _page("POST", "/signin", web.signin),
+    _page("GET", "/signin/second-factor", second_factor.step_form),
+    _page("POST", "/signin/second-factor", second_factor.step),
     _page("GET", "/signup", web.signup_form),
     _page("POST", "/signup", web.signup),
     _page("GET", "/password/forgot", web.forgot_form),
@@ -427,6 +429,10 @@ _PAGES = (
     _page("POST", "/account/profile", account.update_profile),
     _page("POST", "/account/email", account.change_email),
     _page("POST", "/account/email/verify", account.send_verification),
+    _page("GET", "/account/second-factor", second_factor.enrol_form),
+    _page("POST", "/account/second-factor", second_factor.enrol_start),
+    _page("POST", "/account/second-factor/confirm", second_factor.enrol_confirm),
+    _page("POST", "/account/second-factor/remove", second_factor.remove),
     _page("GET", "/account/apps", account.connected_apps),
     _page("POST", "/account/apps/{app_id}/revoke", account.revoke),
     # the developer console; /console/apps/new before /console/apps/{app_id}

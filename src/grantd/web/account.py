@@ -10,7 +10,7 @@ from __future__ import annotations
 from fastapi import Request
 from starlette.responses import Response
 
-from grantd.core import accounts, consents, email_address, profile
+from grantd.core import accounts, consents, email_address, profile, second_factor
 from grantd.core import permissions as perms
 from grantd.core.accounts import Principal
 from grantd.core.context import Context
@@ -88,6 +88,7 @@ async def _account_page(
         message=message,
         notice=notice,
         password_hint=accounts.password_rule(ctx.settings.password_min_length),
+        second_factor=bool(await second_factor.methods_of(ctx, principal.user_id)),
     )
 
 
