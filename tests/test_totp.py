@@ -136,7 +136,7 @@ async def second_step(http: httpx.AsyncClient, email: str, next_path: str = "/")
     answer = await sign_in_password(http, email, next_path)
     assert answer.status_code == 303, answer.text
     location = answer.headers["location"]
-    assert location.startswith("/signin/second-factor"), location
+    assert location.startswith("/second-factor"), location
     assert "grantd_session" not in http.cookies
     page = await http.get(location)
     assert page.status_code == 200 and 'autocomplete="one-time-code"' in page.text
@@ -146,12 +146,28 @@ async def second_step(http: httpx.AsyncClient, email: str, next_path: str = "/")
 async def test_sign_in_asks_for_the_code_after_the_password(server: ServerProcess, http: httpx.AsyncClient) -> None:
     _, email, phone, _ = await enrolled_person(server)
     page = await second_step(http, email, "/account")
-    wrong = await submit(http, page, "/signin/second-factor", code=phone.wrong())
+    wrong = await submit(http, page, "/second-factor", code=phone.wrong())
     assert wrong.status_code == 401 and "The code is wrong or was used already." in wrong.text
     assert "grantd_session" not in http.cookies
-    done = await submit(http, page, "/signin/second-factor", code=phone.code())
+    done = await submit(http, page, "/second-factor", code=phone.code())
     assert done.status_code == 303 and done.headers["location"] == "/account", done.text
     assert (await http.get("/account")).status_code == 200
+
+
+async def test_hostile_codes_are_refused_never_a_server_error(server: ServerProcess, http: httpx.AsyncClient) -> None:
+    _, email, phone, _ = await enrolled_person(server)
+    page = await second_step(http, email)
+    for typed in ("١٢٣٤٥٦", "１２３４５６", "12345\x00", "9" * 5000, "'; drop table users; --", " ", "abcde-fghij"):
+        answer = await submit(http, page, "/second-factor", code=typed)
+        assert answer.status_code in (400, 401), (typed[:20], answer.status_code)
+    fields = urlencode([(k, v) for k, v in inputs_of(page, "/second-factor") if k != "code"]).encode()
+    raw = await http.post("/second-factor", content=fields + b"&code=%FF%FE%ED%A0%80", headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert raw.status_code in (400, 401), raw.status_code
+    assert (await submit(http, page, "/second-factor", code=phone.code())).status_code == 303
+    # Without the pending state (another browser, or after it expired): back to the password.
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as other:
+        page = await other.get("/second-factor?next=%2Faccount")
+        assert page.status_code == 303 and page.headers["location"] == "/signin?next=%2Faccount"
 
 
 async def test_a_code_works_once_and_within_one_step(server: ServerProcess) -> None:
@@ -161,38 +177,38 @@ async def test_a_code_works_once_and_within_one_step(server: ServerProcess) -> N
     async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as first:
         page = await second_step(first, email)
         code = totp.now()
-        assert (await submit(first, page, "/signin/second-factor", code=code)).status_code == 303
+        assert (await submit(first, page, "/second-factor", code=code)).status_code == 303
     async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as second:
         page = await second_step(second, email)
-        replay = await submit(second, page, "/signin/second-factor", code=code)
+        replay = await submit(second, page, "/second-factor", code=code)
         assert replay.status_code == 401, "a code used once is refused the second time"
         now = time.time()
         too_old = totp.at(now - 90)  # three steps ago: outside the window
         if too_old not in (totp.at(now - 30), totp.at(now), totp.at(now + 30)):
-            assert (await submit(second, page, "/signin/second-factor", code=too_old)).status_code == 401
+            assert (await submit(second, page, "/second-factor", code=too_old)).status_code == 401
         too_new = totp.at(now + 90)  # three steps ahead: outside the window
         if too_new not in (totp.at(now - 30), totp.at(now), totp.at(now + 30)):
-            assert (await submit(second, page, "/signin/second-factor", code=too_new)).status_code == 401
+            assert (await submit(second, page, "/second-factor", code=too_new)).status_code == 401
         ahead = totp.at(now + 30)  # the next step: a phone clock a little fast
-        assert (await submit(second, page, "/signin/second-factor", code=ahead)).status_code == 303
+        assert (await submit(second, page, "/second-factor", code=ahead)).status_code == 303
     async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as third:
         page = await second_step(third, email)
         # The current step is before the last one accepted: its code is refused too.
-        assert (await submit(third, page, "/signin/second-factor", code=totp.at(now))).status_code == 401
+        assert (await submit(third, page, "/second-factor", code=totp.at(now))).status_code == 401
 
 
 async def test_recovery_codes_are_single_use(server: ServerProcess) -> None:
     user_id, email, _, codes = await enrolled_person(server)
     async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as first:
         page = await second_step(first, email)
-        used = await submit(first, page, "/signin/second-factor", code=codes[3].upper().replace("-", " "))
+        used = await submit(first, page, "/second-factor", code=codes[3].upper().replace("-", " "))
         assert used.status_code == 303, used.text
         assert "9 unused recovery codes" in (await first.get("/account/second-factor")).text
     async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as second:
         page = await second_step(second, email)
-        again = await submit(second, page, "/signin/second-factor", code=codes[3])
+        again = await submit(second, page, "/second-factor", code=codes[3])
         assert again.status_code == 401
-        other = await submit(second, page, "/signin/second-factor", code=codes[4])
+        other = await submit(second, page, "/second-factor", code=codes[4])
         assert other.status_code == 303
 
 
@@ -205,9 +221,9 @@ async def test_wrong_codes_are_rate_limited_per_account(
         wrong = phone.wrong()
         async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as http:
             page = await second_step(http, email)
-            statuses = [(await submit(http, page, "/signin/second-factor", code=wrong)).status_code for _ in range(3)]
+            statuses = [(await submit(http, page, "/second-factor", code=wrong)).status_code for _ in range(3)]
             assert statuses == [401, 401, 401]
-            locked = await submit(http, page, "/signin/second-factor", code=phone.code())
+            locked = await submit(http, page, "/second-factor", code=phone.code())
             assert locked.status_code == 429 and int(locked.headers["retry-after"]) > 0
             assert "Too many wrong codes" in locked.text
 
@@ -243,7 +259,7 @@ async def id_token_of(http: httpx.AsyncClient, server: ServerProcess, email: str
     response = await sign_in_password(http, email, next_path)
     if code_of is not None:
         page = await http.get(response.headers["location"])
-        response = await submit(http, page, "/signin/second-factor", code=code_of())
+        response = await submit(http, page, "/second-factor", code=code_of())
     assert response.status_code == 303, response.text
     consent = await http.get(response.headers["location"])
     answer = await submit(http, consent, "/oauth2/authorize", decision="allow")
@@ -319,7 +335,7 @@ async def test_removing_the_app_needs_the_password(server: ServerProcess) -> Non
     _, email, phone, _ = await enrolled_person(server)
     async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as http:
         page = await second_step(http, email)
-        assert (await submit(http, page, "/signin/second-factor", code=phone.code())).status_code == 303
+        assert (await submit(http, page, "/second-factor", code=phone.code())).status_code == 303
         manage = await http.get("/account/second-factor")
         wrong = await submit(http, manage, "/account/second-factor/remove", current_password="not it at all")
         assert wrong.status_code == 400 and "second-factor-status\">On" in wrong.text

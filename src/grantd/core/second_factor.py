@@ -160,7 +160,7 @@ async def verify(ctx: Context, user_id: str, code: str, *, address: str | None =
         raise InvalidGrant(WRONG_CODE)
     now = ctx.now()
     accepted = False
-    if typed.isdigit():
+    if typed.isascii() and typed.isdigit():
         step = _matching_step(_totp(ctx, row), typed, now)
         if step is not None:
             async with ctx.db.write() as tx:
@@ -180,7 +180,7 @@ async def verify(ctx: Context, user_id: str, code: str, *, address: str | None =
 def _matching_step(totp: pyotp.TOTP, code: str, now: int) -> int | None:
     """The time-step within ``WINDOW`` of now whose code is ``code`` (compared in constant time)."""
     code = "".join(code.split())
-    if len(code) != DIGITS or not code.isdigit():
+    if len(code) != DIGITS or not code.isascii() or not code.isdigit():
         return None
     current = now // PERIOD
     found = None

@@ -4,7 +4,7 @@ authenticator app on the account page.
 Sign-in: a right password for an account with a second factor (``second_factor.methods_of``)
 makes no session. The browser gets a short-lived signed pending state instead (the cookie
 ``grantd_pending_sign_in``, ``second_factor.pending_sign_in``: it opens nothing else) and is sent
-to ``GET /signin/second-factor``; the session is made when ``POST /signin/second-factor``
+to ``GET /second-factor``; the session is made when ``POST /second-factor``
 brings a code that ``second_factor.verify`` accepts, and records how the person signed in
 (``amr``), which the ID tokens of its codes carry.
 
@@ -31,7 +31,7 @@ from grantd.web.pages import error_page, page, redirect, safe_next, to_signin, u
 
 PENDING_COOKIE = "grantd_pending_sign_in"
 ENROL = "/account/second-factor"
-STEP = "/signin/second-factor"
+STEP = "/second-factor"
 CODE_MAX = 64
 _FORGED = "The form was not sent from this site, or it has expired. Go back, reload the page and try again."
 
