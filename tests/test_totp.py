@@ -22,7 +22,8 @@ import httpx
 import jwt
 import pyotp
 import pytest
-from sqlalchemy import create_engine, select
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from acting_user import parse_forms
 from grantd.store.schema import recovery_codes, totp_credentials
@@ -312,23 +313,27 @@ async def test_the_json_login_refuses_an_account_with_a_second_factor(server: Se
     assert (await http.post("/v1/auth/login", json={"email": plain, "password": PASSWORD})).status_code == 200
 
 
-async def test_the_secret_is_sealed_and_recovery_codes_hashed_at_rest(server: ServerProcess, request: pytest.FixtureRequest) -> None:
+async def test_the_secret_is_sealed_and_recovery_codes_hashed_at_rest(
+    server: ServerProcess, request: pytest.FixtureRequest
+) -> None:
     user_id, _, phone, codes = await enrolled_person(server)
-    totp = phone.totp
-    url = (
-        request.getfixturevalue("postgres_url").replace("+asyncpg", "+psycopg")
-        if "postgres" in server.log_path.parent.name else
-        f"sqlite:///{server.log_path.parent / 'grantd.db'}"
-    )
-    if url.startswith("postgresql+psycopg"):
-        pytest.importorskip("psycopg")
-    engine = create_engine(url)
-    with engine.connect() as conn:
-        sealed = conn.execute(select(totp_credentials.c.sealed_secret).where(totp_credentials.c.user_id == user_id)).scalar_one()
-        hashes = conn.execute(select(recovery_codes.c.code_hash).where(recovery_codes.c.user_id == user_id)).scalars().all()
-    engine.dispose()
-    assert totp.secret.encode() not in sealed and base64.b32decode(totp.secret) not in sealed
-    assert len(hashes) == 10 and not {c.replace("-", "") for c in codes} & set(hashes)
+    on_postgres = request.node.callspec.params["server"] == "postgres"
+    url = request.getfixturevalue("postgres_url") if on_postgres else f"sqlite+aiosqlite:///{server.log_path.parent / 'grantd.db'}"
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as conn:
+            sealed = (
+                await conn.execute(select(totp_credentials.c.sealed_secret).where(totp_credentials.c.user_id == user_id))
+            ).scalar_one()
+            hashes = (
+                await conn.execute(select(recovery_codes.c.code_hash).where(recovery_codes.c.user_id == user_id))
+            ).scalars().all()
+    finally:
+        await engine.dispose()
+    secret = phone.totp.secret
+    assert secret.encode() not in bytes(sealed) and base64.b32decode(secret) not in bytes(sealed)
+    assert len(hashes) == 10
+    assert not {c for c in codes} & set(hashes) and not {c.replace("-", "") for c in codes} & set(hashes)
 
 
 async def test_removing_the_app_needs_the_password(server: ServerProcess) -> None:
