@@ -379,3 +379,13 @@ async def test_the_operator_can_require_a_second_factor(
                 await sign_up(http, plain)
                 refused = await http.post("/v1/auth/login", json={"email": plain, "password": PASSWORD})
                 assert refused.status_code == 400 and refused.json()["error"] == "interaction_required"
+                # A session without the factor (here: a new sign-up's) cannot approve a device before setting one up.
+                async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as fresh:
+                    page = await fresh.get("/signup")
+                    answer = await submit(fresh, page, "/signup", email=unique_email(), password=PASSWORD)
+                    assert answer.headers["location"] == "/account/second-factor"
+                    client_id, key_secret = await new_openid_app(http)
+                    started = await http.post("/oauth2/device_authorization", data={"scope": "read_profile"}, auth=(client_id, key_secret))
+                    assert started.status_code == 200, started.text
+                    approve = await fresh.get("/device/approve?" + urlencode({"user_code": started.json()["user_code"]}))
+                    assert approve.status_code == 303 and approve.headers["location"].startswith("/account/second-factor?next=")
