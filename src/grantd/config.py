@@ -176,6 +176,11 @@ class Settings(BaseSettings):
         description="Fetch an app's jwks_uri (private_key_jwt) from private, loopback or link-local addresses, and "
         "over http: for tests and closed networks only.",
     )
+    require_second_factor: Literal["off", "all", "developers"] = Field(
+        default="off",
+        description="Who must sign in with a second factor: off (whoever enrolled one), all (every account), "
+        "developers (whoever opens the developer console). A person without one is sent to enrol first.",
+    )
     dynamic_registration: Literal["off", "token", "open"] = Field(
         default="off",
         description="Dynamic client registration (RFC 7591, RFC 7592) at /oauth2/register: off; token (with an "

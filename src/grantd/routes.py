@@ -36,7 +36,7 @@ from grantd.api.errors import Dialect, Dialects
 from grantd.api.hot import Handler as HotHandler, HotRoute
 from grantd.config import Settings
 from grantd.telemetry import NOTED_GRANT
-from grantd.web import account, console, console_resources, device, logout, pages
+from grantd.web import account, console, console_resources, device, logout, pages, second_factor
 from grantd.web import routes as web
 
 # The error dialects. NEUCRON is also the shape of the routes of no dialect of their own
@@ -416,6 +416,8 @@ _PAGES = (
     _page("POST", "/oauth2/authorize", web.authorize_decision),
     _page("GET", "/signin", web.signin_form),
     _page("POST", "/signin", web.signin),
+    _page("GET", "/second-factor", second_factor.step_form),
+    _page("POST", "/second-factor", second_factor.step),
     _page("GET", "/signup", web.signup_form),
     _page("POST", "/signup", web.signup),
     _page("GET", "/password/forgot", web.forgot_form),
@@ -443,6 +445,10 @@ _PAGES = (
     _page("GET", "/account/export", account.export_data),
     _page("POST", "/account/export", account.export_data_with_password),
     _page("POST", "/account/delete", account.delete_account),
+    _page("GET", "/account/second-factor", second_factor.enrol_form),
+    _page("POST", "/account/second-factor", second_factor.enrol_start),
+    _page("POST", "/account/second-factor/confirm", second_factor.enrol_confirm),
+    _page("POST", "/account/second-factor/remove", second_factor.remove),
     _page("GET", "/account/apps", account.connected_apps),
     _page("POST", "/account/apps/{app_id}/revoke", account.revoke),
     # the developer console; /console/apps/new before /console/apps/{app_id}

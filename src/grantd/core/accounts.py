@@ -6,9 +6,16 @@ from dataclasses import dataclass
 
 from email_validator import EmailNotValidError, validate_email
 
-from grantd.core import audit, email_address, mail, notices, ratelimit
+from grantd.core import audit, email_address, mail, notices, ratelimit, second_factor
 from grantd.core.context import Context
-from grantd.core.errors import Conflict, InsufficientUserAuthentication, InvalidGrant, InvalidRequest, InvalidToken
+from grantd.core.errors import (
+    Conflict,
+    InsufficientUserAuthentication,
+    InteractionRequired,
+    InvalidGrant,
+    InvalidRequest,
+    InvalidToken,
+)
 from grantd.crypto.jws import InvalidSignature
 from grantd.crypto.passwords import hash_password, verify_password
 from grantd.crypto.secrets import new_uuid
@@ -46,6 +53,7 @@ class Principal:
     user_id: str
     jti: str
     issued_at: int = 0  # when the user signed in for this token (its ``iat``)
+    amr: tuple[str, ...] = second_factor.PASSWORD_AMR  # how (RFC 8176), as the session recorded it
 
 
 def normalize_email(email: str) -> str:
@@ -99,8 +107,26 @@ async def create_user(ctx: Context, email: str, password: str) -> str:
     return (await sign_up(ctx, email, password, operator=True)).user_id
 
 
+HOSTED_SIGN_IN_NEEDED = (
+    "This account signs in with a second factor, which this call cannot carry: sign in on the hosted "
+    "sign-in page (/signin, or an OAuth 2.0 authorization request) instead."
+)
+
+
 async def log_in(ctx: Context, email: str, password: str, *, address: str | None = None) -> UserToken:
-    """``address``: the client's, for the per-address rate limit. The attempt is counted before the
+    """The JSON log-in (Neucron's ``POST /auth/login``): a session from the password alone. An
+    account with a second factor (or that the operator requires to have one) cannot sign in so:
+    InteractionRequired, after the password was found right (so a wrong password still tells
+    nothing about the account)."""
+    user = await check_password(ctx, email, password, address=address)
+    if ctx.settings.require_second_factor == "all" or await second_factor.methods_of(ctx, user.id):
+        raise InteractionRequired(HOSTED_SIGN_IN_NEEDED)
+    return await start_session(ctx, user.id, second_factor.PASSWORD_AMR, address=address)
+
+
+async def check_password(ctx: Context, email: str, password: str, *, address: str | None = None):  # type: ignore[no-untyped-def]
+    """The account of ``email`` if ``password`` is its password; InvalidGrant otherwise.
+    ``address``: the client's, for the per-address rate limit. The attempt is counted before the
     password is checked (RateLimited, before argon2, once over a limit) and given back on success."""
     # RFC 6749 §5.2 names wrong resource-owner credentials invalid_grant; the spec's status for them is 401.
     invalid = InvalidGrant("Wrong email or password.")
@@ -124,19 +150,27 @@ async def log_in(ctx: Context, email: str, password: str, *, address: str | None
         )
         raise invalid
     await ctx.limiter.refund(attempt)
+    return user
+
+
+async def start_session(ctx: Context, user_id: str, amr: tuple[str, ...], *, address: str | None = None) -> UserToken:
+    """A new session of a person who proved who they are (``amr``, RFC 8176: how)."""
     now = ctx.now()
     async with ctx.db.write() as tx:
-        token = await _issue_user_token(ctx, tx, user.id, now)
+        token = await _issue_user_token(ctx, tx, user_id, now, amr)
         await audit.record(
-            ctx, tx, "login_succeeded", actor=user.id, user_id=user.id, address=address, now=now, jti=token.jti
+            ctx, tx, "login_succeeded", actor=user_id, user_id=user_id, address=address, now=now, jti=token.jti
         )
         return token
 
 
-async def _issue_user_token(ctx: Context, tx, user_id: str, now: int) -> UserToken:  # type: ignore[no-untyped-def]
+async def _issue_user_token(  # type: ignore[no-untyped-def]
+    ctx: Context, tx, user_id: str, now: int, amr: tuple[str, ...] = second_factor.PASSWORD_AMR
+) -> UserToken:
     jti = new_uuid()
     expires_at = now + ctx.settings.user_token_ttl
-    await store.insert_session(tx, jti=jti, user_id=user_id, issued_at=now, expires_at=expires_at)
+    stored_amr = None if amr == second_factor.PASSWORD_AMR else " ".join(amr)
+    await store.insert_session(tx, jti=jti, user_id=user_id, issued_at=now, expires_at=expires_at, amr=stored_amr)
     claims = {
         "iss": ctx.settings.issuer,
         "sub": user_id,
@@ -146,6 +180,8 @@ async def _issue_user_token(ctx: Context, tx, user_id: str, now: int) -> UserTok
         "nbf": now,
         "exp": expires_at,
     }
+    if stored_amr is not None:
+        claims["amr"] = list(amr)
     return UserToken(user_id, ctx.signing.sign(claims, USER_TOKEN_TYPE), expires_at, jti)
 
 
@@ -163,7 +199,19 @@ async def authenticate(ctx: Context, token: str) -> Principal:
     if session is None or session.user_id != user_id:
         raise InvalidToken("The bearer token has been revoked or has expired.")
     issued_at = claims.get("iat")
-    return Principal(user_id=user_id, jti=jti, issued_at=issued_at if isinstance(issued_at, int) else 0)
+    amr = claims.get("amr")
+    return Principal(
+        user_id=user_id,
+        jti=jti,
+        issued_at=issued_at if isinstance(issued_at, int) else 0,
+        amr=tuple(amr) if isinstance(amr, list) else second_factor.PASSWORD_AMR,
+    )
+
+
+async def verify_current_password(ctx: Context, user: Principal, password: str, *, address: str | None = None) -> None:
+    """The signed-in user's current password, checked like a log-in (InvalidGrant, RateLimited)."""
+    row = await _account(ctx, user)
+    await _check_current_password(ctx, user, row, password, address)
 
 
 async def log_out(ctx: Context, principal: Principal) -> None:

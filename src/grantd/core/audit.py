@@ -29,6 +29,8 @@ EVENTS = frozenset(
         "login_succeeded",
         "login_failed",
         "password_changed",
+        "second_factor_enrolled",
+        "second_factor_removed",
         "password_reset_requested",
         "password_reset",
         "email_verification_sent",

@@ -209,7 +209,7 @@ async def decide(ctx: Context, principal: Principal, pending: Pending, *, approv
     async with ctx.db.write() as tx:
         decided = await store.decide(
             tx, pending.device_code_hash, approved=approve, user_id=principal.user_id,
-            auth_time=principal.issued_at or None, now=now,
+            auth_time=principal.issued_at or None, now=now, amr=openid.stored_amr(principal.amr),
         )
         if decided:
             if approve:
@@ -265,7 +265,8 @@ async def poll(ctx: Context, auth: ClientAuthentication, device_code: str, addre
         )
         if openid.is_openid(permissions):
             issued = await id_tokens.with_id_token(
-                ctx, issued, app_id=client.app_id, user_id=row.user_id, auth_time=row.auth_time, nonce=None, now=now
+                ctx, issued, app_id=client.app_id, user_id=row.user_id, auth_time=row.auth_time, nonce=None, now=now,
+                amr=row.amr,
             )
         return issued
     if outcome == _PENDING:
@@ -289,7 +290,7 @@ def _issue(
     access = access_token.row(ctx, client, jti=jti, user_id=row.user_id, code_hash=row.device_code_hash, scope=scope, now=now)
     refresh = refresh_row(
         ctx, client, refresh_token, code_hash=row.device_code_hash, user_id=row.user_id, scope=scope,
-        access_jti=jti, now=now, auth_time=row.auth_time, session_jti=None,
+        access_jti=jti, now=now, auth_time=row.auth_time, session_jti=None, amr=row.amr,
     )
     event = audit.entry(
         ctx, "device_code_redeemed", actor=client.app_id, user_id=row.user_id, app_id=client.app_id,

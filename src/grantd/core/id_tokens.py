@@ -34,14 +34,15 @@ async def identity(ctx: Context, app_id: str, user_id: str, scope: tuple[str, ..
 
 
 async def with_id_token(
-    ctx: Context, issued: IssuedToken, *, app_id: str, user_id: str, auth_time: int | None, nonce: str | None, now: int
+    ctx: Context, issued: IssuedToken, *, app_id: str, user_id: str, auth_time: int | None, nonce: str | None, now: int,
+    amr: str | None = None,
 ) -> IssuedToken:
     """``issued`` with the ID token of its grant (Core §3.1.3.3): the claims of its scope."""
     audience, claims = await identity(ctx, app_id, user_id, tuple(issued.scope.split(" ")))
     del claims["sub"]  # the ID token's own, from the same audience
     token = openid.id_token(
         ctx, audience, user_id=user_id, auth_time=auth_time, nonce=nonce, access_token=issued.access_token,
-        claims=claims, now=now,
+        claims=claims, now=now, amr=amr,
     )
     return issued._replace(id_token=token)
 

@@ -44,9 +44,19 @@ SCOPE_CLAIMS: dict[str, tuple[str, ...]] = {
 # What an ID token may carry besides the scopes' claims (Core §2), for discovery's claims_supported.
 ID_TOKEN_CLAIMS = ("iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "at_hash", "amr")
 CLAIMS_SUPPORTED: tuple[str, ...] = (*ID_TOKEN_CLAIMS, *(c for claims in SCOPE_CLAIMS.values() for c in claims))
-# How a browser session was signed in (RFC 8176): a password.
+# How a browser session was signed in (RFC 8176): a password. A session, and the code, refresh
+# token or device code issued from it, stores any other ``amr`` space-separated, and a password
+# alone as NULL (``stored_amr``, ``amr_claim``).
 PASSWORD_AMR = ("pwd",)
 NONCE_MAX_LENGTH = 512
+
+
+def stored_amr(amr: tuple[str, ...]) -> str | None:
+    return None if tuple(amr) == PASSWORD_AMR else " ".join(amr)
+
+
+def amr_claim(stored: str | None) -> list[str]:
+    return stored.split(" ") if stored else list(PASSWORD_AMR)
 
 
 def split(requested: Iterable[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -131,6 +141,7 @@ def id_token(
     access_token: str,
     claims: dict[str, Any],
     now: int,
+    amr: str | None = None,
 ) -> str:
     """An ID token (Core §2) for ``audience``, issued beside ``access_token``; ``claims``: the
     person's claims the grant releases (``claims_of``)."""
@@ -143,7 +154,7 @@ def id_token(
     }
     if auth_time is not None:
         payload["auth_time"] = auth_time
-        payload["amr"] = list(PASSWORD_AMR)
+        payload["amr"] = amr_claim(amr)  # as stored with the sign-in it dates
     if nonce is not None:
         payload["nonce"] = nonce
     payload["at_hash"] = _left_hash(access_token)

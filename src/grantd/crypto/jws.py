@@ -94,7 +94,9 @@ def public_key_from_jwk(jwk: dict[str, str]) -> PublicKey:
 
 
 class KeySealer:
-    """Encrypts private keys at rest: AES-256-GCM, nonce || ciphertext, the kid as associated data."""
+    """Encrypts secrets the server must read back (signing keys' private halves, one-time-code
+    secrets) at rest: AES-256-GCM, nonce || ciphertext, what the secret belongs to (a kid, a
+    purpose and user) as associated data, so a sealed value cannot be moved to another row."""
 
     def __init__(self, master_secret: bytes) -> None:
         key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"grantd signing-key sealing v1").derive(
@@ -105,11 +107,17 @@ class KeySealer:
     def seal(self, key: PrivateKey, kid: str) -> bytes:
         """The key's PKCS#8 DER (EC or RSA alike), encrypted."""
         der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        return self.seal_bytes(der, kid)
+
+    def seal_bytes(self, data: bytes, bound_to: str) -> bytes:
         nonce = os.urandom(12)
-        return nonce + self._aead.encrypt(nonce, der, kid.encode())
+        return nonce + self._aead.encrypt(nonce, data, bound_to.encode())
+
+    def open_bytes(self, sealed: bytes, bound_to: str) -> bytes:
+        return self._aead.decrypt(sealed[:12], sealed[12:], bound_to.encode())
 
     def open(self, sealed: bytes, kid: str) -> PrivateKey:
-        der = self._aead.decrypt(sealed[:12], sealed[12:], kid.encode())
+        der = self.open_bytes(sealed, kid)
         key = serialization.load_der_private_key(der, password=None)
         if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
             raise ValueError(f"signing key {kid} is a {type(key).__name__}")

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 _CODE = (
     "code_hash", "app_id", "user_id", "redirect_uri", "permissions", "state", "code_challenge", "created_at", "expires_at",
     "nonce", "auth_time", "session_jti", "dpop_jkt", "resources", "redirect_uri_included",
+    "amr",
 )
 _AUDIT = ("occurred_at", "event", "actor", "user_id", "app_id", "address", "detail")
 # The user's grant to the app, for a code written only while it exists.
@@ -93,6 +94,7 @@ _CHECKED = (
     codes.c.dpop_jkt,
     codes.c.resources,
     codes.c.redirect_uri_included,
+    codes.c.amr,
 )
 _REDEEM = Prepared(
     update(codes)

@@ -37,7 +37,8 @@ async def pending_by_user_code(conn: AsyncConnection, user_code_hash: str, now: 
 
 
 async def decide(
-    conn: AsyncConnection, device_code_hash: str, *, approved: bool, user_id: str, auth_time: int | None, now: int
+    conn: AsyncConnection, device_code_hash: str, *, approved: bool, user_id: str, auth_time: int | None, now: int,
+    amr: str | None = None,
 ) -> bool:
     """Record the person's decision on a pending, unexpired request: one UPDATE, so of two
     decisions at once (two tabs) exactly one is taken. Whether this one was."""
@@ -48,7 +49,7 @@ async def decide(
             devices.c.status == PENDING,
             devices.c.expires_at > now,
         )
-        .values(status=APPROVED if approved else DENIED, user_id=user_id, auth_time=auth_time, decided_at=now)
+        .values(status=APPROVED if approved else DENIED, user_id=user_id, auth_time=auth_time, amr=amr, decided_at=now)
     )
     return result.rowcount == 1
 

@@ -57,6 +57,31 @@ user_sessions = Table(
     Column("issued_at", BigInteger, nullable=False),
     Column("expires_at", BigInteger, nullable=False),
     Column("revoked_at", BigInteger),
+    # How the session was signed in: RFC 8176 values, space-separated; NULL: a password alone.
+    Column("amr", String(64)),
+)
+
+# A user's authenticator app (RFC 6238 TOTP), one at most (migration 0022): the shared secret
+# sealed under the master secret (core.second_factor), confirmed once a first code was typed;
+# ``last_step``: the time-step of the last code accepted, so that no code is accepted twice.
+totp_credentials = Table(
+    "totp_credentials",
+    metadata,
+    Column("user_id", String(36), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("sealed_secret", LargeBinary, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("confirmed_at", BigInteger),
+    Column("last_step", BigInteger, nullable=False, server_default="0"),
+)
+
+# A user's single-use recovery codes, as keyed hashes (crypto.secrets.SecretHasher).
+recovery_codes = Table(
+    "recovery_codes",
+    metadata,
+    Column("user_id", String(36), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("code_hash", String(64), primary_key=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("used_at", BigInteger),
 )
 
 apps = Table(
@@ -172,6 +197,7 @@ authorization_codes = Table(
     # and that session when the grant ends with it (an OpenID request without offline_access).
     Column("nonce", Text),
     Column("auth_time", BigInteger),
+    Column("amr", String(64)),  # how the person signed in (RFC 8176, space-separated); NULL: a password
     Column("session_jti", String(36)),
     Column("dpop_jkt", String(43)),  # RFC 9449 §10 (migration 0015): the key the code is bound to
     # RFC 8707 (migration 0019): the resources the request named, space-separated; NULL: none.
@@ -223,6 +249,7 @@ refresh_tokens = Table(
     # OpenID Connect (migration 0012), carried from the code: the original sign-in's time, and the
     # browser session whose end ends the family (NULL: it outlives it, offline_access).
     Column("auth_time", BigInteger),
+    Column("amr", String(64)),  # how the person signed in (RFC 8176, space-separated); NULL: a password
     Column("session_jti", String(36)),
     Column("dpop_jkt", String(43)),  # RFC 9449 §5 (migration 0015): the key it is bound to, if any
     # RFC 8707 (migration 0019): the grant's resources, from the code; NULL: not bound to any.
@@ -361,6 +388,7 @@ device_codes = Table(
     Column("status", String(16), nullable=False),
     Column("user_id", String(36), ForeignKey("users.id", ondelete="CASCADE")),
     Column("auth_time", BigInteger),
+    Column("amr", String(64)),  # how the person signed in (RFC 8176, space-separated); NULL: a password
     Column("decided_at", BigInteger),
     Column("redeemed_at", BigInteger),
 )

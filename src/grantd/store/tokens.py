@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 ACCESS_COLUMNS = ("jti", "app_id", "user_id", "key_id", "code_hash", "scope", "issued_at", "expires_at", "dpop_jkt", "audience")
 REFRESH_COLUMNS = (
     "token_hash", "code_hash", "app_id", "user_id", "scope", "access_jti", "issued_at", "expires_at", "auth_time", "session_jti",
-    "dpop_jkt", "resources", "key_id",
+    "dpop_jkt", "resources", "key_id", "amr",
 )
 
 
@@ -239,6 +239,7 @@ _CHECKED = (
     refresh_tokens.c.session_jti,
     refresh_tokens.c.dpop_jkt,
     refresh_tokens.c.resources,
+    refresh_tokens.c.amr,
 )
 # A refresh token whose key (the one that authenticated its issue) was revoked since is not
 # rotated: the key's revocation ended it (one lookup by primary key, in the same statement).

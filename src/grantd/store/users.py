@@ -56,9 +56,11 @@ async def by_id(conn: AsyncConnection, user_id: str) -> Row | None:
     return await fetch_one(conn, _BY_ID, user_id=user_id)
 
 
-async def insert_session(conn: AsyncConnection, *, jti: str, user_id: str, issued_at: int, expires_at: int) -> None:
+async def insert_session(
+    conn: AsyncConnection, *, jti: str, user_id: str, issued_at: int, expires_at: int, amr: str | None = None
+) -> None:
     await conn.execute(
-        insert(user_sessions).values(jti=jti, user_id=user_id, issued_at=issued_at, expires_at=expires_at)
+        insert(user_sessions).values(jti=jti, user_id=user_id, issued_at=issued_at, expires_at=expires_at, amr=amr)
     )
 
 

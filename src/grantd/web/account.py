@@ -10,7 +10,7 @@ from __future__ import annotations
 from fastapi import Request
 from starlette.responses import JSONResponse, Response
 
-from grantd.core import accounts, consents, email_address, leaving, profile
+from grantd.core import accounts, consents, email_address, leaving, profile, second_factor
 from grantd.core import permissions as perms
 from grantd.core.accounts import Principal
 from grantd.core.context import Context
@@ -97,6 +97,7 @@ async def _account_page(
         delete_errors=delete_errors or {},
         delete_message=delete_message,
         owned_apps=await leaving.owned_apps(ctx, principal.user_id),
+        second_factor=bool(await second_factor.methods_of(ctx, principal.user_id)),
     )
 
 

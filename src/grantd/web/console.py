@@ -38,8 +38,8 @@ from grantd.core.accounts import Principal
 from grantd.core.clients import CLIENT_TYPES, CONFIDENTIAL, PUBLIC
 from grantd.core.context import Context
 from grantd.core.errors import GrantdError, InvalidRequest, NotFound
-from grantd.web import session
-from grantd.web.pages import error_page, redirect, to_signin, user_page
+from grantd.web import second_factor, session
+from grantd.web.pages import error_page, redirect, safe_next, to_signin, user_page
 from grantd.web.routes import AUTHORIZE
 
 CONSOLE = "/console"
@@ -247,9 +247,16 @@ async def _app_page(
 async def _signed_in(request: Request, back_to: str | None = None) -> Principal | Response:
     """The signed-in user, or a redirect to sign in and come back: to this page, or to ``back_to``
     (a form's POST comes back to the page the form is on)."""
-    principal = await session.current(_ctx(request), request)
+    ctx = _ctx(request)
+    principal = await session.current(ctx, request)
     if principal is None:
         return to_signin(request) if back_to is None else redirect("/signin?" + urlencode({"next": back_to}))
+    if ctx.settings.require_second_factor != "off":  # GRANTD_REQUIRE_SECOND_FACTOR: all, or developers
+        query = request.url.query
+        here = back_to or request.url.path + (f"?{query}" if query else "")
+        required = await second_factor.required(ctx, principal, safe_next(here), console=True)
+        if required is not None:
+            return required
     return principal
 
 

@@ -28,7 +28,7 @@ from grantd.core.context import Context
 from grantd.core.errors import RateLimited
 from grantd.forms import read_form
 from grantd.web import routes as web
-from grantd.web import session
+from grantd.web import second_factor, session
 from grantd.web.pages import error_page, page, redirect, wait_time
 
 APPROVE = "/device/approve"
@@ -74,7 +74,17 @@ async def _found(ctx: Context, request: Request, typed: str) -> device.Pending |
         )
 
 
+async def _second_factor_first(ctx: Context, principal: Principal, user_code: str) -> Response | None:
+    """Where a session without the second factor GRANTD_REQUIRE_SECOND_FACTOR=all requires goes first."""
+    if ctx.settings.require_second_factor != "all":
+        return None
+    return await second_factor.required(ctx, principal, _approve_path(user_code))
+
+
 async def _approval_page(ctx: Context, principal: Principal, pending: device.Pending) -> Response:
+    first = await _second_factor_first(ctx, principal, pending.user_code)
+    if first is not None:
+        return first
     describe = ctx.catalog.describe
     branded, img_src = await web._branded(ctx, pending)  # type: ignore[arg-type]  # app_id and app_name are all it reads
     return page(
@@ -144,6 +154,9 @@ async def decision(request: Request) -> Response:
     found = await _found(ctx, request, typed)
     if isinstance(found, Response):
         return found
+    first = await _second_factor_first(ctx, principal, found.user_code)
+    if first is not None:
+        return first
     approved = choice == "approve"
     if not await device.decide(ctx, principal, found, approve=approved, address=web._address(request)):
         return await _code_page(

@@ -19,6 +19,7 @@ from fastapi import Request
 from starlette.responses import Response
 
 from grantd.core import accounts, apps, authorization, client_metadata, email_address, openid, par, resources
+from grantd.core import second_factor
 from grantd.core.accounts import Principal
 from grantd.core.context import Context
 from grantd.core.errors import (
@@ -31,11 +32,12 @@ from grantd.core.errors import (
     InvalidRedirectUri,
     InvalidRequest,
     InvalidRequestUri,
+    InteractionRequired,
     NotFound,
     RateLimited,
 )
 from grantd.forms import MAX_PARAMETER_LENGTH, read_form
-from grantd.web import session
+from grantd.web import second_factor as second_factor_pages, session
 from grantd.web.pages import (
     error_page,
     form_target,
@@ -298,6 +300,16 @@ async def authorize_page(request: Request) -> Response:
             session.clear_session(ctx, response)
         return response
     assert principal is not None  # else _must_sign_in
+    if ctx.settings.require_second_factor == "all":
+        required = await second_factor_pages.required(
+            ctx, principal, _authorize_path(pushed.carried if pushed is not None else params)
+        )
+        if required is not None:
+            if "none" in standard.prompt:  # Core §3.1.2.6: the second factor needs a page
+                return await _back_with_pushed_error(
+                    ctx, target, InteractionRequired("The user must sign in with a second factor."), params, pushed
+                )
+            return required
     missing = await authorization.missing_consent(ctx, principal, standard)
     if missing or "consent" in standard.prompt:
         if "none" in standard.prompt:
@@ -533,7 +545,7 @@ async def signin(request: Request) -> Response:
             ctx, request, next_path, status_code=400, message="Enter your email and password.", email=shown_email
         )
     try:
-        token = await accounts.log_in(ctx, email, password, address=_address(request))
+        user = await accounts.check_password(ctx, email, password, address=_address(request))
     except RateLimited as exc:
         locked = await _signin_page(
             ctx, request, next_path, status_code=429, email=shown_email,
@@ -549,10 +561,23 @@ async def signin(request: Request) -> Response:
     except GrantdError as exc:
         status = exc.status_code if 400 <= exc.status_code < 500 else 400
         return await _signin_page(ctx, request, next_path, status_code=status, message=exc.message, email=shown_email)
+    if await second_factor.methods_of(ctx, user.id):
+        return second_factor_pages.ask(ctx, user.id, next_path)  # no session before the second factor
+    token = await accounts.start_session(ctx, user.id, openid.PASSWORD_AMR, address=_address(request))
+    return await _signed_in(ctx, request, token, next_path)
+
+
+async def _signed_in(
+    ctx: Context, request: Request, token: accounts.UserToken, next_path: str, *, notify: bool = True
+) -> Response:
+    """The answer once a session is made: on to ``next_path``, or first to set up a second
+    factor where the operator requires one. The browser is remembered for the account, and a
+    sign-in (``notify``; a sign-up is not one) from a browser it had not seen sends a notice."""
     await _replace_session(ctx, request, token)
-    response = redirect(next_path)
+    principal = Principal(token.user_id, token.jti, ctx.now())
+    response = await second_factor_pages.required(ctx, principal, next_path) or redirect(next_path)
     session.set_session(ctx, response, token)
-    await session.signed_in_from_here(ctx, request, response, token.user_id)
+    await session.signed_in_from_here(ctx, request, response, token.user_id, notify=notify)
     return response
 
 
@@ -636,11 +661,7 @@ async def signup(request: Request) -> Response:
     except GrantdError as exc:
         status = exc.status_code if 400 <= exc.status_code < 500 else 400
         return await _signup_page(ctx, request, next_path, status_code=status, email=shown_email, message=exc.message)
-    await _replace_session(ctx, request, token)
-    response = redirect(next_path)
-    session.set_session(ctx, response, token)
-    await session.signed_in_from_here(ctx, request, response, token.user_id, notify=False)
-    return response
+    return await _signed_in(ctx, request, token, next_path, notify=False)
 
 
 async def signout(request: Request) -> Response:

@@ -117,6 +117,7 @@ async def _with_id_token(ctx: Context, issued: IssuedToken, client: Client, code
         return issued
     return await id_tokens.with_id_token(
         ctx, issued, app_id=client.app_id, user_id=code.user_id, auth_time=code.auth_time, nonce=code.nonce, now=now,
+        amr=code.amr,
     )
 
 
@@ -190,7 +191,7 @@ class _Redemption(Caller):
             # The refresh token keeps the whole grant, whatever this access token was narrowed to.
             refresh = refresh_row(
                 ctx, client, self.refresh_token, code_hash=self.code_hash, user_id=code.user_id, scope=granted_scope,
-                access_jti=self.jti, now=now, auth_time=code.auth_time, session_jti=code.session_jti,
+                access_jti=self.jti, now=now, auth_time=code.auth_time, session_jti=code.session_jti, amr=code.amr,
                 dpop_jkt=dpop.refresh_binding(client), resources=code.resources,
             )
         event = audit.entry(

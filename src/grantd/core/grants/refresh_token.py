@@ -80,7 +80,7 @@ async def refresh(
         # Core §12.2: a new ID token, with the original sign-in's auth_time and no nonce.
         issued = await id_tokens.with_id_token(
             ctx, issued, app_id=client.app_id, user_id=row.user_id, auth_time=rotation.auth_time, nonce=None,  # type: ignore[union-attr]
-            now=rotation.now,
+            now=rotation.now, amr=rotation.amr,
         )
     return issued
 
@@ -89,7 +89,8 @@ class _Rotation(Caller):
     """One rotation as ``store.tokens.rotate`` asks for it (a ``store.tokens.Spender``)."""
 
     __slots__ = (
-        "scope", "successor", "now", "jti", "permissions", "scoped", "auth_time", "resource", "accepted", "audience"
+        "scope", "successor", "now", "jti", "permissions", "scoped", "auth_time", "amr", "resource", "accepted",
+        "audience",
     )
 
     def __init__(self, ctx: Context, auth: ClientAuthentication, scope: str | None, successor: str) -> None:
@@ -100,6 +101,7 @@ class _Rotation(Caller):
         self.permissions: tuple[str, ...] = ()
         self.scoped: tuple[str, ...] = ()  # the scope asked for, within the grant: the ID token's
         self.auth_time: int | None = None
+        self.amr: str | None = None  # how the person signed in, as stored (core.openid.stored_amr)
         # RFC 8707: the resource the request named and what it accepts (None: any policy), and
         # the audience the token is then issued for.
         self.resource: str | None = None
@@ -133,13 +135,14 @@ class _Rotation(Caller):
             audience=self.audience,
         )
         self.auth_time = row.auth_time
+        self.amr = row.amr
         if not client.rotates_refresh_tokens:
             return Issue(access, None, None)  # the token presented is kept
         # The successor keeps the whole grant (its scope and resources), whatever this access token
         # narrowed, less what the app may no longer have (never to come back with it).
         successor = refresh_row(
             ctx, client, self.successor, code_hash=row.code_hash, user_id=row.user_id, scope=" ".join(grant),
-            access_jti=self.jti, now=now, auth_time=row.auth_time, session_jti=row.session_jti, resources=row.resources,
+            access_jti=self.jti, now=now, auth_time=row.auth_time, session_jti=row.session_jti, resources=row.resources, amr=row.amr,
             dpop_jkt=row.dpop_jkt or dpop.refresh_binding(client),  # once bound, bound to the same key
         )
         return Issue(access, successor, None)
@@ -148,7 +151,7 @@ class _Rotation(Caller):
 def refresh_row(
     ctx: Context, client: Client, refresh_token: str, *, code_hash: str, user_id: str, scope: str, access_jti: str,
     now: int, auth_time: int | None, session_jti: str | None, dpop_jkt: str | None = None,
-    resources: str | None = None,
+    resources: str | None = None, amr: str | None = None,
 ) -> dict[str, Any]:
     """A refresh token's row (``store.tokens.REFRESH_COLUMNS``), valid ``refresh_token_ttl`` from
     ``now``: its family (``code_hash``), the access token issued beside it, what OpenID Connect
@@ -157,6 +160,7 @@ def refresh_row(
     grant's RFC 8707 resources (as stored, ``core.resources.stored``)."""
     return {
         "auth_time": auth_time,
+        "amr": amr,
         "session_jti": session_jti,
         "token_hash": ctx.hasher.hash(refresh_token),
         "code_hash": code_hash,
