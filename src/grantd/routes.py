@@ -36,7 +36,7 @@ from grantd.api.errors import Dialect, Dialects
 from grantd.api.hot import Handler as HotHandler, HotRoute
 from grantd.config import Settings
 from grantd.telemetry import NOTED_GRANT
-from grantd.web import account, console, console_resources, device, logout, pages
+from grantd.web import account, console, console_resources, device, logout, pages, passkeys
 from grantd.web import routes as web
 
 # The error dialects. NEUCRON is also the shape of the routes of no dialect of their own
@@ -403,6 +403,8 @@ _PAGES = (
     _page("POST", "/oauth2/authorize", web.authorize_decision),
     _page("GET", "/signin", web.signin_form),
     _page("POST", "/signin", web.signin),
+    _page("POST", "/passkeys/signin/options", passkeys.sign_in_options),
+    _page("POST", "/passkeys/signin", passkeys.sign_in),
     _page("GET", "/signup", web.signup_form),
     _page("POST", "/signup", web.signup),
     _page("GET", "/password/forgot", web.forgot_form),
@@ -421,12 +423,17 @@ _PAGES = (
     _page("POST", "/oauth2/logout/confirm", logout.confirm),
     _page("GET", "/", web.home),
     Route("GET", "/static/grantd.css", web.stylesheet, NEUCRON, hidden=True),
+    Route("GET", "/static/passkeys.js", passkeys.script, NEUCRON, hidden=True),
     Route("GET", "/static/accent/{color}.css", web.accent_stylesheet, NEUCRON, hidden=True),  # an app's accent colour
     _page("GET", "/account", account.account),
     _page("POST", "/account/password", account.change_password),
     _page("POST", "/account/profile", account.update_profile),
     _page("POST", "/account/email", account.change_email),
     _page("POST", "/account/email/verify", account.send_verification),
+    _page("POST", "/account/passkeys/options", passkeys.registration_options),
+    _page("POST", "/account/passkeys", passkeys.register),
+    _page("POST", "/account/passkeys/{credential_id}/rename", passkeys.rename),
+    _page("POST", "/account/passkeys/{credential_id}/remove", passkeys.remove),
     _page("GET", "/account/apps", account.connected_apps),
     _page("POST", "/account/apps/{app_id}/revoke", account.revoke),
     # the developer console; /console/apps/new before /console/apps/{app_id}

@@ -133,6 +133,19 @@ async def log_in(ctx: Context, email: str, password: str, *, address: str | None
         return token
 
 
+async def start_session(ctx: Context, user_id: str, *, address: str | None = None, reason: str) -> UserToken:
+    """A session for a user who proved who they are some other way than with the password here
+    (``reason`` says how, in the audit: ``passkey``): the same token and ``login_succeeded`` as
+    ``log_in``."""
+    now = ctx.now()
+    async with ctx.db.write() as tx:
+        token = await _issue_user_token(ctx, tx, user_id, now)
+        await audit.record(
+            ctx, tx, "login_succeeded", actor=user_id, user_id=user_id, address=address, now=now, jti=token.jti, reason=reason
+        )
+        return token
+
+
 async def _issue_user_token(ctx: Context, tx, user_id: str, now: int) -> UserToken:  # type: ignore[no-untyped-def]
     jti = new_uuid()
     expires_at = now + ctx.settings.user_token_ttl

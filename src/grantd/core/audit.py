@@ -57,6 +57,8 @@ EVENTS = frozenset(
         "audit_pruned",
         "resource_registered",
         "resource_deleted",
+        "passkey_added",
+        "passkey_removed",
     }
 )
 # What a detail may carry: identifiers, permissions, names of changed fields, a reason. Nothing else.

@@ -37,6 +37,7 @@ from grantd.core.errors import (
 from grantd.forms import MAX_PARAMETER_LENGTH, read_form
 from grantd.web import session
 from grantd.web.pages import (
+    PASSKEY_SCRIPTS,
     error_page,
     form_target,
     origin_source,
@@ -464,7 +465,7 @@ async def _signin_page(
 ) -> Response:
     return await _entry_page(
         ctx, request, next_path, "signin.html", status_code,
-        message=message, email=email, signup_url=_with_next("/signup", next_path),
+        message=message, email=email, signup_url=_with_next("/signup", next_path), **PASSKEY_SCRIPTS,
     )
 
 
