@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from support.neucron import PASSWORD, unique_email
-from support.servers import ServerProcess, server_on_new_sqlite
+from support.servers import ServerProcess, assert_clean_logs, server_on_new_sqlite, start_server
 
 REFUSED = "This passkey cannot be used to sign in here."
 SPENT = "This passkey request has expired or was used already. Try again."
@@ -88,10 +88,23 @@ class Authenticator:
         )
 
 
+pytestmark = pytest.mark.db
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, secret_key: str) -> Iterator[ServerProcess]:
-    with server_on_new_sqlite(tmp_path_factory, secret_key, "passkeys-wire") as running:
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, secret_key: str) -> Iterator[ServerProcess]:
+    """A real server on a new SQLite file; on the session's PostgreSQL database with GRANTD_TEST_DB=postgres."""
+    if os.environ.get("GRANTD_TEST_DB", "sqlite") != "postgres":
+        with server_on_new_sqlite(tmp_path_factory, secret_key, "passkeys-wire") as running:
+            yield running
+            assert_clean_logs([running])  # no 500, no traceback, whatever was sent
+        return
+    running = start_server(request.getfixturevalue("postgres_url"), secret_key, tmp_path_factory.mktemp("passkeys-wire-pg"))
+    try:
         yield running
+        assert_clean_logs([running])
+    finally:
+        running.stop()
 
 
 def browser(server: ServerProcess) -> httpx.Client:
