@@ -252,6 +252,30 @@ def test_a_signature_counter_that_goes_back_is_refused(server: ServerProcess) ->
         assert "grantd_session" not in clone.cookies
 
 
+def test_a_credential_id_no_passkey_can_have_is_refused(server: ServerProcess) -> None:
+    authenticator, _ = registered(server)
+    with browser(server) as client:
+        token, options = sign_in_options(client)
+        answer = json.loads(authenticator.get(options, server.base_url))
+        answer["id"] = answer["rawId"] = "a\u0000b"
+        refused = sign_in(client, token, json.dumps(answer))
+        assert refused.status_code == 401 and refused.json()["error"] == REFUSED
+
+
+def test_passkey_answers_are_limited_per_address(tmp_path_factory: pytest.TempPathFactory, secret_key: str) -> None:
+    with server_on_new_sqlite(
+        tmp_path_factory, secret_key, "passkeys-limited", env={"GRANTD_RATE_LIMIT_LOGIN_PER_ADDRESS": "3"}
+    ) as limited, browser(limited) as client:
+        stranger = Authenticator()
+        statuses = []
+        for _ in range(4):
+            token, options = sign_in_options(client)
+            statuses.append(sign_in(client, token, stranger.get(options, limited.base_url)))
+        assert [answer.status_code for answer in statuses] == [401, 401, 401, 429]
+        assert statuses[-1].json()["error"].startswith("Too many attempts. Try again in ")
+        assert int(statuses[-1].headers["retry-after"]) > 0
+
+
 def test_malformed_and_forged_requests_get_4xx(server: ServerProcess) -> None:
     with browser(server) as client:
         token = signin_csrf(client)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +53,8 @@ REGISTER, SIGN_IN = "register", "sign_in"
 _TIMEOUT_MS = CHALLENGE_TTL * 1000
 _TRANSPORTS = {t.value for t in AuthenticatorTransport}
 _REFUSED = "This passkey cannot be used to sign in here."
+# A credential id as grantd keeps it: base64url of at most 1023 bytes (WebAuthn §5.1, credential ID).
+_CREDENTIAL_ID = re.compile(r"^[A-Za-z0-9_-]{1,1364}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,8 +223,10 @@ async def has_passkeys(ctx: Context, user_id: str) -> bool:
 
 async def rename(ctx: Context, user: accounts.Principal, credential_id: str, name: str) -> None:
     name = clean_name(name)
+    if not _CREDENTIAL_ID.match(credential_id):  # no passkey is named so; never look it up
+        raise NotFound("You have no such passkey.")
     async with ctx.db.write() as tx:
-        if not await store.rename(tx, user.user_id, credential_id[:1400], name):
+        if not await store.rename(tx, user.user_id, credential_id, name):
             raise NotFound("You have no such passkey.")
 
 
@@ -231,6 +236,8 @@ async def remove(
     """Remove one of the user's passkeys, proven by the current password (InvalidGrant when wrong,
     rate limited as a sign-in) or, without it, by a session signed in within
     ``accounts.FRESH_SIGN_IN`` seconds (else InsufficientUserAuthentication). NotFound."""
+    if not _CREDENTIAL_ID.match(credential_id):  # no passkey is named so; never look it up
+        raise NotFound("You have no such passkey.")
     if password:
         row = await accounts._account(ctx, user)
         await accounts._check_current_password(ctx, user, row, password, address)
@@ -238,7 +245,7 @@ async def remove(
         accounts._require_fresh_sign_in(ctx, user, "removing a passkey")
     now = ctx.now()
     async with ctx.db.write() as tx:
-        if not await store.remove(tx, user.user_id, credential_id[:1400]):
+        if not await store.remove(tx, user.user_id, credential_id):
             raise NotFound("You have no such passkey.")
         await audit.record(ctx, tx, "passkey_removed", actor=user.user_id, user_id=user.user_id, address=address, now=now)
 
@@ -286,9 +293,11 @@ async def sign_in(
     parsed, challenge = _parse(credential)
     attempt = await ctx.limiter.hit(*_limits(ctx, address))
     expected = await _spend(ctx, challenge, SIGN_IN, binding)
-    async with ctx.db.read() as conn:
-        row = await store.by_credential_id(conn, parsed["id"][:1400])
-        owner = await user_store.by_id(conn, row.user_id) if row is not None else None
+    row = owner = None
+    if _CREDENTIAL_ID.match(parsed["id"]):  # else no passkey is named so; never look it up
+        async with ctx.db.read() as conn:
+            row = await store.by_credential_id(conn, parsed["id"])
+            owner = await user_store.by_id(conn, row.user_id) if row is not None else None
     if row is None or owner is None or (user_id is not None and row.user_id != user_id):
         await _failed(ctx, None if row is None else row.user_id, address, "unknown_passkey")
         raise InvalidGrant(_REFUSED)
