@@ -296,3 +296,21 @@ def test_malformed_and_forged_requests_get_4xx(server: ServerProcess) -> None:
     signed.close()
     with browser(server) as nobody:
         assert nobody.post("/account/passkeys/options", data={"csrf_token": "x"}).status_code == 401
+
+
+def test_the_pages_offer_passkeys_only_where_browsers_can_use_them(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory, secret_key: str) -> None:
+    # At 127.0.0.1 (an IP address cannot be an RP ID) the pages neither offer passkeys nor run a script.
+    with browser(server) as client:
+        signin = client.get("/signin")
+        assert "passkey" not in signin.text and 'autocomplete="username"' in signin.text
+        assert "script-src" not in signin.headers["content-security-policy"]
+    # At localhost they do, with the one static script, from the site itself.
+    with server_on_new_sqlite(tmp_path_factory, secret_key, "passkeys-localhost", host="localhost") as local, browser(local) as client:
+        signin = client.get("/signin")
+        assert 'autocomplete="username webauthn"' in signin.text and "Use a passkey" in signin.text
+        policy = signin.headers["content-security-policy"]
+        assert "; script-src 'self'" in policy and "; connect-src 'self'" in policy and "default-src 'none'" in policy
+        assert re.findall(r"<script[^>]*>", signin.text) == ['<script src="/static/passkeys.js" defer>']
+        script = client.get("/static/passkeys.js")
+        assert script.status_code == 200 and script.headers["content-type"].startswith("text/javascript")
+        assert "navigator.credentials.get" in script.text

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import json
 import re
 import secrets
@@ -71,6 +72,20 @@ def relying_party(ctx: Context) -> tuple[str, str]:
     host = (parts.hostname or "").lower()
     origin = f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port is not None else "")
     return host, origin
+
+
+def available(ctx: Context) -> bool:
+    """Whether browsers can use passkeys with this issuer: its host a domain name (an IP address
+    cannot be an RP ID), in a secure context (https, or http at ``localhost``)."""
+    scheme = urlsplit(ctx.settings.issuer).scheme
+    host, _ = relying_party(ctx)
+    try:
+        ipaddress.ip_address(host)
+        return False
+    except ValueError:
+        pass
+    local = host == "localhost" or host.endswith(".localhost")
+    return bool(host) and (scheme == "https" or (scheme == "http" and local))
 
 
 def _challenge_hash(ctx: Context, challenge: str) -> str:

@@ -97,7 +97,8 @@ async def _account_page(
         passkeys=await passkeys.list_passkeys(ctx, principal.user_id),
         passkey_message=passkey_message,
         passkey_name_max=passkeys.NAME_MAX,
-        **PASSKEY_SCRIPTS,
+        passkeys_available=passkeys.available(ctx),
+        **(PASSKEY_SCRIPTS if passkeys.available(ctx) else {}),
     )
 
 

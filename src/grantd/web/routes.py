@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 from fastapi import Request
 from starlette.responses import Response
 
-from grantd.core import accounts, apps, authorization, client_metadata, email_address, openid, par, resources
+from grantd.core import accounts, apps, authorization, client_metadata, email_address, openid, par, passkeys, resources
 from grantd.core.accounts import Principal
 from grantd.core.context import Context
 from grantd.core.errors import (
@@ -465,7 +465,8 @@ async def _signin_page(
 ) -> Response:
     return await _entry_page(
         ctx, request, next_path, "signin.html", status_code,
-        message=message, email=email, signup_url=_with_next("/signup", next_path), **PASSKEY_SCRIPTS,
+        message=message, email=email, signup_url=_with_next("/signup", next_path),
+        **(PASSKEY_SCRIPTS if passkeys.available(ctx) else {}), passkeys=passkeys.available(ctx),
     )
 
 

@@ -114,8 +114,10 @@
     });
     if (PublicKeyCredential.isConditionalMediationAvailable) {
       PublicKeyCredential.isConditionalMediationAvailable().then(function (available) {
+        // The browser's offer in the email field: a refusal from the server is said, the rest
+        // (the person typed a password instead, the browser gave up) is not.
         if (available) ask("conditional").catch(function (error) {
-          if (error.name !== "AbortError" && error.name !== "NotAllowedError") say(status, error.message);
+          if (error.name === "Error") say(status, error.message);
         });
       });
     }
