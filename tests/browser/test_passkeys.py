@@ -110,13 +110,18 @@ def test_a_passkey_signs_in_alone_until_removed(
     assert page.locator(".notice").inner_text() == "Your passkey was removed: it no longer signs you in."
     assert page.locator(".passkey").count() == 0
 
-    # The authenticator still offers it; grantd no longer takes it.
+    # The authenticator still offers it; grantd no longer takes it, from the email field's offer
+    # or from the button.
     sign_out(page)
-    presence(cdp, authenticator_id, False)
-    page.goto(f"{base_url}/signin")
-    page.get_by_role("button", name="Use a passkey").click()
-    presence(cdp, authenticator_id, True)
+    with page.expect_response(f"{base_url}/passkeys/signin") as offered:
+        page.goto(f"{base_url}/signin")
+    assert offered.value.status == 401
     status = page.locator("#passkey-status")
+    status.wait_for(state="visible")
+    assert status.inner_text() == "This passkey cannot be used to sign in here."
+    with page.expect_response(f"{base_url}/passkeys/signin") as asked:
+        page.get_by_role("button", name="Use a passkey").click()
+    assert asked.value.status == 401
     status.wait_for(state="visible")
     assert status.inner_text() == "This passkey cannot be used to sign in here."
     assert page.url == f"{base_url}/signin"
