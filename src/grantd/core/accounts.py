@@ -271,6 +271,18 @@ def _require_fresh_sign_in(ctx: Context, user: Principal, doing: str) -> None:
         )
 
 
+async def confirm_identity(
+    ctx: Context, user: Principal, *, password: str | None, doing: str, address: str | None = None
+) -> None:
+    """The signed-in user proves it is them before a sensitive change (``doing`` names it): with
+    the current password (checked as a log-in: InvalidGrant, RateLimited) or, without one, by a
+    session signed in within ``FRESH_SIGN_IN`` seconds (else InsufficientUserAuthentication)."""
+    if password:
+        await _check_current_password(ctx, user, await _account(ctx, user), password, address)
+    else:
+        _require_fresh_sign_in(ctx, user, doing)
+
+
 async def request_email_change(
     ctx: Context, user: Principal, new_email: str, *, current_password: str | None = None, address: str | None = None
 ) -> bool:

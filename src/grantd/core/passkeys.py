@@ -253,11 +253,7 @@ async def remove(
     ``accounts.FRESH_SIGN_IN`` seconds (else InsufficientUserAuthentication). NotFound."""
     if not _CREDENTIAL_ID.match(credential_id):  # no passkey is named so; never look it up
         raise NotFound("You have no such passkey.")
-    if password:
-        row = await accounts._account(ctx, user)
-        await accounts._check_current_password(ctx, user, row, password, address)
-    else:
-        accounts._require_fresh_sign_in(ctx, user, "removing a passkey")
+    await accounts.confirm_identity(ctx, user, password=password, doing="removing a passkey", address=address)
     now = ctx.now()
     async with ctx.db.write() as tx:
         if not await store.remove(tx, user.user_id, credential_id):
