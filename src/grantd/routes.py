@@ -36,7 +36,7 @@ from grantd.api.errors import Dialect, Dialects
 from grantd.api.hot import Handler as HotHandler, HotRoute
 from grantd.config import Settings
 from grantd.telemetry import NOTED_GRANT
-from grantd.web import account, console, console_resources, device, logout, pages, second_factor
+from grantd.web import account, console, console_resources, device, logout, pages, passkeys, second_factor
 from grantd.web import routes as web
 
 # The error dialects. NEUCRON is also the shape of the routes of no dialect of their own
@@ -418,6 +418,8 @@ _PAGES = (
     _page("POST", "/signin", web.signin),
     _page("GET", "/second-factor", second_factor.step_form),
     _page("POST", "/second-factor", second_factor.step),
+    _page("POST", "/passkeys/signin/options", passkeys.sign_in_options),
+    _page("POST", "/passkeys/signin", passkeys.sign_in),
     _page("GET", "/signup", web.signup_form),
     _page("POST", "/signup", web.signup),
     _page("GET", "/password/forgot", web.forgot_form),
@@ -436,6 +438,7 @@ _PAGES = (
     _page("POST", "/oauth2/logout/confirm", logout.confirm),
     _page("GET", "/", web.home),
     Route("GET", "/static/grantd.css", web.stylesheet, NEUCRON, hidden=True),
+    Route("GET", "/static/passkeys.js", passkeys.script, NEUCRON, hidden=True),
     Route("GET", "/static/accent/{color}.css", web.accent_stylesheet, NEUCRON, hidden=True),  # an app's accent colour
     _page("GET", "/account", account.account),
     _page("POST", "/account/password", account.change_password),
@@ -449,6 +452,10 @@ _PAGES = (
     _page("POST", "/account/second-factor", second_factor.enrol_start),
     _page("POST", "/account/second-factor/confirm", second_factor.enrol_confirm),
     _page("POST", "/account/second-factor/remove", second_factor.remove),
+    _page("POST", "/account/passkeys/options", passkeys.registration_options),
+    _page("POST", "/account/passkeys", passkeys.register),
+    _page("POST", "/account/passkeys/{credential_id}/rename", passkeys.rename),
+    _page("POST", "/account/passkeys/{credential_id}/remove", passkeys.remove),
     _page("GET", "/account/apps", account.connected_apps),
     _page("POST", "/account/apps/{app_id}/revoke", account.revoke),
     # the developer console; /console/apps/new before /console/apps/{app_id}

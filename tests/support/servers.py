@@ -85,11 +85,18 @@ def wait_until_answers(url: str, process: subprocess.Popen[Any], log_path: Path,
 
 
 def start_server(
-    database_url: str, secret_key: str, data_dir: Path, *, workers: int = 1, env: dict[str, str] | None = None
+    database_url: str,
+    secret_key: str,
+    data_dir: Path,
+    *,
+    workers: int = 1,
+    env: dict[str, str] | None = None,
+    host: str = "127.0.0.1",
 ) -> ServerProcess:
-    """`grantd serve` in its own process on a free port; returns once it answers."""
+    """`grantd serve` in its own process on a free port; returns once it answers. ``host``: the
+    name in its base URL and issuer (``localhost`` where an IP address will not do: a WebAuthn RP ID)."""
     port = free_port()
-    base_url = f"http://127.0.0.1:{port}"
+    base_url = f"http://{host}:{port}"
     log_path = data_dir / f"server-{port}.log"
     environment = {
         **os.environ,
@@ -119,12 +126,17 @@ def start_server(
 
 @contextmanager
 def server_on_new_sqlite(
-    tmp_path_factory: pytest.TempPathFactory, secret_key: str, name: str, *, env: dict[str, str] | None = None
+    tmp_path_factory: pytest.TempPathFactory,
+    secret_key: str,
+    name: str,
+    *,
+    env: dict[str, str] | None = None,
+    host: str = "127.0.0.1",
 ) -> Iterator[ServerProcess]:
     """One real `grantd serve` on a new SQLite file (serve migrates it) in a new directory named after
     ``name``; GRANTD_ISSUER is its base URL. Stopped on leaving the block."""
     data_dir = tmp_path_factory.mktemp(name)
-    server = start_server(f"sqlite+aiosqlite:///{data_dir / 'grantd.db'}", secret_key, data_dir, env=env)
+    server = start_server(f"sqlite+aiosqlite:///{data_dir / 'grantd.db'}", secret_key, data_dir, env=env, host=host)
     try:
         yield server
     finally:

@@ -153,13 +153,17 @@ async def check_password(ctx: Context, email: str, password: str, *, address: st
     return user
 
 
-async def start_session(ctx: Context, user_id: str, amr: tuple[str, ...], *, address: str | None = None) -> UserToken:
-    """A new session of a person who proved who they are (``amr``, RFC 8176: how)."""
+async def start_session(
+    ctx: Context, user_id: str, amr: tuple[str, ...], *, address: str | None = None, reason: str | None = None
+) -> UserToken:
+    """A new session of a person who proved who they are (``amr``, RFC 8176: how), audited as
+    ``login_succeeded`` (``reason``: a way other than the password, ``passkey``)."""
     now = ctx.now()
+    extra = {"reason": reason} if reason is not None else {}
     async with ctx.db.write() as tx:
         token = await _issue_user_token(ctx, tx, user_id, now, amr)
         await audit.record(
-            ctx, tx, "login_succeeded", actor=user_id, user_id=user_id, address=address, now=now, jti=token.jti
+            ctx, tx, "login_succeeded", actor=user_id, user_id=user_id, address=address, now=now, jti=token.jti, **extra
         )
         return token
 
@@ -304,6 +308,18 @@ def _require_fresh_sign_in(ctx: Context, user: Principal, doing: str) -> None:
             f"within the last {FRESH_SIGN_IN // 60} minutes.",
             max_age=FRESH_SIGN_IN,
         )
+
+
+async def confirm_identity(
+    ctx: Context, user: Principal, *, password: str | None, doing: str, address: str | None = None
+) -> None:
+    """The signed-in user proves it is them before a sensitive change (``doing`` names it): with
+    the current password (checked as a log-in: InvalidGrant, RateLimited) or, without one, by a
+    session signed in within ``FRESH_SIGN_IN`` seconds (else InsufficientUserAuthentication)."""
+    if password:
+        await _check_current_password(ctx, user, await _account(ctx, user), password, address)
+    else:
+        _require_fresh_sign_in(ctx, user, doing)
 
 
 async def request_email_change(

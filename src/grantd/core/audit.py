@@ -62,6 +62,8 @@ EVENTS = frozenset(
         "account_exported",
         "account_deleted",
         "security_notice_sent",
+        "passkey_added",
+        "passkey_removed",
     }
 )
 # What a detail may carry: identifiers, permissions, names of changed fields, a reason. Nothing else.

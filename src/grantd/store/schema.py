@@ -428,3 +428,27 @@ known_devices = Table(
     Column("first_seen_at", BigInteger, nullable=False),
     Column("last_seen_at", BigInteger, nullable=False),
 )
+
+# Passkeys (WebAuthn, migration 0023): a user's credentials (id and COSE public key base64url),
+# and the single-use challenges of ceremonies under way, as keyed hashes (core/passkeys.py).
+passkeys = Table(
+    "passkeys",
+    metadata,
+    Column("credential_id", String(1400), primary_key=True),
+    Column("user_id", String(36), ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("public_key", Text, nullable=False),
+    Column("sign_count", BigInteger, nullable=False),
+    Column("transports", String(200), nullable=False, server_default=""),
+    Column("name", String(64), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("last_used_at", BigInteger),
+)
+
+passkey_challenges = Table(
+    "passkey_challenges",
+    metadata,
+    Column("challenge_hash", String(64), primary_key=True),
+    Column("purpose", String(16), nullable=False),
+    Column("binding", String(64), nullable=False),
+    Column("expires_at", BigInteger, nullable=False, index=True),
+)

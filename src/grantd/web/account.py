@@ -10,20 +10,25 @@ from __future__ import annotations
 from fastapi import Request
 from starlette.responses import JSONResponse, Response
 
-from grantd.core import accounts, consents, email_address, leaving, profile, second_factor
+from grantd.core import accounts, consents, email_address, leaving, passkeys, profile, second_factor
 from grantd.core import permissions as perms
 from grantd.core.accounts import Principal
 from grantd.core.context import Context
 from grantd.core.errors import Conflict, GrantdError, InvalidGrant, InvalidRequest, NotFound, RateLimited
 from grantd.forms import read_form
 from grantd.web import session
-from grantd.web.pages import error_page, page, redirect, security_headers, to_signin, user_page, wait_time
+from grantd.web.pages import PASSKEY_SCRIPTS, error_page, page, redirect, security_headers, to_signin, user_page, wait_time
 
 _FORGED = (
     "The form was not sent from this site, or it has expired. "
     "Go back, reload the page and try again."
 )
 _APP_ID_MAX = 64
+_PASSKEY_NOTICES = {
+    "added": "Your passkey was added. You can sign in with it now.",
+    "renamed": "Your passkey was renamed.",
+    "removed": "Your passkey was removed: it no longer signs you in.",
+}
 
 
 def _ctx(request: Request) -> Context:
@@ -68,6 +73,7 @@ async def _account_page(
     export_message: str | None = None,
     delete_errors: dict[str, str] | None = None,
     delete_message: str | None = None,
+    passkey_message: str | None = None,
 ) -> Response:
     """``entered``: the profile form as sent, shown again beside ``profile_errors``; ``new_email``:
     the email change form's address as sent, beside ``email_errors`` and ``email_message``."""
@@ -98,6 +104,11 @@ async def _account_page(
         delete_message=delete_message,
         owned_apps=await leaving.owned_apps(ctx, principal.user_id),
         second_factor=bool(await second_factor.methods_of(ctx, principal.user_id)),
+        passkeys=await passkeys.list_passkeys(ctx, principal.user_id),
+        passkey_message=passkey_message,
+        passkey_name_max=passkeys.NAME_MAX,
+        passkeys_available=passkeys.available(ctx),
+        **(PASSKEY_SCRIPTS if passkeys.available(ctx) else {}),
     )
 
 
@@ -113,6 +124,8 @@ async def account(request: Request) -> Response:
         notice = "Your profile was saved."
     elif request.query_params.get("sent") == "1":
         notice = "We sent a new link to your email address. Open it to verify the address."
+    elif request.query_params.get("passkey") in _PASSKEY_NOTICES:
+        notice = _PASSKEY_NOTICES[request.query_params["passkey"]]
     elif request.query_params.get("sent") == "new":
         notice = f"{email_address.CHANGE_SENT} Until then, your address stays as it is."
     return await _account_page(ctx, principal, notice=notice)

@@ -27,10 +27,13 @@ templates = Environment(
 )
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache", "Referrer-Policy": "no-referrer"}
+# A page with passkeys runs /static/passkeys.js, which calls the page's own JSON endpoints.
+PASSKEY_SCRIPTS = {"script_src": ["'self'"], "connect_src": ["'self'"]}
 _CSP = (
     "default-src 'none'; style-src 'self'; img-src {img}; frame-ancestors 'none'; base-uri 'none'; form-action {form}"
 )
 _SCRIPT_SRC = "; script-src {scripts}"
+_CONNECT_SRC = "; connect-src {sources}"
 _SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*$")
 
 
@@ -101,10 +104,14 @@ def form_target(uri: str) -> str | None:
 
 
 def security_headers(
-    form_action: Iterable[str] = (), img_src: Iterable[str] = (), script_src: Iterable[str] = ()
+    form_action: Iterable[str] = (),
+    img_src: Iterable[str] = (),
+    script_src: Iterable[str] = (),
+    connect_src: Iterable[str] = (),
 ) -> dict[str, str]:
     """The pages' headers. ``form_action``, ``img_src``: the sources a page allows beyond its own
-    origin; ``script_src``: the only scripts it may run (none without: ``default-src 'none'``)."""
+    origin; ``script_src``: the only scripts it may run, ``connect_src``: the only places its
+    scripts may send requests to (none of either without: ``default-src 'none'``)."""
 
     def sources(more: Iterable[str]) -> str:
         return " ".join(["'self'", *dict.fromkeys(s for s in more if s)])
@@ -113,6 +120,9 @@ def security_headers(
     scripts = " ".join(dict.fromkeys(s for s in script_src if s))
     if scripts:
         csp += _SCRIPT_SRC.format(scripts=scripts)
+    connects = " ".join(dict.fromkeys(s for s in connect_src if s))
+    if connects:
+        csp += _CONNECT_SRC.format(sources=connects)
     return {
         **NO_STORE,
         "Content-Security-Policy": csp,
@@ -128,10 +138,11 @@ def page(
     form_action: Iterable[str] = (),
     img_src: Iterable[str] = (),
     script_src: Iterable[str] = (),
+    connect_src: Iterable[str] = (),
     **values: Any,
 ) -> HTMLResponse:
     html = templates.get_template(template).render(**values)
-    return HTMLResponse(html, status_code, headers=security_headers(form_action, img_src, script_src))
+    return HTMLResponse(html, status_code, headers=security_headers(form_action, img_src, script_src, connect_src))
 
 
 def nav(csrf_token: str, active: str) -> dict[str, str]:

@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 from fastapi import Request
 from starlette.responses import Response
 
-from grantd.core import accounts, apps, authorization, client_metadata, email_address, openid, par, resources
+from grantd.core import accounts, apps, authorization, client_metadata, email_address, openid, par, passkeys, resources
 from grantd.core import second_factor
 from grantd.core.accounts import Principal
 from grantd.core.context import Context
@@ -39,6 +39,7 @@ from grantd.core.errors import (
 from grantd.forms import MAX_PARAMETER_LENGTH, read_form
 from grantd.web import second_factor as second_factor_pages, session
 from grantd.web.pages import (
+    PASSKEY_SCRIPTS,
     error_page,
     form_target,
     origin_source,
@@ -477,6 +478,7 @@ async def _signin_page(
     return await _entry_page(
         ctx, request, next_path, "signin.html", status_code,
         message=message, email=email, signup_url=_with_next("/signup", next_path),
+        **(PASSKEY_SCRIPTS if passkeys.available(ctx) else {}), passkeys=passkeys.available(ctx),
     )
 
 

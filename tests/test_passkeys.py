@@ -1,0 +1,316 @@
+"""Passkeys over the wire, without a browser: a real `grantd serve` and a software authenticator
+written here (an ECDSA P-256 key, CBOR, the byte layouts of WebAuthn §6.1 and §6.5) that answers
+as a browser would, or as an attacker could: from another origin, over a challenge grantd never
+made or already took, with a credential grantd never registered, with a counter gone back.
+
+The server is named 127.0.0.1 here: a browser refuses an IP address as an RP ID, grantd does not
+need to (tests/browser/test_passkeys.py runs the same ceremonies in Chromium at localhost).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
+import cbor2
+import httpx
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from support.neucron import PASSWORD, unique_email
+from support.servers import ServerProcess, assert_clean_logs, server_on_new_sqlite, start_server
+
+REFUSED = "This passkey cannot be used to sign in here."
+SPENT = "This passkey request has expired or was used already. Try again."
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class Authenticator:
+    """A passkey: one credential, kept by a user-verifying authenticator."""
+
+    def __init__(self) -> None:
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        self.credential_id = os.urandom(32)
+        self.count = 0
+        self.user_handle: str | None = None
+
+    def _cose_key(self) -> bytes:
+        numbers = self.key.public_key().public_numbers()
+        return cbor2.dumps({1: 2, 3: -7, -1: 1, -2: numbers.x.to_bytes(32, "big"), -3: numbers.y.to_bytes(32, "big")})
+
+    def create(self, options: dict, origin: str) -> str:
+        """The answer to navigator.credentials.create(options) on a page of ``origin``."""
+        self.user_handle = options["user"]["id"]
+        client_data = json.dumps({"type": "webauthn.create", "challenge": options["challenge"], "origin": origin}).encode()
+        auth_data = (
+            hashlib.sha256(options["rp"]["id"].encode()).digest()
+            + bytes([0x45])  # user present, user verified, attested credential data
+            + self.count.to_bytes(4, "big")
+            + bytes(16)  # AAGUID
+            + len(self.credential_id).to_bytes(2, "big")
+            + self.credential_id
+            + self._cose_key()
+        )
+        attestation = cbor2.dumps({"fmt": "none", "attStmt": {}, "authData": auth_data})
+        response = {"clientDataJSON": b64(client_data), "attestationObject": b64(attestation), "transports": ["internal"]}
+        return self._credential(response)
+
+    def get(self, options: dict, origin: str, *, count: int | None = None) -> str:
+        """The answer to navigator.credentials.get(options) on a page of ``origin``; ``count``:
+        the signature counter it reports (one more than the last, unless said)."""
+        self.count = self.count + 1 if count is None else count
+        client_data = json.dumps({"type": "webauthn.get", "challenge": options["challenge"], "origin": origin}).encode()
+        auth_data = hashlib.sha256(options["rpId"].encode()).digest() + bytes([0x05]) + self.count.to_bytes(4, "big")
+        signature = self.key.sign(auth_data + hashlib.sha256(client_data).digest(), ec.ECDSA(hashes.SHA256()))
+        response = {"clientDataJSON": b64(client_data), "authenticatorData": b64(auth_data), "signature": b64(signature)}
+        if self.user_handle is not None:
+            response["userHandle"] = self.user_handle
+        return self._credential(response)
+
+    def _credential(self, response: dict) -> str:
+        credential_id = b64(self.credential_id)
+        return json.dumps(
+            {"id": credential_id, "rawId": credential_id, "type": "public-key", "response": response, "clientExtensionResults": {}}
+        )
+
+
+pytestmark = pytest.mark.db
+
+
+@pytest.fixture(scope="module")
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, secret_key: str) -> Iterator[ServerProcess]:
+    """A real server on a new SQLite file; on the session's PostgreSQL database with GRANTD_TEST_DB=postgres."""
+    if os.environ.get("GRANTD_TEST_DB", "sqlite") != "postgres":
+        with server_on_new_sqlite(tmp_path_factory, secret_key, "passkeys-wire") as running:
+            yield running
+            assert_clean_logs([running])  # no 500, no traceback, whatever was sent
+        return
+    running = start_server(request.getfixturevalue("postgres_url"), secret_key, tmp_path_factory.mktemp("passkeys-wire-pg"))
+    try:
+        yield running
+        assert_clean_logs([running])
+    finally:
+        running.stop()
+
+
+def browser(server: ServerProcess) -> httpx.Client:
+    return httpx.Client(base_url=server.base_url, timeout=30)
+
+
+def signin_csrf(client: httpx.Client) -> str:
+    """Opens the sign-in page (its pre-session cookie lands in ``client``); the form's token."""
+    page = client.get("/signin")
+    assert page.status_code == 200
+    return CSRF.search(page.text).group(1)
+
+
+def account_csrf(client: httpx.Client) -> str:
+    page = client.get("/account")
+    assert page.status_code == 200, page.headers.get("location")
+    return CSRF.search(page.text).group(1)
+
+
+def signed_in(server: ServerProcess) -> tuple[httpx.Client, str]:
+    """A browser signed in with the password of a new account, and the account's email."""
+    client, email = browser(server), unique_email()
+    assert client.post("/v1/auth/signup", json={"email": email, "password": PASSWORD}).status_code in (200, 201)
+    token = signin_csrf(client)
+    answer = client.post("/signin", data={"email": email, "password": PASSWORD, "csrf_token": token, "next": "/"})
+    assert answer.status_code == 303 and "grantd_session" in client.cookies
+    return client, email
+
+
+def register(server: ServerProcess, client: httpx.Client, authenticator: Authenticator, *, origin: str | None = None) -> httpx.Response:
+    token = account_csrf(client)
+    options = client.post("/account/passkeys/options", data={"csrf_token": token})
+    assert options.status_code == 200, options.text
+    credential = authenticator.create(options.json(), origin or server.base_url)
+    return client.post("/account/passkeys", data={"csrf_token": token, "name": "Laptop", "credential": credential})
+
+
+def sign_in_options(client: httpx.Client) -> tuple[str, dict]:
+    token = signin_csrf(client)
+    options = client.post("/passkeys/signin/options", data={"csrf_token": token})
+    assert options.status_code == 200, options.text
+    return token, options.json()
+
+
+def sign_in(client: httpx.Client, token: str, credential: str) -> httpx.Response:
+    return client.post("/passkeys/signin", data={"csrf_token": token, "credential": credential, "next": "/account"})
+
+
+def registered(server: ServerProcess) -> tuple[Authenticator, str]:
+    """A new account with a passkey: its authenticator and the account's email."""
+    client, email = signed_in(server)
+    authenticator = Authenticator()
+    added = register(server, client, authenticator)
+    client.close()
+    assert added.status_code == 200, added.text
+    assert added.json() == {"redirect": "/account?passkey=added#passkeys"}
+    return authenticator, email
+
+
+def test_a_passkey_signs_in_alone_and_its_answer_is_taken_once(server: ServerProcess) -> None:
+    authenticator, email = registered(server)
+    with browser(server) as client:
+        token, options = sign_in_options(client)
+        assert options["rpId"] == "127.0.0.1" and options["allowCredentials"] == [] and options["userVerification"] == "required"
+        credential = authenticator.get(options, server.base_url)
+        answer = sign_in(client, token, credential)
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == {"redirect": "/account"}
+        account = client.get("/account")
+        assert account.status_code == 200 and f'<dd class="email">{email}</dd>' in account.text
+        assert 'class="passkey-name">Laptop<' in account.text and "last used never" not in account.text
+
+    # The same answer again, from another browser: its challenge is spent; no session is made.
+    with browser(server) as replaying:
+        token, _ = sign_in_options(replaying)
+        replay = sign_in(replaying, token, credential)
+        assert replay.status_code == 401 and replay.json()["error"] == SPENT
+        assert "grantd_session" not in replaying.cookies
+
+
+def test_a_challenge_is_for_the_browser_that_asked_for_it(server: ServerProcess) -> None:
+    authenticator, _ = registered(server)
+    with browser(server) as asking, browser(server) as answering:
+        _, options = sign_in_options(asking)
+        token = signin_csrf(answering)
+        answer = sign_in(answering, token, authenticator.get(options, server.base_url))
+        assert answer.status_code == 401 and answer.json()["error"] == SPENT
+        assert "grantd_session" not in answering.cookies
+        # and it is spent: the browser that asked cannot use it now either
+        replay = sign_in(asking, signin_csrf(asking), authenticator.get(options, server.base_url))
+        assert replay.status_code == 401 and replay.json()["error"] == SPENT
+
+
+def test_a_challenge_grantd_never_made_is_refused(server: ServerProcess) -> None:
+    authenticator, _ = registered(server)
+    with browser(server) as client:
+        token, options = sign_in_options(client)
+        made_up = {**options, "challenge": b64(os.urandom(32))}
+        answer = sign_in(client, token, authenticator.get(made_up, server.base_url))
+        assert answer.status_code == 401 and answer.json()["error"] == SPENT
+        assert "grantd_session" not in client.cookies
+
+
+def test_a_credential_grantd_never_registered_is_refused(server: ServerProcess) -> None:
+    registered(server)
+    stranger = Authenticator()
+    with browser(server) as client:
+        token, options = sign_in_options(client)
+        answer = sign_in(client, token, stranger.get(options, server.base_url))
+        assert answer.status_code == 401 and answer.json()["error"] == REFUSED
+        assert "grantd_session" not in client.cookies
+
+
+def test_an_answer_from_another_origin_is_refused(server: ServerProcess) -> None:
+    port = urlsplit(server.base_url).port
+    elsewhere = f"http://evil.example:{port}"
+    # Registration: the passkey is not kept.
+    client, _ = signed_in(server)
+    refused = register(server, client, Authenticator(), origin=elsewhere)
+    assert refused.status_code == 401 and "was not accepted" in refused.json()["error"]
+    assert "You have no passkey yet." in client.get("/account").text
+    client.close()
+    # Sign-in: a real passkey of the account, its answer made on another site's page.
+    authenticator, _ = registered(server)
+    with browser(server) as victim:
+        token, options = sign_in_options(victim)
+        answer = sign_in(victim, token, authenticator.get(options, elsewhere))
+        assert answer.status_code == 401 and answer.json()["error"] == REFUSED
+        assert "grantd_session" not in victim.cookies
+    # The same passkey, answering on grantd's own page, still works.
+    with browser(server) as client:
+        token, options = sign_in_options(client)
+        assert sign_in(client, token, authenticator.get(options, server.base_url)).status_code == 200
+
+
+def test_a_signature_counter_that_goes_back_is_refused(server: ServerProcess) -> None:
+    authenticator, _ = registered(server)
+    with browser(server) as client:
+        token, options = sign_in_options(client)
+        assert sign_in(client, token, authenticator.get(options, server.base_url, count=5)).status_code == 200
+    with browser(server) as clone:
+        token, options = sign_in_options(clone)
+        answer = sign_in(clone, token, authenticator.get(options, server.base_url, count=3))
+        assert answer.status_code == 401 and answer.json()["error"] == REFUSED
+        assert "grantd_session" not in clone.cookies
+
+
+def test_a_credential_id_no_passkey_can_have_is_refused(server: ServerProcess) -> None:
+    authenticator, _ = registered(server)
+    with browser(server) as client:
+        token, options = sign_in_options(client)
+        answer = json.loads(authenticator.get(options, server.base_url))
+        answer["id"] = answer["rawId"] = "a\u0000b"
+        refused = sign_in(client, token, json.dumps(answer))
+        assert refused.status_code == 401 and refused.json()["error"] == REFUSED
+
+
+def test_passkey_answers_are_limited_per_address(tmp_path_factory: pytest.TempPathFactory, secret_key: str) -> None:
+    with server_on_new_sqlite(
+        tmp_path_factory, secret_key, "passkeys-limited", env={"GRANTD_RATE_LIMIT_LOGIN_PER_ADDRESS": "3"}
+    ) as limited, browser(limited) as client:
+        stranger = Authenticator()
+        statuses = []
+        for _ in range(4):
+            token, options = sign_in_options(client)
+            statuses.append(sign_in(client, token, stranger.get(options, limited.base_url)))
+        assert [answer.status_code for answer in statuses] == [401, 401, 401, 429]
+        assert statuses[-1].json()["error"].startswith("Too many attempts. Try again in ")
+        assert int(statuses[-1].headers["retry-after"]) > 0
+
+
+def test_malformed_and_forged_requests_get_4xx(server: ServerProcess) -> None:
+    with browser(server) as client:
+        token = signin_csrf(client)
+        assert client.post("/passkeys/signin/options", data={"csrf_token": "forged"}).status_code == 403
+        for credential in ("", "not json", "{}", '{"id": 1, "response": {"clientDataJSON": "!!"}}', "[" * 4000):
+            answer = sign_in(client, token, credential)
+            assert answer.status_code == 400, (credential[:40], answer.text)
+            assert answer.json()["error"]
+        too_long = sign_in(client, token, "x" * 20_000)  # over a form parameter's length: the pages' error
+        assert too_long.status_code == 400 and "credential is too long." in too_long.text
+    signed, _ = signed_in(server)
+    assert signed.post("/account/passkeys/options", data={"csrf_token": "forged"}).status_code == 403
+    token = account_csrf(signed)
+    answer = signed.post("/account/passkeys", data={"csrf_token": token, "name": "", "credential": "{}"})
+    assert answer.status_code == 400 and answer.json()["error"] == "Give the passkey a name."
+    removed = signed.post("/account/passkeys/nope/remove", data={"csrf_token": token, "password": PASSWORD})
+    assert removed.status_code == 404 and "You have no such passkey." in removed.text
+    signed.close()
+    with browser(server) as nobody:
+        assert nobody.post("/account/passkeys/options", data={"csrf_token": "x"}).status_code == 401
+
+
+def test_the_pages_offer_passkeys_only_where_browsers_can_use_them(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory, secret_key: str) -> None:
+    # At 127.0.0.1 (an IP address cannot be an RP ID) the pages neither offer passkeys nor run a script.
+    with browser(server) as client:
+        signin = client.get("/signin")
+        assert "passkey" not in signin.text and 'autocomplete="username"' in signin.text
+        assert "script-src" not in signin.headers["content-security-policy"]
+    # At localhost they do, with the one static script, from the site itself.
+    with server_on_new_sqlite(tmp_path_factory, secret_key, "passkeys-localhost", host="localhost") as local, browser(local) as client:
+        signin = client.get("/signin")
+        assert 'autocomplete="username webauthn"' in signin.text and "Use a passkey" in signin.text
+        policy = signin.headers["content-security-policy"]
+        assert "; script-src 'self'" in policy and "; connect-src 'self'" in policy and "default-src 'none'" in policy
+        assert re.findall(r"<script[^>]*>", signin.text) == ['<script src="/static/passkeys.js" defer>']
+        script = client.get("/static/passkeys.js")
+        assert script.status_code == 200 and script.headers["content-type"].startswith("text/javascript")
+        assert "navigator.credentials.get" in script.text
