@@ -301,7 +301,9 @@ async def test_a_code_older_than_sixty_seconds_is_refused(app: Any, client: http
         now = ctx.now()
         ctx.now = lambda: now + 61  # the server's clock, 61 seconds on
         try:
-            results[profile] = await pk.token(client, grant_type="authorization_code", code=got["code"], code_verifier=verifier)
+            results[profile] = await pk.token(
+                client, grant_type="authorization_code", code=got["code"], code_verifier=verifier, redirect_uri=REDIRECT_URI
+            )
         finally:
             del ctx.now
     assert results["fapi2"].status_code == 400 and results["fapi2"].json()["error"] == "invalid_grant", results["fapi2"].text

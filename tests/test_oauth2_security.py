@@ -885,7 +885,7 @@ async def test_every_form_endpoint_error_is_rfc6749_json(client: httpx.AsyncClie
     for grant_type in (
         "password",
         "implicit",
-        "urn:ietf:params:oauth:grant-type:device_code",
+        "urn:ietf:params:oauth:grant-type:token-exchange",
         "AUTHORIZATION_CODE",
         "x" * 300,
         "\x00",
