@@ -108,6 +108,10 @@ def _with_real_values(body: Any, flow: Flow, code: Callable[[], str], path: str)
         if "grant_type" not in out:  # revocation and introspection: no secret in the form either
             out.pop("client_secret", None)
     if "grant_type" in out:  # the RFC 6749 token endpoint
+        if out["grant_type"] == "urn:ietf:params:oauth:grant-type:device_code":
+            out["grant_type"] = "client_credentials"  # the flow holds no device authorization to poll
+        # A generated list is a repeated parameter, which the endpoint refuses before the grant runs.
+        out = {name: value for name, value in out.items() if not isinstance(value, list)}
         # The client authenticates with Basic: a client_secret in the form as well is refused, a
         # client_id must name the same client, and the flow's codes carry no PKCE challenge (so a
         # code_verifier is refused), so that valid data can reach the grant itself.
@@ -120,6 +124,8 @@ def _with_real_values(body: Any, flow: Flow, code: Callable[[], str], path: str)
             out["scope"] = "read_profile"
         if "code" in out:
             out["code"] = code()
+            # The flow's authorization requests name their redirect_uri: the token request must too (RFC 6749 §4.1.3).
+            out["redirect_uri"] = flow.redirect_uri
         if "redirect_uri" in out:
             out["redirect_uri"] = flow.redirect_uri
     return out
