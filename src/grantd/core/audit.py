@@ -57,6 +57,13 @@ EVENTS = frozenset(
         "audit_pruned",
         "resource_registered",
         "resource_deleted",
+        "user_locked",
+        "user_unlocked",
+        "user_deleted",
+        "sessions_revoked",
+        "admin_granted",
+        "admin_revoked",
+        "app_enabled",
     }
 )
 # What a detail may carry: identifiers, permissions, names of changed fields, a reason. Nothing else.
