@@ -24,7 +24,7 @@ def operator(live_server: ServerProcess, secret_key: str, tmp_path: Path) -> Cli
 
 
 def test_an_admin_finds_and_locks_an_account(
-    page: Any, new_page: Any, api: httpx.Client, base_url: str, live_server: ServerProcess, secret_key: str,
+    page: Any, api: httpx.Client, base_url: str, live_server: ServerProcess, secret_key: str,
     tmp_path: Path, shoot: Any,
 ) -> None:
     from playwright.sync_api import expect

@@ -24,7 +24,7 @@ from grantd.core.accounts import Principal
 from grantd.core.context import Context
 from grantd.core.errors import GrantdError, InvalidRequest, NotFound
 from grantd.web.console import _posted, _signed_in
-from grantd.web.pages import error_page, redirect, user_page
+from grantd.web import pages
 
 ADMIN = "/admin"
 _USER_ACTIONS = ("lock", "unlock", "delete", "reset-password", "revoke-sessions")
@@ -40,7 +40,7 @@ def _address(request: Request) -> str | None:
 
 
 def _refused() -> Response:
-    return error_page(403, "Admins only", "This page is for the admins of this service.", link=("/", "Home"))
+    return pages.error_page(403, "Admins only", "This page is for the admins of this service.", link=("/", "Home"))
 
 
 async def _admin(request: Request, principal: Principal) -> Response | None:
@@ -51,7 +51,7 @@ async def _admin(request: Request, principal: Principal) -> Response | None:
 
 
 def _render(ctx: Context, principal: Principal, template: str, status_code: int = 200, **values: Any) -> Response:
-    return user_page(ctx, principal, template, "admin", status_code, **values)
+    return pages.user_page(ctx, principal, template, "admin", status_code, **values)
 
 
 def _day(value: str, name: str, end: bool) -> int | None:
@@ -104,7 +104,7 @@ async def user_page(request: Request, user_id: str) -> Response:
         user = await admin.get_user(ctx, user_id)
         sessions = await admin.sessions(ctx, user_id)
     except NotFound:
-        return error_page(404, "Account not found", "There is no such account.", link=(ADMIN, "Accounts"))
+        return pages.error_page(404, "Account not found", "There is no such account.", link=(ADMIN, "Accounts"))
     return _render(
         ctx, principal, "admin_user.html", user=user, sessions=sessions, done=request.query_params.get("done"),
         is_self=user_id == principal.user_id,
@@ -120,7 +120,7 @@ async def user_action(request: Request, user_id: str, action: str) -> Response:
     if (refused := await _admin(request, principal)) is not None:
         return refused
     if action not in _USER_ACTIONS:
-        return error_page(404, "Not found", "There is no such action.", link=(ADMIN, "Accounts"))
+        return pages.error_page(404, "Not found", "There is no such action.", link=(ADMIN, "Accounts"))
     ctx, actor, address = _ctx(request), principal.user_id, _address(request)
     try:
         if action == "lock":
@@ -135,14 +135,14 @@ async def user_action(request: Request, user_id: str, action: str) -> Response:
             if form.one("confirm") != "yes":
                 raise InvalidRequest("Tick the box to confirm: deleting an account cannot be undone.")
             await admin.delete_user(ctx, actor, user_id, address=address)
-            return redirect(ADMIN + "?deleted=1")
+            return pages.redirect(ADMIN + "?deleted=1")
     except NotFound:
-        return error_page(404, "Account not found", "There is no such account.", link=(ADMIN, "Accounts"))
+        return pages.error_page(404, "Account not found", "There is no such account.", link=(ADMIN, "Accounts"))
     except GrantdError as exc:
         if exc.status_code >= 500:
             raise
-        return error_page(exc.status_code, "This cannot be done", exc.message, link=(back, "Back to the account"))
-    return redirect(f"{back}?done={action}")
+        return pages.error_page(exc.status_code, "This cannot be done", exc.message, link=(back, "Back to the account"))
+    return pages.redirect(f"{back}?done={action}")
 
 
 async def apps_page(request: Request) -> Response:
@@ -178,11 +178,11 @@ async def app_action(request: Request, app_id: str, action: str) -> Response:
     if (refused := await _admin(request, principal)) is not None:
         return refused
     if action not in _APP_ACTIONS:
-        return error_page(404, "Not found", "There is no such action.", link=(back, "Apps"))
+        return pages.error_page(404, "Not found", "There is no such action.", link=(back, "Apps"))
     ctx = _ctx(request)
     change = admin.disable_app if action == "disable" else admin.enable_app
     try:
         await change(ctx, principal.user_id, app_id, address=_address(request))
     except NotFound:
-        return error_page(404, "App not found", "There is no such app.", link=(back, "Apps"))
-    return redirect(back)
+        return pages.error_page(404, "App not found", "There is no such app.", link=(back, "Apps"))
+    return pages.redirect(back)
