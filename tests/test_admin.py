@@ -15,12 +15,19 @@ from support.servers import ServerProcess, start_server
 from test_cli import Cli, assert_failed
 
 
+pytestmark = pytest.mark.db
+
+
 @pytest.fixture(scope="module")
-def deployment(tmp_path_factory: pytest.TempPathFactory, secret_key: str) -> Iterator[tuple[ServerProcess, Cli]]:
-    """One `grantd serve` and the command line, on the same database."""
+def operated(
+    tmp_path_factory: pytest.TempPathFactory, secret_key: str, database_url: str
+) -> Iterator[tuple[ServerProcess, Cli]]:
+    """One `grantd serve` and the command line, on the same database (SQLite, or PostgreSQL with
+    GRANTD_TEST_DB=postgres)."""
     data_dir = tmp_path_factory.mktemp("admin")
     cli = Cli(data_dir, secret_key)
-    server = start_server(cli.database_url, secret_key, data_dir)
+    cli.database_url = cli.env["GRANTD_DATABASE_URL"] = database_url
+    server = start_server(database_url, secret_key, data_dir)
     try:
         yield server, cli
     finally:
@@ -28,13 +35,13 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, secret_key: str) -> Ite
 
 
 @pytest.fixture
-def server(deployment: tuple[ServerProcess, Cli]) -> ServerProcess:
-    return deployment[0]
+def server(operated: tuple[ServerProcess, Cli]) -> ServerProcess:
+    return operated[0]
 
 
 @pytest.fixture
-def cli(deployment: tuple[ServerProcess, Cli]) -> Cli:
-    return deployment[1]
+def cli(operated: tuple[ServerProcess, Cli]) -> Cli:
+    return operated[1]
 
 
 @pytest.fixture
@@ -159,12 +166,12 @@ async def test_cli_apps_show_disable_enable(api: httpx.AsyncClient, cli: Cli) ->
     shown = cli.json("apps", "show", flow.app_id)
     assert shown["name"] == "Operated App" and shown["disabled"] is False and shown["owner_email"].endswith("@example.com")
 
-    listed = cli.json("apps", "list", "--name", "Operated", "--enabled")["apps"]
+    listed = cli.json("apps", "list", "--name", "Operated", "--enabled", "--limit", "200")["apps"]
     assert flow.app_id in [app["app_id"] for app in listed]
 
     assert cli.run("apps", "disable", flow.app_id).returncode == 0
     await assert_app_refused(flow, token)
-    assert flow.app_id in [app["app_id"] for app in cli.json("apps", "list", "--disabled", "--name", "Operated")["apps"]]
+    assert flow.app_id in [app["app_id"] for app in cli.json("apps", "list", "--disabled", "--name", "Operated", "--limit", "200")["apps"]]
 
     result = cli.run("apps", "enable", flow.app_id)
     assert result.returncode == 0 and "disabled: False" in result.stdout
@@ -281,16 +288,18 @@ async def test_admin_lists_page_and_filter(api: httpx.AsyncClient, cli: Cli) -> 
 
 async def test_admin_apps(api: httpx.AsyncClient, cli: Cli) -> None:
     admin_id, admin = await admin_token(api, cli)
-    flow = await new_flow(api, name="Admin Listed App")
+    name = f"Admin Listed {unique_email()[:17]}"
+    flow = await new_flow(api, name=name)
     token = await access_token(flow)
-    listed = ok(await api.get("/v1/admin/apps", params={"name": "Admin Listed", "limit": 200}, headers=bearer(admin)))
-    assert flow.app_id in [app["app_id"] for app in listed["apps"]]
+    listed = ok(await api.get("/v1/admin/apps", params={"name": name}, headers=bearer(admin)))
+    assert [app["app_id"] for app in listed["apps"]] == [flow.app_id]
+    assert ok(await api.get("/v1/admin/apps", params={"name": name, "disabled": "true"}, headers=bearer(admin)))["apps"] == []
 
     disabled = ok(await api.post(f"/v1/admin/apps/{flow.app_id}/disable", headers=bearer(admin)))
     assert disabled["disabled"] is True and disabled["app_id"] == flow.app_id
     await assert_app_refused(flow, token)
-    only_disabled = ok(await api.get("/v1/admin/apps", params={"disabled": "true", "limit": 200}, headers=bearer(admin)))
-    assert all(app["disabled"] for app in only_disabled["apps"]) and flow.app_id in [a["app_id"] for a in only_disabled["apps"]]
+    only_disabled = ok(await api.get("/v1/admin/apps", params={"name": name, "disabled": "true"}, headers=bearer(admin)))
+    assert [app["app_id"] for app in only_disabled["apps"]] == [flow.app_id]
 
     enabled = ok(await api.post(f"/v1/admin/apps/{flow.app_id}/enable", headers=bearer(admin)))
     assert enabled["disabled"] is False
