@@ -45,6 +45,7 @@ import dataclasses
 
 from grantd.config import Settings
 from grantd.server import create_app
+from grantd.store import admin as admin_store
 
 from acting_user import new_app
 from support.neucron import Flow, new_flow, sign_up
@@ -190,6 +191,9 @@ async def test_every_operation_of_the_openapi_document_holds_to_its_schema(fuzz_
     # /v1/resources' writes are reached too.
     developer = await client.get("/auth/user/info", headers={"Authorization": shared.dev_token})
     fuzz_app.state.ctx.settings.resource_admins = developer.json()["id"]
+    # ... and is an admin (grantd users grant-admin), so that /v1/admin is reached too.
+    async with fuzz_app.state.ctx.db.write() as tx:
+        await admin_store.set_admin(tx, developer.json()["id"], True)
     loop = asyncio.get_running_loop()
 
     operations = []
@@ -202,11 +206,15 @@ async def test_every_operation_of_the_openapi_document_holds_to_its_schema(fuzz_
     for operation in operations:
         label = f"{operation.method.upper()} {operation.path}"
         flows[label] = shared
-        if operation.method.upper() in _DESTRUCTIVE:
+        if operation.method.upper() in _DESTRUCTIVE or operation.path.startswith("/v1/admin/apps/"):
             flows[label] = await new_app(shared)
             await _grant(flows[label], shared.dev_token)
         if operation.path.endswith("/logout"):
             flows[label] = dataclasses.replace(shared, dev_token=(await sign_up(client))[1])
+        if "{user_id}" in operation.path:  # an account of its own for the admin to lock, end, delete
+            flows[label] = dataclasses.replace(
+                flows[label], extra={**flows[label].extra, "user_id": (await sign_up(client))[0]}
+            )
         if "{token_id}" in operation.path:  # an initial access token of the developer's (revoking is idempotent)
             created = await client.post("/v1/registration-tokens", json={}, headers={"Authorization": shared.dev_token})
             flows[label] = dataclasses.replace(shared, extra={**shared.extra, "token_id": created.json()["data"]["token_id"]})
@@ -270,9 +278,11 @@ async def test_every_operation_of_the_openapi_document_holds_to_its_schema(fuzz_
                 negative = case.meta.is_negative_at if case.meta is not None else (lambda _: False)
                 if real_ids:
                     if case.path_parameters and not negative(ParameterLocation.PATH):
-                        for name in ("app_id", "key_id", "token_id"):
+                        for name in ("app_id", "key_id", "token_id", "user_id"):
                             if name in case.path_parameters:
-                                case.path_parameters[name] = getattr(flow, name, None) or flow.extra[name]
+                                case.path_parameters[name] = (
+                                    flow.extra[name] if name in flow.extra else getattr(flow, name, None)
+                                )
                     if not negative(ParameterLocation.BODY):
                         case.body = _with_real_values(case.body, flow, fresh_code, operation.path)
                     if case.headers and not negative(ParameterLocation.HEADER):

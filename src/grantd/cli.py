@@ -263,6 +263,174 @@ def users_create(
     _emit(_run(use_case), as_json)
 
 
+def _emit_next(cursor: str | None) -> None:
+    if cursor:
+        typer.echo(f"next page: --cursor {cursor}")
+
+
+EmailArgument = Annotated[str, typer.Argument(help="The account's email address.")]
+
+
+def _on_user(email: str, act: Callable[[Context, str], Awaitable[Any]]) -> Any:
+    """Run ``act(ctx, user_id)`` on the account of ``email``, as the operator."""
+    from grantd.core import admin
+
+    async def use_case(ctx: Context) -> Any:
+        return await act(ctx, (await admin.user_by_email(ctx, email)).user_id)
+
+    return _run(use_case)
+
+
+@users_app.command("list")
+def users_list(
+    email: Annotated[str | None, typer.Option(help="Only accounts whose email address contains this.")] = None,
+    created_after: Annotated[str | None, typer.Option(help="Created at or after: RFC 3339, or a duration back (7d).")] = None,
+    created_before: Annotated[str | None, typer.Option(help="Created at or before: RFC 3339, or a duration back.")] = None,
+    locked: Annotated[
+        bool | None, typer.Option("--locked/--unlocked", help="Only locked accounts, or only the others.", show_default=False)
+    ] = None,
+    cursor: Annotated[str | None, typer.Option(help="The next_cursor a previous page printed.")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="At most this many (default 50, at most 200).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List accounts, newest first, a page at a time."""
+    from grantd.api.admin import user_data
+    from grantd.core import admin
+
+    async def use_case(ctx: Context) -> dict[str, Any]:
+        now = ctx.now()
+        filters = admin.UserFilter(
+            email,
+            None if created_after is None else _since(created_after, now, "--created-after"),
+            None if created_before is None else _since(created_before, now, "--created-before"),
+            locked,
+        )
+        page = await admin.list_users(ctx, filters, cursor, limit)
+        return {"users": [user_data(user) for user in page.items], "next_cursor": page.next_cursor}
+
+    result = _run(use_case)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    for user in result["users"]:
+        flags = [flag for flag, on in (("locked", user["locked"]), ("admin", user["is_admin"])) if on]
+        typer.echo("  ".join([user["user_id"], user["email"], user["created_at"], *flags]))
+    _emit_next(result["next_cursor"])
+
+
+@users_app.command("show")
+def users_show(email: EmailArgument, as_json: JsonOption = False) -> None:
+    """One account: when it was created, whether it is locked or an admin."""
+    from grantd.api.admin import user_data
+    from grantd.core import admin
+
+    async def act(ctx: Context, user_id: str) -> dict[str, Any]:
+        return user_data(await admin.get_user(ctx, user_id))
+
+    _emit(_on_user(email, act), as_json)
+
+
+def _user_change(email: str, as_json: bool, change: Callable[..., Awaitable[Any]], *more: Any) -> None:
+    from grantd.api.admin import user_data
+    from grantd.core import audit as audit_log
+
+    async def act(ctx: Context, user_id: str) -> dict[str, Any]:
+        return user_data(await change(ctx, audit_log.OPERATOR, user_id, *more))
+
+    _emit(_on_user(email, act), as_json)
+
+
+@users_app.command("lock")
+def users_lock(email: EmailArgument, as_json: JsonOption = False) -> None:
+    """Lock an account: it cannot sign in, and its sessions and tokens end now."""
+    from grantd.core import admin
+
+    _user_change(email, as_json, admin.lock)
+
+
+@users_app.command("unlock")
+def users_unlock(email: EmailArgument, as_json: JsonOption = False) -> None:
+    """Unlock an account: it can sign in again (its ended sessions and tokens stay ended)."""
+    from grantd.core import admin
+
+    _user_change(email, as_json, admin.unlock)
+
+
+@users_app.command("grant-admin")
+def users_grant_admin(email: EmailArgument, as_json: JsonOption = False) -> None:
+    """Make an account an admin: it may use the admin API (/v1/admin) and pages (/admin)."""
+    from grantd.core import admin
+
+    _user_change(email, as_json, admin.set_admin, True)
+
+
+@users_app.command("revoke-admin")
+def users_revoke_admin(email: EmailArgument, as_json: JsonOption = False) -> None:
+    """Make an admin an ordinary account again."""
+    from grantd.core import admin
+
+    _user_change(email, as_json, admin.set_admin, False)
+
+
+@users_app.command("delete")
+def users_delete(
+    email: EmailArgument,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Delete an account and everything it owns (its apps, grants, sessions and tokens)."""
+    from grantd.core import admin, audit as audit_log
+
+    if not yes:
+        typer.confirm(f"Delete the account of {email} and everything it owns?", abort=True)
+
+    async def act(ctx: Context, user_id: str) -> dict[str, Any]:
+        await admin.delete_user(ctx, audit_log.OPERATOR, user_id)
+        return {"user_id": user_id, "deleted": True}
+
+    _emit(_on_user(email, act), as_json)
+
+
+@users_app.command("reset-password")
+def users_reset_password(email: EmailArgument, as_json: JsonOption = False) -> None:
+    """Email the account's owner the link to set a new password (as "Forgot your password?" does)."""
+    from grantd.core import admin, audit as audit_log
+
+    async def act(ctx: Context, user_id: str) -> dict[str, Any]:
+        await admin.send_password_reset(ctx, audit_log.OPERATOR, user_id)
+        return {"user_id": user_id, "password_reset_sent": True}
+
+    _emit(_on_user(email, act), as_json)
+
+
+@users_app.command("sessions")
+def users_sessions(email: EmailArgument, as_json: JsonOption = False) -> None:
+    """The account's live sessions, newest first."""
+    from grantd.api.admin import session_data
+    from grantd.core import admin
+
+    async def act(ctx: Context, user_id: str) -> dict[str, Any]:
+        return {"sessions": [session_data(s) for s in await admin.sessions(ctx, user_id)]}
+
+    result = _on_user(email, act)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    for item in result["sessions"]:
+        typer.echo(f"{item['jti']}  signed in {item['issued_at']}  expires {item['expires_at']}")
+
+
+@users_app.command("revoke-sessions")
+def users_revoke_sessions(email: EmailArgument, as_json: JsonOption = False) -> None:
+    """End every session of the account (it must sign in again)."""
+    from grantd.core import admin, audit as audit_log
+
+    async def act(ctx: Context, user_id: str) -> dict[str, Any]:
+        return {"user_id": user_id, "sessions_revoked": await admin.revoke_sessions(ctx, audit_log.OPERATOR, user_id)}
+
+    _emit(_on_user(email, act), as_json)
+
+
 @apps_app.command("create")
 def apps_create(
     owner: Annotated[str, typer.Option(help="Email of the user who owns the app.")],
@@ -293,29 +461,66 @@ def apps_list(
         bool, typer.Option("--self-registered", help="The apps no developer owns: registered by themselves "
                            "(open registration, an operator's initial access token) or by a client ID metadata document.")
     ] = False,
+    name: Annotated[str | None, typer.Option(help="Only apps whose name contains this.")] = None,
+    disabled: Annotated[
+        bool | None, typer.Option("--disabled/--enabled", help="Only disabled apps, or only the others.", show_default=False)
+    ] = None,
+    created_after: Annotated[str | None, typer.Option(help="Created at or after: RFC 3339, or a duration back (7d).")] = None,
+    created_before: Annotated[str | None, typer.Option(help="Created at or before: RFC 3339, or a duration back.")] = None,
+    cursor: Annotated[str | None, typer.Option(help="The next_cursor a previous page printed.")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="At most this many (default 50, at most 200).")] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """List a developer's apps, or the self-registered ones."""
-    from grantd.api.apps import app_data
-    from grantd.core import accounts, apps
-    from grantd.core.errors import InvalidRequest, NotFound
-    from grantd.store.apps import SELF_REGISTERED
+    """List apps, newest first, a page at a time: every app, a developer's, or the self-registered ones."""
+    from grantd.api.admin import admin_app_data
+    from grantd.core import admin
+    from grantd.core.errors import InvalidRequest
 
     async def use_case(ctx: Context) -> dict[str, Any]:
-        if (owner is None) == (not self_registered):
-            raise InvalidRequest("Give --owner EMAIL or --self-registered.")
-        owner_id = SELF_REGISTERED if self_registered else await accounts.user_id_by_email(ctx, owner or "")
-        if owner_id is None:
-            raise NotFound(f"No user with email {owner}.")
-        return {"apps": [app_data(app) for app in await apps.list_owned(ctx, owner_id)]}
+        if owner is not None and self_registered:
+            raise InvalidRequest("Give --owner EMAIL or --self-registered, not both.")
+        now = ctx.now()
+        filters = admin.AppFilter(
+            owner, name, disabled,
+            None if created_after is None else _since(created_after, now, "--created-after"),
+            None if created_before is None else _since(created_before, now, "--created-before"),
+            self_registered=self_registered,
+        )
+        page = await admin.list_apps(ctx, filters, cursor, limit)
+        return {"apps": [admin_app_data(found) for found in page.items], "next_cursor": page.next_cursor}
 
     result = _run(use_case)
     if as_json:
         typer.echo(json.dumps(result, indent=2))
     else:
         for found in result["apps"]:
-            _emit({name: found[name] for name in ("app_id", "name", "registration", "disabled")}, False)
+            _emit({name: found[name] for name in ("app_id", "name", "owner_email", "registration", "disabled")}, False)
             typer.echo("")
+        _emit_next(result["next_cursor"])
+
+
+@apps_app.command("show")
+def apps_show(app_id: Annotated[str, typer.Argument(help="The app's app_id.")], as_json: JsonOption = False) -> None:
+    """Any app, with its owner."""
+    from grantd.api.admin import admin_app_data
+    from grantd.core import admin
+
+    async def use_case(ctx: Context) -> dict[str, Any]:
+        return admin_app_data(await admin.get_app(ctx, app_id))
+
+    _emit(_run(use_case), as_json)
+
+
+@apps_app.command("enable")
+def apps_enable(app_id: Annotated[str, typer.Argument(help="The app's app_id.")]) -> None:
+    """Enable a disabled app again: its keys work again; no token from before it was disabled comes back."""
+    from grantd.core import admin, audit as audit_log
+
+    async def use_case(ctx: Context) -> dict[str, Any]:
+        found = await admin.enable_app(ctx, audit_log.OPERATOR, app_id)
+        return {"app_id": found.app.app_id, "disabled": found.app.disabled_at is not None}
+
+    _emit(_run(use_case), False)
 
 
 @apps_app.command("disable")

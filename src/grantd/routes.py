@@ -29,6 +29,7 @@ from fastapi.routing import APIRoute
 from starlette.responses import Response
 
 from grantd.api import (
+    admin,
     apps, audit, auth, envelope, grants, hot, neucron, neucron_v2, oauth2, openid, ops, registration, resources, wellknown,
 )
 from grantd.api.envelope import Envelope, ErrorBody, error_responses
@@ -36,7 +37,7 @@ from grantd.api.errors import Dialect, Dialects
 from grantd.api.hot import Handler as HotHandler, HotRoute
 from grantd.config import Settings
 from grantd.telemetry import NOTED_GRANT
-from grantd.web import account, console, console_resources, device, logout, pages, passkeys, second_factor
+from grantd.web import account, admin_pages, console, console_resources, device, logout, pages, passkeys, second_factor
 from grantd.web import routes as web
 
 # The error dialects. NEUCRON is also the shape of the routes of no dialect of their own
@@ -325,6 +326,53 @@ _NEUCRON_API = (
     ),
 )
 
+# Any account and any app, for the accounts the operator marked as admins (grantd.api.admin).
+_ADMIN_API = _tagged(
+    "Admin",
+    _neucron(
+        "GET", "/v1/admin/users", admin.list_users, admin.AdminUserList, (400, 401, 403),
+        "Accounts, newest first: filtered by email, creation time and lock, a page at a time",
+    ),
+    _neucron("GET", "/v1/admin/users/{user_id}", admin.get_user, admin.AdminUserData, (401, 403, 404), "One account"),
+    _neucron(
+        "POST", "/v1/admin/users/{user_id}/lock", admin.lock_user, admin.AdminUserData, (401, 403, 404),
+        "Lock an account: it cannot sign in, and its sessions and tokens end",
+    ),
+    _neucron(
+        "POST", "/v1/admin/users/{user_id}/unlock", admin.unlock_user, admin.AdminUserData, (401, 403, 404),
+        "Unlock an account: it can sign in again",
+    ),
+    _neucron(
+        "DELETE", "/v1/admin/users/{user_id}", admin.delete_user, admin.DeletedUser, (400, 401, 403, 404),
+        "Delete an account and everything it owns",
+    ),
+    _neucron(
+        "POST", "/v1/admin/users/{user_id}/password-reset", admin.reset_password, admin.ResetSent,
+        (401, 403, 404, 429), "Mail the account's owner a link to set a new password",
+    ),
+    _neucron(
+        "GET", "/v1/admin/users/{user_id}/sessions", admin.list_sessions, admin.SessionList, (401, 403, 404),
+        "The account's live sessions",
+    ),
+    _neucron(
+        "DELETE", "/v1/admin/users/{user_id}/sessions", admin.revoke_sessions, admin.RevokedSessions,
+        (401, 403, 404), "End every session of the account",
+    ),
+    _neucron(
+        "GET", "/v1/admin/apps", admin.list_apps, admin.AdminAppList, (400, 401, 403, 404),
+        "Every app, newest first: filtered by owner, name, creation time and state, a page at a time",
+    ),
+    _neucron("GET", "/v1/admin/apps/{app_id}", admin.get_app, admin.AdminAppData, (401, 403, 404), "Any app"),
+    _neucron(
+        "POST", "/v1/admin/apps/{app_id}/disable", admin.disable_app, admin.AdminAppData, (401, 403, 404),
+        "Disable an app: its keys, codes and tokens stop working at once",
+    ),
+    _neucron(
+        "POST", "/v1/admin/apps/{app_id}/enable", admin.enable_app, admin.AdminAppData, (401, 403, 404),
+        "Enable a disabled app again (no token from before comes back)",
+    ),
+)
+
 _OAUTH2 = (
     _oauth2(
         "/oauth2/token", oauth2.token, oauth2.TOKEN_REQUEST, ["grant_type"], _json(oauth2.TOKEN_SCHEMA),
@@ -473,6 +521,12 @@ _PAGES = (
     _page("POST", "/console/resources/delete", console_resources.delete_resource),
     _page("POST", "/console/registration-tokens", console.create_registration_token),
     _page("POST", "/console/registration-tokens/{token_id}/revoke", console.revoke_registration_token),
+    # the admin pages (grantd.web.admin_pages)
+    _page("GET", "/admin", admin_pages.users_page),
+    _page("GET", "/admin/users/{user_id}", admin_pages.user_page),
+    _page("POST", "/admin/users/{user_id}/{action}", admin_pages.user_action),
+    _page("GET", "/admin/apps", admin_pages.apps_page),
+    _page("POST", "/admin/apps/{app_id}/{action}", admin_pages.app_action),
 )
 
 _DISCOVERY_AND_OPERATIONS = (
@@ -500,6 +554,7 @@ _DISCOVERY_AND_OPERATIONS = (
 ROUTES: tuple[Route, ...] = (
     *(replace(route, path="/v1" + route.path) for route in _NEUCRON_API),
     *_NEUCRON_API,
+    *_ADMIN_API,
     *_OAUTH2,
     *_PAGES,
     *_DISCOVERY_AND_OPERATIONS,

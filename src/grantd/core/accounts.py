@@ -150,6 +150,7 @@ async def check_password(ctx: Context, email: str, password: str, *, address: st
         )
         raise invalid
     await ctx.limiter.refund(attempt)
+    await refuse_locked(ctx, user, address)
     return user
 
 
@@ -166,6 +167,18 @@ async def start_session(
             ctx, tx, "login_succeeded", actor=user_id, user_id=user_id, address=address, now=now, jti=token.jti, **extra
         )
         return token
+
+
+LOCKED = "This account is locked. Ask the people who run this service to unlock it."
+
+
+async def refuse_locked(ctx: Context, user, address: str | None) -> None:  # type: ignore[no-untyped-def]
+    """The one rule of a locked account (``grantd.core.admin.lock``), for every way of signing in:
+    once the user has proven who they are, a locked account is refused (InvalidGrant), audited."""
+    if user.locked_at is None:
+        return
+    await audit.record_alone(ctx, "login_failed", actor=user.id, user_id=user.id, address=address, reason="locked")
+    raise InvalidGrant(LOCKED)
 
 
 async def _issue_user_token(  # type: ignore[no-untyped-def]
@@ -379,13 +392,15 @@ def reset_limits(ctx: Context, email: str, address: str | None) -> list[ratelimi
     return limits
 
 
-async def request_password_reset(ctx: Context, email: str, *, address: str | None = None) -> None:
+async def request_password_reset(
+    ctx: Context, email: str, *, address: str | None = None, actor: str = audit.ANONYMOUS
+) -> None:
     """Mail a single-use link to reset the password of the account of ``email``, if there is one.
 
     The caller answers ``RESET_REQUESTED`` either way, and the work is the same either way (a
     token made and hashed, the message rendered, one write transaction), so that neither the
     answer nor its time tells whether the address has an account. Rate limited per address and
-    per email (RateLimited). The token is stored only as its keyed hash; the message (sealed in
+    per email (RateLimited). ``actor``: an admin or the operator who sent it for the user. The token is stored only as its keyed hash; the message (sealed in
     the outbox, ``core.mail``) is the only place it is written."""
     email = normalize_email(email)
     await ctx.limiter.hit(*reset_limits(ctx, email, address))
@@ -401,7 +416,7 @@ async def request_password_reset(ctx: Context, email: str, *, address: str | Non
             ctx, tx, link, user_id=user.id, purpose=RESET_PURPOSE, to=user.email, subject="Reset your password",
             bodies=bodies, ttl=RESET_TOKEN_TTL, now=now, email=user.email,
         )
-        await audit.record(ctx, tx, "password_reset_requested", actor=audit.ANONYMOUS, user_id=user.id, address=address, now=now)
+        await audit.record(ctx, tx, "password_reset_requested", actor=actor, user_id=user.id, address=address, now=now)
 
 
 async def reset_token_is_live(ctx: Context, token: str) -> bool:

@@ -683,15 +683,18 @@ async def update(
         return _app(await store.owned_one(tx, owner_id, app_id))
 
 
-async def disable(ctx: Context, owner_id: str | None, app_id: str, *, address: str | None = None) -> App:
-    """Disable an app: its keys and unredeemed codes stop working at once."""
+async def disable(
+    ctx: Context, owner_id: str | None, app_id: str, *, address: str | None = None, actor: str | None = None
+) -> App:
+    """Disable an app: its keys and unredeemed codes stop working at once. ``actor``: who is audited
+    as doing it, when not the owner (an admin; None and no owner: the operator)."""
     now = ctx.now()
     async with ctx.db.write() as tx:
         row = await _require_owned(tx, owner_id, app_id)
         await store.disable(tx, app_id, now)
         if row.disabled_at is None:
             await audit.record(
-                ctx, tx, "app_disabled", actor=owner_id or audit.OPERATOR, user_id=row.owner_id, app_id=app_id,
+                ctx, tx, "app_disabled", actor=actor or owner_id or audit.OPERATOR, user_id=row.owner_id, app_id=app_id,
                 address=address, now=now,
             )
         return _app(await store.owned_one(tx, owner_id, app_id))

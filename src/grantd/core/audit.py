@@ -64,6 +64,13 @@ EVENTS = frozenset(
         "security_notice_sent",
         "passkey_added",
         "passkey_removed",
+        "user_locked",
+        "user_unlocked",
+        "user_deleted",
+        "sessions_revoked",
+        "admin_granted",
+        "admin_revoked",
+        "app_enabled",
     }
 )
 # What a detail may carry: identifiers, permissions, names of changed fields, a reason. Nothing else.

@@ -128,10 +128,13 @@ async def export_signed_in_now(ctx: Context, user: Principal, *, address: str | 
     return await export(ctx, user.user_id, address=address)
 
 
-async def delete_account(ctx: Context, user_id: str, actor: str, *, address: str | None = None) -> list[str]:
+async def delete_account(
+    ctx: Context, user_id: str, actor: str, *, address: str | None = None, event: str = "account_deleted"
+) -> list[str]:
     """Delete the account ``user_id`` (as the module says), in one transaction; ``actor``: the
-    account itself, or ``audit.OPERATOR``. The ids of the apps disabled. NotFound when there is no
-    such account; InvalidRequest for a reserved one."""
+    account itself, an admin or ``audit.OPERATOR`` (``event``: ``user_deleted`` when it is not
+    the account's own doing, ``core.admin.delete_user``). The ids of the apps disabled. NotFound
+    when there is no such account; InvalidRequest for a reserved one."""
     if user_id in (app_store.SELF_REGISTERED, store.DELETED_OWNER):
         raise InvalidRequest("This account is reserved: it cannot be deleted.")
     now = ctx.now()
@@ -143,7 +146,7 @@ async def delete_account(ctx: Context, user_id: str, actor: str, *, address: str
         for app_id in app_ids:
             await audit.record(ctx, tx, "app_disabled", actor=actor, user_id=user_id, app_id=app_id, address=address, now=now, reason="account_deleted")
         await store.delete_personal_rows(tx, user_id, addresses)
-        await audit.record(ctx, tx, "account_deleted", actor=actor, user_id=user_id, address=address, now=now)
+        await audit.record(ctx, tx, event, actor=actor, user_id=user_id, address=address, now=now)
     return app_ids
 
 

@@ -358,4 +358,9 @@ async def _failed(ctx: Context, user_id: str | None, address: str | None, reason
 async def log_in(ctx: Context, credential: str, binding: str, *, address: str | None = None) -> accounts.UserToken:
     """Sign in with a passkey alone: ``sign_in``, then a session as a password sign-in makes."""
     user_id = await sign_in(ctx, credential, binding, address=address)
+    async with ctx.db.read() as conn:
+        user = await user_store.by_id(conn, user_id)
+    if user is None:
+        raise InvalidGrant(_REFUSED)
+    await accounts.refuse_locked(ctx, user, address)  # a locked account signs in no way at all
     return await accounts.start_session(ctx, user_id, AMR, address=address, reason="passkey")

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 
 metadata = MetaData()
@@ -45,6 +46,10 @@ users = Table(
     Column("updated_at", BigInteger),  # when the profile last changed (OpenID Connect's updated_at)
     # When ``email`` was proven by a link sent to it (grantd.core.email_address); NULL: not proven.
     Column("email_verified_at", BigInteger),
+    # The account may use the admin API and pages (grantd.core.admin; migration 0024).
+    Column("is_admin", Boolean, nullable=False, server_default=false()),
+    # When an admin or the operator locked the account: it cannot sign in. NULL: not locked.
+    Column("locked_at", BigInteger),
 )
 Index("ux_users_user_name_key", users.c.user_name_key, unique=True)
 

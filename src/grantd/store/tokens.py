@@ -177,6 +177,16 @@ async def revoke_user_app(conn: AsyncConnection, user_id: str, app_id: str, now:
     await _revoke(conn, now, lambda table: and_(table.c.user_id == user_id, table.c.app_id == app_id))
 
 
+async def revoke_user(conn: AsyncConnection, user_id: str, now: int) -> None:
+    """Revoke every token issued for the user, to any app (an account locked or deleted)."""
+    await _revoke(conn, now, lambda table: table.c.user_id == user_id)
+
+
+async def revoke_app(conn: AsyncConnection, app_id: str, now: int) -> None:
+    """Revoke every token issued to the app (before it is enabled again: none of them comes back)."""
+    await _revoke(conn, now, lambda table: table.c.app_id == app_id)
+
+
 _REVOKE_ACCESS = Prepared(
     update(access_tokens)
     .where(
