@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from email_validator import EmailNotValidError, validate_email
 
+from grantd.core.amr import PASSWORD_AMR, stored_amr
 from grantd.core import audit, email_address, mail, notices, ratelimit, second_factor
 from grantd.core.context import Context
 from grantd.core.errors import (
@@ -53,7 +54,7 @@ class Principal:
     user_id: str
     jti: str
     issued_at: int = 0  # when the user signed in for this token (its ``iat``)
-    amr: tuple[str, ...] = second_factor.PASSWORD_AMR  # how (RFC 8176), as the session recorded it
+    amr: tuple[str, ...] = PASSWORD_AMR  # how (RFC 8176), as the session recorded it
 
 
 def normalize_email(email: str) -> str:
@@ -121,7 +122,7 @@ async def log_in(ctx: Context, email: str, password: str, *, address: str | None
     user = await check_password(ctx, email, password, address=address)
     if ctx.settings.require_second_factor == "all" or await second_factor.methods_of(ctx, user.id):
         raise InteractionRequired(HOSTED_SIGN_IN_NEEDED)
-    return await start_session(ctx, user.id, second_factor.PASSWORD_AMR, address=address)
+    return await start_session(ctx, user.id, PASSWORD_AMR, address=address)
 
 
 async def check_password(ctx: Context, email: str, password: str, *, address: str | None = None):  # type: ignore[no-untyped-def]
@@ -182,12 +183,12 @@ async def refuse_locked(ctx: Context, user, address: str | None) -> None:  # typ
 
 
 async def _issue_user_token(  # type: ignore[no-untyped-def]
-    ctx: Context, tx, user_id: str, now: int, amr: tuple[str, ...] = second_factor.PASSWORD_AMR
+    ctx: Context, tx, user_id: str, now: int, amr: tuple[str, ...] = PASSWORD_AMR
 ) -> UserToken:
     jti = new_uuid()
     expires_at = now + ctx.settings.user_token_ttl
-    stored_amr = None if amr == second_factor.PASSWORD_AMR else " ".join(amr)
-    await store.insert_session(tx, jti=jti, user_id=user_id, issued_at=now, expires_at=expires_at, amr=stored_amr)
+    stored = stored_amr(amr)
+    await store.insert_session(tx, jti=jti, user_id=user_id, issued_at=now, expires_at=expires_at, amr=stored)
     claims = {
         "iss": ctx.settings.issuer,
         "sub": user_id,
@@ -197,7 +198,7 @@ async def _issue_user_token(  # type: ignore[no-untyped-def]
         "nbf": now,
         "exp": expires_at,
     }
-    if stored_amr is not None:
+    if stored is not None:
         claims["amr"] = list(amr)
     return UserToken(user_id, ctx.signing.sign(claims, USER_TOKEN_TYPE), expires_at, jti)
 
@@ -221,7 +222,7 @@ async def authenticate(ctx: Context, token: str) -> Principal:
         user_id=user_id,
         jti=jti,
         issued_at=issued_at if isinstance(issued_at, int) else 0,
-        amr=tuple(amr) if isinstance(amr, list) else second_factor.PASSWORD_AMR,
+        amr=tuple(amr) if isinstance(amr, list) else PASSWORD_AMR,
     )
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
+from grantd.core.amr import stored_amr
 from grantd.core import audit, client_metadata, dpop, openid, pkce, redirect_uris, resources
 from grantd.core import permissions as perms
 from grantd.core.accounts import Principal
@@ -457,7 +458,7 @@ async def approve(ctx: Context, user: Principal, request: StandardRequest, *, ad
             address=address,
             nonce=request.nonce,
             auth_time=user.issued_at or None,
-            amr=openid.stored_amr(user.amr),
+            amr=stored_amr(user.amr),
             session_jti=user.jti if bound else None,
             dpop_jkt=request.dpop_jkt,
             fapi2=target.openid.fapi2,

@@ -29,6 +29,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
+from grantd.core.amr import stored_amr
 from grantd.core import access_token, audit, authorization, id_tokens, openid, ratelimit
 from grantd.core import permissions as perms
 from grantd.core.access_token import IssuedToken
@@ -209,7 +210,7 @@ async def decide(ctx: Context, principal: Principal, pending: Pending, *, approv
     async with ctx.db.write() as tx:
         decided = await store.decide(
             tx, pending.device_code_hash, approved=approve, user_id=principal.user_id,
-            auth_time=principal.issued_at or None, now=now, amr=openid.stored_amr(principal.amr),
+            auth_time=principal.issued_at or None, now=now, amr=stored_amr(principal.amr),
         )
         if decided:
             if approve:

@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from grantd.core.amr import amr_claim
 from grantd.core.errors import InvalidRequest
 from grantd.core.permissions import STANDARD_SCOPES
 from grantd.crypto.jws import ID_TOKEN_TYPE, InvalidSignature
@@ -44,19 +45,7 @@ SCOPE_CLAIMS: dict[str, tuple[str, ...]] = {
 # What an ID token may carry besides the scopes' claims (Core §2), for discovery's claims_supported.
 ID_TOKEN_CLAIMS = ("iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "at_hash", "amr")
 CLAIMS_SUPPORTED: tuple[str, ...] = (*ID_TOKEN_CLAIMS, *(c for claims in SCOPE_CLAIMS.values() for c in claims))
-# How a browser session was signed in (RFC 8176): a password. A session, and the code, refresh
-# token or device code issued from it, stores any other ``amr`` space-separated, and a password
-# alone as NULL (``stored_amr``, ``amr_claim``).
-PASSWORD_AMR = ("pwd",)
 NONCE_MAX_LENGTH = 512
-
-
-def stored_amr(amr: tuple[str, ...]) -> str | None:
-    return None if tuple(amr) == PASSWORD_AMR else " ".join(amr)
-
-
-def amr_claim(stored: str | None) -> list[str]:
-    return stored.split(" ") if stored else list(PASSWORD_AMR)
 
 
 def split(requested: Iterable[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:

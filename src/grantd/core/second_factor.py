@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import pyotp
 
 from grantd.core import audit, notices, ratelimit
-from grantd.core.openid import PASSWORD_AMR
+from grantd.core.amr import PASSWORD_AMR
 from grantd.core.context import Context
 from grantd.core.errors import InvalidGrant, InvalidRequest
 from grantd.crypto.jws import InvalidSignature
@@ -30,7 +30,7 @@ from grantd.crypto.secrets import new_uuid
 from grantd.store import second_factor as store
 
 TOTP = "totp"
-# RFC 8176 §2: a one-time password; more than one factor (beside openid.PASSWORD_AMR, a password).
+# RFC 8176 §2: a one-time password; more than one factor (beside amr.PASSWORD_AMR, a password).
 OTP = "otp"
 MFA = "mfa"
 PERIOD = 30

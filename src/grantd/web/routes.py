@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 from fastapi import Request
 from starlette.responses import Response
 
+from grantd.core.amr import PASSWORD_AMR
 from grantd.core import accounts, apps, authorization, client_metadata, email_address, openid, par, passkeys, resources
 from grantd.core import second_factor
 from grantd.core.accounts import Principal
@@ -565,7 +566,7 @@ async def signin(request: Request) -> Response:
         return await _signin_page(ctx, request, next_path, status_code=status, message=exc.message, email=shown_email)
     if await second_factor.methods_of(ctx, user.id):
         return second_factor_pages.ask(ctx, user.id, next_path)  # no session before the second factor
-    token = await accounts.start_session(ctx, user.id, openid.PASSWORD_AMR, address=_address(request))
+    token = await accounts.start_session(ctx, user.id, PASSWORD_AMR, address=_address(request))
     return await _signed_in(ctx, request, token, next_path)
 
 

@@ -101,7 +101,7 @@ class _Rotation(Caller):
         self.permissions: tuple[str, ...] = ()
         self.scoped: tuple[str, ...] = ()  # the scope asked for, within the grant: the ID token's
         self.auth_time: int | None = None
-        self.amr: str | None = None  # how the person signed in, as stored (core.openid.stored_amr)
+        self.amr: str | None = None  # how the person signed in, as stored (core.amr.stored_amr)
         # RFC 8707: the resource the request named and what it accepts (None: any policy), and
         # the audience the token is then issued for.
         self.resource: str | None = None
