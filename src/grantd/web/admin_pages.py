@@ -50,6 +50,16 @@ async def _admin(request: Request, principal: Principal) -> Response | None:
     return _refused()
 
 
+async def _admin_posted(request: Request, back: str) -> Any:
+    """An admin's form post (the console's checks: a session, its CSRF token): (the admin, the
+    form), or the page to answer instead (to sign in, 403 for anyone not an admin)."""
+    posted = await _posted(request, back)
+    if isinstance(posted, Response):
+        return posted
+    refused = await _admin(request, posted[0])
+    return posted if refused is None else refused
+
+
 def _render(ctx: Context, principal: Principal, template: str, status_code: int = 200, **values: Any) -> Response:
     return pages.user_page(ctx, principal, template, "admin", status_code, **values)
 
@@ -113,12 +123,10 @@ async def user_page(request: Request, user_id: str) -> Response:
 
 async def user_action(request: Request, user_id: str, action: str) -> Response:
     back = f"{ADMIN}/users/{user_id}"
-    posted = await _posted(request, back)
+    posted = await _admin_posted(request, back)
     if isinstance(posted, Response):
         return posted
     principal, form = posted
-    if (refused := await _admin(request, principal)) is not None:
-        return refused
     if action not in _USER_ACTIONS:
         return pages.error_page(404, "Not found", "There is no such action.", link=(ADMIN, "Accounts"))
     ctx, actor, address = _ctx(request), principal.user_id, _address(request)
@@ -171,12 +179,10 @@ async def apps_page(request: Request) -> Response:
 
 async def app_action(request: Request, app_id: str, action: str) -> Response:
     back = f"{ADMIN}/apps"
-    posted = await _posted(request, back)
+    posted = await _admin_posted(request, back)
     if isinstance(posted, Response):
         return posted
     principal, _ = posted
-    if (refused := await _admin(request, principal)) is not None:
-        return refused
     if action not in _APP_ACTIONS:
         return pages.error_page(404, "Not found", "There is no such action.", link=(back, "Apps"))
     ctx = _ctx(request)
