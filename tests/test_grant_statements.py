@@ -54,6 +54,7 @@ def _code_rows(ctx: Any, code: str, who: Client, user_id: str, challenge: str | 
         # OpenID Connect (migration 0012): a code of a plain OAuth request has none of them
         "nonce": None, "auth_time": None, "session_jti": None, "dpop_jkt": None, "resources": None,
         "redirect_uri_included": True,  # migration 0017: the request named its redirect_uri
+        "amr": None,  # migration 0022: signed in with a password alone
     }
     event = audit.entry(ctx, "code_issued", actor=user_id, user_id=user_id, app_id=who.app_id, now=now, permissions=["read_profile"])
     return row, event
@@ -233,7 +234,8 @@ async def test_the_one_statement_rotates_a_refresh_token_once(app: Any, client: 
                      "auth_time": None, "session_jti": None,  # OpenID Connect (migration 0012): not an OpenID grant
                      "dpop_jkt": None,  # DPoP (migration 0015): a bearer token
                      "resources": None,  # RFC 8707 (migration 0019): bound to no resource
-                     "key_id": who.key_id}  # migration 0017: the key that authenticated the rotation
+                     "key_id": who.key_id,  # migration 0017: the key that authenticated the rotation
+                     "amr": None}  # migration 0022: signed in with a password alone
         async with ctx.db.autocommit() as conn:
             return await token_store.rotate_and_issue(
                 conn, token_hash, who.app_id, now, code_hash, access=access, refresh=successor
