@@ -1107,7 +1107,9 @@ async def test_no_input_yields_a_server_error(client: httpx.AsyncClient, app: An
     routes.sort(key=lambda r: r[0] == "DELETE")  # disable the app and revoke its key last
     for method, template, route in routes:
         path = template.format(  # color: /static/accent/; client_id: /oauth2/register/
-            app_id=flow.app_id, key_id=flow.key_id, color="0b5cad", client_id=flow.app_id, token_id="no-such-token"
+            app_id=flow.app_id, key_id=flow.key_id, color="0b5cad", client_id=flow.app_id, token_id="no-such-token",
+            user_id="no-such-user",  # /v1/admin/users/{user_id}: refused to anyone but an admin anyway
+            credential_id="no-such-passkey", action="lock",  # /account/passkeys/…, /admin/…/{action}
         )
         user = logout_token if template.endswith("/logout") else flow.dev_token if "/apps" in template else flow.user_token
         reads_body = route.body_field is not None or template.startswith("/oauth2/") and method == "POST"

@@ -32,9 +32,13 @@ def documented_routes(app: Any) -> list[tuple[str, str, APIRoute]]:
 
 
 def neucron_paths(app: Any) -> set[str]:
-    """The Neucron routes: those served both at the root and under /v1."""
-    paths = {path for _, path, _ in api_routes(app)}
-    return {p for p in paths if "/v1" + p in paths} | {"/v1" + p for p in paths if "/v1" + p in paths}
+    """The Neucron routes: those served both at the root and under /v1 in the Neucron dialect (a
+    page at the root, such as /admin/users/{user_id} beside the admin API's /v1/admin/…, is not one)."""
+    from grantd.routes import NEUCRON, ROUTES
+
+    neucron = {route.path for route in ROUTES if route.dialect is NEUCRON}
+    paths = {path for _, path, _ in api_routes(app) if path in neucron or "/v1" + path in neucron}
+    return {p for p in paths if "/v1" + p in paths and p in neucron} | {"/v1" + p for p in paths if "/v1" + p in paths and p in neucron}
 
 
 def needs_user(route: APIRoute) -> bool:
