@@ -2,7 +2,11 @@
 writes answer 503 temporarily_unavailable with Retry-After instead of 500, reads go on, and once
 space is freed everything works again by itself; every token acknowledged with 200 is in the
 database exactly once. The small disk is a tmpfs mounted for the test (skipped where mounting is
-not allowed)."""
+not allowed).
+
+Under load the write-ahead log alone can grow by megabytes a second, so the filler file is opened,
+with a ballast written into it, before the server starts: whatever fills the disk last, removing
+the filler frees at least the ballast."""
 
 from __future__ import annotations
 
@@ -22,14 +26,18 @@ from support.servers import ServerProcess, start_server
 pytestmark = pytest.mark.faults
 
 
+BALLAST = 32 * 1024 * 1024
+
+
 @pytest.fixture
 def small_disk() -> Iterator[Path]:
     folder = Path(tempfile.mkdtemp(prefix="grantd-faults-disk-"))
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(folder)], capture_output=True, text=True, check=False)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128m", "tmpfs", str(folder)], capture_output=True, text=True, check=False)
     if mounted.returncode != 0:
         folder.rmdir()
         pytest.skip(f"cannot mount a small tmpfs here to fill ({mounted.stderr.strip() or mounted.returncode}); needs root or CAP_SYS_ADMIN")
     try:
+        (folder / "filler").write_bytes(b"\0" * BALLAST)
         yield folder
     finally:
         subprocess.run(["umount", "-l", str(folder)], check=False)
@@ -48,10 +56,11 @@ def server(small_disk: Path, secret_key: str, tmp_path: Path) -> Iterator[Server
 
 
 def _fill(folder: Path) -> Path:
-    """Writes zeros until the file system has no space left."""
+    """Appends zeros to the filler (which already holds the ballast) until the file system has no
+    space left."""
     filler = folder / "filler"
     chunk = b"\0" * 65536
-    with open(filler, "wb") as out:
+    with open(filler, "ab") as out:
         try:
             while True:
                 out.write(chunk)
