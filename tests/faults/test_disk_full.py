@@ -57,22 +57,16 @@ def server(small_disk: Path, secret_key: str, tmp_path: Path) -> Iterator[Server
 
 def _fill(folder: Path) -> Path:
     """Appends zeros to the filler (which already holds the ballast) until the file system has no
-    space left."""
+    space left: unbuffered, so that nothing is left to flush, and fail, when the file is closed."""
     filler = folder / "filler"
-    chunk = b"\0" * 65536
-    with open(filler, "ab") as out:
-        try:
-            while True:
-                out.write(chunk)
-                out.flush()
-        except OSError:
-            pass
-    try:  # the last bytes, one at a time
-        with open(filler, "ab", buffering=0) as out:
-            while True:
-                out.write(b"\0")
-    except OSError:
-        pass
+    with open(filler, "ab", buffering=0) as out:
+        for size in (65536, 4096, 1):  # the last bytes in ever smaller pieces
+            chunk = b"\0" * size
+            try:
+                while out.write(chunk):
+                    pass
+            except OSError:
+                pass
     return filler
 
 
