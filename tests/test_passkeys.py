@@ -11,18 +11,21 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import html
 import json
 import os
 import re
 from collections.abc import Iterator
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import cbor2
 import httpx
+import jwt
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from acting_user import parse_forms
 from support.neucron import PASSWORD, unique_email
 from support.servers import ServerProcess, assert_clean_logs, server_on_new_sqlite, start_server
 
@@ -314,3 +317,201 @@ def test_the_pages_offer_passkeys_only_where_browsers_can_use_them(server: Serve
         script = client.get("/static/passkeys.js")
         assert script.status_code == 200 and script.headers["content-type"].startswith("text/javascript")
         assert "navigator.credentials.get" in script.text
+
+
+# ---------------------------------------------------------------- a passkey as the second factor after a password
+
+STEP_OPTIONS = re.compile(r'<form id="passkey-second-step" method="post" action="/second-factor" data-options="([^"]+)"')
+REDIRECT_URI = "https://rp.example.com/cb"
+
+
+def step_of(page: httpx.Response) -> tuple[str, dict]:
+    """The second-factor page's form token and the passkey options it carries."""
+    found = STEP_OPTIONS.search(page.text)
+    assert found, page.text[:3000]
+    return CSRF.search(page.text).group(1), json.loads(html.unescape(found.group(1)))
+
+
+def password_step(client: httpx.Client, email: str, next_path: str = "/account") -> tuple[str, dict, httpx.Response]:
+    """The password on the sign-in page, then the second-factor page it leads to (no session
+    yet): its form token, its passkey options, the page."""
+    token = signin_csrf(client)
+    answer = client.post("/signin", data={"email": email, "password": PASSWORD, "csrf_token": token, "next": next_path})
+    assert answer.status_code == 303, answer.text
+    assert answer.headers["location"] == "/second-factor?" + urlencode({"next": next_path})
+    assert "grantd_session" not in client.cookies
+    page = client.get(answer.headers["location"])
+    assert page.status_code == 200
+    return (*step_of(page), page)
+
+
+def second_step(client: httpx.Client, token: str, credential: str, next_path: str = "/account") -> httpx.Response:
+    return client.post("/second-factor", data={"csrf_token": token, "next": next_path, "credential": credential})
+
+
+def test_after_the_password_a_passkey_is_the_second_step(server: ServerProcess) -> None:
+    authenticator, email = registered(server)
+    with browser(server) as client:
+        token, options, page = password_step(client, email)
+        assert "Use a passkey" in page.text and 'name="code"' not in page.text  # no authenticator app: no code field
+        assert "; script-src 'self'" in page.headers["content-security-policy"]
+        # Only this account's passkeys are named, user verification required.
+        assert [d["id"] for d in options["allowCredentials"]] == [b64(authenticator.credential_id)]
+        assert options["allowCredentials"][0]["transports"] == ["internal"]
+        assert options["rpId"] == "127.0.0.1" and options["userVerification"] == "required"
+        credential = authenticator.get(options, server.base_url)
+        done = second_step(client, token, credential)
+        assert done.status_code == 303 and done.headers["location"] == "/account", done.text
+        assert "grantd_pending_sign_in=;" in done.headers["set-cookie"]  # the pending state is gone
+        account = client.get("/account")
+        assert account.status_code == 200 and f'<dd class="email">{email}</dd>' in account.text
+
+    # The same answer in another pending sign-in of the same account: its challenge was that
+    # sign-in's, and is spent.
+    with browser(server) as replaying:
+        token, _, _ = password_step(replaying, email)
+        replay = second_step(replaying, token, credential)
+        assert replay.status_code == 401 and SPENT in replay.text
+        assert "grantd_session" not in replaying.cookies
+
+
+def test_a_passkey_of_another_account_or_origin_is_refused_at_the_second_step(server: ServerProcess) -> None:
+    mine, email = registered(server)
+    theirs, _ = registered(server)
+    port = urlsplit(server.base_url).port
+    with browser(server) as client:
+        token, options, _ = password_step(client, email)
+        # Another account's passkey, answering this step's challenge on grantd's own page.
+        refused = second_step(client, token, theirs.get(options, server.base_url))
+        assert refused.status_code == 401 and REFUSED in refused.text
+        assert "grantd_session" not in client.cookies
+        # The account's own passkey, its answer made on another site's page.
+        token, options = step_of(refused)  # the page shown again, with a new challenge
+        elsewhere = second_step(client, token, mine.get(options, f"http://evil.example:{port}"))
+        assert elsewhere.status_code == 401 and REFUSED in elsewhere.text
+        assert "grantd_session" not in client.cookies
+        # Malformed answers, and a form sent with no answer (a browser without JavaScript): 400.
+        token, options = step_of(elsewhere)
+        for credential in ("not json", "{}", " "):
+            malformed = second_step(client, token, credential)
+            assert malformed.status_code == 400, (credential, malformed.text[:500])
+        token, options = step_of(malformed)
+        # The account's own passkey on grantd's page signs in.
+        done = second_step(client, token, mine.get(options, server.base_url))
+        assert done.status_code == 303 and "grantd_session" in client.cookies
+
+
+def test_a_second_step_challenge_serves_nothing_else(server: ServerProcess) -> None:
+    authenticator, email = registered(server)
+    with browser(server) as client:
+        # The second step's challenge does not sign in with a passkey alone ...
+        _, step_options, _ = password_step(client, email)
+        token = signin_csrf(client)
+        alone = sign_in(client, token, authenticator.get(step_options, server.base_url))
+        assert alone.status_code == 401 and alone.json()["error"] == SPENT
+        # ... a passkey sign-in's challenge does not complete the second step ...
+        step_token, _, _ = password_step(client, email)
+        _, alone_options = sign_in_options(client)
+        answer = second_step(client, step_token, authenticator.get(alone_options, server.base_url))
+        assert answer.status_code == 401 and SPENT in answer.text
+        assert "grantd_session" not in client.cookies
+    # ... and one pending sign-in's challenge does not complete another's.
+    with browser(server) as first, browser(server) as second:
+        _, first_options, _ = password_step(first, email)
+        token, _, _ = password_step(second, email)
+        answer = second_step(second, token, authenticator.get(first_options, server.base_url))
+        assert answer.status_code == 401 and SPENT in answer.text
+        assert "grantd_session" not in second.cookies
+
+
+def test_the_json_login_refuses_an_account_with_a_passkey(server: ServerProcess) -> None:
+    _, email = registered(server)
+    with browser(server) as client:
+        refused = client.post("/v1/auth/login", json={"email": email, "password": PASSWORD})
+        assert refused.status_code == 400 and refused.json()["error"] == "interaction_required"
+
+
+def test_passkeys_refused_at_the_second_step_count_against_the_account(
+    tmp_path_factory: pytest.TempPathFactory, secret_key: str
+) -> None:
+    env = {"GRANTD_RATE_LIMIT_LOGIN_PER_ACCOUNT": "3"}
+    with server_on_new_sqlite(tmp_path_factory, secret_key, "passkeys-2fa-limited", env=env) as limited:
+        authenticator, email = registered(limited)
+        stranger = Authenticator()
+        with browser(limited) as client:
+            token, options, _ = password_step(client, email)
+            statuses = []
+            for _ in range(3):
+                answer = second_step(client, token, stranger.get(options, limited.base_url))
+                statuses.append(answer.status_code)
+                token, options = step_of(answer)
+            assert statuses == [401, 401, 401]
+            locked = second_step(client, token, authenticator.get(options, limited.base_url))
+            assert locked.status_code == 429 and int(locked.headers["retry-after"]) > 0
+            assert "Too many wrong attempts" in locked.text
+            assert "grantd_session" not in client.cookies
+
+
+def _openid_app(client: httpx.Client) -> tuple[str, str]:
+    developer = unique_email()
+    signed_up = client.post("/v1/auth/signup", json={"email": developer, "password": PASSWORD})
+    assert signed_up.status_code == 200, signed_up.text
+    auth = {"Authorization": f"Bearer {signed_up.json()['data']['access_token']}"}
+    body = {"name": "Relying Party", "redirect_uris": [REDIRECT_URI], "permissions": "read_profile", "client_type": "confidential"}
+    created = client.post("/v1/apps", json=body, headers=auth)
+    assert created.status_code == 200, created.text
+    client_id = created.json()["data"]["app_id"]
+    key = client.post(f"/v1/apps/{client_id}/keys", headers=auth)
+    assert key.status_code == 200, key.text
+    return client_id, key.json()["data"]["key_secret"]
+
+
+def test_the_id_token_says_password_and_passkey(server: ServerProcess) -> None:
+    authenticator, email = registered(server)
+    with browser(server) as client:
+        client_id, key_secret = _openid_app(client)
+        query = {
+            "response_type": "code", "client_id": client_id, "redirect_uri": REDIRECT_URI, "scope": "openid",
+            "state": "s1", "nonce": "n1",
+        }
+        started = client.get("/oauth2/authorize?" + urlencode(query))
+        assert started.status_code == 303 and started.headers["location"].startswith("/signin?")
+        next_path = parse_qs(urlsplit(started.headers["location"]).query)["next"][0]
+        token, options, _ = password_step(client, email, next_path)
+        done = second_step(client, token, authenticator.get(options, server.base_url), next_path)
+        assert done.status_code == 303 and done.headers["location"] == next_path
+        consent = client.get(next_path)
+        assert consent.status_code == 200, consent.text
+        form = next(f for f in parse_forms(consent.text) if f.path(str(consent.url)) == "/oauth2/authorize")
+        fields = [(k, v) for k, v in form.inputs if k != "decision"] + [("decision", "allow")]
+        answer = client.post(
+            "/oauth2/authorize", content=urlencode(fields), headers={"Content-Type": "application/x-www-form-urlencoded"}
+        )
+        location = answer.headers["location"]
+        assert location.startswith(REDIRECT_URI), location
+        code = parse_qs(urlsplit(location).query)["code"][0]
+        issued = client.post(
+            "/oauth2/token", auth=(client_id, key_secret),
+            data={"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT_URI},
+        )
+        assert issued.status_code == 200, issued.text
+        jwks = jwt.PyJWKSet.from_dict(client.get("/.well-known/jwks.json").json())
+        id_token = issued.json()["id_token"]
+        key = jwks[jwt.get_unverified_header(id_token)["kid"]]
+        claims = jwt.decode(id_token, key, algorithms=["RS256", "ES256"], audience=client_id, issuer=server.base_url)
+    assert claims["amr"] == ["pwd", "hwk", "user", "mfa"] and claims["nonce"] == "n1"
+
+
+def test_a_required_second_factor_is_met_by_a_passkey(tmp_path_factory: pytest.TempPathFactory, secret_key: str) -> None:
+    env = {"GRANTD_REQUIRE_SECOND_FACTOR": "all"}
+    with server_on_new_sqlite(tmp_path_factory, secret_key, "passkeys-2fa-required", env=env) as required:
+        authenticator, email = registered(required)  # signed in with the password alone, sent to set one up, adds a passkey
+        with browser(required) as client:
+            token, options, _ = password_step(client, email, "/console")
+            done = second_step(client, token, authenticator.get(options, required.base_url), "/console")
+            assert done.status_code == 303 and done.headers["location"] == "/console"
+            assert client.get("/console").status_code == 200  # not sent to set up a second factor
+        with browser(required) as alone:  # a passkey alone is more than one factor too
+            token, alone_options = sign_in_options(alone)
+            assert sign_in(alone, token, authenticator.get(alone_options, required.base_url)).status_code == 200
+            assert alone.get("/console").status_code == 200

@@ -226,7 +226,7 @@ async def test_wrong_codes_are_rate_limited_per_account(
             assert statuses == [401, 401, 401]
             locked = await submit(http, page, "/second-factor", code=phone.code())
             assert locked.status_code == 429 and int(locked.headers["retry-after"]) > 0
-            assert "Too many wrong codes" in locked.text
+            assert "Too many wrong attempts" in locked.text
 
 
 def _pkce() -> tuple[str, str]:

@@ -14,9 +14,15 @@ signature counter) are py_webauthn's; grantd decides the rest:
 - A sign-in names its credential; the account is the credential's owner. A signature counter
   that does not grow (for an authenticator that keeps one) refuses the sign-in: the credential
   may have been cloned.
+- A passkey is also a second factor (``second_factor.PASSKEY``): after the password of an
+  account that has one, the second step asks for one of that account's passkeys
+  (``second_step_options``, ``second_step``). Its challenge is made for that step (a purpose of
+  its own) and bound to the pending sign-in (``second_factor.Pending``), so it serves neither a
+  passkey sign-in nor another pending sign-in; a passkey of another account is refused.
 - Every ceremony's answer counts against the per-address sign-in limit
   (``GRANTD_RATE_LIMIT_LOGIN_PER_ADDRESS`` per ``GRANTD_RATE_LIMIT_LOGIN_WINDOW``), given back on
-  success, as for a password.
+  success, as for a password; at the second step, against the limits of second-factor codes
+  (``second_factor.limits``: the account's and the address's).
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ from webauthn.helpers.structs import (
     UserVerificationRequirement,
 )
 
-from grantd.core import accounts, audit, notices, ratelimit
+from grantd.core import accounts, audit, notices, ratelimit, second_factor
 from grantd.core.context import Context
 from grantd.core.errors import InvalidGrant, InvalidRequest, NotFound
 from grantd.store import passkeys as store, users as user_store
@@ -51,9 +57,11 @@ CHALLENGE_TTL = 300  # seconds a ceremony may take, from its options to its answ
 # RFC 8176 §2 of a passkey sign-in: a hardware-bound key, the person present and verified (user
 # verification is required), which is more than one factor: it needs no second factor after it.
 AMR = ("hwk", "user", "mfa")
+# What a passkey proves after a password: second_factor.amr_of adds the password and "mfa".
+PROVES = tuple(method for method in AMR if method != second_factor.MFA)
 NAME_MAX = 64
 CREDENTIAL_MAX = 16_384  # characters of a posted credential (JSON): no real one comes near
-REGISTER, SIGN_IN = "register", "sign_in"
+REGISTER, SIGN_IN, SECOND_STEP = "register", "sign_in", "second_factor"
 _TIMEOUT_MS = CHALLENGE_TTL * 1000
 _TRANSPORTS = {t.value for t in AuthenticatorTransport}
 _REFUSED = "This passkey cannot be used to sign in here."
@@ -145,7 +153,9 @@ async def _spend(ctx: Context, challenge: str, purpose: str, binding: str) -> by
         raise InvalidGrant("This passkey request has expired or was used already. Try again.") from None
 
 
-def _limits(ctx: Context, address: str | None) -> list[ratelimit.Limit]:
+def _limits(ctx: Context, address: str | None, user_id: str | None = None) -> list[ratelimit.Limit]:
+    if user_id is not None:  # the second step: a passkey counts as a guess of a code does
+        return second_factor.limits(ctx, user_id, address)
     if not address:
         return []
     settings = ctx.settings
@@ -234,12 +244,6 @@ async def list_passkeys(ctx: Context, user_id: str) -> list[Passkey]:
     return [Passkey(row.credential_id, row.name, row.created_at, row.last_used_at) for row in rows]
 
 
-async def has_passkeys(ctx: Context, user_id: str) -> bool:
-    """Whether the user has a passkey: one that may stand for the second factor after a password."""
-    async with ctx.db.read() as conn:
-        return await store.count_of_user(conn, user_id) > 0
-
-
 async def rename(ctx: Context, user: accounts.Principal, credential_id: str, name: str) -> None:
     name = clean_name(name)
     if not _CREDENTIAL_ID.match(credential_id):  # no passkey is named so; never look it up
@@ -271,9 +275,10 @@ async def remove(
 
 async def sign_in_options(ctx: Context, binding: str, *, user_id: str | None = None) -> str:
     """The options of ``navigator.credentials.get`` (JSON). ``binding``: what the answer must come
-    with (the browser's pre-session cookie). Without ``user_id`` no credential is named (the
-    browser offers the passkeys it has for this site: discoverable credentials, conditional UI);
-    with it (the second factor after a password), that user's passkeys."""
+    with (the browser's pre-session cookie; at the second step, the pending sign-in). Without
+    ``user_id`` no credential is named (the browser offers the passkeys it has for this site:
+    discoverable credentials, conditional UI); with it (the second factor after a password),
+    that user's passkeys, and the challenge is for the second step only."""
     allowed: list[PublicKeyCredentialDescriptor] = []
     if user_id is not None:
         async with ctx.db.read() as conn:
@@ -288,7 +293,7 @@ async def sign_in_options(ctx: Context, binding: str, *, user_id: str | None = N
     rp_id, _ = relying_party(ctx)
     options = webauthn.generate_authentication_options(
         rp_id=rp_id,
-        challenge=await _new_challenge(ctx, SIGN_IN, binding),
+        challenge=await _new_challenge(ctx, SIGN_IN if user_id is None else SECOND_STEP, binding),
         timeout=_TIMEOUT_MS,
         allow_credentials=allowed,
         user_verification=UserVerificationRequirement.REQUIRED,
@@ -307,15 +312,18 @@ async def sign_in(
     InvalidRequest (malformed), InvalidGrant (an expired or spent challenge, an unknown
     credential, another user's, a failed check, a counter that went back), RateLimited."""
     parsed, challenge = _parse(credential)
-    attempt = await ctx.limiter.hit(*_limits(ctx, address))
-    expected = await _spend(ctx, challenge, SIGN_IN, binding)
+    attempt = await ctx.limiter.hit(*_limits(ctx, address, user_id))
+    expected = await _spend(ctx, challenge, SIGN_IN if user_id is None else SECOND_STEP, binding)
     row = owner = None
     if _CREDENTIAL_ID.match(parsed["id"]):  # else no passkey is named so; never look it up
         async with ctx.db.read() as conn:
             row = await store.by_credential_id(conn, parsed["id"])
             owner = await user_store.by_id(conn, row.user_id) if row is not None else None
-    if row is None or owner is None or (user_id is not None and row.user_id != user_id):
-        await _failed(ctx, None if row is None else row.user_id, address, "unknown_passkey")
+    if user_id is not None and row is not None and row.user_id != user_id:
+        await _failed(ctx, user_id, address, "passkey_of_another_account")
+        raise InvalidGrant(_REFUSED)
+    if row is None or owner is None:
+        await _failed(ctx, user_id if row is None else row.user_id, address, "unknown_passkey")
         raise InvalidGrant(_REFUSED)
     handle = parsed.get("response", {}).get("userHandle")
     if handle and (not isinstance(handle, str) or _safe_b64url(handle) != row.user_id.encode()):
@@ -364,3 +372,22 @@ async def log_in(ctx: Context, credential: str, binding: str, *, address: str | 
         raise InvalidGrant(_REFUSED)
     await accounts.refuse_locked(ctx, user, address)  # a locked account signs in no way at all
     return await accounts.start_session(ctx, user_id, AMR, address=address, reason="passkey")
+
+
+# ---------------------------------------------------------------- the second factor after a password
+
+
+async def second_step_options(ctx: Context, pending: second_factor.Pending) -> str:
+    """The options of ``navigator.credentials.get`` (JSON) at the second step of ``pending``:
+    its user's passkeys, a challenge bound to this pending sign-in."""
+    return await sign_in_options(ctx, pending.jti, user_id=pending.user_id)
+
+
+async def second_step(
+    ctx: Context, pending: second_factor.Pending, credential: str, *, address: str | None = None
+) -> tuple[str, ...]:
+    """A passkey as the second factor after the password: the answer to ``second_step_options``
+    of the same pending sign-in, by one of its user's passkeys. The session's ``amr`` (the
+    password, the passkey, "mfa"). InvalidRequest, InvalidGrant, RateLimited as ``sign_in``."""
+    await sign_in(ctx, credential, pending.jti, user_id=pending.user_id, address=address)
+    return second_factor.amr_of(PROVES)

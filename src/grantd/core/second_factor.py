@@ -1,16 +1,23 @@
 """The second factor of a sign-in: what a person who enrolled one proves after the password.
 
 The sign-in step asks two things of this module, whatever the method: ``methods_of`` (what the
-person enrolled; empty: the password alone signs them in) and ``verify`` (a code typed on the
-second-factor page; the RFC 8176 ``amr`` values it adds). A new method (a passkey) adds itself to
-both, and the sign-in page, its pending state and the session's ``amr`` stay as they are.
+person enrolled; empty: the password alone signs them in) and ``amr_of`` (the session's RFC 8176
+``amr`` once a method proved itself). The sign-in page, its pending state (``pending_sign_in``)
+and the session stay the same whatever the method.
 
-One method so far: an authenticator app's one-time codes (RFC 6238 TOTP: SHA-1, 6 digits, 30
-seconds; a code of the step before or after is accepted for clock drift), with 10 single-use
-recovery codes. The app's shared secret is kept sealed (``crypto.jws.KeySealer``, bound to the
-user); each accepted code's time-step is recorded, and a code of that step or an earlier one is
-refused, so a code works once. Recovery codes are kept as keyed hashes. Wrong codes count
-against the account (and the address) like wrong passwords (``ratelimit``).
+Two methods:
+
+- ``totp``: an authenticator app's one-time codes (RFC 6238 TOTP: SHA-1, 6 digits, 30 seconds; a
+  code of the step before or after is accepted for clock drift), with 10 single-use recovery
+  codes, checked here (``verify``).
+- ``passkey``: any passkey of the account (``core.passkeys``, which checks its answer:
+  ``passkeys.second_factor``). A person who added one signs in with it alone, or, after the
+  password, is asked for it.
+
+The app's shared secret is kept sealed (``crypto.jws.KeySealer``, bound to the user); each
+accepted code's time-step is recorded, and a code of that step or an earlier one is refused, so a
+code works once. Recovery codes are kept as keyed hashes. Wrong codes, and passkeys refused at
+the second step, count against the account (and the address) like wrong passwords (``limits``).
 """
 
 from __future__ import annotations
@@ -27,9 +34,10 @@ from grantd.core.context import Context
 from grantd.core.errors import InvalidGrant, InvalidRequest
 from grantd.crypto.jws import InvalidSignature
 from grantd.crypto.secrets import new_uuid
-from grantd.store import second_factor as store
+from grantd.store import passkeys as passkey_store, second_factor as store
 
 TOTP = "totp"
+PASSKEY = "passkey"
 # RFC 8176 §2: a one-time password; more than one factor (beside amr.PASSWORD_AMR, a password).
 OTP = "otp"
 MFA = "mfa"
@@ -77,10 +85,14 @@ def limits(ctx: Context, user_id: str, address: str | None) -> list[ratelimit.Li
 
 
 async def methods_of(ctx: Context, user_id: str) -> tuple[str, ...]:
-    """The second factors the person enrolled (confirmed): empty, or ``("totp",)``."""
+    """The second factors the person has, in the order the second step offers them: ``"totp"``
+    (an authenticator app, confirmed) and ``"passkey"`` (one or more passkeys); empty: the
+    password alone signs them in."""
     async with ctx.db.read() as conn:
         row = await store.totp_of(conn, user_id)
-    return (TOTP,) if row is not None and row.confirmed_at is not None else ()
+        passkeys = await passkey_store.count_of_user(conn, user_id)
+    totp = (TOTP,) if row is not None and row.confirmed_at is not None else ()
+    return (*totp, PASSKEY) if passkeys else totp
 
 
 async def recovery_codes_left(ctx: Context, user_id: str) -> int:
@@ -93,7 +105,7 @@ async def recovery_codes_left(ctx: Context, user_id: str) -> int:
 
 async def start_enrolment(ctx: Context, user_id: str, email: str) -> Enrolment:
     """A new secret, kept unconfirmed until ``confirm_enrolment``; InvalidRequest once one is enrolled."""
-    if await methods_of(ctx, user_id):
+    if TOTP in await methods_of(ctx, user_id):
         raise InvalidRequest("An authenticator app is set up already: remove it first.")
     secret = pyotp.random_base32(32)  # 160 bits, RFC 4226 §4's recommended length
     async with ctx.db.write() as tx:
@@ -213,13 +225,21 @@ def pending_sign_in(ctx: Context, user_id: str) -> str:
     return ctx.signing.sign(claims, PENDING_TYPE)
 
 
-def pending_user(ctx: Context, token: str | None) -> str | None:
-    """The user of a live pending sign-in; None for anything else."""
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A live pending sign-in: whose, and its own id (what a passkey's challenge is bound to)."""
+
+    user_id: str
+    jti: str
+
+
+def pending(ctx: Context, token: str | None) -> Pending | None:
+    """The live pending sign-in ``token`` is; None for anything else."""
     if not token or len(token) > 4096:
         return None
     try:
         claims = ctx.signing.verify(token, typ=PENDING_TYPE, issuer=ctx.settings.issuer)
     except InvalidSignature:
         return None
-    sub = claims.get("sub")
-    return sub if isinstance(sub, str) else None
+    sub, jti = claims.get("sub"), claims.get("jti")
+    return Pending(sub, jti) if isinstance(sub, str) and isinstance(jti, str) else None

@@ -103,7 +103,7 @@ async def _account_page(
         delete_errors=delete_errors or {},
         delete_message=delete_message,
         owned_apps=await leaving.owned_apps(ctx, principal.user_id),
-        second_factor=bool(await second_factor.methods_of(ctx, principal.user_id)),
+        second_factor=second_factor.TOTP in await second_factor.methods_of(ctx, principal.user_id),
         passkeys=await passkeys.list_passkeys(ctx, principal.user_id),
         passkey_message=passkey_message,
         passkey_name_max=passkeys.NAME_MAX,

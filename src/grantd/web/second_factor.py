@@ -4,9 +4,12 @@ authenticator app on the account page.
 Sign-in: a right password for an account with a second factor (``second_factor.methods_of``)
 makes no session. The browser gets a short-lived signed pending state instead (the cookie
 ``grantd_pending_sign_in``, ``second_factor.pending_sign_in``: it opens nothing else) and is sent
-to ``GET /second-factor``; the session is made when ``POST /second-factor``
-brings a code that ``second_factor.verify`` accepts, and records how the person signed in
-(``amr``), which the ID tokens of its codes carry.
+to ``GET /second-factor``, which offers what the person has: "Use a passkey" (the page carries
+the options of ``navigator.credentials.get`` for their passkeys, bound to this pending sign-in;
+``/static/passkeys.js`` posts the passkey's answer back as ``credential``) and the code of an
+authenticator app or a recovery code. The session is made when ``POST /second-factor`` brings
+a code that ``second_factor.verify`` accepts or a passkey answer that ``passkeys.second_step``
+accepts, and records how the person signed in (``amr``), which the ID tokens of its codes carry.
 
 When the operator requires a second factor (``GRANTD_REQUIRE_SECOND_FACTOR``: ``all``, or
 ``developers`` for the developer console), a person without one is sent to set one up first
@@ -21,18 +24,19 @@ import segno
 from fastapi import Request
 from starlette.responses import Response
 
-from grantd.core import accounts, second_factor
+from grantd.core import accounts, passkeys, second_factor
 from grantd.core.accounts import Principal
 from grantd.core.context import Context
 from grantd.core.errors import InvalidGrant, InvalidRequest, RateLimited
 from grantd.forms import read_form
 from grantd.web import session
-from grantd.web.pages import error_page, page, redirect, safe_next, to_signin, user_page, wait_time
+from grantd.web.pages import PASSKEY_SCRIPTS, error_page, page, redirect, safe_next, to_signin, user_page, wait_time
 
 PENDING_COOKIE = "grantd_pending_sign_in"
 ENROL = "/account/second-factor"
 STEP = "/second-factor"
 CODE_MAX = 64
+NO_PASSKEY_ANSWER = "Your browser sent no passkey. Press “Use a passkey” and follow your browser’s prompt."
 _FORGED = "The form was not sent from this site, or it has expired. Go back, reload the page and try again."
 
 
@@ -83,22 +87,41 @@ def ask(ctx: Context, user_id: str, next_path: str) -> Response:
     return response
 
 
-def _step_page(ctx: Context, request: Request, next_path: str, *, status_code: int = 200, message: str | None = None) -> Response:
+async def _step_page(
+    ctx: Context, request: Request, pending: second_factor.Pending, methods: tuple[str, ...], next_path: str, *,
+    status_code: int = 200, message: str | None = None,
+) -> Response:
+    """The second step: "Use a passkey" (with a new challenge for this pending sign-in) when the
+    person has one, the code field when they have an authenticator app."""
     cookie = session.signin_cookie(request)
+    with_passkey = second_factor.PASSKEY in methods
     response = page(
         "signin_second_factor.html", status_code, next=next_path, csrf_token=session.signin_csrf(ctx, cookie),
-        message=message, restart=_with_next("/signin", next_path),
+        message=message, restart=_with_next("/signin", next_path), totp=second_factor.TOTP in methods,
+        passkey_options=await passkeys.second_step_options(ctx, pending) if with_passkey else None,
+        **(PASSKEY_SCRIPTS if with_passkey else {}),
     )
     session.set_signin_cookie(ctx, response, cookie)
     return response
 
 
+async def _pending(ctx: Context, request: Request) -> tuple[second_factor.Pending, tuple[str, ...]] | None:
+    """The browser's live pending sign-in and the second factors its person has; None without
+    one, or when they have none left (removed meanwhile): the password again."""
+    pending = second_factor.pending(ctx, request.cookies.get(PENDING_COOKIE))
+    if pending is None:
+        return None
+    methods = await second_factor.methods_of(ctx, pending.user_id)
+    return (pending, methods) if methods else None
+
+
 async def step_form(request: Request) -> Response:
     ctx = _ctx(request)
     next_path = safe_next(request.query_params.get("next"))
-    if second_factor.pending_user(ctx, request.cookies.get(PENDING_COOKIE)) is None:
+    found = await _pending(ctx, request)
+    if found is None:
         return redirect(_with_next("/signin", next_path))
-    return _step_page(ctx, request, next_path)
+    return await _step_page(ctx, request, *found, next_path)
 
 
 async def step(request: Request) -> Response:
@@ -107,32 +130,41 @@ async def step(request: Request) -> Response:
     next_path = safe_next(form.get("next"))
     if not session.check_signin_csrf(ctx, request, form.get("csrf_token")):
         return error_page(403, "This form cannot be accepted", _FORGED, link=(_with_next("/signin", next_path), "Sign in"))
-    user_id = second_factor.pending_user(ctx, request.cookies.get(PENDING_COOKIE))
-    if user_id is None:  # expired (or never there): the password again
+    found = await _pending(ctx, request)
+    if found is None:  # expired (or never there): the password again
         return redirect(_with_next("/signin", next_path))
-    code = (form.get("code") or "")[:CODE_MAX]
-    if not code.strip():
-        return _step_page(ctx, request, next_path, status_code=400, message="Enter the code from your authenticator app.")
+    pending, methods = found
     address = _address(request)
     try:
-        proven = await second_factor.verify(ctx, user_id, code, address=address)
+        if "credential" in form:  # the passkey form
+            credential = form.get("credential") or ""
+            if not credential.strip() or second_factor.PASSKEY not in methods:
+                return await _step_page(ctx, request, pending, methods, next_path, status_code=400, message=NO_PASSKEY_ANSWER)
+            amr = await passkeys.second_step(ctx, pending, credential, address=address)
+        else:
+            code = (form.get("code") or "")[:CODE_MAX]
+            if not code.strip():
+                message = "Enter the code from your authenticator app."
+                return await _step_page(ctx, request, pending, methods, next_path, status_code=400, message=message)
+            amr = second_factor.amr_of(await second_factor.verify(ctx, pending.user_id, code, address=address))
     except RateLimited as exc:
-        locked = _step_page(
-            ctx, request, next_path, status_code=429,
-            message=f"Too many wrong codes. Sign-in is locked for {wait_time(exc.retry_after)}; try again later.",
+        locked = await _step_page(
+            ctx, request, pending, methods, next_path, status_code=429,
+            message=f"Too many wrong attempts. Sign-in is locked for {wait_time(exc.retry_after)}; try again later.",
         )
         locked.headers["Retry-After"] = str(exc.retry_after)
         return locked
-    except InvalidGrant as exc:
-        return _step_page(ctx, request, next_path, status_code=401, message=exc.message)
-    token = await accounts.start_session(ctx, user_id, second_factor.amr_of(proven), address=address)
+    except (InvalidGrant, InvalidRequest) as exc:
+        status_code = 401 if isinstance(exc, InvalidGrant) else 400
+        return await _step_page(ctx, request, pending, methods, next_path, status_code=status_code, message=exc.message)
+    token = await accounts.start_session(ctx, pending.user_id, amr, address=address)
     previous = await session.current(ctx, request)
     if previous is not None and previous.jti != token.jti:
         await accounts.replace_session(ctx, previous, token)
     response = redirect(next_path)
     response.headers.append("set-cookie", f"{PENDING_COOKIE}=; Max-Age=0; {_pending_flags(ctx)}")
     session.set_session(ctx, response, token)
-    await session.signed_in_from_here(ctx, request, response, user_id)  # the sign-in completes here
+    await session.signed_in_from_here(ctx, request, response, pending.user_id)  # the sign-in completes here
     return response
 
 
@@ -149,14 +181,17 @@ async def _enrol_page(
 ) -> Response:
     email = await accounts.email_of(ctx, principal)
     methods = await second_factor.methods_of(ctx, principal.user_id)
-    enrolment = None if methods else await second_factor.pending_enrolment(ctx, principal.user_id, email)
+    enrolled = second_factor.TOTP in methods
+    enrolment = None if enrolled else await second_factor.pending_enrolment(ctx, principal.user_id, email)
     values.setdefault("recovery_codes", None)
     values.setdefault("errors", {})
     values.setdefault("notice", None)
     return user_page(
         ctx, principal, "second_factor.html", "account", status_code,
-        enrolled=bool(methods),
-        recovery_left=await second_factor.recovery_codes_left(ctx, principal.user_id) if methods else 0,
+        enrolled=enrolled,
+        passkey=second_factor.PASSKEY in methods,
+        passkeys_available=passkeys.available(ctx),
+        recovery_left=await second_factor.recovery_codes_left(ctx, principal.user_id) if enrolled else 0,
         enrolment=enrolment,
         qr=_qr_svg(enrolment.uri) if enrolment else None,
         required=ctx.settings.require_second_factor != "off",

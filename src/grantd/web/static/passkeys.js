@@ -1,7 +1,8 @@
 // Passkeys on grantd's pages: adding one on the account page, signing in with one on the
-// sign-in page (a button, and the browser's own suggestion in the email field). The server
-// sends WebAuthn options as JSON (binary values base64url) and takes the browser's answer back
-// the same way, in a form with the page's csrf_token.
+// sign-in page (a button, and the browser's own suggestion in the email field), and using one
+// as the second step after a password. The server sends WebAuthn options as JSON (binary
+// values base64url) and takes the browser's answer back the same way, in a form with the page's
+// csrf_token.
 "use strict";
 (function () {
   function fromB64url(text) {
@@ -79,6 +80,28 @@
         .then(function (done) { window.location.assign(done.redirect); })
         .catch(function (error) {
           say(status, error.name === "NotAllowedError" ? "No passkey was created." : error.message);
+        });
+    });
+  }
+
+  // The second step after a password: the page carries the request's options (for this
+  // person's passkeys, bound to this sign-in); the answer is posted with the step's form.
+  var step = document.getElementById("passkey-second-step");
+  if (step) {
+    if (supported) step.hidden = false;
+    else say(document.getElementById("passkey-unsupported"), "This browser cannot use passkeys.");
+    step.addEventListener("submit", function (event) {
+      event.preventDefault();
+      var status = document.getElementById("passkey-status");
+      say(status, "");
+      Promise.resolve()
+        .then(function () { return navigator.credentials.get({ publicKey: requestOptions(JSON.parse(step.dataset.options)) }); })
+        .then(function (credential) {
+          step.elements.credential.value = credentialJSON(credential);
+          step.submit();
+        })
+        .catch(function (error) {
+          say(status, error.name === "NotAllowedError" ? "No passkey was used." : error.message);
         });
     });
   }
