@@ -1,7 +1,8 @@
 """Passkeys in a real browser: Chromium's virtual authenticator (the DevTools WebAuthn domain)
 stands in for a phone or a security key that keeps discoverable credentials and verifies its
 user. A passkey is added on the account page, signs its owner in with no password typed, and
-once removed signs no one in.
+once removed signs no one in. After a password, it is the second step (an OpenID Connect sign-in
+whose ID token says so); another account's passkey is refused there.
 
 WebAuthn refuses an IP address as the Relying Party ID, so this module's grantd is served and
 named ``http://localhost:<port>`` (a secure context to Chromium, as https is).
@@ -13,9 +14,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 
-from browser.conftest import follow, new_user, sign_in
+from browser.conftest import CLIENT_ORIGIN, Traffic, callback_params, follow, new_user, register_app, sign_in
+from browser.test_layout import check
 from support.servers import ServerProcess, server_on_new_sqlite
 
 
@@ -53,6 +56,13 @@ def presence(cdp: Any, authenticator_id: str, enabled: bool) -> None:
 
 def sign_out(page: Any) -> None:
     follow(page, page.get_by_role("button", name="Sign out"))
+
+
+def add_passkey(page: Any, base_url: str, name: str) -> None:
+    page.goto(f"{base_url}/account")
+    page.get_by_label("Name of the new passkey").fill(name)
+    follow(page, page.get_by_role("button", name="Add a passkey"))
+    assert page.url == f"{base_url}/account?passkey=added#passkeys"
 
 
 def test_a_passkey_signs_in_alone_until_removed(
@@ -127,3 +137,71 @@ def test_a_passkey_signs_in_alone_until_removed(
     assert page.url == f"{base_url}/signin"
     page.goto(f"{base_url}/account")
     assert page.url.startswith(f"{base_url}/signin")  # no session was made
+
+
+def test_after_a_password_a_passkey_is_the_second_step(
+    new_page: Callable[..., Any], localhost: ServerProcess, shoot: Any
+) -> None:
+    base_url = localhost.base_url
+    with httpx.Client(base_url=base_url, timeout=30) as api:
+        user, someone_else = new_user(api), new_user(api)
+        app = register_app(api, name="Photo Printer")
+    page = new_page()
+    Traffic(page.context)
+    cdp, authenticator_id = authenticator(page)
+    sign_in(page, base_url, user.email)
+    add_passkey(page, base_url, "Phone")
+    assert "one of your passkeys" in page.locator(".second-factor-status").inner_text()
+    sign_out(page)
+
+    # An app's OpenID Connect request; the person types the password (the email field's passkey
+    # offer waits, no presence simulated), then the second step asks for the passkey.
+    presence(cdp, authenticator_id, False)
+    page.goto(app.authorize_url(base_url, scope="openid", nonce="n-2fa"))
+    sign_in(page, None, user.email)
+    assert page.url.startswith(f"{base_url}/second-factor?next=")
+    assert not any(c["name"] == "grantd_session" for c in page.context.cookies(base_url))
+    assert page.get_by_role("heading", level=1).inner_text() == "Two-step sign-in"
+    assert page.locator(".lead").inner_text() == "Use one of your passkeys to finish signing in."
+    use = page.get_by_role("button", name="Use a passkey")
+    assert use.is_visible() and page.get_by_label("Code", exact=True).count() == 0
+    check(page, "the second-factor page with a passkey")
+    shoot(page, "passkey-second-factor")
+    presence(cdp, authenticator_id, True)
+    follow(page, use)
+    assert page.get_by_role("heading", level=1).inner_text() == "Photo Printer wants to access your account"
+    page.get_by_role("button", name="Allow").click()
+    page.wait_for_url(f"{CLIENT_ORIGIN}/callback?**")
+    with httpx.Client(base_url=base_url, timeout=30) as api:
+        tokens = app.redeem(api, callback_params(page.url)["code"]).json()
+        jwks = jwt.PyJWKSet.from_dict(api.get("/.well-known/jwks.json").json())
+    id_token = tokens["id_token"]
+    claims = jwt.decode(
+        id_token, jwks[jwt.get_unverified_header(id_token)["kid"]], algorithms=["ES256", "RS256"],
+        audience=app.app_id, issuer=base_url,
+    )
+    assert claims["sub"] == user.user_id and claims["nonce"] == "n-2fa"
+    assert claims["amr"] == ["pwd", "hwk", "user", "mfa"]
+
+    # Someone who knows the password but holds another account's passkey: the page names only
+    # this account's passkeys; made to ask for any (the options edited), the browser answers with
+    # the other account's, and grantd refuses it.
+    intruder = new_page()
+    cdp, authenticator_id = authenticator(intruder)
+    sign_in(intruder, base_url, someone_else.email)
+    add_passkey(intruder, base_url, "Their laptop")
+    sign_out(intruder)
+    presence(cdp, authenticator_id, False)
+    sign_in(intruder, base_url, user.email)
+    assert intruder.url.startswith(f"{base_url}/second-factor")
+    intruder.locator("#passkey-second-step").evaluate(
+        "form => { const o = JSON.parse(form.dataset.options); o.allowCredentials = []; form.dataset.options = JSON.stringify(o); }"
+    )
+    presence(cdp, authenticator_id, True)
+    with intruder.expect_response(f"{base_url}/second-factor") as answered:
+        follow(intruder, intruder.get_by_role("button", name="Use a passkey"))
+    assert answered.value.status == 401
+    assert intruder.get_by_role("alert").first.inner_text() == "This passkey cannot be used to sign in here."
+    assert not any(c["name"] == "grantd_session" for c in intruder.context.cookies(base_url))
+    intruder.goto(f"{base_url}/account")
+    assert intruder.url.startswith(f"{base_url}/signin")  # no session was made
