@@ -50,6 +50,16 @@ async def _admin(request: Request, principal: Principal) -> Response | None:
     return _refused()
 
 
+async def _admin_signed_in(request: Request) -> Principal | Response:
+    """The admin who asks for a page (the console's check: a session), or the page to answer
+    instead (to sign in, 403 for anyone not an admin)."""
+    principal = await _signed_in(request)
+    if isinstance(principal, Response):
+        return principal
+    refused = await _admin(request, principal)
+    return principal if refused is None else refused
+
+
 async def _admin_posted(request: Request, back: str) -> Any:
     """An admin's form post (the console's checks: a session, its CSRF token): (the admin, the
     form), or the page to answer instead (to sign in, 403 for anyone not an admin)."""
@@ -77,11 +87,9 @@ def _choice(value: str) -> bool | None:
 
 
 async def users_page(request: Request) -> Response:
-    principal = await _signed_in(request)
+    principal = await _admin_signed_in(request)
     if isinstance(principal, Response):
         return principal
-    if (refused := await _admin(request, principal)) is not None:
-        return refused
     ctx = _ctx(request)
     query = request.query_params
     form = {name: query.get(name, "")[:320] for name in ("email", "created_after", "created_before", "locked")}
@@ -104,11 +112,9 @@ async def users_page(request: Request) -> Response:
 
 
 async def user_page(request: Request, user_id: str) -> Response:
-    principal = await _signed_in(request)
+    principal = await _admin_signed_in(request)
     if isinstance(principal, Response):
         return principal
-    if (refused := await _admin(request, principal)) is not None:
-        return refused
     ctx = _ctx(request)
     try:
         user = await admin.get_user(ctx, user_id)
@@ -154,11 +160,9 @@ async def user_action(request: Request, user_id: str, action: str) -> Response:
 
 
 async def apps_page(request: Request) -> Response:
-    principal = await _signed_in(request)
+    principal = await _admin_signed_in(request)
     if isinstance(principal, Response):
         return principal
-    if (refused := await _admin(request, principal)) is not None:
-        return refused
     ctx = _ctx(request)
     query = request.query_params
     form = {name: query.get(name, "")[:320] for name in ("owner", "name", "disabled")}
