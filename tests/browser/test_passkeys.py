@@ -183,6 +183,20 @@ def test_after_a_password_a_passkey_is_the_second_step(
     assert claims["sub"] == user.user_id and claims["nonce"] == "n-2fa"
     assert claims["amr"] == ["pwd", "hwk", "user", "mfa"]
 
+    # Signed in again later, with the app allowed already: the passkey's answer leads straight
+    # back to the app (the step's form may end at the app's site: Chromium applies form-action
+    # to the redirects after a form's post). Playwright does not route a redirect to the app's
+    # site, which does not exist: the browser's request for it is the proof.
+    page.goto(f"{base_url}/account")
+    sign_out(page)
+    presence(cdp, authenticator_id, False)
+    page.goto(app.authorize_url(base_url, scope="openid", nonce="n-again"))
+    sign_in(page, None, user.email)
+    presence(cdp, authenticator_id, True)
+    with page.expect_request(lambda request: request.url.startswith(f"{CLIENT_ORIGIN}/callback?")) as sent_back:
+        page.get_by_role("button", name="Use a passkey").click()
+    assert callback_params(sent_back.value.url)["state"] == "st-1"
+
     # Someone who knows the password but holds another account's passkey: the page names only
     # this account's passkeys; made to ask for any (the options edited), the browser answers with
     # the other account's, and grantd refuses it.

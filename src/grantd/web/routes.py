@@ -39,6 +39,7 @@ from grantd.core.errors import (
 )
 from grantd.forms import MAX_PARAMETER_LENGTH, read_form
 from grantd.web import second_factor as second_factor_pages, session
+from grantd.web.continuing import AUTHORIZE, continuing_to, form_action, pushed as _pushed, target as _target
 from grantd.web.pages import (
     PASSKEY_SCRIPTS,
     error_page,
@@ -51,7 +52,6 @@ from grantd.web.pages import (
     wait_time,
 )
 
-AUTHORIZE = "/oauth2/authorize"
 # Form fields of the consent page itself, never carried over from the authorization request.
 _PAGE_FIELDS = ("csrf_token", "decision")
 _FORGED = (
@@ -100,25 +100,8 @@ def _target_error(exc: GrantdError) -> Response:
     )
 
 
-async def _target(ctx: Context, params: dict[str, str]) -> authorization.Target:
-    """The app and redirect URI of the request. An OpenID request must name its redirect URI
-    (Core §3.1.2.1: REQUIRED), even where the app registered only one, which plain OAuth 2.0
-    may omit (RFC 6749 §3.1.2.3)."""
-    target = await authorization.resolve_target(ctx, params.get("client_id"), params.get("redirect_uri"))
-    if "redirect_uri" not in params and openid.is_openid(params.get("scope", "").split(" ")):
-        raise InvalidRedirectUri("redirect_uri is required in an OpenID Connect request (scope openid).")
-    return target
-
-
 def _validate(ctx: Context, target: authorization.Target, params: dict[str, str]) -> authorization.StandardRequest:
     return par.validate(ctx, target, params)
-
-
-async def _pushed(ctx: Context, params: dict[str, str]) -> par.Opened | None:
-    """The pushed request (RFC 9126 §4) a request names by ``client_id`` + ``request_uri``; None for
-    a request sent in full. InvalidRequestUri (shown, never redirected) for one that cannot be used."""
-    request_uri = params.get("request_uri")
-    return None if request_uri is None else await par.open_request(ctx, params.get("client_id"), request_uri)
 
 
 def _unusable_request_uri(exc: InvalidRequestUri) -> Response:
@@ -450,19 +433,6 @@ async def authorize_decision(request: Request) -> Response:
 # ---------------------------------------------------------------- sign-in and sign-out
 
 
-async def _continuing_to(ctx: Context, next_path: str) -> authorization.Target | None:
-    """The app (and redirect URI) a sign-in or sign-up continues to, if any."""
-    parts = urlsplit(next_path)
-    if parts.path != AUTHORIZE:
-        return None
-    try:
-        params = dict(parse_qsl(parts.query))
-        pushed = await _pushed(ctx, params)
-        return await _target(ctx, pushed.params if pushed is not None else params)
-    except GrantdError:
-        return None
-
-
 def _with_next(path: str, next_path: str) -> str:
     return path if next_path == "/" else path + "?" + urlencode({"next": next_path})
 
@@ -493,15 +463,14 @@ async def _entry_page(
     the client: the form's form-action must allow that origin too.
     """
     cookie = session.signin_cookie(request)
-    target = await _continuing_to(ctx, next_path)
-    branded, img_src, form_action = _UNBRANDED, [], []
+    target = await continuing_to(ctx, next_path)
+    branded, img_src = _UNBRANDED, []
     if target is not None:
         branded, img_src = await _branded(ctx, target)
-        form_action = [form_target(target.redirect_uri) or ""]
     response = page(
         template,
         status_code,
-        form_action=form_action,
+        form_action=form_action(target),
         img_src=img_src,
         next=next_path,
         csrf_token=session.signin_csrf(ctx, cookie),

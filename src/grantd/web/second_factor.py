@@ -29,7 +29,7 @@ from grantd.core.accounts import Principal
 from grantd.core.context import Context
 from grantd.core.errors import InvalidGrant, InvalidRequest, RateLimited
 from grantd.forms import read_form
-from grantd.web import session
+from grantd.web import continuing, session
 from grantd.web.pages import PASSKEY_SCRIPTS, error_page, page, redirect, safe_next, to_signin, user_page, wait_time
 
 PENDING_COOKIE = "grantd_pending_sign_in"
@@ -92,11 +92,14 @@ async def _step_page(
     status_code: int = 200, message: str | None = None,
 ) -> Response:
     """The second step: "Use a passkey" (with a new challenge for this pending sign-in) when the
-    person has one, the code field when they have an authenticator app."""
+    person has one, the code field when they have an authenticator app. Its forms end the
+    sign-in, so they may end at the app it continues to, as the sign-in page's."""
     cookie = session.signin_cookie(request)
     with_passkey = second_factor.PASSKEY in methods
     response = page(
-        "signin_second_factor.html", status_code, next=next_path, csrf_token=session.signin_csrf(ctx, cookie),
+        "signin_second_factor.html", status_code,
+        form_action=continuing.form_action(await continuing.continuing_to(ctx, next_path)),
+        next=next_path, csrf_token=session.signin_csrf(ctx, cookie),
         message=message, restart=_with_next("/signin", next_path), totp=second_factor.TOTP in methods,
         passkey_options=await passkeys.second_step_options(ctx, pending) if with_passkey else None,
         **(PASSKEY_SCRIPTS if with_passkey else {}),
