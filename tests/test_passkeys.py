@@ -1,7 +1,9 @@
 """Passkeys over the wire, without a browser: a real `grantd serve` and a software authenticator
 written here (an ECDSA P-256 key, CBOR, the byte layouts of WebAuthn §6.1 and §6.5) that answers
 as a browser would, or as an attacker could: from another origin, over a challenge grantd never
-made or already took, with a credential grantd never registered, with a counter gone back.
+made or already took, with a credential grantd never registered, with a counter gone back. After
+a password, a passkey is the second step: the account's own, over that step's challenge, counted
+against the account when refused, and said in the ID token's ``amr``.
 
 The server is named 127.0.0.1 here: a browser refuses an IP address as an RP ID, grantd does not
 need to (tests/browser/test_passkeys.py runs the same ceremonies in Chromium at localhost).
@@ -15,12 +17,14 @@ import html
 import json
 import os
 import re
+import time
 from collections.abc import Iterator
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import cbor2
 import httpx
 import jwt
+import pyotp
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -515,3 +519,29 @@ def test_a_required_second_factor_is_met_by_a_passkey(tmp_path_factory: pytest.T
             token, alone_options = sign_in_options(alone)
             assert sign_in(alone, token, authenticator.get(alone_options, required.base_url)).status_code == 200
             assert alone.get("/console").status_code == 200
+
+
+def test_with_an_authenticator_app_too_both_are_offered(server: ServerProcess) -> None:
+    client, email = signed_in(server)
+    authenticator = Authenticator()
+    assert register(server, client, authenticator).status_code == 200
+    token = CSRF.search(client.get("/account/second-factor").text).group(1)
+    assert client.post("/account/second-factor", data={"csrf_token": token}).status_code == 303
+    shown = client.get("/account/second-factor")
+    secret = re.search(r'<code class="totp-secret">([A-Z2-7]+)</code>', shown.text).group(1)
+    totp = pyotp.TOTP(secret)
+    confirmed = client.post(
+        "/account/second-factor/confirm", data={"csrf_token": CSRF.search(shown.text).group(1), "code": totp.now()}
+    )
+    assert confirmed.status_code == 200 and "recovery-codes" in confirmed.text
+    assert "or one of your passkeys" in client.get("/account/second-factor").text
+    client.close()
+    with browser(server) as passkey_user:
+        token, options, page = password_step(passkey_user, email)
+        assert "Use a passkey" in page.text and 'autocomplete="one-time-code"' in page.text
+        assert second_step(passkey_user, token, authenticator.get(options, server.base_url)).status_code == 303
+    with browser(server) as code_user:  # the code of the next step: the enrolment's step is used
+        token, _, _ = password_step(code_user, email)
+        code = totp.at(time.time() + 30)
+        answer = code_user.post("/second-factor", data={"csrf_token": token, "next": "/account", "code": code})
+        assert answer.status_code == 303 and answer.headers["location"] == "/account", answer.text
