@@ -10,7 +10,8 @@ same way) on the same machine, so the ratios stand while absolute numbers move:
   and a row with any non-2xx response or socket error is marked failed;
 - afterwards `grantd serve --workers 2`, unpinned, repeats the two headline rows;
 - the SDK's side: grantd.sdk.TokenVerifier, pinned to CPU 1, verifies tokens the server issued
-  (bench/verifier.py), against the bare ES256 signature check as its floor.
+  (bench/verifier.py), against the bare ES256 signature check as its floor;
+- every target of bench/targets.py the run measured is printed beside its figure, MET or NOT MET.
 
 Writes the table to bench/results/latest.md and prints it.
 """
@@ -174,7 +175,6 @@ def grantd_env(database_url: str, secret_key: str, workdir: Path, issuer: str) -
         # hour in a server) would only add noise to a long run's rows.
         "GRANTD_PRUNE_INTERVAL": "0",
     }
-
 
 
 @dataclass
