@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-db test-faults install migrate clean bench screenshots chromium
+.PHONY: run test test-db test-faults install migrate clean bench bench-peers screenshots chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -64,3 +64,10 @@ bench: $(STAMP)
 	@command -v wrk >/dev/null || (apt-get install -y wrk || (apt-get update && apt-get install -y wrk))
 	@[ -z "$$BENCH_PY_SPY" ] || $(BIN)/pip install --quiet -e '.[test,bench]'
 	$(BIN)/python bench/run.py
+
+## grantd (one worker) beside node-oidc-provider and the raw ASGI floor, in one run of the shared peers
+## harness (PEERS_DIR; PEERS names the peers, BENCH_DB=postgres for PostgreSQL); writes
+## bench/results/peers-latest.md. The harness installs wrk, its venvs and node modules under /tmp.
+PEERS_DIR ?= $(CURDIR)/../shared/peers
+bench-peers: $(STAMP)
+	$(BIN)/python bench/peers.py --peers-dir $(PEERS_DIR)

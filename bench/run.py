@@ -10,7 +10,8 @@ same way) on the same machine, so the ratios stand while absolute numbers move:
   and a row with any non-2xx response or socket error is marked failed;
 - afterwards `grantd serve --workers 2`, unpinned, repeats the two headline rows;
 - the SDK's side: grantd.sdk.TokenVerifier, pinned to CPU 1, verifies tokens the server issued
-  (bench/verifier.py), against the bare ES256 signature check as its floor.
+  (bench/verifier.py), against the bare ES256 signature check as its floor;
+- every target of bench/targets.py the run measured is printed beside its figure, MET or NOT MET.
 
 Writes the table to bench/results/latest.md and prints it.
 """
@@ -40,6 +41,7 @@ from typing import Any
 
 import httpx
 import jwt
+from targets import table_row, target
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -161,6 +163,20 @@ def listening_sockets(port: int) -> int:
 # ---------------------------------------------------------------- seeding
 
 
+def grantd_env(database_url: str, secret_key: str, workdir: Path, issuer: str) -> dict[str, str]:
+    """The environment `grantd serve` runs with in a benchmark."""
+    return {
+        "GRANTD_DATABASE_URL": database_url,
+        "GRANTD_SECRET_KEY": secret_key,
+        "GRANTD_DATA_DIR": str(workdir),
+        "GRANTD_ISSUER": issuer,
+        "GRANTD_LOG_LEVEL": "warning",
+        # Nothing the run issues expires within it; a prune's walk of the tables (at most once an
+        # hour in a server) would only add noise to a long run's rows.
+        "GRANTD_PRUNE_INTERVAL": "0",
+    }
+
+
 @dataclass
 class Seed:
     app_id: str
@@ -171,6 +187,7 @@ class Seed:
     access_token: str
     codes_file: Path
     refresh_file: Path
+    jwks: dict[str, Any]  # the published signing keys, to verify the tokens the server issues
 
 
 async def seed(settings: Any, count: int, workdir: Path) -> Seed:
@@ -198,6 +215,7 @@ async def seed(settings: Any, count: int, workdir: Path) -> Seed:
         request = authorization.AuthorizationRequest(app_id, created.app_key, "s", REDIRECT_URI, "read_profile")
         await authorization.grant_permissions(ctx, principal, request)
         access_token = (await client_credentials.token_request(ctx, KeyPair(key.key_id, key.key_secret), {}, None)).access_token
+        jwks = json.loads(ctx.signing.jwks_document)
 
         now = ctx.now()
         codes = [secrets.token_urlsafe(32) for _ in range(count)]
@@ -237,7 +255,9 @@ async def seed(settings: Any, count: int, workdir: Path) -> Seed:
     codes_file, refresh_file = workdir / "codes.txt", workdir / "refresh.txt"
     codes_file.write_text("\n".join(codes) + "\n")
     refresh_file.write_text("\n".join(refresh) + "\n")
-    return Seed(app_id, key.key_id, key.key_secret, created.app_key, user.access_token, access_token, codes_file, refresh_file)
+    return Seed(
+        app_id, key.key_id, key.key_secret, created.app_key, user.access_token, access_token, codes_file, refresh_file, jwks
+    )
 
 
 # ---------------------------------------------------------------- measuring
@@ -259,6 +279,7 @@ class Row:
     db_cpu_us: float = float("nan")  # PostgreSQL's CPU time (all its processes) per request, on PostgreSQL
     wrk_cpus: float = float("nan")  # the CPUs wrk kept busy during the row (its CPU time / the row's length)
     notes: list[str] = field(default_factory=list)
+    key: str = ""  # the row's name in --only: neucron_code, client_credentials, …
 
     @property
     def ok(self) -> bool:
@@ -368,17 +389,7 @@ def main() -> None:
     print(f"seeding {count} codes and {count} refresh tokens into {args.db} …", flush=True)
     seeded = asyncio.run(seed(settings, count, workdir))
 
-    env = {
-        **os.environ,
-        "GRANTD_DATABASE_URL": database_url,
-        "GRANTD_SECRET_KEY": secret_key,
-        "GRANTD_DATA_DIR": str(workdir),
-        "GRANTD_ISSUER": issuer,
-        "GRANTD_LOG_LEVEL": "warning",
-        # Nothing the run issues expires within it; a prune's walk of the tables (at most once an
-        # hour in a server) would only add noise to a long run's rows.
-        "GRANTD_PRUNE_INTERVAL": "0",
-    }
+    env = {**os.environ, **grantd_env(database_url, secret_key, workdir, issuer)}
     rows: list[Row] = []
     try:
         floor_port = free_port()
@@ -533,7 +544,7 @@ def measure_grantd(
         if spy is not None:
             spy.wait()
             print(summarize(args.py_spy / f"{spy_key}.txt", name), flush=True)
-        row.name, row.per = name, per
+        row.name, row.per, row.key = name, per, key
         row.checked = check(kind, row.notes.pop(), jwks, issuer)
         if floor_row is not None:
             row.floor_rps = floor_row.rps if floor_row.ok else 0.0
@@ -630,16 +641,19 @@ def render(
         "app returning fixed JSON, served the same way) is measured right before each row; "
         "\"× floor\" divides the row by that measurement.",
         "",
-        "| row | req/s | ops/s | p50 ms | p99 ms | non-2xx | server CPU µs/req | floor req/s | × floor | result |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| row | req/s | ops/s | p50 ms | p99 ms | non-2xx | server CPU µs/req | floor req/s | × floor | target | result |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
-    for row in [*rows, *[_renamed(r, " — 2 workers, unpinned") for r in two]]:
+    one_worker = [(row, FLOOR_TARGETS.get(row.key)) for row in rows]
+    for row, goal_name in [*one_worker, *[(_renamed(r, " — 2 workers, unpinned"), None) for r in two]]:
         ratio = f"{row.rps / row.floor_rps:.3f}" if row.floor_rps else "—"
         floor_text = f"{row.floor_rps:,.0f}" if row.floor_rps else "—"
         status = row.checked if row.ok else f"FAILED ({row.checked}; socket errors {row.socket_errors})"
+        goal = target(goal_name, args.db) if goal_name else None
+        goal_text = f"{goal} {goal.verdict(_x_floor(row), row.ok)}" if goal else ""
         lines.append(
             f"| {row.name} | {row.rps:,.0f} | {row.ops:,.0f} | {row.p50_ms:.2f} | {row.p99_ms:.2f} | "
-            f"{row.non_2xx} | {_cpu_text(row)} | {floor_text} | {ratio} | {status} |"
+            f"{row.non_2xx} | {_cpu_text(row)} | {floor_text} | {ratio} | {goal_text} | {status} |"
         )
     by_name = {r.name: r for r in rows}
     lines += [
@@ -675,8 +689,59 @@ def render(
             ("averify_again", "await averify(), a token verified before"),
         ):
             lines.append(f"| {label} | {verifier[key]:,.0f} | {verifier[key] / floor_rate:.2f} |")
+    lines += ["", *targets_table(args.db, rows, two, memory, memory_two, cold)]
     lines += ["", "Reproduce: `make bench` (or `BENCH_DB=postgres make bench`).", ""]
     return "\n".join(lines)
+
+
+# The rows whose ratio to the floor has a target (bench/targets.py), and the target's label.
+FLOOR_TARGETS = {
+    "neucron_code": "neucron_code_x_floor",
+    "client_credentials": "client_credentials_x_floor",
+    "introspect": "introspect_x_floor",
+}
+FLOOR_TARGET_LABELS = {
+    "neucron_code": "1. Neucron code redemption × floor",
+    "client_credentials": "2. client_credentials × floor",
+    "introspect": "5. introspection × floor",
+}
+
+
+def _x_floor(row: Row | None) -> float:
+    return row.rps / row.floor_rps if row is not None and row.floor_rps else float("nan")
+
+
+def targets_table(
+    db: str, rows: list[Row], two: list[Row], memory: tuple[float, float], memory_two: tuple[float, float], cold: float
+) -> list[str]:
+    """Every target of bench/targets.py that this run measures, with what it measured and MET or NOT MET."""
+    one_by_key, two_by_key = {r.key: r for r in rows}, {r.key: r for r in two}
+    nan = float("nan")
+    cc, cc_two = one_by_key.get("client_credentials"), two_by_key.get("client_credentials")
+    scaling = cc_two.rps / cc.rps if cc and cc_two and cc.rps else nan
+    peaks = [m for m in (memory[1], memory_two[1]) if not math.isnan(m)]
+    figures: list[tuple[str, float, str, str, bool]] = []  # label, value, value as text, target name, row passed
+    for key, name in FLOOR_TARGETS.items():
+        row = one_by_key.get(key)
+        value = _x_floor(row)
+        figures.append((FLOOR_TARGET_LABELS[key], value, f"{value:.3f}", name, bool(row and row.ok)))
+    figures += [
+        ("2. client_credentials p99", cc.p99_ms if cc else nan, f"{cc.p99_ms:.1f} ms" if cc else "", "client_credentials_p99_ms", True),
+        ("2. client_credentials non-2xx", float(cc.non_2xx) if cc else nan, str(cc.non_2xx) if cc else "",
+         "client_credentials_non_2xx", True),
+        ("2. client_credentials, `--workers 2` (unpinned) ÷ one worker (pinned)", scaling, f"{scaling:.2f}×",
+         "client_credentials_two_workers_x_one", bool(cc and cc_two and cc.ok and cc_two.ok)),
+        ("peak resident memory of a worker (one worker / two)", max(peaks) if peaks else nan,
+         " / ".join(f"{m:.0f} MB" for m in (memory[1], memory_two[1])), "rss_mb_per_worker", True),
+        ("cold start to the first 200", cold, f"{cold:.2f} s", "cold_start_s", True),
+    ]
+    lines = [f"Targets ({db}; × node-oidc-provider is measured by `make bench-peers`):", "",
+             "| figure | measured | target | result |", "|---|---:|---|---|"]
+    for label, value, text, name, valid in figures:
+        line = table_row(label, value, text, name, db, valid)
+        if line is not None:
+            lines.append(line)
+    return lines
 
 
 def _renamed(row: Row, suffix: str) -> Row:
