@@ -16,7 +16,7 @@ import pytest
 from acting_user import developer, new_app
 from grantd.core import cors
 from support.dpop import Holder, code_for
-from support.neucron import Flow
+from support.neucron import Flow, new_flow
 from support.servers import ServerProcess, start_server
 
 pytestmark = pytest.mark.db
@@ -340,3 +340,53 @@ def test_the_rule() -> None:
     assert not cors.allows("https://spa.example", "confidential", uris)
     assert cors.allows("https://spa.example", "confidential", uris, userinfo=True)
     assert not cors.allows("null", "public", uris) and not cors.allows("*", "public", uris)
+
+
+# ---------------------------------------------------------------- the hot path and FastAPI alike
+
+
+async def test_the_hot_path_and_fastapi_answer_a_browser_alike(app: Any, client: httpx.AsyncClient) -> None:
+    """/oauth2/token and the JWKS are answered ahead of FastAPI (grantd.api.hot); FastAPI's handlers
+    of the same routes answer a browser's request with the same status, body and headers."""
+    public = await new_flow(client, client_type="public")
+    confidential = await new_flow(client)
+    origin = "https://app.example.com"  # new_flow's redirect URI's
+    code = {"grant_type": "authorization_code", "code": "no-such-code", "redirect_uri": public.redirect_uri,
+            "code_verifier": "v" * 43, "client_id": public.app_id}
+    requests: list[tuple[str, str, dict[str, Any]]] = [
+        ("POST", "/oauth2/token", {"data": code, "headers": {"Origin": origin}}),
+        ("POST", "/oauth2/token", {"data": code, "headers": {"Origin": ELSEWHERE}}),
+        ("POST", "/oauth2/token", {"data": code}),
+        ("POST", "/oauth2/token", {"data": {"grant_type": "client_credentials"}, "headers": {"Origin": origin},
+                                   "auth": (confidential.app_id, confidential.key_secret)}),
+        ("POST", "/oauth2/token", {"content": b"\xff", "headers": {"Origin": origin, "Content-Type": FORM}}),
+        ("GET", "/.well-known/jwks.json", {"headers": {"Origin": ELSEWHERE}}),
+    ]
+    transport = httpx.ASGITransport(app=app.hot_routes.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as fastapi_alone:
+        answers = [
+            (what, [await c.request(method, path, **options) for c in (client, fastapi_alone)])
+            for what, (method, path, options) in enumerate(requests)
+        ]
+    for what, (hot, fastapi) in answers:
+        assert (hot.status_code, hot.content) == (fastapi.status_code, fastapi.content), (what, hot.text, fastapi.text)
+        assert without_request_id(hot.headers) == without_request_id(fastapi.headers), what
+    statuses = [(hot.status_code, hot.headers.get("access-control-allow-origin")) for _, (hot, _) in answers]
+    assert statuses == [(400, origin), (400, None), (400, None), (400, None), (400, None), (200, "*")]
+    assert [hot.json()["error"] for _, (hot, _) in answers[:5]] == [
+        "invalid_grant", "invalid_request", "invalid_grant", "invalid_request", "invalid_request"
+    ]
+
+
+async def test_registration_off_answers_no_cors(client: httpx.AsyncClient) -> None:
+    """The in-process app offers no dynamic registration (the default): its path is not opened."""
+    answer = await preflight(client, "/oauth2/register", ELSEWHERE, "POST", "content-type")
+    assert answer.status_code == 405
+    assert_no_cors(answer)
+    response = await client.post("/oauth2/register", json={"redirect_uris": [f"{ELSEWHERE}/cb"]}, headers={"Origin": ELSEWHERE})
+    assert response.status_code == 404, response.text
+    assert_no_cors(response)
+
+
+def without_request_id(headers: httpx.Headers) -> list[tuple[str, str]]:
+    return sorted((name, value) for name, value in headers.multi_items() if name not in ("x-request-id", "content-length"))
