@@ -390,3 +390,13 @@ async def test_registration_off_answers_no_cors(client: httpx.AsyncClient) -> No
 
 def without_request_id(headers: httpx.Headers) -> list[tuple[str, str]]:
     return sorted((name, value) for name, value in headers.multi_items() if name not in ("x-request-id", "content-length"))
+
+
+async def test_a_page_of_the_issuers_own_origin_is_not_judged(backend: Flow, server: ServerProcess) -> None:
+    """Swagger UI on /docs sends Origin with its POSTs: the same origin, not a cross-origin request."""
+    response = await backend.client.post(
+        "/oauth2/token", data={"grant_type": "client_credentials"}, auth=(backend.app_id, backend.key_secret),
+        headers={"Origin": server.base_url},
+    )
+    assert response.status_code == 200, response.text
+    assert_no_cors(response)

@@ -19,7 +19,9 @@ A request with an ``Origin`` a ``CLIENT`` route does not allow for its client is
 ``invalid_request`` (``OriginNotAllowed``) before anything is spent: a form-encoded POST needs no
 preflight, so a page of any origin can make the browser send one, and the code, refresh token or
 DPoP proof it carries must not be used up by a page that will never see the answer. A request
-without ``Origin`` (a server, a native app) is not judged at all: no CORS, no cost.
+without ``Origin`` (a server, a native app) is not judged at all: no CORS, no cost. Nor is one
+from the issuer's own origin (``same_origin``: Swagger UI's "Try it out" on ``/docs``), which is no
+cross-origin request.
 
 Every route not marked (the hosted pages, ``/oauth2/authorize``, the console, the Neucron and admin
 APIs, introspection) answers no CORS: those are cookie-authenticated or for servers only.
@@ -27,6 +29,7 @@ APIs, introspection) answers no CORS: those are cookie-authenticated or for serv
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
@@ -39,7 +42,6 @@ from grantd.store import apps as app_store
 
 OPEN = "open"
 CLIENT = "client"
-KINDS = (OPEN, CLIENT)
 
 # What a preflight allows and an answer exposes (the same for every marked route).
 ALLOW_HEADERS = ("Authorization", "Content-Type", "DPoP")
@@ -88,6 +90,16 @@ def allows(origin: str, client_type: str, redirect_uris: Iterable[str], *, useri
     return origin in allowed_origins(redirect_uris)
 
 
+@functools.lru_cache(maxsize=8)
+def _origin_of_issuer(issuer: str) -> str | None:
+    return origin_of(issuer)
+
+
+def same_origin(ctx: Context, origin: str) -> bool:
+    """Whether ``origin`` is the issuer's own (a page grantd serves): not a cross-origin request."""
+    return origin == _origin_of_issuer(ctx.settings.issuer)
+
+
 def _refused(origin: str, client_id: str) -> OriginNotAllowed:
     return OriginNotAllowed(
         f"Origin {origin} is not allowed for client {client_id}: a browser may call this endpoint only for a "
@@ -98,7 +110,9 @@ def _refused(origin: str, client_id: str) -> OriginNotAllowed:
 async def check(ctx: Context, origin: str, client_id: str, *, userinfo: bool = False) -> bool:
     """Whether ``origin`` may read the answer for the live app ``client_id``: True when it may;
     ``OriginNotAllowed`` when it may not; False when there is no such app (the request then fails
-    on its own, unreadable, and nothing is spent)."""
+    on its own, unreadable, and nothing is spent), or for the issuer's own origin (not judged)."""
+    if same_origin(ctx, origin):
+        return False
     if client_metadata.is_url(client_id):  # a client ID metadata document's URL: its app, up to date
         await client_metadata.resolve(ctx, client_id)
     async with ctx.db.read() as conn:
@@ -114,6 +128,8 @@ async def check_client(ctx: Context, origin: str, auth: ClientAuthentication) ->
     """``check`` for a request to a client-authenticated endpoint, by how it authenticates: a public
     client's ``client_id`` is judged; a secret or an assertion (a confidential client) is refused
     whoever it names; no authentication at all names no client (False: it fails on its own)."""
+    if same_origin(ctx, origin):
+        return False
     if isinstance(auth, PublicClient):
         return await check(ctx, origin, auth.client_id)
     if isinstance(auth, Unauthenticated):
