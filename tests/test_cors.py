@@ -146,6 +146,9 @@ async def test_a_client_based_endpoint_answers_any_preflight(dev: Flow, path: st
         assert answer.headers["access-control-allow-headers"] == "Authorization, Content-Type, DPoP"
         assert int(answer.headers["access-control-max-age"]) > 0
         assert "access-control-allow-credentials" not in answer.headers
+    sandboxed = await preflight(dev.client, path, "null")  # a sandboxed frame's, a file's: never a client's
+    assert sandboxed.status_code == 204
+    assert_no_cors(sandboxed)
     plain = await dev.client.options(path)  # not a CORS preflight: the methods, and nothing of CORS
     assert plain.status_code == 204 and "OPTIONS" in plain.headers["allow"]
     assert_no_cors(plain)

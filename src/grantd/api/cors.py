@@ -5,7 +5,7 @@ rule), for FastAPI's routes (``CorsHeaders``) and the hot path (``grantd.api.hot
   with ``Access-Control-Allow-Methods`` (the path's methods), ``-Allow-Headers`` (``Authorization``,
   ``Content-Type``, ``DPoP``) and ``-Max-Age``, allowing ``*`` on an ``OPEN`` path and the asking
   origin on a ``CLIENT`` one (which client is asking, only the request itself says: its answer is
-  judged then).
+  judged then), unless it is no http(s) origin any redirect URI could have (``null``).
 - An answer of an ``OPEN`` route: ``Access-Control-Allow-Origin: *``.
 - An answer of a ``CLIENT`` route: ``Access-Control-Allow-Origin: <Origin>`` and ``Vary: Origin``
   only when the handler judged the origin allowed for the request's client and said so
@@ -95,6 +95,8 @@ def preflight(kind: str, methods: Sequence[str]) -> Callable[[Request], Awaitabl
             return Response(status_code=204, headers={"Allow": common["Allow"]})  # not a CORS preflight
         if kind == OPEN:
             return Response(status_code=204, headers={**common, "Access-Control-Allow-Origin": "*"})
+        if cors.origin_of(origin) != origin:  # "null" (a sandbox, a file), or not an origin: never allowed
+            return Response(status_code=204, headers={"Allow": common["Allow"]})
         return Response(status_code=204, headers={**common, "Access-Control-Allow-Origin": origin, "Vary": "Origin"})
 
     answer.__name__ = answer.__qualname__ = f"cors_preflight_{kind}_{'_'.join(methods).lower()}"
