@@ -403,3 +403,19 @@ async def test_a_page_of_the_issuers_own_origin_is_not_judged(backend: Flow, ser
     )
     assert response.status_code == 200, response.text
     assert_no_cors(response)
+
+
+def test_the_route_table_marks_exactly_these_paths(settings: Any) -> None:
+    """What the table marks, and the preflights it declares for them: one OPTIONS per marked path,
+    none elsewhere (a cookie-authenticated route marked by mistake fails here)."""
+    from grantd import routes
+
+    for registration, served in (("open", routes.served(settings.model_copy(update={"dynamic_registration": "open"}))),
+                                 ("off", routes.served(settings.model_copy(update={"dynamic_registration": "off"})))):
+        marked = {(route.path, route.cors) for route in served if route.cors is not None}
+        expected = {(path, cors.OPEN) for path in OPEN_PATHS} | {(path, cors.CLIENT) for path in CLIENT_PATHS}
+        if registration == "open":
+            expected |= {("/oauth2/register", cors.OPEN), ("/oauth2/register/{client_id}", cors.OPEN)}
+        assert marked == expected, registration
+        assert {route.path for route in served if route.method == "OPTIONS"} == {path for path, _ in expected}
+        assert all(route.hidden for route in served if route.method == "OPTIONS")

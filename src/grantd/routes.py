@@ -32,9 +32,10 @@ from fastapi.routing import APIRoute
 from starlette.responses import Response
 
 from grantd.api import (
-    admin, cors as cors_wire,
+    admin,
     apps, audit, auth, envelope, grants, hot, neucron, neucron_v2, oauth2, openid, ops, registration, resources, wellknown,
 )
+from grantd.api import cors as cors_wire
 from grantd.api.envelope import Envelope, ErrorBody, error_responses
 from grantd.api.errors import Dialect, Dialects
 from grantd.api.hot import Handler as HotHandler, HotRoute

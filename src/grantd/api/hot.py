@@ -22,8 +22,8 @@ answer FastAPI's validation gives it.
 for these routes what the layers behind it do for every other route, by calling the same
 functions: the request id and the metrics and access log (``telemetry.request_id``,
 ``telemetry.record``), the security headers (``headers.secured``), the CORS headers of the
-route's kind (``cors.headers``; a request without ``Origin`` costs one dict lookup), and the request limits: the
-body size cap (413) and the per-chunk body timeout (408). A response is sent from the
+route's kind (``cors.headers``: a request without ``Origin`` costs it one dict lookup), and the
+request limits: the body size cap (413) and the per-chunk body timeout (408). A response is sent from the
 ``Response`` the shared functions return, without running it as an ASGI app.
 """
 
