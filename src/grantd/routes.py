@@ -9,7 +9,10 @@ the access log (``grantd.telemetry``); and its OpenAPI documentation. From this 
   path, which is also its ``route`` label in the metrics and the access log;
 - the hot dispatch (``hot_routes``);
 - the dialect of every request (``dialects``): the route's own, and for a path no route
-  matches a rule drawn from the table (``grantd.api.errors.Dialects``).
+  matches a rule drawn from the table (``grantd.api.errors.Dialects``);
+- CORS (``grantd.core.cors``): a route marked ``cors`` OPEN or CLIENT answers browsers of other
+  origins by that rule, and its path answers a preflight (``OPTIONS``, ``preflights``); every
+  route not marked answers none.
 
 The Neucron API is declared once and served twice: under ``/v1`` and at the root.
 
@@ -32,10 +35,12 @@ from grantd.api import (
     admin,
     apps, audit, auth, envelope, grants, hot, neucron, neucron_v2, oauth2, openid, ops, registration, resources, wellknown,
 )
+from grantd.api import cors as cors_wire
 from grantd.api.envelope import Envelope, ErrorBody, error_responses
 from grantd.api.errors import Dialect, Dialects
 from grantd.api.hot import Handler as HotHandler, HotRoute
 from grantd.config import Settings
+from grantd.core.cors import CLIENT, OPEN
 from grantd.telemetry import NOTED_GRANT
 from grantd.web import account, admin_pages, console, console_resources, device, logout, pages, passkeys, second_factor
 from grantd.web import routes as web
@@ -59,6 +64,7 @@ class Route:
     hot: HotHandler | None = None  # served ahead of FastAPI by this handler
     issues: str | None = None  # the token a 200 issued: its grant type, or NOTED_GRANT (telemetry)
     probe: bool = False  # logged at debug level (telemetry)
+    cors: str | None = None  # OPEN or CLIENT: answered to browsers of other origins (grantd.core.cors)
     # The OpenAPI documentation, as FastAPI takes it (``add_api_route``); a hidden route is not in it.
     summary: str | None = None
     tags: tuple[str, ...] = ()
@@ -378,13 +384,14 @@ _OAUTH2 = (
         "/oauth2/token", oauth2.token, oauth2.TOKEN_REQUEST, ["grant_type"], _json(oauth2.TOKEN_SCHEMA),
         "Token endpoint (RFC 6749 §3.2): authorization_code with PKCE, refresh_token, client_credentials, "
         "urn:ietf:params:oauth:grant-type:device_code (RFC 8628)",
-        hot=hot.oauth2_token, issues=NOTED_GRANT,
+        hot=hot.oauth2_token, issues=NOTED_GRANT, cors=CLIENT,
     ),
     _oauth2(
         "/oauth2/revoke", oauth2.revoke, oauth2.TOKEN_PARAMETER, ["token"],
         {"description": "Revoked, or was not the caller's to revoke"},
         "Token revocation (RFC 7009): access or refresh tokens of the calling app",
         response_class=Response,  # the 200 has an empty body (RFC 7009 §2.2), not JSON
+        cors=CLIENT,
     ),
     _oauth2(
         "/oauth2/introspect", oauth2.introspect, oauth2.TOKEN_PARAMETER, ["token"], _json(oauth2.INTROSPECTION_SCHEMA),
@@ -395,13 +402,14 @@ _OAUTH2 = (
         "/oauth2/par", oauth2.pushed_authorization_request, oauth2.PAR_REQUEST, ["response_type"],
         {"description": "Pushed: the request_uri, single-use", **_json(oauth2.PAR_SCHEMA)},
         "Pushed authorization request (RFC 9126): the request_uri to send to /oauth2/authorize",
-        status=201,
+        status=201, cors=CLIENT,
     ),
     _oauth2(
         "/oauth2/device_authorization", oauth2.device_authorization, oauth2.DEVICE_AUTHORIZATION_REQUEST, [],
         {"description": "The device code and the user code", **_json(oauth2.DEVICE_AUTHORIZATION_SCHEMA)},
         "Device authorization request (RFC 8628 §3.1): codes for a device that polls /oauth2/token while "
         "a person approves at verification_uri",
+        cors=CLIENT,
     ),
     Route(
         "POST", "/oauth2/register", registration.register, REGISTRATION,
@@ -410,12 +418,14 @@ _OAUTH2 = (
         openapi_extra=registration.BODY_DOC,
         responses={201: {"description": "Registered", **_json(registration.INFORMATION_SCHEMA)}, **registration.ERRORS_DOC},
         status_code=201,
+        cors=OPEN,  # bearer-authenticated (an initial access token), never by a cookie
     ),
     Route(
         "GET", "/oauth2/register/{client_id}", registration.read, REGISTRATION,
         summary="Read a registration (RFC 7592 §2.1) with its registration access token",
         tags=("OAuth 2.0", "Registration"),
         responses={200: _json(registration.INFORMATION_SCHEMA), **registration.ERRORS_DOC},
+        cors=OPEN,
     ),
     Route(
         "PUT", "/oauth2/register/{client_id}", registration.update, REGISTRATION,
@@ -423,6 +433,7 @@ _OAUTH2 = (
         tags=("OAuth 2.0", "Registration"),
         openapi_extra=registration.BODY_DOC,
         responses={200: _json(registration.INFORMATION_SCHEMA), **registration.ERRORS_DOC},
+        cors=OPEN,
     ),
     Route(
         "DELETE", "/oauth2/register/{client_id}", registration.delete, REGISTRATION,
@@ -431,11 +442,13 @@ _OAUTH2 = (
         responses={204: {"description": "Deleted"}, **registration.ERRORS_DOC},
         response_class=Response,
         status_code=204,
+        cors=OPEN,
     ),
     Route(
         "GET", "/.well-known/oauth-authorization-server", oauth2.metadata, NEUCRON,
         summary="Authorization server metadata (RFC 8414)",
         tags=("OAuth 2.0", "Discovery"),
+        cors=OPEN,
     ),
     *(
         Route(
@@ -449,6 +462,7 @@ _OAUTH2 = (
                 403: {"description": "insufficient_scope: the token was not granted openid"},
             },
             openapi_extra=openid.USERINFO_FORM if method == "POST" else None,
+            cors=CLIENT,  # for the client the access token was issued to
         )
         for method in ("GET", "POST")
     ),
@@ -456,6 +470,7 @@ _OAUTH2 = (
         "GET", "/.well-known/openid-configuration", openid.configuration, NEUCRON,
         summary="OpenID Provider metadata (OpenID Connect Discovery 1.0 §4): the RFC 8414 document",
         tags=("OpenID Connect", "Discovery"),
+        cors=OPEN,
     ),
 )
 
@@ -531,7 +546,7 @@ _PAGES = (
 
 _DISCOVERY_AND_OPERATIONS = (
     Route(
-        "GET", "/.well-known/jwks.json", wellknown.jwks, NEUCRON, hot=hot.jwks_document,
+        "GET", "/.well-known/jwks.json", wellknown.jwks, NEUCRON, hot=hot.jwks_document, cors=OPEN,
         summary="Public keys of the token signatures", tags=("Discovery",), response_model=wellknown.JWKS,
     ),
     Route(
@@ -565,8 +580,31 @@ METRICS = Route("GET", "/metrics", ops.metrics_endpoint, NEUCRON, probe=True, hi
 
 
 def served(settings: Settings) -> tuple[Route, ...]:
-    """The routes a server with ``settings`` serves."""
-    return (*ROUTES, METRICS) if settings.metrics_enabled else ROUTES
+    """The routes a server with ``settings`` serves, and the preflights of those marked for CORS.
+    Dynamic registration answers browsers only when the server offers it."""
+    declared = (*ROUTES, METRICS) if settings.metrics_enabled else ROUTES
+    if settings.dynamic_registration == "off":
+        declared = tuple(
+            replace(route, cors=None) if route.path.startswith("/oauth2/register") else route for route in declared
+        )
+    return (*declared, *preflights(declared))
+
+
+def preflights(routes: Iterable[Route]) -> tuple[Route, ...]:
+    """``OPTIONS`` of every path with a route marked for CORS (``grantd.api.cors.preflight``): the
+    CORS preflight a browser sends before a request it may not send unasked (one with
+    ``Authorization`` or ``DPoP``, or JSON). Hidden from the OpenAPI document, in the path's dialect."""
+    paths: dict[str, tuple[str, list[str], Dialect]] = {}
+    for route in routes:
+        if route.cors is not None:
+            kind, methods, _ = paths.setdefault(route.path, (route.cors, [], route.dialect))
+            if kind != route.cors:
+                raise ValueError(f"{route.path}: one path, one CORS kind")
+            methods.append(route.method)
+    return tuple(
+        Route("OPTIONS", path, cors_wire.preflight(kind, tuple(methods)), dialect, hidden=True)
+        for path, (kind, methods, dialect) in paths.items()
+    )
 
 
 # ---------------------------------------------------------------- what comes from the table
@@ -574,13 +612,15 @@ def served(settings: Settings) -> tuple[Route, ...]:
 
 class DeclaredRoute(APIRoute):
     """A FastAPI route made from a declaration: it carries the declared dialect (for the error
-    handlers, ``grantd.api.errors.Dialects``) and ``issues`` and ``probe`` (for telemetry)."""
+    handlers, ``grantd.api.errors.Dialects``), ``issues`` and ``probe`` (for telemetry) and
+    ``cors`` (for ``grantd.api.cors.CorsHeaders``)."""
 
     def __init__(self, path: str, endpoint: Callable[..., Any], *, declared: Route, **options: Any) -> None:
         super().__init__(path, endpoint, **options)
         self.dialect = declared.dialect
         self.issues = declared.issues
         self.probe = declared.probe
+        self.cors = declared.cors  # grantd.api.cors.CorsHeaders
 
 
 def register(app: FastAPI, routes: Iterable[Route]) -> None:
@@ -613,7 +653,9 @@ def register(app: FastAPI, routes: Iterable[Route]) -> None:
 def hot_routes(routes: Iterable[Route]) -> dict[tuple[str, str], HotRoute]:
     """The hot dispatch: (method, path) → how to serve it, for the routes declared hot."""
     return {
-        (route.method, route.path): HotRoute(route.path, route.hot, route.method != "GET", route.dialect, route.issues)
+        (route.method, route.path): HotRoute(
+            route.path, route.hot, route.method != "GET", route.dialect, route.issues, route.cors
+        )
         for route in routes
         if route.hot is not None
     }

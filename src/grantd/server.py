@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 import grantd
 from grantd import metrics, routes
 from grantd.api import envelope, oauth2
+from grantd.api.cors import CorsHeaders
 from grantd.api.errors import from_http, render, unavailable
 from grantd.api.headers import SecurityHeaders
 from grantd.api.hot import HotRoutes
@@ -92,9 +93,10 @@ class Grantd(FastAPI):
     - The routes declared hot are answered ahead of FastAPI, by ``grantd.api.hot.HotRoutes``:
       FastAPI's own per-request work (its check for OpenTelemetry providers, environment
       lookups, costs a request's worth of the token endpoint's budget) is skipped for them.
-    - Telemetry, then the security headers, wrap the whole middleware stack, outside even the
-      500 handler: every response (a 413, a crash's 500) is timed, counted, logged and given
-      its X-Request-ID and headers. The hot routes do both themselves.
+    - Telemetry, then the security headers, then CORS (``grantd.api.cors``) wrap the whole
+      middleware stack, outside even the 500 handler: every response (a 413, a crash's 500) is
+      timed, counted, logged and given its X-Request-ID and headers. The hot routes do all three
+      themselves.
     - The OpenAPI document is FastAPI's, as the dialects document themselves.
     """
 
@@ -115,7 +117,7 @@ class Grantd(FastAPI):
         await self.hot_routes(scope, receive, send)
 
     def build_middleware_stack(self) -> ASGIApp:
-        return RequestTelemetry(SecurityHeaders(super().build_middleware_stack()))
+        return RequestTelemetry(SecurityHeaders(CorsHeaders(super().build_middleware_stack())))
 
     def openapi(self) -> dict[str, Any]:
         # No 422 (a malformed request is a 400 in its dialect), and the client authentication of /oauth2/.

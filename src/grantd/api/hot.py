@@ -21,8 +21,9 @@ answer FastAPI's validation gives it.
 ``HotRoutes`` is the outermost layer: ``grantd.server.Grantd`` is FastAPI behind it. So it does
 for these routes what the layers behind it do for every other route, by calling the same
 functions: the request id and the metrics and access log (``telemetry.request_id``,
-``telemetry.record``), the security headers (``headers.secured``), and the request limits: the
-body size cap (413) and the per-chunk body timeout (408). A response is sent from the
+``telemetry.record``), the security headers (``headers.secured``), the CORS headers of the
+route's kind (``cors.headers``: a request without ``Origin`` costs it one dict lookup), and the
+request limits: the body size cap (413) and the per-chunk body timeout (408). A response is sent from the
 ``Response`` the shared functions return, without running it as an ASGI app.
 """
 
@@ -39,7 +40,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from grantd import logs, telemetry
-from grantd.api import neucron, oauth2
+from grantd.api import cors, neucron, oauth2
 from grantd.api.deps import signed_in
 from grantd.api.errors import Dialect, from_http, render, unavailable
 from grantd.api.headers import secured
@@ -69,6 +70,7 @@ class HotRoute(NamedTuple):
     reads_body: bool
     dialect: Dialect  # of its errors
     issues: str | None  # what its success issues (telemetry.record)
+    cors: str | None = None  # its CORS kind (grantd.core.cors), if marked
 
 
 class _Disconnected(Exception):
@@ -99,7 +101,7 @@ class HotRoutes:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        route, handler, reads_body, dialect, issues = found
+        route, handler, reads_body, dialect, issues, cors_kind = found
         headers = {name: value for name, value in scope["headers"] if name in _WANTED}
         rid = telemetry.request_id(headers.get(telemetry.REQUEST_ID_HEADER))
         reset = logs.request_id.set(rid)
@@ -131,7 +133,11 @@ class HotRoutes:
                 {
                     "type": "http.response.start",
                     "status": status,
-                    "headers": [*secured(response.raw_headers), (telemetry.REQUEST_ID_HEADER, rid.encode("ascii"))],
+                    "headers": [
+                        *secured(response.raw_headers),
+                        (telemetry.REQUEST_ID_HEADER, rid.encode("ascii")),
+                        *cors.headers(cors_kind, scope),
+                    ],
                 }
             )
             await send({"type": "http.response.body", "body": response.body})
@@ -183,7 +189,9 @@ async def oauth2_token(ctx: Context, scope: Scope, body: bytes, headers: dict[by
     proofs = None
     if b"dpop" in headers:  # RFC 9449: every DPoP header, to refuse more than one
         proofs = [value.decode("latin-1") for name, value in scope["headers"] if name == b"dpop"]
-    return await oauth2.issue_token(ctx, _text(headers.get(b"authorization")), form, _address(scope), scope, proofs)
+    return await oauth2.issue_token(
+        ctx, _text(headers.get(b"authorization")), form, _address(scope), scope, proofs, _text(headers.get(b"origin"))
+    )
 
 
 async def introspect(ctx: Context, scope: Scope, body: bytes, headers: dict[bytes, bytes]) -> Response:
@@ -209,7 +217,9 @@ class _JwksDocument:
 jwks_document = _JwksDocument()
 
 
-_WANTED = frozenset({b"content-type", b"content-length", b"authorization", b"dpop", telemetry.REQUEST_ID_HEADER})
+_WANTED = frozenset(
+    {b"content-type", b"content-length", b"authorization", b"dpop", b"origin", telemetry.REQUEST_ID_HEADER}
+)
 
 
 def _valid_json(model: type[_Model], headers: dict[bytes, bytes], body: bytes) -> _Model | None:

@@ -16,11 +16,12 @@ from fastapi import Request
 from starlette.responses import Response
 
 from grantd import telemetry
+from grantd.api import cors as cors_wire
 from grantd.api.deps import client_address
 from grantd.api.jsonbody import JSONBody
 from grantd.core import (
-    authorization, client_auth, client_metadata, device, dpop, grants, introspection, jwks, openid, par, ratelimit,
-    registration, resources, revocation,
+    authorization, client_auth, client_metadata, cors, device, dpop, grants, introspection, jwks, openid, par,
+    ratelimit, registration, resources, revocation,
 )
 from grantd.core.clients import ID_TOKEN_ALGORITHMS, SUBJECT_TYPES
 from grantd.core.access_token import IssuedToken
@@ -94,18 +95,30 @@ class _ClientRequest:
     the block, inside the rate limit every endpoint that checks a client secret shares: a failure
     to authenticate, or the grant's own ``invalid_grant`` in the block, counts against the key
     named and the address. A class rather than ``@asynccontextmanager``: every token request goes
-    through it."""
+    through it.
 
-    __slots__ = ("_form", "_basic", "_malformed", "_limit")
+    ``await request.cross_origin(origin, scope)``, before the block and before anything is spent
+    (a DPoP proof's jti included): the CORS rule for a request with an ``Origin`` (``core.cors``)."""
+
+    __slots__ = ("_ctx", "_auth", "_malformed", "_limit")
 
     def __init__(self, ctx: Context, authorization: str | None, form: dict[str, str], address: str | None) -> None:
+        self._ctx = ctx
+        self._auth: client_auth.ClientAuthentication | None = None
         try:
-            self._basic, self._malformed = _basic_credentials(authorization), None
+            basic = _basic_credentials(authorization)
+            self._malformed: GrantdError | None = None
         except InvalidClient as exc:
-            self._basic, self._malformed = None, exc
-        basic = self._basic
+            basic, self._malformed = None, exc
         client_id, secret = basic if basic is not None else (form.get("client_id"), form.get("client_secret"))
-        self._form = form
+        if self._malformed is None:
+            try:
+                self._auth = client_auth.from_credentials(
+                    basic, form.get("client_id"), form.get("client_secret"),
+                    form.get("client_assertion_type"), form.get("client_assertion"),
+                )
+            except GrantdError as exc:  # raised on entering, inside the rate limit, as before any other
+                self._malformed = exc
         # Whom the request claims to be: the key named by the secret, else the client_id, else the
         # client assertion's sub (unverified: failed assertions count in that client's bucket).
         claimed = (key_id_of_secret(secret) if secret else None) or client_id
@@ -113,16 +126,20 @@ class _ClientRequest:
             claimed = client_auth.PrivateKeyJwt(None, form["client_assertion"]).claimed()
         self._limit = ratelimit.token_endpoint(ctx, claimed, address)
 
+    async def cross_origin(self, origin: str | None, scope: dict[str, Any]) -> None:
+        """For a request with an ``Origin`` (a browser's): that origin may read the answer, for the
+        client the request names (``grantd.api.cors.allow``), or ``OriginNotAllowed``. Nothing for
+        credentials too malformed to name a client: the block refuses them, unreadable."""
+        if origin is not None and self._auth is not None and await cors.check_client(self._ctx, origin, self._auth):
+            cors_wire.allow(scope, origin)
+
     async def __aenter__(self) -> client_auth.ClientAuthentication:
         await self._limit.__aenter__()
         try:
-            if self._malformed is not None:
-                raise self._malformed
-            form = self._form
-            return client_auth.from_credentials(
-                self._basic, form.get("client_id"), form.get("client_secret"),
-                form.get("client_assertion_type"), form.get("client_assertion"),
-            )
+            auth, malformed = self._auth, self._malformed
+            if auth is None:
+                raise malformed if malformed is not None else InvalidClient("Client authentication is required.")
+            return auth
         except BaseException as exc:
             # An error while entering is counted as the block's own would be (it may become a 429).
             await self._limit.__aexit__(type(exc), exc, exc.__traceback__)
@@ -288,7 +305,7 @@ async def token(request: Request) -> Response:
     form = await read_form(request, resources.REPEATABLE)  # a repeated resource: invalid_target, not invalid_request
     return await issue_token(
         request.app.state.ctx, request.headers.get("authorization"), form, client_address(request), request.scope,
-        request.headers.getlist("dpop") or None,
+        request.headers.getlist("dpop") or None, request.headers.get("origin"),
     )
 
 
@@ -302,18 +319,21 @@ async def _proof(ctx: Context, values: list[str] | None, endpoint: str) -> dpop.
 
 async def issue_token(
     ctx: Context, authorization: str | None, form: dict[str, str], address: str | None, scope: dict[str, Any],
-    dpop_headers: list[str] | None = None,
+    dpop_headers: list[str] | None = None, origin: str | None = None,
 ) -> Response:
     """The token endpoint (RFC 6749 §3.2) past the wire: this route and the hot path (grantd.api.hot) call it.
     ``dpop_headers``: the request's ``DPoP`` headers, if any (RFC 9449 §5): what it issues is then
-    bound to the proof's key."""
+    bound to the proof's key. ``origin``: the request's ``Origin``, if any (CORS, ``core.cors``)."""
     telemetry.note_grant_type(scope.setdefault("state", {}), form.get("grant_type"))
+    request = _ClientRequest(ctx, authorization, form, address)
+    if origin is not None:
+        await request.cross_origin(origin, scope)
     if dpop_headers is None:
-        async with _ClientRequest(ctx, authorization, form, address) as auth:
+        async with request as auth:
             issued = await grants.token_request(ctx, auth, form, address)
         return _issued(issued)
     proof = await _proof(ctx, dpop_headers, "token")
-    async with _ClientRequest(ctx, authorization, form, address) as auth:
+    async with request as auth:
         issued = await grants.token_request(ctx, dpop.Bound(auth, proof.jkt) if proof else auth, form, address)
     response = _issued(issued)
     response.headers.update(dpop.nonce_headers(ctx))
@@ -324,7 +344,9 @@ async def revoke(request: Request) -> Response:
     ctx: Context = request.app.state.ctx
     form = await read_form(request)
     # A client secret can be guessed here as at the token endpoint: failures count in the same buckets.
-    async with _ClientRequest(ctx, request.headers.get("authorization"), form, client_address(request)) as auth:
+    client = _ClientRequest(ctx, request.headers.get("authorization"), form, client_address(request))
+    await client.cross_origin(request.headers.get("origin"), request.scope)
+    async with client as auth:
         await revocation.revoke(ctx, auth, form.get("token"))
     return Response(b"", 200, headers=NO_STORE)
 
@@ -346,9 +368,11 @@ async def pushed_authorization_request(request: Request) -> Response:
     """``POST /oauth2/par`` (RFC 9126 §2): 201 with the request_uri, or RFC 6749 §5.2 errors."""
     ctx: Context = request.app.state.ctx
     form = await read_form(request, resources.REPEATABLE)  # RFC 8707: resource may repeat
+    client = _ClientRequest(ctx, request.headers.get("authorization"), form, client_address(request))
+    await client.cross_origin(request.headers.get("origin"), request.scope)
     # RFC 9449 §10.1: a DPoP proof sent here binds the code to its key, as dpop_jkt does.
     proof = await _proof(ctx, request.headers.getlist("dpop"), "par")
-    async with _ClientRequest(ctx, request.headers.get("authorization"), form, client_address(request)) as auth:
+    async with client as auth:
         pushed = await par.push(ctx, auth, form, dpop_jkt=proof.jkt if proof else None)
     headers = {**NO_STORE, **dpop.nonce_headers(ctx)} if proof else NO_STORE
     return JSONBody({"request_uri": pushed.request_uri, "expires_in": pushed.expires_in}, 201, headers)
@@ -358,7 +382,9 @@ async def device_authorization(request: Request) -> Response:
     """``POST /oauth2/device_authorization`` (RFC 8628 §3.1): the device's codes, or RFC 6749 §5.2 errors."""
     ctx: Context = request.app.state.ctx
     form = await read_form(request)
-    async with _ClientRequest(ctx, request.headers.get("authorization"), form, client_address(request)) as auth:
+    client = _ClientRequest(ctx, request.headers.get("authorization"), form, client_address(request))
+    await client.cross_origin(request.headers.get("origin"), request.scope)
+    async with client as auth:
         issued = await device.authorize_device(ctx, auth, form)
     body = {
         "device_code": issued.device_code,

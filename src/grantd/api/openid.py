@@ -6,6 +6,10 @@ would be logged. Errors are RFC 6750 §3: a ``WWW-Authenticate: Bearer`` challen
 RFC 6749 §5.2 JSON body. A DPoP-bound token (RFC 9449 §7) comes as ``Authorization: DPoP
 <token>`` with a ``DPoP`` proof carrying its ``ath``; its errors are ``WWW-Authenticate: DPoP``
 challenges (§7.1), and a bound token sent as a bearer token is ``invalid_token``.
+
+A browser's request (with ``Origin``) may read UserInfo's answer from the origin of a redirect URI
+of the client the token was issued to (``grantd.core.cors``); from another origin it is refused,
+``invalid_request``, before the DPoP proof is checked (and its ``jti`` spent).
 """
 
 from __future__ import annotations
@@ -15,9 +19,10 @@ from typing import Any
 from fastapi import Request
 from starlette.responses import Response
 
+from grantd.api import cors as cors_wire
 from grantd.api.jsonbody import JSONBody
 from grantd.api.oauth2 import NO_STORE, discovery_document
-from grantd.core import dpop, id_tokens
+from grantd.core import cors, dpop, id_tokens
 from grantd.core.errors import GrantdError, InsufficientScope, InvalidDPoPProof, InvalidRequest, InvalidToken, UseDPoPNonce
 from grantd.forms import FORM, parse_form
 
@@ -96,6 +101,14 @@ async def _dpop_userinfo(request: Request, token: str) -> Response:
     return JSONBody(claims, 200, {**NO_STORE, **dpop.nonce_headers(ctx)})
 
 
+async def _cross_origin(request: Request, token: str) -> None:
+    """A browser's request: its origin allowed for the token's client (``cors_wire.allow``), or
+    OriginNotAllowed."""
+    origin = request.headers.get("origin")
+    if origin is not None and await cors.check_access_token(request.app.state.ctx, origin, token):
+        cors_wire.allow(request.scope, origin)
+
+
 async def userinfo(request: Request) -> Response:
     """``GET|POST /oauth2/userinfo``: the claims of the granted scopes about the signed-in user."""
     try:
@@ -105,6 +118,10 @@ async def userinfo(request: Request) -> Response:
     if bound is not None:
         if "access_token" in request.query_params:
             return _challenge(400, InvalidRequest("Send the access token in the Authorization header, not in the URL."))
+        try:
+            await _cross_origin(request, bound)
+        except cors.OriginNotAllowed as exc:
+            return _challenge(400, exc, scheme=dpop.SCHEME)
         return await _dpop_userinfo(request, bound)
     try:
         token = await _bearer(request)
@@ -112,6 +129,10 @@ async def userinfo(request: Request) -> Response:
         return _challenge(400, exc)
     if token is None:
         return _challenge(401, None)
+    try:
+        await _cross_origin(request, token)
+    except cors.OriginNotAllowed as exc:
+        return _challenge(400, exc)
     try:
         claims = await id_tokens.userinfo(request.app.state.ctx, token)
     except InvalidToken as exc:
