@@ -188,6 +188,7 @@ async def _enrol_page(
 ) -> Response:
     email = await accounts.email_of(ctx, principal)
     methods = await second_factor.methods_of(ctx, principal.user_id)
+    asked = await second_factor.asked_after_password(ctx, principal.user_id)
     enrolled = second_factor.TOTP in methods
     enrolment = None if enrolled else await second_factor.pending_enrolment(ctx, principal.user_id, email)
     values.setdefault("recovery_codes", None)
@@ -197,6 +198,7 @@ async def _enrol_page(
         ctx, principal, "second_factor.html", "account", status_code,
         enrolled=enrolled,
         passkey=second_factor.PASSKEY in methods,
+        passkey_asked=second_factor.PASSKEY in asked,
         passkeys_available=passkeys.available(ctx),
         recovery_left=await second_factor.recovery_codes_left(ctx, principal.user_id) if enrolled else 0,
         enrolment=enrolment,
