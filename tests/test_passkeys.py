@@ -2,8 +2,10 @@
 written here (an ECDSA P-256 key, CBOR, the byte layouts of WebAuthn §6.1 and §6.5) that answers
 as a browser would, or as an attacker could: from another origin, over a challenge grantd never
 made or already took, with a credential grantd never registered, with a counter gone back. After
-a password, a passkey is the second step: the account's own, over that step's challenge, counted
-against the account when refused, and said in the ID token's ``amr``.
+a password, a passkey is the second step of a person who set up an authenticator app too, or where
+the operator requires a second factor: the account's own, over that step's challenge, counted
+against the account when refused, and said in the ID token's ``amr``. Otherwise a passkey does
+not change the password sign-in: the password alone signs its holder in, as before.
 
 The server is named 127.0.0.1 here: a browser refuses an IP address as an RP ID, grantd does not
 need to (tests/browser/test_passkeys.py runs the same ceremonies in Chromium at localhost).
@@ -18,7 +20,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import cbor2
@@ -169,6 +171,32 @@ def registered(server: ServerProcess) -> tuple[Authenticator, str]:
     assert added.status_code == 200, added.text
     assert added.json() == {"redirect": "/account?passkey=added#passkeys"}
     return authenticator, email
+
+
+def enrol_app(client: httpx.Client) -> pyotp.TOTP:
+    """Sets up an authenticator app in the signed-in ``client``: the app (its first code, of
+    this time-step, is used)."""
+    token = CSRF.search(client.get("/account/second-factor").text).group(1)
+    assert client.post("/account/second-factor", data={"csrf_token": token}).status_code == 303
+    shown = client.get("/account/second-factor")
+    secret = re.search(r'<code class="totp-secret">([A-Z2-7]+)</code>', shown.text).group(1)
+    totp = pyotp.TOTP(secret)
+    confirmed = client.post(
+        "/account/second-factor/confirm", data={"csrf_token": CSRF.search(shown.text).group(1), "code": totp.now()}
+    )
+    assert confirmed.status_code == 200 and "recovery-codes" in confirmed.text
+    return totp
+
+
+def two_step(server: ServerProcess) -> tuple[Authenticator, str, pyotp.TOTP]:
+    """A new account with a passkey and an authenticator app (two-step sign-in turned on): its
+    authenticator, the account's email and the app."""
+    client, email = signed_in(server)
+    authenticator = Authenticator()
+    assert register(server, client, authenticator).status_code == 200
+    totp = enrol_app(client)
+    client.close()
+    return authenticator, email, totp
 
 
 def test_a_passkey_signs_in_alone_and_its_answer_is_taken_once(server: ServerProcess) -> None:
@@ -354,10 +382,10 @@ def second_step(client: httpx.Client, token: str, credential: str, next_path: st
 
 
 def test_after_the_password_a_passkey_is_the_second_step(server: ServerProcess) -> None:
-    authenticator, email = registered(server)
+    authenticator, email, _ = two_step(server)
     with browser(server) as client:
         token, options, page = password_step(client, email)
-        assert "Use a passkey" in page.text and 'name="code"' not in page.text  # no authenticator app: no code field
+        assert "Use a passkey" in page.text and 'autocomplete="one-time-code"' in page.text
         assert "; script-src 'self'" in page.headers["content-security-policy"]
         # Only this account's passkeys are named, user verification required.
         assert [d["id"] for d in options["allowCredentials"]] == [b64(authenticator.credential_id)]
@@ -380,7 +408,7 @@ def test_after_the_password_a_passkey_is_the_second_step(server: ServerProcess) 
 
 
 def test_a_passkey_of_another_account_or_origin_is_refused_at_the_second_step(server: ServerProcess) -> None:
-    mine, email = registered(server)
+    mine, email, _ = two_step(server)
     theirs, _ = registered(server)
     port = urlsplit(server.base_url).port
     with browser(server) as client:
@@ -406,7 +434,7 @@ def test_a_passkey_of_another_account_or_origin_is_refused_at_the_second_step(se
 
 
 def test_a_second_step_challenge_serves_nothing_else(server: ServerProcess) -> None:
-    authenticator, email = registered(server)
+    authenticator, email, _ = two_step(server)
     with browser(server) as client:
         # The second step's challenge does not sign in with a passkey alone ...
         _, step_options, _ = password_step(client, email)
@@ -428,11 +456,18 @@ def test_a_second_step_challenge_serves_nothing_else(server: ServerProcess) -> N
         assert "grantd_session" not in second.cookies
 
 
-def test_the_json_login_refuses_an_account_with_a_passkey(server: ServerProcess) -> None:
-    _, email = registered(server)
+def test_the_json_login_refuses_an_account_whose_password_sign_in_is_two_step(server: ServerProcess) -> None:
+    _, two_step_email, _ = two_step(server)
+    _, passkey_email = registered(server)
     with browser(server) as client:
-        refused = client.post("/v1/auth/login", json={"email": email, "password": PASSWORD})
+        refused = client.post("/v1/auth/login", json={"email": two_step_email, "password": PASSWORD})
         assert refused.status_code == 400 and refused.json()["error"] == "interaction_required"
+        # Passkeys alone, where no second factor is required: the password logs in, as before.
+        logged_in = client.post("/v1/auth/login", json={"email": passkey_email, "password": PASSWORD})
+        assert logged_in.status_code == 200, logged_in.text
+        token = logged_in.json()["data"]["access_token"]
+        works = client.get("/v1/apps", headers={"Authorization": f"Bearer {token}"})
+        assert works.status_code == 200, works.text
 
 
 def test_passkeys_refused_at_the_second_step_count_against_the_account(
@@ -440,7 +475,7 @@ def test_passkeys_refused_at_the_second_step_count_against_the_account(
 ) -> None:
     env = {"GRANTD_RATE_LIMIT_LOGIN_PER_ACCOUNT": "3"}
     with server_on_new_sqlite(tmp_path_factory, secret_key, "passkeys-2fa-limited", env=env) as limited:
-        authenticator, email = registered(limited)
+        authenticator, email, _ = two_step(limited)
         stranger = Authenticator()
         with browser(limited) as client:
             token, options, _ = password_step(client, email)
@@ -470,8 +505,9 @@ def _openid_app(client: httpx.Client) -> tuple[str, str]:
     return client_id, key.json()["data"]["key_secret"]
 
 
-def test_the_id_token_says_password_and_passkey(server: ServerProcess) -> None:
-    authenticator, email = registered(server)
+def id_token_claims(server: ServerProcess, signs_in: Callable[[httpx.Client, str], None]) -> dict:
+    """The claims of the ID token an OpenID Connect app gets for a browser that ``signs_in``
+    (given the page to go on to)."""
     with browser(server) as client:
         client_id, key_secret = _openid_app(client)
         query = {
@@ -481,9 +517,7 @@ def test_the_id_token_says_password_and_passkey(server: ServerProcess) -> None:
         started = client.get("/oauth2/authorize?" + urlencode(query))
         assert started.status_code == 303 and started.headers["location"].startswith("/signin?")
         next_path = parse_qs(urlsplit(started.headers["location"]).query)["next"][0]
-        token, options, _ = password_step(client, email, next_path)
-        done = second_step(client, token, authenticator.get(options, server.base_url), next_path)
-        assert done.status_code == 303 and done.headers["location"] == next_path
+        signs_in(client, next_path)
         consent = client.get(next_path)
         assert consent.status_code == 200, consent.text
         form = next(f for f in parse_forms(consent.text) if f.path(str(consent.url)) == "/oauth2/authorize")
@@ -503,15 +537,55 @@ def test_the_id_token_says_password_and_passkey(server: ServerProcess) -> None:
         id_token = issued.json()["id_token"]
         key = jwks[jwt.get_unverified_header(id_token)["kid"]]
         claims = jwt.decode(id_token, key, algorithms=["RS256", "ES256"], audience=client_id, issuer=server.base_url)
-    assert claims["amr"] == ["pwd", "hwk", "user", "mfa"] and claims["nonce"] == "n1"
+    assert claims["nonce"] == "n1"
+    return claims
 
 
-def test_a_required_second_factor_is_met_by_a_passkey(tmp_path_factory: pytest.TempPathFactory, secret_key: str) -> None:
-    env = {"GRANTD_REQUIRE_SECOND_FACTOR": "all"}
-    with server_on_new_sqlite(tmp_path_factory, secret_key, "passkeys-2fa-required", env=env) as required:
-        authenticator, email = registered(required)  # signed in with the password alone, sent to set one up, adds a passkey
+def test_the_id_token_says_password_and_passkey(server: ServerProcess) -> None:
+    authenticator, email, _ = two_step(server)
+
+    def with_passkey(client: httpx.Client, next_path: str) -> None:
+        token, options, _ = password_step(client, email, next_path)
+        done = second_step(client, token, authenticator.get(options, server.base_url), next_path)
+        assert done.status_code == 303 and done.headers["location"] == next_path
+
+    assert id_token_claims(server, with_passkey)["amr"] == ["pwd", "hwk", "user", "mfa"]
+
+
+def test_a_passkey_alone_does_not_make_the_password_sign_in_two_step(server: ServerProcess) -> None:
+    """A person who added a passkey to sign in without a password, and set up no authenticator
+    app, where the operator requires no second factor: the password alone still signs them in
+    (there are no recovery codes behind a passkey), and the session says a password only."""
+    _, email = registered(server)
+
+    def with_password(client: httpx.Client, next_path: str) -> None:
+        token = signin_csrf(client)
+        answer = client.post("/signin", data={"email": email, "password": PASSWORD, "csrf_token": token, "next": next_path})
+        assert answer.status_code == 303 and answer.headers["location"] == next_path, answer.text
+        assert "grantd_session" in client.cookies and "grantd_pending_sign_in" not in client.cookies
+
+    assert id_token_claims(server, with_password)["amr"] == ["pwd"]
+    with browser(server) as client:
+        with_password(client, "/account")
+        account = client.get("/account")
+        assert account.status_code == 200 and f'<dd class="email">{email}</dd>' in account.text
+        assert 'class="second-factor-status">Off:' in account.text
+        assert client.get("/second-factor").headers["location"] == "/signin"  # no second step pending
+
+
+@pytest.mark.parametrize("setting", ["all", "developers"])
+def test_a_required_second_factor_is_met_by_a_passkey(
+    tmp_path_factory: pytest.TempPathFactory, secret_key: str, setting: str
+) -> None:
+    env = {"GRANTD_REQUIRE_SECOND_FACTOR": setting}
+    with server_on_new_sqlite(tmp_path_factory, secret_key, f"passkeys-2fa-required-{setting}", env=env) as required:
+        authenticator, email = registered(required)  # signed in with the password alone, adds a passkey
         with browser(required) as client:
-            token, options, _ = password_step(client, email, "/console")
+            # A passkey and no authenticator app: after the password, the passkey is asked for.
+            token, options, page = password_step(client, email, "/console")
+            assert "Use a passkey" in page.text and 'name="code"' not in page.text  # no authenticator app: no code field
+            refused = client.post("/v1/auth/login", json={"email": email, "password": PASSWORD})
+            assert refused.status_code == 400 and refused.json()["error"] == "interaction_required"
             done = second_step(client, token, authenticator.get(options, required.base_url), "/console")
             assert done.status_code == 303 and done.headers["location"] == "/console"
             assert client.get("/console").status_code == 200  # not sent to set up a second factor
@@ -525,15 +599,10 @@ def test_with_an_authenticator_app_too_both_are_offered(server: ServerProcess) -
     client, email = signed_in(server)
     authenticator = Authenticator()
     assert register(server, client, authenticator).status_code == 200
-    token = CSRF.search(client.get("/account/second-factor").text).group(1)
-    assert client.post("/account/second-factor", data={"csrf_token": token}).status_code == 303
-    shown = client.get("/account/second-factor")
-    secret = re.search(r'<code class="totp-secret">([A-Z2-7]+)</code>', shown.text).group(1)
-    totp = pyotp.TOTP(secret)
-    confirmed = client.post(
-        "/account/second-factor/confirm", data={"csrf_token": CSRF.search(shown.text).group(1), "code": totp.now()}
-    )
-    assert confirmed.status_code == 200 and "recovery-codes" in confirmed.text
+    # A passkey alone turns no second step on ...
+    assert 'class="second-factor-status">Off:' in client.get("/account/second-factor").text
+    totp = enrol_app(client)
+    # ... the authenticator app does, and the passkey is then a way to complete it.
     assert "or one of your passkeys" in client.get("/account/second-factor").text
     client.close()
     with browser(server) as passkey_user:

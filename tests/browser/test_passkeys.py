@@ -1,8 +1,10 @@
 """Passkeys in a real browser: Chromium's virtual authenticator (the DevTools WebAuthn domain)
 stands in for a phone or a security key that keeps discoverable credentials and verifies its
 user. A passkey is added on the account page, signs its owner in with no password typed, and
-once removed signs no one in. After a password, it is the second step (an OpenID Connect sign-in
-whose ID token says so); another account's passkey is refused there.
+once removed signs no one in; it leaves the password sign-in as it was (the password alone still
+signs in). Where the operator requires a second factor, a passkey is the second step after a
+password (an OpenID Connect sign-in whose ID token says so); another account's passkey is refused
+there.
 
 WebAuthn refuses an IP address as the Relying Party ID, so this module's grantd is served and
 named ``http://localhost:<port>`` (a secure context to Chromium, as https is).
@@ -25,6 +27,14 @@ from support.servers import ServerProcess, server_on_new_sqlite
 @pytest.fixture(scope="module")
 def localhost(tmp_path_factory: pytest.TempPathFactory, secret_key: str) -> Iterator[ServerProcess]:
     with server_on_new_sqlite(tmp_path_factory, secret_key, "passkeys-server", host="localhost") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def localhost_required(tmp_path_factory: pytest.TempPathFactory, secret_key: str) -> Iterator[ServerProcess]:
+    """As ``localhost``, where the operator requires a second factor of every account."""
+    env = {"GRANTD_REQUIRE_SECOND_FACTOR": "all"}
+    with server_on_new_sqlite(tmp_path_factory, secret_key, "passkeys-required", host="localhost", env=env) as server:
         yield server
 
 
@@ -89,6 +99,17 @@ def test_a_passkey_signs_in_alone_until_removed(
     assert len(kept) == 1 and kept[0]["isResidentCredential"] is True  # a discoverable credential
     assert kept[0]["rpId"] == "localhost"
 
+    # A way to sign in without the password, not a second step: with no authenticator app and
+    # no second factor required, the password alone still signs in.
+    assert page.locator(".second-factor-status").inner_text().startswith("Off")
+    sign_out(page)
+    presence(cdp, authenticator_id, False)
+    sign_in(page, base_url, user.email)
+    assert not page.url.startswith(f"{base_url}/second-factor")
+    assert any(c["name"] == "grantd_session" for c in page.context.cookies(base_url))
+    page.goto(f"{base_url}/account")
+    assert page.url == f"{base_url}/account"
+
     # Signed out, the sign-in page offers the passkey in the email field (conditional UI): chosen
     # there, it signs in alone, no email, no password typed. (The virtual authenticator chooses at
     # once while it simulates a person's presence; without it, the page waits for the choice.)
@@ -140,16 +161,17 @@ def test_a_passkey_signs_in_alone_until_removed(
 
 
 def test_after_a_password_a_passkey_is_the_second_step(
-    new_page: Callable[..., Any], localhost: ServerProcess, shoot: Any
+    new_page: Callable[..., Any], localhost_required: ServerProcess, shoot: Any
 ) -> None:
-    base_url = localhost.base_url
+    base_url = localhost_required.base_url
     with httpx.Client(base_url=base_url, timeout=30) as api:
         user, someone_else = new_user(api), new_user(api)
         app = register_app(api, name="Photo Printer")
     page = new_page()
     Traffic(page.context)
     cdp, authenticator_id = authenticator(page)
-    sign_in(page, base_url, user.email)
+    sign_in(page, base_url, user.email)  # the password alone: sent to set up a second factor
+    assert page.url.startswith(f"{base_url}/account/second-factor")
     add_passkey(page, base_url, "Phone")
     assert "one of your passkeys" in page.locator(".second-factor-status").inner_text()
     sign_out(page)

@@ -116,11 +116,13 @@ HOSTED_SIGN_IN_NEEDED = (
 
 async def log_in(ctx: Context, email: str, password: str, *, address: str | None = None) -> UserToken:
     """The JSON log-in (Neucron's ``POST /auth/login``): a session from the password alone. An
-    account with a second factor (or that the operator requires to have one) cannot sign in so:
-    InteractionRequired, after the password was found right (so a wrong password still tells
-    nothing about the account)."""
+    account whose password sign-in asks for a second factor (``second_factor.asked_after_password``:
+    an authenticator app, or a passkey where the operator requires a second factor), or every
+    account where the operator requires one of all, cannot sign in so: InteractionRequired, after
+    the password was found right (so a wrong password still tells nothing about the account). A
+    person who has only passkeys, where none is required, logs in with the password."""
     user = await check_password(ctx, email, password, address=address)
-    if ctx.settings.require_second_factor == "all" or await second_factor.methods_of(ctx, user.id):
+    if ctx.settings.require_second_factor == "all" or await second_factor.asked_after_password(ctx, user.id):
         raise InteractionRequired(HOSTED_SIGN_IN_NEEDED)
     return await start_session(ctx, user.id, PASSWORD_AMR, address=address)
 

@@ -14,8 +14,9 @@ signature counter) are py_webauthn's; grantd decides the rest:
 - A sign-in names its credential; the account is the credential's owner. A signature counter
   that does not grow (for an authenticator that keeps one) refuses the sign-in: the credential
   may have been cloned.
-- A passkey is also a second factor (``second_factor.PASSKEY``): after the password of an
-  account that has one, the second step asks for one of that account's passkeys
+- A passkey is also a second factor (``second_factor.PASSKEY``): where the second step follows
+  the password (``second_factor.asked_after_password``: beside an authenticator app, or where
+  the operator requires a second factor), it may ask for one of that account's passkeys
   (``second_step_options``, ``second_step``). Its challenge is made for that step (a purpose of
   its own) and bound to the pending sign-in (``second_factor.Pending``), so it serves neither a
   passkey sign-in nor another pending sign-in; a passkey of another account is refused.

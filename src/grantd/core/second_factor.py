@@ -1,9 +1,10 @@
 """The second factor of a sign-in: what a person who enrolled one proves after the password.
 
-The sign-in step asks two things of this module, whatever the method: ``methods_of`` (what the
-person enrolled; empty: the password alone signs them in) and ``amr_of`` (the session's RFC 8176
-``amr`` once a method proved itself). The sign-in page, its pending state (``pending_sign_in``)
-and the session stay the same whatever the method.
+The sign-in asks three things of this module, whatever the method: ``asked_after_password``
+(what the second step asks for after a right password; empty: the password alone signs the
+person in), ``methods_of`` (what the person has, all of it offered once the second step is asked)
+and ``amr_of`` (the session's RFC 8176 ``amr`` once a method proved itself). The sign-in page,
+its pending state (``pending_sign_in``) and the session stay the same whatever the method.
 
 Two methods:
 
@@ -11,8 +12,9 @@ Two methods:
   code of the step before or after is accepted for clock drift), with 10 single-use recovery
   codes, checked here (``verify``).
 - ``passkey``: any passkey of the account (``core.passkeys``, which checks its answer:
-  ``passkeys.second_factor``). A person who added one signs in with it alone, or, after the
-  password, is asked for it.
+  ``passkeys.second_step``). A person adds one to sign in with it alone; after the password it
+  is asked for only beside an authenticator app, or where the operator requires a second factor
+  (``asked_after_password``).
 
 The app's shared secret is kept sealed (``crypto.jws.KeySealer``, bound to the user); each
 accepted code's time-step is recorded, and a code of that step or an earlier one is refused, so a
@@ -86,13 +88,35 @@ def limits(ctx: Context, user_id: str, address: str | None) -> list[ratelimit.Li
 
 async def methods_of(ctx: Context, user_id: str) -> tuple[str, ...]:
     """The second factors the person has, in the order the second step offers them: ``"totp"``
-    (an authenticator app, confirmed) and ``"passkey"`` (one or more passkeys); empty: the
-    password alone signs them in."""
+    (an authenticator app, confirmed) and ``"passkey"`` (one or more passkeys). Whether the step
+    is asked at all after the password is ``asked_after_password``'s to say."""
     async with ctx.db.read() as conn:
         row = await store.totp_of(conn, user_id)
         passkeys = await passkey_store.count_of_user(conn, user_id)
     totp = (TOTP,) if row is not None and row.confirmed_at is not None else ()
     return (*totp, PASSKEY) if passkeys else totp
+
+
+async def asked_after_password(ctx: Context, user_id: str) -> tuple[str, ...]:
+    """The second factors the step after a right password asks for (any one of them completes
+    it); empty: the password alone signs the person in.
+
+    Two-step sign-in is the person's choice or the operator's, never a side effect of a passkey:
+
+    - a person who set up an authenticator app (``totp``) chose it: every method they have is
+      asked for (the code, the recovery codes, "Use a passkey");
+    - where the operator requires a second factor (``GRANTD_REQUIRE_SECOND_FACTOR``: ``all``, or
+      ``developers``, as the sign-in cannot know whether the console comes next), every method
+      the person has is asked for, a passkey alone included: otherwise the console would send a
+      passkey holder back to a password sign-in that never asks for it;
+    - otherwise a passkey is a way to sign in without the password, not a second step: a person
+      who has only passkeys signs in with the password alone (no recovery codes stand behind a
+      passkey, so losing the device must not lock them out) or with a passkey alone.
+    """
+    methods = await methods_of(ctx, user_id)
+    if TOTP in methods or ctx.settings.require_second_factor != "off":
+        return methods
+    return ()
 
 
 async def recovery_codes_left(ctx: Context, user_id: str) -> int:

@@ -104,6 +104,7 @@ async def _account_page(
         delete_message=delete_message,
         owned_apps=await leaving.owned_apps(ctx, principal.user_id),
         second_factor=second_factor.TOTP in await second_factor.methods_of(ctx, principal.user_id),
+        passkey_asked=second_factor.PASSKEY in await second_factor.asked_after_password(ctx, principal.user_id),
         passkeys=await passkeys.list_passkeys(ctx, principal.user_id),
         passkey_message=passkey_message,
         passkey_name_max=passkeys.NAME_MAX,

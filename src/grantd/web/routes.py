@@ -533,7 +533,7 @@ async def signin(request: Request) -> Response:
     except GrantdError as exc:
         status = exc.status_code if 400 <= exc.status_code < 500 else 400
         return await _signin_page(ctx, request, next_path, status_code=status, message=exc.message, email=shown_email)
-    if await second_factor.methods_of(ctx, user.id):
+    if await second_factor.asked_after_password(ctx, user.id):
         return second_factor_pages.ask(ctx, user.id, next_path)  # no session before the second factor
     token = await accounts.start_session(ctx, user.id, PASSWORD_AMR, address=_address(request))
     return await _signed_in(ctx, request, token, next_path)

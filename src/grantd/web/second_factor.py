@@ -1,13 +1,15 @@
 """The second factor on the hosted pages: the sign-in step after the password, and setting up an
 authenticator app on the account page.
 
-Sign-in: a right password for an account with a second factor (``second_factor.methods_of``)
-makes no session. The browser gets a short-lived signed pending state instead (the cookie
+Sign-in: a right password for an account whose sign-in asks for a second factor
+(``second_factor.asked_after_password``: the person set up an authenticator app, or the operator
+requires a second factor; a passkey alone does not make the password sign-in two-step) makes no
+session. The browser gets a short-lived signed pending state instead (the cookie
 ``grantd_pending_sign_in``, ``second_factor.pending_sign_in``: it opens nothing else) and is sent
-to ``GET /second-factor``, which offers what the person has: "Use a passkey" (the page carries
-the options of ``navigator.credentials.get`` for their passkeys, bound to this pending sign-in;
-``/static/passkeys.js`` posts the passkey's answer back as ``credential``) and the code of an
-authenticator app or a recovery code. The session is made when ``POST /second-factor`` brings
+to ``GET /second-factor``, which offers every method the person has (``second_factor.methods_of``):
+"Use a passkey" (the page carries the options of ``navigator.credentials.get`` for their
+passkeys, bound to this pending sign-in; ``/static/passkeys.js`` posts the passkey's answer back
+as ``credential``) and the code of an authenticator app or a recovery code. The session is made when ``POST /second-factor`` brings
 a code that ``second_factor.verify`` accepts or a passkey answer that ``passkeys.second_step``
 accepts, and records how the person signed in (``amr``), which the ID tokens of its codes carry.
 
@@ -62,6 +64,8 @@ async def required(ctx: Context, principal: Principal, next_path: str, *, consol
     setting = ctx.settings.require_second_factor
     if setting == "off" or (setting == "developers" and not console) or second_factor.MFA in principal.amr:
         return None
+    # Under a requirement the password sign-in asks for every method the person has
+    # (second_factor.asked_after_password), so signing in again meets it.
     if await second_factor.methods_of(ctx, principal.user_id):
         return redirect(_with_next("/signin", next_path))
     return redirect(_with_next(ENROL, next_path))
@@ -184,6 +188,7 @@ async def _enrol_page(
 ) -> Response:
     email = await accounts.email_of(ctx, principal)
     methods = await second_factor.methods_of(ctx, principal.user_id)
+    asked = await second_factor.asked_after_password(ctx, principal.user_id)
     enrolled = second_factor.TOTP in methods
     enrolment = None if enrolled else await second_factor.pending_enrolment(ctx, principal.user_id, email)
     values.setdefault("recovery_codes", None)
@@ -193,6 +198,7 @@ async def _enrol_page(
         ctx, principal, "second_factor.html", "account", status_code,
         enrolled=enrolled,
         passkey=second_factor.PASSKEY in methods,
+        passkey_asked=second_factor.PASSKEY in asked,
         passkeys_available=passkeys.available(ctx),
         recovery_left=await second_factor.recovery_codes_left(ctx, principal.user_id) if enrolled else 0,
         enrolment=enrolment,
