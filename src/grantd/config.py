@@ -178,7 +178,7 @@ class Settings(BaseSettings):
     )
     require_second_factor: Literal["off", "all", "developers"] = Field(
         default="off",
-        description="Who must sign in with a second factor: off (whoever enrolled one), all (every account), "
+        description="Who must sign in with a second factor: off (whoever set up an authenticator app), all (every account), "
         "developers (whoever opens the developer console). A person without one is sent to enrol first.",
     )
     dynamic_registration: Literal["off", "token", "open"] = Field(
