@@ -13,7 +13,6 @@ import asyncio
 import os
 from typing import Any
 
-from sqlalchemy import select
 
 from grantd.store.db import Database
 from grantd.store.migrate import upgrade

@@ -9,7 +9,7 @@ from collections import namedtuple
 from sqlalchemy import bindparam, delete, func, insert, literal_column, or_, select, true, update
 from sqlalchemy.engine import Row
 
-from grantd.store.db import fetch_one, later_of, upsert
+from grantd.store.db import fetch_one, upsert
 from grantd.store.prepared import Prepared
 from grantd.store.schema import app_keys, apps, client_assertion_jtis
 
