@@ -23,7 +23,7 @@ _ACCESS_CLAIMS = ("scope", "client_id", "sub", "aud", "iss", "exp", "iat", "jti"
 
 
 def is_live(row: Any, now: int) -> bool:
-    """Whether a token's state (``store.tokens``' access or refresh token state: its row with its
+    """Whether a refresh token's state (``store.tokens.refresh_token_state``: its row with its
     app's ``disabled_at`` and its key's ``revoked_at``) lets the token act: known, not revoked,
     unexpired, its app live, and the key that authenticated its issue (if any) not revoked: revoking
     a key or disabling an app ends what it issued. The one rule for introspection and every other
@@ -53,8 +53,8 @@ def access_is_live(claims: dict[str, Any], state: Any, now: int) -> bool:
 
 async def live_user_claims(ctx: Context, token: str, dpop_jkt: str | None = None) -> dict[str, Any]:
     """The claims of an access token grantd issued to an app acting for a user, judged as
-    introspection judges it (``is_live``: signature and ``typ`` at+jwt, not expired, not revoked,
-    its app not disabled), for grantd's own resources (UserInfo, the v2 user info). An app's own
+    introspection judges it (signature and ``typ`` at+jwt, then ``access_is_live``: not expired,
+    not revoked, its app and key live), for grantd's own resources (UserInfo, the v2 user info). An app's own
     token (client_credentials) acts for nobody: InvalidToken, as for anything else.
 
     ``dpop_jkt``: the key of the request's DPoP proof (RFC 9449 §7), already checked; a token bound
