@@ -11,22 +11,27 @@ consent, a locked or deleted account, a revoked key, a disabled app, and an app 
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
+import hashlib
+import secrets
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import jwt
 import pytest
 from sqlalchemy import func, select
 
+from acting_user import ActingUser
 from grantd.api.wire import rfc3339
 from grantd.store.db import Database
 from grantd.store.schema import metadata
-from support.neucron import Flow, new_flow, ok, sign_up, unique_email
+from support.neucron import PASSWORD, Flow, new_flow, ok, sign_up, unique_email
 from support.servers import TIMEOUT, ServerProcess, assert_clean_logs, verify_on_every_server
 from test_cli import Cli
 
@@ -212,6 +217,39 @@ async def test_withdrawing_consent_ends_the_tokens_everywhere(pair: Pair) -> Non
     for token in (standard["access_token"], neucron["access_token"], standard["refresh_token"]):
         await _inactive_everywhere(pair, flow, token, user_token=token != standard["refresh_token"])
     await _active_everywhere(pair, others, elsewhere["access_token"])
+
+
+async def _openid_grant(pair: Pair, browser: httpx.AsyncClient, flow: Flow, email: str, scope: str) -> dict[str, Any]:
+    """Signed in and allowed on server A's pages in ``browser``, the code redeemed at A."""
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    query = {
+        "response_type": "code", "client_id": flow.app_id, "redirect_uri": flow.redirect_uri, "scope": scope,
+        "state": "st", "nonce": secrets.token_urlsafe(8), "code_challenge": challenge, "code_challenge_method": "S256",
+    }
+    url = f"{pair.servers[0].base_url}/oauth2/authorize?{urlencode(query)}"
+    location = await ActingUser(browser, email, PASSWORD).authorize(url, flow.redirect_uri)
+    code = parse_qs(urlsplit(location).query)["code"][0]
+    return await _token(
+        pair.a, flow, grant_type="authorization_code", code=code, redirect_uri=flow.redirect_uri, code_verifier=verifier
+    )
+
+
+async def test_logging_out_ends_the_sessions_grants_everywhere(pair: Pair) -> None:
+    """An OpenID grant without offline_access ends with the browser session that approved it
+    (OpenID Connect Core §11): its access tokens too, on every process."""
+    flow = await new_flow(pair.a)
+    email = unique_email()
+    await sign_up(pair.a, email)
+    async with httpx.AsyncClient(base_url=pair.servers[0].base_url, timeout=TIMEOUT) as browser:
+        online = await _openid_grant(pair, browser, flow, email, "openid read_profile")
+        offline = await _openid_grant(pair, browser, flow, email, "openid offline_access read_profile")
+        for token in (online["access_token"], offline["access_token"]):
+            await _active_everywhere(pair, flow, token)
+        response = await browser.get("/oauth2/logout", params={"id_token_hint": online["id_token"]})
+        assert response.status_code == 200 and "You are signed out" in response.text, response.text
+    await _inactive_everywhere(pair, flow, online["access_token"])
+    await _active_everywhere(pair, flow, offline["access_token"])  # offline_access outlives the session
 
 
 async def test_locking_or_deleting_the_account_ends_its_tokens_everywhere(pair: Pair) -> None:
