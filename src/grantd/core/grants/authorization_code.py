@@ -2,8 +2,9 @@
 §4.5): a code is redeemed at most once, and a code presented again revokes everything it issued —
 unless it is the same request again, retried because its answer was lost.
 
-Spending the code is atomic and writes the tokens and the code_redeemed audit row with it or not
-at all (``store.codes.spend``, on either database). A code found already redeemed, or spent by a
+Spending the code is atomic and writes the refresh token and the code_redeemed audit row with it
+or not at all, and on the code the access token's jti and key (the access token has no row)
+(``store.codes.spend``, on either database). A code found already redeemed, or spent by a
 concurrent caller in between, is judged in a transaction of its own (``_replayed``):
 
 - a **retry** (``_retried``): the same client (the same key, for a client with keys) repeating

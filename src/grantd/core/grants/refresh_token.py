@@ -1,9 +1,11 @@
 """The refresh_token grant (RFC 6749 §6) with rotation (RFC 9700 §4.14.2).
 
-A refresh token is rotated at most once: the new access token and the successor are written with
-the rotation or not at all (``store.tokens.rotate``, on either database). A rotated token presented
-again revokes its whole family, except within the grace window (``refresh_token_grace``), where the
-duplicate gets the same successor and an equivalent access token. A successful rotation is not
+A refresh token is rotated at most once: the successor is written with the rotation or not at
+all, and the new access token (which has no row; its jti is the successor's ``access_jti``) is
+issued only then (``store.tokens.rotate``, on either database). A rotated token presented again
+revokes its whole family, except within the grace window (``refresh_token_grace``), where the
+duplicate gets the same successor and the same access token (its jti and iat), re-signed with the
+scope and audience it asks for (``_again``). A successful rotation is not
 audited (a hot path); a reuse that revokes the family is.
 
 An app whose refresh tokens are not rotated (``OpenIDSettings.rotates_refresh_tokens``: its
