@@ -305,3 +305,26 @@ async def test_a_revoked_key_a_disabled_app_and_an_app_enabled_again(pair: Pair)
     fresh = await _redeemed(pair.b, spare)
     await _active_everywhere(pair, spare, fresh["access_token"])
     assert await _user_info(pair.a, fresh["access_token"]) == 200
+
+
+async def test_an_app_enabled_again_voids_the_tokens_of_that_very_second(app: Any, client: httpx.AsyncClient) -> None:
+    """``iat`` is whole seconds: a token issued in the second the app was enabled again cannot be
+    told from one issued before it, so it is void too (fail closed); one a second later is active."""
+    from grantd.core import admin
+    from grantd.core.audit import OPERATOR
+
+    ctx = app.state.ctx
+    flow = await new_flow(client)
+    at = ctx.now() + 5
+    ctx.now = lambda: at  # type: ignore[method-assign]
+    try:
+        await admin.disable_app(ctx, OPERATOR, flow.app_id)
+        await admin.enable_app(ctx, OPERATOR, flow.app_id)
+        same_second = await _token(client, flow, grant_type="client_credentials")
+        assert await _introspect(client, flow, same_second["access_token"]) == {"active": False}
+        ctx.now = lambda: at + 1  # type: ignore[method-assign]
+        next_second = await _token(client, flow, grant_type="client_credentials")
+        assert (await _introspect(client, flow, next_second["access_token"]))["active"] is True
+        assert await _introspect(client, flow, same_second["access_token"]) == {"active": False}
+    finally:
+        del ctx.now
