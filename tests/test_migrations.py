@@ -42,36 +42,83 @@ async def test_a_database_never_migrated_is_not_current(tmp_path) -> None:  # ty
         await db.dispose()
 
 
-# The lookups of access tokens by family and by user, as the store makes them (store.tokens'
-# revoke_family and revoke_user_app, store.grants.of_user's last use): written here as SQL.
-_TOKEN_LOOKUPS = {
-    "ix_access_tokens_code_hash": "SELECT jti FROM access_tokens WHERE code_hash = :h AND revoked_at IS NULL",
-    "ix_access_tokens_user_app": "SELECT jti FROM access_tokens WHERE user_id = :u AND app_id = :a AND revoked_at IS NULL",
-}
-_LAST_USED = (
-    "SELECT (SELECT max(access_tokens.issued_at) FROM access_tokens WHERE access_tokens.user_id = grants.user_id "
-    "AND access_tokens.app_id = grants.app_id) FROM grants WHERE grants.user_id = :u"
+# What introspection reads for an access token (store.tokens._ACCESS_STATE), written here as SQL:
+# its app, its key and the two deny-lists, each by primary key.
+_ACCESS_STATE = (
+    "SELECT apps.disabled_at, apps.tokens_revoked_at, app_keys.revoked_at, revoked_families.code_hash, "
+    "revoked_access_tokens.jti FROM apps "
+    "LEFT OUTER JOIN app_keys ON app_keys.id = :k AND app_keys.app_id = apps.id "
+    "LEFT OUTER JOIN revoked_families ON revoked_families.code_hash = :h "
+    "LEFT OUTER JOIN revoked_access_tokens ON revoked_access_tokens.jti = :j "
+    "WHERE apps.id = :a"
 )
 
 
-async def test_token_lookups_use_the_partial_indexes(any_database_url: str) -> None:
-    """The code_hash and (user_id, app_id) indexes leave out client_credentials tokens (migration
-    0005); revoking a family or a user's grant, and a grant's last use, still find their tokens
-    through them rather than by reading the whole table."""
+async def test_an_access_tokens_state_is_read_by_primary_keys(any_database_url: str) -> None:
+    """Introspection's one SELECT reads no table whole, however many rows the deny-lists hold."""
     db = Database(any_database_url)
-    params = {"h": "0" * 64, "u": "u" * 36, "a": "a" * 36}
+    params = {"h": "0" * 64, "k": "k" * 32, "j": "j" * 36, "a": "a" * 36}
 
-    def plan(sync, sql: str) -> str:  # type: ignore[no-untyped-def]
+    def plan(sync) -> str:  # type: ignore[no-untyped-def]
         if sync.dialect.name == "sqlite":
-            rows = sync.execute(text(f"EXPLAIN QUERY PLAN {sql}"), params).all()
+            rows = sync.execute(text(f"EXPLAIN QUERY PLAN {_ACCESS_STATE}"), params).all()
             return "\n".join(str(row[-1]) for row in rows)
         sync.execute(text("SET LOCAL enable_seqscan = off"))  # an empty table would be read whole anyway
-        return "\n".join(row[0] for row in sync.execute(text(f"EXPLAIN {sql}"), params).all())
+        return "\n".join(row[0] for row in sync.execute(text(f"EXPLAIN {_ACCESS_STATE}"), params).all())
 
     try:
         async with db.read() as conn:
-            for index, sql in _TOKEN_LOOKUPS.items():
-                assert index in await conn.run_sync(plan, sql), sql
-            assert "ix_access_tokens_user_app" in await conn.run_sync(plan, _LAST_USED)
+            found = await conn.run_sync(plan)
+    finally:
+        await db.dispose()
+    assert "SCAN" not in found and "Seq Scan" not in found, found
+
+
+async def test_migration_0026_keeps_what_the_access_token_rows_knew(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Upgrading drops access_tokens, after moving its revoked, unexpired tokens' jti to the
+    deny-list and its newest issue times to the keys' and grants' last use; a downgrade brings
+    the table back (empty)."""
+    from alembic import command
+
+    from grantd.store.migrate import alembic_config
+
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'before.db'}")
+    config = alembic_config()
+    future = 2**40
+
+    def to(revision: str, sync) -> None:  # type: ignore[no-untyped-def]
+        config.attributes["connection"] = sync
+        command.upgrade(config, revision)
+
+    try:
+        async with db.engine_write() as conn:
+            await conn.run_sync(lambda sync: to("0025", sync))
+            for sql in (
+                "INSERT INTO users (id, email, password_hash, created_at) VALUES ('u1', 'u1@example.com', '!', 0)",
+                "INSERT INTO apps (id, owner_id, name, redirect_uris, permissions, app_key_hash, created_at, updated_at) "
+                "VALUES ('a1', 'u1', 'App', '[]', 'read_profile', 'x', 0, 0)",
+                "INSERT INTO app_keys (id, app_id, secret_hash, created_at) VALUES ('k1', 'a1', 'x', 0)",
+                "INSERT INTO grants (id, user_id, app_id, permissions, created_at, updated_at) VALUES ('g1', 'u1', 'a1', 'read_profile', 0, 0)",
+                "INSERT INTO access_tokens (jti, app_id, user_id, key_id, scope, issued_at, expires_at, revoked_at) VALUES "
+                f"('revoked-live', 'a1', 'u1', 'k1', '', 100, {future}, 150), ('revoked-expired', 'a1', 'u1', 'k1', '', 90, 1, 95), "
+                f"('live', 'a1', NULL, 'k1', '', 200, {future}, NULL)",
+            ):
+                await conn.execute(text(sql))
+        await upgrade(db)
+        assert await is_current(db)
+        async with db.read() as conn:
+            denied = (await conn.execute(text("SELECT jti, expires_at FROM revoked_access_tokens"))).all()
+            key_used = (await conn.execute(text("SELECT last_used_at FROM app_keys WHERE id = 'k1'"))).scalar_one()
+            grant_used = (await conn.execute(text("SELECT last_used_at FROM grants WHERE id = 'g1'"))).scalar_one()
+            tables = (await conn.execute(text("SELECT name FROM sqlite_master WHERE type = 'table'"))).scalars().all()
+        assert [tuple(row) for row in denied] == [("revoked-live", future)]
+        assert (key_used, grant_used) == (200, 100)
+        assert "access_tokens" not in tables
+        async with db.engine_write() as conn:
+            await conn.run_sync(lambda sync: (config.attributes.__setitem__("connection", sync), command.downgrade(config, "0025")))
+        async with db.read() as conn:
+            assert (await conn.execute(text("SELECT count(*) FROM access_tokens"))).scalar_one() == 0
+        await upgrade(db)
+        assert await is_current(db)
     finally:
         await db.dispose()

@@ -385,7 +385,18 @@ async def test_logout_with_id_token_hint_ends_the_session_and_its_grants(
         )
 
     assert (await refresh(online)).json()["error"] == "invalid_grant"  # ended with the session
+    # Its access token too (its family denied), at introspection and at UserInfo.
+    assert await _introspected(client, rp, online["access_token"]) == {"active": False}
+    userinfo = await client.get("/oauth2/userinfo", headers={"Authorization": f"Bearer {online['access_token']}"})
+    assert userinfo.status_code == 401, userinfo.text
+    assert (await _introspected(client, rp, offline["access_token"]))["active"] is True
     assert (await refresh(offline)).status_code == 200  # offline_access outlives it
+
+
+async def _introspected(client: httpx.AsyncClient, rp: RelyingParty, token: str) -> dict[str, Any]:
+    response = await client.post("/oauth2/introspect", data={"token": token}, auth=(rp.client_id, rp.secret))
+    assert response.status_code == 200, response.text
+    return response.json()  # type: ignore[no-any-return]
 
 
 async def test_signing_in_again_leaves_no_grant_behind_the_logout(

@@ -1,4 +1,5 @@
-"""`grantd prune`: what expired goes, what a token family still needs stays, last use survives.
+"""`grantd prune`: what expired goes (the deny-lists of access tokens included), what a token
+family still needs stays, last use survives.
 
 Each test has a database of its own (pruning deletes across the whole database), on SQLite and
 on PostgreSQL, and moves the server's clock forward instead of waiting for expiry.
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 from sqlalchemy import delete, func, insert, select
 
@@ -24,19 +26,22 @@ from grantd.config import Settings
 from grantd.core import retention
 from grantd.server import create_app
 from grantd.store import retention as retention_store
-from grantd.store.schema import access_tokens, audit_events, authorization_codes, maintenance, refresh_tokens, user_sessions
+from grantd.store.schema import (
+    audit_events, authorization_codes, maintenance, refresh_tokens, revoked_access_tokens, revoked_families, user_sessions,
+)
 from support.databases import migrate, pg_admin, pg_execute
 from support.neucron import Flow
 from support.servers import UNTHROTTLED, ServerProcess
 from test_cli import Cli
-from test_oauth2_security import introspect, token, tokens_of
+from test_oauth2_security import basic, introspect, post_form, token, tokens_of
 
 pytestmark = pytest.mark.db
 
 ISSUER = "http://testserver"
 DAY = 86400
 TABLES = {
-    "access_tokens": access_tokens,
+    "revoked_access_tokens": revoked_access_tokens,
+    "revoked_families": revoked_families,
     "refresh_tokens": refresh_tokens,
     "authorization_codes": authorization_codes,
     "user_sessions": user_sessions,
@@ -79,15 +84,9 @@ async def _counts(ctx: Any) -> dict[str, int]:
         return {name: (await conn.execute(select(func.count()).select_from(table))).scalar_one() for name, table in TABLES.items()}
 
 
-async def _newest(ctx: Any, flow: Flow) -> tuple[str | None, str | None]:
-    """The newest issue time among the key's tokens, and among the user's tokens of the app."""
-    async with ctx.db.read() as conn:
-        newest = select(func.max(access_tokens.c.issued_at))
-        of_key = (await conn.execute(newest.where(access_tokens.c.key_id == flow.key_id))).scalar_one()
-        of_grant = (
-            await conn.execute(newest.where(access_tokens.c.user_id == flow.user_id, access_tokens.c.app_id == flow.app_id))
-        ).scalar_one()
-    return rfc3339(of_key), rfc3339(of_grant)
+def _iat(access_token: str) -> str:
+    """When an access token was issued, as the APIs show times."""
+    return rfc3339(jwt.decode(access_token, options={"verify_signature": False})["iat"])
 
 
 async def _last_uses(flow: Flow) -> tuple[str | None, str | None]:
@@ -108,44 +107,58 @@ async def test_prune_deletes_what_expired_and_keeps_what_a_family_needs(fresh: t
     flow = await new_app(await developer(client))
 
     # A code redeemed at the Neucron endpoint (an access token), one redeemed at the standard one
-    # (access + refresh token) and rotated once, a code never redeemed, a client_credentials token.
+    # (access + refresh token) and rotated once, a code never redeemed, a client_credentials token,
+    # revoked (its jti denied until its exp).
     assert (await flow.redeem(await flow.code())).status_code == 200
     family_code = await flow.code()
     first = tokens_of(await token(client, flow, grant_type="authorization_code", code=family_code, redirect_uri=flow.redirect_uri))
     second = tokens_of(await token(client, flow, grant_type="refresh_token", refresh_token=first["refresh_token"]))
     await flow.code()
-    tokens_of(await token(client, flow, grant_type="client_credentials"))
+    own = tokens_of(await token(client, flow, grant_type="client_credentials"))
+    revoked = await post_form(client, "/oauth2/revoke", {"token": own["access_token"]}, basic(flow.app_id, flow.key_secret))
+    assert revoked.status_code == 200, revoked.text
     before = await _counts(ctx)
-    assert before == {"access_tokens": 4, "refresh_tokens": 2, "authorization_codes": 3, "user_sessions": 2}
-    newest = await _newest(ctx, flow)
-    assert None not in newest
+    assert before == {
+        "revoked_access_tokens": 1, "revoked_families": 0, "refresh_tokens": 2, "authorization_codes": 3, "user_sessions": 2,
+    }
+    newest = (_iat(own["access_token"]), _iat(second["access_token"]))
     assert await _last_uses(flow) == newest
 
-    # Two days on, prune what expired over a day ago: every access token (an hour each) and the two
-    # codes whose families are dead. The rotated refresh family lives 30 days: its code and both
-    # refresh tokens stay, the rotated one included.
+    # Two days on, prune what expired over a day ago: the revoked token's jti (it expired after an
+    # hour) and the two codes whose families are dead. The rotated refresh family lives 30 days:
+    # its code and both refresh tokens stay, the rotated one included.
     now = ctx.now()
     ctx.now = lambda: now + 2 * DAY
     pruned = await retention.prune(ctx, expired_before=ctx.now() - DAY)
-    assert pruned == retention.Pruned(access_tokens=4, refresh_tokens=0, authorization_codes=2, user_sessions=0, audit_events=0)
-    assert await _counts(ctx) == {"access_tokens": 0, "refresh_tokens": 2, "authorization_codes": 1, "user_sessions": 2}
+    assert pruned == retention.Pruned(
+        revoked_access_tokens=1, refresh_tokens=0, authorization_codes=2, user_sessions=0, audit_events=0
+    )
+    assert await _counts(ctx) == {
+        "revoked_access_tokens": 0, "revoked_families": 0, "refresh_tokens": 2, "authorization_codes": 1, "user_sessions": 2,
+    }
 
-    # Back to today. The deleted tokens' last use is still shown, and a token issued now is newer.
+    # Back to today. The last use is still shown, and a token issued now is newer.
     del ctx.now
     assert await _last_uses(flow) == newest
     third = tokens_of(await token(client, flow, grant_type="refresh_token", refresh_token=second["refresh_token"]))
-    assert await _last_uses(flow) == await _newest(ctx, flow)  # the one token left, issued just now
+    assert await _last_uses(flow) == (_iat(third["access_token"]), _iat(third["access_token"]))
 
-    # What was kept still does its work: the rotated refresh token, reused, revokes the live one.
+    # What was kept still does its work: the rotated refresh token, reused, revokes the live one
+    # and denies the family's access tokens.
     reused = await token(client, flow, grant_type="refresh_token", refresh_token=first["refresh_token"])
     assert reused.status_code == 400 and reused.json()["error"] == "invalid_grant"
     assert await introspect(client, flow, third["refresh_token"]) == {"active": False}
+    assert await introspect(client, flow, third["access_token"]) == {"active": False}
+    assert (await _counts(ctx))["revoked_families"] == 1
 
-    # Past the refresh tokens' 30 days, the family goes whole, and so do the expired sessions.
+    # Past the refresh tokens' 30 days, the family goes whole, its deny-list row with it, and so do
+    # the expired sessions.
     now = ctx.now()
     ctx.now = lambda: now + 40 * DAY
     pruned = await retention.prune(ctx, expired_before=ctx.now() - DAY)
-    assert pruned == retention.Pruned(access_tokens=1, refresh_tokens=3, authorization_codes=1, user_sessions=2, audit_events=0)
+    assert pruned == retention.Pruned(
+        revoked_access_tokens=0, refresh_tokens=3, authorization_codes=1, user_sessions=2, audit_events=0, revoked_families=1
+    )
     assert await _counts(ctx) == dict.fromkeys(TABLES, 0)
 
 
@@ -212,26 +225,24 @@ def test_the_prune_command(tmp_path: Path, secret_key: str) -> None:
     cli.user("owner@example.com")
     app = cli.app("owner@example.com")
     path = tmp_path / "cli.db"
-    with sqlite3.connect(path) as db:  # a token that expired two days ago, one that is live
+    with sqlite3.connect(path) as db:  # a revoked token that expired two days ago, one that is live
         for jti, expires_at in (("expired-token", 1), ("live-token", 2**40)):
-            db.execute(
-                "INSERT INTO access_tokens (jti, app_id, scope, issued_at, expires_at) VALUES (?, ?, '', 0, ?)",
-                (jti, app["app_id"], expires_at),
-            )
+            db.execute("INSERT INTO revoked_access_tokens (jti, expires_at) VALUES (?, ?)", (jti, expires_at))
         # A DPoP proof's record whose proof could no longer pass its iat check, and one that could.
         for proof_hash, expires_at in (("a" * 64, 1), ("b" * 64, 2**40)):
             db.execute("INSERT INTO dpop_proof_jtis (proof_hash, expires_at) VALUES (?, ?)", (proof_hash, expires_at))
     assert cli.json("prune") == {
-        "access_tokens": 1, "refresh_tokens": 0, "authorization_codes": 0, "user_sessions": 0, "audit_events": 0,
+        "revoked_access_tokens": 1, "refresh_tokens": 0, "authorization_codes": 0, "user_sessions": 0, "audit_events": 0,
         "pushed_authorization_requests": 0,
         "client_assertion_jtis": 0,
         "device_codes": 0,
         "dpop_proof_jtis": 1,
+        "revoked_families": 0,
     }  # fmt: skip
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT proof_hash FROM dpop_proof_jtis").fetchall() == [("b" * 64,)]
     with sqlite3.connect(path) as db:
-        assert db.execute("SELECT jti FROM access_tokens").fetchall() == [("live-token",)]
+        assert db.execute("SELECT jti FROM revoked_access_tokens").fetchall() == [("live-token",)]
 
     wrong = cli.run("prune", "--expired-before", "last week")
     assert wrong.returncode == 1
@@ -241,23 +252,17 @@ def test_the_prune_command(tmp_path: Path, secret_key: str) -> None:
 async def test_batches_walk_the_whole_table_past_rows_that_stay(
     fresh: tuple[Any, httpx.AsyncClient], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    app, client = fresh
+    app, _ = fresh
     ctx = app.state.ctx
-    flow = await new_app(await developer(client))
     now = ctx.now()
-    rows = [
-        {"jti": f"token-{n:02d}", "app_id": flow.app_id, "key_id": flow.key_id, "scope": "", "issued_at": n,
-         "expires_at": now + 3600 if n % 3 else 1}
-        for n in range(20)
-    ]  # fmt: skip
+    rows = [{"jti": f"token-{n:02d}", "expires_at": now + 3600 if n % 3 else 1} for n in range(20)]
     async with ctx.db.write() as tx:
-        await tx.execute(insert(access_tokens), rows)
+        await tx.execute(insert(revoked_access_tokens), rows)
     monkeypatch.setattr(retention, "BATCH", 4)  # five batches, most with rows that stay
-    assert (await retention.prune(ctx)).access_tokens == 7
+    assert (await retention.prune(ctx)).revoked_access_tokens == 7
     async with ctx.db.read() as conn:
-        left = (await conn.execute(select(access_tokens.c.jti).order_by(access_tokens.c.jti))).scalars().all()
+        left = (await conn.execute(select(revoked_access_tokens.c.jti).order_by(revoked_access_tokens.c.jti))).scalars().all()
     assert left == [row["jti"] for row in rows if row["expires_at"] > now]
-    assert (await _last_uses(flow))[0] == rfc3339(19)  # the newest token, which stays
 
 
 async def test_one_caller_takes_each_turn(fresh: tuple[Any, httpx.AsyncClient]) -> None:
@@ -292,15 +297,15 @@ def test_a_server_prunes_by_itself_once_per_interval_across_its_workers(
     )
     with sqlite3.connect(path, timeout=10) as db:
         db.executemany(
-            "INSERT INTO access_tokens (jti, app_id, scope, issued_at, expires_at) VALUES (?, ?, '', 0, ?)",
-            [(f"expired-{n}", app["app_id"], 1) for n in range(120)] + [("live", app["app_id"], 2**40)],
+            "INSERT INTO revoked_access_tokens (jti, expires_at) VALUES (?, ?)",
+            [(f"expired-{n}", 1) for n in range(120)] + [("live", 2**40)],
         )
         old_event = "INSERT INTO audit_events (occurred_at, event, actor, detail) VALUES (?, 'signup', 'operator', '{}')"
         db.execute(old_event, (int(time.time()) - 2 * DAY,))
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         with sqlite3.connect(path, timeout=10) as db:
-            left = [jti for (jti,) in db.execute("SELECT jti FROM access_tokens")]
+            left = [jti for (jti,) in db.execute("SELECT jti FROM revoked_access_tokens")]
         if left == ["live"]:
             break
         time.sleep(0.2)
@@ -310,7 +315,7 @@ def test_a_server_prunes_by_itself_once_per_interval_across_its_workers(
     # Each worker looks every 0.5–1 s; the turns let one of them prune every 2 s at most.
     runs = [line for line in server.log().splitlines() if "pruned expired rows" in line]
     assert 1 <= len(runs) <= elapsed / 2 + 1, (elapsed, runs)
-    assert sum("120 access_tokens" in line for line in runs) == 1, runs
+    assert sum("120 revoked_access_tokens" in line for line in runs) == 1, runs
     with sqlite3.connect(path, timeout=10) as db:  # the event older than a day went, recorded once
         events = [event for (event,) in db.execute("SELECT event FROM audit_events WHERE occurred_at < ?", (int(time.time()) - DAY,))]
         pruned = db.execute("SELECT count(*) FROM audit_events WHERE event = 'audit_pruned'").fetchone()[0]

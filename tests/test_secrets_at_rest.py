@@ -187,7 +187,7 @@ async def test_postgres_rows_and_log_hold_no_secret(postgres_url: str, server_fa
                     )
                 )
             ).scalars().all()
-            assert {"users", "apps", "app_keys", "authorization_codes", "access_tokens", "user_sessions"} <= set(tables)
+            assert {"users", "apps", "app_keys", "authorization_codes", "refresh_tokens", "revoked_access_tokens", "user_sessions"} <= set(tables)
             rows: dict[str, list[str]] = {}
             for table in tables:
                 quoted = '"' + table.replace('"', '""') + '"'

@@ -27,7 +27,7 @@ from grantd.api.hot import HotRoutes
 from grantd.api.limits import BodyReadTimeout, BodySizeLimit
 from grantd.api.validation import describe_validation_error
 from grantd.config import Settings
-from grantd.core import mail, retention, signing_keys
+from grantd.core import key_use, mail, retention, signing_keys
 from grantd.core.context import Context
 from grantd.core.errors import GrantdError, InvalidRequest
 from grantd.store.availability import DatabaseUnavailable
@@ -52,6 +52,7 @@ def create_app(settings: Settings | None = None) -> Grantd:
             if settings.prune_interval:
                 tasks.append(asyncio.create_task(retention.keep_pruned(ctx)))
             tasks.append(asyncio.create_task(mail.keep_sending(ctx)))
+            tasks.append(asyncio.create_task(key_use.keep_flushed(ctx)))  # flushes once more when cancelled
             # What start-up made (modules, tables, the app) lives as long as the process: move it
             # out of the garbage collector's way, so collections during requests stay short.
             gc.freeze()

@@ -150,16 +150,19 @@ async def _admin(service: PrivatePostgres, *statements: str) -> None:
 
 async def test_a_read_only_database_is_not_ready_and_writes_answer_503(server: ServerProcess, postgres_service: PrivatePostgres) -> None:
     """A database that takes no writes (a standby after a failover, or one set read-only) while it
-    still answers reads: /readyz says ``writable: read_only``, a token request (a write) is a 503,
-    reads (the JWKS) go on; making it writable again is all it takes."""
+    still answers reads: /readyz says ``writable: read_only``, a code's redemption (a write) is a
+    503, reads go on (the JWKS, and client_credentials, which writes nothing); making it writable
+    again is all it takes: the code was not spent."""
     target = await prepare(server.base_url)
     database = server.database_url.rsplit("/", 1)[1]  # type: ignore[attr-defined]
     others = f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}' AND pid <> pg_backend_pid()"
     flow = target.flow
+    code = await flow.code()
 
     async def token(client: httpx.AsyncClient) -> httpx.Response:
         return await client.post(
-            "/oauth2/token", data={"grant_type": "client_credentials"}, auth=(flow.app_id, flow.key_secret)
+            "/oauth2/token", data={"grant_type": "authorization_code", "code": code, "redirect_uri": flow.redirect_uri},
+            auth=(flow.app_id, flow.key_secret),
         )
 
     async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
@@ -176,6 +179,8 @@ async def test_a_read_only_database_is_not_ready_and_writes_answer_503(server: S
             assert refused.status_code == 503, refused.text
             assert refused.json()["error"] == "temporarily_unavailable" and refused.headers["retry-after"].isdigit()
             assert (await client.get("/.well-known/jwks.json")).status_code == 200
+            own = await client.post("/oauth2/token", data={"grant_type": "client_credentials"}, auth=(flow.app_id, flow.key_secret))
+            assert own.status_code == 200, own.text
         finally:
             await _admin(postgres_service, f'ALTER DATABASE "{database}" RESET default_transaction_read_only', others)
         deadline = time.monotonic() + 15

@@ -13,11 +13,9 @@ import asyncio
 import os
 from typing import Any
 
-from sqlalchemy import select
 
 from grantd.store.db import Database
 from grantd.store.migrate import upgrade
-from grantd.store.schema import access_tokens
 
 PG_ADMIN_DSN = os.environ.get("GRANTD_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -57,15 +55,5 @@ async def migrate(url: str) -> None:
     db = Database(url)
     try:
         await upgrade(db)
-    finally:
-        await db.dispose()
-
-
-async def access_token_rows(database_url: str, jtis: list[str]) -> list[Any]:
-    """The access_tokens rows of these jtis, read on an engine of its own (disposed of after)."""
-    db = Database(database_url)
-    try:
-        async with db.read() as conn:
-            return list((await conn.execute(select(access_tokens).where(access_tokens.c.jti.in_(jtis)))).all())
     finally:
         await db.dispose()

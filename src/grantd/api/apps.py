@@ -225,7 +225,10 @@ class CreatedKeyData(BaseModel):
 class KeyData(BaseModel):
     key_id: str
     created_at: str
-    last_used_at: str | None
+    last_used_at: str | None = Field(
+        description="When the key last obtained an access token. Each server keeps it in memory and writes it every "
+        "30 seconds and when it stops, so another server may show it up to 30 seconds behind."
+    )
     revoked: bool
     revoked_at: str | None
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Path
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from grantd.api.deps import context, current_user, peer_address
@@ -22,7 +22,9 @@ class GrantData(BaseModel):
     permissions: str
     granted_at: str
     updated_at: str
-    last_used_at: str | None
+    last_used_at: str | None = Field(
+        description="When the app last got tokens for you: its newest refresh token's issue or code's redemption."
+    )
 
 
 class GrantList(BaseModel):

@@ -1,7 +1,19 @@
-"""Access tokens as JWTs (RFC 9068): their claims, their signature, and the row that records each.
+"""Access tokens as JWTs (RFC 9068): their claims and their signature. They have no row.
 
-Every access token is recorded (``store.tokens``) so that it can be revoked and introspected; the
-row is built here, once, for every grant that issues one.
+An access token is self-contained: nothing is written when one is issued. What can end it before
+its ``exp`` is kept where it is decided, and read by introspection (``core.introspection``) through
+two private claims every token carries when it has them:
+
+- ``key_id``: the id of the app key that authenticated its issue (not a secret): a revoked key
+  ends its tokens. Absent for a client without keys.
+- ``family``: the hash of the authorization (or device) code it descends from, the name of its
+  family: a replayed code or refresh token, a log-out, a withdrawn consent or a locked or deleted
+  account puts the family on a deny-list (``store.tokens.deny_families``). Absent for
+  client_credentials.
+
+Its ``jti`` goes on another deny-list when the app revokes it (RFC 7009), and its ``iat`` is
+compared with its app's ``tokens_revoked_at`` (an app enabled again). The particulars of a new
+token are built here, once, for every grant that issues one (``row``).
 """
 
 from __future__ import annotations
@@ -29,11 +41,12 @@ class IssuedToken(NamedTuple):
 
 def sign(
     ctx: Context, *, jti: str, app_id: str, user_id: str | None, permissions: tuple[str, ...], iat: int, exp: int,
-    jkt: str | None = None, audience: str | None = None,
+    jkt: str | None = None, audience: str | None = None, key_id: str | None = None, family: str | None = None,
 ) -> str:
     """The signed token (RFC 9068 §2.2): ``sub`` is the user, or the app acting on its own behalf;
     ``aud`` the resource it was requested for (RFC 8707), else the server's audience; ``cnf.jkt``
-    the DPoP key it is bound to, if any (RFC 9449 §6.1)."""
+    the DPoP key it is bound to, if any (RFC 9449 §6.1); ``key_id`` and ``family`` what can end it
+    (the module's docstring)."""
     claims: dict[str, Any] = {
         "iss": ctx.settings.issuer,
         "sub": user_id or app_id,
@@ -49,47 +62,44 @@ def sign(
     claims["permissions"] = list(permissions)
     if jkt is not None:
         claims["cnf"] = {"jkt": jkt}
+    if key_id is not None:
+        claims["key_id"] = key_id
+    if family is not None:
+        claims["family"] = family
     return ctx.signing.sign(claims, TYPE)
 
 
 def issue(
     ctx: Context, client: Client, *, jti: str, user_id: str | None, permissions: tuple[str, ...], now: int,
-    refresh_token: str | None = None, audience: str | None = None,
+    refresh_token: str | None = None, audience: str | None = None, family: str | None = None, iat: int | None = None,
 ) -> IssuedToken:
-    """The token response for a new access token, valid ``access_token_ttl`` from ``now``."""
+    """The token response for a new access token of ``family`` (None: client_credentials), valid
+    ``access_token_ttl`` from ``iat`` (default ``now``). An answer given again (a retry within a
+    grace window) passes the first answer's ``jti`` and ``iat``: the same claims, signed anew."""
+    iat = now if iat is None else iat
+    ctx.key_use.used(client.key_id, now)
     ttl, jkt = ctx.settings.access_token_ttl, client.dpop_jkt
     token = sign(
-        ctx, jti=jti, app_id=client.app_id, user_id=user_id, permissions=permissions, iat=now, exp=now + ttl,
-        jkt=jkt, audience=audience,
+        ctx, jti=jti, app_id=client.app_id, user_id=user_id, permissions=permissions, iat=iat, exp=iat + ttl,
+        jkt=jkt, audience=audience, key_id=client.key_id, family=family,
     )
+    expires_in = iat + ttl - now
     if jkt is None:
-        return IssuedToken(token, ttl, " ".join(permissions), refresh_token)
-    return IssuedToken(token, ttl, " ".join(permissions), refresh_token, token_type=dpop.SCHEME)
-
-
-def reissue(ctx: Context, access: Any, now: int, refresh_token: str | None = None) -> IssuedToken:
-    """The token response again for an access token already issued (``access``: its row, as
-    ``store.tokens`` reads it): the same claims (``jti``, ``iat``, ``exp`` included), signed anew."""
-    token = sign(
-        ctx, jti=access.jti, app_id=access.app_id, user_id=access.user_id,
-        permissions=tuple(access.scope.split(" ")), iat=access.issued_at, exp=access.expires_at, jkt=access.dpop_jkt,
-        audience=access.audience,
-    )
-    token_type = "Bearer" if access.dpop_jkt is None else dpop.SCHEME
-    return IssuedToken(token, access.expires_at - now, access.scope, refresh_token, token_type=token_type)
+        return IssuedToken(token, expires_in, " ".join(permissions), refresh_token)
+    return IssuedToken(token, expires_in, " ".join(permissions), refresh_token, token_type=dpop.SCHEME)
 
 
 def row(
     ctx: Context, client: Client, *, jti: str, user_id: str | None, code_hash: str | None, scope: str, now: int,
     audience: str | None = None,
 ) -> dict[str, Any]:
-    """The access token's row (``store.tokens.ACCESS_COLUMNS``): ``code_hash`` names its family
-    (the authorization code it descends from; None for client_credentials); ``audience`` the
-    resource it is for (RFC 8707; None: the server's audience); ``dpop_jkt`` the key of the
-    request's DPoP proof. Every grant builds its token's row here, before anything is written: so
-    an app that requires DPoP (RFC 9449 §5.2) gets no token without a proof."""
-    if client.dpop_required:
-        dpop.require_proof(client)
+    """The new access token's particulars (never stored; what its claims say): ``code_hash`` names
+    its family (the authorization code it descends from; None for client_credentials); ``key_id``
+    the key that authenticated its issue; ``audience`` the resource it is for (RFC 8707; None: the
+    server's audience); ``dpop_jkt`` the key of the request's DPoP proof. Every grant builds them
+    here, before anything is written: so an app that requires DPoP (RFC 9449 §5.2) gets no token
+    without a proof."""
+    require_proof(client)
     return {
         "jti": jti,
         "app_id": client.app_id,
@@ -102,6 +112,13 @@ def row(
         "dpop_jkt": client.dpop_jkt,
         "audience": audience,
     }
+
+
+def require_proof(client: Client) -> None:
+    """An app that requires DPoP (RFC 9449 §5.2) gets no access token without a proof: every grant
+    checks it before anything is written (``row``; client_credentials, which builds no row, directly)."""
+    if client.dpop_required:
+        dpop.require_proof(client)
 
 
 def claims_of(ctx: Context, token: str) -> dict[str, Any] | None:

@@ -239,7 +239,7 @@ async def log_out(ctx: Context, principal: Principal) -> None:
     now = ctx.now()
     async with ctx.db.write() as tx:
         await store.revoke_session(tx, principal.jti, now)
-        await token_store.revoke_session_families(tx, principal.user_id, now, session_jti=principal.jti)
+        await token_store.revoke_session_families(tx, principal.user_id, now, now + ctx.settings.access_token_ttl, session_jti=principal.jti)
 
 
 async def replace_session(ctx: Context, old: Principal, new: UserToken) -> None:
@@ -253,7 +253,7 @@ async def replace_session(ctx: Context, old: Principal, new: UserToken) -> None:
         if old.user_id == new.user_id:
             await token_store.rebind_session(tx, old.user_id, old.jti, new.jti)
         else:
-            await token_store.revoke_session_families(tx, old.user_id, now, session_jti=old.jti)
+            await token_store.revoke_session_families(tx, old.user_id, now, now + ctx.settings.access_token_ttl, session_jti=old.jti)
 
 
 async def email_of(ctx: Context, user: Principal) -> str:
@@ -371,7 +371,7 @@ async def _replace_password(ctx: Context, user: Principal, email: str, new_passw
     async with ctx.db.write() as tx:
         await store.set_password_hash(tx, user.user_id, password_hash)
         ended = await store.revoke_other_sessions(tx, user.user_id, user.jti, now)
-        await token_store.revoke_session_families(tx, user.user_id, now, keep_jti=user.jti)
+        await token_store.revoke_session_families(tx, user.user_id, now, now + ctx.settings.access_token_ttl, keep_jti=user.jti)
         await audit.record(ctx, tx, "password_changed", actor=user.user_id, user_id=user.user_id, address=address, now=now)
         await notices.password_changed(ctx, tx, user.user_id, now)
     return ended
@@ -448,7 +448,7 @@ async def reset_password(ctx: Context, token: str, new_password: str, *, address
         if found.email is not None:  # the link reached the address: it is proven too
             await store.mark_email_verified(tx, user.id, found.email, now)
         ended = await store.revoke_other_sessions(tx, user.id, "", now)  # no session is kept
-        await token_store.revoke_session_families(tx, user.id, now)
+        await token_store.revoke_session_families(tx, user.id, now, now + ctx.settings.access_token_ttl)
         await audit.record(ctx, tx, "password_reset", actor=user.id, user_id=user.id, address=address, now=now)
         await notices.password_changed(ctx, tx, user.id, now, by_reset=True)
     return ended

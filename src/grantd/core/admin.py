@@ -162,11 +162,12 @@ async def user_by_email(ctx: Context, email: str) -> User:
     return _user(row)
 
 
-async def _end_everything(tx: Any, user_id: str, now: int) -> int:
-    """End every session of the user, every token issued for them and their unredeemed codes."""
+async def _end_everything(tx: Any, user_id: str, now: int, until: int) -> int:
+    """End every session of the user, every token issued for them (their families denied until
+    ``until``: now + access_token_ttl) and their unredeemed codes."""
     ended = await user_store.revoke_other_sessions(tx, user_id, "", now)
     await store.void_codes(tx, now, user_id=user_id)
-    await token_store.revoke_user(tx, user_id, now)
+    await token_store.revoke_user(tx, user_id, now, until)
     return ended
 
 
@@ -180,7 +181,7 @@ async def lock(ctx: Context, actor: str, user_id: str, *, address: str | None = 
             await store.set_locked(tx, user_id, now)
             await audit.record(ctx, tx, "user_locked", actor=actor, user_id=user_id, address=address, now=now)
         # Ended again on a second lock too: nothing of a locked account may be live.
-        await _end_everything(tx, user_id, now)
+        await _end_everything(tx, user_id, now, now + ctx.settings.access_token_ttl)
         return _user(await store.user(tx, user_id))
 
 
@@ -226,7 +227,7 @@ async def revoke_sessions(ctx: Context, actor: str, user_id: str, *, address: st
         if await store.user(tx, user_id) is None:
             raise NotFound("No such account.")
         ended = await user_store.revoke_other_sessions(tx, user_id, "", now)
-        await token_store.revoke_session_families(tx, user_id, now)
+        await token_store.revoke_session_families(tx, user_id, now, now + ctx.settings.access_token_ttl)
         await audit.record(ctx, tx, "sessions_revoked", actor=actor, user_id=user_id, address=address, now=now)
     return ended
 

@@ -720,7 +720,16 @@ async def list_keys(ctx: Context, owner_id: str | None, app_id: str) -> list[Key
     async with ctx.db.read() as conn:
         await _require_owned(conn, owner_id, app_id)
         rows = await store.keys_of(conn, app_id)
-    return [Key(row.id, row.created_at, row.revoked_at, row.last_used_at) for row in rows]
+    return [Key(row.id, row.created_at, row.revoked_at, _last_used(ctx, row)) for row in rows]
+
+
+def _last_used(ctx: Context, row: Any) -> int | None:
+    """A key's last use: its ``last_used_at`` as flushed (``core.key_use``: at most one flush
+    interval behind), or this process's newer use not yet flushed."""
+    pending = ctx.key_use.pending(row.id)
+    if pending is not None and (row.last_used_at is None or pending > row.last_used_at):
+        return pending
+    return row.last_used_at  # type: ignore[no-any-return]
 
 
 async def revoke_key(
@@ -738,4 +747,4 @@ async def revoke_key(
                 ctx, tx, "key_revoked", actor=owner_id or audit.OPERATOR, user_id=app.owner_id, app_id=app_id,
                 address=address, now=now, key_id=key_id,
             )
-    return Key(row.id, row.created_at, row.revoked_at, row.last_used_at)
+    return Key(row.id, row.created_at, row.revoked_at, _last_used(ctx, row))

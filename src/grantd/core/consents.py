@@ -39,7 +39,7 @@ async def revoke_grant(ctx: Context, user: Principal, app_id: str, *, address: s
         if not await store.delete(tx, user.user_id, app_id):
             raise NotFound("You have not granted this app access.")
         await code_store.void_unredeemed(tx, user.user_id, app_id, now)
-        await token_store.revoke_user_app(tx, user.user_id, app_id, now)
+        await token_store.revoke_user_app(tx, user.user_id, app_id, now, now + ctx.settings.access_token_ttl)
         await audit.record(
             ctx, tx, "grant_revoked", actor=user.user_id, user_id=user.user_id, app_id=app_id, address=address, now=now
         )

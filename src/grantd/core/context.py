@@ -8,6 +8,7 @@ from typing import Any
 
 from grantd.config import Settings
 from grantd.core import ratelimit
+from grantd.core.key_use import KeyUse
 from grantd.core.permissions import Catalog
 from grantd.crypto.jws import KeySealer, Signer
 from grantd.crypto.secrets import SecretHasher
@@ -24,6 +25,7 @@ class Context:
     signer: Signer | None = field(default=None)
     limiter: ratelimit.RateLimiter = field(default=None)  # type: ignore[assignment]  # set by from_settings
     dpop_replays: Any = field(default=None)  # core.dpop's Redis store of used proofs, made on first use
+    key_use: KeyUse = field(default_factory=KeyUse)  # the keys' last use, flushed now and then (core.key_use)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Context":

@@ -262,7 +262,8 @@ async def poll(ctx: Context, auth: ClientAuthentication, device_code: str, addre
         assert row is not None
         permissions = tuple(row.scope.split(" "))
         issued = access_token.issue(
-            ctx, client, jti=jti, user_id=row.user_id, permissions=permissions, now=now, refresh_token=refresh_token
+            ctx, client, jti=jti, user_id=row.user_id, permissions=permissions, now=now, refresh_token=refresh_token,
+            family=row.device_code_hash,
         )
         if openid.is_openid(permissions):
             issued = await id_tokens.with_id_token(
@@ -285,10 +286,11 @@ async def poll(ctx: Context, auth: ClientAuthentication, device_code: str, addre
 def _issue(
     ctx: Context, client: Any, row: Any, jti: str, refresh_token: str, now: int, address: str | None
 ) -> dict[str, Any]:
-    """The rows an approved request issues: the access token and refresh token (their family is the
-    device code, as a code's tokens are the code's) and the audit row."""
+    """The rows an approved request writes: the refresh token (its family, and the access token's,
+    is the device code, as a code's tokens are the code's) and the audit row."""
     scope = row.scope
-    access = access_token.row(ctx, client, jti=jti, user_id=row.user_id, code_hash=row.device_code_hash, scope=scope, now=now)
+    # The access token's particulars (it has no row): built first, so an app that requires DPoP gets nothing without a proof.
+    access_token.row(ctx, client, jti=jti, user_id=row.user_id, code_hash=row.device_code_hash, scope=scope, now=now)
     refresh = refresh_row(
         ctx, client, refresh_token, code_hash=row.device_code_hash, user_id=row.user_id, scope=scope,
         access_jti=jti, now=now, auth_time=row.auth_time, session_jti=None, amr=row.amr,
@@ -297,4 +299,4 @@ def _issue(
         ctx, "device_code_redeemed", actor=client.app_id, user_id=row.user_id, app_id=client.app_id,
         address=address, now=now, jti=jti, key_id=client.key_id,
     )
-    return {"access": access, "refresh": refresh, "audit": event}
+    return {"refresh": refresh, "audit": event}

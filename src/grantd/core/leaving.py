@@ -31,6 +31,7 @@ from grantd.core.accounts import Principal
 from grantd.core.context import Context
 from grantd.core.errors import InvalidRequest, NotFound
 from grantd.store import apps as app_store, grants as grant_store, leaving as store, users as user_store
+from grantd.store import tokens as token_store
 
 EXPORT_FORMAT = "grantd-account-export"
 EXPORT_VERSION = 1
@@ -145,6 +146,9 @@ async def delete_account(
         app_ids = await store.hand_over_apps(tx, user_id, now)
         for app_id in app_ids:
             await audit.record(ctx, tx, "app_disabled", actor=actor, user_id=user_id, app_id=app_id, address=address, now=now, reason="account_deleted")
+        # Every access token issued for the person ends before the rows that name them go: their
+        # families are denied (rows named by a code's hash, not by the person).
+        await token_store.revoke_user(tx, user_id, now, now + ctx.settings.access_token_ttl)
         await store.delete_personal_rows(tx, user_id, addresses)
         await audit.record(ctx, tx, event, actor=actor, user_id=user_id, address=address, now=now)
     return app_ids

@@ -1,21 +1,25 @@
 """What `grantd prune` may delete: rows that no request can use or need any more.
 
-Every token grantd issues is a row, so without pruning the token tables grow by one row a
-request for ever. A row may go once it expired before the cut-off (``expired_before``, a moment
-in the past), and:
+Access tokens have no row; refresh tokens, codes and the deny-lists that end access tokens early
+do, so without pruning those tables grow for ever. A row may go once it expired before the
+cut-off (``expired_before``, a moment in the past), and:
 
-- an access token: always. It is no longer active; introspection and revocation answer for an
-  unknown token as for an expired one. The newest issue time among the tokens deleted is kept
-  on their key and on their user's grant, which show it as their last use.
+- a deny-list row (a revoked access token's jti, a revoked family): always. Every access token it
+  denied has expired by then (a jti is kept until its token's exp, a family until revocation +
+  ``access_token_ttl``).
 - a refresh token or an authorization code: once no token of its family (those descending from
-  the same code) is unexpired at the cut-off. While one is, a replayed code or a reused rotated
-  refresh token must still be recognised, to revoke that family.
+  the same code) may be unexpired at the cut-off: no refresh token of the family unexpired less
+  than ``access_token_ttl`` before it (an access token issued by it lives that long), and the
+  code redeemed more than ``access_token_ttl`` before it. While one may be, a replayed code or a
+  reused rotated refresh token must still be recognised, to revoke that family. The newest time
+  among the rows deleted a grant was used at (a refresh token's issue, a code's redemption) is
+  kept on the user's grant, which shows it as its last use with what remains.
 - a user session: always (an expired session is refused as an unknown one is).
 - a pushed authorization request (RFC 9126): always (an expired request_uri is refused as an
   unknown one is).
 - a device authorization request (RFC 8628): always (an expired device code is refused as
   ``expired_token`` until then, as an unknown one after; its tokens' family is its hash, which
-  they carry themselves).
+  they carry themselves); its redemption is kept on the grant as a code's is.
 - a client assertion's ``jti`` (RFC 7523 private_key_jwt): always (an assertion past its ``exp``
   is refused whatever its ``jti``); each app's are also deleted as it records a new one.
 - a DPoP proof's record (RFC 9449): always (a proof past it fails the ``iat`` check whatever its ``jti``).
@@ -60,7 +64,7 @@ log = logging.getLogger("grantd")
 class Pruned(NamedTuple):
     """How many rows of each table one run deleted."""
 
-    access_tokens: int
+    revoked_access_tokens: int
     refresh_tokens: int
     authorization_codes: int
     user_sessions: int
@@ -69,6 +73,7 @@ class Pruned(NamedTuple):
     client_assertion_jtis: int = 0
     device_codes: int = 0
     dpop_proof_jtis: int = 0
+    revoked_families: int = 0
 
 
 async def prune(
@@ -80,13 +85,14 @@ async def prune(
     now = ctx.now()
     before = now - KEEP_EXPIRED_FOR if expired_before is None else min(expired_before, now)
     batch = SERVER_BATCH if paced else BATCH
-    access = await _prune(ctx, store.ACCESS_TOKENS, "", before, batch, paced, keep_last_use=True)
-    refresh = await _prune(ctx, store.REFRESH_TOKENS, "", before, batch, paced)
-    codes = await _prune(ctx, store.AUTHORIZATION_CODES, "", before, batch, paced)
+    denied = await _prune(ctx, store.REVOKED_ACCESS_TOKENS, "", before, batch, paced)
+    families = await _prune(ctx, store.REVOKED_FAMILIES, "", before, batch, paced)
+    refresh = await _prune(ctx, store.REFRESH_TOKENS, "", before, batch, paced, keep_last_use=True)
+    codes = await _prune(ctx, store.AUTHORIZATION_CODES, "", before, batch, paced, keep_last_use=True)
     sessions = await _prune(ctx, store.USER_SESSIONS, "", before, batch, paced)
     pushed = await _prune(ctx, store.PUSHED_REQUESTS, "", before, batch, paced)
     jtis = await _prune(ctx, store.ASSERTION_JTIS, "", before, batch, paced)
-    devices = await _prune(ctx, store.DEVICE_CODES, "", before, batch, paced)
+    devices = await _prune(ctx, store.DEVICE_CODES, "", before, batch, paced, keep_last_use=True)
     proofs = await _prune(ctx, store.DPOP_PROOFS, "", before, batch, paced)
     events = 0
     if audit_before is not None:
@@ -96,7 +102,7 @@ async def prune(
         if due:
             await audit.record_alone(ctx, "audit_pruned", actor=audit.OPERATOR, now=now, before=audit_before)
             events = await _prune(ctx, store.AUDIT_EVENTS, 0, audit_before, batch, paced)
-    return Pruned(access, refresh, codes, sessions, events, pushed, jtis, devices, proofs)
+    return Pruned(denied, refresh, codes, sessions, events, pushed, jtis, devices, proofs, families)
 
 
 async def _prune(
@@ -106,11 +112,12 @@ async def _prune(
     while True:
         started = time.perf_counter()
         async with ctx.db.write() as tx:
-            rows = await table.next(tx, after, before, batch)
+            ttl = ctx.settings.access_token_ttl
+            rows = await table.next(tx, after, before, batch, ttl)
             going = [row for row in rows if row.prunable]
             if keep_last_use:
                 await store.keep_last_use(tx, going)
-            deleted += await table.delete(tx, [row.key for row in going], before)
+            deleted += await table.delete(tx, [row.key for row in going], before, ttl)
         if len(rows) < batch:
             return deleted
         after = rows[-1].key

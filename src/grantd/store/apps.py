@@ -9,9 +9,9 @@ from collections import namedtuple
 from sqlalchemy import bindparam, delete, func, insert, literal_column, or_, select, true, update
 from sqlalchemy.engine import Row
 
-from grantd.store.db import fetch_one, later_of, upsert
+from grantd.store.db import fetch_one, upsert
 from grantd.store.prepared import Prepared
-from grantd.store.schema import access_tokens, app_keys, apps, client_assertion_jtis
+from grantd.store.schema import app_keys, apps, client_assertion_jtis
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
@@ -136,10 +136,8 @@ async def insert_key(conn: AsyncConnection, *, key_id: str, app_id: str, secret_
 
 
 async def keys_of(conn: AsyncConnection, app_id: str) -> Sequence[Row]:
-    newest_token = select(func.max(access_tokens.c.issued_at)).where(access_tokens.c.key_id == app_keys.c.id).scalar_subquery()
-    last_used = later_of(newest_token, app_keys.c.last_used_at).label("last_used_at")
     query = (
-        select(app_keys.c.id, app_keys.c.created_at, app_keys.c.revoked_at, last_used)
+        select(app_keys.c.id, app_keys.c.created_at, app_keys.c.revoked_at, app_keys.c.last_used_at)
         .where(app_keys.c.app_id == app_id)
         .order_by(app_keys.c.created_at, app_keys.c.id)
     )

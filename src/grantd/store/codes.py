@@ -10,8 +10,8 @@ from grantd.store.apps import LiveKeyAnd
 from grantd.store.db import fetch_one, insert_from, run
 from grantd.store.prepared import Prepared
 from grantd.store import tokens as token_store
-from grantd.store.tokens import ACCESS_COLUMNS, REFRESH_COLUMNS, Spender
-from grantd.store.schema import access_tokens, audit_events, grants, refresh_tokens
+from grantd.store.tokens import REFRESH_COLUMNS, Spender
+from grantd.store.schema import audit_events, grants, refresh_tokens
 from grantd.store.schema import authorization_codes as codes
 
 if TYPE_CHECKING:
@@ -107,13 +107,22 @@ _REDEEM = Prepared(
     .values(redeemed_at=bindparam("now"))
     .returning(*_CHECKED)
 )
-_FIND = Prepared(select(*_CHECKED, codes.c.redeemed_at).where(codes.c.code_hash == bindparam("code_hash")))
+_FIND = Prepared(
+    select(*_CHECKED, codes.c.redeemed_at, codes.c.access_jti, codes.c.key_id).where(codes.c.code_hash == bindparam("code_hash"))
+)
+# What the redemption issued, on SQLite once the spent code is judged (on PostgreSQL the spend
+# itself writes it): the access token's jti and the key that redeemed it, for a retry.
+_ISSUED = Prepared(
+    update(codes)
+    .where(codes.c.code_hash == bindparam("code_hash"))
+    .values(access_jti=bindparam("access_jti"), key_id=bindparam("key_id"))
+)
 
 
 async def spend(db: Database, code_hash: str, now: int, spender: Spender) -> tuple[bool, Row | None]:
-    """Redeem a code with what it issues (``spender.issue``: the access token, a refresh token or
-    None, and the code_redeemed audit row, which a redemption always writes), exactly once on
-    either database. Whether this call spent it, and the code's row: when it was not spent, the row
+    """Redeem a code with what it issues (``spender.issue``: the access token, which has no row but
+    whose jti and key are written on the code, a refresh token or None, and the code_redeemed audit
+    row, which a redemption always writes), exactly once on either database. Whether this call spent it, and the code's row: when it was not spent, the row
     only if the code was spent before or by a concurrent caller (a replay for the caller to judge),
     else None.
 
@@ -134,7 +143,7 @@ async def spend(db: Database, code_hash: str, now: int, spender: Spender) -> tup
                 known = await find(tx, code_hash)
                 return False, known if known is not None and known.redeemed_at is not None else None
             issue = spender.issue(code)  # raises inside the transaction: the code is not spent
-            await run(tx, token_store.INSERT_ACCESS, **issue.access)
+            await run(tx, _ISSUED, code_hash=code_hash, access_jti=issue.access["jti"], key_id=issue.access["key_id"])
             if issue.refresh is not None:
                 await run(tx, token_store.INSERT_REFRESH, **issue.refresh)
             await audit_store.insert_event(tx, **issue.audit)  # type: ignore[arg-type]
@@ -173,14 +182,21 @@ def _spend_and_issue(with_refresh: bool) -> Prepared:
             codes.c.redeemed_at.is_(None),
             codes.c.expires_at > bindparam("now", type_=codes.c.expires_at.type),
         )
-        .values(redeemed_at=bindparam("now", type_=codes.c.redeemed_at.type))
+        .values(
+            redeemed_at=bindparam("now", type_=codes.c.redeemed_at.type),
+            access_jti=bindparam("access_jti", type_=codes.c.access_jti.type),
+            key_id=bindparam("access_key_id", type_=codes.c.key_id.type),
+        )
         .returning(codes.c.code_hash)
         .cte("spent")
     )
-    issued = [insert_from(access_tokens, ACCESS_COLUMNS, "access_", spent).cte("access")]
+    issued = []
     if with_refresh:
         issued.append(insert_from(refresh_tokens, REFRESH_COLUMNS, "refresh_", spent).cte("refresh"))
-    statement = insert_from(audit_events, _AUDIT, "audit_", spent).add_cte(*issued).returning(audit_events.c.id)
+    statement = insert_from(audit_events, _AUDIT, "audit_", spent)
+    if issued:
+        statement = statement.add_cte(*issued)
+    statement = statement.returning(audit_events.c.id)
     return Prepared(statement)
 
 
@@ -198,19 +214,22 @@ async def spend_and_issue(
     refresh: dict[str, Any] | None,
     audit: dict[str, Any],
 ) -> bool:
-    """PostgreSQL, in autocommit: spend the code if it is still the app's, unexpired and unused, and
-    in the same statement (one round trip, one transaction) insert the access token, the refresh
-    token when given and the audit row: all of them or none. Whether this call spent the code.
+    """PostgreSQL, in autocommit: spend the code if it is still the app's, unexpired and unused
+    (recording the access token's jti and key on it), and in the same statement (one round trip,
+    one transaction) insert the refresh token when given and the audit row: all of them or none.
+    Whether this call spent the code.
 
-    One statement ``WITH spent AS (UPDATE … RETURNING …), access AS (INSERT … SELECT … FROM spent)
-    [, refresh AS (…)] INSERT INTO audit_events … SELECT … FROM spent``: each INSERT takes its row
+    One statement ``WITH spent AS (UPDATE … RETURNING …) [, refresh AS (INSERT … SELECT … FROM
+    spent)] INSERT INTO audit_events … SELECT … FROM spent``: each INSERT takes its row
     from ``spent``, so it writes nothing when the UPDATE spent nothing. The UPDATE's conditions make
     it atomic: of concurrent callers, one spends the code, the others wait for its row lock, see it
     redeemed and spend nothing. The caller has read the code (``find``) and checked it in Python
-    first; ``access``, ``refresh`` (columns of the token tables) and ``audit`` (``audit.entry``)
-    are the rows as the caller made them."""
-    params: dict[str, Any] = {"code_hash": code_hash, "app_id": app_id, "now": now}
-    for prefix, row in (("access_", access), ("refresh_", refresh), ("audit_", audit)):
+    first; ``access`` (the access token's particulars: its ``jti`` and ``key_id`` are read),
+    ``refresh`` (columns of refresh_tokens) and ``audit`` (``audit.entry``) as the caller made them."""
+    params: dict[str, Any] = {
+        "code_hash": code_hash, "app_id": app_id, "now": now, "access_jti": access["jti"], "access_key_id": access["key_id"]
+    }
+    for prefix, row in (("refresh_", refresh), ("audit_", audit)):
         if row is not None:
             for name, value in row.items():
                 params[prefix + name] = value

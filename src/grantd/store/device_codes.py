@@ -77,12 +77,12 @@ async def redeem(
     app_id: str,
     now: int,
     *,
-    access: dict[str, Any],
     refresh: dict[str, Any] | None,
     audit: dict[str, Any],
 ) -> bool:
     """Spend an approved, unexpired, unredeemed device code of ``app_id`` and write what it issues
-    (the access token, the refresh token when given, the audit row) in the caller's transaction.
+    (the refresh token when given and the audit row; the access token has no row) in the caller's
+    transaction.
     The UPDATE's conditions make it exactly once: of concurrent redemptions one spends the code,
     the others spend nothing and write nothing. Whether this call spent it."""
     result = await conn.execute(
@@ -98,7 +98,6 @@ async def redeem(
     )
     if result.rowcount != 1:
         return False
-    await run(conn, token_store.INSERT_ACCESS, **access)
     if refresh is not None:
         await run(conn, token_store.INSERT_REFRESH, **refresh)
     await audit_store.insert_event(conn, **audit)

@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 
 from grantd.store.db import fetch_one, later_of
 from grantd.store.prepared import Prepared
-from grantd.store.schema import access_tokens, apps, grants
+from grantd.store.schema import apps, authorization_codes, device_codes, grants, refresh_tokens
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
@@ -68,19 +68,38 @@ async def set_permissions(conn: AsyncConnection, grant_id: str, permissions: str
 
 
 async def of_user(conn: AsyncConnection, user_id: str) -> Sequence[Row]:
-    """The user's grants with each app's name and when its tokens were last issued."""
-    # The newest of the user's tokens of each app, read once (one walk of the (user, app) index).
-    newest = (
-        select(access_tokens.c.app_id, func.max(access_tokens.c.issued_at).label("issued_at"))
-        .where(access_tokens.c.user_id == user_id)
-        .group_by(access_tokens.c.app_id)
-        .subquery("newest")
+    """The user's grants with each app's name and when its tokens were last issued: the newest of
+    its refresh tokens' issue (a rotation issues one), of its codes' redemption, of its device
+    codes' redemption, and the grant's ``last_used_at`` (what pruning folded in). Access tokens
+    have no row and no write of their own; a refresh of an app that keeps its refresh tokens
+    updates none of these, so it shows the refresh token's issue."""
+    newest_refresh = (
+        select(refresh_tokens.c.app_id, func.max(refresh_tokens.c.issued_at).label("at"))
+        .where(refresh_tokens.c.user_id == user_id)
+        .group_by(refresh_tokens.c.app_id)
+        .subquery("newest_refresh")
     )
-    last_used = later_of(newest.c.issued_at, grants.c.last_used_at).label("last_used_at")
+    newest_code = (
+        select(authorization_codes.c.app_id, func.max(authorization_codes.c.redeemed_at).label("at"))
+        .where(authorization_codes.c.user_id == user_id)
+        .group_by(authorization_codes.c.app_id)
+        .subquery("newest_code")
+    )
+    newest_device = (
+        select(device_codes.c.app_id, func.max(device_codes.c.redeemed_at).label("at"))
+        .where(device_codes.c.user_id == user_id)
+        .group_by(device_codes.c.app_id)
+        .subquery("newest_device")
+    )
+    last_used = later_of(
+        later_of(newest_refresh.c.at, newest_code.c.at), later_of(newest_device.c.at, grants.c.last_used_at)
+    ).label("last_used_at")
     query = (
         select(*(c for c in grants.c if c.name != "last_used_at"), apps.c.name.label("app_name"), last_used)
         .join(apps, apps.c.id == grants.c.app_id)
-        .outerjoin(newest, newest.c.app_id == grants.c.app_id)
+        .outerjoin(newest_refresh, newest_refresh.c.app_id == grants.c.app_id)
+        .outerjoin(newest_code, newest_code.c.app_id == grants.c.app_id)
+        .outerjoin(newest_device, newest_device.c.app_id == grants.c.app_id)
         .where(grants.c.user_id == user_id)
         .order_by(grants.c.created_at, grants.c.app_id)
     )

@@ -9,7 +9,7 @@ from sqlalchemy import delete, or_, select, update
 from sqlalchemy.engine import Row
 
 from grantd.store.schema import (
-    access_tokens, app_keys, apps, email_tokens, mail_outbox, metadata, pushed_authorization_requests,
+    app_keys, apps, email_tokens, mail_outbox, metadata, pushed_authorization_requests,
     refresh_tokens, user_sessions, users,
 )
 
@@ -50,10 +50,11 @@ async def hand_over_apps(conn: AsyncConnection, owner_id: str, now: int) -> list
     await conn.execute(
         update(app_keys).where(app_keys.c.app_id.in_(app_ids), app_keys.c.revoked_at.is_(None)).values(revoked_at=now)
     )
-    for table in (refresh_tokens, access_tokens):
-        await conn.execute(
-            update(table).where(table.c.app_id.in_(app_ids), table.c.revoked_at.is_(None)).values(revoked_at=now)
-        )
+    # Their access tokens end with the apps' disabling (and, were one enabled again, by
+    # store.tokens.revoke_app); their refresh tokens are revoked.
+    await conn.execute(
+        update(refresh_tokens).where(refresh_tokens.c.app_id.in_(app_ids), refresh_tokens.c.revoked_at.is_(None)).values(revoked_at=now)
+    )
     return app_ids
 
 

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 MIGRATIONS = Path(__file__).parent / "migrations"
 # The newest migration's revision. A new migration changes it; tests/test_migrations.py checks
 # that it is Alembic's head.
-HEAD = "0025"
+HEAD = "0026"
 # Serialises concurrent `grantd migrate` runs against one PostgreSQL database.
 _PG_MIGRATION_LOCK = 0x6772616E74
 

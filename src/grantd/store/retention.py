@@ -15,21 +15,28 @@ from sqlalchemy import BigInteger, Column, ColumnElement, Table, and_, bindparam
 
 from grantd.store.db import later_of, upsert
 from grantd.store.schema import (
-    access_tokens, app_keys, audit_events, authorization_codes, client_assertion_jtis, device_codes, dpop_proof_jtis,
-    grants, maintenance, pushed_authorization_requests, refresh_tokens, user_sessions,
+    audit_events, authorization_codes, client_assertion_jtis, device_codes, dpop_proof_jtis, grants, maintenance,
+    pushed_authorization_requests, refresh_tokens, revoked_access_tokens, revoked_families, user_sessions,
 )
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
 
 
+# access_token_ttl, in seconds: how long after its issue an access token may still be unexpired.
+_TTL = bindparam("ttl", type_=BigInteger)
+
+
 def _family_alive(code_hash: Column[Any], before: Any) -> ColumnElement[bool]:
-    """Whether a token of the family descending from ``code_hash`` is unexpired at ``before``: its
-    code and rotated refresh tokens are then still needed to detect a replay and revoke it."""
+    """Whether a token of the family descending from ``code_hash`` may be unexpired at ``before``:
+    one of its refresh tokens, or an access token issued by its code's redemption or by one of its
+    refresh tokens (at the latest when that one expired; access tokens have no row). Its code and
+    rotated refresh tokens are then still needed to detect a replay and revoke it."""
     live_refresh = refresh_tokens.alias("live_refresh")
+    family_code = authorization_codes.alias("family_code")
     return or_(
-        exists().where(access_tokens.c.code_hash == code_hash, access_tokens.c.expires_at >= before),
-        exists().where(live_refresh.c.code_hash == code_hash, live_refresh.c.expires_at >= before),
+        exists().where(live_refresh.c.code_hash == code_hash, live_refresh.c.expires_at + _TTL >= before),
+        exists().where(family_code.c.code_hash == code_hash, family_code.c.redeemed_at + _TTL >= before),
     )
 
 
@@ -46,34 +53,36 @@ class _Batch:
         )
         self._delete = delete(table).where(key.in_(bindparam("keys", expanding=True)), condition)
 
-    async def next(self, conn: AsyncConnection, after: Any, before: int, limit: int) -> Sequence[Any]:
+    async def next(self, conn: AsyncConnection, after: Any, before: int, limit: int, ttl: int = 0) -> Sequence[Any]:
         """The ``limit`` rows after key ``after`` (fewer at the end), each with ``prunable``:
-        whether it may go (expired before ``before``, and what else the table's condition says)."""
-        return (await conn.execute(self._select, {"after": after, "before": before, "limit": limit})).all()  # type: ignore[no-any-return]
+        whether it may go (expired before ``before``, and what else the table's condition says,
+        ``ttl`` the access tokens' lifetime)."""
+        params = {"after": after, "before": before, "limit": limit, "ttl": ttl}
+        return (await conn.execute(self._select, params)).all()  # type: ignore[no-any-return]
 
-    async def delete(self, conn: AsyncConnection, keys: Sequence[Any], before: int) -> int:
+    async def delete(self, conn: AsyncConnection, keys: Sequence[Any], before: int, ttl: int = 0) -> int:
         if not keys:
             return 0
-        return (await conn.execute(self._delete, {"keys": list(keys), "before": before})).rowcount  # type: ignore[no-any-return]
+        return (await conn.execute(self._delete, {"keys": list(keys), "before": before, "ttl": ttl})).rowcount  # type: ignore[no-any-return]
 
 
 _BEFORE = bindparam("before")
 
-ACCESS_TOKENS = _Batch(
-    access_tokens,
-    access_tokens.c.jti,
-    access_tokens.c.expires_at < _BEFORE,
-    (access_tokens.c.key_id, access_tokens.c.user_id, access_tokens.c.app_id, access_tokens.c.issued_at),
-)
+# The deny-lists of access tokens: past expires_at no token they deny is unexpired any more.
+REVOKED_ACCESS_TOKENS = _Batch(revoked_access_tokens, revoked_access_tokens.c.jti, revoked_access_tokens.c.expires_at < _BEFORE)
+REVOKED_FAMILIES = _Batch(revoked_families, revoked_families.c.code_hash, revoked_families.c.expires_at < _BEFORE)
+# Refresh tokens, codes and device codes read back who used what when (``keep_last_use``).
 REFRESH_TOKENS = _Batch(
     refresh_tokens,
     refresh_tokens.c.token_hash,
     and_(refresh_tokens.c.expires_at < _BEFORE, not_(_family_alive(refresh_tokens.c.code_hash, _BEFORE))),
+    (refresh_tokens.c.user_id, refresh_tokens.c.app_id, refresh_tokens.c.issued_at.label("used_at")),
 )
 AUTHORIZATION_CODES = _Batch(
     authorization_codes,
     authorization_codes.c.code_hash,
     and_(authorization_codes.c.expires_at < _BEFORE, not_(_family_alive(authorization_codes.c.code_hash, _BEFORE))),
+    (authorization_codes.c.user_id, authorization_codes.c.app_id, authorization_codes.c.redeemed_at.label("used_at")),
 )
 USER_SESSIONS = _Batch(user_sessions, user_sessions.c.jti, user_sessions.c.expires_at < _BEFORE)
 PUSHED_REQUESTS = _Batch(
@@ -81,7 +90,12 @@ PUSHED_REQUESTS = _Batch(
     pushed_authorization_requests.c.request_hash,
     pushed_authorization_requests.c.expires_at < _BEFORE,
 )
-DEVICE_CODES = _Batch(device_codes, device_codes.c.device_code_hash, device_codes.c.expires_at < _BEFORE)
+DEVICE_CODES = _Batch(
+    device_codes,
+    device_codes.c.device_code_hash,
+    device_codes.c.expires_at < _BEFORE,
+    (device_codes.c.user_id, device_codes.c.app_id, device_codes.c.redeemed_at.label("used_at")),
+)
 # The jti of client assertions (RFC 7523): past expires_at no replay of theirs can pass exp any more.
 # Its key is two columns: walked by their concatenation (app ids are uuids, no space in them).
 ASSERTION_JTIS = _Batch(
@@ -93,11 +107,6 @@ ASSERTION_JTIS = _Batch(
 DPOP_PROOFS = _Batch(dpop_proof_jtis, dpop_proof_jtis.c.proof_hash, dpop_proof_jtis.c.expires_at < _BEFORE)
 AUDIT_EVENTS = _Batch(audit_events, audit_events.c.id, audit_events.c.occurred_at < _BEFORE)
 
-_KEY_USED = (
-    update(app_keys)
-    .where(app_keys.c.id == bindparam("of_key"))
-    .values(last_used_at=later_of(bindparam("at", type_=BigInteger), app_keys.c.last_used_at))
-)
 _GRANT_USED = (
     update(grants)
     .where(grants.c.user_id == bindparam("of_user"), grants.c.app_id == bindparam("of_app"))
@@ -105,20 +114,17 @@ _GRANT_USED = (
 )
 
 
-async def keep_last_use(conn: AsyncConnection, tokens: Sequence[Any]) -> None:
-    """Before ``tokens`` (rows of ``ACCESS_TOKENS.next``) are deleted: fold the newest issue time
-    among them into their keys' and their users' grants' ``last_used_at``."""
-    by_key: dict[str, int] = {}
+async def keep_last_use(conn: AsyncConnection, rows: Sequence[Any]) -> None:
+    """Before ``rows`` (of ``REFRESH_TOKENS``, ``AUTHORIZATION_CODES`` or ``DEVICE_CODES``) are
+    deleted: fold the newest time among them a grant was used at (``used_at``: a refresh token's
+    issue, a code's redemption) into their users' grants' ``last_used_at``, which
+    ``store.grants.of_user`` shows with what remains."""
     by_grant: dict[tuple[str, str], int] = {}
-    for token in tokens:
-        if token.key_id is not None:
-            by_key[token.key_id] = max(by_key.get(token.key_id, 0), token.issued_at)
-        if token.user_id is not None:
-            grant = (token.user_id, token.app_id)
-            by_grant[grant] = max(by_grant.get(grant, 0), token.issued_at)
-    for key_id, at in by_key.items():
-        await conn.execute(_KEY_USED, {"of_key": key_id, "at": at})
-    for (user_id, app_id), at in by_grant.items():
+    for row in rows:
+        if row.user_id is not None and row.used_at is not None:
+            grant = (row.user_id, row.app_id)
+            by_grant[grant] = max(by_grant.get(grant, 0), row.used_at)
+    for (user_id, app_id), at in sorted(by_grant.items()):
         await conn.execute(_GRANT_USED, {"of_user": user_id, "of_app": app_id, "at": at})
 
 

@@ -138,6 +138,10 @@ apps = Table(
     Column("application_type", String(8)),
     Column("registration_access_token_hash", String(64)),
     Column("metadata_document_expires_at", BigInteger),
+    # Migration 0026: every access token of the app issued at or before this instant (its iat <=
+    # it, whole seconds: one issued in the same second is void too, failing closed) is inactive.
+    # Set when a disabled app is enabled again, so that none of its old tokens comes back.
+    Column("tokens_revoked_at", BigInteger),
 )
 
 # DPoP proofs accepted (RFC 9449 §11.1), by a keyed hash of their key and jti, until their iat
@@ -166,8 +170,8 @@ app_keys = Table(
     Column("secret_hash", String(64), nullable=False),
     Column("created_at", BigInteger, nullable=False),
     Column("revoked_at", BigInteger),
-    # When the newest of its access tokens that pruning deleted was issued: its last use is
-    # the later of this and its remaining tokens' (store.db.later_of).
+    # When it last obtained an access token: each process keeps it in memory and flushes it now
+    # and then (core.key_use), so it is at most one flush interval behind.
     Column("last_used_at", BigInteger),
 )
 
@@ -210,31 +214,37 @@ authorization_codes = Table(
     # Whether the authorization request named redirect_uri (migration 0017): the token request of
     # /oauth2/token must then send it (RFC 6749 §4.1.3). NULL: a code from before, not required.
     Column("redirect_uri_included", Boolean),
+    # Migration 0026: what the redemption issued, written by the spend itself, so that a retry of
+    # it (core.grants.authorization_code) re-signs the same access token: its jti, and the key
+    # that redeemed the code (NULL: a client without keys).
+    Column("access_jti", String(36)),
+    Column("key_id", String(32)),
 )
 
-# The lineage of every token is the hash of the authorization code it descends from
-# (``code_hash``), so that a replayed code or a reused refresh token revokes the whole family.
-access_tokens = Table(
-    "access_tokens",
+# Access tokens are self-contained JWTs (core.access_token) and have no row. What can end one
+# before its exp is kept where it is decided and read by introspection in one SELECT
+# (store.tokens.access_token_state): its app (``apps.disabled_at``, ``apps.tokens_revoked_at``),
+# the key named by its ``key_id`` claim (``app_keys.revoked_at``), and the two deny-lists below.
+#
+# The families revoked (a replayed code or refresh token, a log-out, a consent withdrawn, a user
+# locked or deleted), by the hash of the code they descend from (an access token's ``family``
+# claim), until the last access token the family could have issued has expired: revocation time
+# + access_token_ttl. The hash names no user.
+revoked_families = Table(
+    "revoked_families",
+    metadata,
+    Column("code_hash", String(64), primary_key=True),
+    Column("expires_at", BigInteger, nullable=False),
+)
+
+# Access tokens revoked one by one (RFC 7009) by the app they were issued to: their jti, until
+# their exp.
+revoked_access_tokens = Table(
+    "revoked_access_tokens",
     metadata,
     Column("jti", String(36), primary_key=True),
-    Column("app_id", APP_ID, ForeignKey("apps.id", ondelete="CASCADE"), nullable=False, index=True),
-    Column("user_id", String(36), ForeignKey("users.id", ondelete="CASCADE")),
-    Column("key_id", String(32)),
-    Column("code_hash", String(64)),
-    Column("scope", Text, nullable=False),
-    Column("issued_at", BigInteger, nullable=False),
     Column("expires_at", BigInteger, nullable=False),
-    Column("revoked_at", BigInteger),
-    Column("dpop_jkt", String(43)),  # RFC 9449 §6 (migration 0015): its cnf.jkt; NULL: a bearer token
-    Column("audience", Text),  # RFC 8707 (migration 0019): its `aud`, the resource; NULL: the server's audience
 )
-# client_credentials tokens have no code and no user: the two indexes leave them out (partial).
-_HAS_CODE = access_tokens.c.code_hash.isnot(None)
-_HAS_USER = access_tokens.c.user_id.isnot(None)
-Index("ix_access_tokens_code_hash", access_tokens.c.code_hash, sqlite_where=_HAS_CODE, postgresql_where=_HAS_CODE)
-Index("ix_access_tokens_key_id_issued_at", access_tokens.c.key_id, access_tokens.c.issued_at)
-Index("ix_access_tokens_user_app", access_tokens.c.user_id, access_tokens.c.app_id, sqlite_where=_HAS_USER, postgresql_where=_HAS_USER)
 
 # Refresh tokens rotate on every use: a used one records when (rotated_at) and is never honoured
 # again, except within the grace window, where the same successor is handed out once more.

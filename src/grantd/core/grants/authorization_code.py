@@ -2,8 +2,9 @@
 §4.5): a code is redeemed at most once, and a code presented again revokes everything it issued —
 unless it is the same request again, retried because its answer was lost.
 
-Spending the code is atomic and writes the tokens and the code_redeemed audit row with it or not
-at all (``store.codes.spend``, on either database). A code found already redeemed, or spent by a
+Spending the code is atomic and writes the refresh token and the code_redeemed audit row with it
+or not at all, and on the code the access token's jti and key (the access token has no row)
+(``store.codes.spend``, on either database). A code found already redeemed, or spent by a
 concurrent caller in between, is judged in a transaction of its own (``_replayed``):
 
 - a **retry** (``_retried``): the same client (the same key, for a client with keys) repeating
@@ -105,7 +106,7 @@ async def redeem(
         raise InvalidGrant(_BAD_CODE)
     issued = access_token.issue(
         ctx, client, jti=redemption.jti, user_id=code.user_id, permissions=redemption.permissions,  # type: ignore[union-attr]
-        now=redemption.now, refresh_token=redemption.refresh_token, audience=redemption.audience,
+        now=redemption.now, refresh_token=redemption.refresh_token, audience=redemption.audience, family=code_hash,
     )
     return await _with_id_token(ctx, issued, client, code, redemption.now)  # type: ignore[arg-type]
 
@@ -166,6 +167,16 @@ class _Redemption(Caller):
         if self.state is not None and self.state != code.state:
             raise InvalidGrant("state does not match the one the code was issued with.")
 
+    def narrow(self, code: Any) -> None:
+        """What the access token is issued for from ``code`` (its row): the grant (``granted``), and
+        the ``permissions`` and ``audience`` a resource (RFC 8707) narrows it to."""
+        self.permissions = self.granted = granted = tuple(code.permissions.split(","))
+        if code.resources is not None or self.resource is not None:
+            self.audience = audience = resources.audience_of(code.resources, self.resource)
+            if self.resource is None and resources.policy(self.ctx) == resources.REGISTERED:
+                raise resources.Implied(audience)  # type: ignore[arg-type]
+            self.permissions = resources.narrowed(granted, self.accepted, audience)  # type: ignore[arg-type]
+
     def issue(self, code: Any) -> Issue:
         """The rules of redeeming ``code`` (its row, unspent or as the spend returned it); raises
         InvalidGrant. Unredeemed is the spend's own condition (atomic). What the spend writes."""
@@ -174,14 +185,8 @@ class _Redemption(Caller):
         if code.app_id != client.app_id or code.expires_at <= now:
             raise InvalidGrant(_BAD_CODE)
         self.check(code)
-        self.permissions = self.granted = granted = tuple(code.permissions.split(","))
-        scope = granted_scope = " ".join(granted)
-        if code.resources is not None or self.resource is not None:
-            self.audience = audience = resources.audience_of(code.resources, self.resource)
-            if self.resource is None and resources.policy(ctx) == resources.REGISTERED:
-                raise resources.Implied(audience)  # type: ignore[arg-type]
-            self.permissions = resources.narrowed(granted, self.accepted, audience)  # type: ignore[arg-type]
-            scope = " ".join(self.permissions)
+        self.narrow(code)
+        scope, granted_scope = " ".join(self.permissions), " ".join(self.granted)
         access = access_token.row(
             ctx, client, jti=self.jti, user_id=code.user_id, code_hash=self.code_hash, scope=scope, now=now,
             audience=self.audience,
@@ -220,7 +225,7 @@ async def _replayed(
                 address=address, now=now, jti=again[1], key_id=client.key_id,
             )
         else:
-            await token_store.revoke_family(tx, code_hash, now)
+            await token_store.revoke_family(tx, code_hash, now, now + ctx.settings.access_token_ttl)
             await audit.record(
                 ctx, tx, "code_replayed", actor=client.app_id, user_id=known.user_id, app_id=client.app_id,
                 address=address, now=now, key_id=client.key_id, family_revoked=True,
@@ -232,22 +237,31 @@ async def _replayed(
 
 async def _retried(ctx: Context, tx: Any, client: Client, retry: _Redemption, code: Any) -> tuple[IssuedToken, str] | None:
     """The tokens a redemption of ``code`` (its row, spent) issued, the access token re-signed with
-    the same claims, and its jti, if ``retry`` repeats that redemption within ``code_retry_grace``
-    seconds: the same key of the same app (the same app, for a client without keys), the code's
-    checks passed again, and a family that still holds just what the redemption issued, untouched:
-    one access token, live, and the refresh token derived from the code (unrotated, unrevoked) if
-    and only if ``retry`` asks for one. None otherwise."""
+    the same claims (its ``jti`` and the key that redeemed the code are on the code's row, its
+    ``iat`` is the redemption's time, its scope and audience the retry's, which repeats the same
+    request), and its jti, if ``retry`` repeats that redemption within ``code_retry_grace`` seconds:
+    the same key of the same app (the same app, for a client without keys), the code's checks
+    passed again, and a family that still holds just what the redemption issued, untouched: the
+    access token unexpired and on no deny-list (neither its jti nor its family), and the refresh
+    token derived from the code (unrotated, unrevoked, with no newer access token beside it) if
+    and only if ``retry`` asks for one. None otherwise. (A retry's DPoP proof binds the token
+    re-signed to its key, which the redemption's proof may not have named: the code, if bound,
+    still needs its own key.)"""
     grace, now = ctx.settings.code_retry_grace, retry.now
     # Timestamps are whole seconds: a grace of 0 must mean none, not "within the same second".
     if grace <= 0 or now - code.redeemed_at > grace:
         return None
     try:
         retry.check(code)
-    except InvalidGrant:
+        retry.narrow(code)
+    except (InvalidGrant, resources.Implied):
         return None
-    issued, refresh = await token_store.issued_from_code(tx, retry.code_hash)
-    if len(issued) != 1:
+    jti = code.access_jti
+    if jti is None or code.app_id != client.app_id or code.key_id != client.key_id:
         return None
+    if code.redeemed_at + ctx.settings.access_token_ttl <= now:
+        return None
+    refresh = await token_store.refresh_of_family(tx, retry.code_hash)
     if retry.refresh_token is None:
         if refresh:
             return None
@@ -256,15 +270,13 @@ async def _retried(ctx: Context, tx: Any, client: Client, retry: _Redemption, co
         or refresh[0].token_hash != ctx.hasher.hash(retry.refresh_token)
         or refresh[0].rotated_at is not None
         or refresh[0].revoked_at is not None
+        or refresh[0].access_jti != jti
     ):
         return None
-    access = issued[0]
-    if (
-        access.revoked_at is not None
-        or access.expires_at <= now
-        or access.app_id != client.app_id
-        or access.key_id != client.key_id
-        or access.issued_at != code.redeemed_at
-    ):
+    if await token_store.denied(tx, retry.code_hash, jti):
         return None
-    return access_token.reissue(ctx, access, now, retry.refresh_token), access.jti
+    issued = access_token.issue(
+        ctx, client, jti=jti, user_id=code.user_id, permissions=retry.permissions, now=now,
+        refresh_token=retry.refresh_token, audience=retry.audience, family=retry.code_hash, iat=code.redeemed_at,
+    )
+    return issued, jti

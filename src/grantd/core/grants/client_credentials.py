@@ -1,6 +1,8 @@
 """The client_credentials grant (RFC 6749 §4.4): an app acting on its own behalf, ``sub`` the app.
 
-Not audited (a hot path with no decision worth a row); the token's row is its record.
+Not audited (a hot path with no decision worth a row), and nothing is written: the token is
+self-contained (``core.access_token``), and its key's last use is kept in memory and flushed now
+and then (``core.key_use``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from grantd.core.context import Context
 from grantd.core.errors import InvalidGrant, UnauthorizedClient
 from grantd.crypto.secrets import new_token_id
 from grantd.store import apps as app_store
-from grantd.store import tokens as token_store
 
 GRANT_TYPE = "client_credentials"
 
@@ -41,11 +42,9 @@ async def token_request(ctx: Context, auth: ClientAuthentication, params: Mappin
     if audience is not None:
         audience = resources.one(audience)
         permissions = resources.narrowed(permissions, await resources.accepted_by(ctx, audience), audience)
-    now, jti = ctx.now(), new_token_id()
-    await token_store.record_access_token(
-        ctx.db,
-        access_token.row(
-            ctx, client, jti=jti, user_id=None, code_hash=None, scope=" ".join(permissions), now=now, audience=audience
-        ),
+    now = ctx.now()
+    # Nothing is written: the token is self-contained, and its key's last use is kept in memory (core.key_use).
+    access_token.require_proof(client)
+    return access_token.issue(
+        ctx, client, jti=new_token_id(), user_id=None, permissions=permissions, now=now, audience=audience
     )
-    return access_token.issue(ctx, client, jti=jti, user_id=None, permissions=permissions, now=now, audience=audience)

@@ -1,9 +1,11 @@
 """The refresh_token grant (RFC 6749 §6) with rotation (RFC 9700 §4.14.2).
 
-A refresh token is rotated at most once: the new access token and the successor are written with
-the rotation or not at all (``store.tokens.rotate``, on either database). A rotated token presented
-again revokes its whole family, except within the grace window (``refresh_token_grace``), where the
-duplicate gets the same successor and an equivalent access token. A successful rotation is not
+A refresh token is rotated at most once: the successor is written with the rotation or not at
+all, and the new access token (which has no row; its jti is the successor's ``access_jti``) is
+issued only then (``store.tokens.rotate``, on either database). A rotated token presented again
+revokes its whole family, except within the grace window (``refresh_token_grace``), where the
+duplicate gets the same successor and the same access token (its jti and iat), re-signed with the
+scope and audience it asks for (``_again``). A successful rotation is not
 audited (a hot path); a reuse that revokes the family is.
 
 An app whose refresh tokens are not rotated (``OpenIDSettings.rotates_refresh_tokens``: its
@@ -66,7 +68,7 @@ async def refresh(
     if not rotated:
         replay = None
         if row is not None and client is not None and row.app_id == client.app_id and row.revoked_at is None:
-            replay = await _reused(ctx, client, token_hash, successor, rotation.now, address)
+            replay = await _reused(ctx, client, rotation, token_hash, successor, address)
         if replay is None:
             raise InvalidGrant(_BAD_REFRESH)
         return replay
@@ -74,7 +76,7 @@ async def refresh(
         successor = refresh_token  # kept: the same token goes back
     issued = access_token.issue(
         ctx, client, jti=rotation.jti, user_id=row.user_id, permissions=rotation.permissions,  # type: ignore[union-attr,arg-type]
-        now=rotation.now, refresh_token=successor, audience=rotation.audience,
+        now=rotation.now, refresh_token=successor, audience=rotation.audience, family=row.code_hash,  # type: ignore[union-attr]
     )
     if openid.is_openid(rotation.scoped):  # the scope's, whatever a resource narrowed the access token to
         # Core §12.2: a new ID token, with the original sign-in's auth_time and no nonce.
@@ -113,6 +115,21 @@ class _Rotation(Caller):
         """Whether the proven client's app rotates its refresh tokens (``store.tokens.Rotator``)."""
         return self.client.rotates_refresh_tokens  # type: ignore[union-attr]
 
+    def narrow(self, row: Any) -> tuple[str, ...]:
+        """What a refresh token ``row`` grants the request: the grant less what the app may no
+        longer have (returned), and the access token's ``permissions`` and ``audience``: the scope
+        asked for within it (``scoped``), narrowed to a resource (RFC 8707). Raises."""
+        client = self.client
+        assert client is not None
+        grant = _still_granted(self.ctx, client, row.scope)
+        self.permissions = self.scoped = permissions = _narrowed(grant, tuple(row.scope.split(" ")), self.scope)
+        if row.resources is not None or self.resource is not None:
+            self.audience = audience = resources.audience_of(row.resources, self.resource)
+            if self.resource is None and resources.policy(self.ctx) == resources.REGISTERED:
+                raise resources.Implied(audience)  # type: ignore[arg-type]
+            self.permissions = resources.narrowed(permissions, self.accepted, audience)  # type: ignore[arg-type]
+        return grant
+
     def issue(self, row: Any) -> Issue:
         """The rules of rotating the token ``row`` (unrotated, or as the rotation returned it): the
         caller's app, not revoked, unexpired, a scope within the grant; raises. Unrotated is the
@@ -123,13 +140,8 @@ class _Rotation(Caller):
             raise InvalidGrant(_BAD_REFRESH)
         if row.dpop_jkt is not None:
             dpop.check_binding(row.dpop_jkt, client, "refresh token")
-        grant = _still_granted(ctx, client, row.scope)
-        self.permissions = self.scoped = permissions = _narrowed(grant, tuple(row.scope.split(" ")), self.scope)
-        if row.resources is not None or self.resource is not None:
-            self.audience = audience = resources.audience_of(row.resources, self.resource)
-            if self.resource is None and resources.policy(ctx) == resources.REGISTERED:
-                raise resources.Implied(audience)  # type: ignore[arg-type]
-            self.permissions = permissions = resources.narrowed(permissions, self.accepted, audience)  # type: ignore[arg-type]
+        grant = self.narrow(row)
+        permissions = self.permissions
         access = access_token.row(
             ctx, client, jti=self.jti, user_id=row.user_id, code_hash=row.code_hash, scope=" ".join(permissions), now=now,
             audience=self.audience,
@@ -205,11 +217,17 @@ def _narrowed(grant: tuple[str, ...], original: tuple[str, ...], scope: str | No
 
 
 async def _reused(
-    ctx: Context, client: Client, token_hash: str, successor: str, now: int, address: str | None
+    ctx: Context, client: Client, rotation: _Rotation, token_hash: str, successor: str, address: str | None
 ) -> IssuedToken | None:
     """A live token of the caller's that this call did not rotate (rotated before, or just now by a
     concurrent caller), in a transaction of its own under the family's lock: within the grace
-    window, the answer its rotation gave; otherwise its family is revoked (audited) and None."""
+    window, the answer its rotation gave; otherwise its family is revoked (audited) and None.
+
+    The answer given again is rebuilt from the successor's row: the same successor, and the access
+    token issued beside it (its ``access_jti``, ``iat`` its ``issued_at``, the key that obtained it
+    its ``key_id``) re-signed with the scope and audience this request asks for (a duplicate asks
+    what the first asked), if that token is on no deny-list."""
+    now = rotation.now
     async with ctx.db.write() as tx:
         await token_store.lock_refresh_family(tx, token_hash)
         known = await token_store.refresh_token_state(tx, token_hash)
@@ -221,13 +239,32 @@ async def _reused(
         # Timestamps are whole seconds: a grace of 0 must mean none, not "within the same second".
         if grace > 0 and now - known.rotated_at <= grace:
             child = await token_store.refresh_token_state(tx, ctx.hasher.hash(successor))
-            if child is not None and child.revoked_at is None:
-                access = await token_store.by_jti(tx, child.access_jti)
-                if access is not None and access.revoked_at is None:
-                    return access_token.reissue(ctx, access, now, successor)
-        await token_store.revoke_family(tx, known.code_hash, now)
+            again = await _again(ctx, tx, client, rotation, child, successor) if child is not None else None
+            if again is not None:
+                return again
+        await token_store.revoke_family(tx, known.code_hash, now, now + ctx.settings.access_token_ttl)
         await audit.record(
             ctx, tx, "refresh_token_reused", actor=client.app_id, user_id=known.user_id, app_id=client.app_id,
             address=address, now=now, key_id=client.key_id, family_revoked=True,
         )
     return None
+
+
+async def _again(
+    ctx: Context, tx: Any, client: Client, rotation: _Rotation, child: Any, successor: str
+) -> IssuedToken | None:
+    """The answer a rotation gave, again (``_reused``): the successor ``child`` (its row) unrevoked,
+    the caller's app's, its access token unexpired and on no deny-list."""
+    now = rotation.now
+    if child.revoked_at is not None or child.app_id != client.app_id or child.issued_at + ctx.settings.access_token_ttl <= now:
+        return None
+    try:
+        rotation.narrow(child)
+    except (InvalidGrant, InvalidScope, resources.Implied):
+        return None
+    if await token_store.denied(tx, child.code_hash, child.access_jti):
+        return None
+    return access_token.issue(
+        ctx, client, jti=child.access_jti, user_id=child.user_id, permissions=rotation.permissions, now=now,
+        refresh_token=successor, audience=rotation.audience, family=child.code_hash, iat=child.issued_at,
+    )
