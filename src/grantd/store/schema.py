@@ -220,6 +220,9 @@ authorization_codes = Table(
     Column("access_jti", String(36)),
     Column("key_id", String(32)),
 )
+# A withdrawn consent, a locked or a deleted account finds the families to deny through the codes
+# of the user (and app): without it, each is a scan of every code kept (migration 0026).
+Index("ix_authorization_codes_user_app", authorization_codes.c.user_id, authorization_codes.c.app_id)
 
 # Access tokens are self-contained JWTs (core.access_token) and have no row. What can end one
 # before its exp is kept where it is decided and read by introspection in one SELECT

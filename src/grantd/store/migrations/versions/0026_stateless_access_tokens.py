@@ -5,7 +5,9 @@
 - ``revoked_access_tokens``: the jti of access tokens revoked one by one (RFC 7009), until their exp.
 - ``apps.tokens_revoked_at``: an app's access tokens issued at or before it are void (set when a
   disabled app is enabled again).
-- ``authorization_codes.access_jti`` / ``key_id``: what a redemption issued, for its retry.
+- ``authorization_codes.access_jti`` / ``key_id``: what a redemption issued, for its retry; and
+  an index of the codes by user and app, through which a withdrawn consent, a locked or a deleted
+  account finds the families to deny.
 - ``access_tokens`` (and its indexes) is dropped. Before it goes, what it knew is kept: the jti of
   its revoked, unexpired tokens go to ``revoked_access_tokens``, and the newest issue time of each
   key's and each user's grant's tokens is folded into their ``last_used_at``.
@@ -46,6 +48,7 @@ def upgrade() -> None:
     with op.batch_alter_table("authorization_codes") as batch:
         batch.add_column(sa.Column("access_jti", sa.String(36)))
         batch.add_column(sa.Column("key_id", sa.String(32)))
+    op.create_index("ix_authorization_codes_user_app", "authorization_codes", ["user_id", "app_id"])
     now = int(time.time())
     op.execute(
         sa.text(
@@ -95,6 +98,7 @@ def downgrade() -> None:
     op.create_index(
         "ix_access_tokens_user_app", "access_tokens", ["user_id", "app_id"], sqlite_where=has_user, postgresql_where=has_user
     )
+    op.drop_index("ix_authorization_codes_user_app", "authorization_codes")
     with op.batch_alter_table("authorization_codes") as batch:
         batch.drop_column("key_id")
         batch.drop_column("access_jti")
