@@ -44,7 +44,7 @@ from grantd.core.errors import GrantdError, InvalidClient
 from grantd.crypto.secrets import new_app_key
 from grantd.store import apps as app_store
 
-if TYPE_CHECKING:  # httpx is imported on the first fetch (core.jwks._httpx)
+if TYPE_CHECKING:  # httpx is imported on the first fetch (core.jwks._http)
     import httpx
 
 METADATA_DOCUMENT = "metadata_document"  # the apps' ``registration`` column
