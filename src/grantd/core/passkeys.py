@@ -154,6 +154,7 @@ def _limits(ctx: Context, address: str | None, user_id: str | None = None) -> li
     settings = ctx.settings
     return [ratelimit.Limit(f"passkey:address:{address}", settings.rate_limit_login_per_address, settings.rate_limit_login_window)]
 
+
 @functools.cache
 def _webauthn() -> SimpleNamespace:
     """py_webauthn, imported at the first passkey ceremony. Imported with grantd it cost every server
