@@ -10,6 +10,10 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
+	@# Byte-code for grantd's sources (an editable install compiles none) and the venv's, as a wheel's
+	@# install has it: where PYTHONDONTWRITEBYTECODE=1 forbids writing it at run time, every start
+	@# would compile every module it imports again (~1.5 s of a 2.7 s cold start, measured).
+	$(BIN)/python -m compileall -q -j 0 src $(VENV)/lib
 	touch $(STAMP)
 
 install: $(STAMP)

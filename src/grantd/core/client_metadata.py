@@ -34,10 +34,8 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
-
-import httpx
 
 from grantd.core import apps, jwks
 from grantd.core.clients import CONFIDENTIAL, PRIVATE_KEY_JWT, PUBLIC, TOKEN_AUTH_NONE
@@ -45,6 +43,9 @@ from grantd.core.context import Context
 from grantd.core.errors import GrantdError, InvalidClient
 from grantd.crypto.secrets import new_app_key
 from grantd.store import apps as app_store
+
+if TYPE_CHECKING:  # httpx is imported on the first fetch (core.jwks._http)
+    import httpx
 
 METADATA_DOCUMENT = "metadata_document"  # the apps' ``registration`` column
 MAX_URL_LENGTH = 255

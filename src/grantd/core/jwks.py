@@ -16,20 +16,24 @@ or published at ``jwks_uri`` (RFC 7591 §2).
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import json
 import socket
 import ssl
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
-import httpcore
-import httpx
 import jwt
 
 from grantd.core.errors import InvalidClient, InvalidRequest
+
+if TYPE_CHECKING:
+    import httpcore
+    import httpx
 
 # The assertion algorithms accepted (RFC 7518 names): never none, never HMAC (a shared secret).
 ALGORITHMS = ("RS256", "PS256", "ES256", "EdDSA")
@@ -38,7 +42,7 @@ MAX_JWKS_BYTES = 16 * 1024
 CACHE_SECONDS = 300
 # A key not found in a cached set refetches it, at most this often (a key rotated in by the app).
 REFETCH_SECONDS = 30
-TIMEOUT = httpx.Timeout(3.0, connect=2.0)  # each step: connect 2 s, then each read or write 3 s
+TIMEOUT = {"connect": 2.0, "read": 3.0, "write": 3.0, "pool": 3.0}  # seconds each step may take (httpcore's)
 TOTAL_SECONDS = 5.0  # the whole fetch, however slowly the answer comes
 _PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
 _KINDS = {"RSA": None, "EC": "P-256", "OKP": "Ed25519"}
@@ -158,14 +162,15 @@ async def _checked_address(host: str, port: int, allow_private: bool, what: str 
     return addresses[0]
 
 
-class _Pinned(httpcore.AsyncNetworkBackend):
-    """A network backend that connects to one address, whatever host it is asked for: the request
-    keeps the URL's host name (its ``Host`` header, the TLS server name and the certificate's check),
-    and the socket goes to the address ``_checked_address`` checked."""
+class _Pinned:
+    """A network backend (an httpcore ``AsyncNetworkBackend``) that connects to one address, whatever
+    host it is asked for: the request keeps the URL's host name (its ``Host`` header, the TLS server
+    name and the certificate's check), and the socket goes to the address ``_checked_address``
+    checked."""
 
     def __init__(self, address: str) -> None:
         self._address = address
-        self._backend = httpcore.AnyIOBackend()
+        self._backend = _http().httpcore.AnyIOBackend()
 
     async def connect_tcp(
         self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
@@ -176,16 +181,10 @@ class _Pinned(httpcore.AsyncNetworkBackend):
         )
 
     async def connect_unix_socket(self, path: str, timeout: float | None = None, socket_options: Any = None) -> Any:
-        raise httpcore.ConnectError("jwks_uri: no Unix sockets")
+        raise _http().httpcore.ConnectError("jwks_uri: no Unix sockets")
 
     async def sleep(self, seconds: float) -> None:
         await self._backend.sleep(seconds)
-
-
-_FETCH_ERRORS = (
-    httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError, httpcore.UnsupportedProtocol,
-    OSError, TimeoutError, ssl.SSLError,
-)
 
 
 async def fetch(
@@ -213,10 +212,11 @@ async def fetch(
     except ValueError:
         raise InvalidClient(f"{what} is not a URL.") from None
     address = await _checked_address(parts.hostname, port, allow_private, what)
+    http = _http()
     try:
         async with asyncio.timeout(TOTAL_SECONDS):
             body, headers = await _get(uri, address, limit, what)
-    except _FETCH_ERRORS:
+    except http.fetch_errors:
         raise InvalidClient(f"{what} could not be fetched.") from None
     if read is not None:
         return read(body, headers)
@@ -229,12 +229,11 @@ async def fetch(
 async def _get(uri: str, address: str, limit: int, what: str) -> tuple[bytes, httpx.Headers]:
     """GET ``uri`` over a connection to ``address``: the body of a 200, at most ``limit`` bytes, and
     its headers."""
-    timeouts = {"connect": TIMEOUT.connect, "read": TIMEOUT.read, "write": TIMEOUT.write, "pool": TIMEOUT.pool}
-    async with httpcore.AsyncConnectionPool(
+    async with _http().httpcore.AsyncConnectionPool(
         ssl_context=_ssl_context(), network_backend=_Pinned(address), max_connections=1, retries=0
     ) as pool:
         async with pool.stream(
-            "GET", uri, headers=[(b"Accept", b"application/json")], extensions={"timeout": timeouts}
+            "GET", uri, headers=[(b"Accept", b"application/json")], extensions={"timeout": TIMEOUT}
         ) as response:
             if response.status != 200:
                 raise InvalidClient(f"{what} answered {response.status}.")
@@ -243,9 +242,25 @@ async def _get(uri: str, address: str, limit: int, what: str) -> tuple[bytes, ht
                 body += chunk
                 if len(body) > limit:
                     raise InvalidClient(f"{what} is larger than {limit} bytes.")
-    return body, httpx.Headers(response.headers)
+    return body, _http().httpx.Headers(response.headers)
 
 
 def _ssl_context() -> ssl.SSLContext:
     """The certificate authorities httpx trusts (certifi's), hosts checked."""
-    return httpx.create_ssl_context()
+    return _http().httpx.create_ssl_context()
+
+
+@functools.cache
+def _http() -> SimpleNamespace:
+    """httpcore (the connection) and httpx (its headers, its TLS context), imported on the first
+    fetch: only a jwks_uri or a client ID metadata document needs them. Imported with grantd they
+    cost every server process ~6 MB and ~0.1 s of its start (with httpx's command-line tool's
+    rich, pygments and click)."""
+    import httpcore
+    import httpx
+
+    fetch_errors = (
+        httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError, httpcore.UnsupportedProtocol,
+        OSError, TimeoutError, ssl.SSLError,
+    )
+    return SimpleNamespace(httpcore=httpcore, httpx=httpx, fetch_errors=fetch_errors)

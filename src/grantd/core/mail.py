@@ -29,20 +29,22 @@ import logging
 import os
 import uuid
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from grantd.core.context import Context
 from grantd.crypto.secrets import new_secret
+
+if TYPE_CHECKING:
+    from jinja2 import Environment
 from grantd.store import mail as store
 from grantd.store.availability import DatabaseUnavailable
 
@@ -57,19 +59,26 @@ TOKEN_MAX = 128  # a link's token is far shorter; a longer one is cut before it 
 
 log = logging.getLogger("grantd")
 
-_templates = Environment(
-    loader=PackageLoader("grantd.web", "templates/mail"),
-    autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
-    undefined=StrictUndefined,
-    keep_trailing_newline=True,
-)
+
+@cache
+def _templates() -> Environment:
+    """The messages' templates, made when the first message is written: Jinja2 is imported only
+    then (imported with grantd, ~2 MB a process)."""
+    from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
+    return Environment(
+        loader=PackageLoader("grantd.web", "templates/mail"),
+        autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
+        undefined=StrictUndefined,
+        keep_trailing_newline=True,
+    )
 
 
 def render(name: str, **values: Any) -> tuple[str, str]:
     """The text and HTML bodies of message ``name``."""
     return (
-        _templates.get_template(f"{name}.txt").render(**values),
-        _templates.get_template(f"{name}.html").render(**values),
+        _templates().get_template(f"{name}.txt").render(**values),
+        _templates().get_template(f"{name}.html").render(**values),
     )
 
 

@@ -30,29 +30,23 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import ipaddress
 import json
 import re
 import secrets
 from dataclasses import dataclass
-from typing import Any
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
-
-import webauthn
-from webauthn.helpers import bytes_to_base64url, options_to_json
-from webauthn.helpers.exceptions import WebAuthnException
-from webauthn.helpers.structs import (
-    AuthenticatorSelectionCriteria,
-    AuthenticatorTransport,
-    PublicKeyCredentialDescriptor,
-    ResidentKeyRequirement,
-    UserVerificationRequirement,
-)
 
 from grantd.core import accounts, audit, notices, ratelimit, second_factor
 from grantd.core.context import Context
 from grantd.core.errors import InvalidGrant, InvalidRequest, NotFound
 from grantd.store import passkeys as store, users as user_store
+
+if TYPE_CHECKING:
+    from webauthn.helpers.structs import PublicKeyCredentialDescriptor
 
 CHALLENGE_TTL = 300  # seconds a ceremony may take, from its options to its answer
 # RFC 8176 §2 of a passkey sign-in: a hardware-bound key, the person present and verified (user
@@ -64,7 +58,6 @@ NAME_MAX = 64
 CREDENTIAL_MAX = 16_384  # characters of a posted credential (JSON): no real one comes near
 REGISTER, SIGN_IN, SECOND_STEP = "register", "sign_in", "second_factor"
 _TIMEOUT_MS = CHALLENGE_TTL * 1000
-_TRANSPORTS = {t.value for t in AuthenticatorTransport}
 _REFUSED = "This passkey cannot be used to sign in here."
 # A credential id as grantd keeps it: base64url of at most 1023 bytes (WebAuthn §5.1, credential ID).
 _CREDENTIAL_ID = re.compile(r"^[A-Za-z0-9_-]{1,1364}$")
@@ -114,7 +107,7 @@ async def _new_challenge(ctx: Context, purpose: str, binding: str) -> bytes:
     async with ctx.db.write() as tx:
         await store.insert_challenge(
             tx,
-            challenge_hash=_challenge_hash(ctx, bytes_to_base64url(challenge)),
+            challenge_hash=_challenge_hash(ctx, _webauthn().bytes_to_base64url(challenge)),
             purpose=purpose,
             binding=_binding(ctx, binding),
             expires_at=now + CHALLENGE_TTL,
@@ -163,6 +156,38 @@ def _limits(ctx: Context, address: str | None, user_id: str | None = None) -> li
     return [ratelimit.Limit(f"passkey:address:{address}", settings.rate_limit_login_per_address, settings.rate_limit_login_window)]
 
 
+@functools.cache
+def _webauthn() -> SimpleNamespace:
+    """py_webauthn, imported at the first passkey ceremony. Imported with grantd it cost every server
+    process ~5 MB and ~0.1 s of its start (with what it imports: pyOpenSSL, pyasn1, cbor2)."""
+    import webauthn
+    from webauthn.helpers import bytes_to_base64url, options_to_json
+    from webauthn.helpers.exceptions import WebAuthnException
+    from webauthn.helpers.structs import (
+        AuthenticatorSelectionCriteria,
+        AuthenticatorTransport,
+        PublicKeyCredentialDescriptor,
+        ResidentKeyRequirement,
+        UserVerificationRequirement,
+    )
+
+    return SimpleNamespace(
+        generate_registration_options=webauthn.generate_registration_options,
+        verify_registration_response=webauthn.verify_registration_response,
+        generate_authentication_options=webauthn.generate_authentication_options,
+        verify_authentication_response=webauthn.verify_authentication_response,
+        bytes_to_base64url=bytes_to_base64url,
+        options_to_json=options_to_json,
+        WebAuthnException=WebAuthnException,
+        AuthenticatorSelectionCriteria=AuthenticatorSelectionCriteria,
+        AuthenticatorTransport=AuthenticatorTransport,
+        PublicKeyCredentialDescriptor=PublicKeyCredentialDescriptor,
+        ResidentKeyRequirement=ResidentKeyRequirement,
+        UserVerificationRequirement=UserVerificationRequirement,
+        TRANSPORTS={t.value for t in AuthenticatorTransport},
+    )
+
+
 # ---------------------------------------------------------------- registration
 
 
@@ -172,7 +197,8 @@ async def registration_options(ctx: Context, user: accounts.Principal) -> str:
     async with ctx.db.read() as conn:
         existing = await store.of_user(conn, user.user_id)
     rp_id, _ = relying_party(ctx)
-    options = webauthn.generate_registration_options(
+    w = _webauthn()
+    options = w.generate_registration_options(
         rp_id=rp_id,
         rp_name=rp_id,
         user_id=user.user_id.encode(),
@@ -180,13 +206,13 @@ async def registration_options(ctx: Context, user: accounts.Principal) -> str:
         user_display_name=email,
         challenge=await _new_challenge(ctx, REGISTER, user.user_id),
         timeout=_TIMEOUT_MS,
-        authenticator_selection=AuthenticatorSelectionCriteria(
-            resident_key=ResidentKeyRequirement.REQUIRED,
-            user_verification=UserVerificationRequirement.REQUIRED,
+        authenticator_selection=w.AuthenticatorSelectionCriteria(
+            resident_key=w.ResidentKeyRequirement.REQUIRED,
+            user_verification=w.UserVerificationRequirement.REQUIRED,
         ),
-        exclude_credentials=[PublicKeyCredentialDescriptor(id=_b64url(row.credential_id)) for row in existing],
+        exclude_credentials=[w.PublicKeyCredentialDescriptor(id=_b64url(row.credential_id)) for row in existing],
     )
-    return options_to_json(options)
+    return w.options_to_json(options)
 
 
 def clean_name(name: str) -> str:
@@ -210,23 +236,24 @@ async def register(
     attempt = await ctx.limiter.hit(*_limits(ctx, address))
     expected = await _spend(ctx, challenge, REGISTER, user.user_id)
     rp_id, origin = relying_party(ctx)
+    w = _webauthn()
     try:
-        verified = webauthn.verify_registration_response(
+        verified = w.verify_registration_response(
             credential=parsed,
             expected_challenge=expected,
             expected_rp_id=rp_id,
             expected_origin=origin,
             require_user_verification=True,
         )
-    except (WebAuthnException, ValueError, KeyError, TypeError) as exc:
+    except (w.WebAuthnException, ValueError, KeyError, TypeError) as exc:
         raise InvalidGrant(f"The passkey was not accepted: {exc}") from None
     transports = parsed.get("response", {}).get("transports") or []
-    kept = ",".join(t for t in transports if isinstance(t, str) and t in _TRANSPORTS) if isinstance(transports, list) else ""
-    credential_id = bytes_to_base64url(verified.credential_id)
+    kept = ",".join(t for t in transports if isinstance(t, str) and t in w.TRANSPORTS) if isinstance(transports, list) else ""
+    credential_id = w.bytes_to_base64url(verified.credential_id)
     now = ctx.now()
     async with ctx.db.write() as tx:
         if not await store.insert_passkey(
-            tx, credential_id=credential_id, user_id=user.user_id, public_key=bytes_to_base64url(verified.credential_public_key),
+            tx, credential_id=credential_id, user_id=user.user_id, public_key=w.bytes_to_base64url(verified.credential_public_key),
             sign_count=verified.sign_count, transports=kept, name=name, now=now,
         ):
             raise InvalidGrant("This passkey is registered already.")
@@ -280,26 +307,27 @@ async def sign_in_options(ctx: Context, binding: str, *, user_id: str | None = N
     ``user_id`` no credential is named (the browser offers the passkeys it has for this site:
     discoverable credentials, conditional UI); with it (the second factor after a password),
     that user's passkeys, and the challenge is for the second step only."""
+    w = _webauthn()
     allowed: list[PublicKeyCredentialDescriptor] = []
     if user_id is not None:
         async with ctx.db.read() as conn:
             rows = await store.of_user(conn, user_id)
         allowed = [
-            PublicKeyCredentialDescriptor(
+            w.PublicKeyCredentialDescriptor(
                 id=_b64url(row.credential_id),
-                transports=[AuthenticatorTransport(t) for t in row.transports.split(",") if t],
+                transports=[w.AuthenticatorTransport(t) for t in row.transports.split(",") if t],
             )
             for row in rows
         ]
     rp_id, _ = relying_party(ctx)
-    options = webauthn.generate_authentication_options(
+    options = w.generate_authentication_options(
         rp_id=rp_id,
         challenge=await _new_challenge(ctx, SIGN_IN if user_id is None else SECOND_STEP, binding),
         timeout=_TIMEOUT_MS,
         allow_credentials=allowed,
-        user_verification=UserVerificationRequirement.REQUIRED,
+        user_verification=w.UserVerificationRequirement.REQUIRED,
     )
-    return options_to_json(options)
+    return w.options_to_json(options)
 
 
 async def sign_in(
@@ -331,8 +359,9 @@ async def sign_in(
         await _failed(ctx, row.user_id, address, "passkey_user_mismatch")
         raise InvalidGrant(_REFUSED)
     rp_id, origin = relying_party(ctx)
+    w = _webauthn()
     try:
-        verified = webauthn.verify_authentication_response(
+        verified = w.verify_authentication_response(
             credential=parsed,
             expected_challenge=expected,
             expected_rp_id=rp_id,
@@ -341,7 +370,7 @@ async def sign_in(
             credential_current_sign_count=row.sign_count,
             require_user_verification=True,
         )
-    except (WebAuthnException, ValueError, KeyError, TypeError):
+    except (w.WebAuthnException, ValueError, KeyError, TypeError):
         await _failed(ctx, row.user_id, address, "passkey_refused")
         raise InvalidGrant(_REFUSED) from None
     async with ctx.db.write() as tx:

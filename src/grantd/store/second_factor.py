@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Row
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from grantd.store.schema import recovery_codes, totp_credentials
+
+if TYPE_CHECKING:  # SQLAlchemy's asyncio extension imports its ORM: ~7 MB and ~0.2 s a process
+    from sqlalchemy.ext.asyncio import AsyncConnection
 
 
 async def totp_of(conn: AsyncConnection, user_id: str) -> Row | None:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlsplit
 
-from jinja2 import Environment, PackageLoader, StrictUndefined
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse
 
@@ -18,13 +18,8 @@ from grantd.core.context import Context
 from grantd.core.errors import GrantdError
 from grantd.web import session
 
-templates = Environment(
-    loader=PackageLoader("grantd.web", "templates"),
-    autoescape=True,
-    undefined=StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
+if TYPE_CHECKING:
+    from jinja2 import Environment
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache", "Referrer-Policy": "no-referrer"}
 # A page with passkeys runs /static/passkeys.js, which calls the page's own JSON endpoints.
@@ -61,8 +56,22 @@ def wait_time(seconds: int) -> str:
     return f"{hours} hour{'s' if hours != 1 else ''}"
 
 
-templates.filters["when"] = when
-templates.filters["iso"] = iso
+@functools.cache
+def templates() -> Environment:
+    """The pages' templates, made when the first page is rendered: a process that serves only the
+    APIs never imports Jinja2 (imported with grantd, ~2 MB a process)."""
+    from jinja2 import Environment, PackageLoader, StrictUndefined
+
+    environment = Environment(
+        loader=PackageLoader("grantd.web", "templates"),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    environment.filters["when"] = when
+    environment.filters["iso"] = iso
+    return environment
 
 
 def _origin(uri: str) -> tuple[str, str, int | None] | None:
@@ -141,7 +150,7 @@ def page(
     connect_src: Iterable[str] = (),
     **values: Any,
 ) -> HTMLResponse:
-    html = templates.get_template(template).render(**values)
+    html = templates().get_template(template).render(**values)
     return HTMLResponse(html, status_code, headers=security_headers(form_action, img_src, script_src, connect_src))
 
 

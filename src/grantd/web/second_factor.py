@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
-import segno
 from fastapi import Request
 from starlette.responses import Response
 
@@ -180,6 +179,8 @@ async def step(request: Request) -> Response:
 
 def _qr_svg(uri: str) -> str:
     """The otpauth URI as an inline SVG QR code: drawn by the page itself, no request anywhere."""
+    import segno  # only when setting up an authenticator app: imported with grantd, ~0.7 MB a process
+
     return segno.make(uri, error="m").svg_inline(scale=5, dark="#000", light="#fff", title="QR code of the secret")
 
 
