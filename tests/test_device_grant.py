@@ -25,6 +25,7 @@ import acting_user
 from acting_user import parse_forms
 from grantd.core import retention
 from grantd.store.schema import device_codes
+from support.dpop import Holder, claims_of
 from support.neucron import PASSWORD, sign_up, unique_email
 from support.servers import ServerProcess, assert_clean_logs, server_on_new_sqlite, start_server
 from test_retention import fresh  # noqa: F401 - the fixture: the in-process app on a database of its own
@@ -82,8 +83,22 @@ class App:
         assert response.status_code == 200, response.text
         return response.json()
 
-    async def poll(self, api: httpx.AsyncClient, device_code: str) -> httpx.Response:
-        return await api.post("/oauth2/token", data=self.form(grant_type=GRANT_TYPE, device_code=device_code), **self.auth())
+    async def poll(
+        self, api: httpx.AsyncClient, device_code: str, *, dpop: str | None = None, **fields: str
+    ) -> httpx.Response:
+        """A poll of the token endpoint; ``dpop``: a DPoP proof sent with it; ``fields``: more parameters."""
+        return await api.post(
+            "/oauth2/token", data=self.form(grant_type=GRANT_TYPE, device_code=device_code, **fields),
+            headers={"DPoP": dpop} if dpop else None, **self.auth(),
+        )
+
+    async def refresh(
+        self, api: httpx.AsyncClient, refresh_token: str, *, dpop: str | None = None, **fields: str
+    ) -> httpx.Response:
+        return await api.post(
+            "/oauth2/token", data=self.form(grant_type="refresh_token", refresh_token=refresh_token, **fields),
+            headers={"DPoP": dpop} if dpop else None, **self.auth(),
+        )
 
 
 async def new_app(api: httpx.AsyncClient, *, public: bool = False, name: str = "Living Room TV") -> App:
@@ -247,6 +262,36 @@ async def test_approved_the_device_gets_tokens_once(api: httpx.AsyncClient, serv
     _, token = await sign_in_api(api, email)
     grants = (await api.get("/v1/grants", headers={"Authorization": f"Bearer {token}"})).json()["data"]["grants"]
     assert [(g["app_id"], g["permissions"]) for g in grants] == [(app.client_id, "openid,read_profile")]
+    assert_clean_logs([server])
+
+
+async def approved(api: httpx.AsyncClient, server: ServerProcess, app: App, scope: str = "read_profile") -> str:
+    """A device request of ``app`` a new person approved: its device code."""
+    _, email = await new_person(api)
+    started = await app.start(api, scope=scope)
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as browser:
+        done = await decide(browser, started["verification_uri_complete"], email, "approve")
+    assert done.status_code == 200, done.text
+    return str(started["device_code"])
+
+
+async def test_a_public_devices_tokens_are_bound_to_its_dpop_key(api: httpx.AsyncClient, server: ServerProcess) -> None:
+    """RFC 9449 §5: a public client's refresh token is bound to the key of its proof, so a stolen
+    one refreshes for nobody else."""
+    app, holder = await new_app(api, public=True), Holder()
+    token_endpoint = f"{server.base_url}/oauth2/token"
+    device_code = await approved(api, server, app)
+    response = await app.poll(api, device_code, dpop=holder.proof("POST", token_endpoint))
+    assert response.status_code == 200, response.text
+    tokens = response.json()
+    assert tokens["token_type"] == "DPoP" and claims_of(tokens["access_token"])["cnf"]["jkt"] == holder.jkt
+    assert error_of(await app.refresh(api, tokens["refresh_token"])) == "invalid_grant"
+    other = await app.refresh(api, tokens["refresh_token"], dpop=Holder().proof("POST", token_endpoint))
+    assert error_of(other) == "invalid_grant"
+    refreshed = await app.refresh(api, tokens["refresh_token"], dpop=holder.proof("POST", token_endpoint))
+    assert refreshed.status_code == 200, refreshed.text
+    assert refreshed.json()["token_type"] == "DPoP"
+    assert claims_of(refreshed.json()["access_token"])["cnf"]["jkt"] == holder.jkt
     assert_clean_logs([server])
 
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from grantd.core.amr import stored_amr
-from grantd.core import access_token, audit, authorization, id_tokens, openid, ratelimit
+from grantd.core import access_token, audit, authorization, dpop, id_tokens, openid, ratelimit
 from grantd.core import permissions as perms
 from grantd.core.access_token import IssuedToken
 from grantd.core.accounts import Principal
@@ -287,13 +287,15 @@ def _issue(
     ctx: Context, client: Any, row: Any, jti: str, refresh_token: str, now: int, address: str | None
 ) -> dict[str, Any]:
     """The rows an approved request writes: the refresh token (its family, and the access token's,
-    is the device code, as a code's tokens are the code's) and the audit row."""
+    is the device code, as a code's tokens are the code's; a public client's bound to its DPoP
+    proof's key, as the code grant's) and the audit row."""
     scope = row.scope
     # The access token's particulars (it has no row): built first, so an app that requires DPoP gets nothing without a proof.
     access_token.row(ctx, client, jti=jti, user_id=row.user_id, code_hash=row.device_code_hash, scope=scope, now=now)
     refresh = refresh_row(
         ctx, client, refresh_token, code_hash=row.device_code_hash, user_id=row.user_id, scope=scope,
         access_jti=jti, now=now, auth_time=row.auth_time, session_jti=None, amr=row.amr,
+        dpop_jkt=dpop.refresh_binding(client),
     )
     event = audit.entry(
         ctx, "device_code_redeemed", actor=client.app_id, user_id=row.user_id, app_id=client.app_id,
