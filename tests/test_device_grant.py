@@ -3,12 +3,14 @@ PostgreSQL: the device authorization endpoint (§3.1–§3.2), the person's page
 of the token endpoint to a polling device (§3.4–§3.5: authorization_pending, slow_down with a
 growing interval, access_denied, expired_token, invalid_grant), a device code redeemed exactly once
 under concurrent polls, codes hashed at rest, and user-code guesses rate limited per address and
-for everyone together (§5.1). The person here is an HTTP client following the pages' forms; in
+for everyone together (§5.1); a public device's refresh token bound to its DPoP key (RFC 9449 §5),
+and ``resource`` at the device's token request (RFC 8707). The person here is an HTTP client following the pages' forms; in
 Chromium: tests/browser/test_device.py; with openid-client 6: tests/test_interop_device.py."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -28,6 +30,7 @@ from grantd.store.schema import device_codes
 from support.dpop import Holder, claims_of
 from support.neucron import PASSWORD, sign_up, unique_email
 from support.servers import ServerProcess, assert_clean_logs, server_on_new_sqlite, start_server
+from test_resource_indicators import cli_json
 from test_retention import fresh  # noqa: F401 - the fixture: the in-process app on a database of its own
 
 pytestmark = pytest.mark.db
@@ -35,6 +38,8 @@ pytestmark = pytest.mark.db
 GRANT_TYPE = "urn:ietf:params:oauth:grant-type:device_code"
 USER_CODE = re.compile(r"^[BCDFGHJKLMNPQRSTVWXZ]{4}-[BCDFGHJKLMNPQRSTVWXZ]{4}$")
 INTERVAL = 2  # the servers' GRANTD_DEVICE_CODE_INTERVAL here: short, so that the tests wait little
+MCP = "https://mcp.example.com/mcp"
+FILES = "https://files.example.com/api"
 
 
 # ---------------------------------------------------------------- servers, apps, people
@@ -292,6 +297,83 @@ async def test_a_public_devices_tokens_are_bound_to_its_dpop_key(api: httpx.Asyn
     assert refreshed.status_code == 200, refreshed.text
     assert refreshed.json()["token_type"] == "DPoP"
     assert claims_of(refreshed.json()["access_token"])["cnf"]["jkt"] == holder.jkt
+    assert_clean_logs([server])
+
+
+# ---------------------------------------------------------------- RFC 8707: resource at the device's token request
+
+
+def invalid_target(response: httpx.Response) -> str:
+    assert response.status_code == 400 and error_of(response) == "invalid_target", response.text
+    return str(response.json()["error_description"])
+
+
+async def test_a_resource_is_the_device_tokens_audience_and_its_refreshes_stay_there(
+    api: httpx.AsyncClient, server: ServerProcess
+) -> None:
+    app = await new_app(api)
+    device_code = await approved(api, server, app, scope="read_profile write_data")
+    # Not a resource indicator (RFC 8707 §2): refused, the device code left unspent.
+    for wrong in (f"{MCP}#tools", "/mcp", "mcp.example.com/mcp", "http://mcp.example.com/mcp"):
+        invalid_target(await app.poll(api, device_code, resource=wrong))
+    response = await app.poll(api, device_code, resource=MCP)
+    assert response.status_code == 200, response.text
+    tokens = response.json()
+    assert tokens["scope"] == "read_profile write_data"
+    claims = claims_of(tokens["access_token"])
+    assert claims["aud"] == MCP and claims["iss"] == server.base_url
+    introspected = await api.post("/oauth2/introspect", data={"token": tokens["access_token"]}, auth=(app.client_id, app.secret))
+    assert introspected.json()["active"] is True and introspected.json()["aud"] == MCP
+    # The resource is the grant's: a refresh gets tokens for it, named or not, never for another.
+    assert "not one of the resources" in invalid_target(await app.refresh(api, tokens["refresh_token"], resource=FILES))
+    named = await app.refresh(api, tokens["refresh_token"], resource=MCP)
+    assert named.status_code == 200, named.text
+    assert claims_of(named.json()["access_token"])["aud"] == MCP
+    unnamed = await app.refresh(api, named.json()["refresh_token"])
+    assert unnamed.status_code == 200, unnamed.text
+    assert claims_of(unnamed.json()["access_token"])["aud"] == MCP
+    # Without resource, the token keeps the server's audience.
+    plain = await app.poll(api, await approved(api, server, app))
+    assert plain.status_code == 200, plain.text
+    assert claims_of(plain.json()["access_token"])["aud"] == server.base_url
+    assert_clean_logs([server])
+
+
+@pytest.fixture(scope="module")
+def registered_only(secret_key: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """GRANTD_RESOURCE_POLICY=registered, with MCP registered (by `grantd resources create`) for read_profile only."""
+    data_dir = tmp_path_factory.mktemp("device-registered")
+    url = f"sqlite+aiosqlite:///{data_dir / 'grantd.db'}"
+    env = {**os.environ, "GRANTD_DATABASE_URL": url, "GRANTD_SECRET_KEY": secret_key, "GRANTD_DATA_DIR": str(data_dir)}
+    cli_json(env, "resources", "create", "--uri", MCP, "--permissions", "read_profile")
+    started = start_server(
+        url, secret_key, data_dir, env={"GRANTD_DEVICE_CODE_INTERVAL": str(INTERVAL), "GRANTD_RESOURCE_POLICY": "registered"}
+    )
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+async def test_under_the_registered_policy_a_device_gets_what_its_resource_accepts(registered_only: ServerProcess) -> None:
+    server = registered_only
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as api:
+        app = await new_app(api)
+        device_code = await approved(api, server, app, scope="read_profile write_data")
+        assert "not a resource registered" in invalid_target(await app.poll(api, device_code, resource=FILES))
+        response = await app.poll(api, device_code, resource=MCP)
+        assert response.status_code == 200, response.text
+        tokens = response.json()
+        claims = claims_of(tokens["access_token"])
+        # Narrowed to what the resource accepts; the refresh token keeps the whole grant.
+        assert claims["aud"] == MCP and tokens["scope"] == "read_profile" and claims["scope"] == "read_profile"
+        refreshed = await app.refresh(api, tokens["refresh_token"])
+        assert refreshed.status_code == 200, refreshed.text
+        assert claims_of(refreshed.json()["access_token"])["aud"] == MCP and refreshed.json()["scope"] == "read_profile"
+        # A resource that accepts none of the permissions granted: refused, the device code unspent.
+        only_write = await approved(api, server, app, scope="write_data")
+        assert "accepts none" in invalid_target(await app.poll(api, only_write, resource=MCP))
+        assert (await app.poll(api, only_write)).status_code == 200
     assert_clean_logs([server])
 
 

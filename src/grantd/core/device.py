@@ -17,7 +17,11 @@ the token endpoint until they have.
 4. ``poll`` (the token endpoint, §3.4–§3.5): ``authorization_pending`` until the decision,
    ``slow_down`` to a device polling sooner than its interval (which then grows by 5 seconds),
    ``access_denied``, ``expired_token``; an approved code is redeemed exactly once for tokens as
-   the code grant issues them (a refresh token, an ID token for ``openid``).
+   the code grant issues them (a refresh token, an ID token for ``openid``). ``resource`` (RFC
+   8707) there is the access token's audience, as at a code's token request (``core.resources``:
+   the value, the policy, the permissions a registered resource accepts); the device authorization
+   request names none, so the resource the device's token request names becomes its grant's: the
+   refresh token keeps it, and its refreshes may name it or leave it out, never name another.
 
 A device's grant does not end with the browser session that approved it: that session is on
 another device, and signing out there is not the device's sign-out.
@@ -30,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from grantd.core.amr import stored_amr
-from grantd.core import access_token, audit, authorization, dpop, id_tokens, openid, ratelimit
+from grantd.core import access_token, audit, authorization, dpop, id_tokens, openid, ratelimit, resources
 from grantd.core import permissions as perms
 from grantd.core.access_token import IssuedToken
 from grantd.core.accounts import Principal
@@ -228,19 +232,30 @@ async def decide(ctx: Context, principal: Principal, pending: Pending, *, approv
 _ISSUED, _PENDING, _SLOW_DOWN, _DENIED, _EXPIRED, _BAD = range(6)
 
 
-async def poll(ctx: Context, auth: ClientAuthentication, device_code: str, address: str | None) -> IssuedToken:
+async def poll(
+    ctx: Context, auth: ClientAuthentication, device_code: str, address: str | None, resource: str | None = None
+) -> IssuedToken:
     """The token endpoint's answer to a device polling with its ``device_code``.
 
-    The client is proven first. Then, in one write transaction holding the request's row: an
+    The client is proven first, then ``resource`` (RFC 8707) if sent: one valid URI, under the
+    ``registered`` policy a registered resource (its registration read before the code is).
+    Then, in one write transaction holding the request's row: an
     unknown code, another app's or a redeemed one is ``invalid_grant``; an expired one
     ``expired_token``; a denied one ``access_denied``; a pending one ``authorization_pending``, or
     ``slow_down`` when polled sooner than its interval after the last poll (the interval then
     grows by ``SLOW_DOWN_STEP``); an approved one is spent (``store.redeem``: exactly once, even
-    under concurrent polls) with the tokens it issues and the ``device_code_redeemed`` audit row."""
+    under concurrent polls) with the tokens it issues and the ``device_code_redeemed`` audit row,
+    unless the resource accepts none of the permissions granted (``invalid_target``, the code
+    unspent)."""
     client = await auth.authenticate(ctx)
+    audience, accepted = None, None
+    if resource is not None:
+        audience = resources.one(resource)
+        accepted = await resources.accepted_by(ctx, audience)
     code_hash = ctx.hasher.hash(device_code)
     now, jti, refresh_token = ctx.now(), new_token_id(), new_secret()
     outcome, row = _BAD, None
+    permissions: tuple[str, ...] = ()  # the access token's: the grant, narrowed to the resource
     async with ctx.db.write() as tx:
         row = await store.for_poll(tx, code_hash)
         if row is None or row.app_id != client.app_id or row.redeemed_at is not None:
@@ -256,16 +271,18 @@ async def poll(ctx: Context, auth: ClientAuthentication, device_code: str, addre
         elif await grant_store.of(tx, row.user_id, row.app_id) is None:
             outcome = _DENIED  # approved, then the person withdrew the app's access before the device came back
         else:
-            spent = await store.redeem(tx, code_hash, client.app_id, now, **_issue(ctx, client, row, jti, refresh_token, now, address))
+            granted = tuple(row.scope.split(" "))
+            permissions = granted if audience is None else resources.narrowed(granted, accepted, audience)
+            issue = _issue(ctx, client, row, jti, refresh_token, now, address, " ".join(permissions), audience)
+            spent = await store.redeem(tx, code_hash, client.app_id, now, **issue)
             outcome = _ISSUED if spent else _BAD
     if outcome == _ISSUED:
         assert row is not None
-        permissions = tuple(row.scope.split(" "))
         issued = access_token.issue(
             ctx, client, jti=jti, user_id=row.user_id, permissions=permissions, now=now, refresh_token=refresh_token,
-            family=row.device_code_hash,
+            audience=audience, family=row.device_code_hash,
         )
-        if openid.is_openid(permissions):
+        if openid.is_openid(row.scope.split(" ")):  # the grant's, whatever a resource narrowed the access token to
             issued = await id_tokens.with_id_token(
                 ctx, issued, app_id=client.app_id, user_id=row.user_id, auth_time=row.auth_time, nonce=None, now=now,
                 amr=row.amr,
@@ -284,18 +301,22 @@ async def poll(ctx: Context, auth: ClientAuthentication, device_code: str, addre
 
 
 def _issue(
-    ctx: Context, client: Any, row: Any, jti: str, refresh_token: str, now: int, address: str | None
+    ctx: Context, client: Any, row: Any, jti: str, refresh_token: str, now: int, address: str | None, scope: str,
+    audience: str | None,
 ) -> dict[str, Any]:
     """The rows an approved request writes: the refresh token (its family, and the access token's,
     is the device code, as a code's tokens are the code's; a public client's bound to its DPoP
-    proof's key, as the code grant's) and the audit row."""
-    scope = row.scope
+    proof's key, as the code grant's; the resource the access token is for, ``audience``, its
+    grant's) and the audit row. ``scope``: the access token's."""
     # The access token's particulars (it has no row): built first, so an app that requires DPoP gets nothing without a proof.
-    access_token.row(ctx, client, jti=jti, user_id=row.user_id, code_hash=row.device_code_hash, scope=scope, now=now)
+    access_token.row(
+        ctx, client, jti=jti, user_id=row.user_id, code_hash=row.device_code_hash, scope=scope, now=now, audience=audience
+    )
+    # The refresh token keeps the whole grant, whatever this access token was narrowed to.
     refresh = refresh_row(
-        ctx, client, refresh_token, code_hash=row.device_code_hash, user_id=row.user_id, scope=scope,
+        ctx, client, refresh_token, code_hash=row.device_code_hash, user_id=row.user_id, scope=row.scope,
         access_jti=jti, now=now, auth_time=row.auth_time, session_jti=None, amr=row.amr,
-        dpop_jkt=dpop.refresh_binding(client),
+        dpop_jkt=dpop.refresh_binding(client), resources=resources.stored(() if audience is None else (audience,)),
     )
     event = audit.entry(
         ctx, "device_code_redeemed", actor=client.app_id, user_id=row.user_id, app_id=client.app_id,

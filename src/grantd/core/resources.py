@@ -2,8 +2,8 @@
 
 A client names the protected resource it wants a token for with ``resource``: at the
 authorization endpoint (``/oauth2/authorize``, and ``/oauth2/par``) one or more of them, recorded
-with the code and then with its refresh tokens (the grant's resources); at the token endpoint
-one, which becomes the access token's ``aud``, exactly as sent. Without ``resource`` a token keeps
+with the code and then with its refresh tokens (the grant's resources); at the token endpoint,
+for every grant, one, which becomes the access token's ``aud``, exactly as sent. Without ``resource`` a token keeps
 the server's audience (``GRANTD_ACCESS_TOKEN_AUDIENCE``, else the issuer), and a request without
 it pays nothing here.
 
@@ -22,7 +22,8 @@ The rules, all here:
   token is for the grant's only resource, and a grant of several must name one. A grant made
   without ``resource`` is not bound to any: its token requests may name any resource the policy
   accepts. A refresh token keeps the grant's resources, whatever one of its tokens names: a
-  refresh narrows, never widens.
+  refresh narrows, never widens. The device grant (``core.device``) has no authorization request
+  to name them: the resource its token request names is its grant's only one.
 - Anything else is ``invalid_target`` (RFC 8707 §2): 400 in RFC 6749 §5.2 JSON at the token and
   PAR endpoints, an error redirect at the authorization endpoint.
 - A token for a resource is that resource's: grantd's own resources (UserInfo, the v2 user info)
