@@ -1,6 +1,7 @@
 """The FAPI 2.0 security profile (``security_profile: fapi2``) against a real `grantd serve`: an app
-under it is authorized only through a pushed request (RFC 9126) with PKCE S256, authenticates with
-private_key_jwt whose assertions name the issuer alone as ``aud``, gets codes that live at most
+under it is authorized only through a pushed request (RFC 9126) that names its ``redirect_uri``,
+with PKCE S256, authenticates with private_key_jwt whose assertions name the issuer alone as
+``aud``, gets codes that live at most
 60 seconds and an ``iss`` in every authorization response, gets only DPoP-bound access tokens (RFC
 9449: every token request carries a proof; the code is bound to the key at the pushed request), and
 keeps its refresh token on a refresh. Another private_key_jwt app, on the same server, keeps the
@@ -167,6 +168,19 @@ async def test_a_pushed_request_needs_pkce_s256(fapi: App, ordinary: App, http: 
     assert plain.status_code == 400 and "S256" in plain.json()["error_description"], plain.text
     # A confidential app outside the profile may still leave PKCE out.
     assert (await ordinary.push(http, **request_params())).status_code == 201
+
+
+async def test_a_pushed_request_must_name_its_redirect_uri(fapi: App, ordinary: App, http: httpx.AsyncClient) -> None:
+    """FAPI 2.0 Security Profile §5.3.2.2: the redirect_uri is required in a pushed request, even
+    from an app with one registered URI (which RFC 6749 §3.1.2.3 lets stand in for it otherwise)."""
+    _, challenge = pkce()
+    params = {name: value for name, value in request_params(challenge).items() if name != "redirect_uri"}
+    missing = await fapi.push(http, **params)
+    assert missing.status_code == 400 and missing.json()["error"] == "invalid_request", missing.text
+    assert "redirect_uri is required" in missing.json()["error_description"]
+    assert (await fapi.push(http, **request_params(challenge))).status_code == 201
+    # An app outside the profile may leave it out: its one registered URI stands in.
+    assert (await ordinary.push(http, **params)).status_code == 201
 
 
 @pytest.mark.parametrize("binding", ["proof", "dpop_jkt"])

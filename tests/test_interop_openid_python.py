@@ -42,14 +42,15 @@ from support.servers import ServerProcess
 SCOPE = "openid profile email"
 
 
-def discovered(issuer: str, flow: Flow) -> OAuth2Client:
-    """The library's client for ``flow``'s app, from the discovery document alone. ``testing``: the
-    loopback server is http, which the library would otherwise refuse as an issuer."""
+def discovered(issuer: str, flow: Flow, auth: Any = None) -> OAuth2Client:
+    """The library's client for ``flow``'s app, from the discovery document alone, authenticating
+    with ``auth`` (by default the app's key secret, by HTTP Basic). ``testing``: the loopback
+    server is http, which the library would otherwise refuse as an issuer."""
     document = requests.get(f"{issuer}/.well-known/openid-configuration", timeout=10).json()
     client = OAuth2Client.from_discovery_document(
         document,
         issuer=issuer,
-        auth=ClientSecretBasic(flow.app_id, flow.key_secret),
+        auth=auth or ClientSecretBasic(flow.app_id, flow.key_secret),
         redirect_uri=flow.redirect_uri,
         testing=True,
         # The app's id_token_signed_response_alg (RS256: the registration default, which /v1/apps

@@ -12,7 +12,10 @@ and redeems the code:
   key's ``dpop_jkt``); the code redeems only with a proof of that key, into a DPoP-bound access
   token that UserInfo accepts with a proof; a push whose ``dpop_jkt`` names another key than its
   proof's is refused;
-- with ``resource`` (RFC 8707) in the push: the access token's ``aud``.
+- with ``resource`` (RFC 8707) in the push: the access token's ``aud``;
+- authenticated by the library's ``PrivateKeyJwt`` (RFC 7523), whose assertions name as their
+  ``aud`` the URL of the endpoint they are sent to: the PAR endpoint's at the push (RFC 9126 §2),
+  the token endpoint's at the redemption.
 """
 
 from __future__ import annotations
@@ -24,11 +27,13 @@ import httpx
 import jwt
 import pytest
 import requests
+from jwskate import Jwk
 from requests_oauth2client import (
     AuthorizationRequest,
     DPoPKey,
     DPoPToken,
     OAuth2Client,
+    PrivateKeyJwt,
     RequestUriParameterAuthorizationRequest,
 )
 from requests_oauth2client import InvalidGrant, OAuth2Error
@@ -143,3 +148,23 @@ async def test_a_pushed_resource_is_the_tokens_audience(rp: tuple[OAuth2Client, 
     response = request.validate_callback(await user.authorize(par.uri, flow.redirect_uri))
     token = client.authorization_code(response)
     assert jwt.decode(token.access_token, options={"verify_signature": False})["aud"] == resource
+
+
+async def test_a_private_key_jwt_client_pushes_and_redeems_with_its_default_audiences(
+    interop_server: ServerProcess, interop_dev: Flow, user: ActingUser
+) -> None:
+    """The library signs each assertion for the endpoint it posts to (its default ``aud``): the PAR
+    endpoint's URL at the push, which RFC 9126 §2 says the server must accept."""
+    key = Jwk.generate(alg="ES256", kid="k1")
+    flow = await new_app(interop_dev, token_endpoint_auth_method="private_key_jwt", jwks={"keys": [dict(key.public_jwk())]})
+    auth = PrivateKeyJwt(flow.app_id, key)
+    assert auth.aud is None  # the library's default: the URL of the endpoint each request goes to
+    client = discovered(interop_server.base_url, flow, auth)
+    assert client.pushed_authorization_request_endpoint == f"{interop_server.base_url}/oauth2/par"
+
+    request, par = pushed(client)
+    only_a_reference(par, client)
+    response = request.validate_callback(await user.authorize(par.uri, flow.redirect_uri))
+    token = client.authorization_code(response)  # aud: the token endpoint's URL; the ID token validated
+    assert token.id_token.nonce == request.nonce and token.id_token.subject == flow.user_id
+    assert client.userinfo(token)["sub"] == flow.user_id

@@ -1,6 +1,6 @@
 """RFC 7523 private_key_jwt client authentication: an app registered for it proves itself with a
-JWT signed by a key of its ``jwks`` (or ``jwks_uri``), at the token, revocation and introspection
-endpoints, and every check of RFC 7523 §3 refuses what it should."""
+JWT signed by a key of its ``jwks`` (or ``jwks_uri``), at the token, revocation, introspection,
+pushed authorization request and device authorization endpoints, and every check of RFC 7523 §3 refuses what it should."""
 
 from __future__ import annotations
 
@@ -104,6 +104,46 @@ async def test_authorization_code_with_a_signed_assertion(pk_flow: Flow, key: An
     refresh = {"grant_type": "refresh_token", "refresh_token": body["refresh_token"]}
     response = await pk_flow.client.post("/oauth2/token", data=form(assertion(key, pk_flow.app_id), **refresh))
     assert response.status_code == 200, response.text
+
+
+async def test_a_pushed_request_may_name_the_par_endpoint_as_aud(pk_flow: Flow, key: Any) -> None:
+    """RFC 9126 §2: at the pushed authorization request endpoint, the PAR endpoint's URL (as the
+    metadata publishes it) identifies the server as well as the issuer does."""
+    document = (await pk_flow.client.get("/.well-known/oauth-authorization-server")).json()
+    par_endpoint = document["pushed_authorization_request_endpoint"]
+    assert par_endpoint == f"{ISSUER}/oauth2/par"
+    request = {"response_type": "code", "redirect_uri": pk_flow.redirect_uri, "scope": "read_profile", "state": "s"}
+    for aud in (par_endpoint, ISSUER, [par_endpoint]):
+        response = await pk_flow.client.post("/oauth2/par", data=form(assertion(key, pk_flow.app_id, aud=aud), **request))
+        assert response.status_code == 201, (aud, response.text)
+        assert response.json()["request_uri"].startswith("urn:ietf:params:oauth:request_uri:")
+    # The device authorization endpoint's URL is an audience too, where clients authenticate.
+    device_endpoint = document["device_authorization_endpoint"]
+    response = await pk_flow.client.post(
+        "/oauth2/device_authorization", data=form(assertion(key, pk_flow.app_id, aud=device_endpoint), scope="read_profile")
+    )
+    assert response.status_code == 200, response.text
+    # An endpoint where no client authenticates is no audience.
+    response = await pk_flow.client.post(
+        "/oauth2/par", data=form(assertion(key, pk_flow.app_id, aud=f"{ISSUER}/oauth2/authorize"), **request)
+    )
+    refused(response)
+
+
+async def test_a_fapi2_app_may_not_name_the_par_endpoint_as_aud(client: httpx.AsyncClient, key: Any) -> None:
+    """Under the FAPI 2.0 profile (its Security Profile §5.3.2.1) the issuer alone, at PAR too."""
+    flow = await new_flow(
+        client, token_endpoint_auth_method="private_key_jwt", jwks={"keys": [public_jwk(key, "k1")]},
+        security_profile="fapi2",
+    )
+    request = {
+        "response_type": "code", "redirect_uri": flow.redirect_uri, "scope": "read_profile", "state": "s",
+        "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM", "code_challenge_method": "S256",
+    }
+    response = await client.post("/oauth2/par", data=form(assertion(key, flow.app_id, aud=f"{ISSUER}/oauth2/par"), **request))
+    refused(response)
+    response = await client.post("/oauth2/par", data=form(assertion(key, flow.app_id), **request))
+    assert response.status_code == 201, response.text
 
 
 def refused(response: httpx.Response) -> None:

@@ -20,8 +20,8 @@ from grantd.api import cors as cors_wire
 from grantd.api.deps import client_address
 from grantd.api.jsonbody import JSONBody
 from grantd.core import (
-    authorization, client_auth, client_metadata, cors, device, dpop, grants, introspection, jwks, openid, par,
-    ratelimit, registration, resources, revocation,
+    authorization, client_auth, client_metadata, cors, device, dpop, endpoints, grants, introspection, jwks, openid,
+    par, ratelimit, registration, resources, revocation,
 )
 from grantd.core.clients import ID_TOKEN_ALGORITHMS, SUBJECT_TYPES
 from grantd.core.access_token import IssuedToken
@@ -404,13 +404,8 @@ def discovery_document(ctx: Context) -> dict[str, Any]:
     issuer = ctx.settings.issuer
     return {
         "issuer": issuer,
-        "authorization_endpoint": f"{issuer}/oauth2/authorize",
-        "token_endpoint": f"{issuer}/oauth2/token",
-        "userinfo_endpoint": f"{issuer}/oauth2/userinfo",
+        **endpoints.urls(issuer),
         "jwks_uri": f"{issuer}/.well-known/jwks.json",
-        "end_session_endpoint": f"{issuer}/oauth2/logout",
-        "revocation_endpoint": f"{issuer}/oauth2/revoke",
-        "introspection_endpoint": f"{issuer}/oauth2/introspect",
         "scopes_supported": [*openid.SCOPES, *(name for name in ctx.catalog.descriptions if name not in openid.SCOPES)],
         "response_types_supported": ["code"],
         "response_modes_supported": list(authorization.RESPONSE_MODES),
@@ -433,9 +428,7 @@ def discovery_document(ctx: Context) -> dict[str, Any]:
         "introspection_endpoint_auth_signing_alg_values_supported": list(jwks.ALGORITHMS),
         "code_challenge_methods_supported": ["S256"],
         "authorization_response_iss_parameter_supported": True,
-        "pushed_authorization_request_endpoint": f"{issuer}/oauth2/par",
         "require_pushed_authorization_requests": ctx.settings.require_pushed_authorization_requests,
-        "device_authorization_endpoint": f"{issuer}/oauth2/device_authorization",
         "dpop_signing_alg_values_supported": list(dpop.ALGORITHMS),
         # draft-ietf-oauth-client-id-metadata-document: an https URL as client_id names its metadata
         "client_id_metadata_document_supported": client_metadata.supported(ctx),

@@ -25,7 +25,7 @@ from typing import Any, NamedTuple, Protocol
 
 import jwt
 
-from grantd.core import client_metadata, jwks
+from grantd.core import client_metadata, endpoints, jwks
 from grantd.core.clients import PRIVATE_KEY_JWT, PUBLIC, Client, OpenIDSettings, rotates_refresh_tokens
 from grantd.core.context import Context
 from grantd.core.errors import InvalidClient, InvalidRequest
@@ -155,8 +155,8 @@ class PublicClient(NamedTuple):
 class PrivateKeyJwt:
     """RFC 7523 §2.2 client authentication: a JWT signed by one of the app's keys (its ``jwks`` or
     ``jwks_uri``), for an app registered with ``token_endpoint_auth_method`` private_key_jwt. The
-    checks of §3: ``iss`` and ``sub`` the client_id, ``aud`` this server (the issuer, or the
-    endpoint's URL), a bounded ``exp``, a ``jti`` never seen before (recorded until its ``exp``,
+    checks of §3: ``iss`` and ``sub`` the client_id, ``aud`` this server (the issuer, or the URL
+    of an endpoint where clients authenticate: ``endpoints.assertion_audiences``), a bounded ``exp``, a ``jti`` never seen before (recorded until its ``exp``,
     in the database: every process refuses a replay), and an asymmetric signature (``ALGORITHMS``)."""
 
     __slots__ = ("client_id", "assertion")
@@ -206,9 +206,10 @@ class PrivateKeyJwt:
         else:
             raise InvalidClient("The client has no keys (jwks or jwks_uri).")
         issuer = ctx.settings.issuer
-        # RFC 7523 §3 item 3: the issuer, or the URL of the endpoint (token, revocation, introspection);
+        # RFC 7523 §3 item 3, RFC 9126 §2: the issuer, or the URL of an endpoint where clients authenticate
+        # (token, revocation, introspection, pushed authorization request, device authorization);
         # under FAPI 2.0 (its Security Profile §5.3.2.1) the issuer alone, as a string.
-        audiences = [issuer] if settings.fapi2 else [issuer, *(f"{issuer}/oauth2/{name}" for name in ("token", "revoke", "introspect"))]
+        audiences = [issuer] if settings.fapi2 else endpoints.assertion_audiences(issuer)
         claims = None
         for key in jwks.candidates(keys_text, kid, alg):
             try:

@@ -110,8 +110,9 @@ class OpenIDSettings:
     @property
     def fapi2(self) -> bool:
         """Whether the app is under the FAPI 2.0 Security Profile. Each of its rules is where the rule
-        it tightens lives: pushed requests only (``authorization.pushed_only``), PKCE S256 required
-        (``pkce.check_challenge``), codes of at most ``FAPI2_CODE_TTL`` seconds
+        it tightens lives: pushed requests only (``authorization.pushed_only``), each naming its
+        ``redirect_uri`` (``par.push``), PKCE S256 required (``pkce.check_challenge``), codes of at
+        most ``FAPI2_CODE_TTL`` seconds
         (``authorization.code_ttl``), an assertion's ``aud`` the issuer alone
         (``client_auth.PrivateKeyJwt``), refresh tokens not rotated (``rotates_refresh_tokens``),
         a DPoP proof with every token request, so only DPoP-bound tokens (``dpop_required``). Saving such an

@@ -75,6 +75,8 @@ async def push(ctx: Context, auth: ClientAuthentication, form: dict[str, str], *
         raise InvalidRequest(exc.message) from None
     if "redirect_uri" not in params and openid.is_openid(params.get("scope", "").split(" ")):
         raise InvalidRequest("redirect_uri is required in an OpenID Connect request (scope openid).")
+    if "redirect_uri" not in params and target.openid.fapi2:  # FAPI 2.0 Security Profile §5.3.2.2
+        raise InvalidRequest("redirect_uri is required in a pushed authorization request (FAPI 2.0).")
     standard = validate(ctx, target, params)
     await resources.admit(ctx, standard.resources, standard.permissions)
     if params.get("id_token_hint") is not None:
