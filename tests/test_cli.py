@@ -271,3 +271,13 @@ def test_environment_overrides_config_file(tmp_path: Path, server_factory: Calla
         url, env={"GRANTD_CONFIG_FILE": str(config), "GRANTD_PERMISSIONS": '{"send_mail":"Send mail as you"}'}
     )
     assert catalog(server) == {"send_mail": "Send mail as you"}
+
+
+def test_forwarded_allow_ips_names_addresses_or_networks(tmp_path: Path, secret_key: str) -> None:
+    """A proxy entry uvicorn could not read as an address would trust nobody without a word: refused."""
+    cli = Cli(tmp_path, secret_key)
+    cli.env["GRANTD_FORWARDED_ALLOW_IPS"] = " 10.0.0.5, 10.1.0.0/16 ,::1"
+    assert cli.json("config", "show")["forwarded_allow_ips"] == "10.0.0.5,10.1.0.0/16,::1"
+    for wrong in ("10.1.0.1/16", "lb.internal", "*,10.0.0.5"):
+        cli.env["GRANTD_FORWARDED_ALLOW_IPS"] = wrong
+        assert_failed(cli.run("config", "show"), "forwarded_allow_ips", repr(wrong.split(",")[0]))

@@ -103,7 +103,11 @@ def serve(
             access_log=False,  # grantd logs each request itself, without query strings
             loop="uvloop",
             http="httptools",
-            proxy_headers=False,
+            # Behind the proxies named, uvicorn puts the address a request was forwarded for in the
+            # ASGI scope's "client" before grantd sees it: the one address every rate limit per
+            # address, audit event and log line reads. Otherwise X-Forwarded-* is ignored.
+            proxy_headers=bool(settings.forwarded_allow_ips),
+            forwarded_allow_ips=settings.forwarded_allow_ips or None,
             server_header=False,
             timeout_keep_alive=settings.timeout_keep_alive,
             limit_concurrency=settings.limit_concurrency or None,

@@ -8,6 +8,7 @@ one machine: an embedded SQLite database and a generated secret under ``./var/``
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import secrets
@@ -286,6 +287,13 @@ class Settings(BaseSettings):
     host: str = Field(default="127.0.0.1", description="Address `grantd serve` binds to.")
     port: int = Field(default=8000, ge=1, le=65535, description="Port `grantd serve` listens on.")
     workers: int = Field(default=1, ge=1, description="Server processes `grantd serve` starts.")
+    forwarded_allow_ips: str = Field(
+        default="",
+        description="`grantd serve`: the reverse proxies, comma-separated IP addresses or networks (10.0.0.0/8), "
+        "whose X-Forwarded-For and X-Forwarded-Proto are believed: a request from one of them counts as coming from "
+        "the address it forwarded for (rate limits per address, audit events, logs). Empty: none, every request is "
+        "from its TCP peer; *: any peer (only where nothing but the proxy can reach grantd).",
+    )
     log_level: str = Field(default="info", description="debug, info, warning or error.")
     log_format: str = Field(
         default="auto",
@@ -333,6 +341,24 @@ class Settings(BaseSettings):
             if not PERMISSION_NAME.match(name):
                 raise ValueError(f"permission name {name!r} must match {PERMISSION_NAME.pattern}")
         return value
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _proxy_addresses(cls, value: str) -> str:
+        entries = [entry.strip() for entry in value.split(",") if entry.strip()]
+        if entries == ["*"]:
+            return "*"
+        for entry in entries:
+            # uvicorn would take an entry it cannot read as an address for a name no peer ever has,
+            # and trust no proxy without a word: a typo is refused here instead.
+            try:
+                ipaddress.ip_network(entry) if "/" in entry else ipaddress.ip_address(entry)
+            except ValueError:
+                raise ValueError(
+                    f"forwarded_allow_ips: {entry!r} is not an IP address or network (network bits only, as "
+                    "10.0.0.0/8), nor * alone"
+                ) from None
+        return ",".join(entries)
 
     @field_validator("log_level")
     @classmethod

@@ -24,7 +24,25 @@ import pytest
 
 from support.servers import free_port
 
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+def _postgres_bin() -> Path:
+    """Where the PostgreSQL server's programs are: ``pg_config --bindir`` when it has ``initdb``
+    (Debian's pg_config comes with libpq, whose version may not be the server's), else the
+    newest /usr/lib/postgresql/<version>/bin that has it, else PostgreSQL 15's (then skipped)."""
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        done = subprocess.run([pg_config, "--bindir"], check=False, capture_output=True, text=True)
+        bindir = Path(done.stdout.strip())
+        if done.returncode == 0 and (bindir / "initdb").exists():
+            return bindir
+    installed = [path.parent for path in Path("/usr/lib/postgresql").glob("*/bin/initdb")]
+    numbered = [path for path in installed if path.parent.name.isdigit()]
+    if numbered:
+        return max(numbered, key=lambda path: int(path.parent.name))
+    return Path("/usr/lib/postgresql/15/bin")
+
+
+PG_BIN = _postgres_bin()
 
 
 class Service:
@@ -165,7 +183,7 @@ class PrivateRedis(Service):
 
 def _postgres_reason() -> str | None:
     if not (PG_BIN / "initdb").exists():
-        return f"no PostgreSQL 15 server binaries at {PG_BIN} (apt-get install postgresql-15)"
+        return f"no PostgreSQL server binaries (initdb) at {PG_BIN}, nor by pg_config (apt-get install postgresql)"
     if os.geteuid() == 0:
         try:
             pwd.getpwnam("postgres")

@@ -26,7 +26,9 @@ async def context(request: Request) -> Context:
 
 
 def client_address(request: Request) -> str | None:
-    """The TCP peer's address, for rate limits; proxy headers are not trusted."""
+    """The client's address, for rate limits and audit events: the TCP peer's, or, when the peer is
+    a proxy named in GRANTD_FORWARDED_ALLOW_IPS, the address it forwarded for (``grantd serve``
+    has uvicorn write it into the ASGI scope)."""
     return request.client.host if request.client else None
 
 

@@ -234,7 +234,7 @@ def _valid_json(model: type[_Model], headers: dict[bytes, bytes], body: bytes) -
 
 
 def _address(scope: Scope) -> str | None:
-    """The TCP peer's address, as ``grantd.api.deps.client_address`` (proxy headers are not trusted)."""
+    """The client's address, as ``grantd.api.deps.client_address``."""
     client = scope.get("client")
     return client[0] if client else None
 
