@@ -225,7 +225,10 @@ def metadata_of(app: apps.App) -> dict[str, Any]:
         **{name: value for name, value in asdict(app.branding).items() if value is not None},
     }
     for name, value in asdict(app.openid).items():
-        if name == "token_endpoint_auth_method" or value in (None, (), False):
+        # A true-or-false setting is shown when it is not its default (refresh_token_rotation: false).
+        if name == "token_endpoint_auth_method" or value in (None, ()) or (
+            isinstance(value, bool) and value == apps.OPENID_DEFAULTS[name]
+        ):
             continue
         data[name] = list(value) if isinstance(value, tuple) else json.loads(value) if name == "jwks" else value
     return data
