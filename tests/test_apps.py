@@ -205,6 +205,62 @@ async def test_permission_validation(client: httpx.AsyncClient) -> None:
     body = assert_error(await client.patch(base, json={"name": ""}, headers=headers), 400, "invalid_request")
 
 
+async def test_rfc7591_names_register_an_app(client: httpx.AsyncClient) -> None:
+    """client_name, scope and application_type, as a registration endpoint takes them."""
+    _, token = await sign_up(client)
+    body = {
+        "client_name": "Photo Printer",
+        "redirect_uris": ["com.example.printer:/callback", REDIRECT],
+        "scope": "openid profile read_profile write_data",
+        "application_type": "native",
+    }
+    created = ok(await client.post("/v1/apps", json=body, headers=auth(token)))
+    assert created["name"] == "Photo Printer"
+    assert created["redirect_uris"] == body["redirect_uris"]
+    assert created["permissions"] == "read_profile,write_data"  # openid and profile: every app's
+    assert created["application_type"] == "native"
+    assert ok(await client.get(f"/v1/apps/{created['app_id']}", headers=auth(token)))["application_type"] == "native"
+
+    # Only OpenID Connect's standard scopes: every permission of the catalog, as at registration.
+    every = ok(await client.get("/v1/oauth/permissions"))["permissions"]
+    plain = ok(await client.post("/v1/apps", json={**body, "scope": "openid", "application_type": None}, headers=auth(token)))
+    assert plain["permissions"].split(",") == [p["name"] for p in every]
+    assert plain["application_type"] == "web"
+
+    # PATCH takes them too.
+    patched = ok(await client.patch(
+        f"/v1/apps/{created['app_id']}", json={"client_name": "Printer", "scope": "read_profile"}, headers=auth(token)
+    ))
+    assert (patched["name"], patched["permissions"]) == ("Printer", "read_profile")
+
+
+async def test_both_names_of_a_setting_must_agree(client: httpx.AsyncClient) -> None:
+    _, token = await sign_up(client)
+    same = ok(await create_app(client, token, client_name="My App", scope="write_data read_profile"))
+    assert (same["name"], same["permissions"]) == ("My App", "read_profile,write_data")
+    for fields in ({"client_name": "Other"}, {"scope": "read_profile"}):
+        body = assert_error(await create_app(client, token, **fields), 400, "invalid_request")
+        assert next(iter(fields)) in body["message"], body
+        patch = {"name": "A", "client_name": "B"} if "client_name" in fields else {"permissions": "write_data", "scope": "read_profile"}
+        assert_error(await client.patch(f"/v1/apps/{same['app_id']}", json=patch, headers=auth(token)), 400, "invalid_request")
+    assert [a["app_id"] for a in ok(await client.get("/v1/apps", headers=auth(token)))["apps"]] == [same["app_id"]]
+    unchanged = ok(await client.get(f"/v1/apps/{same['app_id']}", headers=auth(token)))
+    assert (unchanged["name"], unchanged["permissions"]) == ("My App", "read_profile,write_data")
+
+    body = assert_error(await create_app(client, token, permissions=None, scope="fly_rockets"), 400, "invalid_scope")
+    assert "fly_rockets" in body["message"]
+    for missing in ("name", "permissions"):
+        body = assert_error(await create_app(client, token, **{missing: None}), 400, "invalid_request")
+        assert missing in body["message"]
+    # application_type: the registration endpoint's rule.
+    body = assert_error(await create_app(client, token, application_type="desktop"), 400, "invalid_request")
+    assert "application_type" in body["message"]
+    body = assert_error(
+        await create_app(client, token, application_type="web", redirect_uris=["com.example.app:/cb"]), 400, "invalid_request"
+    )
+    assert "native" in body["message"]
+
+
 async def test_delete_disables_the_app(client: httpx.AsyncClient) -> None:
     flow = await new_flow(client)
     pending_code = await flow.code()

@@ -773,6 +773,9 @@ async def test_the_console_registers_a_fapi2_app_and_turns_rotation_off(app: Any
     new = await dev.page("/console/apps/new")
     assert '<label for="security_profile">' in new.text and '<label for="refresh_token_rotation">' in new.text
     assert options(new, "security_profile") == [("none", " selected"), ("fapi2", "")]
+    # The option names what the profile enforces, DPoP among it.
+    fapi2 = re.search(r'<option value="fapi2"[^>]*>([^<]*)</option>', new.text)
+    assert fapi2 and "DPoP-bound tokens" in fapi2.group(1) and "private_key_jwt" in fapi2.group(1), new.text
     assert checked(new, "refresh_token_rotation")  # on by default
     created = await register_with(
         dev, token_endpoint_auth_method="private_key_jwt", jwks=json.dumps({"keys": [PUBLIC_JWK]}),

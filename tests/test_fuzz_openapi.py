@@ -99,8 +99,10 @@ def _with_real_values(body: Any, flow: Flow, code: Callable[[], str], path: str)
     if "redirect_uris" in out:  # registering an app
         out["redirect_uris"] = [flow.redirect_uri]
         out["name"] = "Fuzzed app"
-        if "permissions" in out:
-            out["permissions"] = flow.app_permissions
+        out["permissions"] = flow.app_permissions
+        # RFC 7591's names for the name and permissions: generated ones would contradict those.
+        for name in ("client_name", "scope", "application_type"):
+            out.pop(name, None)
     if path.startswith("/oauth2/"):
         # The client authenticates with Basic: a client assertion (private_key_jwt) beside it is
         # refused as a second method, and a generated one is no signed JWT of the flow's app.

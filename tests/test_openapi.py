@@ -26,6 +26,7 @@ AUTHORIZE_FIELDS = {"app_id", "app_key", "state", "redirect_uri", "permissions"}
 TOKEN_FIELDS = {"auth_code", "key_id", "key_secret"}
 CREDENTIALS = {"email", "password"}
 APP_FIELDS = {"name", "redirect_uris", "permissions"}
+APP_RFC7591_FIELDS = {"client_name", "scope"}
 
 # (method, root path) -> {top-level property: the fields of the object inside it, or None for a plain field}
 REQUEST_BODIES: dict[tuple[str, str], dict[str, set[str] | None]] = {
@@ -34,8 +35,8 @@ REQUEST_BODIES: dict[tuple[str, str], dict[str, set[str] | None]] = {
     ("POST", "/oauth/token"): {"token": TOKEN_FIELDS},
     ("POST", "/auth/signup"): dict.fromkeys(CREDENTIALS),
     ("POST", "/auth/login"): dict.fromkeys(CREDENTIALS),
-    ("POST", "/apps"): dict.fromkeys(APP_FIELDS),
-    ("PATCH", "/apps/{app_id}"): dict.fromkeys(APP_FIELDS),
+    ("POST", "/apps"): dict.fromkeys(APP_FIELDS | APP_RFC7591_FIELDS | {"application_type"}),
+    ("PATCH", "/apps/{app_id}"): dict.fromkeys(APP_FIELDS | APP_RFC7591_FIELDS),
 }
 # The wrapper and fields every client must send.
 REQUIRED_BODY_FIELDS: dict[tuple[str, str], set[str]] = {
@@ -43,7 +44,8 @@ REQUIRED_BODY_FIELDS: dict[tuple[str, str], set[str]] = {
     ("POST", "/oauth/token"): {"token"},
     ("POST", "/auth/signup"): CREDENTIALS,
     ("POST", "/auth/login"): CREDENTIALS,
-    ("POST", "/apps"): APP_FIELDS,
+    # name and permissions may come as RFC 7591's client_name and scope instead: neither name is required.
+    ("POST", "/apps"): {"redirect_uris"},
 }
 # What the 200 `data` of some routes holds at least.
 SUCCESS_DATA: dict[tuple[str, str], set[str]] = {

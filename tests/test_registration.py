@@ -237,6 +237,29 @@ async def test_read_update_and_delete_with_the_registration_access_token(serve: 
     assert (await client.post("/oauth2/token", data={"grant_type": "client_credentials"}, headers=basic)).status_code == 401
 
 
+async def test_dpop_the_security_profile_and_rotation_are_registered_and_read_back(serve: Callable[..., Any]) -> None:
+    client = await serve(dynamic_registration="open")
+    settings = {"dpop_bound_access_tokens": True, "refresh_token_rotation": False}
+    created = (await register(client, **settings)).json()
+    assert {name: created.get(name) for name in settings} == settings, created
+    uri, bearer = created["registration_client_uri"].removeprefix(ISSUER), {"Authorization": f"Bearer {created['registration_access_token']}"}
+    read = (await client.get(uri, headers=bearer)).json()
+    assert {name: read.get(name) for name in settings} == settings, read
+    # An app that requires DPoP refuses a token request without a proof.
+    basic = (created["client_id"], created["client_secret"])
+    response = await client.post("/oauth2/token", data={"grant_type": "client_credentials"}, auth=basic)
+    assert response.status_code == 400 and response.json()["error"] == "invalid_dpop_proof", response.text
+    # PUT without them: each back to its default (rotation on, DPoP not required), shown by leaving it out.
+    replaced = await client.put(
+        uri, json={"client_id": created["client_id"], "redirect_uris": [REDIRECT], "client_name": "Registered Client"}, headers=bearer
+    )
+    assert replaced.status_code == 200, replaced.text
+    assert not set(settings) & set(replaced.json()), replaced.json()
+    assert (await client.post("/oauth2/token", data={"grant_type": "client_credentials"}, auth=basic)).status_code == 200
+    # security_profile fapi2 needs private_key_jwt with keys, as for any app.
+    refused(await register(client, security_profile="fapi2"), 400, "invalid_client_metadata")
+
+
 async def test_tokens_are_hashed_at_rest(serve: Callable[..., Any], settings: Settings) -> None:
     client = await serve(dynamic_registration="token")
     _, iat = await initial_access_token(client)

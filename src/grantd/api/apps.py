@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from fastapi import Depends, Path
 from pydantic import BaseModel, Field
@@ -13,9 +14,11 @@ from starlette.responses import Response
 from grantd.api.deps import context, current_user, peer_address
 from grantd.api.envelope import envelope
 from grantd.api.wire import NO_NUL, STRICT, rfc3339
-from grantd.core import apps, jwks
+from grantd.core import apps, jwks, registration
+from grantd.core import permissions as perms
 from grantd.core.accounts import Principal
 from grantd.core.context import Context
+from grantd.core.errors import GrantdError, InvalidRedirectUri, InvalidRequest, InvalidScope
 
 RedirectUri = Annotated[str, Field(max_length=2000)]
 AppId = Annotated[str, Path(max_length=64), NO_NUL]
@@ -74,7 +77,10 @@ _CLEARS = 'In PATCH: absent or null leaves it as it is; {empty} sets it back to 
 
 class OpenIDSettings(BaseModel):
     """An app's OpenID Connect settings, named as OpenID Connect Dynamic Client Registration 1.0 §2
-    names them, so that the same JSON registers an app here and at a registration endpoint."""
+    names them, so that the same JSON (with RegistrationNames' client_name and scope, and
+    application_type; a public client with client_type public here) registers an app here and at
+    a registration endpoint. The answers differ: app_id and app_key here, client_id and
+    client_secret there."""
 
     model_config = STRICT
     post_logout_redirect_uris: list[RedirectUri] | None = Field(
@@ -168,25 +174,73 @@ class OpenIDSettingsData(BaseModel):
     refresh_token_rotation: bool = Field(description="The setting as registered (under fapi2, refresh tokens are not rotated whatever it says).")
 
 
-class AppCreate(Branding, OpenIDSettings):
+class RegistrationNames(BaseModel):
+    """RFC 7591 §2's names for an app's name and permissions, taken beside grantd's own (Neucron's)."""
+
     model_config = STRICT
-    name: str = Field(max_length=200, examples=["My App"])
+    client_name: str | None = Field(
+        None, max_length=200, examples=["My App"],
+        description="RFC 7591's name for name: either may be sent; both, only if the same.",
+    )
+    scope: str | None = Field(
+        None, max_length=1024, examples=["openid read_profile write_data"],
+        description="RFC 7591's name for permissions, space-separated: the catalog's permissions in it, "
+        "OpenID Connect's standard scopes (openid, profile, …) left out as every app may ask for them; only "
+        "standard scopes: every permission of the catalog. Either may be sent; both, only if they name the same.",
+    )
+
+
+class AppCreate(Branding, OpenIDSettings, RegistrationNames):
+    model_config = STRICT
+    name: str | None = Field(
+        None, max_length=200, examples=["My App"], description="Required, as name or client_name."
+    )
     redirect_uris: list[RedirectUri] = Field(max_length=20, examples=[["https://yourapp.com/oauth/callback"]])
-    permissions: str = Field(
-        max_length=1024, examples=["read_profile,write_data"], description="The most the app may ask for."
+    permissions: str | None = Field(
+        None, max_length=1024, examples=["read_profile,write_data"],
+        description="The most the app may ask for, comma-separated. Required, as permissions or scope.",
     )
     client_type: Literal["confidential", "public"] = Field(
         "confidential",
         description="public: a browser or native app that cannot keep a secret; it must use PKCE and "
         "authenticates at /oauth2/token by client_id alone.",
     )
+    application_type: str | None = Field(
+        None, max_length=16, examples=["native"],
+        description="RFC 7591's web (the default) or native, fixed at registration: a web app's redirect_uris "
+        "are https (or http on a loopback host), a private-use scheme is a native app's.",
+    )
 
 
-class AppUpdate(Branding, OpenIDSettings):
+class AppUpdate(Branding, OpenIDSettings, RegistrationNames):
     model_config = STRICT
     name: str | None = Field(None, max_length=200)
     redirect_uris: list[RedirectUri] | None = Field(None, max_length=20)
     permissions: str | None = Field(None, max_length=1024)
+
+
+def _one_of(ours: str, theirs: str, value: str | None, rfc7591: str | None) -> str | None:
+    """``value`` or the RFC 7591 one; both only when they say the same."""
+    if value is not None and rfc7591 is not None and value != rfc7591:
+        raise InvalidRequest(f"{ours} and {theirs} differ: send one of them.", field=theirs)
+    return value if value is not None else rfc7591
+
+
+def names_of(ctx: Context, body: AppCreate | AppUpdate) -> tuple[str | None, str | None]:
+    """The app's name and permissions a body gives, by grantd's names or RFC 7591's (None: not given)."""
+    permissions = None
+    if body.scope is not None:
+        try:
+            permissions = registration.permissions_of_scope(ctx, body.scope)
+        except GrantdError as exc:  # a permission not in the catalog, as in permissions
+            raise InvalidScope(exc.message) from None
+    if body.permissions is not None and permissions is not None:
+        if set(perms.parse(body.permissions)) != set(perms.parse(permissions)):
+            raise InvalidRequest("permissions and scope name different permissions: send one of them.", field="scope")
+        permissions = body.permissions
+    return _one_of("name", "client_name", body.name, body.client_name), _one_of(
+        "permissions", "scope", body.permissions, permissions
+    )
 
 
 class AppData(Branding, OpenIDSettingsData):
@@ -273,9 +327,24 @@ def created_key_data(key: apps.CreatedKey) -> dict[str, object]:
 
 
 async def create_app(body: AppCreate, user: User, ctx: Ctx, address: Address) -> Response:
+    name, permissions = names_of(ctx, body)
+    if name is None:
+        raise InvalidRequest("name (or client_name) is required.", field="name")
+    if permissions is None:
+        raise InvalidRequest("permissions (or scope) is required.", field="permissions")
+    columns = None
+    if body.application_type is not None:
+        try:
+            parsed = [urlsplit(uri) for uri in body.redirect_uris]
+            columns = {"application_type": registration.application_type_of(body.application_type, parsed)}
+        except ValueError:
+            raise InvalidRequest("redirect_uris: an item is not a valid URI.", field="redirect_uris") from None
+        except GrantdError as exc:
+            field = "redirect_uris" if isinstance(exc, InvalidRedirectUri) else "application_type"
+            raise InvalidRequest(exc.message, field=field) from None
     created = await apps.create(
-        ctx, user.user_id, body.name, body.redirect_uris, body.permissions, body.client_type,
-        brand=branding_of(body), openid=openid_of(body), address=address,
+        ctx, user.user_id, name, body.redirect_uris, permissions, body.client_type,
+        brand=branding_of(body), openid=openid_of(body), address=address, registration=columns,
     )
     return envelope({**app_data(created.app), "app_key": created.app_key}, no_store=True)
 
@@ -289,13 +358,14 @@ async def get_app(app_id: AppId, user: User, ctx: Ctx) -> Response:
 
 
 async def update_app(app_id: AppId, body: AppUpdate, user: User, ctx: Ctx, address: Address) -> Response:
+    name, permissions = names_of(ctx, body)
     app = await apps.update(
         ctx,
         user.user_id,
         app_id,
-        name=body.name,
+        name=name,
         uris=body.redirect_uris,
-        permissions=body.permissions,
+        permissions=permissions,
         brand=branding_of(body),
         openid=openid_of(body),
         address=address,

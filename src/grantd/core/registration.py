@@ -38,10 +38,10 @@ the operator) sees it, changes it and disables it.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from grantd.core import apps, audit, client_auth, grants, openid, ratelimit
 from grantd.core import permissions as perms
@@ -94,6 +94,34 @@ def _list_of_strings(name: str, value: Any, error: type[GrantdError] = InvalidCl
     return value
 
 
+def application_type_of(application_type: str | None, redirect_uris: Sequence[SplitResult]) -> str:
+    """RFC 7591 §2's ``application_type`` (as OpenID Connect Dynamic Client Registration 1.0 §2
+    defines it): ``web`` (the default) or ``native``. A web client's redirect URIs are https (or
+    http on a loopback host); a private-use scheme's is a native client's."""
+    application_type = application_type or "web"
+    if application_type not in APPLICATION_TYPES:
+        raise InvalidClientMetadata("application_type must be web or native.")
+    if application_type == "web":
+        for parts in redirect_uris:
+            if parts.scheme.lower() not in ("https", "http"):
+                raise InvalidRedirectUri(
+                    "A web client's redirect_uris are https (or http on a loopback host); a private-use scheme "
+                    "needs application_type native."
+                )
+    return application_type
+
+
+def permissions_of_scope(ctx: Context, scope: str | None) -> str:
+    """RFC 7591 §2's ``scope`` (space-separated) as an app's permissions (comma-separated): the
+    catalog's names in it, OpenID Connect's standard scopes left out (every app may ask for those);
+    absent, or only standard scopes: every permission of the catalog."""
+    named = [name for name in (scope or "").split() if name not in openid.SCOPES]
+    unknown = [name for name in named if name not in ctx.catalog.descriptions]
+    if unknown:
+        raise InvalidClientMetadata(f"scope: unknown permission {unknown[0][:60]!r}.")
+    return perms.join(named) if named else perms.join(tuple(ctx.catalog.descriptions))
+
+
 @dataclass(frozen=True, slots=True)
 class _Settings:
     name: str
@@ -138,22 +166,8 @@ def _settings(ctx: Context, metadata: Mapping[str, Any], *, replacing: bool = Fa
     response_types = _list_of_strings("response_types", metadata.get("response_types") or ["code"])
     if any(response_type != "code" for response_type in response_types):
         raise InvalidClientMetadata("response_types: only code is supported.")
-    application_type = metadata.get("application_type") or "web"
-    if application_type not in APPLICATION_TYPES:
-        raise InvalidClientMetadata("application_type must be web or native.")
-    if application_type == "web":
-        for parts in parsed:
-            if parts.scheme.lower() not in ("https", "http"):
-                raise InvalidRedirectUri(
-                    "A web client's redirect_uris are https (or http on a loopback host); a private-use scheme "
-                    "needs application_type native."
-                )
-    scope = metadata.get("scope")
-    named = [name for name in (scope or "").split() if name not in openid.SCOPES]
-    unknown = [name for name in named if name not in ctx.catalog.descriptions]
-    if unknown:
-        raise InvalidClientMetadata(f"scope: unknown permission {unknown[0][:60]!r}.")
-    permissions = perms.join(named) if named else perms.join(tuple(ctx.catalog.descriptions))
+    application_type = application_type_of(metadata.get("application_type"), parsed)
+    permissions = permissions_of_scope(ctx, metadata.get("scope"))
     first = parsed[0]
     name = metadata.get("client_name") or first.hostname or first.scheme or "Client"
     empty = "" if replacing else None
@@ -211,7 +225,10 @@ def metadata_of(app: apps.App) -> dict[str, Any]:
         **{name: value for name, value in asdict(app.branding).items() if value is not None},
     }
     for name, value in asdict(app.openid).items():
-        if name == "token_endpoint_auth_method" or value in (None, (), False):
+        # A true-or-false setting is shown when it is not its default (refresh_token_rotation: false).
+        if name == "token_endpoint_auth_method" or value in (None, ()) or (
+            isinstance(value, bool) and value == apps.OPENID_DEFAULTS[name]
+        ):
             continue
         data[name] = list(value) if isinstance(value, tuple) else json.loads(value) if name == "jwks" else value
     return data
