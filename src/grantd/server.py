@@ -52,7 +52,7 @@ def create_app(settings: Settings | None = None) -> Grantd:
             if settings.prune_interval:
                 tasks.append(asyncio.create_task(retention.keep_pruned(ctx)))
             tasks.append(asyncio.create_task(mail.keep_sending(ctx)))
-            tasks.append(asyncio.create_task(key_use.keep_flushed(ctx)))  # flushes once more when cancelled
+            tasks.append(asyncio.create_task(key_use.keep_flushed(ctx.key_use, ctx.db)))  # flushes once more when cancelled
             # What start-up made (modules, tables, the app) lives as long as the process: move it
             # out of the garbage collector's way, so collections during requests stay short.
             gc.freeze()

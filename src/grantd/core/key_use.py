@@ -19,7 +19,7 @@ from grantd.store import key_use as store
 from grantd.store.availability import DatabaseUnavailable
 
 if TYPE_CHECKING:
-    from grantd.core.context import Context
+    from grantd.store.db import Database
 
 FLUSH_INTERVAL = 30  # seconds
 
@@ -43,13 +43,13 @@ class KeyUse:
         """The newest use of ``key_id`` not yet flushed, if any."""
         return self._pending.get(key_id)
 
-    async def flush(self, ctx: Context) -> None:
+    async def flush(self, db: Database) -> None:
         """Write what is pending (in one transaction); on failure it stays pending for the next turn."""
         if not self._pending:
             return
         taken, self._pending = self._pending, {}
         try:
-            async with ctx.db.write() as tx:
+            async with db.write() as tx:
                 await store.flush(tx, taken)
         except BaseException:
             for key_id, at in taken.items():
@@ -57,20 +57,20 @@ class KeyUse:
             raise
 
 
-async def keep_flushed(ctx: Context) -> None:
+async def keep_flushed(key_use: KeyUse, db: Database) -> None:
     """A server's task: flush the keys' last use every ``FLUSH_INTERVAL`` seconds, and once more
     when it is cancelled (the server shutting down)."""
     try:
         while True:
             await asyncio.sleep(FLUSH_INTERVAL)
             try:
-                await ctx.key_use.flush(ctx)
+                await key_use.flush(db)
             except DatabaseUnavailable:
                 pass  # logged once by the store; the next turn tries again
             except Exception:  # noqa: BLE001 - keep serving; the next turn tries again
                 log.exception("recording the keys' last use failed")
     finally:
         try:
-            await ctx.key_use.flush(ctx)
+            await key_use.flush(db)
         except Exception:  # noqa: BLE001 - shutting down: nothing more to do
             log.exception("recording the keys' last use at shutdown failed")
