@@ -408,8 +408,6 @@ async def test_a_jwks_uri_that_does_not_answer_fails_within_the_fetch_timeout(
     """A jwks_uri that accepts the connection and then sends nothing, or its answer a byte a second,
     fails the client's authentication within the fetch's total timeout (``TOTAL_SECONDS``, 5 s)
     and a margin, and meanwhile the server answers other clients at once."""
-    import asyncio
-
     flow = await new_flow(client, token_endpoint_auth_method="private_key_jwt", jwks_uri=keys_server.uri)
     other_key = ec.generate_private_key(ec.SECP256R1())
     other = await new_flow(client, token_endpoint_auth_method="private_key_jwt", jwks={"keys": [public_jwk(other_key, "k1")]})
