@@ -1,15 +1,18 @@
 """Client ID Metadata Documents (draft-ietf-oauth-client-id-metadata-document): a client_id that is
 a URL names the client's metadata, which grantd fetches from a real HTTP server here. One test per
-rule of the draft's security considerations: no fetch of a private address (unless the operator
-allows it for development), exact redirect URIs, a document that names another client, an
-oversize document; and HTTP caching, the consent page, and a code flow to a token."""
+rule of the draft's security considerations: no fetch of a private address, by address or by a
+host name resolving to one (unless the operator allows it for development), no redirect followed,
+exact redirect URIs, a document that names another client, an oversize document; and HTTP caching,
+the consent page, and a code flow to a token."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import json
+import socket
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -27,6 +30,7 @@ from grantd.server import create_app
 from grantd.store.db import Database
 from grantd.store.schema import apps as apps_table
 from support.neucron import PASSWORD
+from support.resolver import install
 
 pytestmark = pytest.mark.db
 
@@ -35,18 +39,19 @@ REDIRECT = "https://mcp-client.example/callback"
 
 
 class DocumentServer:
-    """A real HTTP server on 127.0.0.1 publishing documents: path -> (body, headers); it counts requests."""
+    """A real HTTP server on 127.0.0.1 (or ``host``) publishing documents: path -> (body, headers,
+    status); it counts requests."""
 
-    def __init__(self) -> None:
-        self.documents: dict[str, tuple[bytes, dict[str, str]]] = {}
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.documents: dict[str, tuple[bytes, dict[str, str], int]] = {}
         self.requests: list[str] = []
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
                 server.requests.append(self.path)
-                body, headers = server.documents.get(self.path, (b"not found", {}))
-                self.send_response(200 if self.path in server.documents else 404)
+                body, headers, status = server.documents.get(self.path, (b"not found", {}, 404))
+                self.send_response(status)
                 for name, value in {"Content-Type": "application/json", **headers}.items():
                     self.send_header(name, value)
                 self.send_header("Content-Length", str(len(body)))
@@ -56,16 +61,24 @@ class DocumentServer:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        class Server(ThreadingHTTPServer):
+            address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+        self.httpd = Server((host, 0), Handler)
+        self.port = self.httpd.server_address[1]
+        self.base = f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
-    def publish(self, path: str, document: Any = None, *, headers: dict[str, str] | None = None, raw: bytes | None = None) -> str:
-        """Serve ``document`` (by default, a public client's, naming this URL) at ``path``; its URL."""
+    def publish(
+        self, path: str, document: Any = None, *, headers: dict[str, str] | None = None, raw: bytes | None = None,
+        status: int = 200,
+    ) -> str:
+        """Serve ``document`` (by default, a public client's, naming this URL) at ``path``, with
+        ``status``; its URL."""
         url = self.base + path
         if document is None:
             document = {"client_id": url, "client_name": "MCP Inspector", "redirect_uris": [REDIRECT]}
-        self.documents[path] = (raw if raw is not None else json.dumps(document).encode(), headers or {})
+        self.documents[path] = (raw if raw is not None else json.dumps(document).encode(), headers or {}, status)
         return url
 
     def hits(self, path: str) -> int:
@@ -192,6 +205,55 @@ async def test_no_private_address_without_the_development_allowance(
     client, _ = await serve()
     assert (await client.get(authorize_url(client_id))).status_code in (200, 302, 303)
     assert documents.hits("/ssrf/client.json") == 1
+
+
+@pytest.mark.parametrize(
+    "addresses",
+    [["10.0.0.5"], ["169.254.169.254"], ["::1"], ["fc00::5"], ["1.1.1.1", "::1"]],
+    ids=["private", "link-local-metadata", "ipv6-loopback", "ipv6-unique-local", "public-and-loopback"],
+)
+async def test_a_host_that_resolves_to_a_private_address_is_refused_before_any_connection(
+    serve: Callable[..., Any], settings: Settings, monkeypatch: pytest.MonkeyPatch, addresses: list[str]
+) -> None:
+    """SSRF through DNS: a client_id whose host name (not an address) resolves to a private,
+    link-local or loopback address, among its answers, is refused without any connection, as the
+    document server on ::1 here sees; with the development allowance the same name is fetched."""
+    on_loopback = DocumentServer("::1")
+    try:
+        resolved = install(monkeypatch, addresses)
+        client_id = f"https://cimd.rebind.test:{on_loopback.port}/client.json"
+        on_loopback.publish("/client.json", {"client_id": client_id, "redirect_uris": [REDIRECT]})
+        client, _ = await serve(client_id_metadata_document_allow_private_addresses=False)
+        started = time.monotonic()
+        error_page(await client.get(authorize_url(client_id)), "resolves to an address that is not public")
+        assert time.monotonic() - started < 1  # refused at the check, not after a connection attempt timed out
+        assert resolved.calls == 1 and on_loopback.requests == []
+        assert await stored(settings, client_id) is None
+        # The control: with the allowance (development, and http), the name resolving to ::1 is fetched there.
+        install(monkeypatch, ["::1"])
+        allowed_id = f"http://cimd.rebind.test:{on_loopback.port}/allowed.json"
+        on_loopback.publish("/allowed.json", {"client_id": allowed_id, "redirect_uris": [REDIRECT]})
+        client, _ = await serve()
+        assert (await client.get(authorize_url(allowed_id))).status_code in (200, 302, 303)
+        assert on_loopback.requests == ["/allowed.json"]
+    finally:
+        on_loopback.httpd.shutdown()
+        on_loopback.httpd.server_close()
+
+
+async def test_a_redirect_is_not_followed(serve: Callable[..., Any], documents: DocumentServer, settings: Settings) -> None:
+    """No redirects (§6): a document server answering 302 to a valid document elsewhere is refused,
+    and the document it points to is never fetched."""
+    elsewhere = documents.publish("/redirect-target/client.json")
+    client_id = documents.publish("/redirecting/client.json", raw=b"", status=302, headers={"Location": elsewhere})
+    client, _ = await serve()
+    error_page(await client.get(authorize_url(client_id)), "answered 302")
+    assert documents.hits("/redirecting/client.json") == 1 and documents.hits("/redirect-target/client.json") == 0
+    assert await stored(settings, client_id) is None
+    # The token endpoint refuses it the same way.
+    response = await client.post("/oauth2/token", data={"grant_type": "authorization_code", "code": "x", "client_id": client_id})
+    assert response.status_code == 401 and response.json()["error"] == "invalid_client", response.text
+    assert documents.hits("/redirect-target/client.json") == 0
 
 
 async def test_the_operators_host_lists(serve: Callable[..., Any], documents: DocumentServer) -> None:

@@ -14,6 +14,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -22,6 +23,9 @@ import jwt
 import pytest
 
 from acting_user import developer, new_app
+from grantd.config import Settings
+from grantd.core import dpop as core_dpop
+from grantd.crypto.secrets import SecretHasher
 from support.dpop import Holder, claims_of, code_for, pkce, redeem
 from support.interop import consent
 from support.neucron import Flow
@@ -362,11 +366,28 @@ async def test_an_app_that_requires_dpop(dev: Flow, base: str) -> None:
 # ---------------------------------------------------------------- §8, §9: nonces
 
 
-async def test_nonces_when_the_server_requires_them(tmp_path_factory: pytest.TempPathFactory, secret_key: str) -> None:
+async def test_nonces_when_the_server_requires_them(
+    tmp_path_factory: pytest.TempPathFactory, secret_key: str, settings: Settings
+) -> None:
     with server_on_new_sqlite(tmp_path_factory, secret_key, "dpop-nonce", env={"GRANTD_DPOP_NONCE": "true"}) as server:
         async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
             app = await new_app(await developer(http), client_type="confidential")
             holder, token_url = Holder(), f"{server.base_url}/oauth2/token"
+            # §8.2: the nonces rotate each window. The server's own nonce function, under the same
+            # master secret, makes the nonce of any window; near a window's end, wait for the next one.
+            if time.time() % core_dpop.NONCE_WINDOW > core_dpop.NONCE_WINDOW - 5:
+                time.sleep(core_dpop.NONCE_WINDOW - time.time() % core_dpop.NONCE_WINDOW + 0.1)
+            now, maker = int(time.time()), SimpleNamespace(hasher=SecretHasher(settings.master_secret))
+            current, previous, two_back = (
+                core_dpop.nonce(maker, now - windows * core_dpop.NONCE_WINDOW) for windows in (0, 1, 2)  # type: ignore[arg-type]
+            )
+            for accepted in (current, previous):
+                response = await credentials(app, holder.proof("POST", token_url, nonce=accepted))
+                assert response.status_code == 200, response.text
+                assert response.headers["dpop-nonce"] == current
+            response = await credentials(app, holder.proof("POST", token_url, nonce=two_back))
+            refused(response, "use_dpop_nonce")
+            assert response.headers["dpop-nonce"] == current  # the fresh nonce to use
             # §8: a proof without the server's nonce, or with one not of the server's, gets use_dpop_nonce and a nonce.
             response = await credentials(app, holder.proof("POST", token_url))
             refused(response, "use_dpop_nonce")

@@ -5,7 +5,7 @@ the request keeps the host name (its ``Host`` header, the TLS server name and th
 check). A DNS answer that changes between the check and the connection (DNS rebinding) cannot make
 the server reach a private address.
 
-The process's resolver answers for test host names (``*.rebind.test``) as each test says, and
+The process's resolver answers for test host names (``*.rebind.test``, tests/support/resolver.py) as each test says, and
 differently on a second resolution, as a rebinding DNS server would; everything else is the real
 path: real sockets to local HTTP and HTTPS servers."""
 
@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime
 import json
 import secrets
-import socket
 import ssl
 import threading
 import time
@@ -36,6 +35,7 @@ from cryptography.x509.oid import NameOID
 from grantd.core import jwks as jwks_module
 from grantd.core.errors import InvalidClient
 from support.neucron import new_flow
+from support.resolver import install
 
 HOST = "keys.rebind.test"
 PUBLIC = "1.1.1.1"  # a global address: passes the check (nothing of the test listens there)
@@ -147,33 +147,9 @@ def https_server(key_set: dict[str, Any], certificate: tuple[Path, Path], monkey
         yield served
 
 
-class Resolver:
-    """The process's resolver (``socket.getaddrinfo``, which asyncio's resolution calls) answering
-    for ``*.rebind.test`` with ``answers``, one list per call (the last one again once they run
-    out); any other name as the system does. Whatever resolves a name again gets the next answer."""
-
-    def __init__(self, system: Any, *answers: list[str]) -> None:
-        self.system, self.answers, self.calls = system, list(answers), 0
-
-    def __call__(self, host: Any, port: Any, family: int = 0, type: int = 0, proto: int = 0, flags: int = 0) -> Any:
-        name = host.decode() if isinstance(host, bytes) else str(host)
-        if not name.endswith(".rebind.test"):
-            return self.system(host, port, family, type, proto, flags)
-        self.calls += 1
-        addresses = self.answers[min(self.calls, len(self.answers)) - 1]
-        if not addresses:
-            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, int(port or 0))) for address in addresses]
-
-
 @pytest.fixture
 def resolver(monkeypatch: pytest.MonkeyPatch) -> Any:
-    def install(*answers: list[str]) -> Resolver:
-        fake = Resolver(socket.getaddrinfo, *answers)
-        monkeypatch.setattr(socket, "getaddrinfo", fake)
-        return fake
-
-    return install
+    return lambda *answers: install(monkeypatch, *answers)
 
 
 async def test_the_connection_goes_to_the_address_checked_with_the_host_name_kept(

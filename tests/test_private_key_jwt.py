@@ -1,9 +1,11 @@
 """RFC 7523 private_key_jwt client authentication: an app registered for it proves itself with a
 JWT signed by a key of its ``jwks`` (or ``jwks_uri``), at the token, revocation, introspection,
-pushed authorization request and device authorization endpoints, and every check of RFC 7523 §3 refuses what it should."""
+pushed authorization request and device authorization endpoints, and every check of RFC 7523 §3 refuses what it should;
+a ``jwks_uri`` is fetched from a real local server, within its size cap and its timeout."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import threading
@@ -328,3 +330,99 @@ async def test_pruning_deletes_the_jti_of_expired_assertions(app: Any, pk_flow: 
     assert await count() == 1
     assert await retention._prune(ctx, retention_store.ASSERTION_JTIS, "", ctx.now() + 3600, 200, False) >= 1
     assert await count() == 0
+
+
+class KeysServer:
+    """A local HTTP server at a jwks_uri whose answer a test sets: a body (``body``), or, with
+    ``stall``, an answer that never comes ("silent": the request is read and nothing is sent) or
+    comes a byte a second ("trickling": headers, then the body) until the test ends."""
+
+    def __init__(self) -> None:
+        self.body, self.stall, self.fetched = b"", None, 0
+        self.released = threading.Event()
+        served = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                served.fetched += 1
+                if served.stall == "silent":
+                    served.released.wait(30)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(served.body)))
+                self.end_headers()
+                if served.stall == "trickling":
+                    for byte in served.body:
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                        if served.released.wait(1):
+                            return
+                self.wfile.write(served.body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.uri = f"http://127.0.0.1:{self.server.server_address[1]}/jwks.json"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.released.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def keys_server(app: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[KeysServer]:
+    """A ``KeysServer``, with the operator's allowance for its loopback address and no cached sets."""
+    monkeypatch.setattr(jwks_module, "CACHE", jwks_module.JwksCache())
+    monkeypatch.setattr(app.state.ctx.settings, "jwks_uri_allow_private_addresses", True)
+    served = KeysServer()
+    try:
+        yield served
+    finally:
+        served.close()
+
+
+async def test_a_jwks_uri_document_over_the_size_cap_is_refused(client: httpx.AsyncClient, key: Any, keys_server: KeysServer) -> None:
+    """A JWK Set published at jwks_uri is read up to MAX_JWKS_BYTES (16 KiB): a larger document,
+    valid JSON with the app's key in it, fails the client's authentication, and only that request."""
+    flow = await new_flow(client, token_endpoint_auth_method="private_key_jwt", jwks_uri=keys_server.uri)
+    keys = {"keys": [public_jwk(key, "k1")]}
+    keys_server.body = json.dumps({**keys, "padding": "x" * jwks_module.MAX_JWKS_BYTES}).encode()
+    response = await credentials(client, form(assertion(key, flow.app_id)))
+    refused(response)
+    assert f"larger than {jwks_module.MAX_JWKS_BYTES} bytes" in response.json()["error_description"]
+    assert keys_server.fetched == 1
+    # The refusal is not cached: once the app publishes a set within the cap, it authenticates.
+    keys_server.body = json.dumps(keys).encode()
+    response = await credentials(client, form(assertion(key, flow.app_id)))
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize("stall", ["silent", "trickling"])
+async def test_a_jwks_uri_that_does_not_answer_fails_within_the_fetch_timeout(
+    client: httpx.AsyncClient, key: Any, keys_server: KeysServer, stall: str
+) -> None:
+    """A jwks_uri that accepts the connection and then sends nothing, or its answer a byte a second,
+    fails the client's authentication within the fetch's total timeout (``TOTAL_SECONDS``, 5 s)
+    and a margin, and meanwhile the server answers other clients at once."""
+    flow = await new_flow(client, token_endpoint_auth_method="private_key_jwt", jwks_uri=keys_server.uri)
+    other_key = ec.generate_private_key(ec.SECP256R1())
+    other = await new_flow(client, token_endpoint_auth_method="private_key_jwt", jwks={"keys": [public_jwk(other_key, "k1")]})
+    keys_server.body = json.dumps({"keys": [public_jwk(key, "k1")]}).encode()
+    keys_server.stall = stall
+    started = time.monotonic()
+    waiting = asyncio.create_task(credentials(client, form(assertion(key, flow.app_id))))
+    while keys_server.fetched == 0 and time.monotonic() - started < jwks_module.TOTAL_SECONDS:
+        await asyncio.sleep(0.05)
+    answered = time.monotonic()
+    response = await credentials(client, form(assertion(other_key, other.app_id)))
+    assert response.status_code == 200, response.text
+    assert time.monotonic() - answered < 2 and not waiting.done()  # not held up by the fetch under way
+    response = await waiting
+    elapsed = time.monotonic() - started
+    refused(response)
+    assert "could not be fetched" in response.json()["error_description"]
+    assert elapsed < jwks_module.TOTAL_SECONDS + 2, elapsed  # bounded: a correctness bound, not a benchmark

@@ -8,6 +8,7 @@ Each module is named by what it helps with:
 - ``dpop``: DPoP from a client's side: a key pair, its thumbprint and proofs; a code redeemed with a proof.
 - ``interop``: a real server's app and user for a third-party OAuth 2.0 client library.
 - ``routes``: every route of the app, derived from the app itself.
+- ``resolver``: test host names (``*.rebind.test``) resolving to the addresses a test chooses.
 
 Their asserts are rewritten by pytest as the tests' own are (conftest registers the package).
 """
