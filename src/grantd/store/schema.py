@@ -1,7 +1,8 @@
 """grantd's tables. Times are integer Unix seconds (UTC); secrets are stored only as keyed hashes.
 
 Alembic migrations under ``migrations/versions`` create and change these tables;
-a change here goes with a new migration.
+a change here goes with a new migration. The store builds its statements from the tables;
+what Alembic compares them with, the DDL, is ``ddl_metadata()``.
 """
 
 from __future__ import annotations
@@ -276,8 +277,9 @@ refresh_tokens = Table(
     # ends it, as it ends the access tokens the key issued.
     Column("key_id", String(32)),
 )
-_HAS_SESSION = refresh_tokens.c.session_jti.isnot(None)
-Index("ix_refresh_tokens_session_jti", refresh_tokens.c.session_jti, sqlite_where=_HAS_SESSION, postgresql_where=_HAS_SESSION)
+# Partial, on both databases: only the refresh tokens bound to a browser session have a
+# session_jti, and the session's end finds them by it (store.tokens). Its WHERE: ddl_metadata().
+_session_jti_index = Index("ix_refresh_tokens_session_jti", refresh_tokens.c.session_jti)
 Index("ix_refresh_tokens_user_app", refresh_tokens.c.user_id, refresh_tokens.c.app_id)
 
 signing_keys = Table(
@@ -470,3 +472,19 @@ passkey_challenges = Table(
     Column("binding", String(64), nullable=False),
     Column("expires_at", BigInteger, nullable=False, index=True),
 )
+
+
+def ddl_metadata() -> MetaData:
+    """``metadata`` with the options of its indexes that only a database's DDL reads: the schema
+    the migrations build, as Alembic compares it (``migrations/env.py``, tests/test_migrations.py).
+
+    SQLAlchemy checks an option named for a dialect (``postgresql_where``) by importing that
+    dialect, and importing SQLAlchemy's PostgreSQL dialect imports each of its driver modules too
+    (~2 MB resident). Declared on the tables, these options would put it in every server process,
+    on SQLite too, though no server emits DDL; declared here, it is imported only by what compiles
+    the schema: Alembic, whose migrations name the same options. (A server on PostgreSQL imports
+    the dialect for its own statements, store.prepared.) Calling it again changes nothing."""
+    has_session = refresh_tokens.c.session_jti.isnot(None)
+    for dialect in ("sqlite", "postgresql"):
+        _session_jti_index.dialect_kwargs[f"{dialect}_where"] = has_session
+    return metadata

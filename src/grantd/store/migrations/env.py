@@ -2,12 +2,12 @@
 
 from alembic import context
 
-from grantd.store.schema import metadata
+from grantd.store.schema import ddl_metadata
 
 connection = context.config.attributes["connection"]
 context.configure(
     connection=connection,
-    target_metadata=metadata,
+    target_metadata=ddl_metadata(),
     render_as_batch=connection.dialect.name == "sqlite",
     transaction_per_migration=False,
 )
