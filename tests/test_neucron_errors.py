@@ -460,7 +460,7 @@ async def test_credentials_not_a_json_object(client: httpx.AsyncClient, route: s
 
 
 APP_BAD = [
-    pytest.param({}, "name", id="empty-object"),
+    pytest.param({}, "redirect_uris", id="empty-object"),  # name may come as client_name: redirect_uris is the first field always required
     pytest.param({"redirect_uris": ["https://a.example.com/cb"], "permissions": "read_profile"}, "name", id="no-name"),
     pytest.param({"name": "A", "permissions": "read_profile"}, "redirect_uris", id="no-redirect-uris"),
     pytest.param({"name": "A", "redirect_uris": ["https://a.example.com/cb"]}, "permissions", id="no-permissions"),
