@@ -256,7 +256,7 @@ def render(args: argparse.Namespace, rounds: list[Round], started: float) -> str
         f"({args.peers_dir}), {len(rounds)} run{'s' if several else ''} of it: each server pinned to CPU "
         f"{knob('SERVER_CPUS', '0')}, wrk to CPU {knob('LOAD_CPUS', '1')} (one thread), {knob('CONNS', '32')} connections, "
         f"{knob('WARMUP', '3')} s warm-up, {knob('DURATION', '10')} s measured (×{knob('REPEATS', '1')}, the median "
-        "repeat kept), `POST` client_credentials with client_secret_basic. grantd: `grantd serve --workers 1` on a fresh {args.db} database, body "
+        f"repeat kept), `POST` client_credentials with client_secret_basic. grantd: `grantd serve --workers 1` on a fresh {args.db} database, body "
         f"`grant_type=client_credentials&scope={SCOPE}`.",
         "",
         *(["The harness's table of the last round:", ""] if several else []),
