@@ -304,7 +304,11 @@ async def test_the_pool_size_is_the_operators(
     server_factory: Callable[..., ServerProcess], postgres_url: str
 ) -> None:
     """GRANTD_DB_POOL_SIZE and GRANTD_DB_MAX_OVERFLOW bound a worker's connections: a burst of
-    concurrent token requests is served, on at most size + overflow connections."""
+    concurrent writes is served, on at most size + overflow connections.
+
+    The burst is of revocations (RFC 7009), each a committed write that holds its connection
+    while PostgreSQL flushes it: more than two at once need the overflow. (client_credentials
+    only reads one row, too briefly for a burst of it to need a third connection.)"""
     from prometheus_client.parser import text_string_to_metric_families
 
     env = {"GRANTD_DB_POOL_SIZE": "2", "GRANTD_DB_MAX_OVERFLOW": "1", "GRANTD_METRICS_ENABLED": "true"}
@@ -312,8 +316,14 @@ async def test_the_pool_size_is_the_operators(
     async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
         flow = await new_flow(client)
         form = {"grant_type": "client_credentials", "client_id": flow.app_id, "client_secret": flow.key_secret}
-        responses = await asyncio.gather(*(client.post("/oauth2/token", data=form) for _ in range(40)))
+        issued = [(await client.post("/oauth2/token", data=form)).json()["access_token"] for _ in range(40)]
+        credentials = {"client_id": flow.app_id, "client_secret": flow.key_secret}
+        responses = await asyncio.gather(
+            *(client.post("/oauth2/revoke", data={"token": token, **credentials}) for token in issued)
+        )
         assert [r.status_code for r in responses] == [200] * 40
+        introspected = await client.post("/oauth2/introspect", data={"token": issued[0], **credentials})
+        assert introspected.json() == {"active": False}  # the writes were made
         metrics = (await client.get("/metrics")).text
     gauges = {
         s.name: s.value
