@@ -310,11 +310,12 @@ async def token(request: Request) -> Response:
 
 
 async def _proof(ctx: Context, values: list[str] | None, endpoint: str) -> dpop.Proof | None:
-    """The request's DPoP proof (RFC 9449 §4.3) for ``POST /oauth2/<endpoint>``, checked; None without one."""
+    """The request's DPoP proof (RFC 9449 §4.3) for a ``POST`` to ``endpoint`` (its metadata field,
+    ``core.endpoints``), checked; None without one."""
     proof = dpop.one_proof(values) if values else None
     if proof is None:
         return None
-    return await dpop.check(ctx, proof, method="POST", uri=f"{ctx.settings.issuer}/oauth2/{endpoint}")
+    return await dpop.check(ctx, proof, method="POST", uri=ctx.settings.issuer + endpoints.PATHS[endpoint])
 
 
 async def issue_token(
@@ -332,7 +333,7 @@ async def issue_token(
         async with request as auth:
             issued = await grants.token_request(ctx, auth, form, address)
         return _issued(issued)
-    proof = await _proof(ctx, dpop_headers, "token")
+    proof = await _proof(ctx, dpop_headers, "token_endpoint")
     async with request as auth:
         issued = await grants.token_request(ctx, dpop.Bound(auth, proof.jkt) if proof else auth, form, address)
     response = _issued(issued)
@@ -371,7 +372,7 @@ async def pushed_authorization_request(request: Request) -> Response:
     client = _ClientRequest(ctx, request.headers.get("authorization"), form, client_address(request))
     await client.cross_origin(request.headers.get("origin"), request.scope)
     # RFC 9449 §10.1: a DPoP proof sent here binds the code to its key, as dpop_jkt does.
-    proof = await _proof(ctx, request.headers.getlist("dpop"), "par")
+    proof = await _proof(ctx, request.headers.getlist("dpop"), "pushed_authorization_request_endpoint")
     async with client as auth:
         pushed = await par.push(ctx, auth, form, dpop_jkt=proof.jkt if proof else None)
     headers = {**NO_STORE, **dpop.nonce_headers(ctx)} if proof else NO_STORE

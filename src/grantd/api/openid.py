@@ -22,7 +22,7 @@ from starlette.responses import Response
 from grantd.api import cors as cors_wire
 from grantd.api.jsonbody import JSONBody
 from grantd.api.oauth2 import NO_STORE, discovery_document
-from grantd.core import cors, dpop, id_tokens
+from grantd.core import cors, dpop, endpoints, id_tokens
 from grantd.core.errors import GrantdError, InsufficientScope, InvalidDPoPProof, InvalidRequest, InvalidToken, UseDPoPNonce
 from grantd.forms import FORM, parse_form
 
@@ -89,7 +89,7 @@ async def _dpop_userinfo(request: Request, token: str) -> Response:
         if proof is None:
             raise InvalidDPoPProof("A DPoP proof is required with Authorization: DPoP.")
         checked = await dpop.check(
-            ctx, proof, method=request.method, uri=f"{ctx.settings.issuer}/oauth2/userinfo", access_token=token
+            ctx, proof, method=request.method, uri=ctx.settings.issuer + endpoints.PATHS["userinfo_endpoint"], access_token=token
         )
         claims = await id_tokens.userinfo(ctx, token, checked.jkt)
     except UseDPoPNonce as exc:  # RFC 9449 §9: a 401 with the nonce to use
