@@ -106,15 +106,8 @@ async def test_junk_naming_a_confidential_key_does_not_lock_it_out_and_users_do_
             event["event"] == "code_redeemed" and event["detail"].get("key_id") == app.key_id for event in seen_by_developer
         ), seen_by_developer
 
-        def guess(attacker: httpx.AsyncClient) -> Any:
-            body = {"auth_code": secrets.token_urlsafe(32), "key_id": app.key_id, "key_secret": "gks_" + secrets.token_urlsafe(32)}
-            return attacker.post("/oauth/token", json={"token": body})
-
-        await junk(server, "127.0.0.4", guess)
-        response = await app.redeem(await app.code())  # from 127.0.0.5
-        assert response.status_code == 200, response.text
-        standard = await http.post("/oauth2/token", data={"grant_type": "client_credentials"}, auth=(app.app_id, app.key_secret))
-        assert standard.status_code == 200, standard.text
+        await junk(server, "127.0.0.4", key_guess(app))
+        await still_served(http, app)  # from 127.0.0.5
 
 
 def key_guess(app: Flow, *, spoof: bool = False) -> Callable[[httpx.AsyncClient], Any]:
@@ -127,6 +120,15 @@ def key_guess(app: Flow, *, spoof: bool = False) -> Callable[[httpx.AsyncClient]
         return attacker.post("/oauth/token", json={"token": body}, headers=headers)
 
     return guess
+
+
+async def still_served(http: httpx.AsyncClient, app: Flow) -> None:
+    """``app``'s correct requests from ``http``'s address are served: a Neucron code redemption
+    and an OAuth 2.0 client_credentials request."""
+    response = await app.redeem(await app.code())
+    assert response.status_code == 200, response.text
+    standard = await http.post("/oauth2/token", data={"grant_type": "client_credentials"}, auth=(app.app_id, app.key_secret))
+    assert standard.status_code == 200, standard.text
 
 
 async def own_addresses(http: httpx.AsyncClient, token: str) -> set[str | None]:
@@ -145,10 +147,7 @@ async def test_behind_a_trusted_proxy_each_forwarded_address_has_its_own_budget(
         assert await own_addresses(http, app.dev_token) == {"198.51.100.9"}  # the client's, not the proxy's
 
         await junk(server, "127.0.0.1", key_guess(app), forwarded_for="203.0.113.7")
-        response = await app.redeem(await app.code())  # through the same proxy, for 198.51.100.9
-        assert response.status_code == 200, response.text
-        standard = await http.post("/oauth2/token", data={"grant_type": "client_credentials"}, auth=(app.app_id, app.key_secret))
-        assert standard.status_code == 200, standard.text
+        await still_served(http, app)  # through the same proxy, for 198.51.100.9
 
         # A peer that is not a trusted proxy is its own address whatever it forwards: another
         # X-Forwarded-For on each request buys it no new budget.
@@ -164,5 +163,4 @@ async def test_without_trusted_proxies_x_forwarded_for_is_ignored(
         assert await own_addresses(http, app.dev_token) == {"127.0.0.1"}
 
         await junk(server, "127.0.0.2", key_guess(app, spoof=True))
-        response = await app.redeem(await app.code())  # from 127.0.0.1: another address, served
-        assert response.status_code == 200, response.text
+        await still_served(http, app)  # from 127.0.0.1: another address
